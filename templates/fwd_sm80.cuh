@@ -1,0 +1,460 @@
+// attnjit forward attention kernel for sm_80 and newer (FlashAttention-2 structure).
+//
+// Pasted last into the generated translation unit, after abi.h, common.cuh, the
+// configuration macros and the three hook functions (aj_score_mod, aj_mask_mod,
+// aj_tile_class). See docs/kernels.md for the full description.
+//
+// Configuration macros (defined by codegen):
+//   AJ_HEAD_DIM    32, 64, 96, 128, 256
+//   AJ_BLOCK_M     64 or 128       query rows per CTA
+//   AJ_BLOCK_N     32, 64 or 128   keys per kv tile
+//   AJ_NUM_WARPS   4 or 8          each warp owns AJ_BLOCK_M / AJ_NUM_WARPS (16 or 32) rows
+//   AJ_STAGES      1 or 2          kv buffers in shared memory (2 = K and V of the next
+//                                  tile load while the current one is computed)
+//   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
+//   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1
+//   AJ_Q_IN_REGS   optional, 0/1: keep the Q fragments in registers for the whole kv loop
+//                  (default: 1 when each warp owns 16 rows and AJ_HEAD_DIM <= 128,
+//                  else Q is re-read from shared memory with ldmatrix every tile)
+// Good defaults (see docs/kernels.md for the measurements):
+//   D <= 64 : BLOCK_M 128, BLOCK_N 64,  8 warps, 2 stages
+//   D = 128 : BLOCK_M 128, BLOCK_N 64,  8 warps, 2 stages
+//   D = 256 : BLOCK_M 64,  BLOCK_N 32,  4 warps, 2 stages
+//
+// Dynamic shared memory, in bytes (the host computes the same formula):
+//   AJ_SMEM_BYTES = (AJ_BLOCK_M + 2 * AJ_STAGES * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2
+// Rows are padded by 8 elements (16 bytes) so ldmatrix and cp.async are conflict-free.
+#ifndef ATTNJIT_FWD_SM80_CUH
+#define ATTNJIT_FWD_SM80_CUH
+
+#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_M) || !defined(AJ_BLOCK_N) || \
+    !defined(AJ_NUM_WARPS) || !defined(AJ_STAGES) || !defined(AJ_HAS_SCORE_MOD) || \
+    !defined(AJ_HAS_MASK)
+#error "attnjit fwd_sm80: a configuration macro (AJ_HEAD_DIM, AJ_BLOCK_M, AJ_BLOCK_N, AJ_NUM_WARPS, AJ_STAGES, AJ_HAS_SCORE_MOD, AJ_HAS_MASK) is missing"
+#endif
+#if !(AJ_HEAD_DIM == 32 || AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 96 || AJ_HEAD_DIM == 128 || \
+      AJ_HEAD_DIM == 256)
+#error "attnjit fwd_sm80: AJ_HEAD_DIM must be 32, 64, 96, 128 or 256"
+#endif
+#if !(AJ_BLOCK_M == 64 || AJ_BLOCK_M == 128)
+#error "attnjit fwd_sm80: AJ_BLOCK_M must be 64 or 128"
+#endif
+#if !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64 || AJ_BLOCK_N == 128)
+#error "attnjit fwd_sm80: AJ_BLOCK_N must be 32, 64 or 128"
+#endif
+#if !(AJ_NUM_WARPS == 4 || AJ_NUM_WARPS == 8)
+#error "attnjit fwd_sm80: AJ_NUM_WARPS must be 4 or 8"
+#endif
+#if !(AJ_BLOCK_M / AJ_NUM_WARPS == 16 || AJ_BLOCK_M / AJ_NUM_WARPS == 32)
+#error "attnjit fwd_sm80: AJ_BLOCK_M / AJ_NUM_WARPS must be 16 or 32 (BLOCK_M 64 needs 4 warps)"
+#endif
+#if !(AJ_STAGES == 1 || AJ_STAGES == 2)
+#error "attnjit fwd_sm80: AJ_STAGES must be 1 or 2"
+#endif
+#if defined(AJ_DTYPE_BF16) && defined(AJ_DTYPE_FP16)
+#error "attnjit fwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16"
+#endif
+#if !defined(AJ_DTYPE_BF16) && !defined(AJ_DTYPE_FP16)
+#error "attnjit fwd_sm80: define one of AJ_DTYPE_BF16 or AJ_DTYPE_FP16"
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "attnjit fwd_sm80: needs sm_80 or newer"
+#endif
+
+#define AJ_SMEM_ROW (AJ_HEAD_DIM + 8)
+#define AJ_SMEM_BYTES ((AJ_BLOCK_M + 2 * AJ_STAGES * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2)
+
+#ifndef AJ_Q_IN_REGS
+#if AJ_BLOCK_M / AJ_NUM_WARPS == 16 && AJ_HEAD_DIM <= 128
+#define AJ_Q_IN_REGS 1
+#else
+#define AJ_Q_IN_REGS 0
+#endif
+#endif
+
+namespace aj_fwd {
+
+constexpr int D = AJ_HEAD_DIM;
+constexpr int BM = AJ_BLOCK_M;
+constexpr int BN = AJ_BLOCK_N;
+constexpr int NW = AJ_NUM_WARPS;
+constexpr int NT = NW * 32;
+constexpr int WM = BM / NW;  // rows per warp
+constexpr int MT = WM / 16;  // 16-row mma tiles per warp
+constexpr int RS = AJ_SMEM_ROW;  // smem row stride, elements
+constexpr int RSB = RS * 2;      // smem row stride, bytes
+constexpr int KD = D / 16;       // k steps of QK^T
+constexpr int NN = BN / 8;       // 8-key column tiles of S
+constexpr int KN = BN / 16;      // k steps of PV
+constexpr int ND = D / 8;        // 8-wide column tiles of O
+constexpr int CPR = D / 8;       // 16-byte chunks per row
+
+__device__ __forceinline__ void mma(float* d, const aj_u32* a, aj_u32 b0, aj_u32 b1) {
+#if defined(AJ_DTYPE_BF16)
+  aj_mma_bf16_16816(d, a, b0, b1);
+#else
+  aj_mma_fp16_16816(d, a, b0, b1);
+#endif
+}
+__device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
+#if defined(AJ_DTYPE_BF16)
+  return aj_pack_bf16x2(lo, hi);
+#else
+  return aj_pack_fp16x2(lo, hi);
+#endif
+}
+
+// Copies rows [row0, row0 + ROWS) of a [*, D] matrix with row stride `stride` (elements)
+// into shared memory at `sbase` (padded rows); rows >= nrows are zero-filled.
+template <int ROWS>
+__device__ __forceinline__ void load_tile(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0,
+                                          int nrows, int tid) {
+  constexpr int TOTAL = ROWS * CPR;
+  constexpr int ITERS = (TOTAL + NT - 1) / NT;
+#pragma unroll
+  for (int i = 0; i < ITERS; ++i) {
+    const int idx = tid + i * NT;
+    if (TOTAL % NT == 0 || idx < TOTAL) {
+      const int r = idx / CPR;
+      const int c = idx % CPR;
+      const int row = row0 + r;
+      const bool ok = row < nrows;
+      const aj_u16* src = g + (ok ? (aj_i64)row * stride : (aj_i64)0) + c * 8;
+      aj_cp_async_16(sbase + r * RSB + c * 16, src, ok ? 16 : 0);
+    }
+  }
+}
+
+// Scales, modifies and masks the raw S fragment of one kv tile in place.
+// BOUND: apply kv < seq_k; MASK: apply aj_mask_mod.
+template <bool BOUND, bool MASK>
+__device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int h, int q_base,
+                                               int kv_base, const AttnjitFwdArgs& args) {
+  (void)b; (void)h; (void)q_base; (void)kv_base;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int j = 0; j < NN; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = q_base + mt * 16 + (e >> 1) * 8;
+        const int kv = kv_base + j * 8 + (e & 1);
+        // Hooks only ever see in-range indices (captured tensors may be indexed by them).
+        const int qc = q < args.seq_q ? q : args.seq_q - 1;
+        const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+        float v = s[mt][j][e];
+#if AJ_HAS_SCORE_MOD
+        v = aj_score_mod(v * args.scale, b, h, qc, kvc, args);
+#endif
+        bool keep = true;
+        if (BOUND) keep = kv < args.seq_k;
+        if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
+        s[mt][j][e] = keep ? v : AJ_NEG_INF;
+        (void)qc; (void)kvc;
+      }
+    }
+  }
+}
+
+}  // namespace aj_fwd
+
+extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
+    attnjit_fwd(const AttnjitFwdArgs args) {
+  using namespace aj_fwd;
+  extern __shared__ __align__(128) unsigned char aj_smem[];
+
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+
+  // Heaviest query blocks (causal) first for a better tail.
+  const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int hk = h / (args.heads_q / args.heads_kv);
+  const int seq_q = args.seq_q;
+  const int seq_k = args.seq_k;
+  const int q0 = m_block * BM;
+  const int q_hi = min(q0 + BM, seq_q) - 1;
+
+  const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1];
+  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
+  aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+  const aj_i64 qs = args.q_stride[2], ks = args.k_stride[2], vs = args.v_stride[2],
+               os = args.o_stride[2];
+
+  const aj_u32 s_q = aj_smem_addr(aj_smem);
+  const aj_u32 s_k = s_q + BM * RSB;                // AJ_STAGES buffers of BN rows
+  const aj_u32 s_v = s_k + AJ_STAGES * BN * RSB;    // AJ_STAGES buffers of BN rows
+  constexpr aj_u32 KV_STAGE_BYTES = BN * RSB;
+
+  const int n_tiles = (seq_k + BN - 1) / BN;
+  auto next_tile = [&](int n, int& cls) -> int {
+    for (; n < n_tiles; ++n) {
+      const int kv_lo = n * BN;
+      const int kv_hi = min(kv_lo + BN, seq_k) - 1;
+      cls = aj_tile_class(b, h, q0, q_hi, kv_lo, kv_hi, args);
+      if (cls != 0) return n;
+    }
+    return n_tiles;
+  };
+
+  int cls = 0;
+  int n = next_tile(0, cls);
+
+  // Q tile and the first kv tile.
+  load_tile<BM>(s_q, qg, qs, q0, seq_q, tid);
+  if (n < n_tiles) {
+    load_tile<BN>(s_k, kg, ks, n * BN, seq_k, tid);
+#if AJ_STAGES == 2
+    load_tile<BN>(s_v, vg, vs, n * BN, seq_k, tid);
+#endif
+  }
+  aj_cp_async_commit();
+
+  // Per-lane ldmatrix offsets (bytes).
+  const aj_u32 q_lane = (aj_u32)((warp * WM + (lane & 15)) * RSB + (lane >> 4) * 16);
+  const aj_u32 k_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
+  const aj_u32 v_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+
+  float o[MT][ND][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < ND; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mt][j][e] = 0.f;
+  float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    row_max[mt][0] = row_max[mt][1] = AJ_NEG_INF;
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
+#if AJ_HAS_SCORE_MOD
+  const float mult = AJ_LOG2E;
+#else
+  const float mult = args.scale_log2;
+#endif
+
+#if AJ_Q_IN_REGS
+  aj_u32 qf[MT][KD][4];
+  if (n < n_tiles) {
+    aj_cp_async_wait<0>();
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk)
+        aj_ldmatrix_x4(qf[mt][kk], s_q + q_lane + mt * 16 * RSB + kk * 32);
+  }
+#endif
+
+  int stage = 0;
+  while (n < n_tiles) {
+    int next_cls = 0;
+    const int next = next_tile(n + 1, next_cls);
+    const aj_u32 sk = s_k + stage * KV_STAGE_BYTES;
+    const aj_u32 sv = s_v + stage * KV_STAGE_BYTES;
+
+#if AJ_STAGES == 2
+    // Prefetch the whole next tile into the other stage, then wait for this one.
+    if (next < n_tiles) {
+      load_tile<BN>(s_k + (stage ^ 1) * KV_STAGE_BYTES, kg, ks, next * BN, seq_k, tid);
+      load_tile<BN>(s_v + (stage ^ 1) * KV_STAGE_BYTES, vg, vs, next * BN, seq_k, tid);
+      aj_cp_async_commit();
+      aj_cp_async_wait<1>();
+    } else {
+      aj_cp_async_wait<0>();
+    }
+#else
+    // One buffer each: V(n) loads while S = Q K(n)^T is computed; K(next) loads while
+    // the softmax and P V(n) run.
+    load_tile<BN>(s_v, vg, vs, n * BN, seq_k, tid);
+    aj_cp_async_commit();
+    aj_cp_async_wait<1>();
+#endif
+    __syncthreads();
+
+    // ---- S = Q K^T -------------------------------------------------------------
+    float s[MT][NN][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+#if !AJ_Q_IN_REGS
+      aj_u32 qk[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        aj_ldmatrix_x4(qk[mt], s_q + q_lane + mt * 16 * RSB + kk * 32);
+#endif
+#pragma unroll
+      for (int jn = 0; jn < NN / 2; ++jn) {
+        aj_u32 kb[4];
+        aj_ldmatrix_x4(kb, sk + k_lane + jn * 16 * RSB + kk * 32);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#if AJ_Q_IN_REGS
+          const aj_u32* a = qf[mt][kk];
+#else
+          const aj_u32* a = qk[mt];
+#endif
+          mma(s[mt][2 * jn], a, kb[0], kb[1]);
+          mma(s[mt][2 * jn + 1], a, kb[2], kb[3]);
+        }
+      }
+    }
+
+#if AJ_STAGES == 1
+    __syncthreads();  // every warp is done with K(n)
+    if (next < n_tiles) load_tile<BN>(s_k, kg, ks, next * BN, seq_k, tid);
+    aj_cp_async_commit();
+#endif
+
+    // ---- score_mod, masks ----------------------------------------------------------
+    {
+      const int q_base = q0 + warp * WM + g;
+      const int kv_base = n * BN + 2 * t;
+      const bool ragged = n * BN + BN > seq_k;
+#if AJ_HAS_MASK
+      if (cls == 1) {
+        prepare_scores<true, true>(s, b, h, q_base, kv_base, args);
+      } else
+#endif
+      if (ragged) {
+        prepare_scores<true, false>(s, b, h, q_base, kv_base, args);
+      } else {
+#if AJ_HAS_SCORE_MOD
+        prepare_scores<false, false>(s, b, h, q_base, kv_base, args);
+#endif
+      }
+    }
+
+    // ---- online softmax (exp2 domain) --------------------------------------------------
+    aj_u32 p[MT][KN][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[mt][r];
+#pragma unroll
+        for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * r], s[mt][j][2 * r + 1]));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 1));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 2));
+        // A row with no included key so far keeps max -inf: use 0 to avoid inf - inf.
+        const float ms = (mx == AJ_NEG_INF) ? 0.f : mx * mult;
+        const float alpha = aj_exp2(row_max[mt][r] * mult - ms);
+        row_max[mt][r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NN; ++j) {
+          const float p0 = aj_exp2(s[mt][j][2 * r] * mult - ms);
+          const float p1 = aj_exp2(s[mt][j][2 * r + 1] * mult - ms);
+          s[mt][j][2 * r] = p0;
+          s[mt][j][2 * r + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[mt][r] = row_sum[mt][r] * alpha + sum;
+#pragma unroll
+        for (int j = 0; j < ND; ++j) {
+          o[mt][j][2 * r] *= alpha;
+          o[mt][j][2 * r + 1] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < KN; ++kk) {
+        p[mt][kk][0] = pack2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        p[mt][kk][1] = pack2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        p[mt][kk][2] = pack2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        p[mt][kk][3] = pack2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+    }
+
+#if AJ_STAGES == 1
+    if (next < n_tiles) {
+      aj_cp_async_wait<1>();
+    } else {
+      aj_cp_async_wait<0>();
+    }
+    __syncthreads();
+#endif
+
+    // ---- O += P V ----------------------------------------------------------------------
+#pragma unroll
+    for (int kk = 0; kk < KN; ++kk) {
+#pragma unroll
+      for (int jd = 0; jd < ND / 2; ++jd) {
+        aj_u32 vb[4];
+        aj_ldmatrix_x4_trans(vb, sv + v_lane + kk * 16 * RSB + jd * 32);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(o[mt][2 * jd], p[mt][kk], vb[0], vb[1]);
+          mma(o[mt][2 * jd + 1], p[mt][kk], vb[2], vb[3]);
+        }
+      }
+    }
+    __syncthreads();  // this stage may be overwritten by the next prefetch
+
+    n = next;
+    cls = next_cls;
+#if AJ_STAGES == 2
+    stage ^= 1;
+#endif
+  }
+  // With no kv tile at all the Q copies (issued by every thread, into every warp's rows)
+  // may still be in flight: wait for them before the rows are reused for staging.
+  aj_cp_async_wait<0>();
+  __syncthreads();
+
+  // ---- epilogue: normalize, LSE, stage rows in smem (this warp's Q rows), store -------
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[mt][r];
+      l += aj_shfl_xor(l, 1);
+      l += aj_shfl_xor(l, 2);
+      const bool any = l > 0.f;
+      const float inv = any ? 1.0f / l : 0.f;
+      const int lrow = warp * WM + mt * 16 + r * 8 + g;
+      const int q = q0 + lrow;
+      if (args.lse != nullptr && t == 0 && q < seq_q) {
+        const float lse = any ? (row_max[mt][r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+        args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
+      }
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        const aj_u32 packed = pack2(o[mt][j][2 * r] * inv, o[mt][j][2 * r + 1] * inv);
+        aj_st_shared_u32(s_q + lrow * RSB + (j * 8 + 2 * t) * 2, packed);
+      }
+    }
+  }
+  __syncwarp();
+  {
+    constexpr int TOTAL = WM * CPR;
+    constexpr int ITERS = (TOTAL + 31) / 32;
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int idx = lane + i * 32;
+      if (TOTAL % 32 == 0 || idx < TOTAL) {
+        const int r = idx / CPR;
+        const int c = idx % CPR;
+        const int lrow = warp * WM + r;
+        const int q = q0 + lrow;
+        if (q < seq_q) {
+          aj_u32 v[4];
+          aj_ld_shared_v4(s_q + lrow * RSB + c * 16, v);
+          aj_st_global_v4(og + (aj_i64)q * os + c * 8, v);
+        }
+      }
+    }
+  }
+}
+
+#endif  // ATTNJIT_FWD_SM80_CUH
