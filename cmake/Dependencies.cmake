@@ -1,0 +1,24 @@
+# Third-party dependencies, all from Debian packages (see tools/setup.sh).
+find_package(Threads REQUIRED)
+find_package(fmt 9 REQUIRED)
+find_package(CUDAToolkit REQUIRED)
+
+# CLI11 ships a CMake config on Debian; fall back to the header when it does not.
+find_package(CLI11 CONFIG QUIET)
+if(NOT TARGET CLI11::CLI11)
+  find_path(CLI11_INCLUDE_DIR CLI/CLI.hpp REQUIRED)
+  add_library(CLI11::CLI11 INTERFACE IMPORTED)
+  target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
+endif()
+
+# DLPack: header only (libdlpack-dev).
+find_path(DLPACK_INCLUDE_DIR dlpack/dlpack.h REQUIRED)
+if(NOT TARGET dlpack::dlpack)
+  add_library(dlpack::dlpack INTERFACE IMPORTED)
+  target_include_directories(dlpack::dlpack INTERFACE ${DLPACK_INCLUDE_DIR})
+endif()
+
+# xxHash (libxxhash-dev), used header-only (XXH_INLINE_ALL) so nothing is needed at run time.
+find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+add_library(attnjit_xxhash INTERFACE)
+target_include_directories(attnjit_xxhash INTERFACE $<BUILD_INTERFACE:${XXHASH_INCLUDE_DIR}>)

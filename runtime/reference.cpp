@@ -1,0 +1,190 @@
+// CPU reference attention (see reference.hpp).
+#include "runtime/reference.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+
+#include "compiler/pipeline.hpp"
+#include "runtime/dlpack_view.hpp"
+
+namespace attnjit {
+namespace {
+
+bool is_float_dtype(DLDataType d) {
+  return d.lanes == 1 && ((d.code == kDLFloat && (d.bits == 16 || d.bits == 32 || d.bits == 64)) ||
+                          (d.code == kDLBfloat && d.bits == 16));
+}
+
+void check_input(const DLTensor& t, const char* name) {
+  if (t.device.device_type != kDLCPU)
+    throw UserError(fmt::format("reference input {} is not in host memory (device type {}); copy it to the CPU first",
+                                name, static_cast<int>(t.device.device_type)));
+  if (t.ndim != 4)
+    throw UserError(fmt::format("reference input {} has rank {} (shape {}); expected rank 4 [batch, heads, seq, dim]",
+                                name, t.ndim, shape_string(dlpack_shape(t))));
+  if (!is_float_dtype(t.dtype))
+    throw UserError(fmt::format("reference input {} has dtype {}; allowed: f64, f32, f16, bf16", name,
+                                dlpack_dtype_name(t.dtype)));
+}
+
+// A bounds-checked element read of a captured tensor for the evaluator.
+ir::Value read_bound_tensor(const DLTensor& t, const ir::Node& read, std::span<const std::int64_t> idx) {
+  const auto strides = dlpack_strides(t);
+  std::int64_t offset = 0;
+  for (int d = 0; d < t.ndim; ++d) {
+    const std::int64_t i = idx[static_cast<std::size_t>(d)];
+    if (i < 0 || i >= t.shape[d]) {
+      std::vector<std::int64_t> where(idx.begin(), idx.end());
+      throw UserError(fmt::format("tensor '{}' read out of bounds at index {} (shape {}); make the tensor cover every "
+                                  "position the variant reads",
+                                  read.name, shape_string(where), shape_string(dlpack_shape(t))));
+    }
+    offset += i * strides[static_cast<std::size_t>(d)];
+  }
+  switch (read.type) {
+    case ir::Type::Float: return ir::Value::of_float(load_as_double(t, offset));
+    case ir::Type::Int: return ir::Value::of_int(ir::wrap_int32(load_as_int(t, offset)));
+    case ir::Type::Bool: return ir::Value::of_bool(load_as_int(t, offset) != 0);
+  }
+  return {};
+}
+
+// Q or K rows widened to double with RoPE applied at the given absolute positions.
+std::vector<double> load_rows(const DLTensor& t, int b, int h, int seq, int dim, const std::optional<RopeHook>& rope,
+                              std::int64_t position_offset) {
+  const auto s = dlpack_strides(t);
+  std::vector<double> rows(static_cast<std::size_t>(seq) * dim);
+  for (int i = 0; i < seq; ++i)
+    for (int d = 0; d < dim; ++d)
+      rows[static_cast<std::size_t>(i) * dim + d] = load_as_double(t, b * s[0] + h * s[1] + i * s[2] + d * s[3]);
+  if (!rope) return rows;
+  const int rd = rope->rotary_dim == 0 ? dim : rope->rotary_dim;
+  if (rd > dim)
+    throw UserError(fmt::format("rope rotary_dim {} exceeds the head dimension {}; use 0 (whole head) or <= {}", rd,
+                                dim, dim));
+  for (int i = 0; i < seq; ++i) {
+    double* row = &rows[static_cast<std::size_t>(i) * dim];
+    const double pos = static_cast<double>(i + position_offset);
+    for (int j = 0; j < rd / 2; ++j) {
+      const double angle = pos * std::pow(rope->theta, -2.0 * j / rd);
+      const int a = rope->layout == RopeHook::Layout::Half ? j : 2 * j;
+      const int c = rope->layout == RopeHook::Layout::Half ? j + rd / 2 : 2 * j + 1;
+      const double x = row[a], y = row[c];
+      row[a] = x * std::cos(angle) - y * std::sin(angle);
+      row[c] = x * std::sin(angle) + y * std::cos(angle);
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
+double ReferenceResult::o_at(int b, int h, int q, int d) const {
+  return o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + q) * head_dim_v + d];
+}
+double ReferenceResult::lse_at(int b, int h, int q) const {
+  return lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + q];
+}
+
+ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, const DLTensor& k, const DLTensor& v,
+                                    const Bindings& bindings, const ReferenceOptions& options) {
+  check_input(q, "Q");
+  check_input(k, "K");
+  check_input(v, "V");
+  const int batch = static_cast<int>(q.shape[0]), heads_q = static_cast<int>(q.shape[1]);
+  const int seq_q = static_cast<int>(q.shape[2]), dim = static_cast<int>(q.shape[3]);
+  const int heads_kv = static_cast<int>(k.shape[1]), seq_k = static_cast<int>(k.shape[2]);
+  const int dim_v = static_cast<int>(v.shape[3]);
+  if (k.shape[0] != batch || v.shape[0] != batch || v.shape[1] != heads_kv || v.shape[2] != seq_k || k.shape[3] != dim)
+    throw UserError(fmt::format("shapes do not match: Q {}, K {}, V {}; expected Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], "
+                                "V [B, Hkv, Sk, Dv]",
+                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
+  if (heads_kv <= 0 || heads_q % heads_kv != 0)
+    throw UserError(fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", heads_q, heads_kv));
+  if (batch <= 0 || seq_q <= 0 || seq_k <= 0 || dim <= 0 || dim_v <= 0)
+    throw UserError(fmt::format("empty problem: Q {}, K {}, V {}; every extent must be at least 1",
+                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
+  check_bindings(variant, bindings);
+
+  const double scale = options.scale != 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(dim));
+  const ir::LoweredExprs lowered = ir::lower({{"score_mod", variant.score_mod().node(), ir::Type::Float},
+                                              {"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
+
+  ir::EvalEnv env;
+  env.q_len = seq_q;
+  env.kv_len = seq_k;
+  env.num_heads = heads_q;
+  for (const auto& p : variant.params())
+    env.params[p.name] = p.type == ir::Type::Int ? ir::Value::of_int(bound_int(bindings, p.name))
+                                                 : ir::Value::of_float(bound_float(bindings, p.name));
+  env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> idx) {
+    return read_bound_tensor(bindings.tensors().at(read.name), read, idx);
+  };
+
+  std::optional<DLTensor> gate;
+  if (variant.output_gate()) {
+    gate = bindings.tensors().at(variant.output_gate()->tensor);
+    std::vector<std::int64_t> expected = {batch, heads_q, seq_q};
+    if (gate->ndim == 4) expected.push_back(dim_v);
+    if (dlpack_shape(*gate) != expected)
+      throw UserError(fmt::format("output gate tensor '{}' has shape {}; expected {}", variant.output_gate()->tensor,
+                                  shape_string(dlpack_shape(*gate)), shape_string(expected)));
+  }
+
+  ReferenceResult out;
+  out.batch = batch;
+  out.heads_q = heads_q;
+  out.seq_q = seq_q;
+  out.head_dim_v = dim_v;
+  out.o.assign(static_cast<std::size_t>(batch) * heads_q * seq_q * dim_v, 0.0);
+  out.lse.assign(static_cast<std::size_t>(batch) * heads_q * seq_q, -std::numeric_limits<double>::infinity());
+
+  std::vector<ir::Value> scratch, roots;
+  std::vector<double> logits(static_cast<std::size_t>(seq_k));
+  const auto vs = dlpack_strides(v);
+  for (int b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads_q; ++h) {
+      const int hk = h / (heads_q / heads_kv);
+      const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q);
+      const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), 0);
+      for (int i = 0; i < seq_q; ++i) {
+        env.b = b, env.h = h, env.q = i;
+        double max_logit = -std::numeric_limits<double>::infinity();
+        for (int j = 0; j < seq_k; ++j) {
+          double dot = 0.0;
+          for (int d = 0; d < dim; ++d)
+            dot += qrows[static_cast<std::size_t>(i) * dim + d] * krows[static_cast<std::size_t>(j) * dim + d];
+          env.kv = j;
+          env.score = scale * dot;
+          ir::evaluate_program(lowered.program, env, scratch, roots);
+          const double logit = roots[1].b ? roots[0].f : -std::numeric_limits<double>::infinity();
+          logits[static_cast<std::size_t>(j)] = logit;
+          max_logit = std::max(max_logit, logit);
+        }
+        if (max_logit == -std::numeric_limits<double>::infinity()) continue;  // fully masked: O = 0, LSE = -inf
+        double denom = 0.0;
+        double* orow = &out.o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + i) * dim_v];
+        for (int j = 0; j < seq_k; ++j) {
+          const double p = std::exp(logits[static_cast<std::size_t>(j)] - max_logit);
+          if (p == 0.0) continue;
+          denom += p;
+          for (int d = 0; d < dim_v; ++d) orow[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
+        }
+        for (int d = 0; d < dim_v; ++d) orow[d] /= denom;
+        out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = max_logit + std::log(denom);
+        if (gate) {
+          const auto gs = dlpack_strides(*gate);
+          for (int d = 0; d < dim_v; ++d) {
+            std::int64_t off = b * gs[0] + h * gs[1] + i * gs[2] + (gate->ndim == 4 ? d * gs[3] : 0);
+            orow[d] *= 1.0 / (1.0 + std::exp(-load_as_double(*gate, off)));
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace attnjit

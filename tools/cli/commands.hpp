@@ -1,0 +1,12 @@
+// Subcommands of the `attnjit` CLI; each file under tools/cli/ registers one group.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace attnjit::cli {
+
+// Every register_* function adds its subcommand(s) to `app`. A subcommand's callback
+// throws attnjit::Error for failures; main() prints it and sets a non-zero exit code.
+void register_variant_commands(CLI::App& app);
+
+}  // namespace attnjit::cli
