@@ -109,18 +109,38 @@ __device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
 template <int ROWS>
 __device__ __forceinline__ void load_tile(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0,
                                           int nrows, int tid) {
-  constexpr int TOTAL = ROWS * CPR;
-  constexpr int ITERS = (TOTAL + NT - 1) / NT;
+  if constexpr (NT % CPR == 0) {
+    // Each thread copies one fixed 16-byte column chunk of every RPI-th row: one pointer
+    // and one increment live across the kv loop, not one address per copy.
+    constexpr int RPI = NT / CPR;
+    constexpr int ITERS = (ROWS + RPI - 1) / RPI;
+    const int r0 = tid / CPR;
+    const int c = tid % CPR;
+    const aj_u16* src = g + (aj_i64)(row0 + r0) * stride + c * 8;
+    const aj_i64 step = (aj_i64)RPI * stride;
+    const aj_u32 dst = sbase + r0 * RSB + c * 16;
 #pragma unroll
-  for (int i = 0; i < ITERS; ++i) {
-    const int idx = tid + i * NT;
-    if (TOTAL % NT == 0 || idx < TOTAL) {
-      const int r = idx / CPR;
-      const int c = idx % CPR;
-      const int row = row0 + r;
-      const bool ok = row < nrows;
-      const aj_u16* src = g + (ok ? (aj_i64)row * stride : (aj_i64)0) + c * 8;
-      aj_cp_async_16(sbase + r * RSB + c * 16, src, ok ? 16 : 0);
+    for (int i = 0; i < ITERS; ++i) {
+      if (ROWS % RPI == 0 || r0 + i * RPI < ROWS) {
+        const bool ok = row0 + r0 + i * RPI < nrows;
+        aj_cp_async_16(dst + i * RPI * RSB, ok ? src : g, ok ? 16 : 0);
+      }
+      src += step;
+    }
+  } else {
+    constexpr int TOTAL = ROWS * CPR;
+    constexpr int ITERS = (TOTAL + NT - 1) / NT;
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int idx = tid + i * NT;
+      if (TOTAL % NT == 0 || idx < TOTAL) {
+        const int r = idx / CPR;
+        const int c = idx % CPR;
+        const int row = row0 + r;
+        const bool ok = row < nrows;
+        const aj_u16* src = g + (ok ? (aj_i64)row * stride : (aj_i64)0) + c * 8;
+        aj_cp_async_16(sbase + r * RSB + c * 16, src, ok ? 16 : 0);
+      }
     }
   }
 }

@@ -355,10 +355,18 @@ int main(int argc, char** argv) {
   if (argc < 2) { std::fprintf(stderr, "usage: smoke <cubin dir> [--no-perf] [--no-check]\n"); return 2; }
   g_dir = argv[1];
   bool perf = true, check = true;
+  std::vector<std::string> filters;  // --filter S (repeatable): configs whose name contains S
   for (int i = 2; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--no-perf")) perf = false;
     if (!std::strcmp(argv[i], "--no-check")) check = false;
+    if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filters.push_back(argv[++i]);
   }
+  auto selected = [&](const KernelCfg& c) {
+    if (filters.empty()) return true;
+    for (auto& f : filters)
+      if (c.name().find(f) != std::string::npos) return true;
+    return false;
+  };
   CK(cudaFree(0));
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -378,6 +386,7 @@ int main(int argc, char** argv) {
   if (check) {
     std::vector<std::pair<const KernelCfg*, Problem>> tests;
     for (auto& c : cfgs) {
+      if (!selected(c)) continue;
       const int D = c.d;
       const bool dflt = c.bm == 128 && c.bn == 64 && c.nw == 8 && c.stages == 2;
       if (c.variant == smoke::kDense) {
@@ -418,7 +427,7 @@ int main(int argc, char** argv) {
   std::vector<Timing> times;
   if (perf) {
     for (auto& c : cfgs) {
-      if (c.variant == smoke::kSwaSoftcap) continue;
+      if (c.variant == smoke::kSwaSoftcap || !selected(c)) continue;
       if (c.d == 32 || c.d == 96 || c.d == 256) continue;
       times.push_back(run_time(c, 4, 16, 4096));
       std::printf("time %-36s %8.3f ms %7.1f TFLOP/s\n", times.back().name.c_str(), times.back().ms,
@@ -427,6 +436,7 @@ int main(int argc, char** argv) {
     }
     for (auto* c : {find(smoke::kSwaSoftcap, true, 128, 128, 64, 8, 2),
                     find(smoke::kSwaSoftcap, true, 64, 128, 64, 8, 2)}) {
+      if (!c || !selected(*c)) continue;
       Timing t = run_time(*c, 4, 16, 4096);
       // Window 1024 causal: pairs = sum over q of min(q+1, 1024).
       double pairs = 0;

@@ -24,10 +24,12 @@ struct KernelCfg {
   int d = 128, bm = 128, bn = 64, nw = 8, stages = 2;
   bool bf16 = true;
   int variant = kDense;
+  int q_in_regs = -1;  // -1: the template's default; else AJ_Q_IN_REGS
   std::string name() const {
     std::ostringstream s;
     s << variant_name(variant) << "_" << (bf16 ? "bf16" : "fp16") << "_d" << d << "_m" << bm
       << "n" << bn << "w" << nw << "s" << stages;
+    if (q_in_regs >= 0) s << "q" << q_in_regs;
     return s.str();
   }
 };
@@ -90,6 +92,7 @@ inline std::string make_tu(const KernelCfg& c, const std::string& repo) {
     << (c.bf16 ? "#define AJ_DTYPE_BF16 1\n" : "#define AJ_DTYPE_FP16 1\n")
     << "#define AJ_HAS_SCORE_MOD " << (c.variant == kSwaSoftcap ? 1 : 0) << "\n"
     << "#define AJ_HAS_MASK " << (c.variant == kDense ? 0 : 1) << "\n";
+  if (c.q_in_regs >= 0) s << "#define AJ_Q_IN_REGS " << c.q_in_regs << "\n";
   s << hooks_source(c.variant) << "\n";
   s << read_text(repo + "/templates/fwd_sm80.cuh") << "\n";
   return s.str();
@@ -106,14 +109,18 @@ inline std::vector<KernelCfg> all_configs() {
         v.push_back(c);
       }
   // Schedule knobs (bf16, dense and causal); the first is the default.
-  static const int sched[][4] = {{128, 64, 4, 2}, {64, 64, 4, 2}, {64, 64, 4, 1},
-                                 {128, 128, 8, 1}, {128, 128, 8, 2}, {128, 32, 8, 2},
-                                 {128, 32, 4, 2}, {128, 64, 8, 1}};
+  // {bm, bn, warps, stages, q_in_regs (-1 = default)}
+  static const int sched[][5] = {
+      {128, 64, 4, 2, -1}, {64, 64, 4, 2, -1},  {64, 64, 4, 1, -1},  {128, 128, 8, 1, -1},
+      {128, 128, 8, 2, -1}, {128, 32, 8, 2, -1}, {128, 32, 4, 2, -1}, {128, 64, 8, 1, -1},
+      {128, 64, 4, 1, -1}, {128, 32, 4, 1, -1}, {128, 64, 4, 2, 1},  {128, 64, 4, 1, 1},
+      {128, 32, 4, 2, 1},  {128, 128, 4, 2, -1}, {128, 128, 4, 1, -1}};
   for (int d : {64, 128})
     for (int var : {kDense, kCausal})
       for (auto& s : sched) {
         KernelCfg c; c.variant = var; c.d = d;
-        c.bm = s[0]; c.bn = s[1]; c.nw = s[2]; c.stages = s[3];
+        c.bm = s[0]; c.bn = s[1]; c.nw = s[2]; c.stages = s[3]; c.q_in_regs = s[4];
+        if (d == 128 && (c.q_in_regs == 1 || c.bn == 128) && c.nw == 4) continue;  // no room
         v.push_back(c);
       }
   // Other head dims (bf16).
