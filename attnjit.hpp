@@ -8,4 +8,6 @@
 #include "dsl/parser.hpp"
 #include "dsl/presets.hpp"
 #include "dsl/variant.hpp"
+#include "runtime/bindings.hpp"
+#include "runtime/dlpack_view.hpp"
 #include "runtime/reference.hpp"

@@ -61,8 +61,8 @@ Value eval_leaf(const Node& n, const EvalEnv& env) {
     case Op::Param: {
       auto it = env.params.find(n.name);
       if (it == env.params.end())
-        throw UserError(fmt::format("parameter '{}' ({}) has no value; bind it before running", n.name,
-                                    type_name(n.type)));
+        throw UserError(
+            fmt::format("parameter '{}' ({}) has no value; bind it before running", n.name, type_name(n.type)));
       return n.type == Type::Int ? Value::of_int(wrap_int32(it->second.i)) : it->second;
     }
     default: throw InternalError(fmt::format("eval_leaf on non-leaf '{}'", op_name(n.op)));

@@ -15,7 +15,9 @@ namespace attnjit::ir {
 namespace {
 
 struct HashKey {
-  std::size_t operator()(const Hash128& h) const { return static_cast<std::size_t>(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ULL)); }
+  std::size_t operator()(const Hash128& h) const {
+    return static_cast<std::size_t>(h.lo ^ (h.hi * 0x9e3779b97f4a7c15ULL));
+  }
 };
 
 // The table holds weak references: a node lives as long as some expression uses it.
@@ -172,8 +174,12 @@ std::string_view type_name(Type t) {
 
 namespace {
 constexpr std::array<std::pair<TensorDType, std::string_view>, 6> kDTypeNames = {{
-    {TensorDType::F32, "f32"}, {TensorDType::F16, "f16"}, {TensorDType::BF16, "bf16"},
-    {TensorDType::I32, "i32"}, {TensorDType::I64, "i64"}, {TensorDType::U8, "u8"},
+    {TensorDType::F32, "f32"},
+    {TensorDType::F16, "f16"},
+    {TensorDType::BF16, "bf16"},
+    {TensorDType::I32, "i32"},
+    {TensorDType::I64, "i64"},
+    {TensorDType::U8, "u8"},
 }};
 }  // namespace
 
@@ -217,8 +223,9 @@ bool is_index_name(std::string_view name) {
 
 bool is_reserved_word(std::string_view name) {
   static const std::vector<std::string_view> words = {
-      "score", "true", "false", "where", "min", "max", "abs", "exp", "exp2", "log", "log2", "tanh", "sigmoid",
-      "sqrt", "floor", "float", "int", "bool", "variant", "param", "tensor", "mask", "rope", "gate", "rank"};
+      "score",   "true",  "false",  "where",   "min",  "max",   "abs",   "exp", "exp2",
+      "log",     "log2",  "tanh",   "sigmoid", "sqrt", "floor", "float", "int", "bool",
+      "variant", "param", "tensor", "mask",    "rope", "gate",  "rank"};
   for (auto w : words)
     if (w == name) return true;
   return false;
@@ -234,9 +241,9 @@ NodeRef rewrite_bottom_up(const NodeRef& root, const std::function<NodeRef(const
       args.push_back(done.at(a.get()));
       changed |= args.back() != a;
     }
-    NodeRef rebuilt = changed ? make_node(n->op, n->type, std::move(args), n->int_value, n->float_value, n->name,
-                                          n->tensor_dtype)
-                              : n;
+    NodeRef rebuilt =
+        changed ? make_node(n->op, n->type, std::move(args), n->int_value, n->float_value, n->name, n->tensor_dtype)
+                : n;
     done[n.get()] = f(rebuilt);
   }
   return done.at(root.get());

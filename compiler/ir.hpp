@@ -25,16 +25,43 @@ enum class TensorDType : std::uint8_t { F32, F16, BF16, I32, I64, U8 };
 
 enum class Op : std::uint8_t {
   // leaves
-  ConstBool, ConstInt, ConstFloat,
+  ConstBool,
+  ConstInt,
+  ConstFloat,
   Index,       // payload.name: b, h, q, kv, q_len, kv_len, num_heads
   Score,       // the scaled logit scale * dot(q_row, k_row), fp32
   Param,       // a named runtime scalar (Int or Float)
   TensorRead,  // tensor[args...]; payload: name, dtype, rank
   // unary
-  Neg, Not, Abs, Exp, Exp2, Log, Log2, Tanh, Sigmoid, Sqrt, Floor, ToFloat, ToInt,
+  Neg,
+  Not,
+  Abs,
+  Exp,
+  Exp2,
+  Log,
+  Log2,
+  Tanh,
+  Sigmoid,
+  Sqrt,
+  Floor,
+  ToFloat,
+  ToInt,
   // binary
-  Add, Sub, Mul, Div, Mod, Min, Max,
-  Lt, Le, Gt, Ge, Eq, Ne, And, Or,
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Mod,
+  Min,
+  Max,
+  Lt,
+  Le,
+  Gt,
+  Ge,
+  Eq,
+  Ne,
+  And,
+  Or,
   // ternary
   Where,
 };
@@ -52,18 +79,17 @@ struct Node {
   Op op;
   Type type;
   std::vector<NodeRef> args;
-  std::int64_t int_value = 0;    // ConstInt, ConstBool (0/1); TensorRead: rank
-  double float_value = 0.0;      // ConstFloat
-  std::string name;              // Index, Param, TensorRead
+  std::int64_t int_value = 0;                   // ConstInt, ConstBool (0/1); TensorRead: rank
+  double float_value = 0.0;                     // ConstFloat
+  std::string name;                             // Index, Param, TensorRead
   TensorDType tensor_dtype = TensorDType::F32;  // TensorRead
   Hash128 hash;
 };
 
 // Interning constructor: returns the unique node equal to the one described. It checks
 // nothing beyond arity; callers (the DSL builders, the parser, the passes) check types.
-NodeRef make_node(Op op, Type type, std::vector<NodeRef> args, std::int64_t int_value = 0,
-                  double float_value = 0.0, std::string name = {},
-                  TensorDType tensor_dtype = TensorDType::F32);
+NodeRef make_node(Op op, Type type, std::vector<NodeRef> args, std::int64_t int_value = 0, double float_value = 0.0,
+                  std::string name = {}, TensorDType tensor_dtype = TensorDType::F32);
 
 NodeRef const_bool(bool v);
 NodeRef const_int(std::int64_t v);
@@ -81,11 +107,11 @@ bool is_constant(const NodeRef& n);
 int arity(Op op);
 
 // Names as they appear in the text form.
-std::string_view op_name(Op op);        // "+", "exp", "where", ...
-std::string_view type_name(Type t);     // "bool", "int", "float"
+std::string_view op_name(Op op);             // "+", "exp", "where", ...
+std::string_view type_name(Type t);          // "bool", "int", "float"
 std::string_view dtype_name(TensorDType t);  // "f32", "bf16", ...
 bool parse_dtype(std::string_view text, TensorDType& out);
-Type value_type_of(TensorDType t);      // the expression type a read of this dtype yields
+Type value_type_of(TensorDType t);  // the expression type a read of this dtype yields
 
 // The built-in index variables, in the order they are documented.
 const std::vector<std::string>& index_names();

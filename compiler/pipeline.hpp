@@ -13,7 +13,7 @@ namespace attnjit::ir {
 struct NamedRoot {
   std::string name;  // e.g. "score_mod"
   NodeRef root;
-  Type type;         // the type the root must have
+  Type type;  // the type the root must have
 };
 
 struct LoweredExprs {

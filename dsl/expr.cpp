@@ -30,10 +30,10 @@ Expr promote_to_float(const Expr& e) {
 
 void require_numeric(Op op, const Expr& e, std::string_view side) {
   if (is_numeric(e.type())) return;
-  fail(fmt::format(
-      "type error in '{}': {} operand is {}, but '{}' needs int or float. "
-      "To use a condition as a number write where(cond, 1.0, 0.0)",
-      ir::op_name(op), side, describe(e), ir::op_name(op)));
+  fail(
+      fmt::format("type error in '{}': {} operand is {}, but '{}' needs int or float. "
+                  "To use a condition as a number write where(cond, 1.0, 0.0)",
+                  ir::op_name(op), side, describe(e), ir::op_name(op)));
 }
 
 void require_bool(Op op, const Expr& e, std::string_view side) {
@@ -95,9 +95,10 @@ bool is_valid_user_name(std::string_view name) {
 
 Expr make_param(const std::string& name, Type type) {
   if (!is_valid_user_name(name))
-    fail(fmt::format("invalid parameter name '{}': use an identifier ([A-Za-z_][A-Za-z0-9_]*) that is not a "
-                     "built-in name (b, h, q, kv, q_len, kv_len, num_heads, score) or a function name",
-                     name));
+    fail(
+        fmt::format("invalid parameter name '{}': use an identifier ([A-Za-z_][A-Za-z0-9_]*) that is not a "
+                    "built-in name (b, h, q, kv, q_len, kv_len, num_heads, score) or a function name",
+                    name));
   if (type == Type::Bool) fail(fmt::format("parameter '{}' is bool; parameters are int or float", name));
   return Expr(ir::make_node(Op::Param, type, {}, 0, 0.0, name));
 }
@@ -108,14 +109,13 @@ Expr param_float(const std::string& name) { return make_param(name, Type::Float)
 Tensor::Tensor(std::string name, ir::TensorDType dtype, int rank) : name_(std::move(name)), dtype_(dtype), rank_(rank) {
   if (!is_valid_user_name(name_))
     fail(fmt::format("invalid tensor name '{}': use an identifier that is not a built-in or function name", name_));
-  if (rank < 1 || rank > 4)
-    fail(fmt::format("tensor '{}' has rank {}; allowed ranks are 1 to 4", name_, rank));
+  if (rank < 1 || rank > 4) fail(fmt::format("tensor '{}' has rank {}; allowed ranks are 1 to 4", name_, rank));
 }
 
 Expr Tensor::at(const std::vector<Expr>& indices) const {
   if (static_cast<int>(indices.size()) != rank_)
-    fail(fmt::format("tensor '{}' has rank {} but is indexed with {} {}; give exactly {} index expressions",
-                     name_, rank_, indices.size(), indices.size() == 1 ? "index" : "indices", rank_));
+    fail(fmt::format("tensor '{}' has rank {} but is indexed with {} {}; give exactly {} index expressions", name_,
+                     rank_, indices.size(), indices.size() == 1 ? "index" : "indices", rank_));
   std::vector<ir::NodeRef> args;
   for (std::size_t i = 0; i < indices.size(); ++i) {
     if (indices[i].type() != Type::Int)
@@ -155,9 +155,10 @@ Expr apply_binary(Op op, const Expr& a, const Expr& b) {
   require_numeric(op, a, "left");
   require_numeric(op, b, "right");
   if (op == Op::Mod && (a.type() != Type::Int || b.type() != Type::Int))
-    fail(fmt::format("type error in '%': operands are {} and {}, but '%' needs two ints. "
-                     "For floats write x - y * floor(x / y)",
-                     describe(a), describe(b)));
+    fail(
+        fmt::format("type error in '%': operands are {} and {}, but '%' needs two ints. "
+                    "For floats write x - y * floor(x / y)",
+                    describe(a), describe(b)));
   const bool both_int = a.type() == Type::Int && b.type() == Type::Int;
   const Expr lhs = both_int ? a : promote_to_float(a);
   const Expr rhs = both_int ? b : promote_to_float(b);

@@ -44,14 +44,14 @@ class Expr {
 
 // Index variables and the score (DESIGN §1).
 namespace dsl {
-Expr batch_index();      // b
-Expr head_index();       // h   (query head)
-Expr query_index();      // q   (query position, 0-based)
-Expr key_index();        // kv  (key position, 0-based)
-Expr query_length();     // q_len   (Sq of this launch)
-Expr key_length();       // kv_len  (Sk of this launch)
-Expr head_count();       // num_heads (query heads)
-Expr score_value();      // score = scale * dot(q_row, k_row), fp32
+Expr batch_index();   // b
+Expr head_index();    // h   (query head)
+Expr query_index();   // q   (query position, 0-based)
+Expr key_index();     // kv  (key position, 0-based)
+Expr query_length();  // q_len   (Sq of this launch)
+Expr key_length();    // kv_len  (Sk of this launch)
+Expr head_count();    // num_heads (query heads)
+Expr score_value();   // score = scale * dot(q_row, k_row), fp32
 
 // Short names as in the text form: `using namespace attnjit::dsl::vars;`.
 namespace vars {

@@ -40,8 +40,8 @@ Position locate(std::string_view src, std::size_t offset) {
   }
   p.column = static_cast<int>(offset - line_start) + 1;
   const std::size_t line_end = src.find('\n', line_start);
-  p.line_text = std::string(src.substr(line_start, line_end == std::string_view::npos ? std::string_view::npos
-                                                                                         : line_end - line_start));
+  p.line_text = std::string(
+      src.substr(line_start, line_end == std::string_view::npos ? std::string_view::npos : line_end - line_start));
   return p;
 }
 
@@ -50,8 +50,8 @@ Position locate(std::string_view src, std::size_t offset) {
   std::string caret(static_cast<std::size_t>(p.column - 1), ' ');
   for (std::size_t i = 0; i < caret.size() && i < p.line_text.size(); ++i)
     if (p.line_text[i] == '\t') caret[i] = '\t';
-  throw UserError(fmt::format("variant text, line {}, column {}: {}\n  {}\n  {}^", p.line, p.column, message,
-                              p.line_text, caret));
+  throw UserError(
+      fmt::format("variant text, line {}, column {}: {}\n  {}\n  {}^", p.line, p.column, message, p.line_text, caret));
 }
 
 std::vector<Token> tokenize(std::string_view src) {
@@ -146,8 +146,8 @@ const std::vector<BinaryOp>& binary_ops() {
 
 const std::map<std::string, ir::Op, std::less<>>& unary_functions() {
   static const std::map<std::string, ir::Op, std::less<>> fns = {
-      {"abs", ir::Op::Abs},     {"exp", ir::Op::Exp},   {"exp2", ir::Op::Exp2},   {"log", ir::Op::Log},
-      {"log2", ir::Op::Log2},   {"tanh", ir::Op::Tanh}, {"sigmoid", ir::Op::Sigmoid}, {"sqrt", ir::Op::Sqrt},
+      {"abs", ir::Op::Abs},     {"exp", ir::Op::Exp},       {"exp2", ir::Op::Exp2},       {"log", ir::Op::Log},
+      {"log2", ir::Op::Log2},   {"tanh", ir::Op::Tanh},     {"sigmoid", ir::Op::Sigmoid}, {"sqrt", ir::Op::Sqrt},
       {"floor", ir::Op::Floor}, {"float", ir::Op::ToFloat}, {"int", ir::Op::ToInt},
   };
   return fns;
@@ -175,7 +175,8 @@ class Parser {
         fail_at(src_, keyword.offset, fmt::format("'{}' is given twice; give it once", keyword.text));
       if (keyword.text == "variant") {
         const Token name = next();
-        if (name.kind != Tok::String) fail_at(src_, name.offset, "expected the variant name as a string, e.g. \"mine\"");
+        if (name.kind != Tok::String)
+          fail_at(src_, name.offset, "expected the variant name as a string, e.g. \"mine\"");
         try {
           v.with_name(name.text);
         } catch (const UserError& e) {
@@ -216,8 +217,9 @@ class Parser {
     if (gate) {
       auto it = decls_.tensors.find(gate->text);
       if (it == decls_.tensors.end())
-        fail_at(src_, gate->offset, fmt::format("gate tensor '{}' is not declared; add `tensor {}: bf16, rank=3;`",
-                                                gate->text, gate->text));
+        fail_at(
+            src_, gate->offset,
+            fmt::format("gate tensor '{}' is not declared; add `tensor {}: bf16, rank=3;`", gate->text, gate->text));
       try {
         v.with_output_gate(OutputGateHook{gate->text, it->second.dtype, it->second.rank});
       } catch (const UserError& e) {
@@ -230,7 +232,8 @@ class Parser {
 
   Expr parse_single_expression() {
     Expr e = parse_expr(0);
-    if (peek().kind != Tok::End) fail_at(src_, peek().offset, fmt::format("unexpected '{}' after the expression", peek().text));
+    if (peek().kind != Tok::End)
+      fail_at(src_, peek().offset, fmt::format("unexpected '{}' after the expression", peek().text));
     return e;
   }
 
@@ -254,17 +257,20 @@ class Parser {
     return t.kind == Tok::End ? std::string("the end of the text") : "'" + t.text + "'";
   }
   void expect(std::string_view punct) {
-    if (!accept(punct)) fail_at(src_, peek().offset, fmt::format("expected '{}' but found {}", punct, describe(peek())));
+    if (!accept(punct))
+      fail_at(src_, peek().offset, fmt::format("expected '{}' but found {}", punct, describe(peek())));
   }
   Token expect_ident(std::string_view what) {
-    if (peek().kind != Tok::Ident) fail_at(src_, peek().offset, fmt::format("expected {} but found {}", what, describe(peek())));
+    if (peek().kind != Tok::Ident)
+      fail_at(src_, peek().offset, fmt::format("expected {} but found {}", what, describe(peek())));
     return next();
   }
 
   void declare_name(const Token& name) {
     if (!is_valid_user_name(name.text))
-      fail_at(src_, name.offset,
-              fmt::format("'{}' is a built-in or reserved word and cannot be declared; choose another name", name.text));
+      fail_at(
+          src_, name.offset,
+          fmt::format("'{}' is a built-in or reserved word and cannot be declared; choose another name", name.text));
     if (decls_.params.count(name.text) || decls_.tensors.count(name.text))
       fail_at(src_, name.offset, fmt::format("'{}' is already declared; declare each name once", name.text));
   }
@@ -287,10 +293,12 @@ class Parser {
     const Token dtype = expect_ident("a tensor dtype (f32, f16, bf16, i32, i64, u8)");
     ir::TensorDType d{};
     if (!ir::parse_dtype(dtype.text, d))
-      fail_at(src_, dtype.offset, fmt::format("unknown tensor dtype '{}'; allowed: f32, f16, bf16, i32, i64, u8", dtype.text));
+      fail_at(src_, dtype.offset,
+              fmt::format("unknown tensor dtype '{}'; allowed: f32, f16, bf16, i32, i64, u8", dtype.text));
     expect(",");
     const Token rank_kw = expect_ident("'rank'");
-    if (rank_kw.text != "rank") fail_at(src_, rank_kw.offset, fmt::format("expected 'rank' but found '{}'", rank_kw.text));
+    if (rank_kw.text != "rank")
+      fail_at(src_, rank_kw.offset, fmt::format("expected 'rank' but found '{}'", rank_kw.text));
     expect("=");
     const Token rank = next();
     if (rank.kind != Tok::Int || rank.text.size() > 1 || rank.text[0] < '1' || rank.text[0] > '4')
@@ -305,7 +313,8 @@ class Parser {
     std::set<std::string> keys;
     do {
       const Token key = expect_ident("a rope setting (theta, dim, layout)");
-      if (!keys.insert(key.text).second) fail_at(src_, key.offset, fmt::format("rope setting '{}' is given twice", key.text));
+      if (!keys.insert(key.text).second)
+        fail_at(src_, key.offset, fmt::format("rope setting '{}' is given twice", key.text));
       expect("=");
       const Token value = next();
       if (key.text == "theta") {
@@ -317,7 +326,8 @@ class Parser {
         rope.rotary_dim = std::atoi(value.text.c_str());
       } else if (key.text == "layout") {
         if (value.text != "half" && value.text != "interleaved")
-          fail_at(src_, value.offset, fmt::format("rope layout {} is not allowed; use half or interleaved", describe(value)));
+          fail_at(src_, value.offset,
+                  fmt::format("rope layout {} is not allowed; use half or interleaved", describe(value)));
         rope.layout = value.text == "half" ? RopeHook::Layout::Half : RopeHook::Layout::Interleaved;
       } else {
         fail_at(src_, key.offset, fmt::format("unknown rope setting '{}'; allowed: theta, dim, layout", key.text));
@@ -429,10 +439,12 @@ class Parser {
   }
 
   Expr parse_call(const Token& fn, ir::Op op, std::size_t arity) {
-    if (!accept("(")) fail_at(src_, peek().offset, fmt::format("'{}' is a function; call it as {}(...)", fn.text, fn.text));
+    if (!accept("("))
+      fail_at(src_, peek().offset, fmt::format("'{}' is a function; call it as {}(...)", fn.text, fn.text));
     std::vector<Expr> args = parse_arguments(")");
     if (args.size() != arity)
-      fail_at(src_, fn.offset, fmt::format("'{}' takes {} argument{}, got {}", fn.text, arity, arity == 1 ? "" : "s", args.size()));
+      fail_at(src_, fn.offset,
+              fmt::format("'{}' takes {} argument{}, got {}", fn.text, arity, arity == 1 ? "" : "s", args.size()));
     return build(fn, [&] {
       if (op == ir::Op::Where) return where(args[0], args[1], args[2]);
       if (arity == 2) return apply_binary(op, args[0], args[1]);
@@ -444,9 +456,10 @@ class Parser {
     std::string params, tensors;
     for (const auto& [n, t] : decls_.params) params += (params.empty() ? "" : ", ") + n;
     for (const auto& [n, t] : decls_.tensors) tensors += (tensors.empty() ? "" : ", ") + n;
-    return fmt::format("unknown name '{}'. Declared parameters: {}; declared tensors: {}; built-ins: b, h, q, kv, "
-                       "q_len, kv_len, num_heads, score. Declare it first, e.g. `param {}: int;`",
-                       name, params.empty() ? "none" : params, tensors.empty() ? "none" : tensors, name);
+    return fmt::format(
+        "unknown name '{}'. Declared parameters: {}; declared tensors: {}; built-ins: b, h, q, kv, "
+        "q_len, kv_len, num_heads, score. Declare it first, e.g. `param {}: int;`",
+        name, params.empty() ? "none" : params, tensors.empty() ? "none" : tensors, name);
   }
 
   std::string_view src_;

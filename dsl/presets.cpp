@@ -18,9 +18,7 @@ Variant sliding_window(const Expr& window) {
   return Variant("sliding_window").with_mask_mod(kv <= q && q - kv < window);
 }
 
-Variant prefix_lm(const Expr& prefix_len) {
-  return Variant("prefix_lm").with_mask_mod(kv < prefix_len || kv <= q);
-}
+Variant prefix_lm(const Expr& prefix_len) { return Variant("prefix_lm").with_mask_mod(kv < prefix_len || kv <= q); }
 
 Variant document(const Tensor& doc_ids) {
   return Variant("document").with_mask_mod(doc_ids(b, q + kv_len - q_len) == doc_ids(b, kv));
@@ -68,7 +66,8 @@ const std::vector<PresetInfo>& registry() {
       {"sliding_window", "causal sliding window of runtime width `window`", [] { return sliding_window(); }},
       {"prefix_lm", "bidirectional prefix of runtime length `prefix_len`, causal after", [] { return prefix_lm(); }},
       {"document", "packed sequences: document ids from tensor `doc` [b, kv_len]", [] { return document(); }},
-      {"document_causal", "document mask and causal", [] { return document().then(causal()).with_name("document_causal"); }},
+      {"document_causal", "document mask and causal",
+       [] { return document().then(causal()).with_name("document_causal"); }},
       {"alibi", "ALiBi bias with standard slopes", [] { return alibi(); }},
       {"alibi_tensor", "ALiBi bias with slopes from tensor `slopes` [h]",
        [] { return alibi(Tensor("slopes", ir::TensorDType::F32, 1)); }},
@@ -76,7 +75,8 @@ const std::vector<PresetInfo>& registry() {
       {"relative_bias", "relative-position bias from tensor `rel_bias` [h, q_len + kv_len - 1]",
        [] { return relative_bias(); }},
       {"softcap", "tanh soft-cap of runtime value `softcap`", [] { return softcap(); }},
-      {"softcap_causal", "tanh soft-cap and causal", [] { return softcap().then(causal()).with_name("softcap_causal"); }},
+      {"softcap_causal", "tanh soft-cap and causal",
+       [] { return softcap().then(causal()).with_name("softcap_causal"); }},
       {"forget_gate", "forget-gate decay from cumulative log gates `log_fgate` [b, h, kv_len], causal",
        [] { return forget_gate().then(causal()).with_name("forget_gate"); }},
       {"strided", "S2-Attention per-head strided sparsity (runtime `stride`, `local`), causal",
@@ -99,8 +99,8 @@ Variant by_name(std::string_view name) {
     if (p.name == name) return p.make();
     names += (names.empty() ? "" : ", ") + p.name;
   }
-  throw UserError(fmt::format("unknown preset '{}'; available presets: {}. `attnjit variant list` describes them",
-                              name, names));
+  throw UserError(
+      fmt::format("unknown preset '{}'; available presets: {}. `attnjit variant list` describes them", name, names));
 }
 
 }  // namespace attnjit::presets

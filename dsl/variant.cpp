@@ -28,8 +28,7 @@ std::string_view layout_name(RopeHook::Layout l) { return l == RopeHook::Layout:
 
 Variant::Variant() : Variant("dense") {}
 
-Variant::Variant(std::string name)
-    : name_(std::move(name)), score_mod_(dsl::score_value()), mask_mod_(Expr(true)) {}
+Variant::Variant(std::string name) : name_(std::move(name)), score_mod_(dsl::score_value()), mask_mod_(Expr(true)) {}
 
 Variant& Variant::with_name(std::string name) {
   for (char c : name)
@@ -41,9 +40,10 @@ Variant& Variant::with_name(std::string name) {
 
 Variant& Variant::with_score_mod(const Expr& score_mod) {
   if (score_mod.type() != ir::Type::Float)
-    throw UserError(fmt::format("score_mod must be a float expression, got {} `{}`. A boolean condition belongs in "
-                                "mask_mod; a number in score_mod can be made float with to_float(...)",
-                                ir::type_name(score_mod.type()), score_mod.str()));
+    throw UserError(
+        fmt::format("score_mod must be a float expression, got {} `{}`. A boolean condition belongs in "
+                    "mask_mod; a number in score_mod can be made float with to_float(...)",
+                    ir::type_name(score_mod.type()), score_mod.str()));
   Expr previous = score_mod_;
   score_mod_ = score_mod;
   try {
@@ -57,9 +57,10 @@ Variant& Variant::with_score_mod(const Expr& score_mod) {
 
 Variant& Variant::with_mask_mod(const Expr& mask_mod) {
   if (mask_mod.type() != ir::Type::Bool)
-    throw UserError(fmt::format("mask_mod must be a bool expression, got {} `{}`. Compare it to get a condition, "
-                                "e.g. `{} > 0`",
-                                ir::type_name(mask_mod.type()), mask_mod.str(), mask_mod.str()));
+    throw UserError(
+        fmt::format("mask_mod must be a bool expression, got {} `{}`. Compare it to get a condition, "
+                    "e.g. `{} > 0`",
+                    ir::type_name(mask_mod.type()), mask_mod.str(), mask_mod.str()));
   Expr previous = mask_mod_;
   mask_mod_ = mask_mod;
   try {
@@ -75,8 +76,8 @@ Variant& Variant::with_rope(const RopeHook& rope) {
   if (!(rope.theta > 0.0))
     throw UserError(fmt::format("rope theta is {}; it must be positive (10000 is the common choice)", rope.theta));
   if (rope.rotary_dim < 0 || rope.rotary_dim % 2 != 0)
-    throw UserError(fmt::format("rope rotary_dim is {}; it must be 0 (whole head) or a positive even number",
-                                rope.rotary_dim));
+    throw UserError(
+        fmt::format("rope rotary_dim is {}; it must be 0 (whole head) or a positive even number", rope.rotary_dim));
   rope_ = rope;
   return *this;
 }
@@ -115,9 +116,9 @@ Variant Variant::then(const Variant& next) const {
   out.output_gate_ = output_gate_;
   if (next.output_gate_) {
     if (output_gate_ && !(*output_gate_ == *next.output_gate_))
-      throw UserError(fmt::format(
-          "cannot compose '{}' with '{}': both declare an output gate with different tensors; keep one", name_,
-          next.name_));
+      throw UserError(
+          fmt::format("cannot compose '{}' with '{}': both declare an output gate with different tensors; keep one",
+                      name_, next.name_));
     out.output_gate_ = next.output_gate_;
   }
   out.validate();
@@ -148,9 +149,9 @@ std::vector<TensorDecl> Variant::tensors() const {
   auto add = [&](const TensorDecl& d) {
     auto [it, inserted] = found.emplace(d.name, d);
     if (!inserted && !(it->second == d))
-      throw UserError(fmt::format("tensor '{}' is declared both as {} rank {} and as {} rank {}; give each its own name",
-                                  d.name, ir::dtype_name(it->second.dtype), it->second.rank, ir::dtype_name(d.dtype),
-                                  d.rank));
+      throw UserError(
+          fmt::format("tensor '{}' is declared both as {} rank {} and as {} rank {}; give each its own name", d.name,
+                      ir::dtype_name(it->second.dtype), it->second.rank, ir::dtype_name(d.dtype), d.rank));
   };
   for (const auto& n : ir::topological_order({score_mod_.node(), mask_mod_.node()}))
     if (n->op == ir::Op::TensorRead) add(TensorDecl{n->name, n->tensor_dtype, static_cast<int>(n->int_value)});
@@ -172,7 +173,8 @@ void Variant::validate() const {
 std::string Variant::text() const {
   std::string out = fmt::format("variant {};\n", quote(name_));
   for (const auto& p : params()) out += fmt::format("param {}: {};\n", p.name, ir::type_name(p.type));
-  for (const auto& t : tensors()) out += fmt::format("tensor {}: {}, rank={};\n", t.name, ir::dtype_name(t.dtype), t.rank);
+  for (const auto& t : tensors())
+    out += fmt::format("tensor {}: {}, rank={};\n", t.name, ir::dtype_name(t.dtype), t.rank);
   out += fmt::format("score: {};\n", score_mod_.str());
   out += fmt::format("mask: {};\n", mask_mod_.str());
   if (rope_)

@@ -41,9 +41,11 @@ void check_bindings(const Variant& variant, const Bindings& bindings) {
   const auto params = variant.params();
   const auto tensors = variant.tensors();
   std::string declared;
-  for (const auto& p : params) declared += fmt::format("{}{} ({})", declared.empty() ? "" : ", ", p.name, ir::type_name(p.type));
+  for (const auto& p : params)
+    declared += fmt::format("{}{} ({})", declared.empty() ? "" : ", ", p.name, ir::type_name(p.type));
   for (const auto& t : tensors)
-    declared += fmt::format("{}{} ({}, rank {})", declared.empty() ? "" : ", ", t.name, ir::dtype_name(t.dtype), t.rank);
+    declared +=
+        fmt::format("{}{} ({}, rank {})", declared.empty() ? "" : ", ", t.name, ir::dtype_name(t.dtype), t.rank);
   if (declared.empty()) declared = "nothing";
 
   for (const auto& p : params) {
@@ -62,15 +64,17 @@ void check_bindings(const Variant& variant, const Bindings& bindings) {
   for (const auto& t : tensors) {
     auto it = bindings.tensors().find(t.name);
     if (it == bindings.tensors().end())
-      throw UserError(fmt::format("tensor '{}' ({}, rank {}) of variant '{}' is not bound; bind it with set(\"{}\", tensor)",
-                                  t.name, ir::dtype_name(t.dtype), t.rank, variant.name(), t.name));
+      throw UserError(
+          fmt::format("tensor '{}' ({}, rank {}) of variant '{}' is not bound; bind it with set(\"{}\", tensor)",
+                      t.name, ir::dtype_name(t.dtype), t.rank, variant.name(), t.name));
     const DLTensor& dl = it->second;
     if (!dlpack_dtype_matches(dl.dtype, t.dtype))
-      throw UserError(fmt::format("tensor '{}' has dtype {} but the variant declares {}; convert it or change the declaration",
-                                  t.name, dlpack_dtype_name(dl.dtype), ir::dtype_name(t.dtype)));
+      throw UserError(
+          fmt::format("tensor '{}' has dtype {} but the variant declares {}; convert it or change the declaration",
+                      t.name, dlpack_dtype_name(dl.dtype), ir::dtype_name(t.dtype)));
     if (dl.ndim != t.rank)
-      throw UserError(fmt::format("tensor '{}' has rank {} (shape {}) but the variant declares rank {}", t.name, dl.ndim,
-                                  shape_string(dlpack_shape(dl)), t.rank));
+      throw UserError(fmt::format("tensor '{}' has rank {} (shape {}) but the variant declares rank {}", t.name,
+                                  dl.ndim, shape_string(dlpack_shape(dl)), t.rank));
     if (!dl.data && dl.ndim > 0)
       throw UserError(fmt::format("tensor '{}' has a null data pointer; bind allocated memory", t.name));
   }
@@ -78,8 +82,8 @@ void check_bindings(const Variant& variant, const Bindings& bindings) {
     bool known = false;
     for (const auto& t : tensors) known |= t.name == name;
     if (!known)
-      throw UserError(fmt::format("binding '{}' names no tensor of variant '{}'; it declares: {}", name, variant.name(),
-                                  declared));
+      throw UserError(
+          fmt::format("binding '{}' names no tensor of variant '{}'; it declares: {}", name, variant.name(), declared));
   }
 }
 

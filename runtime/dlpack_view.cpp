@@ -86,7 +86,8 @@ float half_bits_to_float(std::uint16_t h) {
     out = std::ldexp(static_cast<float>(man), -24);
     return sign ? -out : out;
   }
-  const std::uint32_t bits = exp == 31 ? (sign | 0x7f800000u | (man << 13)) : (sign | ((exp + 112u) << 23) | (man << 13));
+  const std::uint32_t bits =
+      exp == 31 ? (sign | 0x7f800000u | (man << 13)) : (sign | ((exp + 112u) << 23) | (man << 13));
   std::memcpy(&out, &bits, 4);
   return out;
 }
@@ -145,14 +146,22 @@ std::int64_t HostTensor::numel() const {
 void HostTensor::set(std::int64_t i, double value) {
   const DLDataType d = tensor_.dtype;
   auto* base = storage_.data();
-  if (d.code == kDLFloat && d.bits == 32) reinterpret_cast<float*>(base)[i] = static_cast<float>(value);
-  else if (d.code == kDLFloat && d.bits == 64) reinterpret_cast<double*>(base)[i] = value;
-  else if (d.code == kDLFloat && d.bits == 16) reinterpret_cast<std::uint16_t*>(base)[i] = float_to_half_bits(static_cast<float>(value));
-  else if (d.code == kDLBfloat && d.bits == 16) reinterpret_cast<std::uint16_t*>(base)[i] = float_to_bf16_bits(static_cast<float>(value));
-  else if (d.code == kDLInt && d.bits == 32) reinterpret_cast<std::int32_t*>(base)[i] = static_cast<std::int32_t>(value);
-  else if (d.code == kDLInt && d.bits == 64) reinterpret_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(value);
-  else if (d.code == kDLUInt && d.bits == 8) base[i] = static_cast<unsigned char>(value);
-  else throw InternalError(fmt::format("HostTensor::set on dtype {}", dlpack_dtype_name(d)));
+  if (d.code == kDLFloat && d.bits == 32)
+    reinterpret_cast<float*>(base)[i] = static_cast<float>(value);
+  else if (d.code == kDLFloat && d.bits == 64)
+    reinterpret_cast<double*>(base)[i] = value;
+  else if (d.code == kDLFloat && d.bits == 16)
+    reinterpret_cast<std::uint16_t*>(base)[i] = float_to_half_bits(static_cast<float>(value));
+  else if (d.code == kDLBfloat && d.bits == 16)
+    reinterpret_cast<std::uint16_t*>(base)[i] = float_to_bf16_bits(static_cast<float>(value));
+  else if (d.code == kDLInt && d.bits == 32)
+    reinterpret_cast<std::int32_t*>(base)[i] = static_cast<std::int32_t>(value);
+  else if (d.code == kDLInt && d.bits == 64)
+    reinterpret_cast<std::int64_t*>(base)[i] = static_cast<std::int64_t>(value);
+  else if (d.code == kDLUInt && d.bits == 8)
+    base[i] = static_cast<unsigned char>(value);
+  else
+    throw InternalError(fmt::format("HostTensor::set on dtype {}", dlpack_dtype_name(d)));
 }
 
 double HostTensor::get(std::int64_t i) const { return load_as_double(tensor_, i); }

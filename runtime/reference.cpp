@@ -25,8 +25,8 @@ void check_input(const DLTensor& t, const char* name) {
     throw UserError(fmt::format("reference input {} has rank {} (shape {}); expected rank 4 [batch, heads, seq, dim]",
                                 name, t.ndim, shape_string(dlpack_shape(t))));
   if (!is_float_dtype(t.dtype))
-    throw UserError(fmt::format("reference input {} has dtype {}; allowed: f64, f32, f16, bf16", name,
-                                dlpack_dtype_name(t.dtype)));
+    throw UserError(
+        fmt::format("reference input {} has dtype {}; allowed: f64, f32, f16, bf16", name, dlpack_dtype_name(t.dtype)));
 }
 
 // A bounds-checked element read of a captured tensor for the evaluator.
@@ -37,9 +37,10 @@ ir::Value read_bound_tensor(const DLTensor& t, const ir::Node& read, std::span<c
     const std::int64_t i = idx[static_cast<std::size_t>(d)];
     if (i < 0 || i >= t.shape[d]) {
       std::vector<std::int64_t> where(idx.begin(), idx.end());
-      throw UserError(fmt::format("tensor '{}' read out of bounds at index {} (shape {}); make the tensor cover every "
-                                  "position the variant reads",
-                                  read.name, shape_string(where), shape_string(dlpack_shape(t))));
+      throw UserError(
+          fmt::format("tensor '{}' read out of bounds at index {} (shape {}); make the tensor cover every "
+                      "position the variant reads",
+                      read.name, shape_string(where), shape_string(dlpack_shape(t))));
     }
     offset += i * strides[static_cast<std::size_t>(d)];
   }
@@ -62,8 +63,8 @@ std::vector<double> load_rows(const DLTensor& t, int b, int h, int seq, int dim,
   if (!rope) return rows;
   const int rd = rope->rotary_dim == 0 ? dim : rope->rotary_dim;
   if (rd > dim)
-    throw UserError(fmt::format("rope rotary_dim {} exceeds the head dimension {}; use 0 (whole head) or <= {}", rd,
-                                dim, dim));
+    throw UserError(
+        fmt::format("rope rotary_dim {} exceeds the head dimension {}; use 0 (whole head) or <= {}", rd, dim, dim));
   for (int i = 0; i < seq; ++i) {
     double* row = &rows[static_cast<std::size_t>(i) * dim];
     const double pos = static_cast<double>(i + position_offset);
@@ -98,14 +99,17 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   const int heads_kv = static_cast<int>(k.shape[1]), seq_k = static_cast<int>(k.shape[2]);
   const int dim_v = static_cast<int>(v.shape[3]);
   if (k.shape[0] != batch || v.shape[0] != batch || v.shape[1] != heads_kv || v.shape[2] != seq_k || k.shape[3] != dim)
-    throw UserError(fmt::format("shapes do not match: Q {}, K {}, V {}; expected Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], "
-                                "V [B, Hkv, Sk, Dv]",
-                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
+    throw UserError(
+        fmt::format("shapes do not match: Q {}, K {}, V {}; expected Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], "
+                    "V [B, Hkv, Sk, Dv]",
+                    shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
   if (heads_kv <= 0 || heads_q % heads_kv != 0)
-    throw UserError(fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", heads_q, heads_kv));
+    throw UserError(
+        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", heads_q, heads_kv));
   if (batch <= 0 || seq_q <= 0 || seq_k <= 0 || dim <= 0 || dim_v <= 0)
     throw UserError(fmt::format("empty problem: Q {}, K {}, V {}; every extent must be at least 1",
-                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
+                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)),
+                                shape_string(dlpack_shape(v))));
   check_bindings(variant, bindings);
 
   const double scale = options.scale != 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(dim));
@@ -170,7 +174,8 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
           const double p = std::exp(logits[static_cast<std::size_t>(j)] - max_logit);
           if (p == 0.0) continue;
           denom += p;
-          for (int d = 0; d < dim_v; ++d) orow[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
+          for (int d = 0; d < dim_v; ++d)
+            orow[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
         }
         for (int d = 0; d < dim_v; ++d) orow[d] /= denom;
         out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = max_logit + std::log(denom);

@@ -22,7 +22,8 @@ bool well_typed(const Node& n) {
     case Op::Score: return n.type == Type::Float;
     case Op::Param: return numeric(n.type);
     case Op::TensorRead:
-      if (static_cast<std::int64_t>(n.args.size()) != n.int_value || n.type != value_type_of(n.tensor_dtype)) return false;
+      if (static_cast<std::int64_t>(n.args.size()) != n.int_value || n.type != value_type_of(n.tensor_dtype))
+        return false;
       for (const auto& a : n.args)
         if (a->type != Type::Int) return false;
       return true;
@@ -50,8 +51,8 @@ bool well_typed(const Node& n) {
 void type_check(const NodeRef& root, Type expected) {
   for (const auto& n : topological_order({root}))
     if (!well_typed(*n))
-      throw InternalError(fmt::format("ill-typed IR node '{}' of type {} in `{}`", op_name(n->op), type_name(n->type),
-                                      print_expr(n)));
+      throw InternalError(
+          fmt::format("ill-typed IR node '{}' of type {} in `{}`", op_name(n->op), type_name(n->type), print_expr(n)));
   if (root->type != expected)
     throw InternalError(fmt::format("expression `{}` has type {}, expected {}", print_expr(root), type_name(root->type),
                                     type_name(expected)));

@@ -8,5 +8,6 @@ namespace attnjit::cli {
 // Every register_* function adds its subcommand(s) to `app`. A subcommand's callback
 // throws attnjit::Error for failures; main() prints it and sets a non-zero exit code.
 void register_variant_commands(CLI::App& app);
+void register_demo_command(CLI::App& app);
 
 }  // namespace attnjit::cli

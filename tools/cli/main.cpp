@@ -9,6 +9,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"attnjit: a JIT compiler for attention variants"};
   app.require_subcommand(1);
+  attnjit::cli::register_demo_command(app);
   attnjit::cli::register_variant_commands(app);
   try {
     app.parse(argc, argv);

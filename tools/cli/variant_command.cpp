@@ -37,7 +37,8 @@ void register_variant_commands(CLI::App& app) {
   print->add_option("--preset", *preset, "Preset name (see `attnjit variant list`)")->required();
   print->callback([preset] { fmt::print("{}", presets::by_name(*preset).text()); });
 
-  auto* check = variant->add_subcommand("check", "Parse and type-check variant text (or @file); print its canonical form");
+  auto* check =
+      variant->add_subcommand("check", "Parse and type-check variant text (or @file); print its canonical form");
   auto text = std::make_shared<std::string>();
   check->add_option("text", *text, "Variant text, e.g. \"score: score * 0.5; mask: kv <= q;\", or @file")->required();
   check->callback([text] {

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds and runs every test: formatting, the CPU suite (GPU tests skip with a message where
+# there is no GPU), then the CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/setup.sh
+
+echo "== formatting (clang-format --dry-run)"
+git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
+
+echo "== build and test"
+tools/build.sh
+ctest --test-dir build --output-on-failure -j "$(nproc)"
+
+echo "== build and test under ASan + UBSan"
+ATTNJIT_BUILD_DIR=build-asan tools/build.sh -DATTNJIT_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L cpu -E install
+echo "== all tests passed"
