@@ -14,12 +14,15 @@
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1
 //   AJ_Q_IN_REGS   optional, 0/1: keep the Q fragments in registers for the whole kv loop
-//                  (default: 1 when each warp owns 16 rows and AJ_HEAD_DIM <= 128,
-//                  else Q is re-read from shared memory with ldmatrix every tile)
-// Good defaults (see docs/kernels.md for the measurements):
-//   D <= 64 : BLOCK_M 128, BLOCK_N 64,  8 warps, 2 stages
-//   D = 128 : BLOCK_M 128, BLOCK_N 64,  8 warps, 2 stages
-//   D = 256 : BLOCK_M 64,  BLOCK_N 32,  4 warps, 2 stages
+//                  (default: 1 when a warp's Q slice is at most 16 x 128 or 32 x 64
+//                  elements, i.e. (BLOCK_M / NUM_WARPS / 16) * HEAD_DIM <= 128; otherwise
+//                  Q is re-read from shared memory with ldmatrix for every kv tile)
+// Good defaults, measured on an H100 (docs/kernels.md has the sweep):
+//   D = 32, 64 : BLOCK_M 128, BLOCK_N 64, 4 warps, 2 stages (Q in registers)
+//   D = 96, 128: BLOCK_M 128, BLOCK_N 64, 4 warps, 1 stage  (FlashAttention-2's schedule)
+//   D = 256    : BLOCK_M 64,  BLOCK_N 32, 4 warps, 2 stages (not tuned)
+// 4 warps owning 32 rows each beat 8 warps owning 16: every K/V fragment read from shared
+// memory feeds two mma instead of one, and shared-memory bandwidth is the limit.
 //
 // Dynamic shared memory, in bytes (the host computes the same formula):
 //   AJ_SMEM_BYTES = (AJ_BLOCK_M + 2 * AJ_STAGES * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2
@@ -65,7 +68,7 @@
 #define AJ_SMEM_BYTES ((AJ_BLOCK_M + 2 * AJ_STAGES * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2)
 
 #ifndef AJ_Q_IN_REGS
-#if AJ_BLOCK_M / AJ_NUM_WARPS == 16 && AJ_HEAD_DIM <= 128
+#if (AJ_BLOCK_M / AJ_NUM_WARPS / 16) * AJ_HEAD_DIM <= 128
 #define AJ_Q_IN_REGS 1
 #else
 #define AJ_Q_IN_REGS 0

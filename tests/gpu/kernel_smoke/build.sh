@@ -16,7 +16,7 @@ g++ -O1 -std=c++17 -I"$CUDA/include" "$HERE/nvrtc_check.cpp" -o "$OUT_DIR/nvrtc_
 # FAST=1: skip the sm_80 report and the nvcc cross-checks (iteration builds).
 [ -z "${FAST:-}" ] && "$OUT_DIR/nvrtc_check" "$REPO" sm_80 | tee "$OUT_DIR/nvrtc_sm80.txt"
 "$OUT_DIR/nvrtc_check" "$REPO" sm_90a --out "$OUT_DIR/cubin" | tee "$OUT_DIR/nvrtc_sm90a.txt"
-[ -z "${FAST:-}" ] && for name in causal_bf16_d64_m128n64w8s2 causal_bf16_d128_m128n64w8s2 swa+softcap_fp16_d128_m128n64w8s2; do
+[ -z "${FAST:-}" ] && for name in causal_bf16_d64_m128n64w4s2 causal_bf16_d128_m128n64w4s1 swa+softcap_fp16_d128_m128n64w4s1 causal_bf16_d256_m64n32w4s2; do
   "$OUT_DIR/nvrtc_check" "$REPO" sm_80 --emit "$name" > "$OUT_DIR/$name.cu"
   "$CUDA/bin/nvcc" -std=c++17 -arch=sm_80 -cubin -Xptxas -v -o "$OUT_DIR/$name.sm80.cubin" \
     "$OUT_DIR/$name.cu" 2>&1 | grep -E "Used|spill" | sed "s/^/nvcc sm_80  $name: /"

@@ -21,7 +21,7 @@ inline const char* variant_name(int v) {
 }
 
 struct KernelCfg {
-  int d = 128, bm = 128, bn = 64, nw = 8, stages = 2;
+  int d = 128, bm = 128, bn = 64, nw = 4, stages = 1;
   bool bf16 = true;
   int variant = kDense;
   int q_in_regs = -1;  // -1: the template's default; else AJ_Q_IN_REGS
@@ -99,37 +99,46 @@ inline std::string make_tu(const KernelCfg& c, const std::string& repo) {
 }
 
 // Every configuration nvrtc_check compiles and smoke.cu tests / times.
+// The recommended schedule per head dim (templates/fwd_sm80.cuh, docs/kernels.md).
+inline KernelCfg default_cfg(int d, int variant, bool bf16) {
+  KernelCfg c;
+  c.d = d; c.variant = variant; c.bf16 = bf16;
+  c.bm = 128; c.bn = 64; c.nw = 4; c.stages = (d == 96 || d == 128) ? 1 : 2;
+  if (d == 256) { c.bm = 64; c.bn = 32; c.stages = 2; }
+  return c;
+}
+inline bool is_default(const KernelCfg& c) {
+  const KernelCfg d = default_cfg(c.d, c.variant, c.bf16);
+  return c.bm == d.bm && c.bn == d.bn && c.nw == d.nw && c.stages == d.stages && c.q_in_regs < 0;
+}
+
+// Every configuration nvrtc_check compiles and smoke.cu tests / times.
 inline std::vector<KernelCfg> all_configs() {
   std::vector<KernelCfg> v;
-  // Default schedules, all variants, both dtypes.
+  // Default schedules, all variants, both dtypes, D = 64 and 128.
   for (int var = 0; var < 3; ++var)
     for (int bf = 1; bf >= 0; --bf)
-      for (int d : {64, 128}) {
-        KernelCfg c; c.variant = var; c.bf16 = bf; c.d = d;
-        v.push_back(c);
-      }
-  // Schedule knobs (bf16, dense and causal); the first is the default.
-  // {bm, bn, warps, stages, q_in_regs (-1 = default)}
+      for (int d : {64, 128}) v.push_back(default_cfg(d, var, bf));
+  // Other head dims (bf16).
+  for (int d : {32, 96, 256})
+    for (int var : {kDense, kCausal}) v.push_back(default_cfg(d, var, true));
+  // Schedule knobs (bf16, dense and causal), q_in_regs -1 = the template's default.
+  // {bm, bn, warps, stages, q_in_regs}
   static const int sched[][5] = {
-      {128, 64, 4, 2, -1}, {64, 64, 4, 2, -1},  {64, 64, 4, 1, -1},  {128, 128, 8, 1, -1},
-      {128, 128, 8, 2, -1}, {128, 32, 8, 2, -1}, {128, 32, 4, 2, -1}, {128, 64, 8, 1, -1},
-      {128, 64, 4, 1, -1}, {128, 32, 4, 1, -1}, {128, 64, 4, 2, 1},  {128, 64, 4, 1, 1},
-      {128, 32, 4, 2, 1},  {128, 128, 4, 2, -1}, {128, 128, 4, 1, -1}};
+      {128, 64, 8, 2, -1}, {128, 64, 8, 1, -1}, {128, 128, 8, 2, -1}, {128, 32, 8, 2, -1},
+      {64, 64, 4, 2, -1},  {64, 64, 4, 1, -1},  {128, 64, 4, 2, -1},  {128, 64, 4, 1, -1},
+      {128, 32, 4, 2, -1}, {128, 32, 4, 1, -1}, {128, 64, 4, 2, 0},   {128, 64, 4, 1, 0},
+      {128, 128, 4, 2, 0}, {128, 128, 4, 1, 0}};
   for (int d : {64, 128})
     for (int var : {kDense, kCausal})
       for (auto& s : sched) {
         KernelCfg c; c.variant = var; c.d = d;
         c.bm = s[0]; c.bn = s[1]; c.nw = s[2]; c.stages = s[3]; c.q_in_regs = s[4];
-        if (d == 128 && (c.q_in_regs == 1 || c.bn == 128) && c.nw == 4) continue;  // no room
+        if (d == 128 && c.bn == 128 && c.nw == 4) continue;  // no room in registers
+        if (d == 128 && c.q_in_regs == 0 && c.nw == 4) continue;  // same as the default
+        if (is_default(c)) continue;
         v.push_back(c);
       }
-  // Other head dims (bf16).
-  for (int d : {32, 96})
-    for (int var : {kDense, kCausal}) { KernelCfg c; c.variant = var; c.d = d; v.push_back(c); }
-  for (int var : {kDense, kCausal}) {
-    KernelCfg c; c.variant = var; c.d = 256; c.bm = 64; c.bn = 32; c.nw = 4;
-    v.push_back(c);
-  }
   return v;
 }
 
