@@ -225,7 +225,7 @@ bool is_reserved_word(std::string_view name) {
   static const std::vector<std::string_view> words = {
       "score",   "true",  "false",  "where",   "min",  "max",   "abs",   "exp", "exp2",
       "log",     "log2",  "tanh",   "sigmoid", "sqrt", "floor", "float", "int", "bool",
-      "variant", "param", "tensor", "mask",    "rope", "gate",  "rank"};
+      "variant", "param", "tensor", "mask",    "rope", "rank"};  // not "gate": the output gate preset names its tensor so
   for (auto w : words)
     if (w == name) return true;
   return false;

@@ -13,9 +13,9 @@ NodeRef simplify_node(const NodeRef& n) {
   const auto arg = [&](std::size_t i) -> const NodeRef& { return n->args[i]; };
   const bool ints = !n->args.empty() && arg(0)->type == Type::Int;
   switch (n->op) {
-    case Op::Add:
-      if (is_zero(arg(1))) return arg(0);
-      if (is_zero(arg(0))) return arg(1);
+    case Op::Add:  // ints only: for floats, -0.0 + 0.0 is +0.0, so x + 0.0 is not x
+      if (ints && is_zero(arg(1))) return arg(0);
+      if (ints && is_zero(arg(0))) return arg(1);
       break;
     case Op::Sub:
       if (is_zero(arg(1))) return arg(0);
