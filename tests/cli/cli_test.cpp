@@ -1,0 +1,177 @@
+// The `attnjit` command-line tool, run as a separate process: help, `variant list`,
+// `variant print`, `variant check`, and its error reporting (exit status and stderr).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dsl/presets.hpp"
+#include "dsl/variant.hpp"
+
+namespace attnjit {
+namespace {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Quotes `s` for the POSIX shell.
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
+  }
+  return out + "'";
+}
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs the CLI with `args` (already shell-quoted), capturing stdout and stderr apart.
+CommandResult run_cli(const std::string& args) {
+  static int counter = 0;
+  const auto err_path = std::filesystem::temp_directory_path() /
+                        ("attnjit_cli_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".err");
+  const std::string command = shell_quote(ATTNJIT_CLI_PATH) + " " + args + " 2>" + shell_quote(err_path.string());
+  CommandResult r;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) {
+    ADD_FAILURE() << "popen failed for: " << command;
+    return r;
+  }
+  std::array<char, 4096> buf{};
+  while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = read_file(err_path);
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+TEST(Cli, HelpListsTheVariantCommand) {
+  const auto r = run_cli("--help");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const std::string all = r.out + r.err;
+  EXPECT_NE(all.find("variant"), std::string::npos) << all;
+  EXPECT_NE(all.find("attnjit"), std::string::npos) << all;
+}
+
+TEST(Cli, NoSubcommandFails) {
+  const auto r = run_cli("");
+  EXPECT_NE(r.exit_code, 0);
+}
+
+TEST(Cli, VariantListPrintsOneLinePerPresetNameFirst) {
+  const auto r = run_cli("variant list");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto lines = lines_of(r.out);
+  const auto& registry = presets::registry();
+  ASSERT_EQ(lines.size(), registry.size()) << r.out;
+  for (std::size_t i = 0; i < registry.size(); ++i) {
+    const std::string first_word = lines[i].substr(0, lines[i].find(' '));
+    EXPECT_EQ(first_word, registry[i].name) << lines[i];
+    EXPECT_NE(lines[i].find(registry[i].description), std::string::npos) << lines[i];
+  }
+}
+
+TEST(Cli, VariantPrintCausalParsesBackToThePreset) {
+  const auto r = run_cli("variant print --preset causal");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Variant printed = Variant::parse(r.out);
+  const Variant causal = presets::causal();
+  EXPECT_EQ(printed.hash(), causal.hash());
+  EXPECT_EQ(printed.text(), causal.text());
+  EXPECT_EQ(r.out, causal.text());
+  EXPECT_NE(r.out.find("kv <= q"), std::string::npos) << r.out;
+}
+
+TEST(Cli, VariantPrintEveryPresetRoundTrips) {
+  for (const auto& info : presets::registry()) {
+    const auto r = run_cli("variant print --preset " + shell_quote(info.name));
+    ASSERT_EQ(r.exit_code, 0) << info.name << ": " << r.err;
+    EXPECT_EQ(Variant::parse(r.out).hash(), info.make().hash()) << info.name;
+  }
+}
+
+TEST(Cli, VariantCheckAcceptsValidTextAndPrintsCanonicalFormAndHash) {
+  const std::string text = "param window: int; score: score * 0.5; mask: kv <= q && q - kv < window;";
+  const auto r = run_cli("variant check " + shell_quote(text));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  const Variant v = Variant::parse(text);
+  EXPECT_EQ(r.out, v.text() + "# ok: hash " + v.hash().hex() + "\n");
+}
+
+TEST(Cli, VariantCheckReadsAFile) {
+  const auto path = std::filesystem::temp_directory_path() / ("attnjit_cli_test_" + std::to_string(::getpid()) + ".var");
+  {
+    std::ofstream out(path);
+    out << "variant \"from_file\";\nscore: score;\nmask: kv <= q;\n";
+  }
+  const auto r = run_cli("variant check " + shell_quote("@" + path.string()));
+  std::filesystem::remove(path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("variant \"from_file\";"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("# ok: hash "), std::string::npos) << r.out;
+
+  const auto missing = run_cli("variant check @/nonexistent/attnjit/variant.txt");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("cannot read variant file '/nonexistent/attnjit/variant.txt'"), std::string::npos)
+      << missing.err;
+}
+
+TEST(Cli, VariantCheckRejectsBadTextWithThePositionOnStderr) {
+  const std::string text = "score: score;\nmask: kv <= q &&\n  q - kv < windw;";
+  const auto r = run_cli("variant check " + shell_quote(text));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find("error: variant text, line 3, column 12: unknown name 'windw'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\n    q - kv < windw;\n             ^"), std::string::npos) << r.err;
+
+  const auto type_error = run_cli("variant check " + shell_quote("mask: score;"));
+  EXPECT_NE(type_error.exit_code, 0);
+  EXPECT_NE(type_error.err.find("line 1, column 7: mask_mod must be a bool expression"), std::string::npos)
+      << type_error.err;
+}
+
+TEST(Cli, UnknownPresetFailsAndListsAvailablePresets) {
+  const auto r = run_cli("variant print --preset no_such_preset");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("unknown preset 'no_such_preset'"), std::string::npos) << r.err;
+  for (const auto& info : presets::registry())
+    EXPECT_NE(r.err.find(info.name), std::string::npos) << "missing " << info.name << " in: " << r.err;
+}
+
+TEST(Cli, MissingRequiredOptionFails) {
+  const auto r = run_cli("variant print");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE((r.out + r.err).find("--preset"), std::string::npos) << r.out << r.err;
+}
+
+}  // namespace
+}  // namespace attnjit
