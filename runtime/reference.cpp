@@ -3,8 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <thread>
 
 #include "compiler/pipeline.hpp"
 #include "runtime/dlpack_view.hpp"
@@ -145,50 +149,96 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   out.o.assign(static_cast<std::size_t>(batch) * heads_q * seq_q * dim_v, 0.0);
   out.lse.assign(static_cast<std::size_t>(batch) * heads_q * seq_q, -std::numeric_limits<double>::infinity());
 
-  std::vector<ir::Value> scratch, roots;
-  std::vector<double> logits(static_cast<std::size_t>(seq_k));
+  const NaivePrecision naive = options.naive;
+  const auto round_storage = [naive](double x) -> double {
+    const float f = static_cast<float>(x);
+    if (naive == NaivePrecision::BF16) return bf16_bits_to_float(float_to_bf16_bits(f));
+    if (naive == NaivePrecision::FP16) return half_bits_to_float(float_to_half_bits(f));
+    return x;
+  };
   const auto vs = dlpack_strides(v);
-  for (int b = 0; b < batch; ++b) {
-    for (int h = 0; h < heads_q; ++h) {
-      const int hk = h / (heads_q / heads_kv);
-      const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q);
-      const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), 0);
-      for (int i = 0; i < seq_q; ++i) {
-        env.b = b, env.h = h, env.q = i;
-        double max_logit = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j < seq_k; ++j) {
-          double dot = 0.0;
-          for (int d = 0; d < dim; ++d)
-            dot += qrows[static_cast<std::size_t>(i) * dim + d] * krows[static_cast<std::size_t>(j) * dim + d];
-          env.kv = j;
-          env.score = scale * dot;
-          ir::evaluate_program(lowered.program, env, scratch, roots);
-          const double logit = roots[1].b ? roots[0].f : -std::numeric_limits<double>::infinity();
-          logits[static_cast<std::size_t>(j)] = logit;
-          max_logit = std::max(max_logit, logit);
+
+  // One (b, h) pair of rows; pairs are independent, so threads split them.
+  const auto compute_head = [&](int b, int h, ir::EvalEnv& env, std::vector<ir::Value>& scratch,
+                                std::vector<ir::Value>& roots) {
+    const int hk = h / (heads_q / heads_kv);
+    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q);
+    const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), 0);
+    std::vector<double> logits(static_cast<std::size_t>(seq_k));
+    std::vector<double> acc(static_cast<std::size_t>(dim_v));
+    for (int i = 0; i < seq_q; ++i) {
+      env.b = b, env.h = h, env.q = i;
+      double max_logit = -std::numeric_limits<double>::infinity();
+      for (int j = 0; j < seq_k; ++j) {
+        const double* qr = &qrows[static_cast<std::size_t>(i) * dim];
+        const double* kr = &krows[static_cast<std::size_t>(j) * dim];
+        double dot = 0.0;
+        if (naive == NaivePrecision::None) {
+          for (int d = 0; d < dim; ++d) dot += qr[d] * kr[d];
+        } else {
+          float f = 0.0f;
+          for (int d = 0; d < dim; ++d) f += static_cast<float>(qr[d]) * static_cast<float>(kr[d]);
+          dot = f;
         }
-        if (max_logit == -std::numeric_limits<double>::infinity()) continue;  // fully masked: O = 0, LSE = -inf
-        double denom = 0.0;
-        double* orow = &out.o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + i) * dim_v];
-        for (int j = 0; j < seq_k; ++j) {
-          const double p = std::exp(logits[static_cast<std::size_t>(j)] - max_logit);
-          if (p == 0.0) continue;
-          denom += p;
-          for (int d = 0; d < dim_v; ++d)
-            orow[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
-        }
-        for (int d = 0; d < dim_v; ++d) orow[d] /= denom;
-        out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = max_logit + std::log(denom);
-        if (gate) {
-          const auto gs = dlpack_strides(*gate);
-          for (int d = 0; d < dim_v; ++d) {
-            std::int64_t off = b * gs[0] + h * gs[1] + i * gs[2] + (gate->ndim == 4 ? d * gs[3] : 0);
-            orow[d] *= 1.0 / (1.0 + std::exp(-load_as_double(*gate, off)));
-          }
+        env.kv = j;
+        env.score = naive == NaivePrecision::None ? scale * dot : static_cast<float>(static_cast<float>(scale) * dot);
+        ir::evaluate_program(lowered.program, env, scratch, roots);
+        double logit = roots[1].b ? roots[0].f : -std::numeric_limits<double>::infinity();
+        if (naive != NaivePrecision::None) logit = static_cast<float>(logit);
+        logits[static_cast<std::size_t>(j)] = logit;
+        max_logit = std::max(max_logit, logit);
+      }
+      if (max_logit == -std::numeric_limits<double>::infinity()) continue;  // fully masked: O = 0, LSE = -inf
+      double denom = 0.0;
+      for (int j = 0; j < seq_k; ++j) {
+        double& l = logits[static_cast<std::size_t>(j)];
+        l = naive == NaivePrecision::None ? std::exp(l - max_logit) : std::exp(static_cast<float>(l - max_logit));
+        denom += l;
+      }
+      if (naive != NaivePrecision::None) denom = static_cast<float>(denom);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int j = 0; j < seq_k; ++j) {
+        const double p = naive == NaivePrecision::None ? logits[static_cast<std::size_t>(j)]
+                                                       : round_storage(logits[static_cast<std::size_t>(j)] / denom);
+        if (p == 0.0) continue;
+        for (int d = 0; d < dim_v; ++d) acc[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
+      }
+      double* orow = &out.o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + i) * dim_v];
+      for (int d = 0; d < dim_v; ++d) orow[d] = naive == NaivePrecision::None ? acc[d] / denom : acc[d];
+      out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = max_logit + std::log(denom);
+      if (gate) {
+        const auto gs = dlpack_strides(*gate);
+        for (int d = 0; d < dim_v; ++d) {
+          std::int64_t off = b * gs[0] + h * gs[1] + i * gs[2] + (gate->ndim == 4 ? d * gs[3] : 0);
+          orow[d] *= 1.0 / (1.0 + std::exp(-load_as_double(*gate, off)));
         }
       }
+      for (int d = 0; d < dim_v; ++d) orow[d] = round_storage(orow[d]);
     }
-  }
+  };
+
+  const int pairs = batch * heads_q;
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::clamp(threads, 1, pairs);
+  std::atomic<int> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  const auto worker = [&] {
+    ir::EvalEnv local = env;
+    std::vector<ir::Value> scratch, roots;
+    try {
+      for (int p = next++; p < pairs; p = next++) compute_head(p / heads_q, p % heads_q, local, scratch, roots);
+    } catch (...) {
+      std::lock_guard lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+      next = pairs;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
   return out;
 }
 

@@ -29,10 +29,27 @@ struct ReferenceResult {
   double lse_at(int b, int h, int q) const;
 };
 
+// The low-precision arithmetic a naive GPU implementation would use, emulated on the CPU:
+// fp32 dot products and softmax, P rounded to the storage type before P @ V (fp32
+// accumulation), output rounded. Its error against the fp64 reference is the yardstick of
+// FlashAttention's correctness rule (a kernel may err at most twice as much).
+enum class NaivePrecision { None, BF16, FP16 };
+
 struct ReferenceOptions {
   double scale = 0.0;  // softmax scale; 0 means 1 / sqrt(head_dim)
+  NaivePrecision naive = NaivePrecision::None;
+  int threads = 0;  // 0: one per hardware thread
+
   ReferenceOptions& with_scale(double s) {
     scale = s;
+    return *this;
+  }
+  ReferenceOptions& with_naive_precision(NaivePrecision p) {
+    naive = p;
+    return *this;
+  }
+  ReferenceOptions& with_threads(int t) {
+    threads = t;
     return *this;
   }
 };

@@ -9,5 +9,7 @@ namespace attnjit::cli {
 // throws attnjit::Error for failures; main() prints it and sets a non-zero exit code.
 void register_variant_commands(CLI::App& app);
 void register_demo_command(CLI::App& app);
+void register_cache_commands(CLI::App& app);
+void register_kernel_commands(CLI::App& app);  // emit, compile, check
 
 }  // namespace attnjit::cli

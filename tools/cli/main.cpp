@@ -11,6 +11,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   attnjit::cli::register_demo_command(app);
   attnjit::cli::register_variant_commands(app);
+  attnjit::cli::register_kernel_commands(app);
+  attnjit::cli::register_cache_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,49 @@
+// Codegen: lowers a variant plus a kernel configuration to one self-contained CUDA
+// translation unit for NVRTC (no includes, no include path).
+//
+// The unit is: a provenance header (variant text, schedule, cache key), the kernel ABI
+// (templates/abi.h), the helper templates, the configuration macros, three generated hook
+// functions (aj_score_mod, aj_mask_mod, aj_tile_class) that keep the user's names for
+// parameters and tensors, and the kernel template. The generated code is meant to be read.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "compiler/schedule.hpp"
+#include "dsl/variant.hpp"
+
+namespace attnjit {
+
+struct KernelConfig {
+  int head_dim = 128;
+  ElementType dtype = ElementType::BF16;
+  Schedule schedule;
+  std::string arch = "sm_90a";
+};
+
+// Where each runtime parameter and tensor goes in AttnjitFwdArgs.
+struct ArgumentSlots {
+  std::vector<ParamDecl> int_params;    // args.int_params[i]
+  std::vector<ParamDecl> float_params;  // args.float_params[i]
+  std::vector<TensorDecl> tensors;      // args.tensors[i]
+};
+
+struct GeneratedSource {
+  std::string body;         // everything after the provenance header: what the cache key hashes
+  std::string kernel_name;  // "attnjit_fwd"
+  ArgumentSlots slots;
+  int shared_memory_bytes = 0;
+
+  // The full translation unit: the provenance header (with `cache_key`) followed by body.
+  std::string with_header(const Variant& variant, const KernelConfig& config, const std::string& cache_key) const;
+};
+
+// Throws UserError for what the GPU path cannot do yet (unsupported hooks, too many
+// parameters or tensors, an invalid schedule).
+GeneratedSource generate_forward(const Variant& variant, const KernelConfig& config);
+
+// Slot assignment alone (also used when binding arguments at launch).
+ArgumentSlots assign_slots(const Variant& variant);
+
+}  // namespace attnjit

@@ -1,0 +1,47 @@
+// Mask analysis: answers, for a whole tile of (q, kv) pairs, whether the mask is false
+// everywhere (empty: skip the tile, never load it), true everywhere (full: no per-element
+// mask needed), or mixed (partial).
+//
+// It works by interval arithmetic over the mask expression. To make it exact for the
+// masks people write (causal, windows, prefixes, strided patterns), every comparison of
+// two affine integer expressions in b, h, q, kv, the lengths and runtime parameters is
+// first rewritten as `sum(coef * var) + c OP 0`, in which each variable appears once, so
+// plain interval arithmetic gives its exact range over the tile. Anything it cannot
+// bound (tensor reads, float arithmetic beyond + - *) makes the answer "partial": the
+// analysis is conservative, never wrong. Codegen emits the same computation as device
+// code (templates/intervals.cuh mirrors the evaluator here operation for operation).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+#include "compiler/ir.hpp"
+
+namespace attnjit::ir {
+
+enum class TileClass : int { Empty = 0, Partial = 1, Full = 2 };
+
+struct IntRange {
+  std::int64_t lo, hi;
+};
+
+// The box of index values a tile covers (inclusive), and the launch's scalars.
+struct TileBox {
+  IntRange b{0, 0}, h{0, 0}, q{0, 0}, kv{0, 0};
+  std::int64_t q_len = 1, kv_len = 1, num_heads = 1;
+  std::unordered_map<std::string, std::int64_t> int_params;
+  std::unordered_map<std::string, double> float_params;
+};
+
+// Rewrites comparisons of affine int expressions into the single-occurrence form above.
+// The result computes the same boolean as `mask` at every point.
+NodeRef normalize_for_intervals(const NodeRef& mask);
+
+// The range an int expression takes over the box (used to size tensors a variant reads).
+IntRange int_range_of(const NodeRef& expr, const TileBox& box);
+
+// Classifies the tile using the normalized mask.
+TileClass classify_tile(const NodeRef& normalized_mask, const TileBox& box);
+
+}  // namespace attnjit::ir

@@ -1,0 +1,84 @@
+// The public GPU API: compile a variant into a kernel, then run it.
+//
+// Phases are explicit (DESIGN §7.8): `prepare` generates and compiles (NVRTC, through the
+// cache) and needs no GPU when the arch is given; `compile` also loads the cubin on the
+// device; `Kernel::forward` checks every tensor and binding, then launches.
+//
+//   attnjit::Kernel k = attnjit::compile(presets::causal(), CompileOptions().with_head_dim(128));
+//   k.forward(q, k_tensor, v, o, &lse, bindings, stream);
+#pragma once
+
+#include <dlpack/dlpack.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "compiler/codegen.hpp"
+#include "compiler/schedule.hpp"
+#include "dsl/variant.hpp"
+#include "runtime/bindings.hpp"
+#include "runtime/kernel_cache.hpp"
+#include "runtime/nvrtc_compiler.hpp"
+
+namespace attnjit {
+
+struct CompileOptions {
+  int head_dim = 128;
+  ElementType dtype = ElementType::BF16;
+  std::string arch = "auto";          // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
+  std::optional<Schedule> schedule;   // empty: Schedule::default_for(head_dim)
+  runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
+
+  CompileOptions& with_head_dim(int v) { head_dim = v; return *this; }
+  CompileOptions& with_dtype(ElementType v) { dtype = v; return *this; }
+  CompileOptions& with_arch(std::string v) { arch = std::move(v); return *this; }
+  CompileOptions& with_schedule(const Schedule& v) { schedule = v; return *this; }
+  CompileOptions& with_cache(runtime::KernelCache* v) { cache = v; return *this; }
+
+  void validate() const;  // UserError naming the field, value, allowed set
+  Schedule resolved_schedule() const { return schedule ? *schedule : Schedule::default_for(head_dim); }
+};
+
+// Generated and compiled, not yet loaded: what `attnjit emit/compile` print.
+struct PreparedKernel {
+  KernelConfig config;
+  GeneratedSource generated;
+  std::string source;     // the full translation unit, provenance header included
+  std::string cache_key;
+  runtime::CacheLookupResult cached;  // cubin + metadata + where it came from
+  double prepare_ms = 0;              // codegen + cache lookup (+ NVRTC on a miss)
+};
+
+// Codegen only (no NVRTC). `arch` must be explicit.
+PreparedKernel generate(const Variant& variant, const CompileOptions& options);
+// Codegen + NVRTC through the cache. `arch` must be explicit, or "auto" with a GPU.
+PreparedKernel prepare(const Variant& variant, const CompileOptions& options);
+
+runtime::KernelCache& default_kernel_cache();
+
+class Kernel {
+ public:
+  const PreparedKernel& prepared() const;
+  const Variant& variant() const;
+
+  // q: [B, Hq, Sq, D], k/v: [B, Hkv, Sk, D] (any strides with the last one 1 and rows
+  // 16-byte aligned; BSHD layouts are views with permuted strides), o like q, lse
+  // [B, Hq, Sq] f32 contiguous or null. All on the current CUDA device. `stream` is a
+  // CUstream / cudaStream_t (null: the legacy default stream); 0 scale means 1/sqrt(D).
+  void forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
+               const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
+
+ private:
+  friend Kernel compile(const Variant& variant, const CompileOptions& options);
+  struct State;
+  std::shared_ptr<const State> state_;
+};
+
+// Prepares and loads on the current device (device 0's primary context).
+Kernel compile(const Variant& variant, const CompileOptions& options = {});
+
+// Waits for all work on attnjit's device; a failed kernel surfaces here as RuntimeFailure.
+void synchronize_device();
+
+}  // namespace attnjit

@@ -1,0 +1,181 @@
+// Forward-kernel correctness check against the CPU reference (see forward_check.hpp).
+#include "runtime/forward_check.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <random>
+
+#include "compiler/mask_analysis.hpp"
+#include "runtime/cuda_driver.hpp"
+#include "runtime/dlpack_view.hpp"
+#include "runtime/reference.hpp"
+
+namespace attnjit {
+namespace {
+
+// A host tensor and its device copy, with a DLTensor view of the device copy.
+struct MirroredTensor {
+  HostTensor host;
+  runtime::DeviceBuffer device;
+  std::vector<std::int64_t> shape;
+  DLTensor device_view{};
+
+  MirroredTensor(DLDataType dtype, std::vector<std::int64_t> s)
+      : host(dtype, s), device(bytes_of(dtype, s)), shape(std::move(s)) {
+    device_view.data = reinterpret_cast<void*>(device.device_pointer());
+    device_view.device = DLDevice{kDLCUDA, 0};
+    device_view.ndim = static_cast<int>(shape.size());
+    device_view.dtype = dtype;
+    device_view.shape = shape.data();
+  }
+  void upload() { device.copy_from_host(host.data(), device.size_bytes()); }
+
+  static std::size_t bytes_of(DLDataType dtype, const std::vector<std::int64_t>& s) {
+    std::size_t n = 1;
+    for (auto e : s) n *= static_cast<std::size_t>(e);
+    return std::max<std::size_t>(n * (dtype.bits / 8), 16);
+  }
+};
+
+// The shape that covers every index the variant reads from tensor `decl` in this problem.
+std::vector<std::int64_t> covering_shape(const Variant& variant, const TensorDecl& decl, const ForwardProblem& p,
+                                         const Bindings& scalars) {
+  if (variant.output_gate() && variant.output_gate()->tensor == decl.name) {
+    std::vector<std::int64_t> s = {p.batch, p.heads_q, p.seq_q};
+    return s;
+  }
+  ir::TileBox box;
+  box.b = {0, p.batch - 1};
+  box.h = {0, p.heads_q - 1};
+  box.q = {0, p.seq_q - 1};
+  box.kv = {0, p.seq_k - 1};
+  box.q_len = p.seq_q;
+  box.kv_len = p.seq_k;
+  box.num_heads = p.heads_q;
+  for (const auto& param : variant.params()) {
+    if (!scalars.scalars().count(param.name)) continue;
+    if (param.type == ir::Type::Int)
+      box.int_params[param.name] = bound_int(scalars, param.name);
+    else
+      box.float_params[param.name] = bound_float(scalars, param.name);
+  }
+  std::vector<std::int64_t> shape(static_cast<std::size_t>(decl.rank), 1);
+  for (const auto& n : ir::topological_order({variant.score_mod().node(), variant.mask_mod().node()})) {
+    if (n->op != ir::Op::TensorRead || n->name != decl.name) continue;
+    for (std::size_t d = 0; d < n->args.size(); ++d) {
+      const ir::IntRange r = ir::int_range_of(n->args[d], box);
+      if (r.lo < 0)
+        throw UserError(fmt::format("for problem {}, variant '{}' reads tensor '{}' at negative index {} in dimension {}; "
+                                    "choose a problem where every read is in range (e.g. Sq <= Sk)",
+                                    p.str(), variant.name(), decl.name, r.lo, d));
+      shape[d] = std::max(shape[d], r.hi + 1);
+    }
+  }
+  return shape;
+}
+
+void fill_random(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const std::int64_t n = t.numel();
+  switch (ir::value_type_of(dtype)) {
+    case ir::Type::Float:
+      for (std::int64_t i = 0; i < n; ++i) t.set(i, 0.5 * normal(rng));
+      break;
+    case ir::Type::Int: {  // non-decreasing ids along the last axis, like document ids
+      const std::int64_t row = shape.back();
+      std::bernoulli_distribution new_id(std::min(1.0, 4.0 / static_cast<double>(row)));
+      for (std::int64_t i = 0; i < n; ++i) t.set(i, (i % row == 0) ? 0 : t.get(i - 1) + (new_id(rng) ? 1 : 0));
+      break;
+    }
+    case ir::Type::Bool: {
+      std::bernoulli_distribution coin(0.5);
+      for (std::int64_t i = 0; i < n; ++i) t.set(i, coin(rng) ? 1 : 0);
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+std::string ForwardProblem::str() const {
+  return fmt::format("B={} Hq={} Hkv={} Sq={} Sk={}", batch, heads_q, heads_kv, seq_q, seq_k);
+}
+
+std::string ForwardCheckResult::summary() const {
+  return fmt::format("max_err={:.3e} naive_err={:.3e} ratio={:.2f} lse_err={:.2e} masked_rows={} bad={} {}", max_error,
+                     naive_error, naive_error > 0 ? max_error / naive_error : 0.0, max_lse_error, fully_masked_rows,
+                     bad_elements, pass ? "PASS" : "FAIL");
+}
+
+ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,
+                                 const Bindings& scalars, std::uint64_t seed) {
+  const Kernel kernel = compile(variant, options);
+  const int dim = options.head_dim;
+  const DLDataType dtype = options.dtype == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+
+  MirroredTensor q(dtype, {p.batch, p.heads_q, p.seq_q, dim});
+  MirroredTensor k(dtype, {p.batch, p.heads_kv, p.seq_k, dim});
+  MirroredTensor v(dtype, {p.batch, p.heads_kv, p.seq_k, dim});
+  MirroredTensor o(dtype, {p.batch, p.heads_q, p.seq_q, dim});
+  MirroredTensor lse(dlpack_float32(), {p.batch, p.heads_q, p.seq_q});
+  for (MirroredTensor* t : {&q, &k, &v}) {
+    for (std::int64_t i = 0; i < t->host.numel(); ++i) t->host.set(i, normal(rng));
+    t->upload();
+  }
+
+  Bindings host_bindings = scalars, device_bindings = scalars;
+  std::map<std::string, std::unique_ptr<MirroredTensor>> captured;
+  for (const auto& decl : variant.tensors()) {
+    auto t = std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype), covering_shape(variant, decl, p, scalars));
+    fill_random(t->host, decl.dtype, t->shape, rng);
+    t->upload();
+    host_bindings.set(decl.name, t->host.dl());
+    device_bindings.set(decl.name, t->device_view);
+    captured[decl.name] = std::move(t);
+  }
+
+  const ReferenceResult ref = reference_attention(variant, q.host.dl(), k.host.dl(), v.host.dl(), host_bindings);
+  const ReferenceResult naive = reference_attention(
+      variant, q.host.dl(), k.host.dl(), v.host.dl(), host_bindings,
+      ReferenceOptions().with_naive_precision(options.dtype == ElementType::BF16 ? NaivePrecision::BF16
+                                                                                 : NaivePrecision::FP16));
+
+  o.device.fill_bytes(0xff);  // NaN in bf16, fp16 and f32: an unwritten element cannot pass
+  lse.device.fill_bytes(0xff);
+  kernel.forward(q.device_view, k.device_view, v.device_view, o.device_view, &lse.device_view, device_bindings);
+  synchronize_device();
+  o.device.copy_to_host(o.host.data(), o.device.size_bytes());
+  lse.device.copy_to_host(lse.host.data(), lse.device.size_bytes());
+
+  ForwardCheckResult r;
+  const std::int64_t rows = static_cast<std::int64_t>(p.batch) * p.heads_q * p.seq_q;
+  for (std::int64_t row = 0; row < rows; ++row) {
+    const double ref_lse = ref.lse[static_cast<std::size_t>(row)];
+    const double got_lse = lse.host.get(row);
+    const bool masked = std::isinf(ref_lse) && ref_lse < 0;
+    r.fully_masked_rows += masked ? 1 : 0;
+    if (masked ? !(std::isinf(got_lse) && got_lse < 0) : !std::isfinite(got_lse)) ++r.bad_elements;
+    if (!masked && std::isfinite(got_lse))
+      r.max_lse_error = std::max(r.max_lse_error, std::fabs(got_lse - ref_lse) / std::max(1.0, std::fabs(ref_lse)));
+    for (int d = 0; d < dim; ++d) {
+      const std::int64_t i = row * dim + d;
+      const double got = o.host.get(i), want = ref.o[static_cast<std::size_t>(i)];
+      if (std::isnan(got) || (masked && got != 0.0)) {
+        ++r.bad_elements;
+        continue;
+      }
+      r.max_error = std::max(r.max_error, std::fabs(got - want));
+      r.naive_error = std::max(r.naive_error, std::fabs(naive.o[static_cast<std::size_t>(i)] - want));
+    }
+  }
+  // FlashAttention's rule, with a floor for problems where the naive error is ~0.
+  r.pass = r.bad_elements == 0 && r.max_error <= 2.0 * r.naive_error + 1e-6 && r.max_lse_error <= 1e-3;
+  return r;
+}
+
+}  // namespace attnjit
