@@ -51,14 +51,27 @@
 #if !(AJ_BLOCK_M / AJ_NUM_WARPS == 16 || AJ_BLOCK_M / AJ_NUM_WARPS == 32)
 #error "attnjit fwd_sm80: AJ_BLOCK_M / AJ_NUM_WARPS must be 16 or 32 (BLOCK_M 64 needs 4 warps)"
 #endif
+// Accumulators per thread: O is (rows/16) * HEAD_DIM/2 floats, S is (rows/16) * BLOCK_N/2;
+// beyond 192 the kernel cannot stay in 255 registers and spills heavily.
+#if (AJ_BLOCK_M / AJ_NUM_WARPS / 16) * (AJ_HEAD_DIM + AJ_BLOCK_N) > 384
+#error "attnjit fwd_sm80: too many accumulators per thread: need (BLOCK_M/NUM_WARPS/16)*(HEAD_DIM+BLOCK_N) <= 384 (e.g. D=128 with 32-row warps needs BLOCK_N <= 64; D=256 needs 16-row warps)"
+#endif
 #if !(AJ_STAGES == 1 || AJ_STAGES == 2)
 #error "attnjit fwd_sm80: AJ_STAGES must be 1 or 2"
 #endif
-#if defined(AJ_DTYPE_BF16) && defined(AJ_DTYPE_FP16)
-#error "attnjit fwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16"
+// A dtype macro counts when defined to a non-zero value (the other may be absent or 0).
+#if defined(AJ_DTYPE_BF16)
+#if AJ_DTYPE_BF16
+#define AJ_IS_BF16 1
 #endif
-#if !defined(AJ_DTYPE_BF16) && !defined(AJ_DTYPE_FP16)
-#error "attnjit fwd_sm80: define one of AJ_DTYPE_BF16 or AJ_DTYPE_FP16"
+#endif
+#if defined(AJ_DTYPE_FP16)
+#if AJ_DTYPE_FP16
+#define AJ_IS_FP16 1
+#endif
+#endif
+#if defined(AJ_IS_BF16) == defined(AJ_IS_FP16)
+#error "attnjit fwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16 to 1"
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "attnjit fwd_sm80: needs sm_80 or newer"
@@ -93,14 +106,14 @@ constexpr int ND = D / 8;        // 8-wide column tiles of O
 constexpr int CPR = D / 8;       // 16-byte chunks per row
 
 __device__ __forceinline__ void mma(float* d, const aj_u32* a, aj_u32 b0, aj_u32 b1) {
-#if defined(AJ_DTYPE_BF16)
+#if defined(AJ_IS_BF16)
   aj_mma_bf16_16816(d, a, b0, b1);
 #else
   aj_mma_fp16_16816(d, a, b0, b1);
 #endif
 }
 __device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
-#if defined(AJ_DTYPE_BF16)
+#if defined(AJ_IS_BF16)
   return aj_pack_bf16x2(lo, hi);
 #else
   return aj_pack_fp16x2(lo, hi);
@@ -148,7 +161,7 @@ __device__ __forceinline__ void load_tile(aj_u32 sbase, const aj_u16* g, aj_i64 
   }
 }
 
-// Scales, modifies and masks the raw S fragment of one kv tile in place.
+// Masks the S fragment of one kv tile in place (excluded pairs become -inf).
 // BOUND: apply kv < seq_k; MASK: apply aj_mask_mod.
 template <bool BOUND, bool MASK>
 __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int h, int q_base,
@@ -165,10 +178,7 @@ __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int
         // Hooks only ever see in-range indices (captured tensors may be indexed by them).
         const int qc = q < args.seq_q ? q : args.seq_q - 1;
         const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
-        float v = s[mt][j][e];
-#if AJ_HAS_SCORE_MOD
-        v = aj_score_mod(v * args.scale, b, h, qc, kvc, args);
-#endif
+        const float v = s[mt][j][e];
         bool keep = true;
         if (BOUND) keep = kv < args.seq_k;
         if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
@@ -178,6 +188,28 @@ __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int
     }
   }
 }
+
+#if AJ_HAS_SCORE_MOD
+// score_mod on every element of the tile, in one copy (masks are applied after it by
+// prepare_scores): the hook can be large, and one copy keeps NVRTC compile time down.
+__device__ __forceinline__ void apply_score_mod(float (&s)[MT][NN][4], int b, int h, int q_base,
+                                                int kv_base, const AttnjitFwdArgs& args) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int j = 0; j < NN; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = q_base + mt * 16 + (e >> 1) * 8;
+        const int kv = kv_base + j * 8 + (e & 1);
+        const int qc = q < args.seq_q ? q : args.seq_q - 1;
+        const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+        s[mt][j][e] = aj_score_mod(s[mt][j][e] * args.scale, b, h, qc, kvc, args);
+      }
+    }
+  }
+}
+#endif
 
 }  // namespace aj_fwd
 
@@ -345,6 +377,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
       const int q_base = q0 + warp * WM + g;
       const int kv_base = n * BN + 2 * t;
       const bool ragged = n * BN + BN > seq_k;
+#if AJ_HAS_SCORE_MOD
+      apply_score_mod(s, b, h, q_base, kv_base, args);
+#endif
 #if AJ_HAS_MASK
       if (cls == 1) {
         prepare_scores<true, true>(s, b, h, q_base, kv_base, args);
@@ -352,10 +387,6 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
 #endif
       if (ragged) {
         prepare_scores<true, false>(s, b, h, q_base, kv_base, args);
-      } else {
-#if AJ_HAS_SCORE_MOD
-        prepare_scores<false, false>(s, b, h, q_base, kv_base, args);
-#endif
       }
     }
 

@@ -7,6 +7,8 @@
 //                    --ptxas-options=-v
 #include <nvrtc.h>
 
+#include <chrono>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -38,7 +40,10 @@ int main(int argc, char** argv) {
     const std::string src = smoke::make_tu(c, repo);
     nvrtcProgram prog;
     nvrtcCreateProgram(&prog, src.c_str(), (c.name() + ".cu").c_str(), 0, nullptr, nullptr);
+    const auto t0 = std::chrono::steady_clock::now();
     const nvrtcResult r = nvrtcCompileProgram(prog, 5, opts);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     size_t n = 0;
     nvrtcGetProgramLogSize(prog, &n);
     std::string log(n, '\0');
@@ -54,9 +59,9 @@ int main(int argc, char** argv) {
       }
     }
     if (spill != "0" && spill != "?") ++spills;
-    std::printf("%-36s %s %-7s regs=%-4s spill_st=%-4s smem=%d\n", c.name().c_str(), arch.c_str(),
-                r == NVRTC_SUCCESS ? "OK" : "FAILED", regs.c_str(), spill.c_str(),
-                smoke::smem_bytes(c));
+    std::printf("%-36s %s %-7s regs=%-4s spill_st=%-4s smem=%-6d compile=%.0f ms\n",
+                c.name().c_str(), arch.c_str(), r == NVRTC_SUCCESS ? "OK" : "FAILED", regs.c_str(),
+                spill.c_str(), smoke::smem_bytes(c), ms);
     if (r != NVRTC_SUCCESS) {
       std::printf("%s\n", log.c_str());
       ++failures;

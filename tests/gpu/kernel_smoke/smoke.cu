@@ -4,7 +4,7 @@
 // + hand-written hooks + fwd_sm80.cuh, NVRTC, no headers), runs them on poisoned outputs,
 // compares with a CPU fp64 reference and a naive same-precision computation, then times
 // B=4 H=16 S=4096 forward passes. See build.sh.
-//   smoke <cubin dir> [--no-perf] [--no-check]
+//   smoke <cubin dir> [--no-perf] [--no-check] [--no-sweep] [--filter S]...
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -354,11 +354,12 @@ static Timing run_time(const KernelCfg& c, int B, int H, int S) {
 int main(int argc, char** argv) {
   if (argc < 2) { std::fprintf(stderr, "usage: smoke <cubin dir> [--no-perf] [--no-check]\n"); return 2; }
   g_dir = argv[1];
-  bool perf = true, check = true;
+  bool perf = true, check = true, sweep = true;
   std::vector<std::string> filters;  // --filter S (repeatable): configs whose name contains S
   for (int i = 2; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--no-perf")) perf = false;
     if (!std::strcmp(argv[i], "--no-check")) check = false;
+    if (!std::strcmp(argv[i], "--no-sweep")) sweep = false;
     if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filters.push_back(argv[++i]);
   }
   auto selected = [&](const KernelCfg& c) {
@@ -424,7 +425,7 @@ int main(int argc, char** argv) {
       for (auto& c : cfgs) {
         if (c.variant == smoke::kSwaSoftcap || !selected(c)) continue;
         if (smoke::is_default(c) != (pass == 1)) continue;
-        if (pass == 0 && c.d != 64 && c.d != 128) continue;
+        if (pass == 0 && (!sweep || (c.d != 64 && c.d != 128))) continue;
         Timing t = run_time(c, 4, 16, 4096);
         (pass == 0 ? times : main_times).push_back(t);
         std::printf("time %-36s %8.3f ms %7.1f TFLOP/s\n", t.name.c_str(), t.ms, t.tflops);
