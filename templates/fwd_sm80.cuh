@@ -19,7 +19,7 @@
 //                  Q is re-read from shared memory with ldmatrix for every kv tile)
 // Good defaults, measured on an H100 (docs/kernels.md has the sweep):
 //   D = 32, 64 : BLOCK_M 128, BLOCK_N 64, 4 warps, 2 stages (Q in registers)
-//   D = 96, 128: BLOCK_M 128, BLOCK_N 64, 4 warps, 1 stage  (FlashAttention-2's schedule)
+//   D = 96, 128: BLOCK_M 128, BLOCK_N 64, 4 warps, 1 stage  (FlashAttention-2's load order)
 //   D = 256    : BLOCK_M 64,  BLOCK_N 32, 4 warps, 2 stages (not tuned)
 // 4 warps owning 32 rows each beat 8 warps owning 16: every K/V fragment read from shared
 // memory feeds two mma instead of one, and shared-memory bandwidth is the limit.
