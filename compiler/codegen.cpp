@@ -24,7 +24,9 @@ constexpr int kMaxTensors = 8;  // ATTNJIT_MAX_TENSORS
 
 std::string c_type(Type t) { return t == Type::Float ? "float" : (t == Type::Int ? "int" : "bool"); }
 
-std::string float_literal(double v) { return ir::format_float_literal(static_cast<double>(static_cast<float>(v))) + "f"; }
+std::string float_literal(double v) {
+  return ir::format_float_literal(static_cast<double>(static_cast<float>(v))) + "f";
+}
 
 // Emits scalar C expressions for IR nodes; shared nodes are referred to by temporary name.
 class ScalarEmitter {
@@ -42,15 +44,16 @@ class ScalarEmitter {
     switch (n->op) {
       case Op::ConstBool: return n->int_value ? "true" : "false";
       case Op::ConstInt: return n->int_value < 0 ? fmt::format("({})", n->int_value) : std::to_string(n->int_value);
-      case Op::ConstFloat: return n->float_value < 0 ? "(" + float_literal(n->float_value) + ")" : float_literal(n->float_value);
+      case Op::ConstFloat:
+        return n->float_value < 0 ? "(" + float_literal(n->float_value) + ")" : float_literal(n->float_value);
       case Op::Index:
       case Op::Param: return n->name;
       case Op::Score: return "score";
       case Op::TensorRead: {
         std::string idx;
         for (std::size_t i = 0; i < n->args.size(); ++i) idx += ", " + a(i);
-        return fmt::format("aj_read_{}({}, aj_offset{}({}{}))", ir::dtype_name(n->tensor_dtype), n->name, n->args.size(),
-                           n->name, idx);
+        return fmt::format("aj_read_{}({}, aj_offset{}({}{}))", ir::dtype_name(n->tensor_dtype), n->name,
+                           n->args.size(), n->name, idx);
       }
       case Op::Neg: return "(-" + a(0) + ")";
       case Op::Not: return "(!" + a(0) + ")";
@@ -92,8 +95,9 @@ class ScalarEmitter {
     const std::unordered_map<std::string, std::string> length_field = {
         {"q_len", "args.seq_q"}, {"kv_len", "args.seq_k"}, {"num_heads", "args.heads_q"}};
     for (const auto& l : lengths)
-      out += interval_form ? fmt::format("  const AjIv {} = aj_iv({}, {});\n", l, length_field.at(l), length_field.at(l))
-                           : fmt::format("  const int {} = {};\n", l, length_field.at(l));
+      out += interval_form
+                 ? fmt::format("  const AjIv {} = aj_iv({}, {});\n", l, length_field.at(l), length_field.at(l))
+                 : fmt::format("  const int {} = {};\n", l, length_field.at(l));
     for (std::size_t i = 0; i < slots_.int_params.size(); ++i)
       if (params.count(slots_.int_params[i].name))
         out += interval_form ? fmt::format("  const AjIv {0} = aj_iv(args.int_params[{1}], args.int_params[{1}]);\n",
@@ -139,7 +143,7 @@ std::string interval_value(const NodeRef& n, const std::unordered_map<const Node
   const auto a = [&](std::size_t i) { return names.at(n->args[i].get()); };
   const Type arg_type = n->args.empty() ? n->type : n->args[0]->type;
   static const std::unordered_map<Op, int> cmp_code = {{Op::Lt, 0}, {Op::Le, 1}, {Op::Gt, 2},
-                                                      {Op::Ge, 3}, {Op::Eq, 4}, {Op::Ne, 5}};
+                                                       {Op::Ge, 3}, {Op::Eq, 4}, {Op::Ne, 5}};
   switch (n->op) {
     case Op::ConstInt: return fmt::format("aj_iv({0}LL, {0}LL)", n->int_value);
     case Op::ConstFloat: return fmt::format("aj_fv({0}, {0})", ir::format_float_literal(n->float_value));
@@ -152,13 +156,14 @@ std::string interval_value(const NodeRef& n, const std::unordered_map<const Node
     case Op::Param: return n->name;
     case Op::Score: return "aj_fv_unknown()";
     case Op::TensorRead:
-      return n->type == Type::Int ? "aj_iv_unknown()" : (n->type == Type::Float ? "aj_fv_unknown()" : "aj_bv_unknown()");
+      return n->type == Type::Int ? "aj_iv_unknown()"
+                                  : (n->type == Type::Float ? "aj_fv_unknown()" : "aj_bv_unknown()");
     case Op::Not: return "aj_bv_not(" + a(0) + ")";
     case Op::And: return "aj_bv_and(" + a(0) + ", " + a(1) + ")";
     case Op::Or: return "aj_bv_or(" + a(0) + ", " + a(1) + ")";
     case Op::Where:
-      return fmt::format("aj_{}_where({}, {}, {})", n->type == Type::Int ? "iv" : (n->type == Type::Float ? "fv" : "bv"),
-                         a(0), a(1), a(2));
+      return fmt::format("aj_{}_where({}, {}, {})",
+                         n->type == Type::Int ? "iv" : (n->type == Type::Float ? "fv" : "bv"), a(0), a(1), a(2));
     case Op::ToFloat: return (arg_type == Type::Int ? "aj_fv_from_int(" : "aj_fv_from_bool(") + a(0) + ")";
     case Op::ToInt: return (arg_type == Type::Float ? "aj_iv_from_float(" : "aj_iv_from_bool(") + a(0) + ")";
     default: break;
@@ -168,9 +173,9 @@ std::string interval_value(const NodeRef& n, const std::unordered_map<const Node
     return fmt::format("aj_{}_cmp({}, {}, {})", arg_type == Type::Int ? "iv" : "fv", cmp_code.at(n->op), a(0), a(1));
   }
   if (arg_type == Type::Int) {
-    static const std::unordered_map<Op, std::string> int_ops = {
-        {Op::Neg, "neg"}, {Op::Abs, "abs"}, {Op::Add, "add"}, {Op::Sub, "sub"}, {Op::Mul, "mul"},
-        {Op::Min, "min"}, {Op::Max, "max"}, {Op::Div, "div"}, {Op::Mod, "mod"}};
+    static const std::unordered_map<Op, std::string> int_ops = {{Op::Neg, "neg"}, {Op::Abs, "abs"}, {Op::Add, "add"},
+                                                                {Op::Sub, "sub"}, {Op::Mul, "mul"}, {Op::Min, "min"},
+                                                                {Op::Max, "max"}, {Op::Div, "div"}, {Op::Mod, "mod"}};
     auto it = int_ops.find(n->op);
     if (it == int_ops.end()) return "aj_iv_unknown()";
     return n->args.size() == 1 ? fmt::format("aj_iv_{}({})", it->second, a(0))
@@ -187,7 +192,8 @@ std::string interval_body(const NodeRef& normalized_mask, const ScalarEmitter& e
   std::unordered_map<const Node*, std::string> names;
   int next = 0;
   for (const auto& n : ir::topological_order({normalized_mask})) {
-    if (n->op == Op::Param || (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
+    if (n->op == Op::Param ||
+        (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
       names[n.get()] = n->name;
       continue;
     }
@@ -230,20 +236,22 @@ ArgumentSlots assign_slots(const Variant& variant) {
 GeneratedSource generate_forward(const Variant& variant, const KernelConfig& config) {
   config.schedule.validate(config.head_dim);
   if (variant.rope())
-    throw UserError(fmt::format("variant '{}' declares RoPE, which the GPU forward kernel does not apply yet; apply RoPE "
-                                "to Q and K before calling attnjit, or use the CPU reference",
-                                variant.name()));
+    throw UserError(
+        fmt::format("variant '{}' declares RoPE, which the GPU forward kernel does not apply yet; apply RoPE "
+                    "to Q and K before calling attnjit, or use the CPU reference",
+                    variant.name()));
   if (variant.output_gate())
-    throw UserError(fmt::format("variant '{}' declares an output gate, which the GPU forward kernel does not apply yet; "
-                                "multiply O by sigmoid(gate) after the call, or use the CPU reference",
-                                variant.name()));
+    throw UserError(
+        fmt::format("variant '{}' declares an output gate, which the GPU forward kernel does not apply yet; "
+                    "multiply O by sigmoid(gate) after the call, or use the CPU reference",
+                    variant.name()));
   GeneratedSource out;
   out.kernel_name = "attnjit_fwd";
   out.slots = assign_slots(variant);
   out.shared_memory_bytes = config.schedule.shared_memory_bytes(config.head_dim);
 
-  const ir::LoweredExprs lowered = ir::lower({{"score_mod", variant.score_mod().node(), Type::Float},
-                                              {"mask_mod", variant.mask_mod().node(), Type::Bool}});
+  const ir::LoweredExprs lowered = ir::lower(
+      {{"score_mod", variant.score_mod().node(), Type::Float}, {"mask_mod", variant.mask_mod().node(), Type::Bool}});
   const NodeRef& score = lowered.roots[0].root;
   const NodeRef& mask = lowered.roots[1].root;
   const bool has_score_mod = score->op != Op::Score;
@@ -265,7 +273,8 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
                    has_score_mod ? 1 : 0, has_mask ? 1 : 0);
 
   s += fmt::format("// score_mod: {}\n", ir::print_expr(score));
-  s += "__device__ __forceinline__ float aj_score_mod(float score, int b, int h, int q, int kv, const AttnjitFwdArgs& args) {\n";
+  s += "__device__ __forceinline__ float aj_score_mod(float score, int b, int h, int q, int kv, const AttnjitFwdArgs& "
+       "args) {\n";
   s += emit.leaf_declarations({score}, false);
   s += scalar_body(lowered.program, lowered.program.roots[0], emit);
   s += "}\n\n";
@@ -288,11 +297,14 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
 
 std::string GeneratedSource::with_header(const Variant& variant, const KernelConfig& config,
                                          const std::string& cache_key) const {
-  std::string header = "// Generated by attnjit codegen (compiler/codegen.cpp) from the variant below. Do not edit.\n//\n";
+  std::string header =
+      "// Generated by attnjit codegen (compiler/codegen.cpp) from the variant below. Do not edit.\n//\n";
   header += comment_block(variant.text(), "//   ");
   header += "//\n";
-  header += fmt::format("// head_dim: {}  dtype: {}  arch: {}\n", config.head_dim, element_type_name(config.dtype), config.arch);
-  header += fmt::format("// schedule: {}  (dynamic shared memory {} bytes)\n", config.schedule.str(), shared_memory_bytes);
+  header += fmt::format("// head_dim: {}  dtype: {}  arch: {}\n", config.head_dim, element_type_name(config.dtype),
+                        config.arch);
+  header +=
+      fmt::format("// schedule: {}  (dynamic shared memory {} bytes)\n", config.schedule.str(), shared_memory_bytes);
   header += fmt::format("// cache key: {}\n\n", cache_key);
   return header + body;
 }

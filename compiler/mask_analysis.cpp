@@ -191,7 +191,8 @@ Abstract abstract_op(const Node& n, const std::vector<Abstract>& a, const TileBo
     case Op::ToInt:
       if (arg_type == Type::Bool) return int_range(a[0].can_false ? 0 : 1, a[0].can_true ? 1 : 0);
       if (!std::isfinite(a[0].flo) || !std::isfinite(a[0].fhi)) return unknown(Type::Int);
-      return int_range(static_cast<std::int64_t>(std::trunc(a[0].flo)), static_cast<std::int64_t>(std::trunc(a[0].fhi)));
+      return int_range(static_cast<std::int64_t>(std::trunc(a[0].flo)),
+                       static_cast<std::int64_t>(std::trunc(a[0].fhi)));
     default: break;
   }
   if (is_comparison(n.op)) {
@@ -233,7 +234,8 @@ Abstract abstract_op(const Node& n, const std::vector<Abstract>& a, const TileBo
         return int_range(floor_div(ahi, blo), floor_div(alo, blo));
       case Op::Mod:
         if (blo != bhi || blo <= 0) return unknown(Type::Int);
-        if (floor_div(alo, blo) == floor_div(ahi, blo)) return int_range(alo - floor_div(alo, blo) * blo, ahi - floor_div(ahi, blo) * blo);
+        if (floor_div(alo, blo) == floor_div(ahi, blo))
+          return int_range(alo - floor_div(alo, blo) * blo, ahi - floor_div(ahi, blo) * blo);
         return int_range(0, blo - 1);
       default: return unknown(Type::Int);
     }

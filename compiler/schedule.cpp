@@ -28,20 +28,26 @@ void Schedule::validate(int head_dim) const {
     throw UserError(fmt::format("schedule num_warps {} is not allowed; use 4 or 8", num_warps));
   const int rows = block_m / num_warps;
   if (rows != 16 && rows != 32)
-    throw UserError(fmt::format("schedule block_m {} with {} warps gives {} rows per warp; it must be 16 or 32", block_m,
-                                num_warps, rows));
-  if (stages != 1 && stages != 2)
-    throw UserError(fmt::format("schedule stages {} is not allowed; use 1 or 2", stages));
+    throw UserError(fmt::format("schedule block_m {} with {} warps gives {} rows per warp; it must be 16 or 32",
+                                block_m, num_warps, rows));
+  // The per-warp register budget: Q fragments plus the S tile must fit, or the kernel spills
+  // heavily (templates/fwd_sm80.cuh refuses these shapes too).
+  if ((rows / 16) * (head_dim + block_n) > 384)
+    throw UserError(
+        fmt::format("schedule {} at head_dim {} holds too much per warp ({} rows x (head_dim + block_n) = "
+                    "{}); keep (rows per warp / 16) * (head_dim + block_n) <= 384: use 8 warps or a "
+                    "smaller block_n",
+                    str(), head_dim, rows, (rows / 16) * (head_dim + block_n)));
+  if (stages != 1 && stages != 2) throw UserError(fmt::format("schedule stages {} is not allowed; use 1 or 2", stages));
   constexpr int kMaxSharedMemory = 227 * 1024;  // the largest opt-in limit of any sm_80+ part
   if (shared_memory_bytes(head_dim) > kMaxSharedMemory)
-    throw UserError(fmt::format("schedule {} needs {} bytes of shared memory at head_dim {}; the limit is {}. Use smaller "
-                                "tiles or one stage",
-                                str(), shared_memory_bytes(head_dim), head_dim, kMaxSharedMemory));
+    throw UserError(
+        fmt::format("schedule {} needs {} bytes of shared memory at head_dim {}; the limit is {}. Use smaller "
+                    "tiles or one stage",
+                    str(), shared_memory_bytes(head_dim), head_dim, kMaxSharedMemory));
 }
 
-int Schedule::shared_memory_bytes(int head_dim) const {
-  return (block_m + 2 * stages * block_n) * (head_dim + 8) * 2;
-}
+int Schedule::shared_memory_bytes(int head_dim) const { return (block_m + 2 * stages * block_n) * (head_dim + 8) * 2; }
 
 std::string Schedule::str() const {
   return fmt::format("block_m={} block_n={} warps={} stages={}", block_m, block_n, num_warps, stages);

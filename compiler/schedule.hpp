@@ -8,19 +8,31 @@
 namespace attnjit {
 
 enum class ElementType { BF16, FP16 };
-std::string element_type_name(ElementType t);  // "bf16" / "fp16"
+std::string element_type_name(ElementType t);             // "bf16" / "fp16"
 ElementType parse_element_type(const std::string& text);  // UserError listing the allowed names
 
 struct Schedule {
-  int block_m = 128;   // query rows per CTA
-  int block_n = 64;    // keys per kv tile
-  int num_warps = 4;   // each warp owns block_m / num_warps rows (16 or 32)
-  int stages = 1;      // kv buffers in shared memory (2 = double buffering)
+  int block_m = 128;  // query rows per CTA
+  int block_n = 64;   // keys per kv tile
+  int num_warps = 4;  // each warp owns block_m / num_warps rows (16 or 32)
+  int stages = 1;     // kv buffers in shared memory (2 = double buffering)
 
-  Schedule& with_block_m(int v) { block_m = v; return *this; }
-  Schedule& with_block_n(int v) { block_n = v; return *this; }
-  Schedule& with_num_warps(int v) { num_warps = v; return *this; }
-  Schedule& with_stages(int v) { stages = v; return *this; }
+  Schedule& with_block_m(int v) {
+    block_m = v;
+    return *this;
+  }
+  Schedule& with_block_n(int v) {
+    block_n = v;
+    return *this;
+  }
+  Schedule& with_num_warps(int v) {
+    num_warps = v;
+    return *this;
+  }
+  Schedule& with_stages(int v) {
+    stages = v;
+    return *this;
+  }
 
   // Throws UserError naming the field, the value and the allowed set.
   void validate(int head_dim) const;

@@ -38,10 +38,11 @@ Variant relative_bias(const Tensor& bias = Tensor("rel_bias", ir::TensorDType::F
 // cap * tanh(score / cap).
 Variant softcap(const Expr& cap = param_float("softcap"));
 // Forgetting-Transformer decay: score + c[b, h, q + kv_len - q_len] - c[b, h, kv] with c the
-// cumulative log forget gates [batch, heads, kv_len] (f32). Combine with causal().
+// cumulative log forget gates [batch, heads, kv_len] (f32). Combine with bottom-right causal().
 Variant forget_gate(const Tensor& cumulative_log_gates = Tensor("log_fgate", ir::TensorDType::F32, 3));
 // S2-Attention-style per-head strided sparsity: causal, and a key is seen when it is within
-// `local` of the query or when (kv + h) % stride == 0 (each head samples its own stride phase).
+// `local` of the query (q - kv < local) or when (kv + h) % stride == 0 (each head samples its
+// own stride phase).
 Variant strided(const Expr& stride = param_int("stride"), const Expr& local = param_int("local"));
 // LongLoRA shifted sparse attention: tokens grouped in blocks of `group`; the first half of
 // the heads attends within groups, the second half within groups shifted by group / 2.

@@ -28,15 +28,18 @@ std::string resolve_arch(const std::string& arch) {
   if (arch != "auto") return arch;
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
-    throw RuntimeFailure(fmt::format("arch 'auto' needs a GPU to ask, but the CUDA driver is unavailable: {}. Pass an "
-                                     "explicit arch (sm_80, sm_86, sm_89, sm_90, sm_90a)",
-                                     driver.unavailable_reason()));
+    throw RuntimeFailure(
+        fmt::format("arch 'auto' needs a GPU to ask, but the CUDA driver is unavailable: {}. Pass an "
+                    "explicit arch (sm_80, sm_86, sm_89, sm_90, sm_90a)",
+                    driver.unavailable_reason()));
   return device_context().properties().arch;
 }
 
 runtime::NvrtcCompileOptions nvrtc_options(const std::string& arch) {
   runtime::NvrtcCompileOptions o;
-  o.set_arch(arch).set_program_name("attnjit_fwd.cu").set_failure_dump_dir(default_kernel_cache().directory() / "failed");
+  o.set_arch(arch)
+      .set_program_name("attnjit_fwd.cu")
+      .set_failure_dump_dir(default_kernel_cache().directory() / "failed");
   return o;
 }
 
@@ -49,24 +52,26 @@ void check_4d(const DLTensor& t, const char* name, ElementType dtype) {
                                 t.ndim, shape_string(dlpack_shape(t))));
   const DLDataType want = dtype == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
   if (t.dtype.code != want.code || t.dtype.bits != want.bits || t.dtype.lanes != 1)
-    throw UserError(fmt::format("tensor {} has dtype {} but the kernel was compiled for {}; convert it or compile for {}",
-                                name, dlpack_dtype_name(t.dtype), element_type_name(dtype), dlpack_dtype_name(t.dtype)));
+    throw UserError(
+        fmt::format("tensor {} has dtype {} but the kernel was compiled for {}; convert it or compile for {}", name,
+                    dlpack_dtype_name(t.dtype), element_type_name(dtype), dlpack_dtype_name(t.dtype)));
   const auto strides = dlpack_strides(t);
   if (strides[3] != 1)
-    throw UserError(fmt::format("tensor {} has head_dim stride {}; the last dimension must be contiguous (stride 1)", name,
-                                strides[3]));
+    throw UserError(fmt::format("tensor {} has head_dim stride {}; the last dimension must be contiguous (stride 1)",
+                                name, strides[3]));
   for (int d = 0; d < 3; ++d)
     if (strides[static_cast<std::size_t>(d)] % 8 != 0)
-      throw UserError(fmt::format("tensor {} has stride {} in dimension {}; rows must start on 16-byte boundaries "
-                                  "(strides multiple of 8 elements)",
-                                  name, strides[static_cast<std::size_t>(d)], d));
+      throw UserError(
+          fmt::format("tensor {} has stride {} in dimension {}; rows must start on 16-byte boundaries "
+                      "(strides multiple of 8 elements)",
+                      name, strides[static_cast<std::size_t>(d)], d));
   const auto address = reinterpret_cast<std::uintptr_t>(t.data) + t.byte_offset;
   if (address % 16 != 0)
     throw UserError(fmt::format("tensor {} starts at address {:#x}, which is not 16-byte aligned", name, address));
   for (int d = 0; d < 4; ++d)
     if (t.shape[d] <= 0 || t.shape[d] > 0x7fffffff)
-      throw UserError(fmt::format("tensor {} has extent {} in dimension {}; extents must be in [1, 2^31)", name,
-                                  t.shape[d], d));
+      throw UserError(
+          fmt::format("tensor {} has extent {} in dimension {}; extents must be in [1, 2^31)", name, t.shape[d], d));
 }
 
 void copy_strides(const DLTensor& t, long long (&out)[3]) {
@@ -128,9 +133,10 @@ const Variant& Kernel::variant() const { return state_->variant; }
 Kernel compile(const Variant& variant, const CompileOptions& options) {
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
-    throw RuntimeFailure(fmt::format("no CUDA driver: {}; run on a machine with an NVIDIA GPU, or use `prepare` with an "
-                                     "explicit arch to compile without one",
-                                     driver.unavailable_reason()));
+    throw RuntimeFailure(
+        fmt::format("no CUDA driver: {}; run on a machine with an NVIDIA GPU, or use `prepare` with an "
+                    "explicit arch to compile without one",
+                    driver.unavailable_reason()));
   device_context().make_current();
   auto state = std::make_shared<Kernel::State>();
   state->variant = variant;
@@ -162,11 +168,13 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
     throw UserError(fmt::format("q has head_dim {} but the kernel was compiled for {}; compile with head_dim {}", qs[3],
                                 p.config.head_dim, qs[3]));
   if (ks[0] != qs[0] || vs != ks || ks[3] != qs[3] || os != qs)
-    throw UserError(fmt::format("shapes do not match: q {}, k {}, v {}, o {}; expected q and o [B, Hq, Sq, D], k and v "
-                                "[B, Hkv, Sk, D]",
-                                shape_string(qs), shape_string(ks), shape_string(vs), shape_string(os)));
+    throw UserError(
+        fmt::format("shapes do not match: q {}, k {}, v {}, o {}; expected q and o [B, Hq, Sq, D], k and v "
+                    "[B, Hkv, Sk, D]",
+                    shape_string(qs), shape_string(ks), shape_string(vs), shape_string(os)));
   if (qs[1] % ks[1] != 0)
-    throw UserError(fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", qs[1], ks[1]));
+    throw UserError(
+        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", qs[1], ks[1]));
   if (qs[1] > 65535 || qs[0] > 65535)
     throw UserError(fmt::format("batch {} or heads {} exceeds 65535, the grid limit", qs[0], qs[1]));
   if (lse) {
@@ -195,6 +203,11 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   args.seq_q = static_cast<int>(qs[2]);
   args.seq_k = static_cast<int>(ks[2]);
   const double scale = softmax_scale != 0.0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(qs[3]));
+  if (!(scale > 0.0) || !std::isfinite(scale))
+    throw UserError(
+        fmt::format("softmax_scale {} is not allowed; it must be a positive finite number (0 means "
+                    "1/sqrt(head_dim)). For a negated or zero scale, write it in the score_mod",
+                    softmax_scale));
   args.scale = static_cast<float>(scale);
   args.scale_log2 = static_cast<float>(scale * std::numbers::log2e);
 
@@ -206,7 +219,8 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   for (std::size_t i = 0; i < slots.tensors.size(); ++i) {
     const DLTensor& t = bindings.tensors().at(slots.tensors[i].name);
     if (t.device.device_type != kDLCUDA)
-      throw UserError(fmt::format("tensor '{}' is not in CUDA device memory; move it to the GPU", slots.tensors[i].name));
+      throw UserError(
+          fmt::format("tensor '{}' is not in CUDA device memory; move it to the GPU", slots.tensors[i].name));
     const auto strides = dlpack_strides(t);
     args.tensors[i].data = static_cast<const char*>(t.data) + t.byte_offset;
     for (int d = 0; d < t.ndim; ++d) {
@@ -219,7 +233,8 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   }
 
   runtime::LaunchConfig launch;
-  const unsigned blocks_m = static_cast<unsigned>((args.seq_q + p.config.schedule.block_m - 1) / p.config.schedule.block_m);
+  const unsigned blocks_m =
+      static_cast<unsigned>((args.seq_q + p.config.schedule.block_m - 1) / p.config.schedule.block_m);
   launch.set_grid(blocks_m, static_cast<unsigned>(args.heads_q), static_cast<unsigned>(args.batch))
       .set_block(static_cast<unsigned>(p.config.schedule.num_warps * 32))
       .set_dynamic_shared_bytes(static_cast<unsigned>(p.generated.shared_memory_bytes))

@@ -26,15 +26,30 @@ namespace attnjit {
 struct CompileOptions {
   int head_dim = 128;
   ElementType dtype = ElementType::BF16;
-  std::string arch = "auto";          // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
-  std::optional<Schedule> schedule;   // empty: Schedule::default_for(head_dim)
+  std::string arch = "auto";              // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
+  std::optional<Schedule> schedule;       // empty: Schedule::default_for(head_dim)
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
 
-  CompileOptions& with_head_dim(int v) { head_dim = v; return *this; }
-  CompileOptions& with_dtype(ElementType v) { dtype = v; return *this; }
-  CompileOptions& with_arch(std::string v) { arch = std::move(v); return *this; }
-  CompileOptions& with_schedule(const Schedule& v) { schedule = v; return *this; }
-  CompileOptions& with_cache(runtime::KernelCache* v) { cache = v; return *this; }
+  CompileOptions& with_head_dim(int v) {
+    head_dim = v;
+    return *this;
+  }
+  CompileOptions& with_dtype(ElementType v) {
+    dtype = v;
+    return *this;
+  }
+  CompileOptions& with_arch(std::string v) {
+    arch = std::move(v);
+    return *this;
+  }
+  CompileOptions& with_schedule(const Schedule& v) {
+    schedule = v;
+    return *this;
+  }
+  CompileOptions& with_cache(runtime::KernelCache* v) {
+    cache = v;
+    return *this;
+  }
 
   void validate() const;  // UserError naming the field, value, allowed set
   Schedule resolved_schedule() const { return schedule ? *schedule : Schedule::default_for(head_dim); }
@@ -44,7 +59,7 @@ struct CompileOptions {
 struct PreparedKernel {
   KernelConfig config;
   GeneratedSource generated;
-  std::string source;     // the full translation unit, provenance header included
+  std::string source;  // the full translation unit, provenance header included
   std::string cache_key;
   runtime::CacheLookupResult cached;  // cubin + metadata + where it came from
   double prepare_ms = 0;              // codegen + cache lookup (+ NVRTC on a miss)

@@ -137,6 +137,13 @@ HostTensor::HostTensor(DLDataType dtype, std::vector<std::int64_t> shape) : shap
   tensor_.byte_offset = 0;
 }
 
+HostTensor::HostTensor(HostTensor&& other) noexcept
+    : shape_(std::move(other.shape_)), storage_(std::move(other.storage_)), tensor_(other.tensor_) {
+  tensor_.data = storage_.data();  // vector moves keep the buffer, but re-point to be explicit
+  tensor_.shape = shape_.data();
+  other.tensor_ = DLTensor{};
+}
+
 std::int64_t HostTensor::numel() const {
   std::int64_t n = 1;
   for (auto s : shape_) n *= s;

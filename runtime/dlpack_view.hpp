@@ -31,6 +31,11 @@ std::int64_t load_as_int(const DLTensor& t, std::int64_t offset_elements);
 class HostTensor {
  public:
   HostTensor(DLDataType dtype, std::vector<std::int64_t> shape);
+  // The DLTensor view points into this object: copies would alias the original, so none.
+  HostTensor(const HostTensor&) = delete;
+  HostTensor& operator=(const HostTensor&) = delete;
+  HostTensor(HostTensor&& other) noexcept;
+  HostTensor& operator=(HostTensor&&) = delete;
   DLTensor& dl() { return tensor_; }
   const DLTensor& dl() const { return tensor_; }
   void* data() { return storage_.data(); }

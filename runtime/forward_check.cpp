@@ -33,6 +33,14 @@ struct MirroredTensor {
   }
   void upload() { device.copy_from_host(host.data(), device.size_bytes()); }
 
+  // Views the same storage as [B, S, H, D] memory: strides of the BSHD layout.
+  void use_bshd_strides() {
+    strides = {shape[2] * shape[1] * shape[3], shape[3], shape[1] * shape[3], 1};
+    host.dl().strides = strides.data();
+    device_view.strides = strides.data();
+  }
+  std::vector<std::int64_t> strides;
+
   static std::size_t bytes_of(DLDataType dtype, const std::vector<std::int64_t>& s) {
     std::size_t n = 1;
     for (auto e : s) n *= static_cast<std::size_t>(e);
@@ -68,9 +76,10 @@ std::vector<std::int64_t> covering_shape(const Variant& variant, const TensorDec
     for (std::size_t d = 0; d < n->args.size(); ++d) {
       const ir::IntRange r = ir::int_range_of(n->args[d], box);
       if (r.lo < 0)
-        throw UserError(fmt::format("for problem {}, variant '{}' reads tensor '{}' at negative index {} in dimension {}; "
-                                    "choose a problem where every read is in range (e.g. Sq <= Sk)",
-                                    p.str(), variant.name(), decl.name, r.lo, d));
+        throw UserError(
+            fmt::format("for problem {}, variant '{}' reads tensor '{}' at negative index {} in dimension {}; "
+                        "choose a problem where every read is in range (e.g. Sq <= Sk)",
+                        p.str(), variant.name(), decl.name, r.lo, d));
       shape[d] = std::max(shape[d], r.hi + 1);
     }
   }
@@ -101,7 +110,8 @@ void fill_random(HostTensor& t, ir::TensorDType dtype, const std::vector<std::in
 }  // namespace
 
 std::string ForwardProblem::str() const {
-  return fmt::format("B={} Hq={} Hkv={} Sq={} Sk={}", batch, heads_q, heads_kv, seq_q, seq_k);
+  return fmt::format("B={} Hq={} Hkv={} Sq={} Sk={}{}", batch, heads_q, heads_kv, seq_q, seq_k,
+                     bshd_layout ? " (BSHD)" : "");
 }
 
 std::string ForwardCheckResult::summary() const {
@@ -123,6 +133,8 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
   MirroredTensor v(dtype, {p.batch, p.heads_kv, p.seq_k, dim});
   MirroredTensor o(dtype, {p.batch, p.heads_q, p.seq_q, dim});
   MirroredTensor lse(dlpack_float32(), {p.batch, p.heads_q, p.seq_q});
+  if (p.bshd_layout)
+    for (MirroredTensor* t : {&q, &k, &v, &o}) t->use_bshd_strides();
   for (MirroredTensor* t : {&q, &k, &v}) {
     for (std::int64_t i = 0; i < t->host.numel(); ++i) t->host.set(i, normal(rng));
     t->upload();
@@ -140,10 +152,10 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
   }
 
   const ReferenceResult ref = reference_attention(variant, q.host.dl(), k.host.dl(), v.host.dl(), host_bindings);
-  const ReferenceResult naive = reference_attention(
-      variant, q.host.dl(), k.host.dl(), v.host.dl(), host_bindings,
-      ReferenceOptions().with_naive_precision(options.dtype == ElementType::BF16 ? NaivePrecision::BF16
-                                                                                 : NaivePrecision::FP16));
+  const ReferenceResult naive =
+      reference_attention(variant, q.host.dl(), k.host.dl(), v.host.dl(), host_bindings,
+                          ReferenceOptions().with_naive_precision(
+                              options.dtype == ElementType::BF16 ? NaivePrecision::BF16 : NaivePrecision::FP16));
 
   o.device.fill_bytes(0xff);  // NaN in bf16, fp16 and f32: an unwritten element cannot pass
   lse.device.fill_bytes(0xff);
@@ -162,9 +174,12 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
     if (masked ? !(std::isinf(got_lse) && got_lse < 0) : !std::isfinite(got_lse)) ++r.bad_elements;
     if (!masked && std::isfinite(got_lse))
       r.max_lse_error = std::max(r.max_lse_error, std::fabs(got_lse - ref_lse) / std::max(1.0, std::fabs(ref_lse)));
+    const auto os = dlpack_strides(o.host.dl());
+    const std::int64_t b = row / (static_cast<std::int64_t>(p.heads_q) * p.seq_q), h = row / p.seq_q % p.heads_q,
+                       s = row % p.seq_q;
     for (int d = 0; d < dim; ++d) {
       const std::int64_t i = row * dim + d;
-      const double got = o.host.get(i), want = ref.o[static_cast<std::size_t>(i)];
+      const double got = o.host.get(b * os[0] + h * os[1] + s * os[2] + d), want = ref.o[static_cast<std::size_t>(i)];
       if (std::isnan(got) || (masked && got != 0.0)) {
         ++r.bad_elements;
         continue;

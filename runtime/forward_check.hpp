@@ -14,13 +14,14 @@ namespace attnjit {
 
 struct ForwardProblem {
   int batch = 1, heads_q = 4, heads_kv = 4, seq_q = 1000, seq_k = 1537;
-  std::string str() const;  // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
+  bool bshd_layout = false;  // Q, K, V, O as [B, S, H, D] memory viewed through strides
+  std::string str() const;   // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
 };
 
 struct ForwardCheckResult {
-  double max_error = 0;        // max |O_kernel - O_ref| over all elements
-  double naive_error = 0;      // max |O_naive - O_ref|
-  double max_lse_error = 0;    // |d| / max(1, |LSE_ref|) over rows with a finite reference LSE (limit 1e-3)
+  double max_error = 0;      // max |O_kernel - O_ref| over all elements
+  double naive_error = 0;    // max |O_naive - O_ref|
+  double max_lse_error = 0;  // |d| / max(1, |LSE_ref|) over rows with a finite reference LSE (limit 1e-3)
   std::int64_t fully_masked_rows = 0;
   std::int64_t bad_elements = 0;  // NaN/unwritten outputs, or a masked row with O != 0 / LSE != -inf
   bool pass = false;

@@ -10,6 +10,7 @@
 
 #include "dsl/presets.hpp"
 #include "runtime/attention.hpp"
+#include "runtime/benchmark.hpp"
 #include "runtime/forward_check.hpp"
 #include "tools/cli/commands.hpp"
 
@@ -23,7 +24,7 @@ struct KernelArgs {
   int head_dim = 128;
   std::string dtype = "bf16";
   int block_m = 0, block_n = 0, warps = 0, stages = 0;  // 0: the default schedule's value
-  std::vector<std::string> params;                     // name=value
+  std::vector<std::string> params;                      // name=value
 
   Variant variant() const {
     if (preset.empty() == variant_text.empty())
@@ -107,8 +108,8 @@ void print_compile_report(const PreparedKernel& p) {
   fmt::print("spills:         {} bytes stored, {} bytes loaded, stack frame {} bytes\n", usage.spill_store_bytes,
              usage.spill_load_bytes, usage.stack_frame_bytes);
   fmt::print("cache key:      {}\n", p.cache_key);
-  fmt::print("this call:      {} in {:.1f} ms (NVRTC compile when built: {:.1f} ms)\n", runtime::to_string(p.cached.source),
-             p.prepare_ms, m.compile_ms);
+  fmt::print("this call:      {} in {:.1f} ms (NVRTC compile when built: {:.1f} ms)\n",
+             runtime::to_string(p.cached.source), p.prepare_ms, m.compile_ms);
 }
 
 void measure_compile(const Variant& v, const CompileOptions& base, int runs) {
@@ -135,6 +136,22 @@ void measure_compile(const Variant& v, const CompileOptions& base, int runs) {
   fmt::print("disk-cache hit (codegen + lookup), median of {}: {:.2f} ms\n", runs, median(disk));
 }
 
+// "B,H,Hkv,Sq,Sk,D" into a problem and a head dimension.
+std::pair<ForwardProblem, int> parse_shape(const std::string& text) {
+  std::vector<int> v;
+  std::stringstream ss(text);
+  std::string item;
+  try {
+    while (std::getline(ss, item, ',')) v.push_back(std::stoi(item));
+  } catch (const std::logic_error&) {
+    v.clear();
+  }
+  if (v.size() != 6 || *std::min_element(v.begin(), v.end()) < 1)
+    throw UserError(
+        fmt::format("--shape '{}' is not B,H,Hkv,Sq,Sk,D with positive integers, e.g. 4,16,16,4096,4096,128", text));
+  return {ForwardProblem{v[0], v[1], v[2], v[3], v[4]}, v[5]};
+}
+
 }  // namespace
 
 void register_kernel_commands(CLI::App& app) {
@@ -144,7 +161,8 @@ void register_kernel_commands(CLI::App& app) {
   add_kernel_options(emit, *args);
   emit->callback([args] { fmt::print("{}", generate(args->variant(), args->options()).source); });
 
-  auto* compile_cmd = app.add_subcommand("compile", "Compile with NVRTC; print registers, shared memory, spills, time, key");
+  auto* compile_cmd =
+      app.add_subcommand("compile", "Compile with NVRTC; print registers, shared memory, spills, time, key");
   add_kernel_options(compile_cmd, *args);
   auto measure = std::make_shared<int>(0);
   compile_cmd->add_option("--measure", *measure, "Also time N cold compiles and N disk-cache hits; print the medians");
@@ -153,6 +171,36 @@ void register_kernel_commands(CLI::App& app) {
     const CompileOptions o = args->options();
     print_compile_report(prepare(v, o));
     if (*measure > 0) measure_compile(v, o, *measure);
+  });
+
+  auto* bench = app.add_subcommand("bench", "Time the forward kernel (CUDA events, median) on one or more shapes");
+  add_kernel_options(bench, *args);
+  auto shapes = std::make_shared<std::vector<std::string>>();
+  auto bench_options = std::make_shared<BenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  bench->add_option("--shape", *shapes, "B,H,Hkv,Sq,Sk,D (repeatable)")->required();
+  bench->add_option("--param", args->params, "Runtime parameter NAME=VALUE (repeatable)");
+  bench->add_option("--reps", bench_options->repetitions, "Timed launches per shape")->capture_default_str();
+  bench->add_option("--warmup", bench_options->warmup, "Untimed launches first")->capture_default_str();
+  bench->add_option("--docs", bench_options->documents, "Documents per row for int id tensors")->capture_default_str();
+  bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
+  bench->callback([args, shapes, bench_options, json] {
+    const Variant v = args->variant();
+    if (!*json)
+      fmt::print("{:<24} {:<34} {:>10} {:>8} {:>9} {:>9}\n", "variant", "shape", "median ms", "density", "TFLOP/s",
+                 "GB/s");
+    for (const auto& text : *shapes) {
+      auto [problem, dim] = parse_shape(text);
+      KernelArgs a = *args;
+      a.head_dim = dim;
+      const BenchResult r = benchmark_forward(v, a.options(), problem, args->bindings(), *bench_options);
+      if (*json)
+        fmt::print("{}\n", r.json());
+      else
+        fmt::print("{:<24} {:<34} {:>10.4f} {:>8.3f} {:>9.1f} {:>9.1f}\n", v.name(),
+                   problem.str() + " D=" + std::to_string(dim), r.median_ms, r.density, r.tflops, r.bandwidth_gbs);
+      std::fflush(stdout);
+    }
   });
 
   auto* check = app.add_subcommand("check", "Run on the GPU against the CPU reference (FlashAttention's 2x rule)");

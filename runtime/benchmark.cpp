@@ -1,0 +1,265 @@
+// Forward-kernel benchmark (see benchmark.hpp).
+#include "runtime/benchmark.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <memory>
+#include <random>
+
+#include "compiler/eval.hpp"
+#include "compiler/mask_analysis.hpp"
+#include "compiler/pipeline.hpp"
+#include "runtime/cuda_driver.hpp"
+#include "runtime/dlpack_view.hpp"
+
+namespace attnjit {
+namespace {
+
+// One set of device inputs (Q, K, V, O, LSE) with DLPack views.
+struct DeviceProblem {
+  std::vector<std::int64_t> q_shape, kv_shape, lse_shape;
+  runtime::DeviceBuffer q, k, v, o, lse;
+  DLTensor q_view{}, k_view{}, v_view{}, o_view{}, lse_view{};
+
+  DeviceProblem(const ForwardProblem& p, int dim, DLDataType dtype)
+      : q_shape{p.batch, p.heads_q, p.seq_q, dim},
+        kv_shape{p.batch, p.heads_kv, p.seq_k, dim},
+        lse_shape{p.batch, p.heads_q, p.seq_q},
+        q(bytes(q_shape, 2)),
+        k(bytes(kv_shape, 2)),
+        v(bytes(kv_shape, 2)),
+        o(bytes(q_shape, 2)),
+        lse(bytes(lse_shape, 4)) {
+    view(q_view, q, q_shape, dtype);
+    view(k_view, k, kv_shape, dtype);
+    view(v_view, v, kv_shape, dtype);
+    view(o_view, o, q_shape, dtype);
+    view(lse_view, lse, lse_shape, dlpack_float32());
+  }
+  static std::size_t bytes(const std::vector<std::int64_t>& s, int elem) {
+    std::size_t n = static_cast<std::size_t>(elem);
+    for (auto e : s) n *= static_cast<std::size_t>(e);
+    return n;
+  }
+  static void view(DLTensor& t, const runtime::DeviceBuffer& buf, std::vector<std::int64_t>& shape, DLDataType dtype) {
+    t.data = reinterpret_cast<void*>(buf.device_pointer());
+    t.device = DLDevice{kDLCUDA, 0};
+    t.ndim = static_cast<int>(shape.size());
+    t.dtype = dtype;
+    t.shape = shape.data();
+  }
+  void fill_random(std::mt19937_64& rng, DLDataType dtype) {
+    for (const runtime::DeviceBuffer* b : {&q, &k, &v}) {
+      HostTensor h(dtype, {static_cast<std::int64_t>(b->size_bytes() / 2)});
+      std::normal_distribution<double> normal(0.0, 1.0);
+      for (std::int64_t i = 0; i < h.numel(); ++i) h.set(i, normal(rng));
+      b->copy_from_host(h.data(), b->size_bytes());
+    }
+  }
+};
+
+}  // namespace
+
+void BenchOptions::validate() const {
+  if (warmup < 0 || repetitions < 1 || input_sets < 0 || input_sets > 64 || documents < 1)
+    throw UserError(
+        fmt::format("bench options out of range: warmup {} (>= 0), repetitions {} (>= 1), input sets {} "
+                    "(0..64), documents {} (>= 1)",
+                    warmup, repetitions, input_sets, documents));
+}
+
+std::string BenchResult::json() const {
+  return fmt::format(
+      R"({{"variant": "{}", "batch": {}, "heads_q": {}, "heads_kv": {}, "seq_q": {}, "seq_k": {}, "head_dim": {}, )"
+      R"("dtype": "{}", "schedule": "{}", "median_ms": {:.5f}, "min_ms": {:.5f}, "max_ms": {:.5f}, "density": {:.6f}, )"
+      R"("tflops": {:.2f}, "bandwidth_gbs": {:.1f}, "input_sets": {}}})",
+      variant, problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k, head_dim, dtype,
+      schedule, median_ms, min_ms, max_ms, density, tflops, bandwidth_gbs, input_sets);
+}
+
+double mask_density(const Variant& variant, const ForwardProblem& p, const Bindings& bindings,
+                    std::int64_t max_evaluations) {
+  if (!variant.has_mask()) return 1.0;
+  const auto lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
+  const ir::NodeRef mask = lowered.roots[0].root;
+  const ir::NodeRef normalized = ir::normalize_for_intervals(mask);
+  ir::EvalEnv env;
+  env.q_len = p.seq_q;
+  env.kv_len = p.seq_k;
+  env.num_heads = p.heads_q;
+  ir::TileBox box;
+  box.q_len = p.seq_q;
+  box.kv_len = p.seq_k;
+  box.num_heads = p.heads_q;
+  for (const auto& param : variant.params()) {
+    if (param.type == ir::Type::Int) {
+      env.params[param.name] = ir::Value::of_int(bound_int(bindings, param.name));
+      box.int_params[param.name] = bound_int(bindings, param.name);
+    } else {
+      env.params[param.name] = ir::Value::of_float(bound_float(bindings, param.name));
+      box.float_params[param.name] = bound_float(bindings, param.name);
+    }
+  }
+  env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> idx) {
+    const DLTensor& t = bindings.tensors().at(read.name);
+    const auto strides = dlpack_strides(t);
+    std::int64_t off = 0;
+    for (int d = 0; d < t.ndim; ++d) off += std::clamp<std::int64_t>(idx[d], 0, t.shape[d] - 1) * strides[d];
+    if (read.type == ir::Type::Float) return ir::Value::of_float(load_as_double(t, off));
+    if (read.type == ir::Type::Int) return ir::Value::of_int(load_as_int(t, off));
+    return ir::Value::of_bool(load_as_int(t, off) != 0);
+  };
+  // Masks that read no tensor and do not mention b (or h) are the same for every batch
+  // (or head): count one and scale.
+  bool uses_b = false, uses_h = false;
+  for (const auto& n : ir::topological_order({mask})) {
+    uses_b |= n->op == ir::Op::TensorRead || (n->op == ir::Op::Index && n->name == "b");
+    uses_h |= n->op == ir::Op::TensorRead || (n->op == ir::Op::Index && n->name == "h");
+  }
+  const int batches = uses_b ? p.batch : 1, heads = uses_h ? p.heads_q : 1;
+  std::vector<ir::Value> scratch, roots;
+  constexpr int tile = 64;
+  // Count the per-element work first; sample rows when it is too much.
+  std::int64_t partial_elements = 0;
+  const int row_step_candidates[] = {1, 4, 16, 64, 256};
+  int row_step = 1;
+  for (int step : row_step_candidates) {
+    row_step = step;
+    partial_elements = 0;
+    for (int b = 0; b < batches; ++b)
+      for (int h = 0; h < heads; ++h)
+        for (int q0 = 0; q0 < p.seq_q; q0 += tile)
+          for (int k0 = 0; k0 < p.seq_k; k0 += tile) {
+            box.b = {b, b};
+            box.h = {h, h};
+            box.q = {q0, std::min(q0 + tile, p.seq_q) - 1};
+            box.kv = {k0, std::min(k0 + tile, p.seq_k) - 1};
+            if (ir::classify_tile(normalized, box) == ir::TileClass::Partial)
+              partial_elements += (box.q.hi - box.q.lo + step) / step * (box.kv.hi - box.kv.lo + 1);
+          }
+    if (partial_elements <= max_evaluations) break;
+  }
+  double admitted = 0, total = 0;
+  for (int b = 0; b < batches; ++b)
+    for (int h = 0; h < heads; ++h)
+      for (int q0 = 0; q0 < p.seq_q; q0 += tile)
+        for (int k0 = 0; k0 < p.seq_k; k0 += tile) {
+          box.b = {b, b};
+          box.h = {h, h};
+          box.q = {q0, std::min(q0 + tile, p.seq_q) - 1};
+          box.kv = {k0, std::min(k0 + tile, p.seq_k) - 1};
+          const double elements = static_cast<double>(box.q.hi - box.q.lo + 1) * (box.kv.hi - box.kv.lo + 1);
+          total += elements;
+          const auto cls = ir::classify_tile(normalized, box);
+          if (cls == ir::TileClass::Full) admitted += elements;
+          if (cls != ir::TileClass::Partial) continue;
+          double hits = 0, seen = 0;
+          for (std::int64_t q = box.q.lo; q <= box.q.hi; q += row_step)
+            for (std::int64_t kv = box.kv.lo; kv <= box.kv.hi; ++kv) {
+              env.b = b, env.h = h, env.q = q, env.kv = kv;
+              ir::evaluate_program(lowered.program, env, scratch, roots);
+              hits += roots[0].b ? 1 : 0;
+              seen += 1;
+            }
+          admitted += elements * hits / seen;
+        }
+  return admitted / total;
+}
+
+BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,
+                              const Bindings& scalars, const BenchOptions& bench) {
+  bench.validate();
+  const Kernel kernel = compile(variant, options);
+  const int dim = options.head_dim;
+  const DLDataType dtype = options.dtype == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
+  std::mt19937_64 rng(42);
+
+  // Captured tensors: random floats, int ids in `documents` equal segments along the last axis.
+  Bindings device_bindings = scalars, host_bindings = scalars;
+  std::vector<std::unique_ptr<HostTensor>> host_tensors;
+  std::vector<std::unique_ptr<runtime::DeviceBuffer>> device_tensors;
+  std::vector<std::vector<std::int64_t>> shapes;
+  shapes.reserve(variant.tensors().size());
+  for (const auto& decl : variant.tensors()) {
+    // Covering shape as in forward_check: the largest index the variant reads, plus one.
+    std::vector<std::int64_t> shape(static_cast<std::size_t>(decl.rank), 1);
+    ir::TileBox box;
+    box.b = {0, p.batch - 1};
+    box.h = {0, p.heads_q - 1};
+    box.q = {0, p.seq_q - 1};
+    box.kv = {0, p.seq_k - 1};
+    box.q_len = p.seq_q;
+    box.kv_len = p.seq_k;
+    box.num_heads = p.heads_q;
+    for (const auto& n : ir::topological_order({variant.score_mod().node(), variant.mask_mod().node()}))
+      if (n->op == ir::Op::TensorRead && n->name == decl.name)
+        for (std::size_t d = 0; d < n->args.size(); ++d)
+          shape[d] = std::max(shape[d], ir::int_range_of(n->args[d], box).hi + 1);
+    auto host = std::make_unique<HostTensor>(to_dlpack_dtype(decl.dtype), shape);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (std::int64_t i = 0; i < host->numel(); ++i) {
+      if (ir::value_type_of(decl.dtype) == ir::Type::Float)
+        host->set(i, 0.5 * normal(rng));
+      else
+        host->set(i, static_cast<double>((i % shape.back()) * bench.documents / shape.back()));
+    }
+    auto device =
+        std::make_unique<runtime::DeviceBuffer>(std::max<std::size_t>(host->dl().dtype.bits / 8 * host->numel(), 16));
+    device->copy_from_host(host->data(), static_cast<std::size_t>(host->dl().dtype.bits / 8 * host->numel()));
+    shapes.push_back(shape);
+    DLTensor view = host->dl();
+    view.data = reinterpret_cast<void*>(device->device_pointer());
+    view.device = DLDevice{kDLCUDA, 0};
+    view.shape = shapes.back().data();
+    device_bindings.set(decl.name, view);
+    host_bindings.set(decl.name, host->dl());
+    host_tensors.push_back(std::move(host));
+    device_tensors.push_back(std::move(device));
+  }
+
+  const std::size_t set_bytes = DeviceProblem::bytes({p.batch, p.heads_q, p.seq_q, dim}, 2) * 2 +
+                                DeviceProblem::bytes({p.batch, p.heads_kv, p.seq_k, dim}, 2) * 2;
+  int sets = bench.input_sets;
+  if (sets == 0)
+    sets = static_cast<int>(std::clamp<std::size_t>((200u << 20) / std::max<std::size_t>(set_bytes, 1) + 1, 1, 8));
+  std::vector<std::unique_ptr<DeviceProblem>> inputs;
+  for (int i = 0; i < sets; ++i) {
+    inputs.push_back(std::make_unique<DeviceProblem>(p, dim, dtype));
+    inputs.back()->fill_random(rng, dtype);
+  }
+  const auto run = [&](int i) {
+    const DeviceProblem& in = *inputs[static_cast<std::size_t>(i % sets)];
+    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, device_bindings);
+  };
+  for (int i = 0; i < bench.warmup; ++i) run(i);
+  synchronize_device();
+  std::vector<double> times;
+  runtime::Event start, stop;
+  for (int i = 0; i < bench.repetitions; ++i) {
+    start.record();
+    run(i);
+    stop.record();
+    stop.synchronize();
+    times.push_back(runtime::Event::elapsed_ms(start, stop));
+  }
+  std::sort(times.begin(), times.end());
+
+  BenchResult r;
+  r.variant = variant.name();
+  r.problem = p;
+  r.head_dim = dim;
+  r.dtype = element_type_name(options.dtype);
+  r.schedule = kernel.prepared().config.schedule.str();
+  r.median_ms = times[times.size() / 2];
+  r.min_ms = times.front();
+  r.max_ms = times.back();
+  r.input_sets = sets;
+  r.density = mask_density(variant, p, host_bindings);
+  const double pairs = static_cast<double>(p.batch) * p.heads_q * p.seq_q * p.seq_k * r.density;
+  r.tflops = 4.0 * pairs * dim / (r.median_ms * 1e-3) / 1e12;
+  r.bandwidth_gbs = static_cast<double>(set_bytes) / (r.median_ms * 1e-3) / 1e9;
+  return r;
+}
+
+}  // namespace attnjit

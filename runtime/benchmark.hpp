@@ -1,0 +1,49 @@
+// Forward-kernel timing: CUDA events around each launch, warm-up first, rotation over
+// several input sets so repeated runs do not measure the L2 cache, and the median of
+// many launches. Throughput counts only the (b, h, q, kv) pairs the mask admits.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/attention.hpp"
+#include "runtime/forward_check.hpp"
+
+namespace attnjit {
+
+struct BenchOptions {
+  int warmup = 10;
+  int repetitions = 50;
+  int input_sets = 0;  // 0: enough sets to exceed 4x the GPU's L2 cache (at most 8)
+  int documents = 3;   // int tensors (document ids) are split into this many equal documents
+  BenchOptions& with_repetitions(int r) {
+    repetitions = r;
+    return *this;
+  }
+  void validate() const;
+};
+
+struct BenchResult {
+  std::string variant;
+  ForwardProblem problem;
+  int head_dim = 0;
+  std::string dtype;
+  std::string schedule;
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  double density = 1.0;      // admitted (q, kv) pairs / all pairs
+  double tflops = 0;         // 4 * pairs * D / time, admitted pairs only
+  double bandwidth_gbs = 0;  // Q, K, V read once and O written once, over the median time
+  int input_sets = 0;
+  std::string json() const;
+};
+
+// Fraction of (b, h, q, kv) pairs the mask admits; exact via tile classes and per-element
+// evaluation of partial tiles, or estimated from evenly spaced query rows when exact
+// counting would evaluate more than `max_evaluations` elements.
+double mask_density(const Variant& variant, const ForwardProblem& problem, const Bindings& bindings,
+                    std::int64_t max_evaluations = 50'000'000);
+
+BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
+                              const Bindings& scalars, const BenchOptions& bench = {});
+
+}  // namespace attnjit
