@@ -226,18 +226,23 @@ bool is_reserved_word(std::string_view name) {
   // keywords and the math functions hooks call.
   if (name.starts_with("aj_") || name.starts_with("attnjit") || name.starts_with("__")) return true;
   static const std::vector<std::string_view> generated = {
-      "args", "auto", "break", "case", "char", "class", "const", "continue", "default", "delete", "do", "double",
-      "else", "enum", "extern", "for", "goto", "if", "inline", "long", "namespace", "new", "operator", "private",
-      "public", "register", "return", "short", "signed", "sizeof", "static", "struct", "switch", "template", "this",
-      "typedef", "union", "unsigned", "using", "virtual", "void", "volatile", "while", "expf", "exp2f", "logf",
-      "log2f", "sqrtf", "floorf", "fabsf", "fminf", "fmaxf", "tanhf", "trunc", "threadIdx", "blockIdx", "blockDim",
-      "gridDim", "warpSize", "half", "nullptr", "constexpr", "AttnjitTensorArg", "AttnjitFwdArgs"};
+      "args",          "auto",     "break",    "case",   "char",     "class",     "const",
+      "continue",      "default",  "delete",   "do",     "double",   "else",      "enum",
+      "extern",        "for",      "goto",     "if",     "inline",   "long",      "namespace",
+      "new",           "operator", "private",  "public", "register", "return",    "short",
+      "signed",        "sizeof",   "static",   "struct", "switch",   "template",  "this",
+      "typedef",       "union",    "unsigned", "using",  "virtual",  "void",      "volatile",
+      "while",         "expf",     "exp2f",    "logf",   "log2f",    "sqrtf",     "floorf",
+      "fabsf",         "fminf",    "fmaxf",    "tanhf",  "trunc",    "threadIdx", "blockIdx",
+      "blockDim",      "gridDim",  "warpSize", "half",   "nullptr",  "constexpr", "AttnjitTensorArg",
+      "AttnjitFwdArgs"};
   for (auto w : generated)
     if (w == name) return true;
   static const std::vector<std::string_view> words = {
       "score",   "true",  "false",  "where",   "min",  "max",   "abs",   "exp", "exp2",
       "log",     "log2",  "tanh",   "sigmoid", "sqrt", "floor", "float", "int", "bool",
-      "variant", "param", "tensor", "mask",    "rope", "rank"};  // not "gate": the output gate preset names its tensor so
+      "variant", "param", "tensor", "mask",    "rope", "rank"};  // not "gate": the output gate preset names its tensor
+                                                                 // so
   for (auto w : words)
     if (w == name) return true;
   return false;

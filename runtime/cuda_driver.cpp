@@ -131,8 +131,9 @@ Driver::Driver() {
   }
   auto get_proc = reinterpret_cast<PFN_cuGetProcAddress_v12000>(dlsym(handle, "cuGetProcAddress_v2"));
   if (!get_proc) {
-    reason_ = "libcuda.so.1 has no cuGetProcAddress_v2 (the driver predates CUDA 12.0); install a "
-              "newer NVIDIA driver";
+    reason_ =
+        "libcuda.so.1 has no cuGetProcAddress_v2 (the driver predates CUDA 12.0); install a "
+        "newer NVIDIA driver";
     return;
   }
   auto table = std::make_unique<DriverApi>();
@@ -191,10 +192,10 @@ DeviceContext::DeviceContext(int ordinal) {
   const auto& driver = api();
   const int count = Driver::instance().device_count();
   if (ordinal < 0 || ordinal >= count) {
-    throw UserError(fmt::format(
-        "device ordinal {} does not exist; this machine has {} CUDA device(s), allowed 0..{}; pass "
-        "a valid ordinal (CUDA_VISIBLE_DEVICES changes the numbering)",
-        ordinal, count, count - 1));
+    throw UserError(
+        fmt::format("device ordinal {} does not exist; this machine has {} CUDA device(s), allowed 0..{}; pass "
+                    "a valid ordinal (CUDA_VISIBLE_DEVICES changes the numbering)",
+                    ordinal, count, count - 1));
   }
   check(driver.cuDeviceGet(&device_, ordinal), "cuDeviceGet", "check that the GPU is visible (nvidia-smi)");
   check(driver.cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain",
@@ -208,14 +209,19 @@ DeviceContext::DeviceContext(int ordinal) {
     };
     properties_.ordinal = ordinal;
     char name[256] = {};
-    check(driver.cuDeviceGetName(name, sizeof name, device_), "cuDeviceGetName", "check the NVIDIA driver installation");
+    check(driver.cuDeviceGetName(name, sizeof name, device_), "cuDeviceGetName",
+          "check the NVIDIA driver installation");
     properties_.name = name;
-    properties_.compute_major = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MAJOR)");
-    properties_.compute_minor = attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)");
+    properties_.compute_major =
+        attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MAJOR)");
+    properties_.compute_minor =
+        attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "cuDeviceGetAttribute(COMPUTE_CAPABILITY_MINOR)");
     properties_.arch = arch_for_compute_capability(properties_.compute_major, properties_.compute_minor);
-    properties_.sm_count = attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
-    properties_.max_shared_memory_per_block_optin = attribute(
-        CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
+    properties_.sm_count =
+        attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+    properties_.max_shared_memory_per_block_optin =
+        attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                  "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
     check(driver.cuDeviceTotalMem(&properties_.total_memory_bytes, device_), "cuDeviceTotalMem",
           "check the NVIDIA driver installation");
   } catch (...) {
@@ -229,7 +235,8 @@ DeviceContext::~DeviceContext() {
 }
 
 void DeviceContext::make_current() const {
-  check(api().cuCtxSetCurrent(context_), "cuCtxSetCurrent", "the context may have been destroyed; create a new DeviceContext");
+  check(api().cuCtxSetCurrent(context_), "cuCtxSetCurrent",
+        "the context may have been destroyed; create a new DeviceContext");
 }
 
 void DeviceContext::synchronize() const {
@@ -241,14 +248,15 @@ void DeviceContext::synchronize() const {
 // ---- libraries and kernels ----------------------------------------------------
 
 LoadedLibrary::LoadedLibrary(std::string_view cubin) {
-  if (cubin.size() < 4 || cubin.compare(0, 4, "\x7f" "ELF") != 0) {
-    throw UserError(fmt::format(
-        "LoadedLibrary was given {} bytes that are not a cubin (no ELF magic); pass the output of "
-        "compile_to_cubin or a verified cache entry",
-        cubin.size()));
+  if (cubin.size() < 4 || cubin.compare(0, 4,
+                                        "\x7f"
+                                        "ELF") != 0) {
+    throw UserError(
+        fmt::format("LoadedLibrary was given {} bytes that are not a cubin (no ELF magic); pass the output of "
+                    "compile_to_cubin or a verified cache entry",
+                    cubin.size()));
   }
-  check(api().cuLibraryLoadData(&library_, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
-        "cuLibraryLoadData",
+  check(api().cuLibraryLoadData(&library_, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0), "cuLibraryLoadData",
         "the cubin may target another GPU architecture than this device's, or need a newer driver; "
         "recompile for this device's arch (DeviceProperties::arch)");
 }
@@ -259,8 +267,7 @@ LoadedLibrary::~LoadedLibrary() {
 
 KernelFunction LoadedLibrary::kernel(const std::string& name) const {
   CUkernel kernel = nullptr;
-  check(api().cuLibraryGetKernel(&kernel, library_, name.c_str()),
-        fmt::format("cuLibraryGetKernel(\"{}\")", name),
+  check(api().cuLibraryGetKernel(&kernel, library_, name.c_str()), fmt::format("cuLibraryGetKernel(\"{}\")", name),
         "no kernel of that name in the cubin; declare it extern \"C\" __global__ and check the spelling");
   CUfunction function = nullptr;
   check(api().cuKernelGetFunction(&function, kernel), fmt::format("cuKernelGetFunction(\"{}\")", name),
@@ -286,34 +293,34 @@ int KernelFunction::attribute(CUfunction_attribute which) const {
 void LaunchConfig::validate() const {
   for (int axis = 0; axis < 3; ++axis) {
     if (grid[axis] == 0 || block[axis] == 0) {
-      throw UserError(fmt::format(
-          "LaunchConfig grid ({}, {}, {}) / block ({}, {}, {}) has a zero dimension; every "
-          "dimension must be at least 1",
-          grid[0], grid[1], grid[2], block[0], block[1], block[2]));
+      throw UserError(
+          fmt::format("LaunchConfig grid ({}, {}, {}) / block ({}, {}, {}) has a zero dimension; every "
+                      "dimension must be at least 1",
+                      grid[0], grid[1], grid[2], block[0], block[1], block[2]));
     }
   }
   const unsigned long long threads = 1ull * block[0] * block[1] * block[2];
   if (threads > 1024) {
-    throw UserError(fmt::format(
-        "LaunchConfig block ({}, {}, {}) has {} threads; allowed at most 1024 per block; use fewer warps",
-        block[0], block[1], block[2], threads));
+    throw UserError(
+        fmt::format("LaunchConfig block ({}, {}, {}) has {} threads; allowed at most 1024 per block; use fewer warps",
+                    block[0], block[1], block[2], threads));
   }
   if (grid[1] > 65535 || grid[2] > 65535) {
-    throw UserError(fmt::format(
-        "LaunchConfig grid ({}, {}, {}): y and z are limited to 65535; move the large extent to x",
-        grid[0], grid[1], grid[2]));
+    throw UserError(
+        fmt::format("LaunchConfig grid ({}, {}, {}): y and z are limited to 65535; move the large extent to x", grid[0],
+                    grid[1], grid[2]));
   }
 }
 
 void launch(const KernelFunction& kernel, const LaunchConfig& config, const void* argument_block) {
   config.validate();
   void* parameters[] = {const_cast<void*>(argument_block)};
-  check(api().cuLaunchKernel(kernel.function(), config.grid[0], config.grid[1], config.grid[2],
-                             config.block[0], config.block[1], config.block[2],
-                             config.dynamic_shared_bytes, config.stream, parameters, nullptr),
-        fmt::format("cuLaunchKernel(\"{}\", grid ({}, {}, {}), block ({}, {}, {}), {} B dynamic smem)",
-                    kernel.name(), config.grid[0], config.grid[1], config.grid[2], config.block[0],
-                    config.block[1], config.block[2], config.dynamic_shared_bytes),
+  check(api().cuLaunchKernel(kernel.function(), config.grid[0], config.grid[1], config.grid[2], config.block[0],
+                             config.block[1], config.block[2], config.dynamic_shared_bytes, config.stream, parameters,
+                             nullptr),
+        fmt::format("cuLaunchKernel(\"{}\", grid ({}, {}, {}), block ({}, {}, {}), {} B dynamic smem)", kernel.name(),
+                    config.grid[0], config.grid[1], config.grid[2], config.block[0], config.block[1], config.block[2],
+                    config.dynamic_shared_bytes),
         "check the launch shape and that set_max_dynamic_shared_memory covers the dynamic shared memory");
 }
 
@@ -331,17 +338,18 @@ DeviceBuffer::~DeviceBuffer() {
 
 void DeviceBuffer::copy_from_host(const void* host, std::size_t bytes) const {
   if (bytes > bytes_) {
-    throw UserError(fmt::format("copy_from_host of {} bytes into a {}-byte DeviceBuffer; copy at most {} bytes",
-                                bytes, bytes_, bytes_));
+    throw UserError(fmt::format("copy_from_host of {} bytes into a {}-byte DeviceBuffer; copy at most {} bytes", bytes,
+                                bytes_, bytes_));
   }
   if (bytes == 0) return;
-  check(api().cuMemcpyHtoD(pointer_, host, bytes), "cuMemcpyHtoD", "check the host pointer and that a context is current");
+  check(api().cuMemcpyHtoD(pointer_, host, bytes), "cuMemcpyHtoD",
+        "check the host pointer and that a context is current");
 }
 
 void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {
   if (bytes > bytes_) {
-    throw UserError(fmt::format("copy_to_host of {} bytes from a {}-byte DeviceBuffer; copy at most {} bytes",
-                                bytes, bytes_, bytes_));
+    throw UserError(fmt::format("copy_to_host of {} bytes from a {}-byte DeviceBuffer; copy at most {} bytes", bytes,
+                                bytes_, bytes_));
   }
   if (bytes == 0) return;
   check(api().cuMemcpyDtoH(host, pointer_, bytes), "cuMemcpyDtoH",

@@ -182,10 +182,26 @@ struct LaunchConfig {
   unsigned dynamic_shared_bytes = 0;
   CUstream stream = nullptr;
 
-  LaunchConfig& set_grid(unsigned x, unsigned y = 1, unsigned z = 1) { grid[0] = x; grid[1] = y; grid[2] = z; return *this; }
-  LaunchConfig& set_block(unsigned x, unsigned y = 1, unsigned z = 1) { block[0] = x; block[1] = y; block[2] = z; return *this; }
-  LaunchConfig& set_dynamic_shared_bytes(unsigned bytes) { dynamic_shared_bytes = bytes; return *this; }
-  LaunchConfig& set_stream(CUstream value) { stream = value; return *this; }
+  LaunchConfig& set_grid(unsigned x, unsigned y = 1, unsigned z = 1) {
+    grid[0] = x;
+    grid[1] = y;
+    grid[2] = z;
+    return *this;
+  }
+  LaunchConfig& set_block(unsigned x, unsigned y = 1, unsigned z = 1) {
+    block[0] = x;
+    block[1] = y;
+    block[2] = z;
+    return *this;
+  }
+  LaunchConfig& set_dynamic_shared_bytes(unsigned bytes) {
+    dynamic_shared_bytes = bytes;
+    return *this;
+  }
+  LaunchConfig& set_stream(CUstream value) {
+    stream = value;
+    return *this;
+  }
   void validate() const;
 };
 

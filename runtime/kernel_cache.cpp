@@ -57,8 +57,10 @@ void append_json_string(std::string& out, std::string_view text) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
-        else out += c;
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
+        else
+          out += c;
     }
   }
   out += '"';
@@ -94,7 +96,8 @@ class JsonReader {
     throw std::runtime_error(fmt::format("{} at offset {}", what, at_));
   }
   void skip_space() {
-    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\r' || text_[at_] == '\t')) ++at_;
+    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\r' || text_[at_] == '\t'))
+      ++at_;
   }
   char peek() {
     skip_space();
@@ -124,7 +127,10 @@ class JsonReader {
         std::string name = parse_string();
         expect(':');
         value.members.emplace_back(std::move(name), parse_value(depth + 1));
-        if (peek() == ',') { ++at_; continue; }
+        if (peek() == ',') {
+          ++at_;
+          continue;
+        }
         expect('}');
         return value;
       }
@@ -135,7 +141,10 @@ class JsonReader {
       if (peek() == ']') return ++at_, value;
       while (true) {
         value.items.push_back(parse_value(depth + 1));
-        if (peek() == ',') { ++at_; continue; }
+        if (peek() == ',') {
+          ++at_;
+          continue;
+        }
         expect(']');
         return value;
       }
@@ -145,8 +154,15 @@ class JsonReader {
       value.text = parse_string();
       return value;
     }
-    if (take_word("true")) { value.kind = JsonValue::Kind::Bool; value.boolean = true; return value; }
-    if (take_word("false")) { value.kind = JsonValue::Kind::Bool; return value; }
+    if (take_word("true")) {
+      value.kind = JsonValue::Kind::Bool;
+      value.boolean = true;
+      return value;
+    }
+    if (take_word("false")) {
+      value.kind = JsonValue::Kind::Bool;
+      return value;
+    }
     if (take_word("null")) return value;
     const size_t start = at_;
     while (at_ < text_.size() && std::strchr("+-0123456789.eE", text_[at_])) ++at_;
@@ -163,11 +179,16 @@ class JsonReader {
       if (at_ >= text_.size()) fail("unterminated string");
       const char c = text_[at_++];
       if (c == '"') return out;
-      if (c != '\\') { out += c; continue; }
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
       if (at_ >= text_.size()) fail("unterminated escape");
       const char e = text_[at_++];
       switch (e) {
-        case '"': case '\\': case '/': out += e; break;
+        case '"':
+        case '\\':
+        case '/': out += e; break;
         case 'b': out += '\b'; break;
         case 'f': out += '\f'; break;
         case 'n': out += '\n'; break;
@@ -185,10 +206,14 @@ class JsonReader {
     for (int i = 0; i < 4; ++i) {
       const char h = text_[at_++];
       value <<= 4;
-      if (h >= '0' && h <= '9') value |= h - '0';
-      else if (h >= 'a' && h <= 'f') value |= h - 'a' + 10;
-      else if (h >= 'A' && h <= 'F') value |= h - 'A' + 10;
-      else fail("bad hex digit in \\u escape");
+      if (h >= '0' && h <= '9')
+        value |= h - '0';
+      else if (h >= 'a' && h <= 'f')
+        value |= h - 'a' + 10;
+      else if (h >= 'A' && h <= 'F')
+        value |= h - 'A' + 10;
+      else
+        fail("bad hex digit in \\u escape");
     }
     return value;
   }
@@ -289,7 +314,8 @@ std::string metadata_to_json(const CacheEntryMetadata& m) {
 
 const JsonValue& required(const JsonValue& object, std::string_view name, JsonValue::Kind kind) {
   const JsonValue* value = object.member(name);
-  if (!value || value->kind != kind) throw std::runtime_error(fmt::format("field '{}' missing or of the wrong type", name));
+  if (!value || value->kind != kind)
+    throw std::runtime_error(fmt::format("field '{}' missing or of the wrong type", name));
   return *value;
 }
 
@@ -363,7 +389,8 @@ std::optional<std::string> read_file(const fs::path& path) {
 std::string errno_text() { return std::strerror(errno); }
 
 // Writes `bytes` to a new file in `dir` (same file system as the final name) and fsyncs it.
-fs::path write_temporary(const fs::path& dir, const std::string& key, std::string_view extension, std::string_view bytes) {
+fs::path write_temporary(const fs::path& dir, const std::string& key, std::string_view extension,
+                         std::string_view bytes) {
   static std::atomic<unsigned> counter{0};
   const auto thread_tag = std::hash<std::thread::id>{}(std::this_thread::get_id()) & 0xffffff;
   const fs::path path = dir / fmt::format(".tmp-{}-{}-{:06x}-{}{}", key, getpid(), thread_tag, counter++, extension);
@@ -374,8 +401,8 @@ fs::path write_temporary(const fs::path& dir, const std::string& key, std::strin
     ::close(fd);
     throw RuntimeFailure(fmt::format("cannot open {}: {}", path.string(), errno_text()));
   }
-  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size() &&
-                       std::fflush(file) == 0 && ::fsync(fileno(file)) == 0;
+  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size() && std::fflush(file) == 0 &&
+                       ::fsync(fileno(file)) == 0;
   const std::string why = written ? "" : errno_text();
   std::fclose(file);
   if (!written) {
@@ -422,9 +449,9 @@ void create_private_directory(const fs::path& dir) {
   if (fs::is_directory(dir)) return;
   if (dir.has_parent_path() && dir.parent_path() != dir) create_private_directory(dir.parent_path());
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    throw RuntimeFailure(fmt::format(
-        "cannot create the kernel cache directory {}: {}; set ATTNJIT_CACHE_DIR to a writable folder",
-        dir.string(), errno_text()));
+    throw RuntimeFailure(
+        fmt::format("cannot create the kernel cache directory {}: {}; set ATTNJIT_CACHE_DIR to a writable folder",
+                    dir.string(), errno_text()));
   }
 }
 
@@ -459,9 +486,11 @@ DiskEntry read_disk_entry(const fs::path& dir, const std::string& key) {
   if (!cubin) {
     entry.problem = fmt::format("cubin {} is missing", cubin_path(dir, key).string());
   } else if (cubin->size() != metadata.cubin_size) {
-    entry.problem = fmt::format("cubin is {} bytes, metadata says {} (truncated or overwritten)", cubin->size(), metadata.cubin_size);
+    entry.problem = fmt::format("cubin is {} bytes, metadata says {} (truncated or overwritten)", cubin->size(),
+                                metadata.cubin_size);
   } else if (const std::string actual = checksum_of(*cubin); actual != metadata.cubin_checksum) {
-    entry.problem = fmt::format("cubin checksum is {}, metadata says {} (bytes changed on disk)", actual, metadata.cubin_checksum);
+    entry.problem =
+        fmt::format("cubin checksum is {}, metadata says {} (bytes changed on disk)", actual, metadata.cubin_checksum);
   }
   if (!entry.problem.empty()) return entry;
   entry.result.cubin = std::make_shared<const std::string>(std::move(*cubin));
@@ -485,9 +514,12 @@ DirectoryScan scan_directory(const fs::path& dir) {
     const std::string name = item.path().filename().string();
     const std::string stem = item.path().stem().string();
     const std::string extension = item.path().extension().string();
-    if (name.rfind(".tmp-", 0) == 0) scan.temporaries.push_back(item.path());
-    else if (is_key(stem) && extension == ".json") scan.committed.push_back(stem);
-    else if (is_key(stem) && extension == ".cubin") cubins.push_back(stem);
+    if (name.rfind(".tmp-", 0) == 0)
+      scan.temporaries.push_back(item.path());
+    else if (is_key(stem) && extension == ".json")
+      scan.committed.push_back(stem);
+    else if (is_key(stem) && extension == ".cubin")
+      cubins.push_back(stem);
   }
   std::sort(scan.committed.begin(), scan.committed.end());
   for (const auto& key : cubins)
@@ -562,10 +594,10 @@ void KernelCacheOptions::validate() const {
         "unset); set ATTNJIT_CACHE_DIR to a writable folder, or set_use_disk(false)");
   }
   if (use_disk && !directory.is_absolute()) {
-    throw UserError(fmt::format(
-        "KernelCacheOptions.directory is '{}', a relative path; the cache directory must be absolute "
-        "so every process finds the same entries (e.g. ATTNJIT_CACHE_DIR=$HOME/.cache/attnjit)",
-        directory.string()));
+    throw UserError(
+        fmt::format("KernelCacheOptions.directory is '{}', a relative path; the cache directory must be absolute "
+                    "so every process finds the same entries (e.g. ATTNJIT_CACHE_DIR=$HOME/.cache/attnjit)",
+                    directory.string()));
   }
 }
 
@@ -604,9 +636,10 @@ CacheLookupResult KernelCache::get_or_compile(const CacheKeyInputs& inputs,
 
   CompiledKernel compiled = build();
   if (compiled.cubin.empty()) {
-    throw InternalError(fmt::format("the build callback for cache key {} returned an empty cubin; it must return "
-                                    "the bytes from compile_to_cubin",
-                                    key));
+    throw InternalError(
+        fmt::format("the build callback for cache key {} returned an empty cubin; it must return "
+                    "the bytes from compile_to_cubin",
+                    key));
   }
   auto metadata = std::make_shared<CacheEntryMetadata>();
   metadata->key = key;
@@ -659,10 +692,11 @@ CacheLookupResult KernelCache::store_on_disk(CacheLookupResult compiled) const {
   } catch (const std::exception& e) {
     if (!cubin_temporary.empty()) ::unlink(cubin_temporary.c_str());
     if (!metadata_temporary.empty()) ::unlink(metadata_temporary.c_str());
-    warn(fmt::format("could not store kernel {} in the cache at {} ({}); the kernel is used from memory and "
-                     "will be recompiled by the next process. Check that the directory is writable or set "
-                     "ATTNJIT_CACHE_DIR",
-                     key, dir.string(), e.what()));
+    warn(
+        fmt::format("could not store kernel {} in the cache at {} ({}); the kernel is used from memory and "
+                    "will be recompiled by the next process. Check that the directory is writable or set "
+                    "ATTNJIT_CACHE_DIR",
+                    key, dir.string(), e.what()));
   }
   return compiled;
 }
@@ -673,7 +707,8 @@ std::vector<CacheListing> KernelCache::list() const {
   for (const auto& key : scan_directory(options_.directory).committed) {
     CacheListing row;
     row.key = key;
-    row.bytes = size_or_zero(metadata_path(options_.directory, key)) + size_or_zero(cubin_path(options_.directory, key));
+    row.bytes =
+        size_or_zero(metadata_path(options_.directory, key)) + size_or_zero(cubin_path(options_.directory, key));
     if (const auto json = read_file(metadata_path(options_.directory, key))) {
       try {
         row.metadata = std::make_shared<const CacheEntryMetadata>(metadata_from_json(*json));
@@ -695,7 +730,8 @@ CacheStats KernelCache::stats() const {
   const DirectoryScan scan = scan_directory(options_.directory);
   stats.entries = scan.committed.size();
   for (const auto& key : scan.committed)
-    stats.bytes += size_or_zero(metadata_path(options_.directory, key)) + size_or_zero(cubin_path(options_.directory, key));
+    stats.bytes +=
+        size_or_zero(metadata_path(options_.directory, key)) + size_or_zero(cubin_path(options_.directory, key));
   for (const auto& key : scan.orphan_cubins) stats.bytes += size_or_zero(cubin_path(options_.directory, key));
   return stats;
 }

@@ -88,8 +88,8 @@ struct CacheLookupResult {
 
 struct CacheListing {
   std::string key;
-  std::uint64_t bytes = 0;                                // cubin + metadata on disk
-  std::shared_ptr<const CacheEntryMetadata> metadata;     // null when unreadable
+  std::uint64_t bytes = 0;                             // cubin + metadata on disk
+  std::shared_ptr<const CacheEntryMetadata> metadata;  // null when unreadable
 };
 
 struct CacheStats {
@@ -116,9 +116,18 @@ struct KernelCacheOptions {
   // Receives corrupt-entry and write-failure warnings; defaults to "attnjit: warning: ..." on stderr.
   CacheWarningSink warning_sink;
 
-  KernelCacheOptions& set_directory(std::filesystem::path value) { directory = std::move(value); return *this; }
-  KernelCacheOptions& set_use_disk(bool value) { use_disk = value; return *this; }
-  KernelCacheOptions& set_warning_sink(CacheWarningSink value) { warning_sink = std::move(value); return *this; }
+  KernelCacheOptions& set_directory(std::filesystem::path value) {
+    directory = std::move(value);
+    return *this;
+  }
+  KernelCacheOptions& set_use_disk(bool value) {
+    use_disk = value;
+    return *this;
+  }
+  KernelCacheOptions& set_warning_sink(CacheWarningSink value) {
+    warning_sink = std::move(value);
+    return *this;
+  }
   void validate() const;
 };
 
@@ -128,8 +137,7 @@ class KernelCache {
 
   // Returns the cubin for `inputs`: from memory, else from a verified disk entry, else by
   // calling `build` and storing its result. `build` may throw; nothing is stored then.
-  CacheLookupResult get_or_compile(const CacheKeyInputs& inputs,
-                                   const std::function<CompiledKernel()>& build,
+  CacheLookupResult get_or_compile(const CacheKeyInputs& inputs, const std::function<CompiledKernel()>& build,
                                    const CacheEntryLabels& labels = {});
 
   std::vector<CacheListing> list() const;

@@ -27,10 +27,10 @@ std::string joined(const std::vector<std::string>& items) {
 
 void check_nvrtc(nvrtcResult result, const char* call) {
   if (result != NVRTC_SUCCESS) {
-    throw RuntimeFailure(fmt::format(
-        "NVRTC call {} failed with {}; check that libnvrtc matches the CUDA toolkit attnjit was "
-        "built against (NVRTC {})",
-        call, nvrtcGetErrorString(result), nvrtc_version()));
+    throw RuntimeFailure(
+        fmt::format("NVRTC call {} failed with {}; check that libnvrtc matches the CUDA toolkit attnjit was "
+                    "built against (NVRTC {})",
+                    call, nvrtcGetErrorString(result), nvrtc_version()));
   }
 }
 
@@ -175,10 +175,10 @@ std::string nvrtc_version() {
 
 void NvrtcCompileOptions::validate() const {
   if (!is_supported_architecture(arch)) {
-    throw UserError(fmt::format(
-        "NvrtcCompileOptions.arch is '{}', which attnjit does not target; allowed: {}. Pass one "
-        "of these (use 'sm_90a', not 'sm_90', for the Hopper wgmma fast path)",
-        arch, joined(supported_architectures())));
+    throw UserError(
+        fmt::format("NvrtcCompileOptions.arch is '{}', which attnjit does not target; allowed: {}. Pass one "
+                    "of these (use 'sm_90a', not 'sm_90', for the Hopper wgmma fast path)",
+                    arch, joined(supported_architectures())));
   }
   if (program_name.empty()) {
     throw UserError(
@@ -187,16 +187,16 @@ void NvrtcCompileOptions::validate() const {
   }
   for (const auto& option : extra_options) {
     if (option.empty() || option.front() != '-') {
-      throw UserError(fmt::format(
-          "NvrtcCompileOptions.extra_options contains '{}'; every option must start with '-' "
-          "(e.g. '-lineinfo', '--use_fast_math')",
-          option));
+      throw UserError(
+          fmt::format("NvrtcCompileOptions.extra_options contains '{}'; every option must start with '-' "
+                      "(e.g. '-lineinfo', '--use_fast_math')",
+                      option));
     }
     if (option.rfind("--gpu-architecture", 0) == 0 || option.rfind("-arch", 0) == 0) {
-      throw UserError(fmt::format(
-          "NvrtcCompileOptions.extra_options contains '{}'; the architecture is set only through "
-          "NvrtcCompileOptions.arch (allowed: {})",
-          option, joined(supported_architectures())));
+      throw UserError(
+          fmt::format("NvrtcCompileOptions.extra_options contains '{}'; the architecture is set only through "
+                      "NvrtcCompileOptions.arch (allowed: {})",
+                      option, joined(supported_architectures())));
     }
   }
 }
@@ -219,32 +219,30 @@ CompiledCubin compile_to_cubin(std::string_view source, const NvrtcCompileOption
 
   const auto started = std::chrono::steady_clock::now();
   ProgramHandle handle;
-  check_nvrtc(nvrtcCreateProgram(&handle.program, source_text.c_str(), options.program_name.c_str(),
-                                 0, nullptr, nullptr),
-              "nvrtcCreateProgram");
-  const nvrtcResult compiled =
-      nvrtcCompileProgram(handle.program, static_cast<int>(argv.size()), argv.data());
+  check_nvrtc(
+      nvrtcCreateProgram(&handle.program, source_text.c_str(), options.program_name.c_str(), 0, nullptr, nullptr),
+      "nvrtcCreateProgram");
+  const nvrtcResult compiled = nvrtcCompileProgram(handle.program, static_cast<int>(argv.size()), argv.data());
   result.log = program_log(handle.program);
   if (compiled != NVRTC_SUCCESS) {
     const auto dumped = dump_failed_source(source, result.log, options);
-    throw RuntimeFailure(fmt::format(
-        "NVRTC failed to compile '{}' for {} ({}); options: {}\n--- compiler log ---\n{}\n"
-        "--- end of log ---\nsource dumped to {} (log next to it); fix the generated source or "
-        "the template it came from, and report it if attnjit generated it",
-        options.program_name, options.arch, nvrtcGetErrorString(compiled), joined(result.options),
-        result.log, dumped.string()));
+    throw RuntimeFailure(
+        fmt::format("NVRTC failed to compile '{}' for {} ({}); options: {}\n--- compiler log ---\n{}\n"
+                    "--- end of log ---\nsource dumped to {} (log next to it); fix the generated source or "
+                    "the template it came from, and report it if attnjit generated it",
+                    options.program_name, options.arch, nvrtcGetErrorString(compiled), joined(result.options),
+                    result.log, dumped.string()));
   }
   size_t cubin_size = 0;
   check_nvrtc(nvrtcGetCUBINSize(handle.program, &cubin_size), "nvrtcGetCUBINSize");
   result.cubin.resize(cubin_size);
   check_nvrtc(nvrtcGetCUBIN(handle.program, result.cubin.data()), "nvrtcGetCUBIN");
-  result.compile_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  result.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   if (result.cubin.empty()) {
-    throw RuntimeFailure(fmt::format(
-        "NVRTC compiled '{}' for {} but returned an empty cubin; options: {}. Check the NVRTC "
-        "installation (NVRTC {})",
-        options.program_name, options.arch, joined(result.options), nvrtc_version()));
+    throw RuntimeFailure(
+        fmt::format("NVRTC compiled '{}' for {} but returned an empty cubin; options: {}. Check the NVRTC "
+                    "installation (NVRTC {})",
+                    options.program_name, options.arch, joined(result.options), nvrtc_version()));
   }
   result.resources = parse_ptxas_report(result.log);
   return result;

@@ -53,15 +53,30 @@ struct NvrtcCompileOptions {
   std::string arch = "sm_80";
   std::vector<std::string> extra_options;
   std::string program_name = "attnjit_kernel.cu";  // shown in log lines
-  bool resource_report = true;                      // adds --ptxas-options=-v
+  bool resource_report = true;                     // adds --ptxas-options=-v
   // Where a failing source is dumped; empty means <temp dir>/attnjit-failed-compiles.
   std::filesystem::path failure_dump_dir;
 
-  NvrtcCompileOptions& set_arch(std::string value) { arch = std::move(value); return *this; }
-  NvrtcCompileOptions& add_option(std::string value) { extra_options.push_back(std::move(value)); return *this; }
-  NvrtcCompileOptions& set_program_name(std::string value) { program_name = std::move(value); return *this; }
-  NvrtcCompileOptions& set_resource_report(bool value) { resource_report = value; return *this; }
-  NvrtcCompileOptions& set_failure_dump_dir(std::filesystem::path value) { failure_dump_dir = std::move(value); return *this; }
+  NvrtcCompileOptions& set_arch(std::string value) {
+    arch = std::move(value);
+    return *this;
+  }
+  NvrtcCompileOptions& add_option(std::string value) {
+    extra_options.push_back(std::move(value));
+    return *this;
+  }
+  NvrtcCompileOptions& set_program_name(std::string value) {
+    program_name = std::move(value);
+    return *this;
+  }
+  NvrtcCompileOptions& set_resource_report(bool value) {
+    resource_report = value;
+    return *this;
+  }
+  NvrtcCompileOptions& set_failure_dump_dir(std::filesystem::path value) {
+    failure_dump_dir = std::move(value);
+    return *this;
+  }
 
   void validate() const;
   // The exact argument list handed to nvrtcCompileProgram (part of the cache key).
@@ -69,12 +84,12 @@ struct NvrtcCompileOptions {
 };
 
 struct CompiledCubin {
-  std::string cubin;                 // ELF bytes
-  std::string log;                   // the full NVRTC/ptxas log
+  std::string cubin;  // ELF bytes
+  std::string log;    // the full NVRTC/ptxas log
   ResourceReport resources;
   std::vector<std::string> options;  // nvrtc_arguments() used
   std::string arch;
-  double compile_ms = 0;             // wall time of nvrtcCompileProgram + cubin retrieval
+  double compile_ms = 0;  // wall time of nvrtcCompileProgram + cubin retrieval
 };
 
 // Compiles `source` (a complete, self-contained translation unit). Throws UserError for bad

@@ -28,9 +28,9 @@ std::string joined_names() {
 
 void check_bare_file_name(std::string_view name) {
   if (name.empty() || name.find('/') != std::string_view::npos || name == "." || name == "..") {
-    throw UserError(fmt::format(
-        "template name '{}' is not a bare file name; pass a name such as 'abi.h' (available: {})",
-        name, joined_names()));
+    throw UserError(
+        fmt::format("template name '{}' is not a bare file name; pass a name such as 'abi.h' (available: {})", name,
+                    joined_names()));
   }
 }
 
@@ -49,10 +49,10 @@ std::string load_template(std::string_view name) {
     const auto path = std::filesystem::path(dir) / std::string(name);
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-      throw UserError(fmt::format(
-          "template '{}' not found: ATTNJIT_TEMPLATE_DIR is '{}' but {} cannot be read; copy the "
-          "template there (embedded ones: {}) or unset ATTNJIT_TEMPLATE_DIR to use the embedded set",
-          name, dir, path.string(), joined_names()));
+      throw UserError(
+          fmt::format("template '{}' not found: ATTNJIT_TEMPLATE_DIR is '{}' but {} cannot be read; copy the "
+                      "template there (embedded ones: {}) or unset ATTNJIT_TEMPLATE_DIR to use the embedded set",
+                      name, dir, path.string(), joined_names()));
     }
     std::ostringstream content;
     content << in.rdbuf();
@@ -61,10 +61,10 @@ std::string load_template(std::string_view name) {
   for (const auto& [embedded_name, content] : detail::embedded_templates()) {
     if (embedded_name == name) return std::string(content);
   }
-  throw InternalError(fmt::format(
-      "no embedded template named '{}'; available: {}. The code generator asked for a template "
-      "that the build did not embed (add it under templates/ and rebuild)",
-      name, joined_names()));
+  throw InternalError(
+      fmt::format("no embedded template named '{}'; available: {}. The code generator asked for a template "
+                  "that the build did not embed (add it under templates/ and rebuild)",
+                  name, joined_names()));
 }
 
 const std::string& template_set_version() {

@@ -18,7 +18,9 @@ NodeRef constant_fold(const NodeRef& root) {
     switch (n->type) {
       case Type::Bool: return const_bool(v.b);
       case Type::Int: return const_int(v.i);
-      case Type::Float: return std::isfinite(v.f) && !(v.f == 0.0 && std::signbit(v.f)) ? const_float(v.f) : n;  // literals have no -0.0
+      case Type::Float:
+        return std::isfinite(v.f) && !(v.f == 0.0 && std::signbit(v.f)) ? const_float(v.f)
+                                                                        : n;  // literals have no -0.0
     }
     return n;
   });

@@ -128,7 +128,8 @@ TEST(Cli, VariantCheckAcceptsValidTextAndPrintsCanonicalFormAndHash) {
 }
 
 TEST(Cli, VariantCheckReadsAFile) {
-  const auto path = std::filesystem::temp_directory_path() / ("attnjit_cli_test_" + std::to_string(::getpid()) + ".var");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("attnjit_cli_test_" + std::to_string(::getpid()) + ".var");
   {
     std::ofstream out(path);
     out << "variant \"from_file\";\nscore: score;\nmask: kv <= q;\n";

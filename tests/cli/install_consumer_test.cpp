@@ -61,18 +61,17 @@ TEST(Install, FindPackageConsumerBuildsAndRuns) {
   const fs::path build = work / "consumer-build";
   const std::string cmake = shell_quote(ATTNJIT_CMAKE_COMMAND);
 
-  const Step install = run(cmake + " --install " + shell_quote(ATTNJIT_BINARY_DIR) + " --prefix " +
-                           shell_quote(prefix.string()));
+  const Step install =
+      run(cmake + " --install " + shell_quote(ATTNJIT_BINARY_DIR) + " --prefix " + shell_quote(prefix.string()));
   ASSERT_EQ(install.exit_code, 0) << "cmake --install failed:\n" << install.output;
   EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "attnjit.hpp")) << install.output;
   EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "dsl" / "variant.hpp")) << install.output;
   EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "runtime" / "reference.hpp")) << install.output;
 
   const fs::path source = fs::path(ATTNJIT_SOURCE_DIR) / "tests" / "install" / "consumer";
-  const Step configure =
-      run(cmake + " -S " + shell_quote(source.string()) + " -B " + shell_quote(build.string()) +
-          " -DCMAKE_BUILD_TYPE=Release -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_PREFIX_PATH=" +
-          shell_quote(prefix.string()));
+  const Step configure = run(cmake + " -S " + shell_quote(source.string()) + " -B " + shell_quote(build.string()) +
+                             " -DCMAKE_BUILD_TYPE=Release -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_PREFIX_PATH=" +
+                             shell_quote(prefix.string()));
   ASSERT_EQ(configure.exit_code, 0) << "configuring the consumer failed:\n" << configure.output;
   // The package must come from the fresh prefix, not from anywhere else on the machine.
   const std::string found = cache_value(build / "CMakeCache.txt", "attnjit_DIR");

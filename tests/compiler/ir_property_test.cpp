@@ -91,10 +91,10 @@ class ExprGenerator {
   Expr leaf(Type t, int depth) {
     const bool tensor_ok = depth < kMaxDepth;
     static const std::array<const char*, 7> index_names = {"b", "h", "q", "kv", "q_len", "kv_len", "num_heads"};
-    static const std::array<long long, 14> ints = {0, 1, -1, 2, -2, 3, 7, -9, 64, 128, -1000, 65536,
-                                                   2147483647, -2147483647 - 1};
-    static const std::array<double, 14> floats = {0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.5, 3.25,
-                                                  1e-3, 1e10, -1e-7, 0.1, 100.0, -0.0};
+    static const std::array<long long, 14> ints = {0,  1,  -1,  2,     -2,    3,          7,
+                                                   -9, 64, 128, -1000, 65536, 2147483647, -2147483647 - 1};
+    static const std::array<double, 14> floats = {0.0,  1.0,  -1.0, 0.5,   -0.5, 2.0,   -2.5,
+                                                  3.25, 1e-3, 1e10, -1e-7, 0.1,  100.0, -0.0};
     switch (t) {
       case Type::Int:
         switch (pick(5)) {
@@ -157,7 +157,7 @@ class ExprGenerator {
   }
 
   Expr gen_float(int depth) {
-    static const std::array<Op, 10> unops = {Op::Neg, Op::Abs, Op::Exp, Op::Exp2, Op::Log,
+    static const std::array<Op, 10> unops = {Op::Neg,  Op::Abs,  Op::Exp,     Op::Exp2, Op::Log,
                                              Op::Log2, Op::Tanh, Op::Sigmoid, Op::Sqrt, Op::Floor};
     static const std::array<Op, 6> binops = {Op::Add, Op::Sub, Op::Mul, Op::Div, Op::Min, Op::Max};
     switch (pick(6)) {
@@ -207,7 +207,8 @@ ir::Value tensor_value(const ir::Node& read, std::span<const std::int64_t> indic
   for (auto i : indices) h = mix(h, static_cast<std::uint64_t>(i));
   h ^= h >> 29;
   switch (read.type) {
-    case Type::Float: return ir::Value::of_float(static_cast<double>(static_cast<std::int64_t>(h % 4001) - 2000) / 64.0);
+    case Type::Float:
+      return ir::Value::of_float(static_cast<double>(static_cast<std::int64_t>(h % 4001) - 2000) / 64.0);
     case Type::Int: return ir::Value::of_int(static_cast<std::int64_t>(h % 201) - 100);
     case Type::Bool: return ir::Value::of_bool((h & 1) != 0);
   }
@@ -306,8 +307,8 @@ TEST(IrProperty, CorpusIsLargeDeepAndCoversEveryOperator) {
     max_depth = std::max(max_depth, d);
   }
   for (int o = static_cast<int>(Op::ConstBool); o <= static_cast<int>(Op::Where); ++o)
-    EXPECT_TRUE(ops.count(static_cast<Op>(o))) << "no generated expression uses '" << ir::op_name(static_cast<Op>(o))
-                                                << "'";
+    EXPECT_TRUE(ops.count(static_cast<Op>(o)))
+        << "no generated expression uses '" << ir::op_name(static_cast<Op>(o)) << "'";
   EXPECT_EQ(index_names.size(), ir::index_names().size());
   EXPECT_EQ(dtypes.size(), 3u);  // f32, i32, u8
   EXPECT_TRUE(negative_int && negative_float && zero && one);
@@ -366,9 +367,8 @@ TEST(IrProperty, PassesPreserveValues) {
       const ir::Value want = ir::evaluate(original, env);
       const auto check = [&](const char* what, const ir::Value& got, const ir::NodeRef& form) {
         EXPECT_TRUE(same_value(t, want, got))
-            << what << " changed the value at " << describe_env(env) << "\n  original:    "
-            << ir::print_expr(original) << " = " << show(t, want) << "\n  transformed: " << ir::print_expr(form)
-            << " = " << show(t, got);
+            << what << " changed the value at " << describe_env(env) << "\n  original:    " << ir::print_expr(original)
+            << " = " << show(t, want) << "\n  transformed: " << ir::print_expr(form) << " = " << show(t, got);
       };
       check("constant_fold", ir::evaluate(folded, env), folded);
       check("simplify", ir::evaluate(simplified, env), simplified);
@@ -400,7 +400,7 @@ TEST(IrProperty, PassesPreserveTheSignOfZero) {
       1.0 / (0.0 + negative_zero),
       1.0 / (negative_zero - 0.0),
       1.0 / (negative_zero * 1.0),
-      1.0 / -Expr(0.0),             // folding -(0.0) must not produce +0.0
+      1.0 / -Expr(0.0),  // folding -(0.0) must not produce +0.0
       1.0 / (Expr(-0.5) * 0.0),
   };
   for (const auto& e : cases) {

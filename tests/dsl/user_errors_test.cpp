@@ -49,9 +49,10 @@ std::string parse_error(std::string_view text) {
 // The message of a parse error ends with the offending line and a caret under `column`.
 void expect_caret(const std::string& message, std::string_view line_text, int column) {
   const std::string expected = "\n  " + std::string(line_text) + "\n  " + std::string(column - 1, ' ') + "^";
-  EXPECT_TRUE(message.size() >= expected.size() && message.compare(message.size() - expected.size(), expected.size(),
-                                                                    expected) == 0)
-      << "expected the message to end with:" << expected << "\nmessage:\n" << message;
+  EXPECT_TRUE(message.size() >= expected.size() &&
+              message.compare(message.size() - expected.size(), expected.size(), expected) == 0)
+      << "expected the message to end with:" << expected << "\nmessage:\n"
+      << message;
 }
 
 // ---- types checked when expressions are built ------------------------------------------
@@ -63,14 +64,14 @@ TEST(UserErrors, FloatUsedAsMask) {
 
 TEST(UserErrors, BoolUsedAsScore) {
   const auto m = user_error_of([] { Variant().with_score_mod(kv <= q); });
-  expect_phrases(m, {"score_mod must be a float expression", "got bool `kv <= q`", "belongs in mask_mod",
-                     "to_float(...)"});
+  expect_phrases(
+      m, {"score_mod must be a float expression", "got bool `kv <= q`", "belongs in mask_mod", "to_float(...)"});
 }
 
 TEST(UserErrors, BoolInArithmetic) {
   const auto m = user_error_of([] { (void)((kv <= q) + 1); });
-  expect_phrases(m, {"type error in '+'", "left operand is bool `kv <= q`", "needs int or float",
-                     "where(cond, 1.0, 0.0)"});
+  expect_phrases(
+      m, {"type error in '+'", "left operand is bool `kv <= q`", "needs int or float", "where(cond, 1.0, 0.0)"});
   const auto right = user_error_of([] { (void)(score * (q > kv)); });
   expect_phrases(right, {"type error in '*'", "right operand is bool `q > kv`"});
 }
@@ -102,8 +103,8 @@ TEST(UserErrors, WhereWithNonBoolCondition) {
 
 TEST(UserErrors, WhereWithMismatchedBranches) {
   const auto m = user_error_of([] { (void)where(kv <= q, true, score); });
-  expect_phrases(m, {"type error in 'where'", "the branches are bool `true` and float `score`",
-                     "both be bool or both numeric"});
+  expect_phrases(
+      m, {"type error in 'where'", "the branches are bool `true` and float `score`", "both be bool or both numeric"});
 }
 
 // ---- tensors and names -----------------------------------------------------------------
@@ -159,8 +160,8 @@ TEST(UserErrors, ParamUsedWithTwoTypes) {
 
 TEST(UserErrors, UnknownPresetListsAvailableOnes) {
   const auto m = user_error_of([] { (void)presets::by_name("causall"); });
-  expect_phrases(m, {"unknown preset 'causall'", "available presets: dense, causal,", "sliding_window",
-                     "`attnjit variant list`"});
+  expect_phrases(
+      m, {"unknown preset 'causall'", "available presets: dense, causal,", "sliding_window", "`attnjit variant list`"});
 }
 
 TEST(UserErrors, ComposingConflictingRope) {
@@ -217,8 +218,8 @@ TEST(ParseErrors, UnterminatedString) {
 
 TEST(ParseErrors, UnknownStatement) {
   const auto m = parse_error("scor: score * 2.0;");
-  expect_phrases(m, {"line 1, column 1: unknown statement 'scor'",
-                     "allowed: variant, param, tensor, score, mask, rope, gate"});
+  expect_phrases(
+      m, {"line 1, column 1: unknown statement 'scor'", "allowed: variant, param, tensor, score, mask, rope, gate"});
 }
 
 TEST(ParseErrors, DuplicateStatement) {
@@ -254,8 +255,9 @@ TEST(ParseErrors, DeclaredButUnused) {
 TEST(ParseErrors, DeclaredTwiceOrReservedName) {
   expect_phrases(parse_error("param x: int;\ntensor x: f32, rank=1;\nscore: score;"),
                  {"line 2, column 8: 'x' is already declared; declare each name once"});
-  expect_phrases(parse_error("param kv_len: int;"),
-                 {"line 1, column 7: 'kv_len' is a built-in or reserved word and cannot be declared; choose another name"});
+  expect_phrases(
+      parse_error("param kv_len: int;"),
+      {"line 1, column 7: 'kv_len' is a built-in or reserved word and cannot be declared; choose another name"});
 }
 
 TEST(ParseErrors, IntegerLiteralOutOfRange) {
@@ -347,8 +349,9 @@ TEST(BindingErrors, WrongTensorDtypeAndRank) {
   HostTensor ints(dlpack_int32(), {8});
   Bindings wrong_dtype;
   wrong_dtype.set("slopes", ints.dl());
-  expect_phrases(user_error_of([&] { check_bindings(v, wrong_dtype); }),
-                 {"tensor 'slopes' has dtype i32 but the variant declares f32", "convert it or change the declaration"});
+  expect_phrases(
+      user_error_of([&] { check_bindings(v, wrong_dtype); }),
+      {"tensor 'slopes' has dtype i32 but the variant declares f32", "convert it or change the declaration"});
   HostTensor matrix(dlpack_float32(), {2, 4});
   Bindings wrong_rank;
   wrong_rank.set("slopes", matrix.dl());

@@ -55,7 +55,13 @@ TEST(GpuDriver, CompilesLoadsAndLaunchesAnArgumentBlockKernel) {
   Event start, stop;
   const AxpyArgs args{y_device.device_pointer(), x_device.device_pointer(), 2.0f, n};
   start.record(stream.handle());
-  launch(axpy, LaunchConfig{}.set_grid((n + 127) / 128).set_block(128).set_dynamic_shared_bytes(128 * sizeof(float)).set_stream(stream.handle()), args);
+  launch(axpy,
+         LaunchConfig{}
+             .set_grid((n + 127) / 128)
+             .set_block(128)
+             .set_dynamic_shared_bytes(128 * sizeof(float))
+             .set_stream(stream.handle()),
+         args);
   stop.record(stream.handle());
   stream.synchronize();
   EXPECT_GE(Event::elapsed_ms(start, stop), 0.0f);

@@ -35,7 +35,11 @@ CacheKeyInputs sample_inputs() {
 // A fake cubin: ELF magic plus bytes derived from the tag, so entries are distinguishable.
 CompiledKernel fake_kernel(const std::string& tag) {
   CompiledKernel kernel;
-  kernel.cubin = std::string("\x7f" "ELF", 4) + "fake cubin " + tag + std::string(200, '\0') + "end";
+  kernel.cubin = std::string(
+                     "\x7f"
+                     "ELF",
+                     4) +
+                 "fake cubin " + tag + std::string(200, '\0') + "end";
   kernel.resources.kernels.push_back({"k", 42, 1024, 0, 0, 0, 1});
   kernel.compile_ms = 1.5;
   return kernel;
@@ -61,7 +65,10 @@ class KernelCacheTest : public ::testing::Test {
   // Damages the stored cubin with `damage`, then checks that verify() and a lookup notice it.
   void expect_corruption_detected_and_rebuilt(const std::function<void(const fs::path&)>& damage) {
     int builds = 0;
-    auto build = [&] { ++builds; return fake_kernel("a"); };
+    auto build = [&] {
+      ++builds;
+      return fake_kernel("a");
+    };
     const std::string key = sample_inputs().key();
     make_cache().get_or_compile(sample_inputs(), build);
     damage(dir_ / (key + ".cubin"));
@@ -101,7 +108,9 @@ TEST(CacheKey, IsStable32HexAndSensitiveToEveryInput) {
       [](auto& in) { in.target_arch = "sm_90a"; },
       [](auto& in) { in.attnjit_version = "0.1.1"; },
       // Field boundaries matter: moving a character between fields changes the key.
-      [](auto& in) { in.nvrtc_options = {"-std=c++17--gpu-architecture=sm_80", "-default-device"}; },
+      [](auto& in) {
+        in.nvrtc_options = {"-std=c++17--gpu-architecture=sm_80", "-default-device"};
+      },
   };
   for (size_t i = 0; i < changes.size(); ++i) {
     auto inputs = sample_inputs();
@@ -139,8 +148,10 @@ TEST(CacheDirectory, FollowsTheEnvironmentInOrder) {
   unsetenv("XDG_CACHE_HOME");
   EXPECT_EQ(default_cache_directory(), fs::path("/home/u/.cache/attnjit"));
   for (const auto& s : saved) {
-    if (s.had) setenv(s.name, s.value.c_str(), 1);
-    else unsetenv(s.name);
+    if (s.had)
+      setenv(s.name, s.value.c_str(), 1);
+    else
+      unsetenv(s.name);
   }
   EXPECT_THROW(KernelCacheOptions{}.set_directory("relative/dir").validate(), UserError);
   EXPECT_THROW(KernelCacheOptions{}.set_directory("").validate(), UserError);
@@ -160,7 +171,10 @@ TEST_F(KernelCacheTest, CreatesItsDirectoryPrivate) {
 
 TEST_F(KernelCacheTest, RoundTripsThroughMemoryAndDisk) {
   int builds = 0;
-  auto build = [&] { ++builds; return fake_kernel("a"); };
+  auto build = [&] {
+    ++builds;
+    return fake_kernel("a");
+  };
   CacheEntryLabels labels{"score + slopes[h] * (kv - q) \"quoted\"\n", "block_q=128 block_kv=64 warps=4"};
   auto cache = make_cache();
   const auto first = cache.get_or_compile(sample_inputs(), build, labels);
@@ -211,7 +225,8 @@ TEST_F(KernelCacheTest, ClearLeavesForeignFilesAlone) {
 }
 
 TEST_F(KernelCacheTest, TruncatedCubinIsDetectedAndRebuilt) {
-  expect_corruption_detected_and_rebuilt([](const fs::path& cubin) { fs::resize_file(cubin, fs::file_size(cubin) / 2); });
+  expect_corruption_detected_and_rebuilt(
+      [](const fs::path& cubin) { fs::resize_file(cubin, fs::file_size(cubin) / 2); });
 }
 
 TEST_F(KernelCacheTest, FlippedByteIsDetectedAndRebuilt) {
@@ -301,9 +316,8 @@ TEST_F(KernelCacheTest, ThreadsRacingOnOneKeyAllGetTheSameBytes) {
   std::vector<std::thread> threads;
   std::vector<std::string> results(8);
   for (size_t i = 0; i < results.size(); ++i) {
-    threads.emplace_back([&, i] {
-      results[i] = *cache.get_or_compile(sample_inputs(), [] { return fake_kernel("same"); }).cubin;
-    });
+    threads.emplace_back(
+        [&, i] { results[i] = *cache.get_or_compile(sample_inputs(), [] { return fake_kernel("same"); }).cubin; });
   }
   for (auto& thread : threads) thread.join();
   for (const auto& result : results) EXPECT_EQ(result, fake_kernel("same").cubin);
@@ -318,10 +332,14 @@ TEST_F(KernelCacheTest, StoresARealNvrtcCubin) {
   const auto result = cache.get_or_compile(CacheKeyInputs::for_compile(source, options),
                                            [&] { return CompiledKernel::from(compile_to_cubin(source, options)); });
   EXPECT_EQ(result.source, CacheSource::Compiled);
-  EXPECT_EQ(result.cubin->compare(0, 4, "\x7f" "ELF"), 0);
+  EXPECT_EQ(result.cubin->compare(0, 4,
+                                  "\x7f"
+                                  "ELF"),
+            0);
   EXPECT_GT(result.metadata->resources.kernels.at(0).registers, 0);
-  EXPECT_EQ(make_cache().get_or_compile(CacheKeyInputs::for_compile(source, options), [] { return CompiledKernel{}; }).source,
-            CacheSource::DiskHit);
+  EXPECT_EQ(
+      make_cache().get_or_compile(CacheKeyInputs::for_compile(source, options), [] { return CompiledKernel{}; }).source,
+      CacheSource::DiskHit);
 }
 
 }  // namespace

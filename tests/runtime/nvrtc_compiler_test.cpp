@@ -22,7 +22,9 @@ extern "C" __global__ void scale_rows(float* data, int n, float factor) {
 )";
 
 bool starts_with_elf_magic(const std::string& bytes) {
-  return bytes.size() > 4 && bytes.compare(0, 4, "\x7f" "ELF") == 0;
+  return bytes.size() > 4 && bytes.compare(0, 4,
+                                           "\x7f"
+                                           "ELF") == 0;
 }
 
 TEST(NvrtcCompiler, CompilesForAmpereAndHopper) {

@@ -67,7 +67,8 @@ void check_widening(DLDataType dtype, unsigned seed) {
     g.push_back(brute::round_to_bf16(std::uniform_real_distribution<double>(-3, 3)(rng)));
     gate.set(i, g.back());
   }
-  for (const std::string name : {"dense", "causal_bottom_right", "alibi_window_softcap", "rope_causal", "gated_causal"}) {
+  for (const std::string name :
+       {"dense", "causal_bottom_right", "alibi_window_softcap", "rope_causal", "gated_causal"}) {
     SCOPED_TRACE(name);
     const Variant v = presets::by_name(name);
     Bindings bindings;
@@ -101,8 +102,8 @@ TEST(ReferenceInputs, F64InputsMatchBruteForce) {
   const Shape shape{1, 4, 2, 13, 7, 8, 16};
   std::mt19937 rng(13);
   const brute::Inputs in(shape, rng, dlpack_float64());
-  const auto ref = reference_attention(presets::prefix_lm(), in.q_t.dl(), in.k_t.dl(), in.v_t.dl(),
-                                       Bindings().set("prefix_len", 3));
+  const auto ref =
+      reference_attention(presets::prefix_lm(), in.q_t.dl(), in.k_t.dl(), in.v_t.dl(), Bindings().set("prefix_len", 3));
   brute::Spec spec;
   spec.allowed = [](int, int, int q, int kv) { return kv < 3 || kv <= q; };
   brute::expect_matches(ref, brute::attention(in, spec), shape);
@@ -198,7 +199,8 @@ TEST(ReferenceInputs, Rank4OutputGateMatchesBruteForce) {
           const double want = plain.o[i] / (1.0 + std::exp(-g[i]));
           EXPECT_NEAR(ref.o_at(b, h, q, d), want, 1e-9 * std::max(1.0, std::fabs(want)));
         }
-  for (std::size_t i = 0; i < plain.lse.size(); ++i) EXPECT_NEAR(ref.lse[i], plain.lse[i], 1e-9 * std::max(1.0, std::fabs(plain.lse[i])));
+  for (std::size_t i = 0; i < plain.lse.size(); ++i)
+    EXPECT_NEAR(ref.lse[i], plain.lse[i], 1e-9 * std::max(1.0, std::fabs(plain.lse[i])));
 }
 
 // ---- Errors: each is a UserError naming the tensor or parameter ----
@@ -255,7 +257,7 @@ TEST(ReferenceErrors, WrongTensorRank) {
 }
 
 TEST(ReferenceErrors, OutOfBoundsTensorReads) {
-  const SmallProblem p;  // B = 2, Hq = 4, Sq = 5, Sk = 9
+  const SmallProblem p;                          // B = 2, Hq = 4, Sq = 5, Sk = 9
   HostTensor short_doc(dlpack_int32(), {2, 8});  // one key short
   for (int i = 0; i < 16; ++i) short_doc.set(i, 0);
   expect_user_error([&] { p.run(presets::document(), Bindings().set("doc", short_doc.dl())); },

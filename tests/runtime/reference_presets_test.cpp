@@ -148,21 +148,25 @@ const std::map<std::string, Formula>& formulas() {
       {"causal_bottom_right", {[](const Case& c, int, int, int q, int kv) { return kv <= c.abs_q(q); }}},
       {"sliding_window", {[](const Case& c, int, int, int q, int kv) { return in_window(c, q, kv); }}},
       {"prefix_lm", {[](const Case& c, int, int, int q, int kv) { return kv < c.prefix_len || kv <= q; }}},
-      {"document", {[](const Case& c, int b, int, int q, int kv) { return same_doc(c, b, q, kv); }, {}, false, false,
-                    "doc"}},
+      {"document",
+       {[](const Case& c, int b, int, int q, int kv) { return same_doc(c, b, q, kv); }, {}, false, false, "doc"}},
       {"document_causal",
-       {[](const Case& c, int b, int, int q, int kv) { return same_doc(c, b, q, kv) && kv <= c.abs_q(q); }, {}, false,
-        false, "doc"}},
+       {[](const Case& c, int b, int, int q, int kv) { return same_doc(c, b, q, kv) && kv <= c.abs_q(q); },
+        {},
+        false,
+        false,
+        "doc"}},
       {"alibi", {{}, [](const Case& c, double s, int, int h, int q, int kv) { return alibi_std(c, s, h, q, kv); }}},
-      {"alibi_tensor", {{}, [](const Case& c, double s, int, int h, int q, int kv) {
-                          return s + c.slopes[h] * (kv - q);
-                        }}},
+      {"alibi_tensor",
+       {{}, [](const Case& c, double s, int, int h, int q, int kv) { return s + c.slopes[h] * (kv - q); }}},
       {"alibi_causal",
        {[](const Case&, int, int, int q, int kv) { return causal_tl(q, kv); },
         [](const Case& c, double s, int, int h, int q, int kv) { return alibi_std(c, s, h, q, kv); }}},
-      {"relative_bias", {{}, [](const Case& c, double s, int, int h, int q, int kv) {
-                           return s + c.rel_bias_at(h, kv - q + c.shape.seq_q - 1);
-                         }}},
+      {"relative_bias",
+       {{},
+        [](const Case& c, double s, int, int h, int q, int kv) {
+          return s + c.rel_bias_at(h, kv - q + c.shape.seq_q - 1);
+        }}},
       {"softcap", {{}, [](const Case& c, double s, int, int, int, int) { return cap(c, s); }}},
       {"softcap_causal",
        {[](const Case&, int, int, int q, int kv) { return causal_tl(q, kv); },
@@ -174,12 +178,12 @@ const std::map<std::string, Formula>& formulas() {
         },
         false, false, "log_fgate"}},
       {"strided", {[](const Case& c, int, int h, int q, int kv) {
-                     return kv <= q && (q - kv < c.local || (kv + h) % c.stride == 0);
-                   }}},
+         return kv <= q && (q - kv < c.local || (kv + h) % c.stride == 0);
+       }}},
       {"shifted_sparse", {[](const Case& c, int, int h, int q, int kv) {
-                            const int shift = h < c.shape.heads_q / 2 ? 0 : c.group / 2;
-                            return brute::floor_div(q + shift, c.group) == brute::floor_div(kv + shift, c.group);
-                          }}},
+         const int shift = h < c.shape.heads_q / 2 ? 0 : c.group / 2;
+         return brute::floor_div(q + shift, c.group) == brute::floor_div(kv + shift, c.group);
+       }}},
       {"alibi_window_softcap",
        {[](const Case& c, int, int, int q, int kv) { return in_window(c, q, kv); },
         [](const Case& c, double s, int, int h, int q, int kv) { return cap(c, alibi_std(c, s, h, q, kv)); }}},
@@ -203,7 +207,7 @@ brute::Spec spec_for(const Formula& f, const Case& c) {
 // Sq > Sk and Sq == Sk; head_dim_v equal to and different from head_dim.
 const std::vector<Shape>& shapes() {
   static const std::vector<Shape> list = {
-      {1, 4, 4, 7, 13, 8, 8},  {2, 8, 4, 13, 7, 16, 8}, {2, 4, 1, 9, 9, 8, 16},
+      {1, 4, 4, 7, 13, 8, 8},  {2, 8, 4, 13, 7, 16, 8},  {2, 4, 1, 9, 9, 8, 16},
       {1, 8, 8, 13, 7, 8, 12}, {2, 8, 1, 7, 13, 16, 16}, {1, 4, 2, 11, 11, 16, 8},
   };
   return list;
@@ -292,8 +296,8 @@ TEST(ReferencePresets, CausalBottomRightLeadingRowsAreFullyMasked) {
   const Shape shape{2, 4, 2, 13, 7, 8, 8};
   std::mt19937 rng(4242);
   const brute::Inputs in(shape, rng);
-  const auto ref = reference_attention(presets::causal(presets::CausalAlignment::BottomRight), in.q_t.dl(),
-                                       in.k_t.dl(), in.v_t.dl());
+  const auto ref = reference_attention(presets::causal(presets::CausalAlignment::BottomRight), in.q_t.dl(), in.k_t.dl(),
+                                       in.v_t.dl());
   for (int b = 0; b < shape.batch; ++b)
     for (int h = 0; h < shape.heads_q; ++h)
       for (int q = 0; q < shape.seq_q; ++q) {

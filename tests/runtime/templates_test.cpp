@@ -18,12 +18,16 @@ class TemplateDirOverride {
  public:
   explicit TemplateDirOverride(const char* value) {
     if (const char* old = getenv("ATTNJIT_TEMPLATE_DIR")) saved_ = old, had_ = true;
-    if (value) setenv("ATTNJIT_TEMPLATE_DIR", value, 1);
-    else unsetenv("ATTNJIT_TEMPLATE_DIR");
+    if (value)
+      setenv("ATTNJIT_TEMPLATE_DIR", value, 1);
+    else
+      unsetenv("ATTNJIT_TEMPLATE_DIR");
   }
   ~TemplateDirOverride() {
-    if (had_) setenv("ATTNJIT_TEMPLATE_DIR", saved_.c_str(), 1);
-    else unsetenv("ATTNJIT_TEMPLATE_DIR");
+    if (had_)
+      setenv("ATTNJIT_TEMPLATE_DIR", saved_.c_str(), 1);
+    else
+      unsetenv("ATTNJIT_TEMPLATE_DIR");
   }
 
  private:

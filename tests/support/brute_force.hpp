@@ -55,17 +55,17 @@ struct RopeSpec {
 
 // Everything the brute force needs to know about a variant, in plain C++.
 struct Spec {
-  std::function<bool(int b, int h, int q, int kv)> allowed;                    // empty: all allowed
+  std::function<bool(int b, int h, int q, int kv)> allowed;                   // empty: all allowed
   std::function<double(double score, int b, int h, int q, int kv)> modified;  // empty: identity
   std::optional<RopeSpec> rope;
   std::function<double(int b, int h, int q)> gate_logit;  // empty: no output gate
-  double scale = 0.0;                                      // 0: 1 / sqrt(D)
+  double scale = 0.0;                                     // 0: 1 / sqrt(D)
 };
 
 struct Result {
-  std::vector<double> o;      // [B, Hq, Sq, Dv]
-  std::vector<double> lse;    // [B, Hq, Sq]
-  std::vector<char> masked;   // [B, Hq, Sq]: 1 where no key passed (O = 0, LSE = -inf)
+  std::vector<double> o;     // [B, Hq, Sq, Dv]
+  std::vector<double> lse;   // [B, Hq, Sq]
+  std::vector<char> masked;  // [B, Hq, Sq]: 1 where no key passed (O = 0, LSE = -inf)
   int masked_rows = 0;
 };
 

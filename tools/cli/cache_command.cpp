@@ -80,10 +80,10 @@ void run_verify(const KernelCache& cache) {
   }
   fmt::print("{} entries checked in {}\n", checks.size(), cache.directory().string());
   if (!corrupt.empty()) {
-    throw RuntimeFailure(fmt::format(
-        "corrupt kernel cache entries: {}; they are rebuilt automatically on next use, or remove "
-        "them all with `attnjit cache clear`",
-        corrupt));
+    throw RuntimeFailure(
+        fmt::format("corrupt kernel cache entries: {}; they are rebuilt automatically on next use, or remove "
+                    "them all with `attnjit cache clear`",
+                    corrupt));
   }
 }
 
@@ -101,17 +101,20 @@ void register_cache_commands(CLI::App& app) {
     return command;
   };
 
-  add_with_dir("ls", "List entries: key, arch, size, registers, spills, created, variant")
-      ->callback([dir] { print_listing(open_cache(*dir)); });
-  add_with_dir("stats", "Print the directory, entry count and bytes on disk")
-      ->callback([dir] { print_stats(open_cache(*dir)); });
+  add_with_dir("ls", "List entries: key, arch, size, registers, spills, created, variant")->callback([dir] {
+    print_listing(open_cache(*dir));
+  });
+  add_with_dir("stats", "Print the directory, entry count and bytes on disk")->callback([dir] {
+    print_stats(open_cache(*dir));
+  });
   add_with_dir("clear", "Remove every entry (other files in the directory are left alone)")->callback([dir] {
     auto opened = open_cache(*dir);
     const auto removed = opened.clear();
     fmt::print("removed {} entries from {}\n", removed, opened.directory().string());
   });
-  add_with_dir("verify", "Check every entry's checksum; exit non-zero naming corrupt entries")
-      ->callback([dir] { run_verify(open_cache(*dir)); });
+  add_with_dir("verify", "Check every entry's checksum; exit non-zero naming corrupt entries")->callback([dir] {
+    run_verify(open_cache(*dir));
+  });
 }
 
 }  // namespace attnjit::cli

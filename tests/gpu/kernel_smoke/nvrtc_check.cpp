@@ -27,14 +27,16 @@ int main(int argc, char** argv) {
   const auto cfgs = smoke::all_configs();
   if (argc >= 5 && !std::strcmp(argv[3], "--emit")) {
     for (auto& c : cfgs)
-      if (c.name() == argv[4]) { std::fputs(smoke::make_tu(c, repo).c_str(), stdout); return 0; }
+      if (c.name() == argv[4]) {
+        std::fputs(smoke::make_tu(c, repo).c_str(), stdout);
+        return 0;
+      }
     std::fprintf(stderr, "no config %s\n", argv[4]);
     return 2;
   }
   if (argc >= 5 && !std::strcmp(argv[3], "--out")) out_dir = argv[4];
   const std::string arch_opt = "--gpu-architecture=" + arch;
-  const char* opts[] = {arch_opt.c_str(), "-std=c++17", "-default-device", "--dopt=on",
-                        "--ptxas-options=-v"};
+  const char* opts[] = {arch_opt.c_str(), "-std=c++17", "-default-device", "--dopt=on", "--ptxas-options=-v"};
   int failures = 0, spills = 0;
   for (auto& c : cfgs) {
     const std::string src = smoke::make_tu(c, repo);
@@ -42,8 +44,7 @@ int main(int argc, char** argv) {
     nvrtcCreateProgram(&prog, src.c_str(), (c.name() + ".cu").c_str(), 0, nullptr, nullptr);
     const auto t0 = std::chrono::steady_clock::now();
     const nvrtcResult r = nvrtcCompileProgram(prog, 5, opts);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     size_t n = 0;
     nvrtcGetProgramLogSize(prog, &n);
     std::string log(n, '\0');
@@ -59,9 +60,8 @@ int main(int argc, char** argv) {
       }
     }
     if (spill != "0" && spill != "?") ++spills;
-    std::printf("%-36s %s %-7s regs=%-4s spill_st=%-4s smem=%-6d compile=%.0f ms\n",
-                c.name().c_str(), arch.c_str(), r == NVRTC_SUCCESS ? "OK" : "FAILED", regs.c_str(),
-                spill.c_str(), smoke::smem_bytes(c), ms);
+    std::printf("%-36s %s %-7s regs=%-4s spill_st=%-4s smem=%-6d compile=%.0f ms\n", c.name().c_str(), arch.c_str(),
+                r == NVRTC_SUCCESS ? "OK" : "FAILED", regs.c_str(), spill.c_str(), smoke::smem_bytes(c), ms);
     if (r != NVRTC_SUCCESS) {
       std::printf("%s\n", log.c_str());
       ++failures;

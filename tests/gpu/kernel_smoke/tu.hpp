@@ -16,9 +16,7 @@ namespace smoke {
 //   int_params[0] = window (SWA), int_params[1] = shift (causal: kv <= q - shift),
 //   float_params[0] = soft-cap.
 enum Variant { kDense = 0, kCausal = 1, kSwaSoftcap = 2 };
-inline const char* variant_name(int v) {
-  return v == kDense ? "dense" : v == kCausal ? "causal" : "swa+softcap";
-}
+inline const char* variant_name(int v) { return v == kDense ? "dense" : v == kCausal ? "causal" : "swa+softcap"; }
 
 struct KernelCfg {
   int d = 128, bm = 128, bn = 64, nw = 4, stages = 1;
@@ -27,8 +25,8 @@ struct KernelCfg {
   int q_in_regs = -1;  // -1: the template's default; else AJ_Q_IN_REGS
   std::string name() const {
     std::ostringstream s;
-    s << variant_name(variant) << "_" << (bf16 ? "bf16" : "fp16") << "_d" << d << "_m" << bm
-      << "n" << bn << "w" << nw << "s" << stages;
+    s << variant_name(variant) << "_" << (bf16 ? "bf16" : "fp16") << "_d" << d << "_m" << bm << "n" << bn << "w" << nw
+      << "s" << stages;
     if (q_in_regs >= 0) s << "q" << q_in_regs;
     return s.str();
   }
@@ -87,10 +85,10 @@ inline std::string make_tu(const KernelCfg& c, const std::string& repo) {
   s << "// attnjit kernel smoke test: " << c.name() << "\n";
   s << read_text(repo + "/templates/abi.h") << "\n";
   s << read_text(repo + "/templates/common.cuh") << "\n";
-  s << "#define AJ_HEAD_DIM " << c.d << "\n#define AJ_BLOCK_M " << c.bm << "\n#define AJ_BLOCK_N "
-    << c.bn << "\n#define AJ_NUM_WARPS " << c.nw << "\n#define AJ_STAGES " << c.stages << "\n"
-    << (c.bf16 ? "#define AJ_DTYPE_BF16 1\n" : "#define AJ_DTYPE_FP16 1\n")
-    << "#define AJ_HAS_SCORE_MOD " << (c.variant == kSwaSoftcap ? 1 : 0) << "\n"
+  s << "#define AJ_HEAD_DIM " << c.d << "\n#define AJ_BLOCK_M " << c.bm << "\n#define AJ_BLOCK_N " << c.bn
+    << "\n#define AJ_NUM_WARPS " << c.nw << "\n#define AJ_STAGES " << c.stages << "\n"
+    << (c.bf16 ? "#define AJ_DTYPE_BF16 1\n" : "#define AJ_DTYPE_FP16 1\n") << "#define AJ_HAS_SCORE_MOD "
+    << (c.variant == kSwaSoftcap ? 1 : 0) << "\n"
     << "#define AJ_HAS_MASK " << (c.variant == kDense ? 0 : 1) << "\n";
   if (c.q_in_regs >= 0) s << "#define AJ_Q_IN_REGS " << c.q_in_regs << "\n";
   s << hooks_source(c.variant) << "\n";
@@ -102,9 +100,18 @@ inline std::string make_tu(const KernelCfg& c, const std::string& repo) {
 // The recommended schedule per head dim (templates/fwd_sm80.cuh, docs/kernels.md).
 inline KernelCfg default_cfg(int d, int variant, bool bf16) {
   KernelCfg c;
-  c.d = d; c.variant = variant; c.bf16 = bf16;
-  c.bm = 128; c.bn = 64; c.nw = 4; c.stages = (d == 96 || d == 128) ? 1 : 2;
-  if (d == 256) { c.bm = 64; c.bn = 32; c.stages = 2; }
+  c.d = d;
+  c.variant = variant;
+  c.bf16 = bf16;
+  c.bm = 128;
+  c.bn = 64;
+  c.nw = 4;
+  c.stages = (d == 96 || d == 128) ? 1 : 2;
+  if (d == 256) {
+    c.bm = 64;
+    c.bn = 32;
+    c.stages = 2;
+  }
   return c;
 }
 inline bool is_default(const KernelCfg& c) {
@@ -124,17 +131,22 @@ inline std::vector<KernelCfg> all_configs() {
     for (int var : {kDense, kCausal}) v.push_back(default_cfg(d, var, true));
   // Schedule knobs (bf16, dense and causal), q_in_regs -1 = the template's default.
   // {bm, bn, warps, stages, q_in_regs}
-  static const int sched[][5] = {
-      {128, 64, 8, 2, -1}, {128, 64, 8, 1, -1}, {128, 128, 8, 2, -1}, {128, 32, 8, 2, -1},
-      {64, 64, 4, 2, -1},  {64, 64, 4, 1, -1},  {128, 64, 4, 2, -1},  {128, 64, 4, 1, -1},
-      {128, 32, 4, 2, -1}, {128, 32, 4, 1, -1}, {128, 64, 4, 2, 0},   {128, 64, 4, 1, 0},
-      {128, 128, 4, 2, 0}, {128, 128, 4, 1, 0}};
+  static const int sched[][5] = {{128, 64, 8, 2, -1}, {128, 64, 8, 1, -1}, {128, 128, 8, 2, -1}, {128, 32, 8, 2, -1},
+                                 {64, 64, 4, 2, -1},  {64, 64, 4, 1, -1},  {128, 64, 4, 2, -1},  {128, 64, 4, 1, -1},
+                                 {128, 32, 4, 2, -1}, {128, 32, 4, 1, -1}, {128, 64, 4, 2, 0},   {128, 64, 4, 1, 0},
+                                 {128, 128, 4, 2, 0}, {128, 128, 4, 1, 0}};
   for (int d : {64, 128})
     for (int var : {kDense, kCausal})
       for (auto& s : sched) {
-        KernelCfg c; c.variant = var; c.d = d;
-        c.bm = s[0]; c.bn = s[1]; c.nw = s[2]; c.stages = s[3]; c.q_in_regs = s[4];
-        if (d == 128 && c.bn == 128 && c.nw == 4) continue;  // no room in registers
+        KernelCfg c;
+        c.variant = var;
+        c.d = d;
+        c.bm = s[0];
+        c.bn = s[1];
+        c.nw = s[2];
+        c.stages = s[3];
+        c.q_in_regs = s[4];
+        if (d == 128 && c.bn == 128 && c.nw == 4) continue;       // no room in registers
         if (d == 128 && c.q_in_regs == 0 && c.nw == 4) continue;  // same as the default
         if (is_default(c)) continue;
         v.push_back(c);
