@@ -14,11 +14,15 @@
 namespace attnjit {
 namespace {
 
-void skip_without_gpu() {
-  const auto& driver = runtime::Driver::instance();
-  if (!driver.available() || driver.device_count() == 0)
-    GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
-}
+// Skipping in SetUp skips the test body (a GTEST_SKIP in a helper would only leave the helper).
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto& driver = runtime::Driver::instance();
+    if (!driver.available() || driver.device_count() == 0)
+      GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
+  }
+};
 
 // Parameter values chosen so every mask is a real mix of empty, partial and full tiles.
 Bindings preset_scalars(const Variant& v) {
@@ -53,10 +57,10 @@ std::vector<std::string> gpu_presets() {
 
 using Case = std::tuple<std::string, ElementType, int, int>;  // preset, dtype, head dim, kv heads
 
-class ForwardPresets : public ::testing::TestWithParam<Case> {};
+class ForwardEdgeCases : public GpuTest {};
+class ForwardPresets : public GpuTest, public ::testing::WithParamInterface<Case> {};
 
 TEST_P(ForwardPresets, MatchesReferenceWithinTwiceNaiveError) {
-  skip_without_gpu();
   const auto& [name, dtype, head_dim, heads_kv] = GetParam();
   const Variant v = presets::by_name(name);
   ForwardProblem problem;
@@ -82,8 +86,7 @@ INSTANTIATE_TEST_SUITE_P(AllPresets, ForwardPresets,
                                   (std::get<3>(info.param) == 8 ? "_mha" : "_gqa4");
                          });
 
-TEST(ForwardEdgeCases, FullyMaskedRowsGiveZeroOutputAndMinusInfinityLse) {
-  skip_without_gpu();
+TEST_F(ForwardEdgeCases, FullyMaskedRowsGiveZeroOutputAndMinusInfinityLse) {
   // Bottom-right causal with Sq > Sk: the first Sq - Sk queries see no key at all.
   ForwardProblem problem{1, 4, 4, 700, 333};
   const auto r = check_forward(presets::causal(presets::CausalAlignment::BottomRight),
@@ -92,8 +95,7 @@ TEST(ForwardEdgeCases, FullyMaskedRowsGiveZeroOutputAndMinusInfinityLse) {
   EXPECT_TRUE(r.pass) << r.summary();
 }
 
-TEST(ForwardEdgeCases, TinyAndRaggedLengths) {
-  skip_without_gpu();
+TEST_F(ForwardEdgeCases, TinyAndRaggedLengths) {
   for (auto [sq, sk] : {std::pair{1, 1}, {1, 4097}, {17, 3}, {129, 65}, {4096, 4096}}) {
     ForwardProblem problem{2, 4, 1, sq, sk};
     const auto r = check_forward(presets::causal(), CompileOptions().with_head_dim(128), problem, {}, 11);
@@ -101,8 +103,7 @@ TEST(ForwardEdgeCases, TinyAndRaggedLengths) {
   }
 }
 
-TEST(ForwardEdgeCases, CustomVariantWithTensorAndFloorDivision) {
-  skip_without_gpu();
+TEST_F(ForwardEdgeCases, CustomVariantWithTensorAndFloorDivision) {
   using namespace dsl::vars;
   const Tensor bias("head_bias", ir::TensorDType::BF16, 1);
   Variant v("custom");
@@ -113,15 +114,13 @@ TEST(ForwardEdgeCases, CustomVariantWithTensorAndFloorDivision) {
   EXPECT_TRUE(r.pass) << r.summary();
 }
 
-TEST(ForwardEdgeCases, BshdLayoutThroughStrides) {
-  skip_without_gpu();
+TEST_F(ForwardEdgeCases, BshdLayoutThroughStrides) {
   ForwardProblem problem{2, 8, 2, 300, 451, true};
   const auto r = check_forward(presets::by_name("alibi_causal"), CompileOptions().with_head_dim(128), problem, {}, 9);
   EXPECT_TRUE(r.pass) << r.summary();
 }
 
-TEST(ForwardEdgeCases, NonDefaultSchedulesAgree) {
-  skip_without_gpu();
+TEST_F(ForwardEdgeCases, NonDefaultSchedulesAgree) {
   for (const Schedule s : {Schedule{64, 32, 4, 2}, Schedule{128, 128, 8, 1}, Schedule{128, 64, 8, 2}}) {
     ForwardProblem problem{1, 4, 4, 513, 1025};
     const auto r = check_forward(presets::sliding_window(), CompileOptions().with_head_dim(64).with_schedule(s),
