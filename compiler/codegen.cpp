@@ -257,6 +257,17 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
   const bool has_score_mod = score->op != Op::Score;
   const bool has_mask = !(mask->op == Op::ConstBool && mask->int_value == 1);
   const NodeRef normalized = ir::normalize_for_intervals(mask);
+  // A mask that reads a tensor gets its tile classes from the GPU (templates/block_mask.cuh):
+  // interval analysis cannot see through the read. The classes depend on b (h) only when
+  // the mask mentions it, directly or in a tensor index.
+  bool mask_reads_tensor = false;
+  for (const auto& n : ir::topological_order({mask})) {
+    mask_reads_tensor |= n->op == Op::TensorRead;
+    out.block_mask_per_batch |= n->op == Op::Index && n->name == "b";
+    out.block_mask_per_head |= n->op == Op::Index && n->name == "h";
+  }
+  if (!mask_reads_tensor) out.block_mask_per_batch = out.block_mask_per_head = false;
+  if (mask_reads_tensor) out.block_mask_kernel_name = "attnjit_block_mask";
 
   ScalarEmitter emit(out.slots);
   std::string& s = out.body;
@@ -271,6 +282,11 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
   s += fmt::format("#define AJ_STAGES {}\n#define {} 1\n#define AJ_HAS_SCORE_MOD {}\n#define AJ_HAS_MASK {}\n\n",
                    config.schedule.stages, config.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16",
                    has_score_mod ? 1 : 0, has_mask ? 1 : 0);
+  if (mask_reads_tensor)
+    s += fmt::format(
+        "// the mask reads a tensor: tile classes come from attnjit_block_mask (below)\n"
+        "#define AJ_HAS_BLOCK_MASK 1\n#define AJ_BLOCK_MASK_PER_BATCH {}\n#define AJ_BLOCK_MASK_PER_HEAD {}\n\n",
+        out.block_mask_per_batch ? 1 : 0, out.block_mask_per_head ? 1 : 0);
 
   s += fmt::format("// score_mod: {}\n", ir::print_expr(score));
   s += "__device__ __forceinline__ float aj_score_mod(float score, int b, int h, int q, int kv, const AttnjitFwdArgs& "
@@ -292,6 +308,10 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
   s += interval_body(normalized, emit);
   s += "}\n\n";
   s += runtime::load_template("fwd_sm80.cuh");
+  if (mask_reads_tensor) {
+    s += "\n";
+    s += runtime::load_template("block_mask.cuh");
+  }
   return out;
 }
 

@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <numbers>
+#include <vector>
 
 #include "runtime/cuda_driver.hpp"
 #include "runtime/dlpack_view.hpp"
@@ -79,6 +81,62 @@ void copy_strides(const DLTensor& t, long long (&out)[3]) {
   for (int i = 0; i < 3; ++i) out[i] = s[static_cast<std::size_t>(i)];
 }
 
+// Runtime parameters and captured tensors into their slots of the argument block.
+void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings, AttnjitFwdArgs& args) {
+  for (std::size_t i = 0; i < slots.int_params.size(); ++i)
+    args.int_params[i] = static_cast<int>(bound_int(bindings, slots.int_params[i].name));
+  for (std::size_t i = 0; i < slots.float_params.size(); ++i)
+    args.float_params[i] = static_cast<float>(bound_float(bindings, slots.float_params[i].name));
+  for (std::size_t i = 0; i < slots.tensors.size(); ++i) {
+    const DLTensor& t = bindings.tensors().at(slots.tensors[i].name);
+    if (t.device.device_type != kDLCUDA)
+      throw UserError(
+          fmt::format("tensor '{}' is not in CUDA device memory; move it to the GPU", slots.tensors[i].name));
+    const auto strides = dlpack_strides(t);
+    args.tensors[i].data = static_cast<const char*>(t.data) + t.byte_offset;
+    for (int d = 0; d < t.ndim; ++d) {
+      if (t.shape[d] <= 0)
+        throw UserError(fmt::format("tensor '{}' has an empty dimension {}; every extent must be at least 1",
+                                    slots.tensors[i].name, d));
+      args.tensors[i].stride[d] = strides[static_cast<std::size_t>(d)];
+      args.tensors[i].size[d] = static_cast<int>(t.shape[d]);
+    }
+  }
+}
+
+// The tile-class buffer of the block-mask kernel: [B', H', q_tiles, kv_tiles] bytes.
+struct BlockMaskLayout {
+  unsigned q_tiles = 0, kv_tiles = 0, planes = 0;  // planes = B' * H'
+  long long stride[3] = {0, 0, 0};                 // bytes; 0 for a dimension of extent 1
+  std::size_t bytes = 0;
+};
+
+BlockMaskLayout block_mask_layout(const PreparedKernel& p, int batch, int heads_q, int seq_q, int seq_k) {
+  BlockMaskLayout l;
+  l.q_tiles = static_cast<unsigned>((seq_q + p.config.schedule.block_m - 1) / p.config.schedule.block_m);
+  l.kv_tiles = static_cast<unsigned>((seq_k + p.config.schedule.block_n - 1) / p.config.schedule.block_n);
+  const long long heads = p.generated.block_mask_per_head ? heads_q : 1;
+  const long long batches = p.generated.block_mask_per_batch ? batch : 1;
+  l.stride[2] = l.kv_tiles;
+  l.stride[1] = p.generated.block_mask_per_head ? static_cast<long long>(l.q_tiles) * l.kv_tiles : 0;
+  l.stride[0] = p.generated.block_mask_per_batch ? heads * l.q_tiles * l.kv_tiles : 0;
+  l.planes = static_cast<unsigned>(batches * heads);
+  l.bytes = static_cast<std::size_t>(batches * heads) * l.q_tiles * l.kv_tiles;
+  return l;
+}
+
+void set_tile_classes(AttnjitFwdArgs& args, CUdeviceptr buffer, const BlockMaskLayout& l) {
+  args.tile_classes = reinterpret_cast<unsigned char*>(buffer);
+  for (int i = 0; i < 3; ++i) args.tile_class_stride[i] = l.stride[i];
+}
+
+// One CTA of 128 threads (AJ_BM_THREADS) per (kv tile, q tile, plane).
+runtime::LaunchConfig block_mask_launch(const BlockMaskLayout& l, void* stream) {
+  runtime::LaunchConfig launch;
+  launch.set_grid(l.kv_tiles, l.q_tiles, l.planes).set_block(128).set_stream(static_cast<CUstream>(stream));
+  return launch;
+}
+
 }  // namespace
 
 void CompileOptions::validate() const {
@@ -123,7 +181,25 @@ struct Kernel::State {
   std::shared_ptr<const PreparedKernel> prepared;
   std::unique_ptr<runtime::LoadedLibrary> library;
   std::unique_ptr<runtime::KernelFunction> function;
+  std::unique_ptr<runtime::KernelFunction> block_mask_function;  // null: the mask reads no tensor
+
+  // Scratch tile classes for forward calls without a prebuilt BlockMask: one buffer per
+  // stream (two streams never share one), grown as needed. A grown-out buffer may still be
+  // read by queued work, so it is kept until the Kernel goes. The mutex covers the lookup
+  // and both launches, so calls from several threads on one stream cannot interleave.
+  mutable std::mutex scratch_mutex;
+  mutable std::map<CUstream, std::unique_ptr<runtime::DeviceBuffer>> scratch;
+  mutable std::vector<std::unique_ptr<runtime::DeviceBuffer>> retired;
 };
+
+std::size_t BlockMask::size_bytes() const { return buffer_ ? buffer_->size_bytes() : 0; }
+std::uint64_t BlockMask::device_address() const { return buffer_ ? buffer_->device_pointer() : 0; }
+void BlockMask::copy_to_host(void* host, std::size_t bytes) const {
+  if (!buffer_ || bytes > buffer_->size_bytes())
+    throw UserError(fmt::format("BlockMask::copy_to_host: {} bytes asked, the mask holds {}", bytes, size_bytes()));
+  device_context().make_current();
+  buffer_->copy_to_host(host, bytes);
+}
 
 void synchronize_device() { device_context().synchronize(); }
 
@@ -150,13 +226,16 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
   state->library = std::make_unique<runtime::LoadedLibrary>(*p.cached.cubin);
   state->function = std::make_unique<runtime::KernelFunction>(state->library->kernel(p.generated.kernel_name));
   state->function->set_max_dynamic_shared_memory(smem);
+  if (p.generated.has_block_mask())
+    state->block_mask_function =
+        std::make_unique<runtime::KernelFunction>(state->library->kernel(p.generated.block_mask_kernel_name));
   Kernel k;
   k.state_ = std::move(state);
   return k;
 }
 
 void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
-                     const Bindings& bindings, void* stream, double softmax_scale) const {
+                     const Bindings& bindings, void* stream, double softmax_scale, const BlockMask* block_mask) const {
   const PreparedKernel& p = *state_->prepared;
   const ElementType dtype = p.config.dtype;
   check_4d(q, "q", dtype);
@@ -211,26 +290,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   args.scale = static_cast<float>(scale);
   args.scale_log2 = static_cast<float>(scale * std::numbers::log2e);
 
-  const ArgumentSlots& slots = p.generated.slots;
-  for (std::size_t i = 0; i < slots.int_params.size(); ++i)
-    args.int_params[i] = static_cast<int>(bound_int(bindings, slots.int_params[i].name));
-  for (std::size_t i = 0; i < slots.float_params.size(); ++i)
-    args.float_params[i] = static_cast<float>(bound_float(bindings, slots.float_params[i].name));
-  for (std::size_t i = 0; i < slots.tensors.size(); ++i) {
-    const DLTensor& t = bindings.tensors().at(slots.tensors[i].name);
-    if (t.device.device_type != kDLCUDA)
-      throw UserError(
-          fmt::format("tensor '{}' is not in CUDA device memory; move it to the GPU", slots.tensors[i].name));
-    const auto strides = dlpack_strides(t);
-    args.tensors[i].data = static_cast<const char*>(t.data) + t.byte_offset;
-    for (int d = 0; d < t.ndim; ++d) {
-      if (t.shape[d] <= 0)
-        throw UserError(fmt::format("tensor '{}' has an empty dimension {}; every extent must be at least 1",
-                                    slots.tensors[i].name, d));
-      args.tensors[i].stride[d] = strides[static_cast<std::size_t>(d)];
-      args.tensors[i].size[d] = static_cast<int>(t.shape[d]);
-    }
-  }
+  bind_variant_arguments(p.generated.slots, bindings, args);
 
   runtime::LaunchConfig launch;
   const unsigned blocks_m =
@@ -240,7 +300,74 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
       .set_dynamic_shared_bytes(static_cast<unsigned>(p.generated.shared_memory_bytes))
       .set_stream(static_cast<CUstream>(stream));
   device_context().make_current();
-  runtime::launch(*state_->function, launch, args);
+  if (!p.generated.has_block_mask()) {
+    runtime::launch(*state_->function, launch, args);
+    return;
+  }
+  const BlockMaskLayout layout = block_mask_layout(p, args.batch, args.heads_q, args.seq_q, args.seq_k);
+  if (block_mask != nullptr && !block_mask->empty()) {
+    if (block_mask->batch_ != args.batch || block_mask->heads_q_ != args.heads_q || block_mask->seq_q_ != args.seq_q ||
+        block_mask->seq_k_ != args.seq_k || block_mask->block_m_ != p.config.schedule.block_m ||
+        block_mask->block_n_ != p.config.schedule.block_n)
+      throw UserError(fmt::format(
+          "block_mask was built for batch {}, heads_q {}, seq_q {}, seq_k {} with {}x{} tiles; this call has "
+          "batch {}, heads_q {}, seq_q {}, seq_k {} with {}x{} tiles. Build it with this kernel and shape",
+          block_mask->batch_, block_mask->heads_q_, block_mask->seq_q_, block_mask->seq_k_, block_mask->block_m_,
+          block_mask->block_n_, args.batch, args.heads_q, args.seq_q, args.seq_k, p.config.schedule.block_m,
+          p.config.schedule.block_n));
+    set_tile_classes(args, block_mask->buffer_->device_pointer(), layout);
+    runtime::launch(*state_->function, launch, args);
+    return;
+  }
+  const State& st = *state_;
+  std::lock_guard<std::mutex> lock(st.scratch_mutex);
+  auto& buffer = st.scratch[static_cast<CUstream>(stream)];
+  if (!buffer || buffer->size_bytes() < layout.bytes) {
+    if (buffer) st.retired.push_back(std::move(buffer));
+    buffer = std::make_unique<runtime::DeviceBuffer>(layout.bytes);
+  }
+  set_tile_classes(args, buffer->device_pointer(), layout);
+  runtime::launch(*st.block_mask_function, block_mask_launch(layout, stream), args);
+  runtime::launch(*st.function, launch, args);
+}
+
+bool Kernel::has_block_mask() const { return state_->prepared->generated.has_block_mask(); }
+
+BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k, const Bindings& bindings,
+                                   void* stream) const {
+  const PreparedKernel& p = *state_->prepared;
+  if (!p.generated.has_block_mask())
+    throw UserError(fmt::format(
+        "variant '{}' has a mask that reads no tensor; its tile classes come from interval analysis and need "
+        "no block mask. Call forward without one",
+        state_->variant.name()));
+  if (batch < 1 || heads_q < 1 || seq_q < 1 || seq_k < 1 || batch > 65535 || heads_q > 65535)
+    throw UserError(fmt::format("build_block_mask: batch {}, heads_q {}, seq_q {}, seq_k {}; each must be at least 1 "
+                                "(batch and heads_q at most 65535)",
+                                batch, heads_q, seq_q, seq_k));
+  check_bindings(state_->variant, bindings);
+  AttnjitFwdArgs args{};
+  args.batch = batch;
+  args.heads_q = heads_q;
+  args.heads_kv = heads_q;
+  args.seq_q = seq_q;
+  args.seq_k = seq_k;
+  bind_variant_arguments(p.generated.slots, bindings, args);
+  const BlockMaskLayout layout = block_mask_layout(p, batch, heads_q, seq_q, seq_k);
+  device_context().make_current();
+  auto buffer = std::make_shared<runtime::DeviceBuffer>(layout.bytes);
+  set_tile_classes(args, buffer->device_pointer(), layout);
+  runtime::launch(*state_->block_mask_function, block_mask_launch(layout, stream), args);
+  BlockMask mask;
+  mask.buffer_ = std::move(buffer);
+  mask.batch_ = batch;
+  mask.heads_q_ = heads_q;
+  mask.seq_q_ = seq_q;
+  mask.seq_k_ = seq_k;
+  mask.block_m_ = p.config.schedule.block_m;
+  mask.block_n_ = p.config.schedule.block_n;
+  for (int i = 0; i < 3; ++i) mask.stride_[i] = layout.stride[i];
+  return mask;
 }
 
 }  // namespace attnjit

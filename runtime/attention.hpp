@@ -10,6 +10,7 @@
 
 #include <dlpack/dlpack.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,9 @@
 #include "runtime/nvrtc_compiler.hpp"
 
 namespace attnjit {
+namespace runtime {
+class DeviceBuffer;
+}
 
 struct CompileOptions {
   int head_dim = 128;
@@ -72,6 +76,27 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options);
 
 runtime::KernelCache& default_kernel_cache();
 
+// The tile classes of a mask that reads tensors (documents, learned masks), built on the GPU
+// by `Kernel::build_block_mask` and reusable across forward calls (e.g. every layer of a
+// model) while the shape (batch, heads_q, seq_q, seq_k) and the mask tensors' contents stay
+// the same. Device memory, shared by copies; empty when default-constructed.
+class BlockMask {
+ public:
+  bool empty() const { return buffer_ == nullptr; }
+  std::size_t size_bytes() const;
+  // The tile classes: [B', H', q_tiles, kv_tiles] bytes (0 empty, 1 partial, 2 full), B' = batch
+  // or 1, H' = heads_q or 1 (GeneratedSource::block_mask_per_batch / _per_head).
+  std::uint64_t device_address() const;
+  void copy_to_host(void* host, std::size_t bytes) const;  // synchronous; for tests and inspection
+
+ private:
+  friend class Kernel;
+  std::shared_ptr<const runtime::DeviceBuffer> buffer_;
+  int batch_ = 0, heads_q_ = 0, seq_q_ = 0, seq_k_ = 0;
+  int block_m_ = 0, block_n_ = 0;
+  long long stride_[3] = {0, 0, 0};
+};
+
 class Kernel {
  public:
   const PreparedKernel& prepared() const;
@@ -81,8 +106,22 @@ class Kernel {
   // 16-byte aligned; BSHD layouts are views with permuted strides), o like q, lse
   // [B, Hq, Sq] f32 contiguous or null. All on the current CUDA device. `stream` is a
   // CUstream / cudaStream_t (null: the legacy default stream); 0 scale means 1/sqrt(D).
+  //
+  // When the mask reads a tensor, forward first launches the block-mask kernel on `stream`
+  // (tile classes into a scratch buffer owned by this Kernel, one per stream, grown as
+  // needed), unless `block_mask` (from build_block_mask, same shape) is given. Concurrent
+  // forward calls on one Kernel from several threads are safe: a mutex covers the scratch
+  // lookup and both launches.
   void forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
-               const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
+               const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0,
+               const BlockMask* block_mask = nullptr) const;
+
+  // Whether the mask reads a tensor, so that tile classes are built on the GPU.
+  bool has_block_mask() const;
+  // Builds the tile classes once (launch on `stream`, asynchronous) for reuse across forward
+  // calls with this shape and these mask tensors. UserError when the mask reads no tensor.
+  BlockMask build_block_mask(int batch, int heads_q, int seq_q, int seq_k, const Bindings& bindings,
+                             void* stream = nullptr) const;
 
  private:
   friend Kernel compile(const Variant& variant, const CompileOptions& options);

@@ -42,6 +42,14 @@ struct AttnjitFwdArgs {
   int int_params[ATTNJIT_MAX_PARAMS];
   float float_params[ATTNJIT_MAX_PARAMS];
   struct AttnjitTensorArg tensors[ATTNJIT_MAX_TENSORS];
+
+  // Tile classes of a mask that reads tensors, one byte per (q tile, kv tile) of
+  // AJ_BLOCK_M x AJ_BLOCK_N: 0 empty, 1 partial, 2 full. Written by the block-mask kernel
+  // (templates/block_mask.cuh), read by the forward kernel; null: aj_tile_class decides.
+  // Layout [B', H', q_tiles, kv_tiles] with B' in {1, batch}, H' in {1, heads_q}; strides
+  // in bytes for batch, head and q tile (0 for a dimension of extent 1), the kv tile stride is 1.
+  unsigned char* tile_classes;
+  long long tile_class_stride[3];
 };
 
 #endif  // ATTNJIT_ABI_H

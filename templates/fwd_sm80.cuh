@@ -13,6 +13,8 @@
 //                                  tile load while the current one is computed)
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1
+//   AJ_HAS_BLOCK_MASK optional, 0/1: the mask reads tensors; tile classes come from
+//                  args.tile_classes (built by templates/block_mask.cuh) when it is non-null
 //   AJ_Q_IN_REGS   optional, 0/1: keep the Q fragments in registers for the whole kv loop
 //                  (default: 1 when a warp's Q slice is at most 16 x 128 or 32 x 64
 //                  elements, i.e. (BLOCK_M / NUM_WARPS / 16) * HEAD_DIM <= 128; otherwise
@@ -75,6 +77,10 @@
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "attnjit fwd_sm80: needs sm_80 or newer"
+#endif
+
+#ifndef AJ_HAS_BLOCK_MASK
+#define AJ_HAS_BLOCK_MASK 0
 #endif
 
 #define AJ_SMEM_ROW (AJ_HEAD_DIM + 8)
@@ -247,8 +253,23 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   constexpr aj_u32 KV_STAGE_BYTES = BN * RSB;
 
   const int n_tiles = (seq_k + BN - 1) / BN;
+#if AJ_HAS_BLOCK_MASK
+  // Classes built by attnjit_block_mask (templates/block_mask.cuh) for this q tile, if given.
+  const unsigned char* tile_classes =
+      args.tile_classes == nullptr
+          ? nullptr
+          : args.tile_classes + (aj_i64)b * args.tile_class_stride[0] + (aj_i64)h * args.tile_class_stride[1] +
+                (aj_i64)m_block * args.tile_class_stride[2];
+#endif
   auto next_tile = [&](int n, int& cls) -> int {
     for (; n < n_tiles; ++n) {
+#if AJ_HAS_BLOCK_MASK
+      if (tile_classes != nullptr) {
+        cls = tile_classes[n];
+        if (cls != 0) return n;
+        continue;
+      }
+#endif
       const int kv_lo = n * BN;
       const int kv_hi = min(kv_lo + BN, seq_k) - 1;
       cls = aj_tile_class(b, h, q0, q_hi, kv_lo, kv_hi, args);

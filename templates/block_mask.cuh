@@ -1,0 +1,66 @@
+// attnjit block-mask kernel: the tile classes of a mask that reads tensors, built on the GPU.
+//
+// Interval analysis (aj_tile_class) cannot bound a tensor read, so a mask such as
+// `doc[b, q] == doc[b, kv]` is "partial" on every tile and the forward kernel would skip
+// nothing. Codegen pastes this file after fwd_sm80.cuh whenever the lowered mask reads a
+// tensor; the runtime launches it on the same stream right before attnjit_fwd, with the
+// same argument block, and the forward kernel then reads args.tile_classes.
+//
+// One CTA of AJ_BM_THREADS threads per (kv tile, q tile, b' * H' + h'), tiles of
+// AJ_BLOCK_M x AJ_BLOCK_N exactly as the forward kernel cuts them. The interval answer is
+// kept when it is already empty or full; otherwise every element of the tile is evaluated
+// with aj_mask_mod and reduced (any true, any false) across the block. Each thread owns one
+// kv column and walks rows, so the column's part of the mask (doc[b, kv]) is loaded once.
+//
+// Configuration macros (defined by codegen, besides the forward kernel's):
+//   AJ_BLOCK_MASK_PER_BATCH  0/1: the mask mentions b (B' = batch), else B' = 1 and b = 0
+//   AJ_BLOCK_MASK_PER_HEAD   0/1: the mask mentions h (H' = heads_q), else H' = 1 and h = 0
+// Grid: (kv_tiles, q_tiles, B' * H'); block: AJ_BM_THREADS; no dynamic shared memory.
+#ifndef ATTNJIT_BLOCK_MASK_CUH
+#define ATTNJIT_BLOCK_MASK_CUH
+
+#if !defined(AJ_BLOCK_MASK_PER_BATCH) || !defined(AJ_BLOCK_MASK_PER_HEAD)
+#error "attnjit block_mask: AJ_BLOCK_MASK_PER_BATCH and AJ_BLOCK_MASK_PER_HEAD must be defined"
+#endif
+
+#define AJ_BM_THREADS 128
+#if AJ_BM_THREADS % AJ_BLOCK_N != 0
+#error "attnjit block_mask: AJ_BLOCK_N must divide AJ_BM_THREADS"
+#endif
+
+extern "C" __global__ void __launch_bounds__(AJ_BM_THREADS) attnjit_block_mask(const AttnjitFwdArgs args) {
+  constexpr int ROW_STEP = AJ_BM_THREADS / AJ_BLOCK_N;
+  const int kv_tile = blockIdx.x;
+  const int q_tile = blockIdx.y;
+  const int heads = AJ_BLOCK_MASK_PER_HEAD ? args.heads_q : 1;
+  const int b = AJ_BLOCK_MASK_PER_BATCH ? (int)blockIdx.z / heads : 0;
+  const int h = AJ_BLOCK_MASK_PER_HEAD ? (int)blockIdx.z % heads : 0;
+  const int q_lo = q_tile * AJ_BLOCK_M;
+  const int q_hi = min(q_lo + AJ_BLOCK_M, args.seq_q) - 1;
+  const int kv_lo = kv_tile * AJ_BLOCK_N;
+  const int kv_hi = min(kv_lo + AJ_BLOCK_N, args.seq_k) - 1;
+
+  // Uniform across the block (same inputs), so the barriers below are reached by all.
+  int cls = aj_tile_class(b, h, q_lo, q_hi, kv_lo, kv_hi, args);
+  if (cls == 1) {
+    bool any_true = false, any_false = false;
+    const int kv = kv_lo + (int)threadIdx.x % AJ_BLOCK_N;
+    if (kv <= kv_hi) {
+      for (int q = q_lo + (int)threadIdx.x / AJ_BLOCK_N; q <= q_hi; q += ROW_STEP) {
+        const bool m = aj_mask_mod(b, h, q, kv, args);
+        any_true |= m;
+        any_false |= !m;
+      }
+    }
+    const int t = __syncthreads_or(any_true);
+    const int f = __syncthreads_or(any_false);
+    cls = !t ? 0 : (!f ? 2 : 1);
+  }
+  if (threadIdx.x == 0) {
+    unsigned char* out = args.tile_classes + (long long)b * args.tile_class_stride[0] +
+                         (long long)h * args.tile_class_stride[1] + (long long)q_tile * args.tile_class_stride[2];
+    out[kv_tile] = (unsigned char)cls;
+  }
+}
+
+#endif  // ATTNJIT_BLOCK_MASK_CUH
