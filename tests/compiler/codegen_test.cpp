@@ -17,6 +17,7 @@
 
 #include "compiler/codegen.hpp"
 #include "compiler/error.hpp"
+#include "compiler/ir.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/attention.hpp"
 
@@ -218,6 +219,53 @@ TEST_F(CodegenTest, HooksUseTheUsersNames) {
   ASSERT_EQ(m.generated.slots.int_params.size(), 1u);
   ASSERT_EQ(m.generated.slots.float_params.size(), 1u);
   ASSERT_EQ(m.generated.slots.tensors.size(), 1u);
+}
+
+// The block-mask kernel (templates/block_mask.cuh) is emitted exactly when the lowered mask
+// reads a tensor, with a buffer per batch (per head) only when the mask mentions b (h).
+TEST_F(CodegenTest, BlockMaskKernelExactlyWhenTheMaskReadsATensor) {
+  int with_block_mask = 0;
+  for (const auto& [name, variant] : compilable_variants()) {
+    bool reads_tensor = false;
+    for (const auto& n : ir::topological_order({variant.mask_mod().node()}))
+      reads_tensor |= n->op == ir::Op::TensorRead;
+    const PreparedKernel p = generate(variant, options("sm_80", 128, ElementType::BF16));
+    EXPECT_EQ(p.generated.has_block_mask(), reads_tensor) << name;
+    EXPECT_EQ(contains(p.generated.body, "attnjit_block_mask(const AttnjitFwdArgs args)"), reads_tensor) << name;
+    EXPECT_EQ(contains(p.generated.body, "#define AJ_HAS_BLOCK_MASK 1"), reads_tensor) << name;
+    with_block_mask += reads_tensor;
+  }
+  EXPECT_GE(with_block_mask, 3);  // document, document_causal, document.sliding_window
+
+  const PreparedKernel dc = prepare(presets::by_name("document_causal"), options("sm_90a", 128, ElementType::BF16));
+  EXPECT_EQ(dc.generated.block_mask_kernel_name, "attnjit_block_mask");
+  EXPECT_TRUE(dc.generated.block_mask_per_batch);
+  EXPECT_FALSE(dc.generated.block_mask_per_head);
+  EXPECT_TRUE(contains(dc.source, "#define AJ_BLOCK_MASK_PER_BATCH 1\n#define AJ_BLOCK_MASK_PER_HEAD 0\n"));
+  ASSERT_TRUE(dc.cached.cubin);
+  EXPECT_TRUE(contains(*dc.cached.cubin, "attnjit_block_mask")) << "the cubin lacks the block-mask kernel";
+  EXPECT_TRUE(contains(*dc.cached.cubin, "attnjit_fwd"));
+
+  for (const char* preset : {"causal", "sliding_window", "alibi_tensor", "relative_bias", "forget_gate"}) {
+    const PreparedKernel p = generate(presets::by_name(preset), options("sm_80", 64, ElementType::FP16));
+    EXPECT_FALSE(p.generated.has_block_mask()) << preset;
+    EXPECT_FALSE(contains(p.source, "attnjit_block_mask")) << preset;
+  }
+
+  // Per head only: a learned per-head mask over 64 x 64 blocks; neither: one shared block table.
+  const Tensor keep("keep", ir::TensorDType::U8, 3);
+  const Variant per_head = Variant("per_head_blocks").with_mask_mod(keep(h, q / 64, kv / 64) && kv <= q);
+  const PreparedKernel ph = prepare(per_head, options("sm_80", 64, ElementType::BF16));
+  EXPECT_TRUE(ph.generated.has_block_mask());
+  EXPECT_FALSE(ph.generated.block_mask_per_batch);
+  EXPECT_TRUE(ph.generated.block_mask_per_head);
+  const Tensor shared_blocks("blocks", ir::TensorDType::U8, 2);
+  const Variant shared = Variant("shared_blocks").with_mask_mod(shared_blocks(q / 128, kv / 128));
+  const PreparedKernel sh = prepare(shared, options("sm_90a", 64, ElementType::FP16));
+  EXPECT_TRUE(sh.generated.has_block_mask());
+  EXPECT_FALSE(sh.generated.block_mask_per_batch);
+  EXPECT_FALSE(sh.generated.block_mask_per_head);
+  EXPECT_TRUE(contains(sh.source, "#define AJ_BLOCK_MASK_PER_BATCH 0\n#define AJ_BLOCK_MASK_PER_HEAD 0\n"));
 }
 
 TEST_F(CodegenTest, CacheKeyFollowsWhatDeterminesTheCubin) {

@@ -1,0 +1,184 @@
+// GPU tests of the block mask (templates/block_mask.cuh, Kernel::build_block_mask): the tile
+// classes of a mask that reads a tensor match a brute-force CPU classification; forward with
+// a prebuilt BlockMask writes the same bytes as forward that builds its own; and, for the
+// record (docs/kernels.md), the block-mask kernel's time against the attention kernel's on
+// the benchmark shape. Skips with a message without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <vector>
+
+#include "dsl/presets.hpp"
+#include "runtime/attention.hpp"
+#include "runtime/cuda_driver.hpp"
+#include "runtime/dlpack_view.hpp"
+
+namespace attnjit {
+namespace {
+
+class BlockMaskGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto& driver = runtime::Driver::instance();
+    if (!driver.available() || driver.device_count() == 0)
+      GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
+  }
+};
+
+// A device tensor with its DLPack view (contiguous).
+struct DeviceTensor {
+  std::vector<std::int64_t> shape;
+  runtime::DeviceBuffer buffer;
+  DLTensor view{};
+  DeviceTensor(std::vector<std::int64_t> s, DLDataType dtype)
+      : shape(std::move(s)), buffer(bytes_of(shape, dtype)) {
+    view.data = reinterpret_cast<void*>(buffer.device_pointer());
+    view.device = DLDevice{kDLCUDA, 0};
+    view.ndim = static_cast<int>(shape.size());
+    view.dtype = dtype;
+    view.shape = shape.data();
+  }
+  static std::size_t bytes_of(const std::vector<std::int64_t>& s, DLDataType dtype) {
+    std::size_t n = dtype.bits / 8;
+    for (auto e : s) n *= static_cast<std::size_t>(e);
+    return n;
+  }
+};
+
+// Document ids [batch, seq_k]: `docs` segments of random lengths per row.
+std::vector<int> document_ids(int batch, int seq_k, int docs, std::mt19937& rng) {
+  std::vector<int> ids(static_cast<std::size_t>(batch) * seq_k);
+  for (int b = 0; b < batch; ++b) {
+    std::vector<int> cuts;
+    std::uniform_int_distribution<int> pos(1, seq_k - 1);
+    for (int i = 0; i + 1 < docs; ++i) cuts.push_back(pos(rng));
+    std::sort(cuts.begin(), cuts.end());
+    for (int kv = 0; kv < seq_k; ++kv)
+      ids[static_cast<std::size_t>(b) * seq_k + kv] =
+          static_cast<int>(std::upper_bound(cuts.begin(), cuts.end(), kv) - cuts.begin());
+  }
+  return ids;
+}
+
+void fill_random(const DeviceTensor& t, std::mt19937& rng) {
+  HostTensor h(t.view.dtype, t.shape);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (std::int64_t i = 0; i < h.numel(); ++i) h.set(i, normal(rng));
+  t.buffer.copy_from_host(h.data(), t.buffer.size_bytes());
+}
+
+TEST_F(BlockMaskGpu, ClassesMatchBruteForceAndPrebuiltMatchesPerCall) {
+  const int B = 2, H = 3, Sq = 1000, Sk = 1537, D = 64;
+  std::mt19937 rng(7);
+  const Kernel kernel =
+      compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D).with_dtype(ElementType::BF16));
+  ASSERT_TRUE(kernel.has_block_mask());
+  const auto& g = kernel.prepared().generated;
+  EXPECT_TRUE(g.block_mask_per_batch);
+  EXPECT_FALSE(g.block_mask_per_head);
+
+  const std::vector<int> ids = document_ids(B, Sk, 4, rng);
+  DeviceTensor doc({B, Sk}, DLDataType{kDLInt, 32, 1});
+  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
+  Bindings bindings;
+  bindings.set("doc", doc.view);
+
+  const BlockMask mask = kernel.build_block_mask(B, H, Sq, Sk, bindings);
+  const int bm = kernel.prepared().config.schedule.block_m, bn = kernel.prepared().config.schedule.block_n;
+  const int qt = (Sq + bm - 1) / bm, kt = (Sk + bn - 1) / bn;
+  ASSERT_EQ(mask.size_bytes(), static_cast<std::size_t>(B) * qt * kt);
+  std::vector<unsigned char> classes(mask.size_bytes());
+  mask.copy_to_host(classes.data(), classes.size());
+  const int shift = Sk - Sq;  // bottom-right alignment
+  int counts[3] = {0, 0, 0};
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < qt; ++i)
+      for (int j = 0; j < kt; ++j) {
+        bool any_true = false, any_false = false;
+        for (int q = i * bm; q < std::min((i + 1) * bm, Sq); ++q)
+          for (int kv = j * bn; kv < std::min((j + 1) * bn, Sk); ++kv) {
+            const int qs = std::clamp(q + shift, 0, Sk - 1);
+            const bool m = ids[static_cast<std::size_t>(b) * Sk + qs] == ids[static_cast<std::size_t>(b) * Sk + kv] &&
+                           kv <= q + shift;
+            any_true |= m;
+            any_false |= !m;
+          }
+        const int want = !any_true ? 0 : (!any_false ? 2 : 1);
+        const int got = classes[(static_cast<std::size_t>(b) * qt + i) * kt + j];
+        ASSERT_EQ(got, want) << "b " << b << " q tile " << i << " kv tile " << j;
+        ++counts[want];
+      }
+  EXPECT_GT(counts[0], 0);
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+
+  // forward with the prebuilt mask == forward building its own, byte for byte.
+  const DLDataType bf16 = dlpack_bfloat16();
+  DeviceTensor q({B, H, Sq, D}, bf16), k({B, H, Sk, D}, bf16), v({B, H, Sk, D}, bf16);
+  DeviceTensor o1({B, H, Sq, D}, bf16), o2({B, H, Sq, D}, bf16);
+  fill_random(q, rng);
+  fill_random(k, rng);
+  fill_random(v, rng);
+  o1.buffer.fill_bytes(0xff);
+  o2.buffer.fill_bytes(0x7f);
+  kernel.forward(q.view, k.view, v.view, o1.view, nullptr, bindings);
+  kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &mask);
+  synchronize_device();
+  std::vector<unsigned char> h1(o1.buffer.size_bytes()), h2(o2.buffer.size_bytes());
+  o1.buffer.copy_to_host(h1.data(), h1.size());
+  o2.buffer.copy_to_host(h2.data(), h2.size());
+  EXPECT_EQ(std::memcmp(h1.data(), h2.data(), h1.size()), 0);
+
+  // A mask built for another shape is refused.
+  const BlockMask other = kernel.build_block_mask(B, H, Sq, Sk - 1, bindings);
+  EXPECT_THROW(kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &other), UserError);
+}
+
+// The benchmark shape of docs/benchmarks.md (B=4 H=16 S=4096 D=128, 3 documents): the
+// block-mask kernel alone, the attention kernel with a prebuilt mask, and forward with both.
+TEST_F(BlockMaskGpu, TimingOnTheBenchmarkShape) {
+  const int B = 4, H = 16, S = 4096, D = 128, reps = 20;
+  std::mt19937 rng(11);
+  const Kernel kernel = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D));
+  std::vector<int> ids(static_cast<std::size_t>(B) * S);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int>((i % S) * 3 / S);  // as `attnjit bench --docs 3`
+  DeviceTensor doc({B, S}, DLDataType{kDLInt, 32, 1});
+  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
+  Bindings bindings;
+  bindings.set("doc", doc.view);
+  const DLDataType bf16 = dlpack_bfloat16();
+  DeviceTensor q({B, H, S, D}, bf16), k({B, H, S, D}, bf16), v({B, H, S, D}, bf16), o({B, H, S, D}, bf16);
+  fill_random(q, rng);
+  fill_random(k, rng);
+  fill_random(v, rng);
+  BlockMask mask = kernel.build_block_mask(B, H, S, S, bindings);
+  const auto median_ms = [&](auto&& work) {
+    for (int i = 0; i < 3; ++i) work();
+    synchronize_device();
+    std::vector<double> t;
+    runtime::Event start, stop;
+    for (int i = 0; i < reps; ++i) {
+      start.record();
+      work();
+      stop.record();
+      stop.synchronize();
+      t.push_back(runtime::Event::elapsed_ms(start, stop));
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  const double build = median_ms([&] { mask = kernel.build_block_mask(B, H, S, S, bindings); });
+  const double attention =
+      median_ms([&] { kernel.forward(q.view, k.view, v.view, o.view, nullptr, bindings, nullptr, 0.0, &mask); });
+  const double both = median_ms([&] { kernel.forward(q.view, k.view, v.view, o.view, nullptr, bindings); });
+  std::cout << "[ block mask ] document_causal B=4 H=16 S=4096 D=128 docs=3: block-mask kernel " << build
+            << " ms, attention with prebuilt mask " << attention << " ms, forward (both) " << both
+            << " ms; block mask = " << 100.0 * build / attention << "% of attention\n";
+  EXPECT_GT(build, 0.0);
+}
+
+}  // namespace
+}  // namespace attnjit
