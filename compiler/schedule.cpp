@@ -17,7 +17,15 @@ ElementType parse_element_type(const std::string& text) {
 
 bool is_supported_head_dim(int d) { return d == 32 || d == 64 || d == 96 || d == 128 || d == 256; }
 
-void Schedule::validate(int head_dim) const {
+int max_shared_memory_for_arch(const std::string& arch) {
+  if (arch == "sm_80") return 163 * 1024;
+  if (arch == "sm_86" || arch == "sm_89") return 99 * 1024;
+  return 227 * 1024;
+}
+
+void Schedule::validate(int head_dim) const { validate(head_dim, 227 * 1024); }
+
+void Schedule::validate(int head_dim, int max_shared_memory_bytes) const {
   if (!is_supported_head_dim(head_dim))
     throw UserError(fmt::format("head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", head_dim));
   if (block_m != 64 && block_m != 128)
@@ -39,7 +47,7 @@ void Schedule::validate(int head_dim) const {
                     "smaller block_n",
                     str(), head_dim, rows, (rows / 16) * (head_dim + block_n)));
   if (stages != 1 && stages != 2) throw UserError(fmt::format("schedule stages {} is not allowed; use 1 or 2", stages));
-  constexpr int kMaxSharedMemory = 227 * 1024;  // the largest opt-in limit of any sm_80+ part
+  const int kMaxSharedMemory = max_shared_memory_bytes;
   if (shared_memory_bytes(head_dim) > kMaxSharedMemory)
     throw UserError(
         fmt::format("schedule {} needs {} bytes of shared memory at head_dim {}; the limit is {}. Use smaller "

@@ -34,15 +34,24 @@ struct Schedule {
     return *this;
   }
 
-  // Throws UserError naming the field, the value and the allowed set.
+  // Throws UserError naming the field, the value and the allowed set. The one-argument form
+  // checks shared memory against 227 KiB, the largest opt-in limit of any sm_80+ part; pass
+  // the device's (or the arch's, max_shared_memory_for_arch) opt-in limit for a tighter check.
   void validate(int head_dim) const;
+  void validate(int head_dim, int max_shared_memory_bytes) const;
   // Dynamic shared memory the forward kernel needs (templates/fwd_sm80.cuh's formula).
   int shared_memory_bytes(int head_dim) const;
   std::string str() const;  // "block_m=128 block_n=64 warps=4 stages=1"
 
   // The measured default for a head dimension (docs/kernels.md).
   static Schedule default_for(int head_dim);
+
+  friend bool operator==(const Schedule&, const Schedule&) = default;
 };
+
+// The opt-in dynamic shared memory limit per block of an arch (sm_80: 163 KiB; sm_86, sm_89:
+// 99 KiB; sm_90, sm_90a: 227 KiB); 227 KiB for an unknown name.
+int max_shared_memory_for_arch(const std::string& arch);
 
 // Head dimensions the forward kernel supports.
 bool is_supported_head_dim(int head_dim);
