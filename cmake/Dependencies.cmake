@@ -2,6 +2,8 @@
 find_package(Threads REQUIRED)
 find_package(fmt 9 REQUIRED)
 find_package(CUDAToolkit REQUIRED)
+# SQLite (libsqlite3-dev) for the tuning database; only libsqlite3.so.0 is needed at run time.
+find_package(SQLite3 REQUIRED)
 
 # CLI11 ships a CMake config on Debian; fall back to the header when it does not.
 find_package(CLI11 CONFIG QUIET)

@@ -156,6 +156,9 @@ PreparedKernel generate(const Variant& variant, const CompileOptions& options) {
   options.validate();
   PreparedKernel p;
   p.config = KernelConfig{options.head_dim, options.dtype, options.resolved_schedule(), resolve_arch(options.arch)};
+  if (!options.schedule && options.shape_hint)  // a tuned schedule for this shape bucket, if any
+    if (auto tuned = find_tuned_schedule(variant, p.config.arch, options.dtype, options.head_dim, *options.shape_hint))
+      p.config.schedule = *tuned;
   p.generated = generate_forward(variant, p.config);
   const auto inputs = runtime::CacheKeyInputs::for_compile(p.generated.body, nvrtc_options(p.config.arch));
   p.cache_key = inputs.key();

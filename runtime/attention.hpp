@@ -21,6 +21,7 @@
 #include "runtime/bindings.hpp"
 #include "runtime/kernel_cache.hpp"
 #include "runtime/nvrtc_compiler.hpp"
+#include "runtime/tuning_db.hpp"
 
 namespace attnjit {
 namespace runtime {
@@ -31,7 +32,8 @@ struct CompileOptions {
   int head_dim = 128;
   ElementType dtype = ElementType::BF16;
   std::string arch = "auto";              // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
-  std::optional<Schedule> schedule;       // empty: Schedule::default_for(head_dim)
+  std::optional<Schedule> schedule;       // empty: the tuned one for shape_hint, else Schedule::default_for(head_dim)
+  std::optional<ShapeHint> shape_hint;    // the shape the kernel will mostly run on: selects a tuned schedule
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
 
   CompileOptions& with_head_dim(int v) {
@@ -48,6 +50,12 @@ struct CompileOptions {
   }
   CompileOptions& with_schedule(const Schedule& v) {
     schedule = v;
+    return *this;
+  }
+  // With no explicit schedule, generate/prepare/compile use the tuning database's schedule for
+  // this shape's bucket (runtime/tuning_db.hpp) when there is one.
+  CompileOptions& with_shape_hint(int batch, int heads_q, int heads_kv, int seq_q, int seq_k) {
+    shape_hint = ShapeHint{batch, heads_q, heads_kv, seq_q, seq_k};
     return *this;
   }
   CompileOptions& with_cache(runtime::KernelCache* v) {
