@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include "compiler/eval.hpp"
@@ -67,6 +68,17 @@ void BenchOptions::validate() const {
         fmt::format("bench options out of range: warmup {} (>= 0), repetitions {} (>= 1), input sets {} "
                     "(0..64), documents {} (>= 1)",
                     warmup, repetitions, input_sets, documents));
+}
+
+std::string BenchResult::csv_header() {
+  return "variant,batch,heads_q,heads_kv,seq_q,seq_k,head_dim,dtype,schedule,median_ms,min_ms,max_ms,density,tflops,"
+         "bandwidth_gbs,input_sets";
+}
+
+std::string BenchResult::csv() const {
+  return fmt::format("{},{},{},{},{},{},{},{},{},{:.5f},{:.5f},{:.5f},{:.6f},{:.2f},{:.1f},{}", variant, problem.batch,
+                     problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k, head_dim, dtype, schedule,
+                     median_ms, min_ms, max_ms, density, tflops, bandwidth_gbs, input_sets);
 }
 
 std::string BenchResult::json() const {
@@ -167,20 +179,39 @@ double mask_density(const Variant& variant, const ForwardProblem& p, const Bindi
   return admitted / total;
 }
 
-BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,
-                              const Bindings& scalars, const BenchOptions& bench) {
-  bench.validate();
-  const Kernel kernel = compile(variant, options);
-  const int dim = options.head_dim;
-  const DLDataType dtype = options.dtype == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
-  std::mt19937_64 rng(42);
-
-  // Captured tensors: random floats, int ids in `documents` equal segments along the last axis.
-  Bindings device_bindings = scalars, host_bindings = scalars;
+struct ForwardBenchmark::State {
+  Variant variant;
+  ElementType dtype_kind = ElementType::BF16;
+  int dim = 0;
+  ForwardProblem p;
+  BenchOptions bench;
+  Bindings device_bindings, host_bindings;
   std::vector<std::unique_ptr<HostTensor>> host_tensors;
   std::vector<std::unique_ptr<runtime::DeviceBuffer>> device_tensors;
   std::vector<std::vector<std::int64_t>> shapes;
-  shapes.reserve(variant.tensors().size());
+  std::vector<std::unique_ptr<DeviceProblem>> inputs;
+  std::size_t set_bytes = 0;
+  int sets = 0;
+  std::optional<double> density;
+};
+
+ForwardBenchmark::ForwardBenchmark(const Variant& variant, ElementType dtype_kind, int dim, const ForwardProblem& p,
+                                   const Bindings& scalars, const BenchOptions& bench)
+    : state_(std::make_unique<State>()) {
+  bench.validate();
+  State& st = *state_;
+  st.variant = variant;
+  st.dtype_kind = dtype_kind;
+  st.dim = dim;
+  st.p = p;
+  st.bench = bench;
+  const DLDataType dtype = dtype_kind == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
+  std::mt19937_64 rng(42);
+
+  // Captured tensors: random floats, int ids in `documents` equal segments along the last axis.
+  st.device_bindings = scalars;
+  st.host_bindings = scalars;
+  st.shapes.reserve(variant.tensors().size());
   for (const auto& decl : variant.tensors()) {
     // Covering shape as in forward_check: the largest index the variant reads, plus one.
     std::vector<std::int64_t> shape(static_cast<std::size_t>(decl.rank), 1);
@@ -207,36 +238,42 @@ BenchResult benchmark_forward(const Variant& variant, const CompileOptions& opti
     auto device =
         std::make_unique<runtime::DeviceBuffer>(std::max<std::size_t>(host->dl().dtype.bits / 8 * host->numel(), 16));
     device->copy_from_host(host->data(), static_cast<std::size_t>(host->dl().dtype.bits / 8 * host->numel()));
-    shapes.push_back(shape);
+    st.shapes.push_back(shape);
     DLTensor view = host->dl();
     view.data = reinterpret_cast<void*>(device->device_pointer());
     view.device = DLDevice{kDLCUDA, 0};
-    view.shape = shapes.back().data();
-    device_bindings.set(decl.name, view);
-    host_bindings.set(decl.name, host->dl());
-    host_tensors.push_back(std::move(host));
-    device_tensors.push_back(std::move(device));
+    view.shape = st.shapes.back().data();
+    st.device_bindings.set(decl.name, view);
+    st.host_bindings.set(decl.name, host->dl());
+    st.host_tensors.push_back(std::move(host));
+    st.device_tensors.push_back(std::move(device));
   }
 
-  const std::size_t set_bytes = DeviceProblem::bytes({p.batch, p.heads_q, p.seq_q, dim}, 2) * 2 +
-                                DeviceProblem::bytes({p.batch, p.heads_kv, p.seq_k, dim}, 2) * 2;
-  int sets = bench.input_sets;
-  if (sets == 0)
-    sets = static_cast<int>(std::clamp<std::size_t>((200u << 20) / std::max<std::size_t>(set_bytes, 1) + 1, 1, 8));
-  std::vector<std::unique_ptr<DeviceProblem>> inputs;
-  for (int i = 0; i < sets; ++i) {
-    inputs.push_back(std::make_unique<DeviceProblem>(p, dim, dtype));
-    inputs.back()->fill_random(rng, dtype);
+  st.set_bytes = DeviceProblem::bytes({p.batch, p.heads_q, p.seq_q, dim}, 2) * 2 +
+                 DeviceProblem::bytes({p.batch, p.heads_kv, p.seq_k, dim}, 2) * 2;
+  st.sets = bench.input_sets;
+  if (st.sets == 0)
+    st.sets =
+        static_cast<int>(std::clamp<std::size_t>((200u << 20) / std::max<std::size_t>(st.set_bytes, 1) + 1, 1, 8));
+  for (int i = 0; i < st.sets; ++i) {
+    st.inputs.push_back(std::make_unique<DeviceProblem>(p, dim, dtype));
+    st.inputs.back()->fill_random(rng, dtype);
   }
+}
+
+ForwardBenchmark::~ForwardBenchmark() = default;
+
+BenchResult ForwardBenchmark::time(const Kernel& kernel) {
+  State& st = *state_;
   const auto run = [&](int i) {
-    const DeviceProblem& in = *inputs[static_cast<std::size_t>(i % sets)];
-    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, device_bindings);
+    const DeviceProblem& in = *st.inputs[static_cast<std::size_t>(i % st.sets)];
+    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings);
   };
-  for (int i = 0; i < bench.warmup; ++i) run(i);
+  for (int i = 0; i < st.bench.warmup; ++i) run(i);
   synchronize_device();
   std::vector<double> times;
   runtime::Event start, stop;
-  for (int i = 0; i < bench.repetitions; ++i) {
+  for (int i = 0; i < st.bench.repetitions; ++i) {
     start.record();
     run(i);
     stop.record();
@@ -245,21 +282,31 @@ BenchResult benchmark_forward(const Variant& variant, const CompileOptions& opti
   }
   std::sort(times.begin(), times.end());
 
+  const ForwardProblem& p = st.p;
   BenchResult r;
-  r.variant = variant.name();
+  r.variant = st.variant.name();
   r.problem = p;
-  r.head_dim = dim;
-  r.dtype = element_type_name(options.dtype);
+  r.head_dim = st.dim;
+  r.dtype = element_type_name(st.dtype_kind);
   r.schedule = kernel.prepared().config.schedule.str();
   r.median_ms = times[times.size() / 2];
   r.min_ms = times.front();
   r.max_ms = times.back();
-  r.input_sets = sets;
-  r.density = mask_density(variant, p, host_bindings);
+  r.input_sets = st.sets;
+  if (!st.density) st.density = mask_density(st.variant, p, st.host_bindings);
+  r.density = *st.density;
   const double pairs = static_cast<double>(p.batch) * p.heads_q * p.seq_q * p.seq_k * r.density;
-  r.tflops = 4.0 * pairs * dim / (r.median_ms * 1e-3) / 1e12;
-  r.bandwidth_gbs = static_cast<double>(set_bytes) / (r.median_ms * 1e-3) / 1e9;
+  r.tflops = 4.0 * pairs * st.dim / (r.median_ms * 1e-3) / 1e12;
+  r.bandwidth_gbs = static_cast<double>(st.set_bytes) / (r.median_ms * 1e-3) / 1e9;
   return r;
+}
+
+BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,
+                              const Bindings& scalars, const BenchOptions& bench) {
+  bench.validate();
+  const Kernel kernel = compile(variant, options);
+  ForwardBenchmark fixture(variant, options.dtype, options.head_dim, p, scalars, bench);
+  return fixture.time(kernel);
 }
 
 }  // namespace attnjit

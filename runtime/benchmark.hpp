@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "runtime/attention.hpp"
@@ -35,6 +36,8 @@ struct BenchResult {
   double bandwidth_gbs = 0;  // Q, K, V read once and O written once, over the median time
   int input_sets = 0;
   std::string json() const;
+  std::string csv() const;  // one line, the columns of csv_header()
+  static std::string csv_header();
 };
 
 // Fraction of (b, h, q, kv) pairs the mask admits; exact via tile classes and per-element
@@ -43,6 +46,24 @@ struct BenchResult {
 double mask_density(const Variant& variant, const ForwardProblem& problem, const Bindings& bindings,
                     std::int64_t max_evaluations = 50'000'000);
 
+// Input sets allocated and filled once for one variant, dtype, head dim and problem; `time`
+// then measures any kernel compiled for them (the autotuner's candidates share one set).
+class ForwardBenchmark {
+ public:
+  ForwardBenchmark(const Variant& variant, ElementType dtype, int head_dim, const ForwardProblem& problem,
+                   const Bindings& scalars, const BenchOptions& bench = {});
+  ~ForwardBenchmark();
+  ForwardBenchmark(const ForwardBenchmark&) = delete;
+  ForwardBenchmark& operator=(const ForwardBenchmark&) = delete;
+  // Warm-up, then the median of the timed launches. RuntimeFailure if a launch fails.
+  BenchResult time(const Kernel& kernel);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// compile + ForwardBenchmark::time.
 BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
                               const Bindings& scalars, const BenchOptions& bench = {});
 

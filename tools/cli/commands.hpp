@@ -11,5 +11,6 @@ void register_variant_commands(CLI::App& app);
 void register_demo_command(CLI::App& app);
 void register_cache_commands(CLI::App& app);
 void register_kernel_commands(CLI::App& app);  // emit, compile, check
+void register_tune_command(CLI::App& app);     // tune (and the tuning database)
 
 }  // namespace attnjit::cli

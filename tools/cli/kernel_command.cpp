@@ -13,82 +13,10 @@
 #include "runtime/benchmark.hpp"
 #include "runtime/forward_check.hpp"
 #include "tools/cli/commands.hpp"
+#include "tools/cli/kernel_args.hpp"
 
 namespace attnjit::cli {
 namespace {
-
-struct KernelArgs {
-  std::string preset;
-  std::string variant_text;
-  std::string arch = "auto";
-  int head_dim = 128;
-  std::string dtype = "bf16";
-  int block_m = 0, block_n = 0, warps = 0, stages = 0;  // 0: the default schedule's value
-  std::vector<std::string> params;                      // name=value
-
-  Variant variant() const {
-    if (preset.empty() == variant_text.empty())
-      throw UserError("give exactly one of --preset NAME or --variant TEXT (see `attnjit variant list`)");
-    if (!preset.empty()) return presets::by_name(preset);
-    if (!variant_text.empty() && variant_text[0] == '@') {
-      std::ifstream in(variant_text.substr(1));
-      if (!in) throw UserError(fmt::format("cannot read variant file '{}'; check the path", variant_text.substr(1)));
-      std::stringstream ss;
-      ss << in.rdbuf();
-      return Variant::parse(ss.str());
-    }
-    return Variant::parse(variant_text);
-  }
-
-  CompileOptions options() const {
-    CompileOptions o;
-    o.with_head_dim(head_dim).with_dtype(parse_element_type(dtype)).with_arch(arch);
-    Schedule s = Schedule::default_for(head_dim);
-    if (block_m) s.block_m = block_m;
-    if (block_n) s.block_n = block_n;
-    if (warps) s.num_warps = warps;
-    if (stages) s.stages = stages;
-    o.with_schedule(s);
-    o.validate();
-    return o;
-  }
-
-  Bindings bindings() const {
-    Bindings b;
-    for (const auto& p : params) {
-      const auto eq = p.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw UserError(fmt::format("--param '{}' is not NAME=VALUE; e.g. --param window=256", p));
-      const std::string name = p.substr(0, eq), value = p.substr(eq + 1);
-      try {
-        std::size_t used = 0;
-        const long long i = std::stoll(value, &used);
-        if (used == value.size()) {
-          b.set(name, static_cast<int>(i));
-          continue;
-        }
-        const double d = std::stod(value, &used);
-        if (used != value.size()) throw std::invalid_argument(value);
-        b.set(name, d);
-      } catch (const std::logic_error&) {
-        throw UserError(fmt::format("--param {}: '{}' is not a number", name, value));
-      }
-    }
-    return b;
-  }
-};
-
-void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
-  cmd->add_option("--preset", a.preset, "Preset name (see `attnjit variant list`)");
-  cmd->add_option("--variant", a.variant_text, "Variant text, or @file");
-  cmd->add_option("--arch", a.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")->capture_default_str();
-  cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
-  cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
-  cmd->add_option("--block-m", a.block_m, "Schedule override: query rows per CTA (64, 128)");
-  cmd->add_option("--block-n", a.block_n, "Schedule override: keys per tile (32, 64, 128)");
-  cmd->add_option("--warps", a.warps, "Schedule override: warps per CTA (4, 8)");
-  cmd->add_option("--stages", a.stages, "Schedule override: kv buffers (1, 2)");
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -136,22 +64,6 @@ void measure_compile(const Variant& v, const CompileOptions& base, int runs) {
   fmt::print("disk-cache hit (codegen + lookup), median of {}: {:.2f} ms\n", runs, median(disk));
 }
 
-// "B,H,Hkv,Sq,Sk,D" into a problem and a head dimension.
-std::pair<ForwardProblem, int> parse_shape(const std::string& text) {
-  std::vector<int> v;
-  std::stringstream ss(text);
-  std::string item;
-  try {
-    while (std::getline(ss, item, ',')) v.push_back(std::stoi(item));
-  } catch (const std::logic_error&) {
-    v.clear();
-  }
-  if (v.size() != 6 || *std::min_element(v.begin(), v.end()) < 1)
-    throw UserError(
-        fmt::format("--shape '{}' is not B,H,Hkv,Sq,Sk,D with positive integers, e.g. 4,16,16,4096,4096,128", text));
-  return {ForwardProblem{v[0], v[1], v[2], v[3], v[4]}, v[5]};
-}
-
 }  // namespace
 
 void register_kernel_commands(CLI::App& app) {
@@ -178,24 +90,32 @@ void register_kernel_commands(CLI::App& app) {
   auto shapes = std::make_shared<std::vector<std::string>>();
   auto bench_options = std::make_shared<BenchOptions>();
   auto json = std::make_shared<bool>(false);
+  auto csv = std::make_shared<bool>(false);
   bench->add_option("--shape", *shapes, "B,H,Hkv,Sq,Sk,D (repeatable)")->required();
   bench->add_option("--param", args->params, "Runtime parameter NAME=VALUE (repeatable)");
   bench->add_option("--reps", bench_options->repetitions, "Timed launches per shape")->capture_default_str();
   bench->add_option("--warmup", bench_options->warmup, "Untimed launches first")->capture_default_str();
   bench->add_option("--docs", bench_options->documents, "Documents per row for int id tensors")->capture_default_str();
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
-  bench->callback([args, shapes, bench_options, json] {
+  bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
+  bench->callback([args, shapes, bench_options, json, csv] {
+    if (*json && *csv) throw UserError("give at most one of --json and --csv");
     const Variant v = args->variant();
-    if (!*json)
+    if (*csv) fmt::print("{}\n", BenchResult::csv_header());
+    if (!*json && !*csv)
       fmt::print("{:<24} {:<34} {:>10} {:>8} {:>9} {:>9}\n", "variant", "shape", "median ms", "density", "TFLOP/s",
                  "GB/s");
     for (const auto& text : *shapes) {
       auto [problem, dim] = parse_shape(text);
       KernelArgs a = *args;
       a.head_dim = dim;
-      const BenchResult r = benchmark_forward(v, a.options(), problem, args->bindings(), *bench_options);
+      CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
+      o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
+      const BenchResult r = benchmark_forward(v, o, problem, args->bindings(), *bench_options);
       if (*json)
         fmt::print("{}\n", r.json());
+      else if (*csv)
+        fmt::print("{}\n", r.csv());
       else
         fmt::print("{:<24} {:<34} {:>10.4f} {:>8.3f} {:>9.1f} {:>9.1f}\n", v.name(),
                    problem.str() + " D=" + std::to_string(dim), r.median_ms, r.density, r.tflops, r.bandwidth_gbs);

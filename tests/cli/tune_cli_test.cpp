@@ -1,0 +1,152 @@
+// `attnjit tune` without a GPU: argument errors, --list / --export / --import on a temporary
+// database, and a corrupt database file (clear error, file untouched). Also `bench --json --csv`.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "runtime/tuning_db.hpp"
+
+namespace attnjit {
+namespace {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+class TuneCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("attnjit_tune_cli_test_" + std::to_string(::getpid()) + "_" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  CommandResult run(const std::string& args) {
+    const auto err_path = dir_ / ("stderr_" + std::to_string(counter_++));
+    const std::string command = "ATTNJIT_CACHE_DIR=" + shell_quote((dir_ / "cache").string()) +
+                                " ATTNJIT_TUNING_DB=" + shell_quote(db().string()) + " " +
+                                shell_quote(ATTNJIT_CLI_PATH) + " " + args + " 2>" + shell_quote(err_path.string());
+    CommandResult r;
+    FILE* pipe = popen(command.c_str(), "r");
+    if (!pipe) return r;
+    std::array<char, 4096> buf{};
+    while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.out.append(buf.data(), n);
+    const int status = pclose(pipe);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.err = slurp(err_path);
+    return r;
+  }
+  std::filesystem::path db() const { return dir_ / "tuning.sqlite"; }
+  std::filesystem::path dir_;
+  int counter_ = 0;
+};
+
+TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
+  struct Case {
+    std::string args, message;
+  };
+  const Case cases[] = {
+      {"tune", "needs --shape B,H,Hkv,Sq,Sk,D"},
+      {"tune --list --shape 1,2,2,64,64,64", "only one of --shape, --list"},
+      {"tune --list --export x.json", "only one of"},
+      {"tune --preset causal --shape 1,2,x", "is not B,H,Hkv,Sq,Sk,D"},
+      {"tune --preset causal --shape 1,2,2,64,64,100", "head_dim 100 is not supported"},
+      {"tune --shape 1,2,2,64,64,64", "exactly one of --preset NAME or --variant TEXT"},
+      {"tune --preset no_such_preset --shape 1,2,2,64,64,64", "no_such_preset"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --threads 0", "--threads 0 is out of range"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --reps 0", "--reps 0 must be at least 1"},
+      {"tune --preset sliding_window --shape 1,2,2,64,64,64 --param window", "is not NAME=VALUE"},
+      {"tune --import " + shell_quote((std::filesystem::temp_directory_path() / "no_such_attnjit.json").string()),
+       "cannot read"},
+      {"bench --preset causal --shape 1,2,2,64,64,64 --json --csv", "at most one of --json and --csv"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run(c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, c.message)) << c.args << "\nstderr: " << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(db()));  // no argument error touched the database
+}
+
+TEST_F(TuneCliTest, ListExportImport) {
+  {
+    TuningDatabase d(db());
+    TuningRecord r;
+    r.key.variant_hash = "0123456789abcdef0123456789abcdef";
+    r.key.arch = "sm_90a";
+    r.key.dtype = "bf16";
+    r.key.head_dim = 128;
+    r.key.seq_q_bucket = r.key.seq_k_bucket = 4096;
+    r.schedule = Schedule{128, 128, 8, 2};
+    r.variant_name = "causal";
+    r.ms = 1.25;
+    r.default_ms = 1.5;
+    r.tflops = 300;
+    d.put(r);
+  }
+  const auto list = run("tune --list");
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(contains(list.out, "1 record(s)")) << list.out;
+  EXPECT_TRUE(contains(list.out, "block_m=128 block_n=128 warps=8 stages=2")) << list.out;
+
+  const auto json = dir_ / "out.json";
+  const auto exp = run("tune --export " + shell_quote(json.string()));
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  EXPECT_TRUE(contains(slurp(json), "\"variant_hash\": \"0123456789abcdef0123456789abcdef\"")) << slurp(json);
+
+  const auto other = dir_ / "other.sqlite";
+  const auto imp = run("tune --import " + shell_quote(json.string()) + " --db " + shell_quote(other.string()));
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  EXPECT_TRUE(contains(imp.out, "imported 1 record(s)")) << imp.out;
+  TuningDatabase d(other);
+  ASSERT_EQ(d.list().size(), 1u);
+  EXPECT_EQ(d.list()[0].schedule, (Schedule{128, 128, 8, 2}));
+
+  const auto bad = dir_ / "bad.json";
+  std::ofstream(bad) << "{\"format\": \"attnjit-tuning\", \"records\": [{\"arch\": \"sm_90a\"}]}";
+  const auto r = run("tune --import " + shell_quote(bad.string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "record 0 has no field")) << r.err;
+}
+
+TEST_F(TuneCliTest, CorruptDatabaseIsReportedAndLeftAlone) {
+  const std::string garbage(2048, 'q');
+  std::ofstream(db(), std::ios::binary) << garbage;
+  for (const char* args : {"tune --list", "tune --export x.json"}) {
+    const auto r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.err;
+    EXPECT_TRUE(contains(r.err, db().string())) << r.err;
+    EXPECT_TRUE(contains(r.err, "not a SQLite database")) << r.err;
+    EXPECT_EQ(slurp(db()), garbage);
+  }
+}
+
+}  // namespace
+}  // namespace attnjit

@@ -1,0 +1,113 @@
+// Arguments shared by the kernel commands (emit, compile, check, bench) and `tune`: the
+// variant (--preset NAME or --variant TEXT / @file), arch, head dim, dtype, schedule
+// overrides, runtime parameters, and the "B,H,Hkv,Sq,Sk,D" shape syntax.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dsl/presets.hpp"
+#include "runtime/attention.hpp"
+#include "runtime/forward_check.hpp"
+
+namespace attnjit::cli {
+
+struct KernelArgs {
+  std::string preset;
+  std::string variant_text;
+  std::string arch = "auto";
+  int head_dim = 128;
+  std::string dtype = "bf16";
+  int block_m = 0, block_n = 0, warps = 0, stages = 0;  // 0: the default schedule's value
+  std::vector<std::string> params;                      // name=value
+
+  Variant variant() const {
+    if (preset.empty() == variant_text.empty())
+      throw UserError("give exactly one of --preset NAME or --variant TEXT (see `attnjit variant list`)");
+    if (!preset.empty()) return presets::by_name(preset);
+    if (!variant_text.empty() && variant_text[0] == '@') {
+      std::ifstream in(variant_text.substr(1));
+      if (!in) throw UserError(fmt::format("cannot read variant file '{}'; check the path", variant_text.substr(1)));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return Variant::parse(ss.str());
+    }
+    return Variant::parse(variant_text);
+  }
+
+  CompileOptions options() const {
+    CompileOptions o;
+    o.with_head_dim(head_dim).with_dtype(parse_element_type(dtype)).with_arch(arch);
+    if (block_m || block_n || warps || stages) {  // otherwise: tuned (with a shape hint) or default
+      Schedule s = Schedule::default_for(head_dim);
+      if (block_m) s.block_m = block_m;
+      if (block_n) s.block_n = block_n;
+      if (warps) s.num_warps = warps;
+      if (stages) s.stages = stages;
+      o.with_schedule(s);
+    }
+    o.validate();
+    return o;
+  }
+
+  Bindings bindings() const {
+    Bindings b;
+    for (const auto& p : params) {
+      const auto eq = p.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw UserError(fmt::format("--param '{}' is not NAME=VALUE; e.g. --param window=256", p));
+      const std::string name = p.substr(0, eq), value = p.substr(eq + 1);
+      try {
+        std::size_t used = 0;
+        const long long i = std::stoll(value, &used);
+        if (used == value.size()) {
+          b.set(name, static_cast<int>(i));
+          continue;
+        }
+        const double d = std::stod(value, &used);
+        if (used != value.size()) throw std::invalid_argument(value);
+        b.set(name, d);
+      } catch (const std::logic_error&) {
+        throw UserError(fmt::format("--param {}: '{}' is not a number", name, value));
+      }
+    }
+    return b;
+  }
+};
+
+inline void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
+  cmd->add_option("--preset", a.preset, "Preset name (see `attnjit variant list`)");
+  cmd->add_option("--variant", a.variant_text, "Variant text, or @file");
+  cmd->add_option("--arch", a.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")->capture_default_str();
+  cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
+  cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
+  cmd->add_option("--block-m", a.block_m, "Schedule override: query rows per CTA (64, 128)");
+  cmd->add_option("--block-n", a.block_n, "Schedule override: keys per tile (32, 64, 128)");
+  cmd->add_option("--warps", a.warps, "Schedule override: warps per CTA (4, 8)");
+  cmd->add_option("--stages", a.stages, "Schedule override: kv buffers (1, 2)");
+}
+
+// "B,H,Hkv,Sq,Sk,D" into a problem and a head dimension.
+inline std::pair<ForwardProblem, int> parse_shape(const std::string& text) {
+  std::vector<int> v;
+  std::stringstream ss(text);
+  std::string item;
+  try {
+    while (std::getline(ss, item, ',')) v.push_back(std::stoi(item));
+  } catch (const std::logic_error&) {
+    v.clear();
+  }
+  if (v.size() != 6 || *std::min_element(v.begin(), v.end()) < 1)
+    throw UserError(
+        fmt::format("--shape '{}' is not B,H,Hkv,Sq,Sk,D with positive integers, e.g. 4,16,16,4096,4096,128", text));
+  return {ForwardProblem{v[0], v[1], v[2], v[3], v[4]}, v[5]};
+}
+
+}  // namespace attnjit::cli

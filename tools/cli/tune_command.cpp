@@ -1,0 +1,168 @@
+// `attnjit tune`: search the schedule space for a variant on one or more shapes and store
+// the winners in the tuning database; `--list`, `--export FILE`, `--import FILE` manage it.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "runtime/autotune.hpp"
+#include "runtime/tuning_db.hpp"
+#include "tools/cli/commands.hpp"
+#include "tools/cli/kernel_args.hpp"
+
+namespace attnjit::cli {
+namespace {
+
+struct TuneArgs {
+  KernelArgs kernel;
+  std::vector<std::string> shapes;
+  int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  int reps = 20, warmup = 5;
+  bool no_check = false, no_store = false, list = false;
+  std::string export_path, import_path, db_path;
+};
+
+std::string database_path(const TuneArgs& a) {
+  return a.db_path.empty() ? TuningDatabase::default_path().string() : a.db_path;
+}
+
+void print_progress(const TuneProgress& p, bool tty) {
+  const std::string best = p.best ? fmt::format("best {} {:.4f} ms", p.best->schedule.str(), p.best->ms) : "best -";
+  const std::string last = p.last->error.empty() ? fmt::format("{:.4f} ms", p.last->ms) : std::string("failed");
+  if (tty) {
+    constexpr int width = 24;
+    const int filled = p.total ? p.done * width / p.total : width;
+    fmt::print(stderr, "\r[{}{}] {}/{} | {}\033[K", std::string(static_cast<std::size_t>(filled), '#'),
+               std::string(static_cast<std::size_t>(width - filled), '.'), p.done, p.total, best);
+    if (p.done == p.total) fmt::print(stderr, "\n");
+  } else {
+    fmt::print(stderr, "[{}/{}] {}: {} | {}\n", p.done, p.total, p.last->schedule.str(), last, best);
+  }
+  std::fflush(stderr);
+}
+
+void list_database(const TuneArgs& a) {
+  TuningDatabase db(database_path(a));
+  const auto records = db.list();
+  fmt::print("tuning database {}: {} record(s)\n", db.path().string(), records.size());
+  if (records.empty()) return;
+  fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<40} {:>9} {:>9} {:>8} {:<10}\n", "variant", "arch", "dtype",
+             "D", "Sq<=", "Sk<=", "gqa", "schedule", "ms", "default", "TFLOP/s", "date");
+  for (const auto& r : records)
+    fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<40} {:>9.4f} {:>9.4f} {:>8.1f} {:<10}\n", r.variant_name,
+               r.key.arch, r.key.dtype, r.key.head_dim, r.key.seq_q_bucket, r.key.seq_k_bucket,
+               r.key.gqa ? "yes" : "no", r.schedule.str(), r.ms, r.default_ms, r.tflops, r.date);
+}
+
+void tune_shapes(const TuneArgs& a) {
+  const Variant v = a.kernel.variant();
+  const Bindings scalars = a.kernel.bindings();
+  std::unique_ptr<TuningDatabase> db;
+  if (!a.no_store) db = std::make_unique<TuningDatabase>(database_path(a));  // fails early on a bad file
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  for (const auto& text : a.shapes) {
+    const auto [problem, dim] = parse_shape(text);
+    KernelArgs k = a.kernel;
+    k.head_dim = dim;
+    const CompileOptions base = k.options();
+    TuneOptions o;
+    o.threads = a.threads;
+    o.bench.repetitions = a.reps;
+    o.bench.warmup = a.warmup;
+    o.check = !a.no_check;
+    o.database = db.get();
+    o.on_progress = [tty](const TuneProgress& p) { print_progress(p, tty); };
+    fmt::print("== tune {} D={} {} on {}\n", v.name(), dim, a.kernel.dtype, problem.str());
+    std::fflush(stdout);
+    const TuneResult r = tune_forward(v, base, problem, scalars, o);
+    fmt::print("arch {}: {} candidates compiled, {} pruned before compiling\n", r.arch, r.candidates.size(),
+               r.pruned.size());
+    for (const auto& p : r.pruned) fmt::print("  pruned {}: {}\n", p.schedule.str(), p.reason);
+    for (const auto& c : r.candidates)
+      if (!c.error.empty()) fmt::print("  failed {}: {}\n", c.schedule.str(), c.error.substr(0, 300));
+    fmt::print("default {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s\n", r.default_schedule.str(), r.default_result.median_ms,
+               r.default_result.tflops);
+    if (!r.best) {
+      fmt::print("no candidate ran and passed the check; nothing stored\n");
+      if (r.check) fmt::print("check ({}): {}\n", r.check_problem.str(), r.check->summary());
+      continue;
+    }
+    fmt::print("best    {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s ({:.3f}x the default{})\n", r.best->schedule.str(),
+               r.best->ms, r.best->tflops, r.speedup(),
+               r.best->schedule == r.default_schedule ? "; the heuristic is already best" : "");
+    if (r.check) fmt::print("check   {}: {}\n", r.check_problem.str(), r.check->summary());
+    if (r.stored) fmt::print("stored in {}\n", db->path().string());
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+void register_tune_command(CLI::App& app) {
+  auto a = std::make_shared<TuneArgs>();
+  auto* tune = app.add_subcommand("tune", "Search schedules for a variant and shape; store the winners");
+  tune->add_option("--preset", a->kernel.preset, "Preset name (see `attnjit variant list`)");
+  tune->add_option("--variant", a->kernel.variant_text, "Variant text, or @file");
+  tune->add_option("--arch", a->kernel.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")
+      ->capture_default_str();
+  tune->add_option("--dtype", a->kernel.dtype, "bf16 or fp16")->capture_default_str();
+  tune->add_option("--shape", a->shapes, "B,H,Hkv,Sq,Sk,D (repeatable)");
+  tune->add_option("--param", a->kernel.params, "Runtime parameter NAME=VALUE (repeatable)");
+  tune->add_option("--threads", a->threads, "NVRTC compile threads")->capture_default_str();
+  tune->add_option("--reps", a->reps, "Timed launches per candidate")->capture_default_str();
+  tune->add_option("--warmup", a->warmup, "Untimed launches per candidate")->capture_default_str();
+  tune->add_flag("--no-check", a->no_check, "Do not check the winner against the CPU reference");
+  tune->add_flag("--no-store", a->no_store, "Do not write the winners to the tuning database");
+  tune->add_option("--db", a->db_path, "Tuning database (default: $ATTNJIT_TUNING_DB, else <cache dir>/tuning.sqlite)");
+  tune->add_flag("--list", a->list, "List the tuning database's records");
+  tune->add_option("--export", a->export_path, "Write the tuning database's records to a JSON file");
+  tune->add_option("--import", a->import_path, "Add (or replace) the records of a JSON file from --export");
+  tune->callback([a] {
+    const int modes = (a->list ? 1 : 0) + (a->export_path.empty() ? 0 : 1) + (a->import_path.empty() ? 0 : 1) +
+                      (a->shapes.empty() ? 0 : 1);
+    if (modes == 0)
+      throw UserError(
+          "attnjit tune needs --shape B,H,Hkv,Sq,Sk,D (with --preset or --variant), or one of --list, --export FILE, "
+          "--import FILE");
+    if (modes > 1) throw UserError("give only one of --shape, --list, --export FILE, --import FILE");
+    if (a->threads < 1 || a->threads > 64)
+      throw UserError(fmt::format("--threads {} is out of range; use 1 to 64", a->threads));
+    if (a->reps < 1 || a->warmup < 0)
+      throw UserError(fmt::format("--reps {} must be at least 1 and --warmup {} at least 0", a->reps, a->warmup));
+    if (a->list) return list_database(*a);
+    if (!a->export_path.empty()) {
+      TuningDatabase db(database_path(*a));
+      const std::string json = db.export_json();
+      std::ofstream out(a->export_path, std::ios::binary | std::ios::trunc);
+      if (!out || !(out << json) || !out.flush())
+        throw UserError(fmt::format("cannot write '{}'; check the path and permissions", a->export_path));
+      fmt::print("exported {} record(s) from {} to {}\n", db.list().size(), db.path().string(), a->export_path);
+      return;
+    }
+    if (!a->import_path.empty()) {
+      std::ifstream in(a->import_path, std::ios::binary);
+      if (!in) throw UserError(fmt::format("cannot read '{}'; check the path", a->import_path));
+      std::stringstream ss;
+      ss << in.rdbuf();
+      TuningDatabase db(database_path(*a));
+      const int n = db.import_json(ss.str());
+      fmt::print("imported {} record(s) from {} into {}\n", n, a->import_path, db.path().string());
+      return;
+    }
+    // Parse every shape before the (long) search starts, so a typo fails at once.
+    for (const auto& s : a->shapes) {
+      const int dim = parse_shape(s).second;
+      if (!is_supported_head_dim(dim))
+        throw UserError(fmt::format("--shape '{}': head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", s, dim));
+    }
+    a->kernel.variant();
+    a->kernel.bindings();
+    tune_shapes(*a);
+  });
+}
+
+}  // namespace attnjit::cli
