@@ -4,11 +4,13 @@ attnjit (through `attnjit bench --json`), PyTorch SDPA with the flash and cuDNN 
 FlexAttention (torch.compile), on the shapes of shared/ANCHORS.md, in the same run.
 
 TFLOP/s count only admitted (q, kv) pairs: 4 * B * H * pairs * D / time (forward).
-Usage: tools/bench/peers.py --attnjit build-gpu/attnjit [--out results.json] [--quick]
+Usage: tools/bench/peers.py --attnjit build-gpu/attnjit [--out results.json] [--chart chart.png] [--quick]
+A relative --chart path goes into --out's folder; the chart needs matplotlib.
 """
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -138,10 +140,49 @@ def print_tables(rows, device):
             print("attnjit error:", r.get("variant", r.get("S")), r["attnjit_error"])
 
 
+def write_chart(rows, device, path):
+    """Grouped bars: TFLOP/s per shape (x) and system (bar), one panel per table."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    dense = [r for r in rows if r["table"] == "dense_causal"]
+    if dense:
+        labels = [f"S={r['S']}\nD={r['D']}{' c' if r['causal'] else ''}" for r in dense]
+        systems = [("attnjit", "attnjit"), ("fa2", "FA2 (SDPA flash)"), ("cudnn", "cuDNN (SDPA)")]
+        panels.append(("Forward, bf16, B*S=16384, H*D=2048 (c = causal)", labels, dense, systems))
+    flex = [r for r in rows if r["table"] == "flex"]
+    if flex:
+        labels = [r["variant"] for r in flex]
+        panels.append(("FlexAttention variants, B=4 H=16 S=4096 D=128", labels, flex,
+                       [("attnjit", "attnjit"), ("flex", "FlexAttention (compiled)")]))
+    if not panels:
+        return
+    fig, axes = plt.subplots(len(panels), 1, figsize=(13, 4.8 * len(panels)), squeeze=False)
+    for ax, (title, labels, panel_rows, systems) in zip(axes[:, 0], panels):
+        width = 0.8 / len(systems)
+        for i, (key, name) in enumerate(systems):
+            xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(panel_rows))]
+            ys = [r.get(key) or 0.0 for r in panel_rows]
+            ax.bar(xs, ys, width, label=name)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylabel("TFLOP/s (admitted pairs)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"attnjit vs peers, {device}, {time.strftime('%Y-%m-%d')}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart: {path}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--attnjit", required=True)
     ap.add_argument("--out")
+    ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
     ap.add_argument("--quick", action="store_true", help="skip S=16384")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
@@ -153,6 +194,14 @@ def main():
         with open(args.out, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)
     print_tables(rows, device)
+    if args.chart:
+        chart = args.chart
+        if not os.path.isabs(chart) and args.out:
+            chart = os.path.join(os.path.dirname(os.path.abspath(args.out)), chart)
+        try:
+            write_chart(rows, device, chart)
+        except ImportError as e:
+            print(f"no chart: {e}", flush=True)
 
 
 if __name__ == "__main__":

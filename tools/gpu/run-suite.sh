@@ -3,7 +3,8 @@
 # folder built on the development machine carried along as build-gpu/):
 #   1. the GPU tests (ctest label gpu: every preset x dtype x head dim x MHA/GQA, edge cases);
 #   2. cold-compile and cache-hit timings of `attnjit compile`;
-#   3. the peer comparison (attnjit vs SDPA flash / cuDNN vs FlexAttention), same run.
+#   3. the peer comparison (attnjit vs SDPA flash / cuDNN vs FlexAttention), same run, with
+#      a PNG chart ($OUT/peers.png).
 # Logs go to $OUT (or /tmp/attnjit-suite); the short tables come last.
 set -uo pipefail
 out=${OUT:-/tmp/attnjit-suite}
@@ -23,7 +24,8 @@ echo "== compile timings"
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   echo "== peers"
-  python3 tools/bench/peers.py --attnjit "$build/attnjit" --out "$out/peers.json" ${BENCH_QUICK:+--quick} \
+  python3 tools/bench/peers.py --attnjit "$build/attnjit" --out "$out/peers.json" --chart peers.png \
+    ${BENCH_QUICK:+--quick} \
     >"$out/peers.log" 2>&1
 fi
 
