@@ -8,6 +8,8 @@
 #include "dsl/parser.hpp"
 #include "dsl/presets.hpp"
 #include "dsl/variant.hpp"
+#include "runtime/attention.hpp"
 #include "runtime/bindings.hpp"
 #include "runtime/dlpack_view.hpp"
+#include "runtime/forward_check.hpp"
 #include "runtime/reference.hpp"

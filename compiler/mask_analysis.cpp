@@ -24,7 +24,26 @@ struct Affine {
 
 bool is_variable_leaf(const NodeRef& n) { return n->op == Op::Index || (n->op == Op::Param && n->type == Type::Int); }
 
+// True when every coefficient and the constant fit in 32 bits. Beyond that the 32-bit
+// arithmetic of the mask may wrap where the 64-bit rewritten form would not, so such
+// forms are not rewritten (the plain interval analysis then says "unknown").
+bool fits_int32(const Affine& a) {
+  const auto ok = [](std::int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; };
+  if (!ok(a.constant)) return false;
+  for (const auto& [key, term] : a.terms)
+    if (!ok(term.second)) return false;
+  return true;
+}
+
+std::optional<Affine> linearize_unchecked(const NodeRef& n);
+
 std::optional<Affine> linearize(const NodeRef& n) {
+  auto a = linearize_unchecked(n);
+  if (a && !fits_int32(*a)) return std::nullopt;
+  return a;
+}
+
+std::optional<Affine> linearize_unchecked(const NodeRef& n) {
   if (n->type != Type::Int) return std::nullopt;
   if (n->op == Op::ConstInt) return Affine{{}, n->int_value};
   if (is_variable_leaf(n)) {
@@ -267,6 +286,7 @@ NodeRef normalize_for_intervals(const NodeRef& mask) {
       slot.second -= term.second;
     }
     lhs->constant -= rhs->constant;
+    if (!fits_int32(*lhs)) return n;
     // Keep the constant on the right: sum(coef * var) OP -c.
     const std::int64_t c = lhs->constant;
     lhs->constant = 0;
