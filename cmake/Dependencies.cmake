@@ -2,6 +2,14 @@
 find_package(Threads REQUIRED)
 find_package(fmt 9 REQUIRED)
 find_package(CUDAToolkit REQUIRED)
+
+# NVRTC alone. CMake's CUDA::nvrtc target also links the driver stub (libcuda.so), which
+# would make libattnjit need libcuda.so.1 at load time; attnjit reaches the driver only
+# through dlopen so that it loads and runs its CPU parts on machines without a GPU.
+find_library(ATTNJIT_NVRTC_LIBRARY nvrtc HINTS ${CUDAToolkit_LIBRARY_DIR} REQUIRED NO_DEFAULT_PATH)
+add_library(attnjit_nvrtc INTERFACE)
+target_link_libraries(attnjit_nvrtc INTERFACE $<BUILD_INTERFACE:${ATTNJIT_NVRTC_LIBRARY}>)
+target_include_directories(attnjit_nvrtc INTERFACE $<BUILD_INTERFACE:${CUDAToolkit_INCLUDE_DIRS}>)
 # SQLite (libsqlite3-dev) for the tuning database; only libsqlite3.so.0 is needed at run time.
 find_package(SQLite3 REQUIRED)
 
