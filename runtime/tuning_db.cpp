@@ -4,13 +4,17 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <unistd.h>
+
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <variant>
 
 #include "compiler/error.hpp"
@@ -75,6 +79,29 @@ std::string today_utc() {
   return buf;
 }
 
+// SQLite answers SQLITE_BUSY without waiting for the busy handler where waiting could
+// deadlock (two connections upgrading read locks, e.g. while a new file gets its schema
+// and WAL mode); such calls are retried here for up to 30 s.
+constexpr auto kBusyDeadline = std::chrono::seconds(30);
+
+bool is_busy(int rc) { return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED; }
+
+void busy_pause(int attempt) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(1 + (attempt % 20) * (1 + ::getpid() % 3)));
+}
+
+int exec_retrying(sqlite3* db, const char* sql, std::string& error) {
+  const auto deadline = std::chrono::steady_clock::now() + kBusyDeadline;
+  for (int attempt = 0;; ++attempt) {
+    char* message = nullptr;
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
+    error = message ? message : sqlite3_errstr(rc);
+    sqlite3_free(message);
+    if (!is_busy(rc) || std::chrono::steady_clock::now() > deadline) return rc;
+    busy_pause(attempt);
+  }
+}
+
 class Statement {
  public:
   Statement(sqlite3* db, const char* sql, const std::filesystem::path& path) : path_(path) {
@@ -91,7 +118,13 @@ class Statement {
   void bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
   // SQLITE_ROW or SQLITE_DONE; anything else throws.
   int step() {
-    const int rc = sqlite3_step(stmt_);
+    const auto deadline = std::chrono::steady_clock::now() + kBusyDeadline;
+    int rc = sqlite3_step(stmt_);
+    for (int attempt = 0; is_busy(rc) && std::chrono::steady_clock::now() < deadline; ++attempt) {
+      sqlite3_reset(stmt_);
+      busy_pause(attempt);
+      rc = sqlite3_step(stmt_);
+    }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
       throw RuntimeFailure(fmt::format("tuning database {}: {} (SQLite code {})", path_.string(),
                                        sqlite3_errmsg(sqlite3_db_handle(stmt_)), rc));
@@ -165,12 +198,10 @@ TuningDatabase::TuningDatabase(std::filesystem::path path) : path_(std::move(pat
   sqlite3_busy_timeout(db_->db, 30'000);
   // The first statement reads the header: a file that is not a database fails here, before
   // anything is written to it.
-  char* message = nullptr;
-  int rc = sqlite3_exec(db_->db, "PRAGMA schema_version", nullptr, nullptr, &message);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(db_->db, "PRAGMA journal_mode=WAL", nullptr, nullptr, &message);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(db_->db, kSchema, nullptr, nullptr, &message);
-  const std::string why = message ? message : sqlite3_errstr(rc);
-  sqlite3_free(message);
+  std::string why;
+  int rc = exec_retrying(db_->db, "PRAGMA schema_version", why);
+  if (rc == SQLITE_OK) rc = exec_retrying(db_->db, "PRAGMA journal_mode=WAL", why);
+  if (rc == SQLITE_OK) rc = exec_retrying(db_->db, kSchema, why);
   if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
     throw RuntimeFailure(fmt::format(
         "the tuning database {} is not a SQLite database ({}); attnjit left it untouched. Move it aside or "
@@ -470,21 +501,16 @@ int TuningDatabase::import_json(const std::string& json_text) {
     parsed.push_back(std::move(r));
     ++index;
   }
-  char* message = nullptr;
-  if (sqlite3_exec(db_->db, "BEGIN IMMEDIATE", nullptr, nullptr, &message) != SQLITE_OK) {
-    const std::string why = message ? message : "unknown";
-    sqlite3_free(message);
+  std::string why;
+  if (exec_retrying(db_->db, "BEGIN IMMEDIATE", why) != SQLITE_OK)
     throw RuntimeFailure(fmt::format("tuning database {}: cannot start a transaction: {}", path_.string(), why));
-  }
   try {
     for (const auto& r : parsed) put(r);
   } catch (...) {
     sqlite3_exec(db_->db, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
-  if (sqlite3_exec(db_->db, "COMMIT", nullptr, nullptr, &message) != SQLITE_OK) {
-    const std::string why = message ? message : "unknown";
-    sqlite3_free(message);
+  if (exec_retrying(db_->db, "COMMIT", why) != SQLITE_OK) {
     sqlite3_exec(db_->db, "ROLLBACK", nullptr, nullptr, nullptr);
     throw RuntimeFailure(fmt::format("tuning database {}: cannot commit the import: {}", path_.string(), why));
   }
