@@ -17,7 +17,8 @@ namespace attnjit {
 void TuneOptions::validate() const {
   if (threads < 1 || threads > 64)
     throw UserError(fmt::format("tune threads {} is out of range; use 1 to 64", threads));
-  if (check_max_seq < 16) throw UserError(fmt::format("tune check_max_seq {} is too small; use at least 16", check_max_seq));
+  if (check_max_seq < 16)
+    throw UserError(fmt::format("tune check_max_seq {} is too small; use at least 16", check_max_seq));
   if (space.size() == 0) throw UserError("the schedule space is empty; give at least one value per knob");
   bench.validate();
 }
@@ -50,8 +51,8 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   fixed.validate();
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
-    throw RuntimeFailure(fmt::format("attnjit tune needs a GPU, but the CUDA driver is unavailable: {}",
-                                     driver.unavailable_reason()));
+    throw RuntimeFailure(
+        fmt::format("attnjit tune needs a GPU, but the CUDA driver is unavailable: {}", driver.unavailable_reason()));
   runtime::DeviceContext device(0);
   device.make_current();
   if (fixed.arch == "auto") fixed.arch = device.properties().arch;
@@ -186,8 +187,9 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   }
   if (result.best && options.database) {
     TuningRecord record;
-    record.key = TuningKey::make(variant, fixed.arch, fixed.dtype, fixed.head_dim,
-                                 ShapeHint{problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k});
+    record.key =
+        TuningKey::make(variant, fixed.arch, fixed.dtype, fixed.head_dim,
+                        ShapeHint{problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k});
     record.schedule = result.best->schedule;
     record.variant_name = variant.name();
     record.shape = problem.str();

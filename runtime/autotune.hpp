@@ -37,10 +37,10 @@ struct TuneProgress {
 
 struct TuneOptions {
   ScheduleSpace space;
-  int threads = 4;                // NVRTC compile threads
+  int threads = 4;                  // NVRTC compile threads
   BenchOptions bench{5, 20, 0, 3};  // warm-up, timed launches, input sets, documents
-  bool check = true;              // verify the winner against the reference before storing
-  int check_max_seq = 1024;       // the check's problem is scaled down to at most this length
+  bool check = true;                // verify the winner against the reference before storing
+  int check_max_seq = 1024;         // the check's problem is scaled down to at most this length
   std::uint64_t check_seed = 7;
   TuningDatabase* database = nullptr;  // where the winner goes; null: not stored
   std::function<void(const TuneProgress&)> on_progress;
@@ -56,9 +56,9 @@ struct TuneResult {
   Schedule default_schedule;
   BenchResult default_result;  // the default heuristic's schedule, timed in the same run
   std::optional<TuneCandidate> best;
-  std::vector<TuneCandidate> candidates;     // compiled and timed (or failed)
-  std::vector<ScheduleCandidate> pruned;     // infeasible, with the reason
-  std::optional<ForwardCheckResult> check;   // the winner's check, when run
+  std::vector<TuneCandidate> candidates;    // compiled and timed (or failed)
+  std::vector<ScheduleCandidate> pruned;    // infeasible, with the reason
+  std::optional<ForwardCheckResult> check;  // the winner's check, when run
   ForwardProblem check_problem;
   bool stored = false;
   double speedup() const { return best && best->ms > 0 ? default_result.median_ms / best->ms : 0.0; }

@@ -106,8 +106,8 @@ class Statement {
  public:
   Statement(sqlite3* db, const char* sql, const std::filesystem::path& path) : path_(path) {
     if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
-      throw RuntimeFailure(fmt::format("tuning database {}: cannot prepare a query: {}", path.string(),
-                                       sqlite3_errmsg(db)));
+      throw RuntimeFailure(
+          fmt::format("tuning database {}: cannot prepare a query: {}", path.string(), sqlite3_errmsg(db)));
   }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
@@ -191,10 +191,10 @@ TuningDatabase::TuningDatabase(std::filesystem::path path) : path_(std::move(pat
   const int open_rc = sqlite3_open_v2(path_.c_str(), &db_->db,
                                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (open_rc != SQLITE_OK)
-    throw RuntimeFailure(fmt::format(
-        "cannot open the tuning database {}: {}. Check that the folder exists and is writable, or set "
-        "ATTNJIT_TUNING_DB to another path",
-        path_.string(), db_->db ? sqlite3_errmsg(db_->db) : sqlite3_errstr(open_rc)));
+    throw RuntimeFailure(
+        fmt::format("cannot open the tuning database {}: {}. Check that the folder exists and is writable, or set "
+                    "ATTNJIT_TUNING_DB to another path",
+                    path_.string(), db_->db ? sqlite3_errmsg(db_->db) : sqlite3_errstr(open_rc)));
   sqlite3_busy_timeout(db_->db, 30'000);
   // The first statement reads the header: a file that is not a database fails here, before
   // anything is written to it.
@@ -203,15 +203,15 @@ TuningDatabase::TuningDatabase(std::filesystem::path path) : path_(std::move(pat
   if (rc == SQLITE_OK) rc = exec_retrying(db_->db, "PRAGMA journal_mode=WAL", why);
   if (rc == SQLITE_OK) rc = exec_retrying(db_->db, kSchema, why);
   if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
-    throw RuntimeFailure(fmt::format(
-        "the tuning database {} is not a SQLite database ({}); attnjit left it untouched. Move it aside or "
-        "delete it (tuned schedules in it are lost), or set ATTNJIT_TUNING_DB to another path",
-        path_.string(), why));
+    throw RuntimeFailure(
+        fmt::format("the tuning database {} is not a SQLite database ({}); attnjit left it untouched. Move it aside or "
+                    "delete it (tuned schedules in it are lost), or set ATTNJIT_TUNING_DB to another path",
+                    path_.string(), why));
   if (rc != SQLITE_OK)
-    throw RuntimeFailure(fmt::format(
-        "cannot use the tuning database {}: {} (SQLite code {}). Check its permissions, or set "
-        "ATTNJIT_TUNING_DB to another path",
-        path_.string(), why, rc));
+    throw RuntimeFailure(
+        fmt::format("cannot use the tuning database {}: {} (SQLite code {}). Check its permissions, or set "
+                    "ATTNJIT_TUNING_DB to another path",
+                    path_.string(), why, rc));
 }
 
 TuningDatabase::~TuningDatabase() = default;
@@ -249,10 +249,10 @@ std::optional<TuningRecord> TuningDatabase::find(const TuningKey& key) const {
 }
 
 std::vector<TuningRecord> TuningDatabase::list() const {
-  const std::string sql =
-      fmt::format("SELECT {} FROM tuned_schedules ORDER BY variant_name, variant_hash, arch, dtype, head_dim, "
-                  "seq_q_bucket, seq_k_bucket, gqa",
-                  kColumns);
+  const std::string sql = fmt::format(
+      "SELECT {} FROM tuned_schedules ORDER BY variant_name, variant_hash, arch, dtype, head_dim, "
+      "seq_q_bucket, seq_k_bucket, gqa",
+      kColumns);
   Statement s(db_->db, sql.c_str(), path_);
   std::vector<TuningRecord> out;
   while (s.step() == SQLITE_ROW) out.push_back(read_row(s));
@@ -300,9 +300,10 @@ class JsonReader {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw UserError(fmt::format("tuning JSON is malformed at byte {}: {}; import a file written by "
-                                "`attnjit tune --export`",
-                                i_, what));
+    throw UserError(
+        fmt::format("tuning JSON is malformed at byte {}: {}; import a file written by "
+                    "`attnjit tune --export`",
+                    i_, what));
   }
   void skip() {
     while (i_ < t_.size() && std::isspace(static_cast<unsigned char>(t_[i_]))) ++i_;
@@ -387,7 +388,8 @@ class JsonReader {
     }
     if (c == '"') return JsonValue{string()};
     for (const auto& [word, val] : {std::pair<const char*, JsonValue>{"true", JsonValue{true}},
-                                    {"false", JsonValue{false}}, {"null", JsonValue{nullptr}}})
+                                    {"false", JsonValue{false}},
+                                    {"null", JsonValue{nullptr}}})
       if (t_.compare(i_, std::strlen(word), word) == 0) {
         i_ += std::strlen(word);
         return val;
@@ -410,9 +412,10 @@ struct RecordReader {
   const JsonValue& field(const char* name) const {
     const auto it = obj.find(name);
     if (it == obj.end())
-      throw UserError(fmt::format("tuning JSON record {} has no field '{}'; import a file written by "
-                                  "`attnjit tune --export`",
-                                  index, name));
+      throw UserError(
+          fmt::format("tuning JSON record {} has no field '{}'; import a file written by "
+                      "`attnjit tune --export`",
+                      index, name));
     return it->second;
   }
   std::string text(const char* name) const {
@@ -466,7 +469,8 @@ int TuningDatabase::import_json(const std::string& json_text) {
   const auto format = (*root)->find("format");
   if (format == (*root)->end() || !std::holds_alternative<std::string>(format->second.v) ||
       std::get<std::string>(format->second.v) != "attnjit-tuning")
-    throw UserError("tuning JSON has no \"format\": \"attnjit-tuning\"; import a file written by `attnjit tune --export`");
+    throw UserError(
+        "tuning JSON has no \"format\": \"attnjit-tuning\"; import a file written by `attnjit tune --export`");
   const auto records = (*root)->find("records");
   const auto* array = records == (*root)->end() ? nullptr : std::get_if<std::shared_ptr<JsonArray>>(&records->second.v);
   if (!array) throw UserError("tuning JSON has no \"records\" array");

@@ -88,8 +88,8 @@ TEST(ScheduleSpace, EachRuleHasItsOwnReason) {
 }
 
 TEST(ScheduleSpace, ARestrictedSpaceEnumeratesOnlyItsValues) {
-  const auto all = enumerate_schedules(ScheduleSpace{}.with_block_m({128}).with_num_warps({4}).with_stages({2}), 64,
-                                       227 * 1024);
+  const auto all =
+      enumerate_schedules(ScheduleSpace{}.with_block_m({128}).with_num_warps({4}).with_stages({2}), 64, 227 * 1024);
   ASSERT_EQ(all.size(), 3u);
   for (const auto& c : all) {
     EXPECT_EQ(c.schedule.block_m, 128);

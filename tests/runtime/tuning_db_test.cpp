@@ -79,7 +79,8 @@ TEST(TuningKey, BucketsArePowersOfTwoAndGqaIsItsOwnBucket) {
   EXPECT_FALSE(a.gqa);
   EXPECT_EQ(a, TuningKey::make(causal, "sm_90a", ElementType::BF16, 128, ShapeHint{1, 8, 8, 2049, 4096}));
   EXPECT_TRUE(TuningKey::make(causal, "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 4, 4096, 4096}).gqa);
-  EXPECT_FALSE(a == TuningKey::make(presets::dense(), "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 4096, 4096}));
+  EXPECT_FALSE(a ==
+               TuningKey::make(presets::dense(), "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 4096, 4096}));
 }
 
 TEST_F(TuningDbTest, PutFindReplaceAndLookupByBucket) {
@@ -204,8 +205,8 @@ TEST_F(TuningDbTest, ImportRejectsMalformedDocumentsAndImportsNothing) {
 }
 
 TEST_F(TuningDbTest, CorruptFileGivesAClearErrorAndIsNotOverwritten) {
-  for (const std::string& content :
-       {std::string(4096, 'x'), std::string("this is not a database\n"), std::string("SQLite format 3") + std::string(200, '\x01')}) {
+  for (const std::string& content : {std::string(4096, 'x'), std::string("this is not a database\n"),
+                                     std::string("SQLite format 3") + std::string(200, '\x01')}) {
     const auto path = dir_ / "corrupt.sqlite";
     {
       std::ofstream out(path, std::ios::binary | std::ios::trunc);

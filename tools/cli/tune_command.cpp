@@ -157,7 +157,8 @@ void register_tune_command(CLI::App& app) {
     for (const auto& s : a->shapes) {
       const int dim = parse_shape(s).second;
       if (!is_supported_head_dim(dim))
-        throw UserError(fmt::format("--shape '{}': head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", s, dim));
+        throw UserError(
+            fmt::format("--shape '{}': head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", s, dim));
     }
     a->kernel.variant();
     a->kernel.bindings();
