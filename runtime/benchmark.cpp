@@ -213,20 +213,7 @@ ForwardBenchmark::ForwardBenchmark(const Variant& variant, ElementType dtype_kin
   st.host_bindings = scalars;
   st.shapes.reserve(variant.tensors().size());
   for (const auto& decl : variant.tensors()) {
-    // Covering shape as in forward_check: the largest index the variant reads, plus one.
-    std::vector<std::int64_t> shape(static_cast<std::size_t>(decl.rank), 1);
-    ir::TileBox box;
-    box.b = {0, p.batch - 1};
-    box.h = {0, p.heads_q - 1};
-    box.q = {0, p.seq_q - 1};
-    box.kv = {0, p.seq_k - 1};
-    box.q_len = p.seq_q;
-    box.kv_len = p.seq_k;
-    box.num_heads = p.heads_q;
-    for (const auto& n : ir::topological_order({variant.score_mod().node(), variant.mask_mod().node()}))
-      if (n->op == ir::Op::TensorRead && n->name == decl.name)
-        for (std::size_t d = 0; d < n->args.size(); ++d)
-          shape[d] = std::max(shape[d], ir::int_range_of(n->args[d], box).hi + 1);
+    const std::vector<std::int64_t> shape = covering_tensor_shape(variant, decl, p, scalars);
     auto host = std::make_unique<HostTensor>(to_dlpack_dtype(decl.dtype), shape);
     std::normal_distribution<double> normal(0.0, 1.0);
     for (std::int64_t i = 0; i < host->numel(); ++i) {

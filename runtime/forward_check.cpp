@@ -48,9 +48,10 @@ struct MirroredTensor {
   }
 };
 
-// The shape that covers every index the variant reads from tensor `decl` in this problem.
-std::vector<std::int64_t> covering_shape(const Variant& variant, const TensorDecl& decl, const ForwardProblem& p,
-                                         const Bindings& scalars) {
+}  // namespace
+
+std::vector<std::int64_t> covering_tensor_shape(const Variant& variant, const TensorDecl& decl, const ForwardProblem& p,
+                                                const Bindings& scalars) {
   if (variant.output_gate() && variant.output_gate()->tensor == decl.name) {
     std::vector<std::int64_t> s = {p.batch, p.heads_q, p.seq_q};
     return s;
@@ -85,6 +86,8 @@ std::vector<std::int64_t> covering_shape(const Variant& variant, const TensorDec
   }
   return shape;
 }
+
+namespace {
 
 void fill_random(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng) {
   std::normal_distribution<double> normal(0.0, 1.0);
@@ -143,7 +146,8 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
   Bindings host_bindings = scalars, device_bindings = scalars;
   std::map<std::string, std::unique_ptr<MirroredTensor>> captured;
   for (const auto& decl : variant.tensors()) {
-    auto t = std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype), covering_shape(variant, decl, p, scalars));
+    auto t =
+        std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype), covering_tensor_shape(variant, decl, p, scalars));
     fill_random(t->host, decl.dtype, t->shape, rng);
     t->upload();
     host_bindings.set(decl.name, t->host.dl());

@@ -28,6 +28,11 @@ struct ForwardCheckResult {
   std::string summary() const;
 };
 
+// The shape that covers every index the variant reads from tensor `decl` in this problem
+// (by interval analysis of the index expressions); a UserError if a read can be negative.
+std::vector<std::int64_t> covering_tensor_shape(const Variant& variant, const TensorDecl& decl,
+                                                const ForwardProblem& problem, const Bindings& scalars);
+
 // Captured tensors the variant reads are created with random contents and a shape that
 // covers every index the variant can read for this problem. `scalars` binds parameters.
 ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
