@@ -345,9 +345,10 @@ BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k,
         "no block mask. Call forward without one",
         state_->variant.name()));
   if (batch < 1 || heads_q < 1 || seq_q < 1 || seq_k < 1 || batch > 65535 || heads_q > 65535)
-    throw UserError(fmt::format("build_block_mask: batch {}, heads_q {}, seq_q {}, seq_k {}; each must be at least 1 "
-                                "(batch and heads_q at most 65535)",
-                                batch, heads_q, seq_q, seq_k));
+    throw UserError(
+        fmt::format("build_block_mask: batch {}, heads_q {}, seq_q {}, seq_k {}; each must be at least 1 "
+                    "(batch and heads_q at most 65535)",
+                    batch, heads_q, seq_q, seq_k));
   check_bindings(state_->variant, bindings);
   AttnjitFwdArgs args{};
   args.batch = batch;

@@ -33,8 +33,7 @@ struct DeviceTensor {
   std::vector<std::int64_t> shape;
   runtime::DeviceBuffer buffer;
   DLTensor view{};
-  DeviceTensor(std::vector<std::int64_t> s, DLDataType dtype)
-      : shape(std::move(s)), buffer(bytes_of(shape, dtype)) {
+  DeviceTensor(std::vector<std::int64_t> s, DLDataType dtype) : shape(std::move(s)), buffer(bytes_of(shape, dtype)) {
     view.data = reinterpret_cast<void*>(buffer.device_pointer());
     view.device = DLDevice{kDLCUDA, 0};
     view.ndim = static_cast<int>(shape.size());
@@ -144,7 +143,8 @@ TEST_F(BlockMaskGpu, TimingOnTheBenchmarkShape) {
   std::mt19937 rng(11);
   const Kernel kernel = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D));
   std::vector<int> ids(static_cast<std::size_t>(B) * S);
-  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int>((i % S) * 3 / S);  // as `attnjit bench --docs 3`
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    ids[i] = static_cast<int>((i % S) * 3 / S);  // as `attnjit bench --docs 3`
   DeviceTensor doc({B, S}, DLDataType{kDLInt, 32, 1});
   doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
   Bindings bindings;
