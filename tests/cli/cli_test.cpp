@@ -15,54 +15,19 @@
 
 #include "dsl/presets.hpp"
 #include "dsl/variant.hpp"
+#include "support/process.hpp"
 
 namespace attnjit {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-// Quotes `s` for the POSIX shell.
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using namespace attnjit::test_support;
 
 // Runs the CLI with `args` (already shell-quoted), capturing stdout and stderr apart.
 CommandResult run_cli(const std::string& args) {
   static int counter = 0;
   const auto err_path = std::filesystem::temp_directory_path() /
                         ("attnjit_cli_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".err");
-  const std::string command = shell_quote(ATTNJIT_CLI_PATH) + " " + args + " 2>" + shell_quote(err_path.string());
-  CommandResult r;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) {
-    ADD_FAILURE() << "popen failed for: " << command;
-    return r;
-  }
-  std::array<char, 4096> buf{};
-  while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = read_file(err_path);
-  std::filesystem::remove(err_path);
-  return r;
+  return run_command(shell_quote(ATTNJIT_CLI_PATH) + " " + args, err_path);
 }
 
 std::vector<std::string> lines_of(const std::string& text) {

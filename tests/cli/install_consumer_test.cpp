@@ -14,20 +14,13 @@
 #include <sstream>
 #include <string>
 
+#include "support/process.hpp"
+
 namespace {
 
-namespace fs = std::filesystem;
+using attnjit::test_support::shell_quote;
 
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
+namespace fs = std::filesystem;
 
 struct Step {
   int exit_code = -1;

@@ -11,32 +11,12 @@
 #include <sstream>
 #include <string>
 
+#include "support/process.hpp"
+
 namespace attnjit {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  bool signaled = false;
-  std::string out;
-  std::string err;
-};
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
+using namespace attnjit::test_support;
 
 class KernelCliTest : public ::testing::Test {
  protected:
@@ -54,22 +34,9 @@ class KernelCliTest : public ::testing::Test {
 
   // Runs the CLI with `args` (shell syntax), its cache in this test's directory.
   CommandResult run(const std::string& args) {
-    const auto err_path = dir_ / ("stderr_" + std::to_string(counter_++));
-    const std::string command = "ATTNJIT_CACHE_DIR=" + shell_quote(cache_dir_.string()) + " " +
-                                shell_quote(ATTNJIT_CLI_PATH) + " " + args + " 2>" + shell_quote(err_path.string());
-    CommandResult r;
-    FILE* pipe = popen(command.c_str(), "r");
-    if (!pipe) {
-      ADD_FAILURE() << "popen failed for: " << command;
-      return r;
-    }
-    std::array<char, 4096> buf{};
-    while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.signaled = WIFSIGNALED(status);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = slurp(err_path);
-    return r;
+    const std::string command =
+        "ATTNJIT_CACHE_DIR=" + shell_quote(cache_dir_.string()) + " " + shell_quote(ATTNJIT_CLI_PATH) + " " + args;
+    return run_command(command, dir_ / ("stderr_" + std::to_string(counter_++)));
   }
 
   std::filesystem::path dir_, cache_dir_;
@@ -134,7 +101,7 @@ TEST_F(KernelCliTest, CompileReportsResourcesThenHitsTheDiskCache) {
 
   // Flip one byte in the middle of the cubin: verify fails and names the key.
   const auto cubin = cache_dir_ / (key + ".cubin");
-  std::string bytes = slurp(cubin);
+  std::string bytes = read_file(cubin);
   ASSERT_GT(bytes.size(), 100u);
   std::filesystem::permissions(cubin, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
                                std::filesystem::perm_options::add);

@@ -12,29 +12,12 @@
 #include <string>
 
 #include "runtime/tuning_db.hpp"
+#include "support/process.hpp"
 
 namespace attnjit {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+using namespace attnjit::test_support;
 
 class TuneCliTest : public ::testing::Test {
  protected:
@@ -49,19 +32,10 @@ class TuneCliTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
   CommandResult run(const std::string& args) {
-    const auto err_path = dir_ / ("stderr_" + std::to_string(counter_++));
     const std::string command = "ATTNJIT_CACHE_DIR=" + shell_quote((dir_ / "cache").string()) +
                                 " ATTNJIT_TUNING_DB=" + shell_quote(db().string()) + " " +
-                                shell_quote(ATTNJIT_CLI_PATH) + " " + args + " 2>" + shell_quote(err_path.string());
-    CommandResult r;
-    FILE* pipe = popen(command.c_str(), "r");
-    if (!pipe) return r;
-    std::array<char, 4096> buf{};
-    while (std::size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.out.append(buf.data(), n);
-    const int status = pclose(pipe);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.err = slurp(err_path);
-    return r;
+                                shell_quote(ATTNJIT_CLI_PATH) + " " + args;
+    return run_command(command, dir_ / ("stderr_" + std::to_string(counter_++)));
   }
   std::filesystem::path db() const { return dir_ / "tuning.sqlite"; }
   std::filesystem::path dir_;
@@ -119,7 +93,7 @@ TEST_F(TuneCliTest, ListExportImport) {
   const auto json = dir_ / "out.json";
   const auto exp = run("tune --export " + shell_quote(json.string()));
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
-  EXPECT_TRUE(contains(slurp(json), "\"variant_hash\": \"0123456789abcdef0123456789abcdef\"")) << slurp(json);
+  EXPECT_TRUE(contains(read_file(json), "\"variant_hash\": \"0123456789abcdef0123456789abcdef\"")) << read_file(json);
 
   const auto other = dir_ / "other.sqlite";
   const auto imp = run("tune --import " + shell_quote(json.string()) + " --db " + shell_quote(other.string()));
@@ -144,7 +118,7 @@ TEST_F(TuneCliTest, CorruptDatabaseIsReportedAndLeftAlone) {
     EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.err;
     EXPECT_TRUE(contains(r.err, db().string())) << r.err;
     EXPECT_TRUE(contains(r.err, "not a SQLite database")) << r.err;
-    EXPECT_EQ(slurp(db()), garbage);
+    EXPECT_EQ(read_file(db()), garbage);
   }
 }
 
