@@ -1,8 +1,10 @@
 // The `attnjit` command-line tool, run as a separate process: help, `variant list`,
 // `variant print`, `variant check`, and its error reporting (exit status and stderr).
 #include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <array>
 #include <cstdio>
@@ -23,11 +25,11 @@ namespace {
 using namespace attnjit::test_support;
 
 // Runs the CLI with `args` (already shell-quoted), capturing stdout and stderr apart.
-CommandResult run_cli(const std::string& args) {
+CommandResult run_cli(const std::string& args, const std::string& environment = "") {
   static int counter = 0;
   const auto err_path = std::filesystem::temp_directory_path() /
                         ("attnjit_cli_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".err");
-  return run_command(shell_quote(ATTNJIT_CLI_PATH) + " " + args, err_path);
+  return run_command(environment + shell_quote(ATTNJIT_CLI_PATH) + " " + args, err_path);
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -137,6 +139,22 @@ TEST(Cli, MissingRequiredOptionFails) {
   const auto r = run_cli("variant print");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE((r.out + r.err).find("--preset"), std::string::npos) << r.out << r.err;
+}
+
+// The README's main job: presets, their text, the reference, and a JIT compile of each.
+TEST(Cli, DemoRunsEndToEnd) {
+  const auto cache = std::filesystem::temp_directory_path() / ("attnjit_demo_cache_" + std::to_string(::getpid()));
+  const auto r = run_cli("demo", "ATTNJIT_CACHE_DIR=" + shell_quote(cache.string()) + " ");
+  std::filesystem::remove_all(cache);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "variant \"causal\";")) << r.out;
+  EXPECT_TRUE(contains(r.out, "mask: kv <= q && q - kv < window;")) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n') > 20, true) << r.out;
+  std::size_t compiled = 0;
+  for (std::size_t at = r.out.find("JIT sm_90a D=64: "); at != std::string::npos;
+       at = r.out.find("JIT sm_90a D=64: ", at + 1))
+    ++compiled;
+  EXPECT_EQ(compiled, 3u) << r.out;
 }
 
 }  // namespace

@@ -1,12 +1,17 @@
 // `attnjit demo`: the end-to-end tour on built-in defaults. It builds a few preset
-// variants, prints their canonical text, and runs the CPU reference on a small problem.
+// variants, prints their canonical text, runs the CPU reference on a small problem, then
+// JIT-compiles each variant's forward kernel with NVRTC (no GPU needed) and, where a GPU
+// is present, runs it against the reference.
 #include <fmt/format.h>
 
 #include <cmath>
 #include <random>
 
 #include "dsl/presets.hpp"
+#include "runtime/attention.hpp"
+#include "runtime/cuda_driver.hpp"
 #include "runtime/dlpack_view.hpp"
+#include "runtime/forward_check.hpp"
 #include "runtime/reference.hpp"
 #include "tools/cli/commands.hpp"
 
@@ -47,8 +52,23 @@ void run_demo() {
     for (int i = 0; i < seq; ++i) fmt::print("{:.4f} ", r.lse_at(0, 0, i));
     fmt::print("\nO[b=0, h=0, q={}, d=0..3]: ", seq - 1);
     for (int d = 0; d < 4; ++d) fmt::print("{:+.4f} ", r.o_at(0, 0, seq - 1, d));
-    fmt::print("\n\n");
+    fmt::print("\n");
+    // The JIT path: codegen + NVRTC for sm_90a (through the kernel cache).
+    const PreparedKernel p = prepare(c.variant, CompileOptions().with_head_dim(64).with_arch("sm_90a"));
+    const auto usage = p.cached.metadata->resources.worst_case();
+    fmt::print("JIT sm_90a D=64: {} ({:.0f} ms), {} registers, {} bytes spilled, cache key {}\n",
+               runtime::to_string(p.cached.source), p.prepare_ms, usage.registers, usage.spill_store_bytes,
+               p.cache_key);
+    if (runtime::Driver::instance().available() && runtime::Driver::instance().device_count() > 0) {
+      const ForwardCheckResult check = check_forward(c.variant, CompileOptions().with_head_dim(64),
+                                                     ForwardProblem{1, 4, 2, 333, 517}, c.bindings, 1);
+      fmt::print("GPU vs reference (B=1 Hq=4 Hkv=2 Sq=333 Sk=517): {}\n", check.summary());
+    }
+    fmt::print("\n");
   }
+  if (!runtime::Driver::instance().available())
+    fmt::print("No GPU here ({}): the kernels were compiled, not run. `attnjit check` runs them on a GPU.\n",
+               runtime::Driver::instance().unavailable_reason());
 }
 
 }  // namespace
