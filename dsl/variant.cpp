@@ -22,6 +22,23 @@ std::string quote(const std::string& s) {
   return out + "\"";
 }
 
+}  // namespace
+
+// Sets `field`, keeping the old value if the variant's declarations then conflict.
+template <class T>
+void Variant::assign_validated(T& field, T value) {
+  T previous = std::move(field);
+  field = std::move(value);
+  try {
+    validate();
+  } catch (...) {
+    field = std::move(previous);
+    throw;
+  }
+}
+
+namespace {
+
 std::string_view layout_name(RopeHook::Layout l) { return l == RopeHook::Layout::Half ? "half" : "interleaved"; }
 
 }  // namespace
@@ -44,14 +61,7 @@ Variant& Variant::with_score_mod(const Expr& score_mod) {
         fmt::format("score_mod must be a float expression, got {} `{}`. A boolean condition belongs in "
                     "mask_mod; a number in score_mod can be made float with to_float(...)",
                     ir::type_name(score_mod.type()), score_mod.str()));
-  Expr previous = score_mod_;
-  score_mod_ = score_mod;
-  try {
-    validate();
-  } catch (...) {
-    score_mod_ = previous;
-    throw;
-  }
+  assign_validated(score_mod_, Expr(score_mod));
   return *this;
 }
 
@@ -61,14 +71,7 @@ Variant& Variant::with_mask_mod(const Expr& mask_mod) {
         fmt::format("mask_mod must be a bool expression, got {} `{}`. Compare it to get a condition, "
                     "e.g. `{} > 0`",
                     ir::type_name(mask_mod.type()), mask_mod.str(), mask_mod.str()));
-  Expr previous = mask_mod_;
-  mask_mod_ = mask_mod;
-  try {
-    validate();
-  } catch (...) {
-    mask_mod_ = previous;
-    throw;
-  }
+  assign_validated(mask_mod_, Expr(mask_mod));
   return *this;
 }
 
@@ -90,14 +93,7 @@ Variant& Variant::with_output_gate(const OutputGateHook& gate) {
     throw UserError(fmt::format("output gate tensor '{}' has dtype {}; allowed: f32, f16, bf16", gate.tensor,
                                 ir::dtype_name(gate.dtype)));
   Tensor check(gate.tensor, gate.dtype, gate.rank);  // validates the name
-  std::optional<OutputGateHook> previous = output_gate_;
-  output_gate_ = gate;
-  try {
-    validate();
-  } catch (...) {
-    output_gate_ = previous;
-    throw;
-  }
+  assign_validated(output_gate_, std::optional<OutputGateHook>(gate));
   return *this;
 }
 

@@ -85,6 +85,9 @@ class Variant {
   void validate() const;
 
  private:
+  template <class T>
+  void assign_validated(T& field, T value);
+
   std::string name_;
   Expr score_mod_;
   Expr mask_mod_;
