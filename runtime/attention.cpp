@@ -152,7 +152,10 @@ runtime::KernelCache& default_kernel_cache() {
   return cache;
 }
 
-PreparedKernel generate(const Variant& variant, const CompileOptions& options) {
+namespace {
+// Codegen plus the cache-key inputs, which prepare() reuses rather than hashing the source twice.
+PreparedKernel generate_with_key_inputs(const Variant& variant, const CompileOptions& options,
+                                        runtime::CacheKeyInputs& inputs) {
   options.validate();
   PreparedKernel p;
   p.config = KernelConfig{options.head_dim, options.dtype, options.resolved_schedule(), resolve_arch(options.arch)};
@@ -160,18 +163,24 @@ PreparedKernel generate(const Variant& variant, const CompileOptions& options) {
     if (auto tuned = find_tuned_schedule(variant, p.config.arch, options.dtype, options.head_dim, *options.shape_hint))
       p.config.schedule = *tuned;
   p.generated = generate_forward(variant, p.config);
-  const auto inputs = runtime::CacheKeyInputs::for_compile(p.generated.body, nvrtc_options(p.config.arch));
+  inputs = runtime::CacheKeyInputs::for_compile(p.generated.body, nvrtc_options(p.config.arch));
   p.cache_key = inputs.key();
   p.source = p.generated.with_header(variant, p.config, p.cache_key);
   return p;
 }
+}  // namespace
+
+PreparedKernel generate(const Variant& variant, const CompileOptions& options) {
+  runtime::CacheKeyInputs inputs;
+  return generate_with_key_inputs(variant, options, inputs);
+}
 
 PreparedKernel prepare(const Variant& variant, const CompileOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  PreparedKernel p = generate(variant, options);
+  runtime::CacheKeyInputs inputs;
+  PreparedKernel p = generate_with_key_inputs(variant, options, inputs);
   runtime::KernelCache& cache = options.cache ? *options.cache : default_kernel_cache();
   const auto nvrtc = nvrtc_options(p.config.arch);
-  const auto inputs = runtime::CacheKeyInputs::for_compile(p.generated.body, nvrtc);
   p.cached = cache.get_or_compile(
       inputs, [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(p.source, nvrtc)); },
       runtime::CacheEntryLabels{variant.text(), p.config.schedule.str()});

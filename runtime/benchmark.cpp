@@ -131,28 +131,13 @@ double mask_density(const Variant& variant, const ForwardProblem& p, const Bindi
   }
   const int batches = uses_b ? p.batch : 1, heads = uses_h ? p.heads_q : 1;
   std::vector<ir::Value> scratch, roots;
+  // Classify every tile once; partial tiles are then evaluated element by element.
   constexpr int tile = 64;
-  // Count the per-element work first; sample rows when it is too much.
-  std::int64_t partial_elements = 0;
-  const int row_step_candidates[] = {1, 4, 16, 64, 256};
-  int row_step = 1;
-  for (int step : row_step_candidates) {
-    row_step = step;
-    partial_elements = 0;
-    for (int b = 0; b < batches; ++b)
-      for (int h = 0; h < heads; ++h)
-        for (int q0 = 0; q0 < p.seq_q; q0 += tile)
-          for (int k0 = 0; k0 < p.seq_k; k0 += tile) {
-            box.b = {b, b};
-            box.h = {h, h};
-            box.q = {q0, std::min(q0 + tile, p.seq_q) - 1};
-            box.kv = {k0, std::min(k0 + tile, p.seq_k) - 1};
-            if (ir::classify_tile(normalized, box) == ir::TileClass::Partial)
-              partial_elements += (box.q.hi - box.q.lo + step) / step * (box.kv.hi - box.kv.lo + 1);
-          }
-    if (partial_elements <= max_evaluations) break;
-  }
-  double admitted = 0, total = 0;
+  struct Tile {
+    ir::IntRange b, h, q, kv;
+    ir::TileClass cls;
+  };
+  std::vector<Tile> tiles;
   for (int b = 0; b < batches; ++b)
     for (int h = 0; h < heads; ++h)
       for (int q0 = 0; q0 < p.seq_q; q0 += tile)
@@ -161,21 +146,37 @@ double mask_density(const Variant& variant, const ForwardProblem& p, const Bindi
           box.h = {h, h};
           box.q = {q0, std::min(q0 + tile, p.seq_q) - 1};
           box.kv = {k0, std::min(k0 + tile, p.seq_k) - 1};
-          const double elements = static_cast<double>(box.q.hi - box.q.lo + 1) * (box.kv.hi - box.kv.lo + 1);
-          total += elements;
-          const auto cls = ir::classify_tile(normalized, box);
-          if (cls == ir::TileClass::Full) admitted += elements;
-          if (cls != ir::TileClass::Partial) continue;
-          double hits = 0, seen = 0;
-          for (std::int64_t q = box.q.lo; q <= box.q.hi; q += row_step)
-            for (std::int64_t kv = box.kv.lo; kv <= box.kv.hi; ++kv) {
-              env.b = b, env.h = h, env.q = q, env.kv = kv;
-              ir::evaluate_program(lowered.program, env, scratch, roots);
-              hits += roots[0].b ? 1 : 0;
-              seen += 1;
-            }
-          admitted += elements * hits / seen;
+          tiles.push_back({box.b, box.h, box.q, box.kv, ir::classify_tile(normalized, box)});
         }
+  // Sample every row_step-th query row of partial tiles when evaluating all would be too much.
+  int row_step = 1;
+  for (int step : {1, 4, 16, 64, 256}) {
+    row_step = step;
+    std::int64_t partial_elements = 0;
+    for (const Tile& t : tiles)
+      if (t.cls == ir::TileClass::Partial)
+        partial_elements += (t.q.hi - t.q.lo + step) / step * (t.kv.hi - t.kv.lo + 1);
+    if (partial_elements <= max_evaluations) break;
+  }
+  double admitted = 0, total = 0;
+  for (const Tile& t : tiles) {
+    const double elements = static_cast<double>(t.q.hi - t.q.lo + 1) * (t.kv.hi - t.kv.lo + 1);
+    total += elements;
+    if (t.cls == ir::TileClass::Full) admitted += elements;
+    if (t.cls != ir::TileClass::Partial) continue;
+    double hits = 0, seen = 0;
+    // Sampled rows start mid-stride (mid-tile when the stride is longer than the tile), so a
+    // diagonal tile is not judged by its first row alone.
+    const std::int64_t first = t.q.lo + std::min<std::int64_t>(row_step / 2, (t.q.hi - t.q.lo) / 2);
+    for (std::int64_t q = first; q <= t.q.hi; q += row_step)
+      for (std::int64_t kv = t.kv.lo; kv <= t.kv.hi; ++kv) {
+        env.b = t.b.lo, env.h = t.h.lo, env.q = q, env.kv = kv;
+        ir::evaluate_program(lowered.program, env, scratch, roots);
+        hits += roots[0].b ? 1 : 0;
+        seen += 1;
+      }
+    admitted += elements * hits / seen;
+  }
   return admitted / total;
 }
 

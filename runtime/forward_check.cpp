@@ -170,6 +170,7 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
 
   ForwardCheckResult r;
   const std::int64_t rows = static_cast<std::int64_t>(p.batch) * p.heads_q * p.seq_q;
+  const auto os = dlpack_strides(o.host.dl());
   for (std::int64_t row = 0; row < rows; ++row) {
     const double ref_lse = ref.lse[static_cast<std::size_t>(row)];
     const double got_lse = lse.host.get(row);
@@ -178,7 +179,6 @@ ForwardCheckResult check_forward(const Variant& variant, const CompileOptions& o
     if (masked ? !(std::isinf(got_lse) && got_lse < 0) : !std::isfinite(got_lse)) ++r.bad_elements;
     if (!masked && std::isfinite(got_lse))
       r.max_lse_error = std::max(r.max_lse_error, std::fabs(got_lse - ref_lse) / std::max(1.0, std::fabs(ref_lse)));
-    const auto os = dlpack_strides(o.host.dl());
     const std::int64_t b = row / (static_cast<std::int64_t>(p.heads_q) * p.seq_q), h = row / p.seq_q % p.heads_q,
                        s = row % p.seq_q;
     for (int d = 0; d < dim; ++d) {

@@ -157,6 +157,7 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
     return x;
   };
   const auto vs = dlpack_strides(v);
+  const auto gs = gate ? dlpack_strides(*gate) : std::vector<std::int64_t>{};
 
   // One (b, h) pair of rows; pairs are independent, so threads split them.
   const auto compute_head = [&](int b, int h, ir::EvalEnv& env, std::vector<ir::Value>& scratch,
@@ -207,7 +208,6 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
       for (int d = 0; d < dim_v; ++d) orow[d] = naive == NaivePrecision::None ? acc[d] / denom : acc[d];
       out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = max_logit + std::log(denom);
       if (gate) {
-        const auto gs = dlpack_strides(*gate);
         for (int d = 0; d < dim_v; ++d) {
           std::int64_t off = b * gs[0] + h * gs[1] + i * gs[2] + (gate->ndim == 4 ? d * gs[3] : 0);
           orow[d] *= 1.0 / (1.0 + std::exp(-load_as_double(*gate, off)));
