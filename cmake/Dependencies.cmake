@@ -32,3 +32,7 @@ endif()
 find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 add_library(attnjit_xxhash INTERFACE)
 target_include_directories(attnjit_xxhash INTERFACE $<BUILD_INTERFACE:${XXHASH_INCLUDE_DIR}>)
+
+# nlohmann-json (nlohmann-json3-dev), header only: cache metadata, tuning export/import and
+# every --json output go through it.
+find_package(nlohmann_json 3 REQUIRED)

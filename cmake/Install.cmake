@@ -7,7 +7,7 @@ install(TARGETS attnjit EXPORT attnjitTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(TARGETS attnjit_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES attnjit.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/attnjit)
-foreach(module dsl compiler compiler/passes runtime)
+foreach(module dsl compiler compiler/passes compiler/codegen runtime/api runtime/driver runtime/cache runtime/reference runtime/tuning)
   file(GLOB headers ${PROJECT_SOURCE_DIR}/${module}/*.hpp)
   install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/attnjit/${module})
 endforeach()

@@ -3,235 +3,9 @@
 
 #include <fmt/format.h>
 
-#include <set>
-#include <unordered_map>
-
-#include "compiler/mask_analysis.hpp"
-#include "compiler/pipeline.hpp"
-#include "compiler/printer.hpp"
-#include "runtime/templates.hpp"
+#include "runtime/driver/templates.hpp"
 
 namespace attnjit {
-namespace {
-
-using ir::Node;
-using ir::NodeRef;
-using ir::Op;
-using ir::Type;
-
-constexpr int kMaxParams = 16;  // ATTNJIT_MAX_PARAMS in templates/abi.h
-constexpr int kMaxTensors = 8;  // ATTNJIT_MAX_TENSORS
-
-std::string c_type(Type t) { return t == Type::Float ? "float" : (t == Type::Int ? "int" : "bool"); }
-
-std::string float_literal(double v) {
-  return ir::format_float_literal(static_cast<double>(static_cast<float>(v))) + "f";
-}
-
-// Emits scalar C expressions for IR nodes; shared nodes are referred to by temporary name.
-class ScalarEmitter {
- public:
-  explicit ScalarEmitter(const ArgumentSlots& slots) : slots_(slots) {}
-
-  std::unordered_map<const Node*, std::string> temporaries;
-
-  std::string expr(const NodeRef& n, bool allow_temporary = true) const {
-    if (allow_temporary) {
-      auto it = temporaries.find(n.get());
-      if (it != temporaries.end()) return it->second;
-    }
-    const auto a = [&](std::size_t i) { return expr(n->args[i]); };
-    switch (n->op) {
-      case Op::ConstBool: return n->int_value ? "true" : "false";
-      case Op::ConstInt: return n->int_value < 0 ? fmt::format("({})", n->int_value) : std::to_string(n->int_value);
-      case Op::ConstFloat:
-        return n->float_value < 0 ? "(" + float_literal(n->float_value) + ")" : float_literal(n->float_value);
-      case Op::Index:
-      case Op::Param: return n->name;
-      case Op::Score: return "score";
-      case Op::TensorRead: {
-        std::string idx;
-        for (std::size_t i = 0; i < n->args.size(); ++i) idx += ", " + a(i);
-        return fmt::format("aj_read_{}({}, aj_offset{}({}{}))", ir::dtype_name(n->tensor_dtype), n->name,
-                           n->args.size(), n->name, idx);
-      }
-      case Op::Neg: return "(-" + a(0) + ")";
-      case Op::Not: return "(!" + a(0) + ")";
-      case Op::Abs: return n->type == Type::Int ? "abs(" + a(0) + ")" : "fabsf(" + a(0) + ")";
-      case Op::Exp: return "expf(" + a(0) + ")";
-      case Op::Exp2: return "exp2f(" + a(0) + ")";
-      case Op::Log: return "logf(" + a(0) + ")";
-      case Op::Log2: return "log2f(" + a(0) + ")";
-      case Op::Tanh: return "aj_tanh(" + a(0) + ")";
-      case Op::Sigmoid: return "aj_sigmoid(" + a(0) + ")";
-      case Op::Sqrt: return "sqrtf(" + a(0) + ")";
-      case Op::Floor: return "floorf(" + a(0) + ")";
-      case Op::ToFloat: return "(float)(" + a(0) + ")";
-      case Op::ToInt: return n->args[0]->type == Type::Bool ? "(int)(" + a(0) + ")" : "aj_to_int(" + a(0) + ")";
-      case Op::Div:
-        if (n->type == Type::Int) return "aj_floordiv(" + a(0) + ", " + a(1) + ")";
-        break;
-      case Op::Mod: return "aj_floormod(" + a(0) + ", " + a(1) + ")";
-      case Op::Min: return (n->type == Type::Int ? "min(" : "fminf(") + a(0) + ", " + a(1) + ")";
-      case Op::Max: return (n->type == Type::Int ? "max(" : "fmaxf(") + a(0) + ", " + a(1) + ")";
-      case Op::Where: return "(" + a(0) + " ? " + a(1) + " : " + a(2) + ")";
-      default: break;
-    }
-    if (ir::is_binary(n->op)) return "(" + a(0) + " " + std::string(ir::op_name(n->op)) + " " + a(1) + ")";
-    throw InternalError(fmt::format("codegen: no scalar form for '{}'", ir::op_name(n->op)));
-  }
-
-  // Declarations of the leaves a body uses: index lengths, parameters and tensors by name.
-  std::string leaf_declarations(const std::vector<NodeRef>& roots, bool interval_form) const {
-    std::set<std::string> lengths;
-    std::set<std::string> params, tensors;
-    for (const auto& n : ir::topological_order(roots)) {
-      if (n->op == Op::Index && (n->name == "q_len" || n->name == "kv_len" || n->name == "num_heads"))
-        lengths.insert(n->name);
-      if (n->op == Op::Param) params.insert(n->name);
-      if (n->op == Op::TensorRead && !interval_form) tensors.insert(n->name);
-    }
-    std::string out;
-    const std::unordered_map<std::string, std::string> length_field = {
-        {"q_len", "args.seq_q"}, {"kv_len", "args.seq_k"}, {"num_heads", "args.heads_q"}};
-    for (const auto& l : lengths)
-      out += interval_form
-                 ? fmt::format("  const AjIv {} = aj_iv({}, {});\n", l, length_field.at(l), length_field.at(l))
-                 : fmt::format("  const int {} = {};\n", l, length_field.at(l));
-    for (std::size_t i = 0; i < slots_.int_params.size(); ++i)
-      if (params.count(slots_.int_params[i].name))
-        out += interval_form ? fmt::format("  const AjIv {0} = aj_iv(args.int_params[{1}], args.int_params[{1}]);\n",
-                                           slots_.int_params[i].name, i)
-                             : fmt::format("  const int {} = args.int_params[{}];\n", slots_.int_params[i].name, i);
-    for (std::size_t i = 0; i < slots_.float_params.size(); ++i)
-      if (params.count(slots_.float_params[i].name))
-        out += interval_form
-                   ? fmt::format("  const AjFv {0} = aj_fv(args.float_params[{1}], args.float_params[{1}]);\n",
-                                 slots_.float_params[i].name, i)
-                   : fmt::format("  const float {} = args.float_params[{}];\n", slots_.float_params[i].name, i);
-    for (std::size_t i = 0; i < slots_.tensors.size(); ++i)
-      if (tensors.count(slots_.tensors[i].name))
-        out += fmt::format("  const AttnjitTensorArg& {} = args.tensors[{}];\n", slots_.tensors[i].name, i);
-    return out;
-  }
-
- private:
-  const ArgumentSlots& slots_;
-};
-
-// One hook body from a straight-line program: temporaries for shared nodes, then the result.
-std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emit) {
-  std::string out;
-  emit.temporaries.clear();
-  int next = 0;
-  // Only temporaries reachable from this root, in program order.
-  std::set<const Node*> reachable;
-  for (const auto& n : ir::topological_order({program.instructions[static_cast<std::size_t>(root)].node}))
-    reachable.insert(n.get());
-  for (int i : program.shared()) {
-    const NodeRef& n = program.instructions[static_cast<std::size_t>(i)].node;
-    if (!reachable.count(n.get()) || i == root) continue;
-    const std::string name = fmt::format("aj_t{}", next++);
-    out += fmt::format("  const {} {} = {};  // {}\n", c_type(n->type), name, emit.expr(n), ir::print_expr(n));
-    emit.temporaries[n.get()] = name;
-  }
-  out += fmt::format("  return {};\n", emit.expr(program.instructions[static_cast<std::size_t>(root)].node));
-  return out;
-}
-
-std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names) {
-  const auto a = [&](std::size_t i) { return names.at(n->args[i].get()); };
-  const Type arg_type = n->args.empty() ? n->type : n->args[0]->type;
-  static const std::unordered_map<Op, int> cmp_code = {{Op::Lt, 0}, {Op::Le, 1}, {Op::Gt, 2},
-                                                       {Op::Ge, 3}, {Op::Eq, 4}, {Op::Ne, 5}};
-  switch (n->op) {
-    case Op::ConstInt: return fmt::format("aj_iv({0}LL, {0}LL)", n->int_value);
-    case Op::ConstFloat: return fmt::format("aj_fv({0}, {0})", ir::format_float_literal(n->float_value));
-    case Op::ConstBool: return n->int_value ? "aj_bv(false, true)" : "aj_bv(true, false)";
-    case Op::Index:
-      if (n->name == "q") return "aj_iv(q_lo, q_hi)";
-      if (n->name == "kv") return "aj_iv(kv_lo, kv_hi)";
-      if (n->name == "b" || n->name == "h") return fmt::format("aj_iv({0}, {0})", n->name);
-      return n->name;  // lengths, declared above
-    case Op::Param: return n->name;
-    case Op::Score: return "aj_fv_unknown()";
-    case Op::TensorRead:
-      return n->type == Type::Int ? "aj_iv_unknown()"
-                                  : (n->type == Type::Float ? "aj_fv_unknown()" : "aj_bv_unknown()");
-    case Op::Not: return "aj_bv_not(" + a(0) + ")";
-    case Op::And: return "aj_bv_and(" + a(0) + ", " + a(1) + ")";
-    case Op::Or: return "aj_bv_or(" + a(0) + ", " + a(1) + ")";
-    case Op::Where:
-      return fmt::format("aj_{}_where({}, {}, {})",
-                         n->type == Type::Int ? "iv" : (n->type == Type::Float ? "fv" : "bv"), a(0), a(1), a(2));
-    case Op::ToFloat: return (arg_type == Type::Int ? "aj_fv_from_int(" : "aj_fv_from_bool(") + a(0) + ")";
-    case Op::ToInt: return (arg_type == Type::Float ? "aj_iv_from_float(" : "aj_iv_from_bool(") + a(0) + ")";
-    default: break;
-  }
-  if (ir::is_comparison(n->op)) {
-    if (arg_type == Type::Bool) return fmt::format("aj_bv_{}({}, {})", n->op == Op::Eq ? "eq" : "ne", a(0), a(1));
-    return fmt::format("aj_{}_cmp({}, {}, {})", arg_type == Type::Int ? "iv" : "fv", cmp_code.at(n->op), a(0), a(1));
-  }
-  if (arg_type == Type::Int) {
-    static const std::unordered_map<Op, std::string> int_ops = {{Op::Neg, "neg"}, {Op::Abs, "abs"}, {Op::Add, "add"},
-                                                                {Op::Sub, "sub"}, {Op::Mul, "mul"}, {Op::Min, "min"},
-                                                                {Op::Max, "max"}, {Op::Div, "div"}, {Op::Mod, "mod"}};
-    auto it = int_ops.find(n->op);
-    if (it == int_ops.end()) return "aj_iv_unknown()";
-    return n->args.size() == 1 ? fmt::format("aj_iv_{}({})", it->second, a(0))
-                               : fmt::format("aj_iv_{}({}, {})", it->second, a(0), a(1));
-  }
-  if (n->op == Op::Neg) return "aj_fv_neg(" + a(0) + ")";
-  if (n->op == Op::Add) return "aj_fv_add(" + a(0) + ", " + a(1) + ")";
-  if (n->op == Op::Sub) return "aj_fv_sub(" + a(0) + ", " + a(1) + ")";
-  return "aj_fv_unknown()";
-}
-
-std::string interval_body(const NodeRef& normalized_mask, const ScalarEmitter& emit) {
-  std::string out = emit.leaf_declarations({normalized_mask}, true);
-  std::unordered_map<const Node*, std::string> names;
-  int next = 0;
-  for (const auto& n : ir::topological_order({normalized_mask})) {
-    if (n->op == Op::Param ||
-        (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
-      names[n.get()] = n->name;
-      continue;
-    }
-    const std::string type = n->type == Type::Int ? "AjIv" : (n->type == Type::Float ? "AjFv" : "AjBv");
-    const std::string name = fmt::format("aj_r{}", next++);
-    out += fmt::format("  const {} {} = {};  // {}\n", type, name, interval_value(n, names), ir::print_expr(n));
-    names[n.get()] = name;
-  }
-  out += fmt::format("  return aj_tile_class_of({});\n", names.at(normalized_mask.get()));
-  return out;
-}
-
-std::string comment_block(const std::string& text, const std::string& prefix) {
-  std::string out;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    out += prefix + text.substr(start, end - start) + "\n";
-    start = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
-
-ArgumentSlots assign_slots(const Variant& variant) {
-  ArgumentSlots slots;
-  for (const auto& p : variant.params()) (p.type == Type::Int ? slots.int_params : slots.float_params).push_back(p);
-  slots.tensors = variant.tensors();
-  if (slots.int_params.size() > kMaxParams || slots.float_params.size() > kMaxParams)
-    throw UserError(fmt::format("variant '{}' has {} int and {} float parameters; at most {} of each are supported",
-                                variant.name(), slots.int_params.size(), slots.float_params.size(), kMaxParams));
-  if (slots.tensors.size() > kMaxTensors)
-    throw UserError(fmt::format("variant '{}' captures {} tensors; at most {} are supported", variant.name(),
-                                slots.tensors.size(), kMaxTensors));
-  return slots;
-}
 
 GeneratedSource generate_forward(const Variant& variant, const KernelConfig& config) {
   config.schedule.validate(config.head_dim);
@@ -249,27 +23,12 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
   out.kernel_name = "attnjit_fwd";
   out.slots = assign_slots(variant);
   out.shared_memory_bytes = config.schedule.shared_memory_bytes(config.head_dim);
-
-  const ir::LoweredExprs lowered = ir::lower(
-      {{"score_mod", variant.score_mod().node(), Type::Float}, {"mask_mod", variant.mask_mod().node(), Type::Bool}});
-  const NodeRef& score = lowered.roots[0].root;
-  const NodeRef& mask = lowered.roots[1].root;
-  const bool has_score_mod = score->op != Op::Score;
-  const bool has_mask = !(mask->op == Op::ConstBool && mask->int_value == 1);
-  const NodeRef normalized = ir::normalize_for_intervals(mask);
-  // A mask that reads a tensor gets its tile classes from the GPU (templates/block_mask.cuh):
-  // interval analysis cannot see through the read. The classes depend on b (h) only when
-  // the mask mentions it, directly or in a tensor index.
-  bool mask_reads_tensor = false;
-  for (const auto& n : ir::topological_order({mask})) {
-    mask_reads_tensor |= n->op == Op::TensorRead;
-    out.block_mask_per_batch |= n->op == Op::Index && n->name == "b";
-    out.block_mask_per_head |= n->op == Op::Index && n->name == "h";
-  }
-  if (!mask_reads_tensor) out.block_mask_per_batch = out.block_mask_per_head = false;
+  const EmittedHooks hooks = emit_hooks(variant, out.slots);
+  const bool mask_reads_tensor = hooks.facts.mask_reads_tensor;
+  out.block_mask_per_batch = mask_reads_tensor && hooks.facts.mask_uses_batch;
+  out.block_mask_per_head = mask_reads_tensor && hooks.facts.mask_uses_head;
   if (mask_reads_tensor) out.block_mask_kernel_name = "attnjit_block_mask";
 
-  ScalarEmitter emit(out.slots);
   std::string& s = out.body;
   s += runtime::load_template("abi.h");
   s += "\n";
@@ -281,32 +40,13 @@ GeneratedSource generate_forward(const Variant& variant, const KernelConfig& con
                    config.head_dim, config.schedule.block_m, config.schedule.block_n, config.schedule.num_warps);
   s += fmt::format("#define AJ_STAGES {}\n#define {} 1\n#define AJ_HAS_SCORE_MOD {}\n#define AJ_HAS_MASK {}\n\n",
                    config.schedule.stages, config.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16",
-                   has_score_mod ? 1 : 0, has_mask ? 1 : 0);
+                   hooks.facts.has_score_mod ? 1 : 0, hooks.facts.has_mask ? 1 : 0);
   if (mask_reads_tensor)
     s += fmt::format(
         "// the mask reads a tensor: tile classes come from attnjit_block_mask (below)\n"
         "#define AJ_HAS_BLOCK_MASK 1\n#define AJ_BLOCK_MASK_PER_BATCH {}\n#define AJ_BLOCK_MASK_PER_HEAD {}\n\n",
         out.block_mask_per_batch ? 1 : 0, out.block_mask_per_head ? 1 : 0);
-
-  s += fmt::format("// score_mod: {}\n", ir::print_expr(score));
-  s += "__device__ __forceinline__ float aj_score_mod(float score, int b, int h, int q, int kv, const AttnjitFwdArgs& "
-       "args) {\n";
-  s += emit.leaf_declarations({score}, false);
-  s += scalar_body(lowered.program, lowered.program.roots[0], emit);
-  s += "}\n\n";
-
-  s += fmt::format("// mask_mod: {}\n", ir::print_expr(mask));
-  s += "__device__ __forceinline__ bool aj_mask_mod(int b, int h, int q, int kv, const AttnjitFwdArgs& args) {\n";
-  s += emit.leaf_declarations({mask}, false);
-  s += scalar_body(lowered.program, lowered.program.roots[1], emit);
-  s += "}\n\n";
-
-  s += fmt::format("// tile class by interval arithmetic over: {}\n", ir::print_expr(normalized));
-  s += "// 0 = empty (skip), 1 = partial (mask per element), 2 = full (no mask)\n";
-  s += "__device__ __forceinline__ int aj_tile_class(int b, int h, int q_lo, int q_hi, int kv_lo, int kv_hi,\n"
-       "                                             const AttnjitFwdArgs& args) {\n";
-  s += interval_body(normalized, emit);
-  s += "}\n\n";
+  s += hooks.source;
   s += runtime::load_template("fwd_sm80.cuh");
   if (mask_reads_tensor) {
     s += "\n";

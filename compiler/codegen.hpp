@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/codegen/hook_emitter.hpp"
 #include "compiler/schedule.hpp"
 #include "dsl/variant.hpp"
 
@@ -21,13 +22,6 @@ struct KernelConfig {
   ElementType dtype = ElementType::BF16;
   Schedule schedule;
   std::string arch = "sm_90a";
-};
-
-// Where each runtime parameter and tensor goes in AttnjitFwdArgs.
-struct ArgumentSlots {
-  std::vector<ParamDecl> int_params;    // args.int_params[i]
-  std::vector<ParamDecl> float_params;  // args.float_params[i]
-  std::vector<TensorDecl> tensors;      // args.tensors[i]
 };
 
 struct GeneratedSource {
@@ -53,8 +47,5 @@ struct GeneratedSource {
 // Throws UserError for what the GPU path cannot do yet (unsupported hooks, too many
 // parameters or tensors, an invalid schedule).
 GeneratedSource generate_forward(const Variant& variant, const KernelConfig& config);
-
-// Slot assignment alone (also used when binding arguments at launch).
-ArgumentSlots assign_slots(const Variant& variant);
 
 }  // namespace attnjit

@@ -59,7 +59,7 @@ TEST(Install, FindPackageConsumerBuildsAndRuns) {
   ASSERT_EQ(install.exit_code, 0) << "cmake --install failed:\n" << install.output;
   EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "attnjit.hpp")) << install.output;
   EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "dsl" / "variant.hpp")) << install.output;
-  EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "runtime" / "reference.hpp")) << install.output;
+  EXPECT_TRUE(fs::exists(prefix / "include" / "attnjit" / "runtime" / "reference" / "reference.hpp")) << install.output;
 
   const fs::path source = fs::path(ATTNJIT_SOURCE_DIR) / "tests" / "install" / "consumer";
   const Step configure = run(cmake + " -S " + shell_quote(source.string()) + " -B " + shell_quote(build.string()) +

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "runtime/tuning_db.hpp"
+#include "runtime/cache/tuning_db.hpp"
 #include "support/process.hpp"
 
 namespace attnjit {

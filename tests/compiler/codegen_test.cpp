@@ -19,7 +19,7 @@
 #include "compiler/error.hpp"
 #include "compiler/ir.hpp"
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
+#include "runtime/api/attention.hpp"
 
 namespace attnjit {
 namespace {

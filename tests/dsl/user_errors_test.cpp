@@ -13,8 +13,8 @@
 #include "dsl/parser.hpp"
 #include "dsl/presets.hpp"
 #include "dsl/variant.hpp"
-#include "runtime/bindings.hpp"
-#include "runtime/dlpack_view.hpp"
+#include "runtime/api/bindings.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 namespace attnjit {
 namespace {

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/dlpack_view.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 namespace attnjit {
 namespace {

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "compiler/error.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 
 namespace attnjit::runtime {
 namespace {

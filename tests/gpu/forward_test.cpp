@@ -8,8 +8,8 @@
 #include <tuple>
 
 #include "dsl/presets.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/forward_check.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/reference/forward_check.hpp"
 
 namespace attnjit {
 namespace {

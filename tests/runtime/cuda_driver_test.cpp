@@ -1,7 +1,7 @@
 // Tests for runtime/cuda_driver that hold on every machine: with no driver (CI, this CPU box)
 // the Driver reports why and every GPU operation fails with that reason; with a driver the
 // device is described sensibly. Kernel loading and launching is in tests/gpu/driver_test.cpp.
-#include "runtime/cuda_driver.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 
 #include <gtest/gtest.h>
 

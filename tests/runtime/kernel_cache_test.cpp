@@ -1,7 +1,7 @@
 // Tests for runtime/kernel_cache: key stability and sensitivity, directory choice and mode,
 // round trips through memory and disk, corruption detection and rebuild, and two processes
 // racing to store the same key. Every test uses its own temporary cache directory.
-#include "runtime/kernel_cache.hpp"
+#include "runtime/cache/kernel_cache.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

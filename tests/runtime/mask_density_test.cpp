@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "dsl/presets.hpp"
-#include "runtime/benchmark.hpp"
+#include "runtime/tuning/benchmark.hpp"
 
 namespace attnjit {
 namespace {

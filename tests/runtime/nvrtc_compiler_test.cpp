@@ -1,5 +1,5 @@
 // Tests for runtime/nvrtc_compiler: NVRTC needs no GPU, so these run on every machine.
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 
 #include <gtest/gtest.h>
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "dsl/presets.hpp"
-#include "runtime/reference.hpp"
+#include "runtime/reference/reference.hpp"
 #include "support/brute_force.hpp"
 
 namespace attnjit {

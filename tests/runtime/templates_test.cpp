@@ -1,6 +1,6 @@
 // Tests for runtime/templates: the embedded table, the ATTNJIT_TEMPLATE_DIR override, errors,
 // and the template-set fingerprint used in the cache key.
-#include "runtime/templates.hpp"
+#include "runtime/driver/templates.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

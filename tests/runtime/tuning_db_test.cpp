@@ -1,6 +1,6 @@
 // The tuning database: keys and buckets, two concurrent writer processes, export/import,
 // a corrupt file (clear error, file untouched), and the compile-time lookup's fallback.
-#include "runtime/tuning_db.hpp"
+#include "runtime/cache/tuning_db.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -13,7 +13,7 @@
 
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
+#include "runtime/api/attention.hpp"
 
 namespace attnjit {
 namespace {

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/dlpack_view.hpp"
-#include "runtime/reference.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/reference/reference.hpp"
 
 namespace attnjit::brute {
 

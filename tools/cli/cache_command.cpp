@@ -9,7 +9,7 @@
 #include <string>
 
 #include "compiler/error.hpp"
-#include "runtime/kernel_cache.hpp"
+#include "runtime/cache/kernel_cache.hpp"
 #include "tools/cli/commands.hpp"
 
 namespace attnjit::cli {

@@ -8,11 +8,11 @@
 #include <random>
 
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/dlpack_view.hpp"
-#include "runtime/forward_check.hpp"
-#include "runtime/reference.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/reference/forward_check.hpp"
+#include "runtime/reference/reference.hpp"
 #include "tools/cli/commands.hpp"
 
 namespace attnjit::cli {

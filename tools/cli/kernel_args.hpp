@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
-#include "runtime/forward_check.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/reference/forward_check.hpp"
 
 namespace attnjit::cli {
 

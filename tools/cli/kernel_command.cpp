@@ -9,9 +9,9 @@
 #include <sstream>
 
 #include "dsl/presets.hpp"
-#include "runtime/attention.hpp"
-#include "runtime/benchmark.hpp"
-#include "runtime/forward_check.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/tuning/benchmark.hpp"
+#include "runtime/reference/forward_check.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/kernel_args.hpp"
 

@@ -9,8 +9,8 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/autotune.hpp"
-#include "runtime/tuning_db.hpp"
+#include "runtime/tuning/autotune.hpp"
+#include "runtime/cache/tuning_db.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/kernel_args.hpp"
 

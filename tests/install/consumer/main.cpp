@@ -2,7 +2,7 @@
 // run the CPU reference on a tiny problem. Exits 0 only when every output is finite and
 // the causal mask held (query 0 sees only key 0, so its output row is V's row 0).
 #include <attnjit.hpp>
-#include <runtime/dlpack_view.hpp>
+#include <runtime/api/dlpack_view.hpp>
 
 #include <cmath>
 #include <cstdio>

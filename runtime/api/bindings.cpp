@@ -1,11 +1,11 @@
 // Runtime bindings (see bindings.hpp).
-#include "runtime/bindings.hpp"
+#include "runtime/api/bindings.hpp"
 
 #include <fmt/format.h>
 
 #include <cmath>
 
-#include "runtime/dlpack_view.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 namespace attnjit {
 

@@ -1,6 +1,6 @@
 // Embedded kernel templates, their development override folder, and their fingerprint.
 // See templates.hpp for why this exists.
-#include "runtime/templates.hpp"
+#include "runtime/driver/templates.hpp"
 
 #include <fmt/format.h>
 

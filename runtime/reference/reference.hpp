@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "dsl/variant.hpp"
-#include "runtime/bindings.hpp"
+#include "runtime/api/bindings.hpp"
 
 namespace attnjit {
 

@@ -1,5 +1,5 @@
 // CPU reference attention (see reference.hpp).
-#include "runtime/reference.hpp"
+#include "runtime/reference/reference.hpp"
 
 #include <fmt/format.h>
 
@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "compiler/pipeline.hpp"
-#include "runtime/dlpack_view.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 namespace attnjit {
 namespace {

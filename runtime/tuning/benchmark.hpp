@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "runtime/attention.hpp"
-#include "runtime/forward_check.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/reference/forward_check.hpp"
 
 namespace attnjit {
 

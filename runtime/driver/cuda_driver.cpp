@@ -1,6 +1,6 @@
 // CUDA driver loaded at run time (dlopen + cuGetProcAddress) and its RAII wrappers.
 // See cuda_driver.hpp for why this exists.
-#include "runtime/cuda_driver.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 
 #include <cudaTypedefs.h>
 #include <dlfcn.h>

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/attention.hpp"
+#include "runtime/api/attention.hpp"
 
 namespace attnjit {
 

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "compiler/schedule_space.hpp"
-#include "runtime/attention.hpp"
-#include "runtime/benchmark.hpp"
-#include "runtime/forward_check.hpp"
-#include "runtime/tuning_db.hpp"
+#include "runtime/api/attention.hpp"
+#include "runtime/tuning/benchmark.hpp"
+#include "runtime/reference/forward_check.hpp"
+#include "runtime/cache/tuning_db.hpp"
 
 namespace attnjit {
 

@@ -1,5 +1,5 @@
 // DLPack helpers (see dlpack_view.hpp).
-#include "runtime/dlpack_view.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 #include <fmt/format.h>
 

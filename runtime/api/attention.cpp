@@ -1,5 +1,5 @@
 // The public GPU API (see attention.hpp): codegen, NVRTC through the cache, load, launch.
-#include "runtime/attention.hpp"
+#include "runtime/api/attention.hpp"
 
 #include <fmt/format.h>
 
@@ -10,8 +10,8 @@
 #include <numbers>
 #include <vector>
 
-#include "runtime/cuda_driver.hpp"
-#include "runtime/dlpack_view.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/api/dlpack_view.hpp"
 #include "templates/abi.h"
 
 namespace attnjit {

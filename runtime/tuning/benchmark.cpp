@@ -1,5 +1,5 @@
 // Forward-kernel benchmark (see benchmark.hpp).
-#include "runtime/benchmark.hpp"
+#include "runtime/tuning/benchmark.hpp"
 
 #include <fmt/format.h>
 
@@ -11,8 +11,8 @@
 #include "compiler/eval.hpp"
 #include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/dlpack_view.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/api/dlpack_view.hpp"
 
 namespace attnjit {
 namespace {

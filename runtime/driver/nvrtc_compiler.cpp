@@ -1,6 +1,6 @@
 // NVRTC wrapper: options, compile, log capture, ptxas report parsing, failure dumps.
 // See nvrtc_compiler.hpp for why this exists.
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 
 #include <fmt/format.h>
 #include <nvrtc.h>

@@ -1,7 +1,7 @@
 // Kernel cache: key hashing, the on-disk entry format (cubin + JSON metadata), atomic commits
 // under a directory lock, checksum verification, and the in-memory map.
 // See kernel_cache.hpp for why this exists.
-#include "runtime/kernel_cache.hpp"
+#include "runtime/cache/kernel_cache.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -23,7 +23,7 @@
 #include <xxhash.h>
 
 #include "compiler/error.hpp"
-#include "runtime/templates.hpp"
+#include "runtime/driver/templates.hpp"
 
 #ifndef ATTNJIT_VERSION
 #define ATTNJIT_VERSION "unknown"

@@ -19,7 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/nvrtc_compiler.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 
 namespace attnjit::runtime {
 

@@ -1,5 +1,5 @@
 // Forward-kernel correctness check against the CPU reference (see forward_check.hpp).
-#include "runtime/forward_check.hpp"
+#include "runtime/reference/forward_check.hpp"
 
 #include <fmt/format.h>
 
@@ -9,9 +9,9 @@
 #include <random>
 
 #include "compiler/mask_analysis.hpp"
-#include "runtime/cuda_driver.hpp"
-#include "runtime/dlpack_view.hpp"
-#include "runtime/reference.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/reference/reference.hpp"
 
 namespace attnjit {
 namespace {

@@ -1,5 +1,5 @@
 // The autotuner (see autotune.hpp).
-#include "runtime/autotune.hpp"
+#include "runtime/tuning/autotune.hpp"
 
 #include <fmt/format.h>
 
@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "compiler/error.hpp"
-#include "runtime/cuda_driver.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 
 namespace attnjit {
 

@@ -1,5 +1,5 @@
 // The tuning database on SQLite (see tuning_db.hpp).
-#include "runtime/tuning_db.hpp"
+#include "runtime/cache/tuning_db.hpp"
 
 #include <fmt/format.h>
 #include <sqlite3.h>
@@ -18,7 +18,7 @@
 #include <variant>
 
 #include "compiler/error.hpp"
-#include "runtime/kernel_cache.hpp"
+#include "runtime/cache/kernel_cache.hpp"
 
 #ifndef ATTNJIT_VERSION
 #define ATTNJIT_VERSION "unknown"

@@ -18,10 +18,10 @@
 #include "compiler/codegen.hpp"
 #include "compiler/schedule.hpp"
 #include "dsl/variant.hpp"
-#include "runtime/bindings.hpp"
-#include "runtime/kernel_cache.hpp"
-#include "runtime/nvrtc_compiler.hpp"
-#include "runtime/tuning_db.hpp"
+#include "runtime/api/bindings.hpp"
+#include "runtime/cache/kernel_cache.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
+#include "runtime/cache/tuning_db.hpp"
 
 namespace attnjit {
 namespace runtime {
@@ -53,7 +53,7 @@ struct CompileOptions {
     return *this;
   }
   // With no explicit schedule, generate/prepare/compile use the tuning database's schedule for
-  // this shape's bucket (runtime/tuning_db.hpp) when there is one.
+  // this shape's bucket (runtime/cache/tuning_db.hpp) when there is one.
   CompileOptions& with_shape_hint(int batch, int heads_q, int heads_kv, int seq_q, int seq_k) {
     shape_hint = ShapeHint{batch, heads_q, heads_kv, seq_q, seq_k};
     return *this;
