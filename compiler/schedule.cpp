@@ -67,4 +67,12 @@ Schedule Schedule::default_for(int head_dim) {
   return Schedule{64, 32, 4, 2};
 }
 
+Knobs Schedule::to_knobs() const {
+  return Knobs{{"block_m", block_m}, {"block_n", block_n}, {"warps", num_warps}, {"stages", stages}};
+}
+
+Schedule Schedule::from_knobs(const Knobs& knobs) {
+  return Schedule{knobs.get("block_m"), knobs.get("block_n"), knobs.get("warps"), knobs.get("stages")};
+}
+
 }  // namespace attnjit

@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "compiler/knobs.hpp"
+
 namespace attnjit {
 
 enum class ElementType { BF16, FP16 };
@@ -42,6 +44,10 @@ struct Schedule {
   // Dynamic shared memory the forward kernel needs (templates/fwd_sm80.cuh's formula).
   int shared_memory_bytes(int head_dim) const;
   std::string str() const;  // "block_m=128 block_n=64 warps=4 stages=1"
+
+  // The fwd_sm80 template's knobs: block_m, block_n, warps, stages.
+  Knobs to_knobs() const;
+  static Schedule from_knobs(const Knobs& knobs);  // InternalError when a knob is missing
 
   // The measured default for a head dimension (docs/kernels.md).
   static Schedule default_for(int head_dim);
