@@ -1,51 +1,37 @@
-// Codegen: lowers a variant plus a kernel configuration to one self-contained CUDA
-// translation unit for NVRTC (no includes, no include path).
-//
-// The unit is: a provenance header (variant text, schedule, cache key), the kernel ABI
-// (templates/abi.h), the helper templates, the configuration macros, three generated hook
-// functions (aj_score_mod, aj_mask_mod, aj_tile_class) that keep the user's names for
-// parameters and tensors, and the kernel template; when the mask reads a tensor, also the
-// block-mask kernel (templates/block_mask.cuh). The generated code is meant to be read.
+// Codegen: the pieces every kernel template assembles its translation unit from, so that
+// no template copies them. A unit is self-contained for NVRTC (no includes, no include
+// path): a provenance header (variant text, template, knobs, cache key), the kernel ABI
+// (templates/abi.h), the shared helpers, the template's configuration macros, the hook
+// prototypes it calls, the hooks generated from the variant (keeping the user's names),
+// a signature check per hook, and the template's kernel sources. The code is meant to be read.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "compiler/codegen/hook_emitter.hpp"
-#include "compiler/schedule.hpp"
-#include "dsl/variant.hpp"
+#include "compiler/kernel_template.hpp"
 
 namespace attnjit {
 
-struct KernelConfig {
-  int head_dim = 128;
-  ElementType dtype = ElementType::BF16;
-  Schedule schedule;
-  std::string arch = "sm_90a";
-};
+// abi.h, common.cuh and hooks.cuh: what every generated unit starts with.
+std::string unit_preamble();
 
-struct GeneratedSource {
-  std::string body;         // everything after the provenance header: what the cache key hashes
-  std::string kernel_name;  // "attnjit_fwd"
-  ArgumentSlots slots;
-  int shared_memory_bytes = 0;
+// `#define NAME VALUE` lines under a comment naming who set them.
+std::string macro_block(const std::string& title, const std::vector<std::pair<std::string, std::string>>& macros);
 
-  // When the mask reads a tensor, the unit also holds a block-mask kernel
-  // (templates/block_mask.cuh) that writes the tile classes the forward kernel reads
-  // through args.tile_classes; empty otherwise. Its buffer is [B', H', q_tiles, kv_tiles]
-  // bytes with B' = batch if block_mask_per_batch else 1, H' = heads_q if
-  // block_mask_per_head else 1 (the classes do not depend on an index the mask never uses).
-  std::string block_mask_kernel_name;
-  bool block_mask_per_batch = false;
-  bool block_mask_per_head = false;
-  bool has_block_mask() const { return !block_mask_kernel_name.empty(); }
+// The template's hook prototypes, the generated hooks, then one static_assert per hook that
+// fails at a readable line when a generated hook's signature drifts from the prototype.
+std::string hook_section(const std::vector<HookPrototype>& prototypes, const EmittedHooks& hooks);
 
-  // The full translation unit: the provenance header (with `cache_key`) followed by body.
-  std::string with_header(const Variant& variant, const KernelConfig& config, const std::string& cache_key) const;
-};
+// The full translation unit: the provenance header followed by unit.body.
+std::string with_provenance(const GeneratedUnit& unit, const Variant& variant, const TemplateRequest& request,
+                            const std::string& cache_key);
 
-// Throws UserError for what the GPU path cannot do yet (unsupported hooks, too many
-// parameters or tensors, an invalid schedule).
-GeneratedSource generate_forward(const Variant& variant, const KernelConfig& config);
+// The hooks every attention template calls (score_mod, mask_mod, tile class).
+std::vector<HookPrototype> attention_hook_prototypes();
+// The row hooks (RoPE at load, the output gate at the epilogue), each under the macro the
+// emitted hooks define (AJ_HAS_ROPE, AJ_HAS_OUTPUT_GATE).
+std::vector<HookPrototype> row_hook_prototypes();
 
 }  // namespace attnjit

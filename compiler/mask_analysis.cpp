@@ -1,14 +1,16 @@
 // Mask analysis by interval arithmetic (see mask_analysis.hpp).
 #include "compiler/mask_analysis.hpp"
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
+#include <cstdint>
 #include <map>
 #include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "compiler/error.hpp"
 #include "compiler/eval.hpp"
+#include "templates/interval.h"
 
 namespace attnjit::ir {
 namespace {
@@ -109,72 +111,42 @@ NodeRef build_affine(const Affine& a) {
   return a.constant == 0 ? sum : make_node(Op::Add, Type::Int, {sum, const_int(a.constant)});
 }
 
-constexpr std::int64_t kIntMin = std::numeric_limits<std::int32_t>::min();
-constexpr std::int64_t kIntMax = std::numeric_limits<std::int32_t>::max();
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// The abstract value of a node over the box: int range, float range, or bool range
-// (lo = false means "can be false", hi = true means "can be true").
+// The abstract value of a node over the box: an int, float or bool range (the types and
+// every operation on them are templates/interval.h, shared with the generated CUDA).
 struct Abstract {
-  std::int64_t ilo = 0, ihi = 0;
-  double flo = 0, fhi = 0;
-  bool can_false = true, can_true = true;
+  AjIv i = aj_iv_unknown();
+  AjFv f = aj_fv_unknown();
+  AjBv b = aj_bv_unknown();
 };
 
-Abstract int_range(std::int64_t lo, std::int64_t hi) {
+Abstract of(AjIv v) {
   Abstract a;
-  a.ilo = std::max(lo, kIntMin);
-  a.ihi = std::min(hi, kIntMax);
-  if (lo < kIntMin || hi > kIntMax) a.ilo = kIntMin, a.ihi = kIntMax;  // may wrap: know nothing
+  a.i = v;
   return a;
 }
-Abstract float_range(double lo, double hi) {
+Abstract of(AjFv v) {
   Abstract a;
-  if (std::isnan(lo) || std::isnan(hi)) lo = -kInf, hi = kInf;
-  a.flo = lo;
-  a.fhi = hi;
+  a.f = v;
   return a;
 }
-Abstract bool_range(bool can_false, bool can_true) {
+Abstract of(AjBv v) {
   Abstract a;
-  a.can_false = can_false;
-  a.can_true = can_true;
+  a.b = v;
   return a;
 }
+Abstract int_range(std::int64_t lo, std::int64_t hi) { return of(aj_iv(lo, hi)); }
 Abstract unknown(Type t) {
-  if (t == Type::Int) return int_range(kIntMin, kIntMax);
-  if (t == Type::Float) return float_range(-kInf, kInf);
-  return bool_range(true, true);
-}
-
-// Comparison outcome from the ranges of lhs - rhs (ints) or the two float ranges.
-Abstract compare(Op op, double alo, double ahi, double blo, double bhi) {
-  if (std::isnan(alo) || std::isnan(ahi) || std::isnan(blo) || std::isnan(bhi)) return bool_range(true, true);
-  bool always = false, never = false;
-  switch (op) {
-    case Op::Lt: always = ahi < blo, never = alo >= bhi; break;
-    case Op::Le: always = ahi <= blo, never = alo > bhi; break;
-    case Op::Gt: always = alo > bhi, never = ahi <= blo; break;
-    case Op::Ge: always = alo >= bhi, never = ahi < blo; break;
-    case Op::Eq: always = alo == ahi && blo == bhi && alo == blo, never = ahi < blo || bhi < alo; break;
-    case Op::Ne: never = alo == ahi && blo == bhi && alo == blo, always = ahi < blo || bhi < alo; break;
-    default: throw InternalError("compare on a non-comparison");
-  }
-  return bool_range(!always, !never);
-}
-
-std::int64_t floor_div(std::int64_t a, std::int64_t b) {
-  std::int64_t q = a / b;
-  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
-  return q;
+  if (t == Type::Int) return of(aj_iv_unknown());
+  if (t == Type::Float) return of(aj_fv_unknown());
+  return of(aj_bv_unknown());
 }
 
 Abstract abstract_op(const Node& n, const std::vector<Abstract>& a, const TileBox& box) {
   const Type arg_type = n.args.empty() ? n.type : n.args[0]->type;
   switch (n.op) {
     case Op::ConstInt: return int_range(n.int_value, n.int_value);
-    case Op::ConstFloat: return float_range(n.float_value, n.float_value);
-    case Op::ConstBool: return bool_range(n.int_value == 0, n.int_value != 0);
+    case Op::ConstFloat: return of(aj_fv(n.float_value, n.float_value));
+    case Op::ConstBool: return of(aj_bv(n.int_value == 0, n.int_value != 0));
     case Op::Score: return unknown(Type::Float);
     case Op::TensorRead: return unknown(n.type);
     case Op::Index: {
@@ -192,83 +164,42 @@ Abstract abstract_op(const Node& n, const std::vector<Abstract>& a, const TileBo
         return it == box.int_params.end() ? unknown(Type::Int) : int_range(it->second, it->second);
       } else {
         auto it = box.float_params.find(n.name);
-        return it == box.float_params.end() ? unknown(Type::Float) : float_range(it->second, it->second);
+        return it == box.float_params.end() ? unknown(Type::Float) : of(aj_fv(it->second, it->second));
       }
-    case Op::Not: return bool_range(a[0].can_true, a[0].can_false);
-    case Op::And: return bool_range(a[0].can_false || a[1].can_false, a[0].can_true && a[1].can_true);
-    case Op::Or: return bool_range(a[0].can_false && a[1].can_false, a[0].can_true || a[1].can_true);
-    case Op::Where: {
-      if (!a[0].can_false) return a[1];
-      if (!a[0].can_true) return a[2];
-      if (n.type == Type::Int) return int_range(std::min(a[1].ilo, a[2].ilo), std::max(a[1].ihi, a[2].ihi));
-      if (n.type == Type::Float) return float_range(std::min(a[1].flo, a[2].flo), std::max(a[1].fhi, a[2].fhi));
-      return bool_range(a[1].can_false || a[2].can_false, a[1].can_true || a[2].can_true);
-    }
-    case Op::ToFloat:
-      if (arg_type == Type::Int) return float_range(static_cast<double>(a[0].ilo), static_cast<double>(a[0].ihi));
-      return float_range(a[0].can_false ? 0.0 : 1.0, a[0].can_true ? 1.0 : 0.0);
-    case Op::ToInt:
-      if (arg_type == Type::Bool) return int_range(a[0].can_false ? 0 : 1, a[0].can_true ? 1 : 0);
-      if (!std::isfinite(a[0].flo) || !std::isfinite(a[0].fhi)) return unknown(Type::Int);
-      return int_range(static_cast<std::int64_t>(std::trunc(a[0].flo)),
-                       static_cast<std::int64_t>(std::trunc(a[0].fhi)));
+    case Op::Not: return of(aj_bv_not(a[0].b));
+    case Op::And: return of(aj_bv_and(a[0].b, a[1].b));
+    case Op::Or: return of(aj_bv_or(a[0].b, a[1].b));
+    case Op::Where:
+      if (n.type == Type::Int) return of(aj_iv_where(a[0].b, a[1].i, a[2].i));
+      if (n.type == Type::Float) return of(aj_fv_where(a[0].b, a[1].f, a[2].f));
+      return of(aj_bv_where(a[0].b, a[1].b, a[2].b));
+    case Op::ToFloat: return of(arg_type == Type::Int ? aj_fv_from_int(a[0].i) : aj_fv_from_bool(a[0].b));
+    case Op::ToInt: return of(arg_type == Type::Bool ? aj_iv_from_bool(a[0].b) : aj_iv_from_float(a[0].f));
     default: break;
   }
   if (is_comparison(n.op)) {
-    if (arg_type == Type::Bool) {  // == / != on bools: decided only when both are decided
-      const bool decided = (a[0].can_false != a[0].can_true) && (a[1].can_false != a[1].can_true);
-      if (!decided) return bool_range(true, true);
-      const bool equal = a[0].can_true == a[1].can_true;
-      const bool result = n.op == Op::Eq ? equal : !equal;
-      return bool_range(!result, result);
-    }
-    if (arg_type == Type::Int)
-      return compare(n.op, static_cast<double>(a[0].ilo), static_cast<double>(a[0].ihi), static_cast<double>(a[1].ilo),
-                     static_cast<double>(a[1].ihi));
-    return compare(n.op, a[0].flo, a[0].fhi, a[1].flo, a[1].fhi);
+    if (arg_type == Type::Bool) return of(n.op == Op::Eq ? aj_bv_eq(a[0].b, a[1].b) : aj_bv_ne(a[0].b, a[1].b));
+    if (arg_type == Type::Int) return of(aj_iv_cmp(interval_comparison(n.op), a[0].i, a[1].i));
+    return of(aj_fv_cmp(interval_comparison(n.op), a[0].f, a[1].f));
   }
   if (arg_type == Type::Int) {
-    const std::int64_t alo = a[0].ilo, ahi = a[0].ihi;
     switch (n.op) {
-      case Op::Neg: return int_range(-ahi, -alo);
-      case Op::Abs:
-        if (alo >= 0) return int_range(alo, ahi);
-        if (ahi <= 0) return int_range(-ahi, -alo);
-        return int_range(0, std::max(-alo, ahi));
-      default: break;
-    }
-    const std::int64_t blo = a[1].ilo, bhi = a[1].ihi;
-    switch (n.op) {
-      case Op::Add: return int_range(alo + blo, ahi + bhi);
-      case Op::Sub: return int_range(alo - bhi, ahi - blo);
-      case Op::Mul: {
-        const std::int64_t p[4] = {alo * blo, alo * bhi, ahi * blo, ahi * bhi};
-        return int_range(*std::min_element(p, p + 4), *std::max_element(p, p + 4));
-      }
-      case Op::Min: return int_range(std::min(alo, blo), std::min(ahi, bhi));
-      case Op::Max: return int_range(std::max(alo, blo), std::max(ahi, bhi));
-      case Op::Div:
-        if (blo != bhi || blo == 0) return unknown(Type::Int);
-        if (blo > 0) return int_range(floor_div(alo, blo), floor_div(ahi, blo));
-        return int_range(floor_div(ahi, blo), floor_div(alo, blo));
-      case Op::Mod:
-        if (blo != bhi || blo <= 0) return unknown(Type::Int);
-        if (floor_div(alo, blo) == floor_div(ahi, blo))
-          return int_range(alo - floor_div(alo, blo) * blo, ahi - floor_div(ahi, blo) * blo);
-        return int_range(0, blo - 1);
+      case Op::Neg: return of(aj_iv_neg(a[0].i));
+      case Op::Abs: return of(aj_iv_abs(a[0].i));
+      case Op::Add: return of(aj_iv_add(a[0].i, a[1].i));
+      case Op::Sub: return of(aj_iv_sub(a[0].i, a[1].i));
+      case Op::Mul: return of(aj_iv_mul(a[0].i, a[1].i));
+      case Op::Min: return of(aj_iv_min(a[0].i, a[1].i));
+      case Op::Max: return of(aj_iv_max(a[0].i, a[1].i));
+      case Op::Div: return of(aj_iv_div(a[0].i, a[1].i));
+      case Op::Mod: return of(aj_iv_mod(a[0].i, a[1].i));
       default: return unknown(Type::Int);
     }
   }
-  // Floats: only what cannot produce NaN from finite-looking bounds.
-  const bool finite0 = std::isfinite(a[0].flo) && std::isfinite(a[0].fhi);
   switch (n.op) {
-    case Op::Neg: return float_range(-a[0].fhi, -a[0].flo);
-    case Op::Add:
-      if (!finite0 || !std::isfinite(a[1].flo) || !std::isfinite(a[1].fhi)) return unknown(Type::Float);
-      return float_range(a[0].flo + a[1].flo, a[0].fhi + a[1].fhi);
-    case Op::Sub:
-      if (!finite0 || !std::isfinite(a[1].flo) || !std::isfinite(a[1].fhi)) return unknown(Type::Float);
-      return float_range(a[0].flo - a[1].fhi, a[0].fhi - a[1].flo);
+    case Op::Neg: return of(aj_fv_neg(a[0].f));
+    case Op::Add: return of(aj_fv_add(a[0].f, a[1].f));
+    case Op::Sub: return of(aj_fv_sub(a[0].f, a[1].f));
     default: return unknown(Type::Float);
   }
 }
@@ -308,15 +239,29 @@ Abstract abstract_value(const NodeRef& root, const TileBox& box) {
 
 IntRange int_range_of(const NodeRef& expr, const TileBox& box) {
   if (expr->type != Type::Int) throw InternalError("int_range_of on a non-int expression");
-  const Abstract r = abstract_value(expr, box);
-  return IntRange{r.ilo, r.ihi};
+  const AjIv r = abstract_value(expr, box).i;
+  return IntRange{r.lo, r.hi};
 }
 
+static_assert(static_cast<int>(TileClass::Empty) == AJ_TILE_EMPTY &&
+                  static_cast<int>(TileClass::Partial) == AJ_TILE_PARTIAL &&
+                  static_cast<int>(TileClass::Full) == AJ_TILE_FULL,
+              "TileClass must match templates/interval.h");
+
 TileClass classify_tile(const NodeRef& normalized_mask, const TileBox& box) {
-  const Abstract r = abstract_value(normalized_mask, box);
-  if (!r.can_true) return TileClass::Empty;
-  if (!r.can_false) return TileClass::Full;
-  return TileClass::Partial;
+  return static_cast<TileClass>(aj_tile_class_of(abstract_value(normalized_mask, box).b));
+}
+
+AjCmp interval_comparison(Op op) {
+  switch (op) {
+    case Op::Lt: return AJ_CMP_LT;
+    case Op::Le: return AJ_CMP_LE;
+    case Op::Gt: return AJ_CMP_GT;
+    case Op::Ge: return AJ_CMP_GE;
+    case Op::Eq: return AJ_CMP_EQ;
+    case Op::Ne: return AJ_CMP_NE;
+    default: throw InternalError("interval_comparison on '" + std::string(op_name(op)) + "', not a comparison");
+  }
 }
 
 }  // namespace attnjit::ir

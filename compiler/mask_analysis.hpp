@@ -7,9 +7,10 @@
 // two affine integer expressions in b, h, q, kv, the lengths and runtime parameters is
 // first rewritten as `sum(coef * var) + c OP 0`, in which each variable appears once, so
 // plain interval arithmetic gives its exact range over the tile. Anything it cannot
-// bound (tensor reads, float arithmetic beyond + - *) makes the answer "partial": the
-// analysis is conservative, never wrong. Codegen emits the same computation as device
-// code (templates/intervals.cuh mirrors the evaluator here operation for operation).
+// bound (tensor reads, float arithmetic beyond + and -) makes the answer "partial": the
+// analysis is conservative, never wrong. The arithmetic itself lives in one header,
+// templates/interval.h, which this analysis includes and codegen pastes into the generated
+// CUDA, so the GPU's per-tile answer (aj_tile_class) is computed by the same code.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,8 @@
 #include <unordered_map>
 
 #include "compiler/ir.hpp"
+
+enum AjCmp : int;  // templates/interval.h: a comparison operator over ranges
 
 namespace attnjit::ir {
 
@@ -43,5 +46,9 @@ IntRange int_range_of(const NodeRef& expr, const TileBox& box);
 
 // Classifies the tile using the normalized mask.
 TileClass classify_tile(const NodeRef& normalized_mask, const TileBox& box);
+
+// The AjCmp (templates/interval.h) that evaluates comparison `op` over ranges (codegen emits
+// its name, aj_cmp_name). InternalError when `op` is not a comparison.
+AjCmp interval_comparison(Op op);
 
 }  // namespace attnjit::ir

@@ -207,6 +207,18 @@ class Parser {
       }
       expect(";");
     }
+    if (rope && !rope->offset_param.empty()) {
+      auto it = decls_.params.find(rope->offset_param);
+      if (it == decls_.params.end())
+        fail_at(src_, rope_offset_param_offset_,
+                fmt::format("rope offset parameter '{}' is not declared; add `param {}: int;`", rope->offset_param,
+                            rope->offset_param));
+      if (it->second != ir::Type::Int)
+        fail_at(src_, rope_offset_param_offset_,
+                fmt::format("rope offset parameter '{}' is declared {}; a position offset must be int, declare "
+                            "`param {}: int;`",
+                            rope->offset_param, ir::type_name(it->second), rope->offset_param));
+    }
     if (rope) {
       try {
         v.with_rope(*rope);
@@ -312,7 +324,7 @@ class Parser {
     rope_offset_ = peek().offset;
     std::set<std::string> keys;
     do {
-      const Token key = expect_ident("a rope setting (theta, dim, layout)");
+      const Token key = expect_ident("a rope setting (theta, dim, layout, offset)");
       if (!keys.insert(key.text).second)
         fail_at(src_, key.offset, fmt::format("rope setting '{}' is given twice", key.text));
       expect("=");
@@ -329,8 +341,17 @@ class Parser {
           fail_at(src_, value.offset,
                   fmt::format("rope layout {} is not allowed; use half or interleaved", describe(value)));
         rope.layout = value.text == "half" ? RopeHook::Layout::Half : RopeHook::Layout::Interleaved;
+      } else if (key.text == "offset") {
+        if (value.kind != Tok::Ident)
+          fail_at(src_, value.offset,
+                  fmt::format("rope offset {} is not allowed; name a declared int parameter, e.g. offset=pos "
+                              "with `param pos: int;` (its value is bound at launch)",
+                              describe(value)));
+        rope.offset_param = value.text;
+        rope_offset_param_offset_ = value.offset;
       } else {
-        fail_at(src_, key.offset, fmt::format("unknown rope setting '{}'; allowed: theta, dim, layout", key.text));
+        fail_at(src_, key.offset,
+                fmt::format("unknown rope setting '{}'; allowed: theta, dim, layout, offset", key.text));
       }
     } while (accept(","));
     return rope;
@@ -468,6 +489,7 @@ class Parser {
   Declarations decls_;
   std::vector<Token> declared_order_;
   std::size_t rope_offset_ = 0;
+  std::size_t rope_offset_param_offset_ = 0;  // where `offset=NAME` names the parameter
 };
 
 }  // namespace

@@ -81,7 +81,12 @@ Variant& Variant::with_rope(const RopeHook& rope) {
   if (rope.rotary_dim < 0 || rope.rotary_dim % 2 != 0)
     throw UserError(
         fmt::format("rope rotary_dim is {}; it must be 0 (whole head) or a positive even number", rope.rotary_dim));
-  rope_ = rope;
+  if (!rope.offset_param.empty() && !is_valid_user_name(rope.offset_param))
+    throw UserError(
+        fmt::format("rope offset parameter name '{}' is not allowed: use an identifier ([A-Za-z_][A-Za-z0-9_]*) "
+                    "that is not a built-in or reserved name, e.g. \"pos\"; or leave it empty for no offset",
+                    rope.offset_param));
+  assign_validated(rope_, std::optional<RopeHook>(rope));
   return *this;
 }
 
@@ -135,6 +140,13 @@ std::vector<ParamDecl> Variant::params() const {
       throw UserError(fmt::format("parameter '{}' is used both as {} and as {}; give each its own name", n->name,
                                   ir::type_name(it->second.type), ir::type_name(n->type)));
   }
+  if (rope_ && !rope_->offset_param.empty()) {
+    auto [it, inserted] = found.emplace(rope_->offset_param, ParamDecl{rope_->offset_param, ir::Type::Int});
+    if (!inserted && it->second.type != ir::Type::Int)
+      throw UserError(
+          fmt::format("parameter '{}' is used both as the rope offset (int) and as {}; give the offset its own name",
+                      rope_->offset_param, ir::type_name(it->second.type)));
+  }
   std::vector<ParamDecl> out;
   for (auto& [name, decl] : found) out.push_back(decl);
   return out;
@@ -174,8 +186,9 @@ std::string Variant::text() const {
   out += fmt::format("score: {};\n", score_mod_.str());
   out += fmt::format("mask: {};\n", mask_mod_.str());
   if (rope_)
-    out += fmt::format("rope: theta={}, dim={}, layout={};\n", ir::format_float_literal(rope_->theta),
-                       rope_->rotary_dim, layout_name(rope_->layout));
+    out +=
+        fmt::format("rope: theta={}, dim={}, layout={}{};\n", ir::format_float_literal(rope_->theta), rope_->rotary_dim,
+                    layout_name(rope_->layout), rope_->offset_param.empty() ? "" : ", offset=" + rope_->offset_param);
   if (output_gate_) out += fmt::format("gate: {};\n", output_gate_->tensor);
   return out;
 }

@@ -16,12 +16,18 @@
 
 namespace attnjit {
 
-// Rotary position embedding applied to Q and K rows as they are loaded.
+// Rotary position embedding applied to Q and K rows as they are loaded. Query row q sits
+// at position q + kv_len - q_len + offset (bottom-right aligned), key row kv at kv + offset;
+// pair j of a row at position p is rotated by p * theta^(-2j / rotary_dim).
 struct RopeHook {
   enum class Layout { Half, Interleaved };  // rotate (x[i], x[i + d/2]) or (x[2i], x[2i + 1])
   double theta = 10000.0;
   int rotary_dim = 0;  // 0: the whole head dimension; else an even number <= head dim
   Layout layout = Layout::Half;
+  // Name of a runtime int parameter added to every position (a decode step's cache length);
+  // empty: no offset. It is one of Variant::params(), bound like any other parameter, so a
+  // new offset never recompiles.
+  std::string offset_param;
   friend bool operator==(const RopeHook&, const RopeHook&) = default;
 };
 
@@ -67,8 +73,9 @@ class Variant {
   const std::optional<RopeHook>& rope() const { return rope_; }
   const std::optional<OutputGateHook>& output_gate() const { return output_gate_; }
 
-  // Parameters and tensors the variant reads, sorted by name. Throws UserError when one
-  // name is used with two different declarations.
+  // Parameters and tensors the variant reads, sorted by name (the RoPE offset parameter and
+  // the gate tensor included). Throws UserError when one name is used with two different
+  // declarations.
   std::vector<ParamDecl> params() const;
   std::vector<TensorDecl> tensors() const;
   bool has_mask() const;  // mask_mod is not the constant true

@@ -9,11 +9,23 @@
 #define ATTNJIT_MAX_PARAMS 16
 #define ATTNJIT_MAX_TENSORS 8
 
-// A captured tensor as the kernel sees it: base pointer and strides in elements.
+// An out-of-range read of a captured tensor in a launch, written by the device into
+// host-mapped memory and reported by the runtime after the launch (Kernel::synchronize, or
+// the next forward call): 0 when clear, else bit 63 set, the tensor slot in bits 40..47,
+// the dimension in bits 32..39 and the index in bits 0..31 (one store, so never torn).
+struct AttnjitErrorRecord {
+  unsigned long long word;
+};
+
+// A captured tensor as the kernel sees it: base pointer and strides in elements. Reads are
+// clamped into the extent; when `error` is set (the host could not prove every read in
+// range), an out-of-range index is also recorded there.
 struct AttnjitTensorArg {
   const void* data;
   long long stride[4];
   int size[4];
+  struct AttnjitErrorRecord* error;
+  int slot;
 };
 
 // Strides are in elements. Q/O: [batch, heads_q, seq_q, head_dim];

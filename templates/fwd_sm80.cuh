@@ -1,8 +1,9 @@
 // attnjit forward attention kernel for sm_80 and newer (FlashAttention-2 structure).
 //
 // Pasted last into the generated translation unit, after abi.h, common.cuh, the
-// configuration macros and the three hook functions (aj_score_mod, aj_mask_mod,
-// aj_tile_class). See docs/kernels.md for the full description.
+// configuration macros and the hook functions (aj_score_mod, aj_mask_mod, aj_tile_class,
+// and the row hooks aj_rope_* / aj_output_gate when on). See docs/kernels.md for the full
+// description.
 //
 // Configuration macros (defined by codegen):
 //   AJ_HEAD_DIM    32, 64, 96, 128, 256
@@ -15,6 +16,12 @@
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1
 //   AJ_HAS_BLOCK_MASK optional, 0/1: the mask reads tensors; tile classes come from
 //                  args.tile_classes (built by templates/block_mask.cuh) when it is non-null
+//   AJ_HAS_ROPE    optional, 0/1: rotate Q and K rows in shared memory once they land
+//                  (hooks aj_rope_inv_freq, aj_rope_q_position, aj_rope_kv_position), with
+//   AJ_ROPE_DIM    rotated dimensions per row (even, <= AJ_HEAD_DIM; default the whole head)
+//   AJ_ROPE_INTERLEAVED 0/1: pairs (j, j + AJ_ROPE_DIM / 2) or (2j, 2j + 1)
+//   AJ_HAS_OUTPUT_GATE optional, 0/1: O *= aj_output_gate(b, h, q, d, args) at the epilogue,
+//   AJ_OUTPUT_GATE_PER_ELEMENT 0/1: one gate per row (rank 3) or per element (rank 4)
 //   AJ_Q_IN_REGS   optional, 0/1: keep the Q fragments in registers for the whole kv loop
 //                  (default: 1 when a warp's Q slice is at most 16 x 128 or 32 x 64
 //                  elements, i.e. (BLOCK_M / NUM_WARPS / 16) * HEAD_DIM <= 128; otherwise
@@ -29,6 +36,7 @@
 // Dynamic shared memory, in bytes (the host computes the same formula):
 //   AJ_SMEM_BYTES = (AJ_BLOCK_M + 2 * AJ_STAGES * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2
 // Rows are padded by 8 elements (16 bytes) so ldmatrix and cp.async are conflict-free.
+// With RoPE, a static table of 3 * AJ_ROPE_DIM / 2 floats (at most 1.5 KiB) comes on top.
 #ifndef ATTNJIT_FWD_SM80_CUH
 #define ATTNJIT_FWD_SM80_CUH
 
@@ -81,6 +89,26 @@
 
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
+#endif
+#ifndef AJ_HAS_ROPE
+#define AJ_HAS_ROPE 0
+#endif
+#if AJ_HAS_ROPE
+#ifndef AJ_ROPE_DIM
+#define AJ_ROPE_DIM AJ_HEAD_DIM
+#endif
+#ifndef AJ_ROPE_INTERLEAVED
+#define AJ_ROPE_INTERLEAVED 0
+#endif
+#if AJ_ROPE_DIM < 2 || AJ_ROPE_DIM % 2 != 0 || AJ_ROPE_DIM > AJ_HEAD_DIM
+#error "attnjit fwd_sm80: AJ_ROPE_DIM (the rope rotary_dim) must be even, at least 2 and at most AJ_HEAD_DIM"
+#endif
+#endif
+#ifndef AJ_HAS_OUTPUT_GATE
+#define AJ_HAS_OUTPUT_GATE 0
+#endif
+#if AJ_HAS_OUTPUT_GATE && !defined(AJ_OUTPUT_GATE_PER_ELEMENT)
+#define AJ_OUTPUT_GATE_PER_ELEMENT 0
 #endif
 
 #define AJ_SMEM_ROW (AJ_HEAD_DIM + 8)
@@ -217,6 +245,210 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[MT][NN][4], int b, in
 }
 #endif
 
+#if AJ_HAS_ROPE
+// ---- RoPE on tiles in shared memory ----------------------------------------------------
+// Pair j of a row at position p turns by the angle p * w_j, w_j = aj_rope_inv_freq(j), in
+// fp32; the rotated row is rounded to the input dtype in place (what a separate RoPE pass
+// would store). Work split: a chunk is RPW consecutive pairs of one row (RPW elements of
+// each half in the Half layout, 2 * RPW adjacent elements in the Interleaved one). When the
+// RCH chunks of a row divide the thread count, thread tid owns chunk tid % RCH of rows
+// tid / RCH + i * RRPI: its frequencies never change, so it takes one sin/cos per pair for
+// its first row and reaches each next row (RRPI positions further) by a complex multiply
+// with (cos, sin)(RRPI * w_j) from a per-CTA table. Otherwise (rotary dims that are not a
+// power of two), every chunk takes its own sin/cos. Shared memory is read and written with
+// plain C++ accesses, so the compiler keeps all of a thread's row loads in flight at once
+// (and keeps them on their side of every __syncthreads).
+constexpr int RD = AJ_ROPE_DIM;
+constexpr int RH = RD / 2;  // rotated pairs per row
+constexpr int RPW = RH % 4 == 0 ? 4 : (RH % 2 == 0 ? 2 : 1);
+constexpr int RCH = RH / RPW;  // chunks per row
+constexpr bool ROPE_STEPPED = NT % RCH == 0;
+constexpr int RRPI = ROPE_STEPPED ? NT / RCH : 1;  // rows between a thread's chunks
+
+// w_j and the rotation by RRPI positions; written once per CTA (rope_init_table), then read-only.
+struct RopeTable {
+  float w[RH];
+  float step_cos[RH];
+  float step_sin[RH];
+};
+__shared__ __align__(16) RopeTable rope_table;
+
+__device__ __forceinline__ void rope_init_table(int tid) {
+  for (int j = tid; j < RH; j += NT) {
+    const float w = aj_rope_inv_freq(j);
+    rope_table.w[j] = w;
+    float sn, cs;
+    sincosf((float)RRPI * w, &sn, &cs);  // RRPI is a power of two: the product is exact
+    rope_table.step_cos[j] = cs;
+    rope_table.step_sin[j] = sn;
+  }
+}
+
+// sin and cos of an fp32 angle: reduction to [-pi, pi] by k * 2pi in two fma (exact for the
+// angles of real positions), then the hardware approximations (abs. error ~1e-6 there).
+__device__ __forceinline__ void rope_sincos(float x, float& s, float& c) {
+  const float k = rintf(x * 0.159154943091895336f);
+  float r = fmaf(k, -6.28318548202514648f, x);  // fl(2 pi)
+  r = fmaf(k, 1.74845553146951715e-7f, r);      // fl(2 pi) - 2 pi
+  asm("sin.approx.ftz.f32 %0, %1;" : "=f"(s) : "f"(r));
+  asm("cos.approx.ftz.f32 %0, %1;" : "=f"(c) : "f"(r));
+}
+
+__device__ __forceinline__ void unpack2(aj_u32 v, float& lo, float& hi) {
+#if defined(AJ_IS_BF16)
+  aj_unpack_bf16x2(v, lo, hi);
+#else
+  aj_unpack_fp16x2(v, lo, hi);
+#endif
+}
+
+// N consecutive 16-bit elements of a row, loaded and stored as one access.
+template <int N>
+struct RopeVec;
+template <>
+struct __align__(16) RopeVec<8> { aj_u32 w[4]; };
+template <>
+struct __align__(8) RopeVec<4> { aj_u32 w[2]; };
+template <>
+struct __align__(4) RopeVec<2> { aj_u32 w[1]; };
+template <>
+struct __align__(2) RopeVec<1> { aj_u16 h; };
+
+template <int N>
+__device__ __forceinline__ void rope_to_float(const RopeVec<N>& v, float (&x)[N]) {
+  if constexpr (N == 1) {
+#if defined(AJ_IS_BF16)
+    x[0] = aj_bf16_to_float(v.h);
+#else
+    x[0] = aj_fp16_to_float(v.h);
+#endif
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) unpack2(v.w[i], x[2 * i], x[2 * i + 1]);
+  }
+}
+template <int N>
+__device__ __forceinline__ RopeVec<N> rope_from_float(const float (&x)[N]) {
+  RopeVec<N> v;
+  if constexpr (N == 1) {
+#if defined(AJ_IS_BF16)
+    v.h = aj_float_to_bf16(x[0]);
+#else
+    v.h = aj_float_to_fp16(x[0]);
+#endif
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) v.w[i] = pack2(x[2 * i], x[2 * i + 1]);
+  }
+  return v;
+}
+
+// One chunk of a row as it sits in shared memory.
+struct RopeChunk {
+#if AJ_ROPE_INTERLEAVED
+  RopeVec<2 * RPW> v;  // elements 2 j0 .. 2 (j0 + RPW) - 1
+#else
+  RopeVec<RPW> lo, hi;  // elements j0 .. j0 + RPW - 1 and their partners RH further
+#endif
+};
+
+__device__ __forceinline__ RopeChunk rope_load(const unsigned char* row, int j0) {
+  RopeChunk c;
+#if AJ_ROPE_INTERLEAVED
+  c.v = *reinterpret_cast<const RopeVec<2 * RPW>*>(row + j0 * 4);
+#else
+  c.lo = *reinterpret_cast<const RopeVec<RPW>*>(row + j0 * 2);
+  c.hi = *reinterpret_cast<const RopeVec<RPW>*>(row + (j0 + RH) * 2);
+#endif
+  return c;
+}
+
+// Rotates chunk `c` (pairs j0 .. j0 + RPW - 1 of `row`) by (cs, sn) and stores it back.
+__device__ __forceinline__ void rope_turn_store(unsigned char* row, int j0, const RopeChunk& c,
+                                                const float (&cs)[RPW], const float (&sn)[RPW]) {
+#if AJ_ROPE_INTERLEAVED
+  float v[2 * RPW];
+  rope_to_float<2 * RPW>(c.v, v);
+#pragma unroll
+  for (int i = 0; i < RPW; ++i) {
+    const float x = v[2 * i], y = v[2 * i + 1];
+    v[2 * i] = x * cs[i] - y * sn[i];
+    v[2 * i + 1] = x * sn[i] + y * cs[i];
+  }
+  *reinterpret_cast<RopeVec<2 * RPW>*>(row + j0 * 4) = rope_from_float<2 * RPW>(v);
+#else
+  float x[RPW], y[RPW];
+  rope_to_float<RPW>(c.lo, x);
+  rope_to_float<RPW>(c.hi, y);
+#pragma unroll
+  for (int i = 0; i < RPW; ++i) {
+    const float xr = x[i] * cs[i] - y[i] * sn[i];
+    y[i] = x[i] * sn[i] + y[i] * cs[i];
+    x[i] = xr;
+  }
+  *reinterpret_cast<RopeVec<RPW>*>(row + j0 * 2) = rope_from_float<RPW>(x);
+  *reinterpret_cast<RopeVec<RPW>*>(row + (j0 + RH) * 2) = rope_from_float<RPW>(y);
+#endif
+}
+
+// Rotates the first RD dimensions of rows [0, ROWS) of the tile at `tile` (shared memory,
+// padded rows of RSB bytes); row r sits at position pos0 + r. Rows past the sequence were
+// zero-filled and stay zero.
+template <int ROWS>
+__device__ __forceinline__ void rope_tile(unsigned char* tile, int pos0, int tid) {
+  if constexpr (ROPE_STEPPED) {
+    constexpr int ITERS = (ROWS + RRPI - 1) / RRPI;
+    const int r0 = tid / RCH;
+    const int j0 = (tid % RCH) * RPW;
+    if (ROWS % RRPI != 0 && r0 >= ROWS) return;
+    unsigned char* first = tile + r0 * RSB;
+    // Every row's chunk first, so the loads are in flight together; then the turns.
+    RopeChunk chunk[ITERS];
+#pragma unroll
+    for (int it = 0; it < ITERS; ++it)
+      if (ROWS % RRPI == 0 || r0 + it * RRPI < ROWS) chunk[it] = rope_load(first + it * RRPI * RSB, j0);
+    float cs[RPW], sn[RPW], step_c[RPW], step_s[RPW];
+    const float p = (float)(pos0 + r0);
+#pragma unroll
+    for (int i = 0; i < RPW; ++i) {
+      rope_sincos(p * rope_table.w[j0 + i], sn[i], cs[i]);
+      step_c[i] = rope_table.step_cos[j0 + i];
+      step_s[i] = rope_table.step_sin[j0 + i];
+    }
+#pragma unroll
+    for (int it = 0; it < ITERS; ++it) {
+      if (ROWS % RRPI == 0 || r0 + it * RRPI < ROWS) rope_turn_store(first + it * RRPI * RSB, j0, chunk[it], cs, sn);
+      if (it + 1 < ITERS) {
+#pragma unroll
+        for (int i = 0; i < RPW; ++i) {
+          const float c2 = cs[i] * step_c[i] - sn[i] * step_s[i];
+          sn[i] = sn[i] * step_c[i] + cs[i] * step_s[i];
+          cs[i] = c2;
+        }
+      }
+    }
+  } else {
+    constexpr int TOTAL = ROWS * RCH;
+    constexpr int ITERS = (TOTAL + NT - 1) / NT;
+#pragma unroll 1
+    for (int it = 0; it < ITERS; ++it) {
+      const int idx = tid + it * NT;
+      if (TOTAL % NT == 0 || idx < TOTAL) {
+        const int r = idx / RCH;
+        const int j0 = (idx % RCH) * RPW;
+        unsigned char* row = tile + r * RSB;
+        const RopeChunk chunk = rope_load(row, j0);
+        const float p = (float)(pos0 + r);
+        float cs[RPW], sn[RPW];
+#pragma unroll
+        for (int i = 0; i < RPW; ++i) rope_sincos(p * rope_table.w[j0 + i], sn[i], cs[i]);
+        rope_turn_store(row, j0, chunk, cs, sn);
+      }
+    }
+  }
+}
+#endif  // AJ_HAS_ROPE
+
 }  // namespace aj_fwd
 
 extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
@@ -290,6 +522,20 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
 #endif
   }
   aj_cp_async_commit();
+
+#if AJ_HAS_ROPE
+  // RoPE: Q and the first K tile turn here, once they have landed; every later K tile turns
+  // at the end of the iteration before the one that uses it (below the loop's last barrier).
+  rope_init_table(tid);
+  if (n < n_tiles) {
+    aj_cp_async_wait<0>();
+    __syncthreads();  // every thread's copies of Q and K(n), and the table, are visible
+    rope_tile<BM>(aj_smem, aj_rope_q_position(q0, args), tid);
+    rope_tile<BN>(aj_smem + BM * RSB, aj_rope_kv_position(n * BN, args), tid);
+    // No barrier here: the next one (before the Q fragments are read into registers, or at
+    // the top of the kv loop) orders these writes before any read of Q or K(n).
+  }
+#endif
 
   // Per-lane ldmatrix offsets (bytes).
   const aj_u32 q_lane = (aj_u32)((warp * WM + (lane & 15)) * RSB + (lane >> 4) * 16);
@@ -474,7 +720,22 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
         }
       }
     }
+#if AJ_HAS_ROPE
+    aj_cp_async_wait<0>();  // K(next), issued a whole tile ago, has landed
+#endif
     __syncthreads();  // this stage may be overwritten by the next prefetch
+#if AJ_HAS_ROPE
+    // Turn K(next) now: its copies are visible (waited above, then the barrier), nothing reads
+    // or writes its buffer until the barrier at the top of the next iteration, and the
+    // prefetch issued there goes to the other stage (2 stages) or to V (1 stage).
+    if (next < n_tiles) {
+#if AJ_STAGES == 2
+      rope_tile<BN>(aj_smem + BM * RSB + (stage ^ 1) * KV_STAGE_BYTES, aj_rope_kv_position(next * BN, args), tid);
+#else
+      rope_tile<BN>(aj_smem + BM * RSB, aj_rope_kv_position(next * BN, args), tid);
+#endif
+    }
+#endif
 
     n = next;
     cls = next_cls;
@@ -503,9 +764,27 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
         const float lse = any ? (row_max[mt][r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
         args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
       }
+#if AJ_HAS_OUTPUT_GATE
+      // O *= sigmoid(gate) in fp32 before the one rounding to the output dtype. Rows past
+      // seq_q are never stored; their reads stay in range.
+      const int qg = q < seq_q ? q : seq_q - 1;
+#if !AJ_OUTPUT_GATE_PER_ELEMENT
+      const float row_gate = aj_output_gate(b, h, qg, 0, args);
+#endif
+#endif
 #pragma unroll
       for (int j = 0; j < ND; ++j) {
-        const aj_u32 packed = pack2(o[mt][j][2 * r] * inv, o[mt][j][2 * r + 1] * inv);
+        float o0 = o[mt][j][2 * r] * inv, o1 = o[mt][j][2 * r + 1] * inv;
+#if AJ_HAS_OUTPUT_GATE
+#if AJ_OUTPUT_GATE_PER_ELEMENT
+        o0 *= aj_output_gate(b, h, qg, j * 8 + 2 * t, args);
+        o1 *= aj_output_gate(b, h, qg, j * 8 + 2 * t + 1, args);
+#else
+        o0 *= row_gate;
+        o1 *= row_gate;
+#endif
+#endif
+        const aj_u32 packed = pack2(o0, o1);
         aj_st_shared_u32(s_q + lrow * RSB + (j * 8 + 2 * t) * 2, packed);
       }
     }

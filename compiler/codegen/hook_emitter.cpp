@@ -3,12 +3,15 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
 #include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/printer.hpp"
+#include "runtime/driver/templates.hpp"
+#include "templates/interval.h"
 
 namespace attnjit {
 namespace {
@@ -20,7 +23,6 @@ using ir::Node;
 using ir::NodeRef;
 using ir::Op;
 using ir::Type;
-
 
 std::string c_type(Type t) { return t == Type::Float ? "float" : (t == Type::Int ? "int" : "bool"); }
 
@@ -142,8 +144,6 @@ std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emi
 std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names) {
   const auto a = [&](std::size_t i) { return names.at(n->args[i].get()); };
   const Type arg_type = n->args.empty() ? n->type : n->args[0]->type;
-  static const std::unordered_map<Op, int> cmp_code = {{Op::Lt, 0}, {Op::Le, 1}, {Op::Gt, 2},
-                                                       {Op::Ge, 3}, {Op::Eq, 4}, {Op::Ne, 5}};
   switch (n->op) {
     case Op::ConstInt: return fmt::format("aj_iv({0}LL, {0}LL)", n->int_value);
     case Op::ConstFloat: return fmt::format("aj_fv({0}, {0})", ir::format_float_literal(n->float_value));
@@ -170,7 +170,8 @@ std::string interval_value(const NodeRef& n, const std::unordered_map<const Node
   }
   if (ir::is_comparison(n->op)) {
     if (arg_type == Type::Bool) return fmt::format("aj_bv_{}({}, {})", n->op == Op::Eq ? "eq" : "ne", a(0), a(1));
-    return fmt::format("aj_{}_cmp({}, {}, {})", arg_type == Type::Int ? "iv" : "fv", cmp_code.at(n->op), a(0), a(1));
+    return fmt::format("aj_{}_cmp({}, {}, {})", arg_type == Type::Int ? "iv" : "fv",
+                       aj_cmp_name(ir::interval_comparison(n->op)), a(0), a(1));
   }
   if (arg_type == Type::Int) {
     static const std::unordered_map<Op, std::string> int_ops = {{Op::Neg, "neg"}, {Op::Abs, "abs"}, {Op::Add, "add"},
@@ -233,6 +234,90 @@ ArgumentSlots assign_slots(const Variant& variant) {
   return slots;
 }
 
+namespace {
+
+// The slot of int parameter `name` in args.int_params (InternalError if slots lack it).
+std::size_t int_param_slot(const ArgumentSlots& slots, const std::string& name) {
+  for (std::size_t i = 0; i < slots.int_params.size(); ++i)
+    if (slots.int_params[i].name == name) return i;
+  throw InternalError(fmt::format("codegen: int parameter '{}' has no argument slot", name));
+}
+
+std::size_t tensor_slot(const ArgumentSlots& slots, const std::string& name) {
+  for (std::size_t i = 0; i < slots.tensors.size(); ++i)
+    if (slots.tensors[i].name == name) return i;
+  throw InternalError(fmt::format("codegen: tensor '{}' has no argument slot", name));
+}
+
+// The row hooks: RoPE on Q and K rows at load and the output gate at the epilogue. The
+// macros say which are on (the template treats an absent macro as off); the functions
+// carry what depends on the variant (theta, the offset parameter's slot, the gate tensor's
+// slot and dtype), the template owns the traversal of its tiles.
+void emit_row_hooks(const Variant& variant, const ArgumentSlots& slots, EmittedHooks& out) {
+  std::string& s = out.source;
+  const auto& rope = variant.rope();
+  out.facts.has_rope = rope.has_value();
+  s += "// ---- row hooks: RoPE on Q and K rows at load, output gate at the epilogue ----\n";
+  if (!rope) {
+    s += "#define AJ_HAS_ROPE 0\n";
+  } else {
+    const bool interleaved = rope->layout == RopeHook::Layout::Interleaved;
+    s += fmt::format("// rope: theta={}, dim={}{}, layout={}, offset={}\n", ir::format_float_literal(rope->theta),
+                     rope->rotary_dim, rope->rotary_dim == 0 ? " (the whole head)" : "",
+                     interleaved ? "interleaved" : "half",
+                     rope->offset_param.empty() ? "none" : rope->offset_param + " (runtime int parameter)");
+    s += "#define AJ_HAS_ROPE 1\n";
+    s += fmt::format("#define AJ_ROPE_DIM {}  // rotated dimensions per row\n",
+                     rope->rotary_dim == 0 ? std::string("AJ_HEAD_DIM") : std::to_string(rope->rotary_dim));
+    s += fmt::format("#define AJ_ROPE_INTERLEAVED {}  // 0: pairs (j, j + AJ_ROPE_DIM / 2); 1: pairs (2j, 2j + 1)\n",
+                     interleaved ? 1 : 0);
+    s += "// Inverse frequency of rotated pair j: theta^(-2j / AJ_ROPE_DIM), in double, rounded once to fp32.\n";
+    s += "__device__ __forceinline__ float aj_rope_inv_freq(int j) {\n";
+    s += fmt::format("  return (float)exp2((double)j * (-2.0 * {:.17g} / AJ_ROPE_DIM));  // log2(theta) = {:.17g}\n",
+                     std::log2(rope->theta), std::log2(rope->theta));
+    s += "}\n";
+    const std::string offset_decl = rope->offset_param.empty()
+                                        ? std::string()
+                                        : fmt::format("  const int {} = args.int_params[{}];\n", rope->offset_param,
+                                                      int_param_slot(slots, rope->offset_param));
+    const std::string plus_offset = rope->offset_param.empty() ? "" : " + " + rope->offset_param;
+    s += "// Absolute positions: query row q sits at q + kv_len - q_len (bottom-right aligned), key row kv at\n";
+    s += fmt::format("// kv{}.\n", rope->offset_param.empty() ? "" : ", both plus the offset parameter");
+    s += "__device__ __forceinline__ int aj_rope_q_position(int q, const AttnjitFwdArgs& args) {\n";
+    s += offset_decl;
+    s += fmt::format("  return q + args.seq_k - args.seq_q{};\n}}\n", plus_offset);
+    s += "__device__ __forceinline__ int aj_rope_kv_position(int kv, const AttnjitFwdArgs& args) {\n";
+    s += offset_decl.empty() ? "  (void)args;\n" : offset_decl;
+    s += fmt::format("  return kv{};\n}}\n", plus_offset);
+  }
+
+  const auto& gate = variant.output_gate();
+  out.facts.has_output_gate = gate.has_value();
+  out.facts.output_gate_per_element = gate && gate->rank == 4;
+  if (!gate) {
+    s += "#define AJ_HAS_OUTPUT_GATE 0\n\n";
+    return;
+  }
+  const std::size_t slot = tensor_slot(slots, gate->tensor);
+  const bool per_element = gate->rank == 4;
+  s += fmt::format("// output gate: O *= sigmoid({}[b, h, q{}]) ({}, rank {})\n", gate->tensor,
+                   per_element ? ", d" : "", ir::dtype_name(gate->dtype), gate->rank);
+  s += "#define AJ_HAS_OUTPUT_GATE 1\n";
+  s += fmt::format("#define AJ_OUTPUT_GATE_PER_ELEMENT {}  // 0: one gate per row (d is ignored); 1: per element\n",
+                   per_element ? 1 : 0);
+  s += "// The factor sigmoid(gate) for output element (b, h, q, d); reads are clamped to the tensor.\n";
+  s += "__device__ __forceinline__ float aj_output_gate(int b, int h, int q, int d, const AttnjitFwdArgs& args) {\n";
+  // The tensor keeps the user's name unless that name is the d argument itself.
+  const std::string t = gate->tensor == "d" ? fmt::format("args.tensors[{}]", slot) : gate->tensor;
+  if (gate->tensor != "d") s += fmt::format("  const AttnjitTensorArg& {} = args.tensors[{}];\n", gate->tensor, slot);
+  if (!per_element) s += "  (void)d;\n";
+  s += fmt::format(
+      "  return aj_sigmoid(aj_read_{}({}, {}));\n}}\n\n", ir::dtype_name(gate->dtype), t,
+      per_element ? fmt::format("aj_offset4({}, b, h, q, d)", t) : fmt::format("aj_offset3({}, b, h, q)", t));
+}
+
+}  // namespace
+
 EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   EmittedHooks out;
   const ir::LoweredExprs lowered = ir::lower(
@@ -252,6 +337,10 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
 
   ScalarEmitter emit(slots);
   std::string& s = out.source;
+  // The interval arithmetic aj_tile_class calls: the header the compile-time analysis
+  // (compiler/mask_analysis.cpp) is built from, pasted whole (include-guarded).
+  s += runtime::load_template("interval.h");
+  s += "\n";
   s += fmt::format("// score_mod: {}\n", ir::print_expr(score));
   s += "__device__ __forceinline__ float aj_score_mod(float score, int b, int h, int q, int kv, const AttnjitFwdArgs& "
        "args) {\n";
@@ -271,6 +360,7 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
        "                                             const AttnjitFwdArgs& args) {\n";
   s += interval_body(normalized, emit);
   s += "}\n\n";
+  emit_row_hooks(variant, slots, out);
   return out;
 }
 

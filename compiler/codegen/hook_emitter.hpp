@@ -1,6 +1,7 @@
 // Hook emission: the variant's score_mod, mask_mod and tile class as CUDA device functions
 // (aj_score_mod, aj_mask_mod, aj_tile_class) with the one index signature every kernel
-// template calls. Shared by all templates, so a hook is generated in exactly one place.
+// template calls, and the row hooks (RoPE at load, the output gate at the epilogue). Shared
+// by all templates, so a hook is generated in exactly one place.
 #pragma once
 
 #include <string>
@@ -23,20 +24,31 @@ ArgumentSlots assign_slots(const Variant& variant);
 
 // What the emitted hooks tell a template about the variant.
 struct HookFacts {
-  bool has_score_mod = false;      // score_mod is not the identity
-  bool has_mask = false;           // mask_mod is not the constant true
-  bool mask_reads_tensor = false;  // tile classes must come from the GPU (block mask)
-  bool mask_uses_batch = false;    // the mask depends on b (directly or through a tensor index)
-  bool mask_uses_head = false;     // ... on h
+  bool has_score_mod = false;            // score_mod is not the identity
+  bool has_mask = false;                 // mask_mod is not the constant true
+  bool mask_reads_tensor = false;        // tile classes must come from the GPU (block mask)
+  bool mask_uses_batch = false;          // the mask depends on b (directly or through a tensor index)
+  bool mask_uses_head = false;           // ... on h
+  bool has_rope = false;                 // AJ_HAS_ROPE: aj_rope_* are emitted
+  bool has_output_gate = false;          // AJ_HAS_OUTPUT_GATE: aj_output_gate is emitted
+  bool output_gate_per_element = false;  // a rank-4 gate (AJ_OUTPUT_GATE_PER_ELEMENT)
 };
 
 struct EmittedHooks {
-  std::string source;  // the three device functions
+  std::string source;  // the device functions and the row-hook macros
   HookFacts facts;
 };
 
 // aj_score_mod, aj_mask_mod and aj_tile_class for `variant`, reading parameters and tensors
-// from `slots` of `const AttnjitFwdArgs& args`.
+// from `slots` of `const AttnjitFwdArgs& args`; then the row hooks, always with their macros
+// (`#define AJ_HAS_ROPE 0/1`, `#define AJ_HAS_OUTPUT_GATE 0/1`) and, when on:
+//   RoPE:  AJ_ROPE_DIM (a number, or AJ_HEAD_DIM for the whole head), AJ_ROPE_INTERLEAVED 0/1,
+//          float aj_rope_inv_freq(int j)                             theta^(-2j / AJ_ROPE_DIM)
+//          int aj_rope_q_position(int q, const AttnjitFwdArgs& args)   q + seq_k - seq_q + offset
+//          int aj_rope_kv_position(int kv, const AttnjitFwdArgs& args) kv + offset
+//   gate:  AJ_OUTPUT_GATE_PER_ELEMENT 0/1 (rank 3 / rank 4),
+//          float aj_output_gate(int b, int h, int q, int d, const AttnjitFwdArgs& args)
+//                                                                    sigmoid(gate[b, h, q(, d)])
 EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots);
 
 // `text` with every line prefixed (for comment blocks in generated code).

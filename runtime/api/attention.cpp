@@ -10,9 +10,12 @@
 #include <numbers>
 #include <vector>
 
-#include "runtime/driver/cuda_driver.hpp"
+#include "compiler/codegen.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/api/read_bounds.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 #include "templates/abi.h"
+#include "templates/block_mask/block_mask_template.hpp"
 
 namespace attnjit {
 namespace {
@@ -21,12 +24,18 @@ double elapsed_ms(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-runtime::DeviceContext& device_context() {
-  static runtime::DeviceContext context(0);  // throws RuntimeFailure (cached by the caller) without a GPU
-  return context;
+// One context per device ordinal, made on first use (RuntimeFailure without a GPU; UserError
+// for an ordinal that does not exist).
+const runtime::DeviceContext& device_context(int ordinal) {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<runtime::DeviceContext>> contexts;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& context = contexts[ordinal];
+  if (!context) context = std::make_unique<runtime::DeviceContext>(ordinal);
+  return *context;
 }
 
-std::string resolve_arch(const std::string& arch) {
+std::string resolve_arch(const std::string& arch, int device) {
   if (arch != "auto") return arch;
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
@@ -34,7 +43,8 @@ std::string resolve_arch(const std::string& arch) {
         fmt::format("arch 'auto' needs a GPU to ask, but the CUDA driver is unavailable: {}. Pass an "
                     "explicit arch (sm_80, sm_86, sm_89, sm_90, sm_90a)",
                     driver.unavailable_reason()));
-  return device_context().properties().arch;
+  const auto& properties = device_context(device).properties();
+  return runtime::choose_auto_arch(properties.compute_major, properties.compute_minor);
 }
 
 runtime::NvrtcCompileOptions nvrtc_options(const std::string& arch) {
@@ -45,10 +55,20 @@ runtime::NvrtcCompileOptions nvrtc_options(const std::string& arch) {
   return o;
 }
 
-void check_4d(const DLTensor& t, const char* name, ElementType dtype) {
+// A tensor on another GPU than the kernel's would be read through a foreign pointer.
+void check_same_device(const DLTensor& t, const std::string& name, int device) {
+  if (t.device.device_id != device)
+    throw UserError(
+        fmt::format("tensor {} is on CUDA device {}, but the kernel was compiled for and loaded on device "
+                    "{}; move the tensor, or compile with CompileOptions::with_device({})",
+                    name, t.device.device_id, device, t.device.device_id));
+}
+
+void check_4d(const DLTensor& t, const char* name, ElementType dtype, int device) {
   if (t.device.device_type != kDLCUDA)
     throw UserError(fmt::format("tensor {} is not in CUDA device memory (DLPack device type {}); move it to the GPU",
                                 name, static_cast<int>(t.device.device_type)));
+  check_same_device(t, name, device);
   if (t.ndim != 4)
     throw UserError(fmt::format("tensor {} has rank {} (shape {}); expected 4: [batch, heads, seq, head_dim]", name,
                                 t.ndim, shape_string(dlpack_shape(t))));
@@ -82,7 +102,7 @@ void copy_strides(const DLTensor& t, long long (&out)[3]) {
 }
 
 // Runtime parameters and captured tensors into their slots of the argument block.
-void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings, AttnjitFwdArgs& args) {
+void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings, AttnjitFwdArgs& args, int device) {
   for (std::size_t i = 0; i < slots.int_params.size(); ++i)
     args.int_params[i] = static_cast<int>(bound_int(bindings, slots.int_params[i].name));
   for (std::size_t i = 0; i < slots.float_params.size(); ++i)
@@ -92,8 +112,11 @@ void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings
     if (t.device.device_type != kDLCUDA)
       throw UserError(
           fmt::format("tensor '{}' is not in CUDA device memory; move it to the GPU", slots.tensors[i].name));
+    check_same_device(t, "'" + slots.tensors[i].name + "'", device);
     const auto strides = dlpack_strides(t);
     args.tensors[i].data = static_cast<const char*>(t.data) + t.byte_offset;
+    args.tensors[i].slot = static_cast<int>(i);
+    args.tensors[i].error = nullptr;  // set by forward when the host cannot prove the reads in range
     for (int d = 0; d < t.ndim; ++d) {
       if (t.shape[d] <= 0)
         throw UserError(fmt::format("tensor '{}' has an empty dimension {}; every extent must be at least 1",
@@ -104,39 +127,6 @@ void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings
   }
 }
 
-// The tile-class buffer of the block-mask kernel: [B', H', q_tiles, kv_tiles] bytes.
-struct BlockMaskLayout {
-  unsigned q_tiles = 0, kv_tiles = 0, planes = 0;  // planes = B' * H'
-  long long stride[3] = {0, 0, 0};                 // bytes; 0 for a dimension of extent 1
-  std::size_t bytes = 0;
-};
-
-BlockMaskLayout block_mask_layout(const PreparedKernel& p, int batch, int heads_q, int seq_q, int seq_k) {
-  BlockMaskLayout l;
-  l.q_tiles = static_cast<unsigned>((seq_q + p.config.schedule.block_m - 1) / p.config.schedule.block_m);
-  l.kv_tiles = static_cast<unsigned>((seq_k + p.config.schedule.block_n - 1) / p.config.schedule.block_n);
-  const long long heads = p.generated.block_mask_per_head ? heads_q : 1;
-  const long long batches = p.generated.block_mask_per_batch ? batch : 1;
-  l.stride[2] = l.kv_tiles;
-  l.stride[1] = p.generated.block_mask_per_head ? static_cast<long long>(l.q_tiles) * l.kv_tiles : 0;
-  l.stride[0] = p.generated.block_mask_per_batch ? heads * l.q_tiles * l.kv_tiles : 0;
-  l.planes = static_cast<unsigned>(batches * heads);
-  l.bytes = static_cast<std::size_t>(batches * heads) * l.q_tiles * l.kv_tiles;
-  return l;
-}
-
-void set_tile_classes(AttnjitFwdArgs& args, CUdeviceptr buffer, const BlockMaskLayout& l) {
-  args.tile_classes = reinterpret_cast<unsigned char*>(buffer);
-  for (int i = 0; i < 3; ++i) args.tile_class_stride[i] = l.stride[i];
-}
-
-// One CTA of 128 threads (AJ_BM_THREADS) per (kv tile, q tile, plane).
-runtime::LaunchConfig block_mask_launch(const BlockMaskLayout& l, void* stream) {
-  runtime::LaunchConfig launch;
-  launch.set_grid(l.kv_tiles, l.q_tiles, l.planes).set_block(128).set_stream(static_cast<CUstream>(stream));
-  return launch;
-}
-
 }  // namespace
 
 void CompileOptions::validate() const {
@@ -144,7 +134,7 @@ void CompileOptions::validate() const {
     throw UserError(fmt::format("head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", head_dim));
   if (arch != "auto" && !runtime::is_supported_architecture(arch))
     throw UserError(fmt::format("arch '{}' is not supported; allowed: auto, sm_80, sm_86, sm_89, sm_90, sm_90a", arch));
-  resolved_schedule().validate(head_dim);
+  if (!template_name.empty()) TemplateRegistry::instance().get(template_name);  // UserError listing the names
 }
 
 runtime::KernelCache& default_kernel_cache() {
@@ -153,19 +143,47 @@ runtime::KernelCache& default_kernel_cache() {
 }
 
 namespace {
+// The template, its knobs (overrides on the tuned or default ones, checked) and the unit.
+TemplateRequest generate_unit(const Variant& variant, const CompileOptions& options, PreparedKernel& p) {
+  TemplateRequest request;
+  request.variant = &variant;
+  request.arch = p.config.arch;
+  request.head_dim = options.head_dim;
+  request.dtype = options.dtype;
+  if (options.shape_hint) {
+    const ShapeHint& h = *options.shape_hint;
+    request.problem = ProblemShape{h.batch, h.heads_q, h.heads_kv, h.seq_q, h.seq_k};
+  }
+  const KernelTemplate& t = TemplateRegistry::instance().select(request, options.template_name);
+  Knobs overrides = options.knobs;
+  if (overrides.empty() && options.shape_hint)  // tuned knobs for this shape bucket, if any
+    if (auto tuned =
+            find_tuned_knobs(variant, t.name(), p.config.arch, options.dtype, options.head_dim, *options.shape_hint)) {
+      overrides = *tuned;
+      p.config.tuned = true;
+    }
+  request.knobs = t.resolve_knobs(request, overrides);
+  const Support ok = t.check_knobs(request.knobs, options.head_dim, max_shared_memory_for_arch(p.config.arch));
+  if (!ok.supported()) throw UserError(fmt::format("template '{}': {}", t.name(), ok.reason()));
+  p.kernel_template = &t;
+  p.config.template_name = t.name();
+  p.config.knobs = request.knobs;
+  p.unit = t.generate(request);
+  return request;
+}
+
 // Codegen plus the cache-key inputs, which prepare() reuses rather than hashing the source twice.
 PreparedKernel generate_with_key_inputs(const Variant& variant, const CompileOptions& options,
                                         runtime::CacheKeyInputs& inputs) {
   options.validate();
   PreparedKernel p;
-  p.config = KernelConfig{options.head_dim, options.dtype, options.resolved_schedule(), resolve_arch(options.arch)};
-  if (!options.schedule && options.shape_hint)  // a tuned schedule for this shape bucket, if any
-    if (auto tuned = find_tuned_schedule(variant, p.config.arch, options.dtype, options.head_dim, *options.shape_hint))
-      p.config.schedule = *tuned;
-  p.generated = generate_forward(variant, p.config);
-  inputs = runtime::CacheKeyInputs::for_compile(p.generated.body, nvrtc_options(p.config.arch));
+  p.config.head_dim = options.head_dim;
+  p.config.dtype = options.dtype;
+  p.config.arch = resolve_arch(options.arch, options.device);
+  const TemplateRequest request = generate_unit(variant, options, p);
+  inputs = runtime::CacheKeyInputs::for_compile(p.unit.body, nvrtc_options(p.config.arch));
   p.cache_key = inputs.key();
-  p.source = p.generated.with_header(variant, p.config, p.cache_key);
+  p.source = with_provenance(p.unit, variant, request, p.cache_key);
   return p;
 }
 }  // namespace
@@ -183,25 +201,69 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options) {
   const auto nvrtc = nvrtc_options(p.config.arch);
   p.cached = cache.get_or_compile(
       inputs, [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(p.source, nvrtc)); },
-      runtime::CacheEntryLabels{variant.text(), p.config.schedule.str()});
+      runtime::CacheEntryLabels{variant.text(), p.config.template_name + " " + p.config.knobs.str()});
   p.prepare_ms = elapsed_ms(start);
   return p;
 }
 
 struct Kernel::State {
   Variant variant;
+  int device = 0;
   std::shared_ptr<const PreparedKernel> prepared;
   std::unique_ptr<runtime::LoadedLibrary> library;
-  std::unique_ptr<runtime::KernelFunction> function;
-  std::unique_ptr<runtime::KernelFunction> block_mask_function;  // null: the mask reads no tensor
+  std::map<std::string, std::unique_ptr<runtime::KernelFunction>> functions;  // by entry-point name
 
-  // Scratch tile classes for forward calls without a prebuilt BlockMask: one buffer per
-  // stream (two streams never share one), grown as needed. A grown-out buffer may still be
-  // read by queued work, so it is kept until the Kernel goes. The mutex covers the lookup
-  // and both launches, so calls from several threads on one stream cannot interleave.
+  // Workspace for forward calls (the block mask's tile classes) without a prebuilt
+  // BlockMask: one buffer per stream (two streams never share one), grown as needed. A
+  // grown-out buffer may still be read by queued work, so it is kept until the Kernel goes.
+  // The mutex covers the lookup and the plan's launches, so calls from several threads on
+  // one stream cannot interleave.
   mutable std::mutex scratch_mutex;
   mutable std::map<CUstream, std::unique_ptr<runtime::DeviceBuffer>> scratch;
   mutable std::vector<std::unique_ptr<runtime::DeviceBuffer>> retired;
+
+  // Where the device records the first out-of-range read of a captured tensor (host-mapped,
+  // so it is read without a copy); used only by launches whose reads the host could not prove.
+  std::unique_ptr<runtime::MappedHostBuffer> error_record;
+
+  // The extents of the tensors bound to the last checked launch, for the report.
+  mutable std::mutex extents_mutex;
+  mutable std::vector<std::vector<std::int64_t>> checked_extents;
+
+  // Throws the recorded out-of-range read, if a finished launch left one, and clears it.
+  void report_recorded_read() const {
+    auto* r = static_cast<volatile AttnjitErrorRecord*>(error_record->host_pointer());
+    const unsigned long long word = r->word;
+    if (word == 0) return;
+    r->word = 0;
+    const int slot = static_cast<int>((word >> 40) & 0xff), dim = static_cast<int>((word >> 32) & 0xff);
+    const int index = static_cast<int>(static_cast<std::uint32_t>(word & 0xffffffffu));
+    const ArgumentSlots& slots = prepared->unit.slots;
+    const std::string tensor = static_cast<std::size_t>(slot) < slots.tensors.size()
+                                   ? slots.tensors[static_cast<std::size_t>(slot)].name
+                                   : "?";
+    std::string extent = "?";
+    {
+      std::lock_guard<std::mutex> lock(extents_mutex);
+      if (static_cast<std::size_t>(slot) < checked_extents.size() &&
+          static_cast<std::size_t>(dim) < checked_extents[static_cast<std::size_t>(slot)].size())
+        extent = std::to_string(checked_extents[static_cast<std::size_t>(slot)][static_cast<std::size_t>(dim)]);
+    }
+    throw UserError(fmt::format(
+        "variant '{}' read captured tensor '{}' at index {} in dimension {}, whose extent is {} (in a launch since "
+        "the last check; the read was clamped, so that launch's output is wrong). Bind a tensor that covers every "
+        "index the variant reads for this problem, or keep the index expression in range",
+        variant.name(), tensor, index, dim, extent));
+  }
+
+  void launch(const KernelLaunch& k, const AttnjitFwdArgs& args, void* stream) const {
+    runtime::LaunchConfig config;
+    config.set_grid(k.grid.x, k.grid.y, k.grid.z)
+        .set_block(k.block.x, k.block.y, k.block.z)
+        .set_dynamic_shared_bytes(static_cast<unsigned>(k.dynamic_shared_bytes))
+        .set_stream(static_cast<CUstream>(stream));
+    runtime::launch(*functions.at(k.kernel), config, args);
+  }
 };
 
 std::size_t BlockMask::size_bytes() const { return buffer_ ? buffer_->size_bytes() : 0; }
@@ -209,14 +271,20 @@ std::uint64_t BlockMask::device_address() const { return buffer_ ? buffer_->devi
 void BlockMask::copy_to_host(void* host, std::size_t bytes) const {
   if (!buffer_ || bytes > buffer_->size_bytes())
     throw UserError(fmt::format("BlockMask::copy_to_host: {} bytes asked, the mask holds {}", bytes, size_bytes()));
-  device_context().make_current();
+  device_context(device_).make_current();
   buffer_->copy_to_host(host, bytes);
 }
 
-void synchronize_device() { device_context().synchronize(); }
+void synchronize_device(int device) { device_context(device).synchronize(); }
 
 const PreparedKernel& Kernel::prepared() const { return *state_->prepared; }
 const Variant& Kernel::variant() const { return state_->variant; }
+int Kernel::device() const { return state_->device; }
+
+void Kernel::synchronize() const {
+  device_context(state_->device).synchronize();
+  state_->report_recorded_read();
+}
 
 Kernel compile(const Variant& variant, const CompileOptions& options) {
   auto& driver = runtime::Driver::instance();
@@ -225,22 +293,28 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
         fmt::format("no CUDA driver: {}; run on a machine with an NVIDIA GPU, or use `prepare` with an "
                     "explicit arch to compile without one",
                     driver.unavailable_reason()));
-  device_context().make_current();
+  options.validate();
+  const runtime::DeviceContext& context = device_context(options.device);
+  context.make_current();
   auto state = std::make_shared<Kernel::State>();
   state->variant = variant;
+  state->device = options.device;
   state->prepared = std::make_shared<const PreparedKernel>(prepare(variant, options));
   const PreparedKernel& p = *state->prepared;
-  const int smem = p.generated.shared_memory_bytes;
-  const int limit = device_context().properties().max_shared_memory_per_block_optin;
-  if (smem > limit)
-    throw UserError(fmt::format("schedule {} needs {} bytes of shared memory; this GPU allows {}. Use smaller tiles",
-                                p.config.schedule.str(), smem, limit));
+  const int limit = context.properties().max_shared_memory_per_block_optin;
+  if (p.unit.max_dynamic_shared_bytes > limit)
+    throw UserError(
+        fmt::format("template {} with knobs {} needs {} bytes of shared memory; device {} ({}) allows "
+                    "{}. Use smaller tiles",
+                    p.config.template_name, p.config.knobs.str(), p.unit.max_dynamic_shared_bytes, options.device,
+                    context.properties().name, limit));
   state->library = std::make_unique<runtime::LoadedLibrary>(*p.cached.cubin);
-  state->function = std::make_unique<runtime::KernelFunction>(state->library->kernel(p.generated.kernel_name));
-  state->function->set_max_dynamic_shared_memory(smem);
-  if (p.generated.has_block_mask())
-    state->block_mask_function =
-        std::make_unique<runtime::KernelFunction>(state->library->kernel(p.generated.block_mask_kernel_name));
+  state->error_record = std::make_unique<runtime::MappedHostBuffer>(sizeof(AttnjitErrorRecord));
+  for (const auto& name : p.unit.kernel_names) {
+    auto function = std::make_unique<runtime::KernelFunction>(state->library->kernel(name));
+    function->set_max_dynamic_shared_memory(p.unit.max_dynamic_shared_bytes);
+    state->functions[name] = std::move(function);
+  }
   Kernel k;
   k.state_ = std::move(state);
   return k;
@@ -250,10 +324,12 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
                      const Bindings& bindings, void* stream, double softmax_scale, const BlockMask* block_mask) const {
   const PreparedKernel& p = *state_->prepared;
   const ElementType dtype = p.config.dtype;
-  check_4d(q, "q", dtype);
-  check_4d(k, "k", dtype);
-  check_4d(v, "v", dtype);
-  check_4d(o, "o", dtype);
+  const int device = state_->device;
+  state_->report_recorded_read();  // an earlier launch's, before anything new is queued
+  check_4d(q, "q", dtype, device);
+  check_4d(k, "k", dtype, device);
+  check_4d(v, "v", dtype, device);
+  check_4d(o, "o", dtype, device);
   const auto qs = dlpack_shape(q), ks = dlpack_shape(k), vs = dlpack_shape(v), os = dlpack_shape(o);
   if (qs[3] != p.config.head_dim)
     throw UserError(fmt::format("q has head_dim {} but the kernel was compiled for {}; compile with head_dim {}", qs[3],
@@ -275,6 +351,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
       throw UserError(fmt::format("lse must be a contiguous f32 CUDA tensor of shape {}; got {} {} on device type {}",
                                   shape_string(want), dlpack_dtype_name(lse->dtype), shape_string(dlpack_shape(*lse)),
                                   static_cast<int>(lse->device.device_type)));
+    check_same_device(*lse, "lse", device);
   }
   check_bindings(state_->variant, bindings);
 
@@ -301,54 +378,55 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
                     softmax_scale));
   args.scale = static_cast<float>(scale);
   args.scale_log2 = static_cast<float>(scale * std::numbers::log2e);
+  bind_variant_arguments(p.unit.slots, bindings, args, device);
 
-  bind_variant_arguments(p.generated.slots, bindings, args);
-
-  runtime::LaunchConfig launch;
-  const unsigned blocks_m =
-      static_cast<unsigned>((args.seq_q + p.config.schedule.block_m - 1) / p.config.schedule.block_m);
-  launch.set_grid(blocks_m, static_cast<unsigned>(args.heads_q), static_cast<unsigned>(args.batch))
-      .set_block(static_cast<unsigned>(p.config.schedule.num_warps * 32))
-      .set_dynamic_shared_bytes(static_cast<unsigned>(p.generated.shared_memory_bytes))
-      .set_stream(static_cast<CUstream>(stream));
-  device_context().make_current();
-  if (!p.generated.has_block_mask()) {
-    runtime::launch(*state_->function, launch, args);
-    return;
+  const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  if (!p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings)) {
+    const auto record = reinterpret_cast<AttnjitErrorRecord*>(state_->error_record->device_pointer());
+    std::vector<std::vector<std::int64_t>> extents;
+    for (std::size_t i = 0; i < p.unit.slots.tensors.size(); ++i) {
+      args.tensors[i].error = record;
+      extents.push_back(dlpack_shape(bindings.tensors().at(p.unit.slots.tensors[i].name)));
+    }
+    std::lock_guard<std::mutex> lock(state_->extents_mutex);
+    state_->checked_extents = std::move(extents);
   }
-  const BlockMaskLayout layout = block_mask_layout(p, args.batch, args.heads_q, args.seq_q, args.seq_k);
-  if (block_mask != nullptr && !block_mask->empty()) {
-    if (block_mask->batch_ != args.batch || block_mask->heads_q_ != args.heads_q || block_mask->seq_q_ != args.seq_q ||
-        block_mask->seq_k_ != args.seq_k || block_mask->block_m_ != p.config.schedule.block_m ||
-        block_mask->block_n_ != p.config.schedule.block_n)
-      throw UserError(fmt::format(
-          "block_mask was built for batch {}, heads_q {}, seq_q {}, seq_k {} with {}x{} tiles; this call has "
-          "batch {}, heads_q {}, seq_q {}, seq_k {} with {}x{} tiles. Build it with this kernel and shape",
-          block_mask->batch_, block_mask->heads_q_, block_mask->seq_q_, block_mask->seq_k_, block_mask->block_m_,
-          block_mask->block_n_, args.batch, args.heads_q, args.seq_q, args.seq_k, p.config.schedule.block_m,
-          p.config.schedule.block_n));
-    set_tile_classes(args, block_mask->buffer_->device_pointer(), layout);
-    runtime::launch(*state_->function, launch, args);
-    return;
-  }
+  const LaunchPlan plan = p.launch_plan(problem);
+  device_context(device).make_current();
   const State& st = *state_;
+  if (plan.workspace_bytes == 0) {
+    for (const auto& launch : plan.kernels) st.launch(launch, args, stream);
+    return;
+  }
+  if (block_mask != nullptr && !block_mask->empty()) {
+    if (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
+        block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
+        block_mask->problem_.seq_k != problem.seq_k || block_mask->size_bytes() < plan.workspace_bytes)
+      throw UserError(fmt::format(
+          "block_mask was built for {} by kernel {}; this call is {} on kernel {}. Build it with "
+          "this kernel and shape",
+          block_mask->problem_.str(), block_mask->built_by_.substr(0, 12), problem.str(), p.cache_key.substr(0, 12)));
+    plan.bind_workspace(args, block_mask->buffer_->device_pointer());
+    for (const auto& launch : plan.kernels)
+      if (launch.role != BlockMaskTemplate::kRole) st.launch(launch, args, stream);
+    return;
+  }
   std::lock_guard<std::mutex> lock(st.scratch_mutex);
   auto& buffer = st.scratch[static_cast<CUstream>(stream)];
-  if (!buffer || buffer->size_bytes() < layout.bytes) {
+  if (!buffer || buffer->size_bytes() < plan.workspace_bytes) {
     if (buffer) st.retired.push_back(std::move(buffer));
-    buffer = std::make_unique<runtime::DeviceBuffer>(layout.bytes);
+    buffer = std::make_unique<runtime::DeviceBuffer>(plan.workspace_bytes);
   }
-  set_tile_classes(args, buffer->device_pointer(), layout);
-  runtime::launch(*st.block_mask_function, block_mask_launch(layout, stream), args);
-  runtime::launch(*st.function, launch, args);
+  plan.bind_workspace(args, buffer->device_pointer());
+  for (const auto& launch : plan.kernels) st.launch(launch, args, stream);
 }
 
-bool Kernel::has_block_mask() const { return state_->prepared->generated.has_block_mask(); }
+bool Kernel::has_block_mask() const { return state_->prepared->unit.facts.mask_reads_tensor; }
 
 BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k, const Bindings& bindings,
                                    void* stream) const {
   const PreparedKernel& p = *state_->prepared;
-  if (!p.generated.has_block_mask())
+  if (!has_block_mask())
     throw UserError(fmt::format(
         "variant '{}' has a mask that reads no tensor; its tile classes come from interval analysis and need "
         "no block mask. Call forward without one",
@@ -365,21 +443,19 @@ BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k,
   args.heads_kv = heads_q;
   args.seq_q = seq_q;
   args.seq_k = seq_k;
-  bind_variant_arguments(p.generated.slots, bindings, args);
-  const BlockMaskLayout layout = block_mask_layout(p, batch, heads_q, seq_q, seq_k);
-  device_context().make_current();
-  auto buffer = std::make_shared<runtime::DeviceBuffer>(layout.bytes);
-  set_tile_classes(args, buffer->device_pointer(), layout);
-  runtime::launch(*state_->block_mask_function, block_mask_launch(layout, stream), args);
+  bind_variant_arguments(p.unit.slots, bindings, args, state_->device);
+  const ProblemShape problem{batch, heads_q, heads_q, seq_q, seq_k};
+  const LaunchPlan plan = p.launch_plan(problem);
+  device_context(state_->device).make_current();
+  auto buffer = std::make_shared<runtime::DeviceBuffer>(plan.workspace_bytes);
+  plan.bind_workspace(args, buffer->device_pointer());
+  for (const auto& launch : plan.kernels)
+    if (launch.role == BlockMaskTemplate::kRole) state_->launch(launch, args, stream);
   BlockMask mask;
   mask.buffer_ = std::move(buffer);
-  mask.batch_ = batch;
-  mask.heads_q_ = heads_q;
-  mask.seq_q_ = seq_q;
-  mask.seq_k_ = seq_k;
-  mask.block_m_ = p.config.schedule.block_m;
-  mask.block_n_ = p.config.schedule.block_n;
-  for (int i = 0; i < 3; ++i) mask.stride_[i] = layout.stride[i];
+  mask.problem_ = problem;
+  mask.built_by_ = p.cache_key;
+  mask.device_ = state_->device;
   return mask;
 }
 

@@ -15,13 +15,14 @@
 #include <optional>
 #include <string>
 
-#include "compiler/codegen.hpp"
+#include "compiler/kernel_template.hpp"
+#include "compiler/knobs.hpp"
 #include "compiler/schedule.hpp"
 #include "dsl/variant.hpp"
 #include "runtime/api/bindings.hpp"
 #include "runtime/cache/kernel_cache.hpp"
-#include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/cache/tuning_db.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 
 namespace attnjit {
 namespace runtime {
@@ -31,10 +32,16 @@ class DeviceBuffer;
 struct CompileOptions {
   int head_dim = 128;
   ElementType dtype = ElementType::BF16;
-  std::string arch = "auto";              // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
-  std::optional<Schedule> schedule;       // empty: the tuned one for shape_hint, else Schedule::default_for(head_dim)
-  std::optional<ShapeHint> shape_hint;    // the shape the kernel will mostly run on: selects a tuned schedule
+  std::string arch = "auto";  // "auto": the current device's; or sm_80, sm_86, sm_89, sm_90, sm_90a
+  // The kernel template (`attnjit templates`); empty: the best one that can implement the
+  // request (TemplateRegistry::select).
+  std::string template_name;
+  // Knob overrides on top of the template's default (or tuned) knobs; unknown names are a
+  // UserError naming the template's knobs.
+  Knobs knobs;
+  std::optional<ShapeHint> shape_hint;    // the shape the kernel will mostly run on: selects tuned knobs
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
+  int device = 0;                         // CUDA device ordinal the kernel is loaded and launched on (and "auto" asks)
 
   CompileOptions& with_head_dim(int v) {
     head_dim = v;
@@ -48,14 +55,24 @@ struct CompileOptions {
     arch = std::move(v);
     return *this;
   }
-  CompileOptions& with_schedule(const Schedule& v) {
-    schedule = v;
+  CompileOptions& with_template(std::string name) {
+    template_name = std::move(name);
     return *this;
   }
-  // With no explicit schedule, generate/prepare/compile use the tuning database's schedule for
-  // this shape's bucket (runtime/cache/tuning_db.hpp) when there is one.
+  CompileOptions& with_knobs(const Knobs& v) {
+    knobs = v;
+    return *this;
+  }
+  // The fwd_sm80 template with exactly this schedule.
+  CompileOptions& with_schedule(const Schedule& v) { return with_template("fwd_sm80").with_knobs(v.to_knobs()); }
+  // With no knob overrides, generate/prepare/compile use the tuning database's knobs for
+  // this shape's bucket (runtime/cache/tuning_db.hpp) when there are some.
   CompileOptions& with_shape_hint(int batch, int heads_q, int heads_kv, int seq_q, int seq_k) {
     shape_hint = ShapeHint{batch, heads_q, heads_kv, seq_q, seq_k};
+    return *this;
+  }
+  CompileOptions& with_device(int ordinal) {
+    device = ordinal;
     return *this;
   }
   CompileOptions& with_cache(runtime::KernelCache* v) {
@@ -64,17 +81,29 @@ struct CompileOptions {
   }
 
   void validate() const;  // UserError naming the field, value, allowed set
-  Schedule resolved_schedule() const { return schedule ? *schedule : Schedule::default_for(head_dim); }
+};
+
+// What a kernel was built for: the resolved target, template and knobs.
+struct KernelConfig {
+  int head_dim = 128;
+  ElementType dtype = ElementType::BF16;
+  std::string arch;
+  std::string template_name;
+  Knobs knobs;
+  bool tuned = false;  // the knobs came from the tuning database
 };
 
 // Generated and compiled, not yet loaded: what `attnjit emit/compile` print.
 struct PreparedKernel {
   KernelConfig config;
-  GeneratedSource generated;
+  const KernelTemplate* kernel_template = nullptr;  // from TemplateRegistry, lives forever
+  GeneratedUnit unit;
   std::string source;  // the full translation unit, provenance header included
   std::string cache_key;
   runtime::CacheLookupResult cached;  // cubin + metadata + where it came from
   double prepare_ms = 0;              // codegen + cache lookup (+ NVRTC on a miss)
+
+  LaunchPlan launch_plan(const ProblemShape& problem) const { return kernel_template->launch_plan(unit, problem); }
 };
 
 // Codegen only (no NVRTC). `arch` must be explicit.
@@ -93,22 +122,29 @@ class BlockMask {
   bool empty() const { return buffer_ == nullptr; }
   std::size_t size_bytes() const;
   // The tile classes: [B', H', q_tiles, kv_tiles] bytes (0 empty, 1 partial, 2 full), B' = batch
-  // or 1, H' = heads_q or 1 (GeneratedSource::block_mask_per_batch / _per_head).
+  // or 1, H' = heads_q or 1 (templates/block_mask/block_mask_template.hpp).
   std::uint64_t device_address() const;
   void copy_to_host(void* host, std::size_t bytes) const;  // synchronous; for tests and inspection
 
  private:
   friend class Kernel;
   std::shared_ptr<const runtime::DeviceBuffer> buffer_;
-  int batch_ = 0, heads_q_ = 0, seq_q_ = 0, seq_k_ = 0;
-  int block_m_ = 0, block_n_ = 0;
-  long long stride_[3] = {0, 0, 0};
+  ProblemShape problem_;
+  int device_ = 0;
+  std::string built_by_;  // the cache key of the kernel that built it
 };
 
 class Kernel {
  public:
   const PreparedKernel& prepared() const;
   const Variant& variant() const;
+  int device() const;  // the CUDA device ordinal it was loaded on
+
+  // Waits for the device, then reports (UserError naming the tensor, dimension, index and
+  // extent) an out-of-range read of a captured tensor by a launch since the last check. Such
+  // reads are recorded only where the host could not prove every read in range; forward
+  // also reports a finished launch's record before it queues another.
+  void synchronize() const;
 
   // q: [B, Hq, Sq, D], k/v: [B, Hkv, Sk, D] (any strides with the last one 1 and rows
   // 16-byte aligned; BSHD layouts are views with permuted strides), o like q, lse
@@ -137,10 +173,11 @@ class Kernel {
   std::shared_ptr<const State> state_;
 };
 
-// Prepares and loads on the current device (device 0's primary context).
+// Prepares and loads on device `options.device` (its primary context); every launch goes there
+// and every tensor must live there.
 Kernel compile(const Variant& variant, const CompileOptions& options = {});
 
-// Waits for all work on attnjit's device; a failed kernel surfaces here as RuntimeFailure.
-void synchronize_device();
+// Waits for all work on a device; a failed kernel surfaces here as RuntimeFailure.
+void synchronize_device(int device = 0);
 
 }  // namespace attnjit

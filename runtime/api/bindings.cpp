@@ -13,6 +13,10 @@ Bindings& Bindings::set(const std::string& name, int value) {
   scalars_[name] = static_cast<std::int64_t>(value);
   return *this;
 }
+Bindings& Bindings::set(const std::string& name, std::int64_t value) {
+  scalars_[name] = value;  // an int parameter outside int32 is refused by check_bindings
+  return *this;
+}
 Bindings& Bindings::set(const std::string& name, double value) {
   scalars_[name] = value;
   return *this;
@@ -24,7 +28,14 @@ Bindings& Bindings::set(const std::string& name, const DLTensor& tensor) {
 
 std::int64_t bound_int(const Bindings& bindings, const std::string& name) {
   const auto& v = bindings.scalars().at(name);
-  if (const auto* i = std::get_if<std::int64_t>(&v)) return *i;
+  if (const auto* i = std::get_if<std::int64_t>(&v)) {
+    if (*i < INT32_MIN || *i > INT32_MAX)
+      throw UserError(
+          fmt::format("parameter '{}' is int and was bound to {}, outside the 32-bit range [{}, {}] the "
+                      "kernels compute in; bind a value in that range",
+                      name, *i, INT32_MIN, INT32_MAX));
+    return *i;
+  }
   const double d = std::get<double>(v);
   if (d != std::floor(d) || std::fabs(d) > 2147483647.0)
     throw UserError(fmt::format("parameter '{}' is int but was bound to {}; bind a 32-bit integer", name, d));

@@ -17,6 +17,7 @@ namespace attnjit {
 class Bindings {
  public:
   Bindings& set(const std::string& name, int value);
+  Bindings& set(const std::string& name, std::int64_t value);  // int params must fit int32 (check_bindings)
   Bindings& set(const std::string& name, double value);
   Bindings& set(const std::string& name, const DLTensor& tensor);  // a non-owning view
 

@@ -8,10 +8,13 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,329 +48,129 @@ bool is_key(std::string_view text) {
   return text.size() == 32 && text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
-// ---- JSON: a writer and a small reader, enough for the metadata file -------------------
+// ---- metadata <-> JSON (nlohmann-json) ------------------------------------------------
 
-void append_json_string(std::string& out, std::string_view text) {
-  out += '"';
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<unsigned char>(c));
-        else
-          out += c;
-    }
-  }
-  out += '"';
-}
+using Json = nlohmann::json;
 
-struct JsonValue {
-  enum class Kind { Null, Bool, Number, String, Array, Object } kind = Kind::Null;
-  bool boolean = false;
-  std::string text;  // string content, or the number's literal text
-  std::vector<JsonValue> items;
-  std::vector<std::pair<std::string, JsonValue>> members;
-
-  const JsonValue* member(std::string_view name) const {
-    for (const auto& [key, value] : members)
-      if (key == name) return &value;
-    return nullptr;
-  }
-};
-
-class JsonReader {
- public:
-  explicit JsonReader(std::string_view text) : text_(text) {}
-
-  JsonValue parse_document() {
-    JsonValue value = parse_value(0);
-    skip_space();
-    if (at_ < text_.size()) fail("trailing characters after the JSON value");
-    return value;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error(fmt::format("{} at offset {}", what, at_));
-  }
-  void skip_space() {
-    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\r' || text_[at_] == '\t'))
-      ++at_;
-  }
-  char peek() {
-    skip_space();
-    if (at_ >= text_.size()) fail("unexpected end of file");
-    return text_[at_];
-  }
-  void expect(char c) {
-    if (peek() != c) fail(fmt::format("expected '{}'", c));
-    ++at_;
-  }
-  bool take_word(std::string_view word) {
-    if (text_.substr(at_, word.size()) != word) return false;
-    at_ += word.size();
-    return true;
-  }
-
-  JsonValue parse_value(int depth) {
-    if (depth > 32) fail("nesting too deep");
-    JsonValue value;
-    const char c = peek();
-    if (c == '{') {
-      value.kind = JsonValue::Kind::Object;
-      ++at_;
-      if (peek() == '}') return ++at_, value;
-      while (true) {
-        if (peek() != '"') fail("expected a member name");
-        std::string name = parse_string();
-        expect(':');
-        value.members.emplace_back(std::move(name), parse_value(depth + 1));
-        if (peek() == ',') {
-          ++at_;
-          continue;
-        }
-        expect('}');
-        return value;
-      }
-    }
-    if (c == '[') {
-      value.kind = JsonValue::Kind::Array;
-      ++at_;
-      if (peek() == ']') return ++at_, value;
-      while (true) {
-        value.items.push_back(parse_value(depth + 1));
-        if (peek() == ',') {
-          ++at_;
-          continue;
-        }
-        expect(']');
-        return value;
-      }
-    }
-    if (c == '"') {
-      value.kind = JsonValue::Kind::String;
-      value.text = parse_string();
-      return value;
-    }
-    if (take_word("true")) {
-      value.kind = JsonValue::Kind::Bool;
-      value.boolean = true;
-      return value;
-    }
-    if (take_word("false")) {
-      value.kind = JsonValue::Kind::Bool;
-      return value;
-    }
-    if (take_word("null")) return value;
-    const size_t start = at_;
-    while (at_ < text_.size() && std::strchr("+-0123456789.eE", text_[at_])) ++at_;
-    if (start == at_) fail("unexpected character");
-    value.kind = JsonValue::Kind::Number;
-    value.text = std::string(text_.substr(start, at_ - start));
-    return value;
-  }
-
-  std::string parse_string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (at_ >= text_.size()) fail("unterminated string");
-      const char c = text_[at_++];
-      if (c == '"') return out;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (at_ >= text_.size()) fail("unterminated escape");
-      const char e = text_[at_++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/': out += e; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': append_utf8(out, parse_code_point()); break;
-        default: fail("unknown escape");
-      }
-    }
-  }
-
-  unsigned parse_hex4() {
-    if (at_ + 4 > text_.size()) fail("short \\u escape");
-    unsigned value = 0;
-    for (int i = 0; i < 4; ++i) {
-      const char h = text_[at_++];
-      value <<= 4;
-      if (h >= '0' && h <= '9')
-        value |= h - '0';
-      else if (h >= 'a' && h <= 'f')
-        value |= h - 'a' + 10;
-      else if (h >= 'A' && h <= 'F')
-        value |= h - 'A' + 10;
-      else
-        fail("bad hex digit in \\u escape");
-    }
-    return value;
-  }
-
-  unsigned parse_code_point() {
-    unsigned code = parse_hex4();
-    if (code >= 0xD800 && code <= 0xDBFF && take_word("\\u")) {
-      const unsigned low = parse_hex4();
-      if (low < 0xDC00 || low > 0xDFFF) fail("bad surrogate pair");
-      code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-    }
-    return code;
-  }
-
-  static void append_utf8(std::string& out, unsigned code) {
-    if (code < 0x80) {
-      out += static_cast<char>(code);
-    } else if (code < 0x800) {
-      out += static_cast<char>(0xC0 | (code >> 6));
-      out += static_cast<char>(0x80 | (code & 0x3F));
-    } else if (code < 0x10000) {
-      out += static_cast<char>(0xE0 | (code >> 12));
-      out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (code & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (code >> 18));
-      out += static_cast<char>(0x80 | ((code >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (code & 0x3F));
-    }
-  }
-
-  std::string_view text_;
-  size_t at_ = 0;
-};
-
-// ---- metadata <-> JSON ----------------------------------------------------------------
-
-std::string metadata_to_json(const CacheEntryMetadata& m) {
-  std::string out = "{\n";
-  auto field = [&](std::string_view name) {
-    out += "  ";
-    append_json_string(out, name);
-    out += ": ";
-  };
-  auto string_field = [&](std::string_view name, std::string_view value) {
-    field(name);
-    append_json_string(out, value);
-    out += ",\n";
-  };
-  field("format");
-  out += fmt::format("{},\n", kMetadataFormat);
-  string_field("key", m.key);
-  string_field("variant_text", m.variant_text);
-  string_field("schedule_text", m.schedule_text);
-  field("nvrtc_options");
-  out += "[";
-  for (size_t i = 0; i < m.nvrtc_options.size(); ++i) {
-    if (i) out += ", ";
-    append_json_string(out, m.nvrtc_options[i]);
-  }
-  out += "],\n";
-  string_field("target_arch", m.target_arch);
-  string_field("nvrtc_version", m.nvrtc_version);
-  string_field("template_set_version", m.template_set_version);
-  string_field("attnjit_version", m.attnjit_version);
-  field("resources");
-  out += "[";
-  for (size_t i = 0; i < m.resources.kernels.size(); ++i) {
-    const auto& k = m.resources.kernels[i];
-    out += i ? ",\n    {" : "\n    {";
-    append_json_string(out, "kernel_name");
-    out += ": ";
-    append_json_string(out, k.kernel_name);
-    out += fmt::format(
-        ", \"registers\": {}, \"shared_static_bytes\": {}, \"spill_store_bytes\": {}, "
-        "\"spill_load_bytes\": {}, \"stack_frame_bytes\": {}, \"barriers\": {}}}",
-        k.registers, k.shared_static_bytes, k.spill_store_bytes, k.spill_load_bytes, k.stack_frame_bytes, k.barriers);
-  }
-  out += m.resources.kernels.empty() ? "],\n" : "\n  ],\n";
-  field("compile_ms");
-  out += fmt::format("{:.3f},\n", m.compile_ms);
-  field("cubin_size");
-  out += fmt::format("{},\n", m.cubin_size);
-  string_field("cubin_checksum", m.cubin_checksum);
-  field("created_unix_seconds");
-  out += fmt::format("{},\n", m.created_unix_seconds);
+std::string utc_text(std::int64_t unix_seconds) {
   std::tm utc{};
-  const std::time_t created = static_cast<std::time_t>(m.created_unix_seconds);
+  const std::time_t created = static_cast<std::time_t>(unix_seconds);
   gmtime_r(&created, &utc);
   char when[32] = {};
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  field("created_utc");
-  append_json_string(out, when);
-  out += "\n}\n";
-  return out;
+  return when;
 }
 
-const JsonValue& required(const JsonValue& object, std::string_view name, JsonValue::Kind kind) {
-  const JsonValue* value = object.member(name);
-  if (!value || value->kind != kind)
-    throw std::runtime_error(fmt::format("field '{}' missing or of the wrong type", name));
-  return *value;
-}
-
-std::string required_string(const JsonValue& object, std::string_view name) {
-  return required(object, name, JsonValue::Kind::String).text;
-}
-
-long long required_integer(const JsonValue& object, std::string_view name) {
-  const std::string& text = required(object, name, JsonValue::Kind::Number).text;
-  try {
-    size_t used = 0;
-    const long long value = std::stoll(text, &used);
-    if (used == text.size()) return value;
-  } catch (...) {
+Json resources_to_json(const ResourceReport& report) {
+  Json rows = Json::array();
+  for (const auto& k : report.kernels) {
+    rows.push_back({{"kernel_name", k.kernel_name},
+                    {"registers", k.registers},
+                    {"shared_static_bytes", k.shared_static_bytes},
+                    {"spill_store_bytes", k.spill_store_bytes},
+                    {"spill_load_bytes", k.spill_load_bytes},
+                    {"stack_frame_bytes", k.stack_frame_bytes},
+                    {"barriers", k.barriers}});
   }
-  throw std::runtime_error(fmt::format("field '{}' is '{}', not an integer", name, text));
+  return rows;
+}
+
+std::string metadata_to_json(const CacheEntryMetadata& m) {
+  const Json doc = {{"format", kMetadataFormat},
+                    {"key", m.key},
+                    {"variant_text", m.variant_text},
+                    {"schedule_text", m.schedule_text},
+                    {"nvrtc_options", m.nvrtc_options},
+                    {"target_arch", m.target_arch},
+                    {"nvrtc_version", m.nvrtc_version},
+                    {"template_set_version", m.template_set_version},
+                    {"attnjit_version", m.attnjit_version},
+                    {"resources", resources_to_json(m.resources)},
+                    {"compile_ms", m.compile_ms},
+                    {"cubin_size", m.cubin_size},
+                    {"cubin_checksum", m.cubin_checksum},
+                    {"created_unix_seconds", m.created_unix_seconds},
+                    {"created_utc", utc_text(m.created_unix_seconds)}};
+  // Bytes that are not UTF-8 (a variant's text is the user's) become U+FFFD rather than failing the write.
+  return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
+// Field readers: each failure names the field and what was found (the reader reports the
+// entry as corrupt with that text).
+const Json& field(const Json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end()) throw std::runtime_error(fmt::format("field '{}' is missing", name));
+  return *it;
+}
+
+[[noreturn]] void wrong_type(const char* name, const Json& value, const char* expected) {
+  throw std::runtime_error(fmt::format("field '{}' is {}, expected {}", name,
+                                       value.dump(-1, ' ', false, Json::error_handler_t::replace), expected));
+}
+
+std::string string_field(const Json& object, const char* name) {
+  const Json& value = field(object, name);
+  if (!value.is_string()) wrong_type(name, value, "a string");
+  return value.get<std::string>();
+}
+
+std::int64_t integer_field(const Json& object, const char* name, std::int64_t min, std::int64_t max) {
+  const Json& value = field(object, name);
+  if (!value.is_number_integer()) wrong_type(name, value, "an integer");
+  if (value.is_number_unsigned() ? value.get<std::uint64_t>() > static_cast<std::uint64_t>(max)
+                                 : value.get<std::int64_t>() < min || value.get<std::int64_t>() > max)
+    wrong_type(name, value, fmt::format("an integer in [{}, {}]", min, max).c_str());
+  return value.get<std::int64_t>();
+}
+
+int int_field(const Json& object, const char* name) {
+  return static_cast<int>(integer_field(object, name, INT_MIN, INT_MAX));
+}
+
+const Json& array_field(const Json& object, const char* name) {
+  const Json& value = field(object, name);
+  if (!value.is_array()) wrong_type(name, value, "an array");
+  return value;
+}
+
+KernelResourceUsage resource_row_from_json(const Json& row) {
+  if (!row.is_object()) wrong_type("resources[]", row, "an object");
+  KernelResourceUsage k;
+  k.kernel_name = string_field(row, "kernel_name");
+  k.registers = int_field(row, "registers");
+  k.shared_static_bytes = int_field(row, "shared_static_bytes");
+  k.spill_store_bytes = int_field(row, "spill_store_bytes");
+  k.spill_load_bytes = int_field(row, "spill_load_bytes");
+  k.stack_frame_bytes = int_field(row, "stack_frame_bytes");
+  k.barriers = int_field(row, "barriers");
+  return k;
 }
 
 CacheEntryMetadata metadata_from_json(std::string_view text) {
-  const JsonValue root = JsonReader(text).parse_document();
-  if (root.kind != JsonValue::Kind::Object) throw std::runtime_error("the document is not an object");
-  if (required_integer(root, "format") != kMetadataFormat) throw std::runtime_error("unknown metadata format");
+  const Json root = Json::parse(text);  // json::parse_error (a std::exception) names the byte
+  if (!root.is_object()) throw std::runtime_error("the document is not a JSON object");
+  if (const auto format = integer_field(root, "format", INT64_MIN, INT64_MAX); format != kMetadataFormat)
+    throw std::runtime_error(
+        fmt::format("field 'format' is {}; this attnjit reads format {}", format, kMetadataFormat));
   CacheEntryMetadata m;
-  m.key = required_string(root, "key");
-  m.variant_text = required_string(root, "variant_text");
-  m.schedule_text = required_string(root, "schedule_text");
-  for (const auto& option : required(root, "nvrtc_options", JsonValue::Kind::Array).items) {
-    if (option.kind != JsonValue::Kind::String) throw std::runtime_error("nvrtc_options holds a non-string");
-    m.nvrtc_options.push_back(option.text);
+  m.key = string_field(root, "key");
+  m.variant_text = string_field(root, "variant_text");
+  m.schedule_text = string_field(root, "schedule_text");
+  for (const Json& option : array_field(root, "nvrtc_options")) {
+    if (!option.is_string()) wrong_type("nvrtc_options[]", option, "a string");
+    m.nvrtc_options.push_back(option.get<std::string>());
   }
-  m.target_arch = required_string(root, "target_arch");
-  m.nvrtc_version = required_string(root, "nvrtc_version");
-  m.template_set_version = required_string(root, "template_set_version");
-  m.attnjit_version = required_string(root, "attnjit_version");
-  for (const auto& row : required(root, "resources", JsonValue::Kind::Array).items) {
-    if (row.kind != JsonValue::Kind::Object) throw std::runtime_error("resources holds a non-object");
-    KernelResourceUsage k;
-    k.kernel_name = required_string(row, "kernel_name");
-    k.registers = static_cast<int>(required_integer(row, "registers"));
-    k.shared_static_bytes = static_cast<int>(required_integer(row, "shared_static_bytes"));
-    k.spill_store_bytes = static_cast<int>(required_integer(row, "spill_store_bytes"));
-    k.spill_load_bytes = static_cast<int>(required_integer(row, "spill_load_bytes"));
-    k.stack_frame_bytes = static_cast<int>(required_integer(row, "stack_frame_bytes"));
-    k.barriers = static_cast<int>(required_integer(row, "barriers"));
-    m.resources.kernels.push_back(std::move(k));
-  }
-  m.compile_ms = std::strtod(required(root, "compile_ms", JsonValue::Kind::Number).text.c_str(), nullptr);
-  const long long cubin_size = required_integer(root, "cubin_size");
-  if (cubin_size < 0) throw std::runtime_error("cubin_size is negative");
-  m.cubin_size = static_cast<std::uint64_t>(cubin_size);
-  m.cubin_checksum = required_string(root, "cubin_checksum");
-  m.created_unix_seconds = required_integer(root, "created_unix_seconds");
+  m.target_arch = string_field(root, "target_arch");
+  m.nvrtc_version = string_field(root, "nvrtc_version");
+  m.template_set_version = string_field(root, "template_set_version");
+  m.attnjit_version = string_field(root, "attnjit_version");
+  for (const Json& row : array_field(root, "resources")) m.resources.kernels.push_back(resource_row_from_json(row));
+  const Json& compile_ms = field(root, "compile_ms");
+  if (!compile_ms.is_number()) wrong_type("compile_ms", compile_ms, "a number");
+  m.compile_ms = compile_ms.get<double>();
+  m.cubin_size = static_cast<std::uint64_t>(integer_field(root, "cubin_size", 0, INT64_MAX));
+  m.cubin_checksum = string_field(root, "cubin_checksum");
+  m.created_unix_seconds = integer_field(root, "created_unix_seconds", INT64_MIN, INT64_MAX);
   return m;
 }
 

@@ -3,21 +3,24 @@
 
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
-#include <cctype>
+#include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <ctime>
-#include <map>
+#include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
-#include <variant>
 
 #include "compiler/error.hpp"
+#include "compiler/kernel_template.hpp"
 #include "runtime/cache/kernel_cache.hpp"
 
 #ifndef ATTNJIT_VERSION
@@ -56,17 +59,30 @@ std::string TuningKey::str() const {
 
 namespace {
 
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+constexpr const char* kFwdSm80 = "fwd_sm80";  // the template whose knobs Schedule holds
+constexpr int kKnobsBlobVersion = 1;          // {"version": 1, "knobs": {...}} in the knobs column
+
+// Schema version 1 (TuningDatabase::kSchemaVersion).
 constexpr const char* kSchema = R"(
-CREATE TABLE IF NOT EXISTS tuned_schedules (
+CREATE TABLE IF NOT EXISTS tuning_records (
   variant_hash TEXT NOT NULL, arch TEXT NOT NULL, dtype TEXT NOT NULL, head_dim INTEGER NOT NULL,
   seq_q_bucket INTEGER NOT NULL, seq_k_bucket INTEGER NOT NULL, gqa INTEGER NOT NULL,
-  block_m INTEGER NOT NULL, block_n INTEGER NOT NULL, num_warps INTEGER NOT NULL, stages INTEGER NOT NULL,
+  template_name TEXT NOT NULL, knobs TEXT NOT NULL,
   variant_name TEXT NOT NULL, shape TEXT NOT NULL, ms REAL NOT NULL, tflops REAL NOT NULL,
   default_ms REAL NOT NULL, version TEXT NOT NULL, date TEXT NOT NULL,
-  PRIMARY KEY (variant_hash, arch, dtype, head_dim, seq_q_bucket, seq_k_bucket, gqa))
+  PRIMARY KEY (variant_hash, arch, dtype, head_dim, seq_q_bucket, seq_k_bucket, gqa, template_name))
 )";
 
 constexpr const char* kColumns =
+    "variant_hash, arch, dtype, head_dim, seq_q_bucket, seq_k_bucket, gqa, template_name, knobs, "
+    "variant_name, shape, ms, tflops, default_ms, version, date";
+
+// Schema version 0: the table and columns migrate_from_version_0 reads.
+constexpr const char* kVersion0Table = "tuned_schedules";
+constexpr const char* kVersion0Columns =
     "variant_hash, arch, dtype, head_dim, seq_q_bucket, seq_k_bucket, gqa, block_m, block_n, num_warps, stages, "
     "variant_name, shape, ms, tflops, default_ms, version, date";
 
@@ -102,9 +118,44 @@ int exec_retrying(sqlite3* db, const char* sql, std::string& error) {
   }
 }
 
+// Runs `sql`; RuntimeFailure naming the path and the remedy when it fails (a file that is not
+// a database has its own message: it is left alone).
+void exec_or_throw(sqlite3* db, const char* sql, const fs::path& path) {
+  std::string why;
+  const int rc = exec_retrying(db, sql, why);
+  if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+    throw RuntimeFailure(
+        fmt::format("the tuning database {} is not a SQLite database ({}); attnjit left it untouched. Move it aside or "
+                    "delete it (tuned schedules in it are lost), or set ATTNJIT_TUNING_DB to another path",
+                    path.string(), why));
+  if (rc != SQLITE_OK)
+    throw RuntimeFailure(
+        fmt::format("cannot use the tuning database {}: {} (SQLite code {}). Check its permissions, or set "
+                    "ATTNJIT_TUNING_DB to another path",
+                    path.string(), why, rc));
+}
+
+// BEGIN IMMEDIATE, `body`, COMMIT; ROLLBACK when `body` throws or the commit fails.
+void in_transaction(sqlite3* db, const fs::path& path, const char* what, const std::function<void()>& body) {
+  std::string why;
+  if (exec_retrying(db, "BEGIN IMMEDIATE", why) != SQLITE_OK)
+    throw RuntimeFailure(
+        fmt::format("tuning database {}: cannot start a transaction to {}: {}", path.string(), what, why));
+  try {
+    body();
+  } catch (...) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+  if (exec_retrying(db, "COMMIT", why) != SQLITE_OK) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw RuntimeFailure(fmt::format("tuning database {}: cannot commit ({}): {}", path.string(), what, why));
+  }
+}
+
 class Statement {
  public:
-  Statement(sqlite3* db, const char* sql, const std::filesystem::path& path) : path_(path) {
+  Statement(sqlite3* db, const char* sql, const fs::path& path) : path_(path) {
     if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
       throw RuntimeFailure(
           fmt::format("tuning database {}: cannot prepare a query: {}", path.string(), sqlite3_errmsg(db)));
@@ -112,7 +163,6 @@ class Statement {
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
-  sqlite3_stmt* get() { return stmt_; }
   void bind(int i, const std::string& s) { sqlite3_bind_text(stmt_, i, s.c_str(), -1, SQLITE_TRANSIENT); }
   void bind(int i, int v) { sqlite3_bind_int(stmt_, i, v); }
   void bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
@@ -139,26 +189,102 @@ class Statement {
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
-  std::filesystem::path path_;
+  fs::path path_;
 };
 
-TuningRecord read_row(Statement& s) {
+// ---- the knobs blob ---------------------------------------------------------------------
+
+Json knobs_to_json(const Knobs& knobs) {
+  Json object = Json::object();
+  for (const auto& [name, value] : knobs.values()) object[name] = value;
+  return object;
+}
+
+bool fits_int(const Json& value) {
+  if (value.is_number_unsigned()) return value.get<std::uint64_t>() <= static_cast<std::uint64_t>(INT_MAX);
+  return value.is_number_integer() && value.get<std::int64_t>() >= INT_MIN && value.get<std::int64_t>() <= INT_MAX;
+}
+
+// A JSON object of knob name -> integer. std::invalid_argument naming the bad knob.
+Knobs knobs_from_json(const Json& object) {
+  if (!object.is_object())
+    throw std::invalid_argument(fmt::format("knobs must be an object of name: integer, not {}", object.dump()));
+  Knobs knobs;
+  for (const auto& [name, value] : object.items()) {
+    if (name.empty() || !fits_int(value))
+      throw std::invalid_argument(
+          fmt::format("knob '{}' is {}; a knob is a non-empty name with an int value", name, value.dump()));
+    knobs.set(name, value.get<int>());
+  }
+  return knobs;
+}
+
+std::string knobs_blob(const Knobs& knobs) {
+  const Json blob = {{"version", kKnobsBlobVersion}, {"knobs", knobs_to_json(knobs)}};
+  return blob.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Knobs knobs_from_blob(const std::string& text) {
+  const Json blob = Json::parse(text);
+  if (!blob.is_object() || !blob.contains("version") || !blob.contains("knobs"))
+    throw std::invalid_argument("it is not an object with \"version\" and \"knobs\"");
+  if (blob["version"] != kKnobsBlobVersion)
+    throw std::invalid_argument(
+        fmt::format("its version is {}; this attnjit reads version {}", blob["version"].dump(), kKnobsBlobVersion));
+  return knobs_from_json(blob["knobs"]);
+}
+
+// ---- rows -------------------------------------------------------------------------------
+
+// Columns 0-6 of both schemas.
+TuningKey read_key(Statement& s) {
+  TuningKey k;
+  k.variant_hash = s.text(0);
+  k.arch = s.text(1);
+  k.dtype = s.text(2);
+  k.head_dim = s.integer(3);
+  k.seq_q_bucket = s.integer(4);
+  k.seq_k_bucket = s.integer(5);
+  k.gqa = s.integer(6) != 0;
+  return k;
+}
+
+// variant_name, shape, ms, tflops, default_ms, version, date from column `first` on.
+void read_details(Statement& s, int first, TuningRecord& r) {
+  r.variant_name = s.text(first);
+  r.shape = s.text(first + 1);
+  r.ms = s.real(first + 2);
+  r.tflops = s.real(first + 3);
+  r.default_ms = s.real(first + 4);
+  r.version = s.text(first + 5);
+  r.date = s.text(first + 6);
+}
+
+// A row of kColumns.
+TuningRecord read_row(Statement& s, const fs::path& path) {
   TuningRecord r;
-  r.key.variant_hash = s.text(0);
-  r.key.arch = s.text(1);
-  r.key.dtype = s.text(2);
-  r.key.head_dim = s.integer(3);
-  r.key.seq_q_bucket = s.integer(4);
-  r.key.seq_k_bucket = s.integer(5);
-  r.key.gqa = s.integer(6) != 0;
-  r.schedule = Schedule{s.integer(7), s.integer(8), s.integer(9), s.integer(10)};
-  r.variant_name = s.text(11);
-  r.shape = s.text(12);
-  r.ms = s.real(13);
-  r.tflops = s.real(14);
-  r.default_ms = s.real(15);
-  r.version = s.text(16);
-  r.date = s.text(17);
+  r.key = read_key(s);
+  r.template_name = s.text(7);
+  const std::string blob = s.text(8);
+  try {
+    r.knobs = knobs_from_blob(blob);
+  } catch (const std::exception& e) {
+    throw RuntimeFailure(
+        fmt::format("tuning database {}: the {} record for {} has unreadable knobs '{}' ({}). Run `attnjit tune` "
+                    "for that shape again, or move the database aside",
+                    path.string(), r.template_name, r.key.str(), blob, e.what()));
+  }
+  read_details(s, 9, r);
+  return r;
+}
+
+// A row of kVersion0Columns: the schedule columns become fwd_sm80 knobs.
+TuningRecord read_version_0_row(Statement& s) {
+  TuningRecord r;
+  r.key = read_key(s);
+  r.template_name = kFwdSm80;
+  r.knobs = Schedule{s.integer(7), s.integer(8), s.integer(9), s.integer(10)}.to_knobs();
+  read_details(s, 11, r);
   return r;
 }
 
@@ -170,6 +296,81 @@ void bind_key(Statement& s, const TuningKey& k, int first) {
   s.bind(first + 4, k.seq_q_bucket);
   s.bind(first + 5, k.seq_k_bucket);
   s.bind(first + 6, k.gqa ? 1 : 0);
+}
+
+void insert_record(sqlite3* db, const fs::path& path, const TuningRecord& r) {
+  if (r.template_name.empty())
+    throw UserError(
+        fmt::format("TuningRecord.template_name is empty for {}; set it to the kernel template the knobs belong to "
+                    "(e.g. fwd_sm80)",
+                    r.key.str()));
+  const std::string sql =
+      fmt::format("INSERT OR REPLACE INTO tuning_records ({}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", kColumns);
+  Statement s(db, sql.c_str(), path);
+  bind_key(s, r.key, 1);
+  s.bind(8, r.template_name);
+  s.bind(9, knobs_blob(r.knobs));
+  s.bind(10, r.variant_name);
+  s.bind(11, r.shape);
+  s.bind(12, r.ms);
+  s.bind(13, r.tflops);
+  s.bind(14, r.default_ms);
+  s.bind(15, r.version.empty() ? std::string(ATTNJIT_VERSION) : r.version);
+  s.bind(16, r.date.empty() ? today_utc() : r.date);
+  s.step();
+}
+
+// ---- schema versions ----------------------------------------------------------------------
+
+int stored_schema_version(sqlite3* db, const fs::path& path) {
+  Statement s(db, "PRAGMA user_version", path);
+  return s.step() == SQLITE_ROW ? s.integer(0) : 0;
+}
+
+[[noreturn]] void refuse_newer_schema(int version, const fs::path& path) {
+  throw RuntimeFailure(
+      fmt::format("the tuning database {} has schema version {}; this attnjit ({}) reads versions 0 to {}. attnjit "
+                  "left it untouched. Use the attnjit that wrote it, or set ATTNJIT_TUNING_DB to another path",
+                  path.string(), version, ATTNJIT_VERSION, TuningDatabase::kSchemaVersion));
+}
+
+bool table_exists(sqlite3* db, const char* table, const fs::path& path) {
+  Statement s(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", path);
+  s.bind(1, std::string(table));
+  return s.step() == SQLITE_ROW;
+}
+
+// Version 0 -> 1: every tuned_schedules row becomes a fwd_sm80 record; the old table goes.
+void migrate_from_version_0(sqlite3* db, const fs::path& path) {
+  std::vector<TuningRecord> records;
+  {
+    const std::string sql = fmt::format("SELECT {} FROM {}", kVersion0Columns, kVersion0Table);
+    Statement s(db, sql.c_str(), path);
+    while (s.step() == SQLITE_ROW) records.push_back(read_version_0_row(s));
+  }
+  for (const auto& r : records) insert_record(db, path, r);
+  exec_or_throw(db, fmt::format("DROP TABLE {}", kVersion0Table).c_str(), path);
+}
+
+// Brings a file of an older schema (or a new, empty file) to kSchemaVersion in one transaction.
+void upgrade_schema(sqlite3* db, const fs::path& path) {
+  in_transaction(db, path, "create or migrate its tables", [&] {
+    const int version = stored_schema_version(db, path);  // another process may have upgraded it meanwhile
+    if (version == TuningDatabase::kSchemaVersion) return;
+    if (version > TuningDatabase::kSchemaVersion) refuse_newer_schema(version, path);
+    exec_or_throw(db, kSchema, path);
+    if (table_exists(db, kVersion0Table, path)) {
+      try {
+        migrate_from_version_0(db, path);
+      } catch (const std::exception& e) {
+        throw RuntimeFailure(
+            fmt::format("cannot migrate the tuning database {} from schema version 0 to {} ({}); the file is left as "
+                        "it was. Check its permissions, or move it aside (tuned schedules in it are lost)",
+                        path.string(), TuningDatabase::kSchemaVersion, e.what()));
+      }
+    }
+    exec_or_throw(db, fmt::format("PRAGMA user_version = {}", TuningDatabase::kSchemaVersion).c_str(), path);
+  });
 }
 
 }  // namespace
@@ -196,335 +397,239 @@ TuningDatabase::TuningDatabase(std::filesystem::path path) : path_(std::move(pat
                     "ATTNJIT_TUNING_DB to another path",
                     path_.string(), db_->db ? sqlite3_errmsg(db_->db) : sqlite3_errstr(open_rc)));
   sqlite3_busy_timeout(db_->db, 30'000);
-  // The first statement reads the header: a file that is not a database fails here, before
-  // anything is written to it.
-  std::string why;
-  int rc = exec_retrying(db_->db, "PRAGMA schema_version", why);
-  if (rc == SQLITE_OK) rc = exec_retrying(db_->db, "PRAGMA journal_mode=WAL", why);
-  if (rc == SQLITE_OK) rc = exec_retrying(db_->db, kSchema, why);
-  if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
-    throw RuntimeFailure(
-        fmt::format("the tuning database {} is not a SQLite database ({}); attnjit left it untouched. Move it aside or "
-                    "delete it (tuned schedules in it are lost), or set ATTNJIT_TUNING_DB to another path",
-                    path_.string(), why));
-  if (rc != SQLITE_OK)
-    throw RuntimeFailure(
-        fmt::format("cannot use the tuning database {}: {} (SQLite code {}). Check its permissions, or set "
-                    "ATTNJIT_TUNING_DB to another path",
-                    path_.string(), why, rc));
+  // Nothing is written before the header is read (a file that is not a database fails here)
+  // and the schema version is known to be one this code understands.
+  exec_or_throw(db_->db, "PRAGMA schema_version", path_);
+  const int version = stored_schema_version(db_->db, path_);
+  if (version > kSchemaVersion) refuse_newer_schema(version, path_);
+  exec_or_throw(db_->db, "PRAGMA journal_mode=WAL", path_);
+  if (version < kSchemaVersion) upgrade_schema(db_->db, path_);
 }
 
 TuningDatabase::~TuningDatabase() = default;
 
-void TuningDatabase::put(const TuningRecord& r) {
-  Statement s(db_->db,
-              "INSERT OR REPLACE INTO tuned_schedules (variant_hash, arch, dtype, head_dim, seq_q_bucket, "
-              "seq_k_bucket, gqa, block_m, block_n, num_warps, stages, variant_name, shape, ms, tflops, default_ms, "
-              "version, date) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-              path_);
-  bind_key(s, r.key, 1);
-  s.bind(8, r.schedule.block_m);
-  s.bind(9, r.schedule.block_n);
-  s.bind(10, r.schedule.num_warps);
-  s.bind(11, r.schedule.stages);
-  s.bind(12, r.variant_name);
-  s.bind(13, r.shape);
-  s.bind(14, r.ms);
-  s.bind(15, r.tflops);
-  s.bind(16, r.default_ms);
-  s.bind(17, r.version.empty() ? std::string(ATTNJIT_VERSION) : r.version);
-  s.bind(18, r.date.empty() ? today_utc() : r.date);
-  s.step();
-}
+void TuningDatabase::put(const TuningRecord& r) { insert_record(db_->db, path_, r); }
 
-std::optional<TuningRecord> TuningDatabase::find(const TuningKey& key) const {
+std::optional<TuningRecord> TuningDatabase::find(const TuningKey& key, const std::string& template_name) const {
   const std::string sql = fmt::format(
-      "SELECT {} FROM tuned_schedules WHERE variant_hash=? AND arch=? AND dtype=? AND head_dim=? AND "
-      "seq_q_bucket=? AND seq_k_bucket=? AND gqa=?",
+      "SELECT {} FROM tuning_records WHERE variant_hash=? AND arch=? AND dtype=? AND head_dim=? AND "
+      "seq_q_bucket=? AND seq_k_bucket=? AND gqa=? AND template_name=?",
       kColumns);
   Statement s(db_->db, sql.c_str(), path_);
   bind_key(s, key, 1);
+  s.bind(8, template_name);
   if (s.step() != SQLITE_ROW) return std::nullopt;
-  return read_row(s);
+  return read_row(s, path_);
 }
 
 std::vector<TuningRecord> TuningDatabase::list() const {
   const std::string sql = fmt::format(
-      "SELECT {} FROM tuned_schedules ORDER BY variant_name, variant_hash, arch, dtype, head_dim, "
-      "seq_q_bucket, seq_k_bucket, gqa",
+      "SELECT {} FROM tuning_records ORDER BY variant_name, variant_hash, arch, dtype, head_dim, "
+      "seq_q_bucket, seq_k_bucket, gqa, template_name",
       kColumns);
   Statement s(db_->db, sql.c_str(), path_);
   std::vector<TuningRecord> out;
-  while (s.step() == SQLITE_ROW) out.push_back(read_row(s));
+  while (s.step() == SQLITE_ROW) out.push_back(read_row(s, path_));
   return out;
 }
 
-// ---- JSON ---------------------------------------------------------------------------
+// ---- JSON export / import (nlohmann-json) ---------------------------------------------------
 
 namespace {
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20) {
-      out += fmt::format("\\u{:04x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
+constexpr int kExportVersion = 2;  // 1: the fwd_sm80 schedule in block_m, block_n, num_warps, stages
+
+Json record_to_json(const TuningRecord& r) {
+  return {{"variant_hash", r.key.variant_hash},
+          {"arch", r.key.arch},
+          {"dtype", r.key.dtype},
+          {"head_dim", r.key.head_dim},
+          {"seq_q_bucket", r.key.seq_q_bucket},
+          {"seq_k_bucket", r.key.seq_k_bucket},
+          {"gqa", r.key.gqa},
+          {"template", r.template_name},
+          {"knobs", knobs_to_json(r.knobs)},
+          {"variant_name", r.variant_name},
+          {"shape", r.shape},
+          {"ms", r.ms},
+          {"tflops", r.tflops},
+          {"default_ms", r.default_ms},
+          {"attnjit_version", r.version},
+          {"date", r.date}};
 }
 
-// A small JSON reader for the export format: objects, arrays, strings, numbers, booleans, null.
-struct JsonValue;
-using JsonObject = std::map<std::string, JsonValue>;
-using JsonArray = std::vector<JsonValue>;
-struct JsonValue {
-  std::variant<std::nullptr_t, bool, double, std::string, std::shared_ptr<JsonArray>, std::shared_ptr<JsonObject>> v;
-};
-
-class JsonReader {
- public:
-  explicit JsonReader(const std::string& text) : t_(text) {}
-  JsonValue document() {
-    JsonValue v = value();
-    skip();
-    if (i_ != t_.size()) fail("unexpected text after the document");
-    return v;
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw UserError(
-        fmt::format("tuning JSON is malformed at byte {}: {}; import a file written by "
-                    "`attnjit tune --export`",
-                    i_, what));
-  }
-  void skip() {
-    while (i_ < t_.size() && std::isspace(static_cast<unsigned char>(t_[i_]))) ++i_;
-  }
-  bool eat(char c) {
-    skip();
-    if (i_ < t_.size() && t_[i_] == c) {
-      ++i_;
-      return true;
-    }
-    return false;
-  }
-  void expect(char c) {
-    if (!eat(c)) fail(fmt::format("expected '{}'", c));
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (i_ >= t_.size()) fail("unterminated string");
-      const char c = t_[i_++];
-      if (c == '"') return out;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= t_.size()) fail("unterminated escape");
-      const char e = t_[i_++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          if (i_ + 4 > t_.size()) fail("short \\u escape");
-          const unsigned code = static_cast<unsigned>(std::stoul(t_.substr(i_, 4), nullptr, 16));
-          i_ += 4;
-          if (code < 0x80) {
-            out += static_cast<char>(code);
-          } else if (code < 0x800) {
-            out += static_cast<char>(0xC0 | (code >> 6));
-            out += static_cast<char>(0x80 | (code & 0x3F));
-          } else {
-            out += static_cast<char>(0xE0 | (code >> 12));
-            out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (code & 0x3F));
-          }
-          break;
-        }
-        default: out += e;
-      }
-    }
-  }
-  JsonValue value() {
-    skip();
-    if (i_ >= t_.size()) fail("unexpected end");
-    const char c = t_[i_];
-    if (c == '{') {
-      ++i_;
-      auto obj = std::make_shared<JsonObject>();
-      if (!eat('}')) {
-        do {
-          skip();
-          std::string k = string();
-          expect(':');
-          (*obj)[k] = value();
-        } while (eat(','));
-        expect('}');
-      }
-      return JsonValue{obj};
-    }
-    if (c == '[') {
-      ++i_;
-      auto arr = std::make_shared<JsonArray>();
-      if (!eat(']')) {
-        do arr->push_back(value());
-        while (eat(','));
-        expect(']');
-      }
-      return JsonValue{arr};
-    }
-    if (c == '"') return JsonValue{string()};
-    for (const auto& [word, val] : {std::pair<const char*, JsonValue>{"true", JsonValue{true}},
-                                    {"false", JsonValue{false}},
-                                    {"null", JsonValue{nullptr}}})
-      if (t_.compare(i_, std::strlen(word), word) == 0) {
-        i_ += std::strlen(word);
-        return val;
-      }
-    const char* begin = t_.c_str() + i_;
-    char* end = nullptr;
-    const double d = std::strtod(begin, &end);
-    if (end == begin) fail(fmt::format("unexpected character '{}'", c));
-    i_ += static_cast<std::size_t>(end - begin);
-    return JsonValue{d};
-  }
-
-  const std::string& t_;
-  std::size_t i_ = 0;
-};
-
+// One record of an imported document: each failure is a UserError naming the record and field.
 struct RecordReader {
-  const JsonObject& obj;
+  const Json& object;
   int index;
-  const JsonValue& field(const char* name) const {
-    const auto it = obj.find(name);
-    if (it == obj.end())
-      throw UserError(
-          fmt::format("tuning JSON record {} has no field '{}'; import a file written by "
-                      "`attnjit tune --export`",
-                      index, name));
-    return it->second;
+
+  const Json& field(const char* name) const {
+    const auto it = object.find(name);
+    if (it == object.end())
+      throw UserError(fmt::format(
+          "tuning JSON record {} has no field '{}'; import a file written by `attnjit tune --export`", index, name));
+    return *it;
+  }
+  [[noreturn]] void wrong(const char* name, const char* expected) const {
+    throw UserError(fmt::format("tuning JSON record {}: field '{}' is {}; it must be {}", index, name,
+                                field(name).dump(-1, ' ', false, Json::error_handler_t::replace), expected));
   }
   std::string text(const char* name) const {
-    const auto* s = std::get_if<std::string>(&field(name).v);
-    if (!s) throw UserError(fmt::format("tuning JSON record {}: field '{}' must be a string", index, name));
-    return *s;
+    if (!field(name).is_string()) wrong(name, "a string");
+    return field(name).get<std::string>();
   }
   double number(const char* name) const {
-    const auto* d = std::get_if<double>(&field(name).v);
-    if (!d) throw UserError(fmt::format("tuning JSON record {}: field '{}' must be a number", index, name));
-    return *d;
+    if (!field(name).is_number()) wrong(name, "a number");
+    return field(name).get<double>();
   }
   int integer(const char* name) const {
     const double d = number(name);
-    if (d != static_cast<double>(static_cast<int>(d)))
-      throw UserError(fmt::format("tuning JSON record {}: field '{}' is {}, not an integer", index, name, d));
+    if (!(d >= INT_MIN && d <= INT_MAX) || d != static_cast<double>(static_cast<int>(d))) wrong(name, "an integer");
     return static_cast<int>(d);
   }
   bool boolean(const char* name) const {
-    const auto* b = std::get_if<bool>(&field(name).v);
-    if (!b) throw UserError(fmt::format("tuning JSON record {}: field '{}' must be true or false", index, name));
-    return *b;
+    if (!field(name).is_boolean()) wrong(name, "true or false");
+    return field(name).get<bool>();
+  }
+  Knobs knobs(const char* name) const {
+    try {
+      return knobs_from_json(field(name));
+    } catch (const std::invalid_argument& e) {
+      throw UserError(fmt::format("tuning JSON record {}: field '{}': {}", index, name, e.what()));
+    }
   }
 };
+
+// Template and knobs of a record: version 2 fields, or version 1's fwd_sm80 schedule fields.
+void read_template_and_knobs(const RecordReader& rr, int document_version, TuningRecord& r) {
+  if (document_version >= 2) {
+    r.template_name = rr.text("template");
+    r.knobs = rr.knobs("knobs");
+    return;
+  }
+  r.template_name = kFwdSm80;
+  r.knobs =
+      Schedule{rr.integer("block_m"), rr.integer("block_n"), rr.integer("num_warps"), rr.integer("stages")}.to_knobs();
+}
+
+TuningRecord record_from_json(const Json& item, int index, int document_version) {
+  if (!item.is_object()) throw UserError(fmt::format("tuning JSON record {} is not an object", index));
+  const RecordReader rr{item, index};
+  TuningRecord r;
+  r.key.variant_hash = rr.text("variant_hash");
+  r.key.arch = rr.text("arch");
+  r.key.dtype = rr.text("dtype");
+  r.key.head_dim = rr.integer("head_dim");
+  r.key.seq_q_bucket = rr.integer("seq_q_bucket");
+  r.key.seq_k_bucket = rr.integer("seq_k_bucket");
+  r.key.gqa = rr.boolean("gqa");
+  read_template_and_knobs(rr, document_version, r);
+  r.variant_name = rr.text("variant_name");
+  r.shape = rr.text("shape");
+  r.ms = rr.number("ms");
+  r.tflops = rr.number("tflops");
+  r.default_ms = rr.number("default_ms");
+  r.version = rr.text("attnjit_version");
+  r.date = rr.text("date");
+  try {
+    parse_element_type(r.key.dtype);
+    check_tuned_knobs(r.template_name, r.knobs, r.key.head_dim, r.key.arch);
+  } catch (const UserError& e) {
+    throw UserError(fmt::format("tuning JSON record {} is not usable: {}", index, e.what()));
+  }
+  return r;
+}
+
+// Every record of a document from export_json, checked; nothing is stored here.
+std::vector<TuningRecord> parse_tuning_document(const std::string& text) {
+  constexpr const char* kRemedy = "import a file written by `attnjit tune --export`";
+  Json doc;
+  try {
+    doc = Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    throw UserError(fmt::format("tuning JSON is malformed ({}); {}", e.what(), kRemedy));
+  }
+  if (!doc.is_object())
+    throw UserError(fmt::format("tuning JSON must be an object with a \"records\" array; {}", kRemedy));
+  if (doc.value("format", Json()) != "attnjit-tuning")
+    throw UserError(fmt::format("tuning JSON has no \"format\": \"attnjit-tuning\"; {}", kRemedy));
+  const Json version = doc.value("version", Json());
+  if (version != 1 && version != kExportVersion)
+    throw UserError(
+        fmt::format("tuning JSON \"version\" is {}; this attnjit reads versions 1 and {}. Export the "
+                    "records again with this attnjit's `attnjit tune --export`",
+                    version.dump(), kExportVersion));
+  const auto records = doc.find("records");
+  if (records == doc.end() || !records->is_array())
+    throw UserError(fmt::format("tuning JSON has no \"records\" array; {}", kRemedy));
+  std::vector<TuningRecord> parsed;
+  for (const Json& item : *records)
+    parsed.push_back(record_from_json(item, static_cast<int>(parsed.size()), version.get<int>()));
+  return parsed;
+}
 
 }  // namespace
 
 std::string TuningDatabase::export_json() const {
-  std::string out = "{\"format\": \"attnjit-tuning\", \"version\": 1, \"records\": [";
-  bool first = true;
-  for (const auto& r : list()) {
-    out += first ? "\n" : ",\n";
-    first = false;
-    out += fmt::format(
-        R"(  {{"variant_hash": {}, "arch": {}, "dtype": {}, "head_dim": {}, "seq_q_bucket": {}, "seq_k_bucket": {}, )"
-        R"("gqa": {}, "block_m": {}, "block_n": {}, "num_warps": {}, "stages": {}, "variant_name": {}, "shape": {}, )"
-        R"("ms": {}, "tflops": {}, "default_ms": {}, "attnjit_version": {}, "date": {}}})",
-        json_string(r.key.variant_hash), json_string(r.key.arch), json_string(r.key.dtype), r.key.head_dim,
-        r.key.seq_q_bucket, r.key.seq_k_bucket, r.key.gqa ? "true" : "false", r.schedule.block_m, r.schedule.block_n,
-        r.schedule.num_warps, r.schedule.stages, json_string(r.variant_name), json_string(r.shape), r.ms, r.tflops,
-        r.default_ms, json_string(r.version), json_string(r.date));
-  }
-  out += "\n]}\n";
-  return out;
+  Json records = Json::array();
+  for (const auto& r : list()) records.push_back(record_to_json(r));
+  const Json doc = {{"format", "attnjit-tuning"}, {"version", kExportVersion}, {"records", std::move(records)}};
+  return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 int TuningDatabase::import_json(const std::string& json_text) {
-  const JsonValue doc = JsonReader(json_text).document();
-  const auto* root = std::get_if<std::shared_ptr<JsonObject>>(&doc.v);
-  if (!root) throw UserError("tuning JSON must be an object with a \"records\" array (from `attnjit tune --export`)");
-  const auto format = (*root)->find("format");
-  if (format == (*root)->end() || !std::holds_alternative<std::string>(format->second.v) ||
-      std::get<std::string>(format->second.v) != "attnjit-tuning")
-    throw UserError(
-        "tuning JSON has no \"format\": \"attnjit-tuning\"; import a file written by `attnjit tune --export`");
-  const auto records = (*root)->find("records");
-  const auto* array = records == (*root)->end() ? nullptr : std::get_if<std::shared_ptr<JsonArray>>(&records->second.v);
-  if (!array) throw UserError("tuning JSON has no \"records\" array");
-  std::vector<TuningRecord> parsed;
-  int index = 0;
-  for (const JsonValue& v : **array) {
-    const auto* obj = std::get_if<std::shared_ptr<JsonObject>>(&v.v);
-    if (!obj) throw UserError(fmt::format("tuning JSON record {} is not an object", index));
-    const RecordReader rr{**obj, index};
-    TuningRecord r;
-    r.key.variant_hash = rr.text("variant_hash");
-    r.key.arch = rr.text("arch");
-    r.key.dtype = rr.text("dtype");
-    r.key.head_dim = rr.integer("head_dim");
-    r.key.seq_q_bucket = rr.integer("seq_q_bucket");
-    r.key.seq_k_bucket = rr.integer("seq_k_bucket");
-    r.key.gqa = rr.boolean("gqa");
-    r.schedule = Schedule{rr.integer("block_m"), rr.integer("block_n"), rr.integer("num_warps"), rr.integer("stages")};
-    r.variant_name = rr.text("variant_name");
-    r.shape = rr.text("shape");
-    r.ms = rr.number("ms");
-    r.tflops = rr.number("tflops");
-    r.default_ms = rr.number("default_ms");
-    r.version = rr.text("attnjit_version");
-    r.date = rr.text("date");
-    try {
-      parse_element_type(r.key.dtype);
-      r.schedule.validate(r.key.head_dim, max_shared_memory_for_arch(r.key.arch));
-    } catch (const UserError& e) {
-      throw UserError(fmt::format("tuning JSON record {} is not usable: {}", index, e.what()));
-    }
-    parsed.push_back(std::move(r));
-    ++index;
-  }
-  std::string why;
-  if (exec_retrying(db_->db, "BEGIN IMMEDIATE", why) != SQLITE_OK)
-    throw RuntimeFailure(fmt::format("tuning database {}: cannot start a transaction: {}", path_.string(), why));
-  try {
-    for (const auto& r : parsed) put(r);
-  } catch (...) {
-    sqlite3_exec(db_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
-  if (exec_retrying(db_->db, "COMMIT", why) != SQLITE_OK) {
-    sqlite3_exec(db_->db, "ROLLBACK", nullptr, nullptr, nullptr);
-    throw RuntimeFailure(fmt::format("tuning database {}: cannot commit the import: {}", path_.string(), why));
-  }
-  return static_cast<int>(parsed.size());
+  const std::vector<TuningRecord> records = parse_tuning_document(json_text);
+  in_transaction(db_->db, path_, "import tuning records", [&] {
+    for (const auto& r : records) insert_record(db_->db, path_, r);
+  });
+  return static_cast<int>(records.size());
 }
 
-// ---- the compile-time lookup -----------------------------------------------------------
+// ---- knob checks and the compile-time lookup -------------------------------------------------
 
-std::optional<Schedule> find_tuned_schedule(const Variant& variant, const std::string& arch, ElementType dtype,
-                                            int head_dim, const ShapeHint& shape) {
+namespace {
+
+std::string knob_names(const std::vector<KnobSpec>& space) {
+  std::string out;
+  for (const auto& spec : space) out += (out.empty() ? "" : ", ") + spec.name;
+  return out;
+}
+
+// A record holds every knob of its template's space and nothing else.
+void check_knob_names(const KernelTemplate& t, const Knobs& knobs, int head_dim) {
+  const std::vector<KnobSpec> space = t.knob_space(head_dim);
+  for (const auto& spec : space)
+    if (!knobs.has(spec.name))
+      throw UserError(fmt::format("knobs '{}' of template '{}' lack '{}'; its knobs are: {}", knobs.str(), t.name(),
+                                  spec.name, knob_names(space)));
+  for (const auto& [name, value] : knobs.values()) {
+    const bool known = std::any_of(space.begin(), space.end(), [&](const KnobSpec& k) { return k.name == name; });
+    if (!known)
+      throw UserError(fmt::format("template '{}' has no knob '{}' (= {}); its knobs are: {}", t.name(), name, value,
+                                  knob_names(space)));
+  }
+}
+
+}  // namespace
+
+void check_tuned_knobs(const std::string& template_name, const Knobs& knobs, int head_dim, const std::string& arch) {
+  if (template_name.empty() ||
+      template_name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+    throw UserError(fmt::format(
+        "template name '{}' is not allowed; use lowercase letters, digits and '_' (e.g. fwd_sm80)", template_name));
+  if (knobs.empty())
+    throw UserError(
+        fmt::format("the knobs of template '{}' are empty; a tuned record names every knob", template_name));
+  // A template this attnjit does not have (a record from a newer one) is kept but never looked up.
+  const KernelTemplate* t = TemplateRegistry::instance().find(template_name);
+  if (!t) return;
+  check_knob_names(*t, knobs, head_dim);
+  const Support ok = t->check_knobs(knobs, head_dim, max_shared_memory_for_arch(arch));
+  if (!ok.supported()) throw UserError(fmt::format("template '{}': {}", template_name, ok.reason()));
+}
+
+std::optional<Knobs> find_tuned_knobs(const Variant& variant, const std::string& template_name, const std::string& arch,
+                                      ElementType dtype, int head_dim, const ShapeHint& shape) {
   static std::once_flag warned;
   const char* env = std::getenv("ATTNJIT_TUNING_DB");
   if (env && std::string(env) == "off") return std::nullopt;
@@ -533,10 +638,10 @@ std::optional<Schedule> find_tuned_schedule(const Variant& variant, const std::s
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) return std::nullopt;
     TuningDatabase db(path);
-    const auto record = db.find(TuningKey::make(variant, arch, dtype, head_dim, shape));
+    const auto record = db.find(TuningKey::make(variant, arch, dtype, head_dim, shape), template_name);
     if (!record) return std::nullopt;
-    record->schedule.validate(head_dim, max_shared_memory_for_arch(arch));
-    return record->schedule;
+    check_tuned_knobs(record->template_name, record->knobs, head_dim, arch);
+    return record->knobs;
   } catch (const std::exception& e) {
     std::call_once(warned, [&] {
       std::fprintf(stderr, "attnjit: warning: not using the tuning database: %s. Using the default schedule.\n",

@@ -1,8 +1,10 @@
-// The tuning database: the schedules `attnjit tune` found, keyed by what makes a kernel
-// and a shape alike (variant hash, arch, dtype, head dim, shape bucket), so that `compile`
-// and `bench` can use them later. SQLite in WAL mode with a busy timeout, so several
-// tuners may write at once; a file that is not a SQLite database is reported and never
-// overwritten. Location: $ATTNJIT_TUNING_DB ("off" disables lookups), else
+// The tuning database: the knobs `attnjit tune` found, keyed by what makes a kernel and a
+// shape alike (variant hash, arch, dtype, head dim, shape bucket) and by the kernel template
+// the knobs belong to, so that `compile` and `bench` can use them later. SQLite in WAL mode
+// with a busy timeout, so several tuners may write at once; a file that is not a SQLite
+// database, or one written by a newer attnjit, is reported and never overwritten. The schema
+// is versioned (PRAGMA user_version) and older files are migrated in place, in one
+// transaction, when opened. Location: $ATTNJIT_TUNING_DB ("off" disables lookups), else
 // <cache dir>/tuning.sqlite.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "compiler/knobs.hpp"
 #include "compiler/schedule.hpp"
 #include "dsl/variant.hpp"
 
@@ -40,9 +43,10 @@ struct TuningKey {
 
 struct TuningRecord {
   TuningKey key;
-  Schedule schedule;
-  std::string variant_name;  // for people reading --list; not part of the key
-  std::string shape;         // the shape it was tuned on, "B=4 Hq=16 Hkv=16 Sq=4096 Sk=4096"
+  std::string template_name;  // the kernel template the knobs belong to ("fwd_sm80"); part of the key
+  Knobs knobs;                // that template's knob values (stored as {"version":1,"knobs":{...}})
+  std::string variant_name;   // for people reading --list; not part of the key
+  std::string shape;          // the shape it was tuned on, "B=4 Hq=16 Hkv=16 Sq=4096 Sk=4096"
   double ms = 0, tflops = 0;
   double default_ms = 0;  // the default schedule's time on the same shape and run
   std::string version;    // attnjit version that measured it
@@ -51,9 +55,15 @@ struct TuningRecord {
 
 class TuningDatabase {
  public:
-  // Opens (creating the file and its folder when missing). RuntimeFailure naming the path
-  // and the remedy when it cannot be opened or is not a SQLite database; such a file is
-  // left byte for byte as it was.
+  // The schema this code reads and writes (SQLite PRAGMA user_version). 0: the first layout
+  // (table tuned_schedules, the fwd_sm80 schedule in columns), migrated in place on open;
+  // 1: table tuning_records, keyed also by template, knobs as a versioned JSON blob.
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens (creating the file and its folder when missing) and migrates an older schema.
+  // RuntimeFailure naming the path and the remedy when it cannot be opened, is not a SQLite
+  // database, or has a newer schema than kSchemaVersion; such a file is left byte for byte as
+  // it was. A failed migration rolls back and leaves the file as it was, too.
   explicit TuningDatabase(std::filesystem::path path);
   ~TuningDatabase();
   TuningDatabase(const TuningDatabase&) = delete;
@@ -63,14 +73,20 @@ class TuningDatabase {
   static std::filesystem::path default_path();
 
   const std::filesystem::path& path() const { return path_; }
-  void put(const TuningRecord& record);  // inserts, or replaces the record with the same key
-  std::optional<TuningRecord> find(const TuningKey& key) const;
-  std::vector<TuningRecord> list() const;  // ordered by variant, arch, dtype, head dim, bucket
+  // Inserts, or replaces the record with the same key and template. UserError when
+  // template_name is empty.
+  void put(const TuningRecord& record);
+  std::optional<TuningRecord> find(const TuningKey& key, const std::string& template_name) const;
+  // Ordered by variant, arch, dtype, head dim, bucket, template.
+  std::vector<TuningRecord> list() const;
 
-  // {"format": "attnjit-tuning", "version": 1, "records": [...]}
+  // {"format": "attnjit-tuning", "version": 2, "records": [{..., "template": "fwd_sm80",
+  // "knobs": {"block_m": 128, ...}, ...}]}
   std::string export_json() const;
-  // Adds or replaces every record of a document made by export_json, in one transaction;
-  // UserError naming the record and field when one is malformed (nothing is imported then).
+  // Adds or replaces every record of a document made by export_json (version 2, or version 1
+  // with the fwd_sm80 schedule in block_m, block_n, num_warps, stages fields), in one
+  // transaction; UserError naming the record and field when one is malformed or its knobs
+  // are not usable (nothing is imported then).
   int import_json(const std::string& json_text);
 
  private:
@@ -79,10 +95,20 @@ class TuningDatabase {
   std::unique_ptr<Connection> db_;
 };
 
+// Checks a template's knobs before they are imported or used. The template name must be
+// lowercase letters, digits and '_', and the knobs not empty. For a registered template
+// (compiler/kernel_template.hpp) the knobs must be exactly those of its knob space and pass
+// its check_knobs at head_dim on arch; a template this attnjit does not have is not checked
+// further (its records are kept but never looked up). UserError naming the knob, the value
+// and the allowed set.
+void check_tuned_knobs(const std::string& template_name, const Knobs& knobs, int head_dim, const std::string& arch);
+
 // The compile-time lookup (used by attnjit::generate when no schedule is set and a shape
-// hint is given). Never throws: a missing file gives nothing; a database that cannot be
-// used gives nothing and one warning per process on stderr.
-std::optional<Schedule> find_tuned_schedule(const Variant& variant, const std::string& arch, ElementType dtype,
-                                            int head_dim, const ShapeHint& shape);
+// hint is given): the knobs tuned for `template_name` on this variant, arch, dtype, head dim
+// and shape bucket, checked with check_tuned_knobs. Never throws: a missing file gives
+// nothing; a database or record that cannot be used gives nothing and one warning per
+// process on stderr.
+std::optional<Knobs> find_tuned_knobs(const Variant& variant, const std::string& template_name, const std::string& arch,
+                                      ElementType dtype, int head_dim, const ShapeHint& shape);
 
 }  // namespace attnjit

@@ -6,6 +6,8 @@
 #include <dlfcn.h>
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "compiler/error.hpp"
 
 namespace attnjit::runtime {
@@ -37,6 +39,9 @@ struct DriverApi {
   PFN_cuLaunchKernel_v4000 cuLaunchKernel = nullptr;
   PFN_cuMemAlloc_v3020 cuMemAlloc = nullptr;
   PFN_cuMemFree_v3020 cuMemFree = nullptr;
+  PFN_cuMemHostAlloc_v2020 cuMemHostAlloc = nullptr;
+  PFN_cuMemFreeHost_v2000 cuMemFreeHost = nullptr;
+  PFN_cuMemHostGetDevicePointer_v3020 cuMemHostGetDevicePointer = nullptr;
   PFN_cuMemcpyHtoD_v3020 cuMemcpyHtoD = nullptr;
   PFN_cuMemcpyDtoH_v3020 cuMemcpyDtoH = nullptr;
   PFN_cuMemsetD8_v3020 cuMemsetD8 = nullptr;
@@ -90,6 +95,9 @@ std::string load_entry_points(PFN_cuGetProcAddress_v12000 get_proc, DriverApi& a
   load("cuLaunchKernel", api.cuLaunchKernel);
   load("cuMemAlloc", api.cuMemAlloc);
   load("cuMemFree", api.cuMemFree);
+  load("cuMemHostAlloc", api.cuMemHostAlloc);
+  load("cuMemFreeHost", api.cuMemFreeHost);
+  load("cuMemHostGetDevicePointer", api.cuMemHostGetDevicePointer);
   load("cuMemcpyHtoD", api.cuMemcpyHtoD);
   load("cuMemcpyDtoH", api.cuMemcpyDtoH);
   load("cuMemsetD8", api.cuMemsetD8);
@@ -334,6 +342,21 @@ DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
 
 DeviceBuffer::~DeviceBuffer() {
   if (pointer_) api().cuMemFree(pointer_);
+}
+
+MappedHostBuffer::MappedHostBuffer(std::size_t bytes) : bytes_(bytes) {
+  check(api().cuMemHostAlloc(&host_, bytes, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE),
+        fmt::format("cuMemHostAlloc({} bytes, mapped)", bytes), "the host is out of pinned memory");
+  std::memset(host_, 0, bytes);
+  if (api().cuMemHostGetDevicePointer(&device_, host_, 0) != CUDA_SUCCESS) {
+    api().cuMemFreeHost(host_);
+    throw RuntimeFailure(
+        "cuMemHostGetDevicePointer failed for a mapped host buffer; the device cannot map host memory");
+  }
+}
+
+MappedHostBuffer::~MappedHostBuffer() {
+  if (host_) api().cuMemFreeHost(host_);
 }
 
 void DeviceBuffer::copy_from_host(const void* host, std::size_t bytes) const {

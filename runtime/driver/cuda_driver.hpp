@@ -152,6 +152,25 @@ class Event {
 };
 
 // Device memory; freed on destruction.
+// Pinned host memory the device can write (CU_MEMHOSTALLOC_DEVICEMAP): the host reads it
+// without a copy, e.g. an error record a kernel fills in.
+class MappedHostBuffer {
+ public:
+  explicit MappedHostBuffer(std::size_t bytes);
+  ~MappedHostBuffer();
+  MappedHostBuffer(const MappedHostBuffer&) = delete;
+  MappedHostBuffer& operator=(const MappedHostBuffer&) = delete;
+
+  void* host_pointer() const { return host_; }
+  CUdeviceptr device_pointer() const { return device_; }
+  std::size_t size_bytes() const { return bytes_; }
+
+ private:
+  void* host_ = nullptr;
+  CUdeviceptr device_ = 0;
+  std::size_t bytes_ = 0;
+};
+
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(std::size_t bytes);

@@ -85,9 +85,36 @@ int to_int(const std::string& digits) {
 
 }  // namespace
 
-const std::vector<std::string>& supported_architectures() {
-  static const std::vector<std::string> archs = {"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"};
+// The archs NVRTC itself compiles for, as numbers (80, 90, 100, ...).
+std::vector<int> nvrtc_architectures() {
+  int count = 0;
+  if (nvrtcGetNumSupportedArchs(&count) != NVRTC_SUCCESS || count <= 0) return {};
+  std::vector<int> archs(static_cast<std::size_t>(count));
+  if (nvrtcGetSupportedArchs(archs.data()) != NVRTC_SUCCESS) return {};
   return archs;
+}
+
+const std::vector<std::string>& supported_architectures() {
+  // sm_80 to sm_90a are tested; newer GPUs get their own target when this NVRTC has it.
+  static const std::vector<std::string> archs = [] {
+    std::vector<std::string> out = {"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"};
+    for (int a : nvrtc_architectures())
+      if (a >= 100) out.push_back(fmt::format("sm_{}", a));
+    return out;
+  }();
+  return archs;
+}
+
+std::string choose_auto_arch(int major, int minor) {
+  if (major < 8)
+    throw UserError(fmt::format("this GPU has compute capability {}.{}; attnjit's kernels need sm_80 (Ampere) or newer",
+                                major, minor));
+  const std::string arch = major == 9 && minor == 0 ? "sm_90a" : fmt::format("sm_{}{}", major, minor);
+  if (is_supported_architecture(arch)) return arch;
+  throw RuntimeFailure(fmt::format(
+      "this GPU is {} (compute capability {}.{}), which this NVRTC ({}) cannot compile for; the newest target it "
+      "has is {}. Install a newer CUDA toolkit's NVRTC, or pass an explicit arch if the GPU runs it",
+      arch, major, minor, nvrtc_version(), supported_architectures().back()));
 }
 
 bool is_supported_architecture(std::string_view arch) {

@@ -18,6 +18,12 @@ namespace attnjit::runtime {
 const std::vector<std::string>& supported_architectures();
 bool is_supported_architecture(std::string_view arch);
 
+// The target "auto" picks for a GPU of compute capability major.minor: sm_90a for 9.0 (the
+// arch-specific target for wgmma), sm_XY for the sm_80 family, and for a GPU newer than
+// sm_90 its own target when this NVRTC compiles for it (the templates' mma.sync path runs
+// there). RuntimeFailure naming the GPU and the newest target otherwise; UserError below sm_80.
+std::string choose_auto_arch(int major, int minor);
+
 // What ptxas reported for one entry function (`--ptxas-options=-v`).
 struct KernelResourceUsage {
   std::string kernel_name;

@@ -8,8 +8,11 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <numeric>
+#include <span>
 #include <thread>
 
+#include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
 #include "runtime/api/dlpack_view.hpp"
 
@@ -31,6 +34,33 @@ void check_input(const DLTensor& t, const char* name) {
   if (!is_float_dtype(t.dtype))
     throw UserError(
         fmt::format("reference input {} has dtype {}; allowed: f64, f32, f16, bf16", name, dlpack_dtype_name(t.dtype)));
+}
+
+// V rows of one (b, h) widened to double, [seq, dim] contiguous.
+std::vector<double> widen_rows(const DLTensor& t, int b, int h, int seq, int dim) {
+  const auto s = dlpack_strides(t);
+  std::vector<double> rows(static_cast<std::size_t>(seq) * dim);
+  for (int i = 0; i < seq; ++i)
+    for (int d = 0; d < dim; ++d)
+      rows[static_cast<std::size_t>(i) * dim + d] = load_as_double(t, b * s[0] + h * s[1] + i * s[2] + d * s[3]);
+  return rows;
+}
+
+// A row selection must name, for every pair, sorted distinct rows in [0, seq_q).
+void check_selection(const RowSelection& selection, int pairs, int seq_q) {
+  if (selection.all()) return;
+  if (selection.rows.size() != static_cast<std::size_t>(pairs))
+    throw UserError(
+        fmt::format("row selection has {} lists; expected one per (b, h) pair: {}", selection.rows.size(), pairs));
+  for (std::size_t p = 0; p < selection.rows.size(); ++p) {
+    const auto& rows = selection.rows[p];
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      if (rows[i] < 0 || rows[i] >= seq_q || (i > 0 && rows[i] <= rows[i - 1]))
+        throw UserError(
+            fmt::format("row selection of pair {} holds row {} at position {}; rows must be sorted, "
+                        "distinct and in [0, {})",
+                        p, rows[i], i, seq_q));
+  }
 }
 
 // A bounds-checked element read of a captured tensor for the evaluator.
@@ -56,9 +86,19 @@ ir::Value read_bound_tensor(const DLTensor& t, const ir::Node& read, std::span<c
   return {};
 }
 
-// Q or K rows widened to double with RoPE applied at the given absolute positions.
+// What storage in the naive computation's dtype holds after storing x (x itself for None).
+double round_to_naive_storage(NaivePrecision naive, double x) {
+  const float f = static_cast<float>(x);
+  if (naive == NaivePrecision::BF16) return bf16_bits_to_float(float_to_bf16_bits(f));
+  if (naive == NaivePrecision::FP16) return half_bits_to_float(float_to_half_bits(f));
+  return x;
+}
+
+// Q or K rows widened to double with RoPE applied at the given absolute positions (row i at
+// i + position_offset). The naive computation turns them as a separate RoPE pass in the
+// storage dtype would: fp32 frequency and angle, the rotated value rounded to storage.
 std::vector<double> load_rows(const DLTensor& t, int b, int h, int seq, int dim, const std::optional<RopeHook>& rope,
-                              std::int64_t position_offset) {
+                              std::int64_t position_offset, NaivePrecision naive) {
   const auto s = dlpack_strides(t);
   std::vector<double> rows(static_cast<std::size_t>(seq) * dim);
   for (int i = 0; i < seq; ++i)
@@ -73,12 +113,16 @@ std::vector<double> load_rows(const DLTensor& t, int b, int h, int seq, int dim,
     double* row = &rows[static_cast<std::size_t>(i) * dim];
     const double pos = static_cast<double>(i + position_offset);
     for (int j = 0; j < rd / 2; ++j) {
-      const double angle = pos * std::pow(rope->theta, -2.0 * j / rd);
+      double angle = pos * std::pow(rope->theta, -2.0 * j / rd);
+      if (naive != NaivePrecision::None) {
+        const float w = static_cast<float>(std::exp2(j * (-2.0 * std::log2(rope->theta) / rd)));
+        angle = static_cast<float>(static_cast<float>(pos) * w);
+      }
       const int a = rope->layout == RopeHook::Layout::Half ? j : 2 * j;
       const int c = rope->layout == RopeHook::Layout::Half ? j + rd / 2 : 2 * j + 1;
       const double x = row[a], y = row[c];
-      row[a] = x * std::cos(angle) - y * std::sin(angle);
-      row[c] = x * std::sin(angle) + y * std::cos(angle);
+      row[a] = round_to_naive_storage(naive, x * std::cos(angle) - y * std::sin(angle));
+      row[c] = round_to_naive_storage(naive, x * std::sin(angle) + y * std::cos(angle));
     }
   }
   return rows;
@@ -146,28 +190,37 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   out.heads_q = heads_q;
   out.seq_q = seq_q;
   out.head_dim_v = dim_v;
-  out.o.assign(static_cast<std::size_t>(batch) * heads_q * seq_q * dim_v, 0.0);
-  out.lse.assign(static_cast<std::size_t>(batch) * heads_q * seq_q, -std::numeric_limits<double>::infinity());
+  out.rows = options.rows;
+  check_selection(out.rows, batch * heads_q, seq_q);
+  // Every row is written below (a fully masked one with O = 0, LSE = -inf); rows left out of
+  // a selection stay NaN, so reading one by mistake cannot pass a comparison.
+  const double unset = std::numeric_limits<double>::quiet_NaN();
+  out.o.assign(static_cast<std::size_t>(batch) * heads_q * seq_q * dim_v, unset);
+  out.lse.assign(static_cast<std::size_t>(batch) * heads_q * seq_q, unset);
 
   const NaivePrecision naive = options.naive;
+  // RoPE positions move by the offset parameter's bound value (Q rows and K rows alike).
+  const std::int64_t rope_offset =
+      variant.rope() && !variant.rope()->offset_param.empty() ? bound_int(bindings, variant.rope()->offset_param) : 0;
   const auto round_storage = [naive](double x) -> double {
     const float f = static_cast<float>(x);
     if (naive == NaivePrecision::BF16) return bf16_bits_to_float(float_to_bf16_bits(f));
     if (naive == NaivePrecision::FP16) return half_bits_to_float(float_to_half_bits(f));
     return x;
   };
-  const auto vs = dlpack_strides(v);
   const auto gs = gate ? dlpack_strides(*gate) : std::vector<std::int64_t>{};
 
-  // One (b, h) pair of rows; pairs are independent, so threads split them.
-  const auto compute_head = [&](int b, int h, ir::EvalEnv& env, std::vector<ir::Value>& scratch,
-                                std::vector<ir::Value>& roots) {
+  // Rows of one (b, h) pair; rows are independent, so threads split pairs and, when there
+  // are fewer pairs than threads, chunks of a pair's rows.
+  const auto compute_head = [&](int b, int h, std::span<const int> rows, ir::EvalEnv& env,
+                                std::vector<ir::Value>& scratch, std::vector<ir::Value>& roots) {
     const int hk = h / (heads_q / heads_kv);
-    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q);
-    const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), 0);
+    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q + rope_offset, naive);
+    const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), rope_offset, naive);
+    const auto vrows = widen_rows(v, b, hk, seq_k, dim_v);
     std::vector<double> logits(static_cast<std::size_t>(seq_k));
     std::vector<double> acc(static_cast<std::size_t>(dim_v));
-    for (int i = 0; i < seq_q; ++i) {
+    for (const int i : rows) {
       env.b = b, env.h = h, env.q = i;
       double max_logit = -std::numeric_limits<double>::infinity();
       for (int j = 0; j < seq_k; ++j) {
@@ -189,7 +242,11 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
         logits[static_cast<std::size_t>(j)] = logit;
         max_logit = std::max(max_logit, logit);
       }
-      if (max_logit == -std::numeric_limits<double>::infinity()) continue;  // fully masked: O = 0, LSE = -inf
+      if (max_logit == -std::numeric_limits<double>::infinity()) {  // fully masked: O = 0, LSE = -inf
+        std::fill_n(&out.o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + i) * dim_v], dim_v, 0.0);
+        out.lse[(static_cast<std::size_t>(b) * heads_q + h) * seq_q + i] = -std::numeric_limits<double>::infinity();
+        continue;
+      }
       double denom = 0.0;
       for (int j = 0; j < seq_k; ++j) {
         double& l = logits[static_cast<std::size_t>(j)];
@@ -202,7 +259,8 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
         const double p = naive == NaivePrecision::None ? logits[static_cast<std::size_t>(j)]
                                                        : round_storage(logits[static_cast<std::size_t>(j)] / denom);
         if (p == 0.0) continue;
-        for (int d = 0; d < dim_v; ++d) acc[d] += p * load_as_double(v, b * vs[0] + hk * vs[1] + j * vs[2] + d * vs[3]);
+        const double* vr = &vrows[static_cast<std::size_t>(j) * dim_v];
+        for (int d = 0; d < dim_v; ++d) acc[d] += p * vr[d];
       }
       double* orow = &out.o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + i) * dim_v];
       for (int d = 0; d < dim_v; ++d) orow[d] = naive == NaivePrecision::None ? acc[d] / denom : acc[d];
@@ -219,7 +277,28 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
 
   const int pairs = batch * heads_q;
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::clamp(threads, 1, pairs);
+  threads = std::max(threads, 1);
+  std::vector<int> every_row(static_cast<std::size_t>(seq_q));
+  std::iota(every_row.begin(), every_row.end(), 0);
+  // Work items: a pair's rows, cut in up to `threads / pairs` chunks of at least 16 rows
+  // (each chunk loads its pair's Q and K rows again, which is cheap next to 16 x seq_k dots).
+  struct Item {
+    int pair;
+    std::span<const int> rows;
+  };
+  std::vector<Item> items;
+  const int chunks_wanted = std::max(1, (threads + pairs - 1) / pairs);
+  for (int p = 0; p < pairs; ++p) {
+    const std::span<const int> rows = out.rows.all() ? std::span<const int>(every_row)
+                                                     : std::span<const int>(out.rows.rows[static_cast<std::size_t>(p)]);
+    const std::size_t chunks = std::clamp<std::size_t>(rows.size() / 16, 1, static_cast<std::size_t>(chunks_wanted));
+    for (std::size_t c = 0; c < chunks; ++c) {
+      const std::size_t lo = rows.size() * c / chunks, hi = rows.size() * (c + 1) / chunks;
+      if (hi > lo) items.push_back({p, rows.subspan(lo, hi - lo)});
+    }
+  }
+  threads = std::clamp(threads, 1, std::max(1, static_cast<int>(items.size())));
+  const int item_count = static_cast<int>(items.size());
   std::atomic<int> next{0};
   std::exception_ptr failure;
   std::mutex failure_mutex;
@@ -227,11 +306,14 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
     ir::EvalEnv local = env;
     std::vector<ir::Value> scratch, roots;
     try {
-      for (int p = next++; p < pairs; p = next++) compute_head(p / heads_q, p % heads_q, local, scratch, roots);
+      for (int i = next++; i < item_count; i = next++) {
+        const Item& item = items[static_cast<std::size_t>(i)];
+        compute_head(item.pair / heads_q, item.pair % heads_q, item.rows, local, scratch, roots);
+      }
     } catch (...) {
       std::lock_guard lock(failure_mutex);
       if (!failure) failure = std::current_exception();
-      next = pairs;
+      next = item_count;
     }
   };
   std::vector<std::thread> pool;
@@ -240,6 +322,106 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   for (auto& t : pool) t.join();
   if (failure) std::rethrow_exception(failure);
   return out;
+}
+
+bool RowSelection::contains(int pair, int row) const {
+  if (all()) return true;
+  if (pair < 0 || static_cast<std::size_t>(pair) >= rows.size()) return false;
+  const auto& r = rows[static_cast<std::size_t>(pair)];
+  return std::binary_search(r.begin(), r.end(), row);
+}
+
+void RowSelection::add(int pair, int row) {
+  if (all()) return;
+  auto& r = rows.at(static_cast<std::size_t>(pair));
+  const auto it = std::lower_bound(r.begin(), r.end(), row);
+  if (it == r.end() || *it != row) r.insert(it, row);
+}
+
+std::int64_t RowSelection::count(int pairs, int seq_q) const {
+  if (all()) return static_cast<std::int64_t>(pairs) * seq_q;
+  std::int64_t n = 0;
+  for (const auto& r : rows) n += static_cast<std::int64_t>(r.size());
+  return n;
+}
+
+std::vector<std::vector<int>> fully_masked_rows(const Variant& variant, const DLTensor& q, const DLTensor& k,
+                                                const Bindings& bindings) {
+  check_input(q, "Q");
+  check_input(k, "K");
+  const int batch = static_cast<int>(q.shape[0]), heads_q = static_cast<int>(q.shape[1]);
+  const int seq_q = static_cast<int>(q.shape[2]), seq_k = static_cast<int>(k.shape[2]);
+  std::vector<std::vector<int>> masked(static_cast<std::size_t>(batch) * heads_q);
+  if (!variant.has_mask() || seq_q <= 0 || seq_k <= 0) return masked;
+  check_bindings(variant, bindings);
+
+  const ir::LoweredExprs lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
+  const ir::NodeRef normalized = ir::normalize_for_intervals(lowered.roots[0].root);
+  ir::EvalEnv env;
+  env.q_len = seq_q;
+  env.kv_len = seq_k;
+  env.num_heads = heads_q;
+  ir::TileBox box;
+  box.q_len = seq_q;
+  box.kv_len = seq_k;
+  box.num_heads = heads_q;
+  for (const auto& p : variant.params()) {
+    if (p.type == ir::Type::Int) {
+      env.params[p.name] = ir::Value::of_int(bound_int(bindings, p.name));
+      box.int_params[p.name] = bound_int(bindings, p.name);
+    } else {
+      env.params[p.name] = ir::Value::of_float(bound_float(bindings, p.name));
+      box.float_params[p.name] = bound_float(bindings, p.name);
+    }
+  }
+  env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> idx) {
+    return read_bound_tensor(bindings.tensors().at(read.name), read, idx);
+  };
+  // A mask that never names b (or h), tensor indices included, is the same for every batch
+  // (or head): scan one and copy.
+  bool uses_b = false, uses_h = false;
+  for (const auto& n : ir::topological_order({lowered.roots[0].root})) {
+    uses_b |= n->op == ir::Op::Index && n->name == "b";
+    uses_h |= n->op == ir::Op::Index && n->name == "h";
+  }
+  std::vector<ir::Value> scratch, roots;
+  const auto passes = [&](int kv) {
+    env.kv = kv;
+    ir::evaluate_program(lowered.program, env, scratch, roots);
+    return roots[0].b;
+  };
+  constexpr int kTile = 64;
+  const auto sees_a_key = [&](int row) {
+    // Candidates first: the diagonal of either alignment, the first and the last key.
+    for (const int kv : {std::min(row, seq_k - 1), std::clamp(row + seq_k - seq_q, 0, seq_k - 1), 0, seq_k - 1})
+      if (passes(kv)) return true;
+    box.q = {row, row};
+    for (int k0 = 0; k0 < seq_k; k0 += kTile) {
+      box.kv = {k0, std::min(k0 + kTile, seq_k) - 1};
+      const ir::TileClass cls = ir::classify_tile(normalized, box);
+      if (cls == ir::TileClass::Full) return true;
+      if (cls == ir::TileClass::Empty) continue;
+      for (int kv = k0; kv <= box.kv.hi; ++kv)
+        if (passes(kv)) return true;
+    }
+    return false;
+  };
+  for (int b = 0; b < (uses_b ? batch : 1); ++b)
+    for (int h = 0; h < (uses_h ? heads_q : 1); ++h) {
+      env.b = b, env.h = h;
+      box.b = {b, b};
+      box.h = {h, h};
+      std::vector<int>& rows = masked[static_cast<std::size_t>(b) * heads_q + h];
+      for (int row = 0; row < seq_q; ++row) {
+        env.q = row;
+        if (!sees_a_key(row)) rows.push_back(row);
+      }
+    }
+  for (int b = 0; b < batch; ++b)
+    for (int h = 0; h < heads_q; ++h)
+      masked[static_cast<std::size_t>(b) * heads_q + h] =
+          masked[static_cast<std::size_t>(uses_b ? b : 0) * heads_q + (uses_h ? h : 0)];
+  return masked;
 }
 
 }  // namespace attnjit

@@ -19,7 +19,10 @@ void TuneOptions::validate() const {
     throw UserError(fmt::format("tune threads {} is out of range; use 1 to 64", threads));
   if (check_max_seq < 16)
     throw UserError(fmt::format("tune check_max_seq {} is too small; use at least 16", check_max_seq));
-  if (space.size() == 0) throw UserError("the schedule space is empty; give at least one value per knob");
+  for (const auto& [knob, values] : restrict_to)
+    if (values.empty())
+      throw UserError(
+          fmt::format("tune restriction of knob '{}' gives no value; give at least one value per knob", knob));
   bench.validate();
 }
 
@@ -46,16 +49,19 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
                         const Bindings& scalars, const TuneOptions& options) {
   options.validate();
   CompileOptions fixed = base;
-  fixed.schedule.reset();
-  fixed.shape_hint.reset();
+  fixed.knobs = Knobs();  // each candidate sets every knob of the chosen template
+  // The problem is the shape hint, so that every candidate sees the request a later compile
+  // with this hint sees (the hint selects tuned knobs only when no knob is given).
+  fixed.shape_hint = ShapeHint{problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k};
   fixed.validate();
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
     throw RuntimeFailure(
         fmt::format("attnjit tune needs a GPU, but the CUDA driver is unavailable: {}", driver.unavailable_reason()));
-  runtime::DeviceContext device(0);
+  runtime::DeviceContext device(fixed.device);
   device.make_current();
-  if (fixed.arch == "auto") fixed.arch = device.properties().arch;
+  if (fixed.arch == "auto")  // as compile() resolves it, so that the record's arch is the one looked up
+    fixed.arch = runtime::choose_auto_arch(device.properties().compute_major, device.properties().compute_minor);
   const int smem_limit = device.properties().max_shared_memory_per_block_optin > 0
                              ? device.properties().max_shared_memory_per_block_optin
                              : max_shared_memory_for_arch(fixed.arch);
@@ -66,12 +72,22 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   result.head_dim = fixed.head_dim;
   result.arch = fixed.arch;
   result.dtype = element_type_name(fixed.dtype);
-  result.default_schedule = Schedule::default_for(fixed.head_dim);
 
-  std::vector<Schedule> feasible;
-  for (auto& c : enumerate_schedules(options.space, fixed.head_dim, smem_limit)) {
+  TemplateRequest request;
+  request.variant = &variant;
+  request.arch = fixed.arch;
+  request.head_dim = fixed.head_dim;
+  request.dtype = fixed.dtype;
+  request.problem = ProblemShape{problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k};
+  const KernelTemplate& t = TemplateRegistry::instance().select(request, fixed.template_name);
+  fixed.template_name = t.name();  // every candidate, the default and the check use this template
+  result.template_name = t.name();
+  result.default_knobs = t.default_knobs(request);
+
+  std::vector<Knobs> feasible;
+  for (auto& c : enumerate_knobs(t, fixed.head_dim, smem_limit, options.restrict_to)) {
     if (c.feasible)
-      feasible.push_back(c.schedule);
+      feasible.push_back(c.knobs);
     else
       result.pruned.push_back(std::move(c));
   }
@@ -89,7 +105,7 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
       for (std::size_t i; (i = next.fetch_add(1)) < feasible.size();) {
         try {
           CompileOptions o = fixed;
-          o.with_schedule(feasible[i]);
+          o.with_knobs(feasible[i]);
           compile_ms[i] = prepare(variant, o).prepare_ms;
           compiled[i].set_value("");
         } catch (const std::exception& e) {
@@ -111,7 +127,7 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   ForwardBenchmark bench(variant, fixed.dtype, fixed.head_dim, problem, scalars, options.bench);
   {
     CompileOptions o = fixed;
-    o.with_schedule(result.default_schedule);
+    o.with_knobs(result.default_knobs);
     result.default_result = bench.time(compile(variant, o));
   }
 
@@ -121,17 +137,17 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   result.candidates.reserve(feasible.size());
   for (std::size_t i = 0; i < feasible.size(); ++i) {
     TuneCandidate c;
-    c.schedule = feasible[i];
+    c.knobs = feasible[i];
     c.error = ready[i].get();
     c.compile_ms = compile_ms[i];
     if (c.error.empty()) {
-      if (c.schedule == result.default_schedule) {
+      if (c.knobs == result.default_knobs) {
         c.ms = result.default_result.median_ms;
         c.tflops = result.default_result.tflops;
       } else {
         try {
           CompileOptions o = fixed;
-          o.with_schedule(c.schedule);
+          o.with_knobs(c.knobs);
           const BenchResult r = bench.time(compile(variant, o));
           c.ms = r.median_ms;
           c.tflops = r.tflops;
@@ -162,7 +178,7 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
     const TuneCandidate& c = result.candidates[order[rank]];
     if (options.check) {
       CompileOptions o = fixed;
-      o.with_schedule(c.schedule);
+      o.with_knobs(c.knobs);
       result.check = check_forward(variant, o, result.check_problem, scalars, options.check_seed);
       if (!result.check->pass) continue;
     }
@@ -171,10 +187,10 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   }
   // Confirm: time the default and the winner again, alternating, and keep each one's best
   // median, so that the reported pair is measured under the same conditions.
-  if (result.best && !(result.best->schedule == result.default_schedule)) {
+  if (result.best && !(result.best->knobs == result.default_knobs)) {
     CompileOptions od = fixed, ob = fixed;
-    od.with_schedule(result.default_schedule);
-    ob.with_schedule(result.best->schedule);
+    od.with_knobs(result.default_knobs);
+    ob.with_knobs(result.best->knobs);
     const Kernel kd = compile(variant, od), kb = compile(variant, ob);
     for (int round = 0; round < 3; ++round) {
       const BenchResult rd = bench.time(kd), rb = bench.time(kb);
@@ -190,7 +206,8 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
     record.key =
         TuningKey::make(variant, fixed.arch, fixed.dtype, fixed.head_dim,
                         ShapeHint{problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k});
-    record.schedule = result.best->schedule;
+    record.template_name = result.template_name;
+    record.knobs = result.best->knobs;
     record.variant_name = variant.name();
     record.shape = problem.str();
     record.ms = result.best->ms;

@@ -1,28 +1,31 @@
-// The autotuner: searches the schedule space for one variant and shape. Infeasible
-// schedules are pruned before compiling (compiler/schedule_space.hpp); the rest compile in
-// parallel threads through `prepare` while the calling thread loads and times each one as
-// soon as it is ready (ForwardBenchmark, one set of inputs for all). A candidate that fails
+// The autotuner: searches the knob space of the chosen kernel template (TemplateRegistry::
+// select, or the forced template) for one variant and shape. Infeasible knob settings are
+// pruned by the template's check_knobs before compiling (compiler/knob_space.hpp); the rest
+// compile in parallel threads through `prepare` while the calling thread loads and times
+// each one as soon as it is ready (ForwardBenchmark, one set of inputs for all). A candidate that fails
 // to compile or launch scores infinity and the search goes on. The winner is checked
 // against the CPU reference (check_forward, on a smaller problem of the same kind when the
-// shape is large) before it is stored in the tuning database. Only the schedule changes.
+// shape is large) before it is stored in the tuning database under the template's name.
+// Only the knobs change.
 #pragma once
 
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "compiler/schedule_space.hpp"
+#include "compiler/knob_space.hpp"
 #include "runtime/api/attention.hpp"
-#include "runtime/tuning/benchmark.hpp"
-#include "runtime/reference/forward_check.hpp"
 #include "runtime/cache/tuning_db.hpp"
+#include "runtime/reference/forward_check.hpp"
+#include "runtime/tuning/benchmark.hpp"
 
 namespace attnjit {
 
 struct TuneCandidate {
-  Schedule schedule;
+  Knobs knobs;                                          // of TuneResult::template_name
   double ms = std::numeric_limits<double>::infinity();  // median; infinity when it failed
   double tflops = 0;
   double compile_ms = 0;
@@ -36,7 +39,9 @@ struct TuneProgress {
 };
 
 struct TuneOptions {
-  ScheduleSpace space;
+  // Per knob, the values to try instead of the template's (knob name -> values, in order);
+  // a knob the chosen template lacks is a UserError naming its knobs.
+  std::map<std::string, std::vector<int>> restrict_to;
   int threads = 4;                  // NVRTC compile threads
   BenchOptions bench{5, 20, 0, 3};  // warm-up, timed launches, input sets, documents
   bool check = true;                // verify the winner against the reference before storing
@@ -53,11 +58,12 @@ struct TuneResult {
   ForwardProblem problem;
   int head_dim = 0;
   std::string arch, dtype;
-  Schedule default_schedule;
-  BenchResult default_result;  // the default heuristic's schedule, timed in the same run
+  std::string template_name;   // the template whose knobs were searched
+  Knobs default_knobs;         // its default for the request
+  BenchResult default_result;  // the default knobs, timed in the same run
   std::optional<TuneCandidate> best;
   std::vector<TuneCandidate> candidates;    // compiled and timed (or failed)
-  std::vector<ScheduleCandidate> pruned;    // infeasible, with the reason
+  std::vector<KnobCandidate> pruned;        // infeasible, with the reason
   std::optional<ForwardCheckResult> check;  // the winner's check, when run
   ForwardProblem check_problem;
   bool stored = false;
@@ -68,7 +74,9 @@ struct TuneResult {
 // scaled down so that the CPU reference stays within seconds.
 ForwardProblem check_problem_for(const ForwardProblem& problem, int max_seq);
 
-// Needs a GPU. `base` gives head_dim, dtype and arch; its schedule and shape hint are ignored.
+// Needs a GPU. `base` gives head_dim, dtype, arch, device and the template (empty: the one
+// TemplateRegistry::select picks for the request with this problem); its knobs are ignored
+// and its shape hint is replaced by `problem`.
 TuneResult tune_forward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
                         const Bindings& scalars, const TuneOptions& options = {});
 

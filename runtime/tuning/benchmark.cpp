@@ -2,8 +2,10 @@
 #include "runtime/tuning/benchmark.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <random>
@@ -11,8 +13,8 @@
 #include "compiler/eval.hpp"
 #include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
-#include "runtime/driver/cuda_driver.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 
 namespace attnjit {
 namespace {
@@ -71,23 +73,45 @@ void BenchOptions::validate() const {
 }
 
 std::string BenchResult::csv_header() {
-  return "variant,batch,heads_q,heads_kv,seq_q,seq_k,head_dim,dtype,schedule,median_ms,min_ms,max_ms,density,tflops,"
+  return "variant,batch,heads_q,heads_kv,seq_q,seq_k,head_dim,dtype,template,schedule,median_ms,min_ms,max_ms,density,"
+         "tflops,"
          "bandwidth_gbs,input_sets";
 }
 
 std::string BenchResult::csv() const {
-  return fmt::format("{},{},{},{},{},{},{},{},{},{:.5f},{:.5f},{:.5f},{:.6f},{:.2f},{:.1f},{}", variant, problem.batch,
-                     problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k, head_dim, dtype, schedule,
-                     median_ms, min_ms, max_ms, density, tflops, bandwidth_gbs, input_sets);
+  return fmt::format("{},{},{},{},{},{},{},{},{},{},{:.5f},{:.5f},{:.5f},{:.6f},{:.2f},{:.1f},{}", variant,
+                     problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k, head_dim, dtype,
+                     template_name, schedule, median_ms, min_ms, max_ms, density, tflops, bandwidth_gbs, input_sets);
 }
 
+namespace {
+// Rounds to `digits` decimals, as the CSV prints them, so a JSON line stays short.
+double rounded(double value, int digits) {
+  const double scale = std::pow(10.0, digits);
+  return std::isfinite(value) ? std::round(value * scale) / scale : value;
+}
+}  // namespace
+
 std::string BenchResult::json() const {
-  return fmt::format(
-      R"({{"variant": "{}", "batch": {}, "heads_q": {}, "heads_kv": {}, "seq_q": {}, "seq_k": {}, "head_dim": {}, )"
-      R"("dtype": "{}", "schedule": "{}", "median_ms": {:.5f}, "min_ms": {:.5f}, "max_ms": {:.5f}, "density": {:.6f}, )"
-      R"("tflops": {:.2f}, "bandwidth_gbs": {:.1f}, "input_sets": {}}})",
-      variant, problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k, head_dim, dtype,
-      schedule, median_ms, min_ms, max_ms, density, tflops, bandwidth_gbs, input_sets);
+  const nlohmann::json row = {{"variant", variant},
+                              {"batch", problem.batch},
+                              {"heads_q", problem.heads_q},
+                              {"heads_kv", problem.heads_kv},
+                              {"seq_q", problem.seq_q},
+                              {"seq_k", problem.seq_k},
+                              {"head_dim", head_dim},
+                              {"dtype", dtype},
+                              {"template", template_name},
+                              {"schedule", schedule},
+                              {"median_ms", rounded(median_ms, 5)},
+                              {"min_ms", rounded(min_ms, 5)},
+                              {"max_ms", rounded(max_ms, 5)},
+                              {"density", rounded(density, 6)},
+                              {"tflops", rounded(tflops, 2)},
+                              {"bandwidth_gbs", rounded(bandwidth_gbs, 1)},
+                              {"input_sets", input_sets}};
+  // A variant name is the user's text: bytes that are not UTF-8 become U+FFFD instead of failing.
+  return row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 double mask_density(const Variant& variant, const ForwardProblem& p, const Bindings& bindings,
@@ -276,7 +300,8 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   r.problem = p;
   r.head_dim = st.dim;
   r.dtype = element_type_name(st.dtype_kind);
-  r.schedule = kernel.prepared().config.schedule.str();
+  r.template_name = kernel.prepared().config.template_name;
+  r.schedule = kernel.prepared().config.knobs.str();
   r.median_ms = times[times.size() / 2];
   r.min_ms = times.front();
   r.max_ms = times.back();

@@ -29,12 +29,15 @@ struct BenchResult {
   ForwardProblem problem;
   int head_dim = 0;
   std::string dtype;
-  std::string schedule;
+  std::string template_name;  // the kernel template ("fwd_sm80")
+  std::string schedule;       // its knobs, Knobs::str()
   double median_ms = 0, min_ms = 0, max_ms = 0;
   double density = 1.0;      // admitted (q, kv) pairs / all pairs
   double tflops = 0;         // 4 * pairs * D / time, admitted pairs only
   double bandwidth_gbs = 0;  // Q, K, V read once and O written once, over the median time
   int input_sets = 0;
+  // One JSON object on one line (the fields above, problem flattened); a pure function of the
+  // result, so it needs no GPU.
   std::string json() const;
   std::string csv() const;  // one line, the columns of csv_header()
   static std::string csv_header();

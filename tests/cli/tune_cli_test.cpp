@@ -60,6 +60,16 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --import " + shell_quote((std::filesystem::temp_directory_path() / "no_such_attnjit.json").string()),
        "cannot read"},
       {"bench --preset causal --shape 1,2,2,64,64,64 --json --csv", "at most one of --json and --csv"},
+      // --only restricts the chosen template's knob space; its knobs are named when one is wrong.
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m", "--only 'block_m' is not KNOB=V1,V2"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64,x", "is not KNOB=V1,V2"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only =64", "is not KNOB=V1,V2"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64 --only block_m=128", "knob 'block_m' twice"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only splits=2,4", "no kernel template has a knob 'splits'"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --template fwd_sm80 --only splits=2",
+       "template 'fwd_sm80' has no knob 'splits' to restrict; its knobs are: block_m, block_n, warps, stages"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --template no_such_template",
+       "template 'no_such_template' does not exist"},
   };
   for (const auto& c : cases) {
     const auto r = run(c.args);
@@ -67,6 +77,14 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
     EXPECT_TRUE(contains(r.err, c.message)) << c.args << "\nstderr: " << r.err;
   }
   EXPECT_FALSE(std::filesystem::exists(db()));  // no argument error touched the database
+}
+
+TEST_F(TuneCliTest, HelpListsTheKnobSpaces) {
+  const auto r = run("tune --help");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "--only")) << r.out;
+  EXPECT_TRUE(contains(r.out, "--template")) << r.out;
+  EXPECT_TRUE(contains(r.out, "fwd_sm80: block_m (64,128)")) << r.out;
 }
 
 TEST_F(TuneCliTest, ListExportImport) {
@@ -78,7 +96,8 @@ TEST_F(TuneCliTest, ListExportImport) {
     r.key.dtype = "bf16";
     r.key.head_dim = 128;
     r.key.seq_q_bucket = r.key.seq_k_bucket = 4096;
-    r.schedule = Schedule{128, 128, 8, 2};
+    r.template_name = "fwd_sm80";
+    r.knobs = Schedule{128, 128, 8, 2}.to_knobs();
     r.variant_name = "causal";
     r.ms = 1.25;
     r.default_ms = 1.5;
@@ -88,12 +107,13 @@ TEST_F(TuneCliTest, ListExportImport) {
   const auto list = run("tune --list");
   ASSERT_EQ(list.exit_code, 0) << list.err;
   EXPECT_TRUE(contains(list.out, "1 record(s)")) << list.out;
-  EXPECT_TRUE(contains(list.out, "block_m=128 block_n=128 warps=8 stages=2")) << list.out;
+  EXPECT_TRUE(contains(list.out, "fwd_sm80   block_m=128 block_n=128 stages=2 warps=8")) << list.out;
 
   const auto json = dir_ / "out.json";
   const auto exp = run("tune --export " + shell_quote(json.string()));
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
   EXPECT_TRUE(contains(read_file(json), "\"variant_hash\": \"0123456789abcdef0123456789abcdef\"")) << read_file(json);
+  EXPECT_TRUE(contains(read_file(json), "\"template\": \"fwd_sm80\"")) << read_file(json);
 
   const auto other = dir_ / "other.sqlite";
   const auto imp = run("tune --import " + shell_quote(json.string()) + " --db " + shell_quote(other.string()));
@@ -101,10 +121,11 @@ TEST_F(TuneCliTest, ListExportImport) {
   EXPECT_TRUE(contains(imp.out, "imported 1 record(s)")) << imp.out;
   TuningDatabase d(other);
   ASSERT_EQ(d.list().size(), 1u);
-  EXPECT_EQ(d.list()[0].schedule, (Schedule{128, 128, 8, 2}));
+  EXPECT_EQ(d.list()[0].template_name, "fwd_sm80");
+  EXPECT_EQ(d.list()[0].knobs, (Schedule{128, 128, 8, 2}.to_knobs()));
 
   const auto bad = dir_ / "bad.json";
-  std::ofstream(bad) << "{\"format\": \"attnjit-tuning\", \"records\": [{\"arch\": \"sm_90a\"}]}";
+  std::ofstream(bad) << "{\"format\": \"attnjit-tuning\", \"version\": 2, \"records\": [{\"arch\": \"sm_90a\"}]}";
   const auto r = run("tune --import " + shell_quote(bad.string()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, "record 0 has no field")) << r.err;

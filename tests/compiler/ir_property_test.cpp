@@ -533,5 +533,54 @@ TEST(VariantRoundTrip, EveryPresetParsesBackToTheSameTextAndHash) {
   }
 }
 
+// The row hooks' settings beyond the presets: a runtime RoPE offset (an int parameter, also
+// shared with a mask), partial and interleaved rotation, rank-4 f32 and rank-3 f16 gates.
+TEST(VariantRoundTrip, RowHookSettingsParseBackToTheSameVariant) {
+  using namespace dsl::vars;
+  RopeHook offset;
+  offset.rotary_dim = 64;
+  offset.offset_param = "pos";
+  RopeHook interleaved{500000.0, 32, RopeHook::Layout::Interleaved, "start"};
+  const std::vector<Variant> variants = {
+      presets::rope(offset).then(presets::causal(presets::CausalAlignment::BottomRight)),
+      presets::rope(interleaved).then(presets::output_gate(OutputGateHook{"g4", ir::TensorDType::F32, 4})),
+      presets::rope(offset).then(Variant("offset_mask").with_mask_mod(kv <= q + param_int("pos"))),
+      presets::output_gate(OutputGateHook{"gh", ir::TensorDType::F16, 3}).then(presets::sliding_window()),
+      presets::rope(RopeHook{2.0, 6, RopeHook::Layout::Half, ""}),
+  };
+  for (const Variant& v : variants) {
+    const std::string text = v.text();
+    SCOPED_TRACE(text);
+    Variant back;
+    ASSERT_NO_THROW(back = Variant::parse(text));
+    EXPECT_EQ(back.text(), text);
+    EXPECT_EQ(back.hash(), v.hash());
+    EXPECT_EQ(back.rope(), v.rope());
+    EXPECT_EQ(back.output_gate(), v.output_gate());
+    EXPECT_EQ(back.params(), v.params());
+    EXPECT_EQ(back.tensors(), v.tensors());
+  }
+  // The offset is declared once as an int parameter, also when the mask reads it too.
+  EXPECT_EQ(variants[0].params(), (std::vector<ParamDecl>{{"pos", ir::Type::Int}}));
+  EXPECT_EQ(variants[2].params(), (std::vector<ParamDecl>{{"pos", ir::Type::Int}}));
+  EXPECT_NE(variants[0].text().find("param pos: int;\n"), std::string::npos) << variants[0].text();
+  EXPECT_NE(variants[0].text().find("rope: theta=10000.0, dim=64, layout=half, offset=pos;\n"), std::string::npos)
+      << variants[0].text();
+  EXPECT_NE(variants[1].text().find("layout=interleaved, offset=start;"), std::string::npos) << variants[1].text();
+  EXPECT_EQ(variants[4].text().find("offset"), std::string::npos) << variants[4].text();
+
+  // The brief's spelling (integer theta, any statement order) reads to the same variant.
+  const Variant written = Variant::parse(
+      "rope: theta=10000, dim=64, layout=half, offset=pos;\nparam pos: int;\nmask: kv <= q + kv_len - q_len;");
+  EXPECT_EQ(written.hash(), variants[0].hash());
+  // The offset's name is part of the variant; its value is not (a binding).
+  RopeHook renamed = offset;
+  renamed.offset_param = "cache_len";
+  EXPECT_NE(presets::rope(renamed).hash(), presets::rope(offset).hash());
+  RopeHook none = offset;
+  none.offset_param.clear();
+  EXPECT_NE(presets::rope(none).hash(), presets::rope(offset).hash());
+}
+
 }  // namespace
 }  // namespace attnjit

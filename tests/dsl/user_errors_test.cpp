@@ -183,6 +183,35 @@ TEST(UserErrors, InvalidRopeSettings) {
                  {"rope rotary_dim is 7", "0 (whole head) or a positive even number"});
 }
 
+TEST(UserErrors, RopeOffsetParameter) {
+  RopeHook bad_name;
+  bad_name.offset_param = "q";
+  expect_phrases(user_error_of([&] { Variant().with_rope(bad_name); }),
+                 {"rope offset parameter name 'q' is not allowed", "e.g. \"pos\"", "leave it empty"});
+  bad_name.offset_param = "aj_pos";
+  expect_phrases(user_error_of([&] { Variant().with_rope(bad_name); }), {"'aj_pos' is not allowed"});
+
+  // The offset is an int parameter: the same name used as a float elsewhere is a conflict,
+  // and the variant keeps its previous hooks.
+  RopeHook hook;
+  hook.offset_param = "pos";
+  Variant v = Variant().with_score_mod(score * param_float("pos"));
+  expect_phrases(
+      user_error_of([&] { v.with_rope(hook); }),
+      {"parameter 'pos' is used both as the rope offset (int) and as float", "give the offset its own name"});
+  EXPECT_FALSE(v.rope().has_value());
+  // ... and a name cannot be the offset and a tensor.
+  expect_phrases(user_error_of([&] {
+                   (void)presets::output_gate(OutputGateHook{"pos", ir::TensorDType::F32, 3}).then(presets::rope(hook));
+                 }),
+                 {"the name 'pos' is used for both a parameter and a tensor; rename one"});
+  // Two RoPE declarations that differ only in the offset do not compose.
+  RopeHook other = hook;
+  other.offset_param = "start";
+  expect_phrases(user_error_of([&] { (void)presets::rope(hook).then(presets::rope(other)); }),
+                 {"both declare RoPE with different settings"});
+}
+
 // ---- the text form: positions, carets, messages ----------------------------------------
 
 TEST(ParseErrors, UnknownNameSuggestsDeclaration) {
@@ -316,6 +345,28 @@ TEST(ParseErrors, TabsInTheCaretLineKeepTheCaretAligned) {
   const auto m = parse_error(text);
   expect_phrases(m, {"line 1, column 14: unexpected character '$'"});
   EXPECT_NE(m.find("\n  score:\tscore\t$;\n        \t     \t^"), std::string::npos) << m;
+}
+
+TEST(ParseErrors, RopeOffsetMustNameADeclaredIntParameter) {
+  const std::string undeclared = "rope: theta=10000, dim=64, layout=half, offset=pos;";
+  auto m = parse_error(undeclared);
+  expect_phrases(m, {"line 1, column 48: rope offset parameter 'pos' is not declared; add `param pos: int;`"});
+  expect_caret(m, undeclared, 48);
+
+  m = parse_error("param pos: float;\nrope: theta=10000, offset=pos;");
+  expect_phrases(
+      m, {"line 2, column 27: rope offset parameter 'pos' is declared float", "must be int", "`param pos: int;`"});
+  expect_caret(m, "rope: theta=10000, offset=pos;", 27);
+
+  expect_phrases(parse_error("rope: offset=7;"),
+                 {"line 1, column 14: rope offset '7' is not allowed; name a declared int parameter, e.g. offset=pos"});
+  expect_phrases(parse_error("rope: shift=pos;"),
+                 {"line 1, column 7: unknown rope setting 'shift'; allowed: theta, dim, layout, offset"});
+  expect_phrases(parse_error("param pos: int;\nrope: offset=pos, offset=pos;"),
+                 {"line 2, column 19: rope setting 'offset' is given twice"});
+  // Declared after the rope statement is fine (statement order is free); used by rope only
+  // counts as used.
+  EXPECT_EQ(Variant::parse("rope: offset=pos;\nparam pos: int;").rope()->offset_param, "pos");
 }
 
 TEST(ParseErrors, SingleExpressionTrailingText) {

@@ -3,6 +3,7 @@
 // racing to store the same key. Every test uses its own temporary cache directory.
 #include "runtime/cache/kernel_cache.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "compiler/error.hpp"
@@ -214,6 +216,80 @@ TEST_F(KernelCacheTest, RoundTripsThroughMemoryAndDisk) {
   EXPECT_EQ(cache.get_or_compile(sample_inputs(), build).source, CacheSource::Compiled);
   EXPECT_EQ(builds, 2);
   EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(KernelCacheTest, MetadataTextOfAnyKindRoundTripsAndIsStandardJson) {
+  const CacheEntryLabels labels{"a\"b \\ c\n\td \x01 e \u00e9 \u2713 \U0001D538", "block_m=128 \"x\"\\"};
+  auto cache = make_cache();
+  cache.get_or_compile(
+      sample_inputs(), [] { return fake_kernel("a"); }, labels);
+  const auto from_disk = make_cache().get_or_compile(sample_inputs(), [] { return fake_kernel("b"); });
+  ASSERT_EQ(from_disk.source, CacheSource::DiskHit);
+  EXPECT_EQ(from_disk.metadata->variant_text, labels.variant_text);
+  EXPECT_EQ(from_disk.metadata->schedule_text, labels.schedule_text);
+
+  std::ifstream in(dir_ / (sample_inputs().key() + ".json"));
+  const nlohmann::json parsed = nlohmann::json::parse(in);
+  EXPECT_EQ(parsed.at("variant_text").get<std::string>(), labels.variant_text);
+  EXPECT_EQ(parsed.at("format"), 1);
+  EXPECT_EQ(parsed.at("created_utc").get<std::string>().size(), 20u);  // 2026-11-26T12:00:00Z
+  EXPECT_TRUE(warnings_.empty());
+}
+
+// Metadata written by the hand-made writer of attnjit 0.1.0 (this layout, these escapes) is
+// still read: the entry is a disk hit, not rebuilt.
+TEST_F(KernelCacheTest, MetadataInTheEarlierLayoutStillReads) {
+  const auto stored = make_cache().get_or_compile(sample_inputs(), [] { return fake_kernel("a"); });
+  const CacheEntryMetadata& m = *stored.metadata;
+  const std::string earlier = fmt::format(
+      "{{\n"
+      "  \"format\": 1,\n"
+      "  \"key\": \"{}\",\n"
+      "  \"variant_text\": \"score \\\"q\\\" \\\\ x\\n\\u0001\",\n"
+      "  \"schedule_text\": \"block_m=128 block_n=64 warps=4 stages=1\",\n"
+      "  \"nvrtc_options\": [\"-std=c++17\", \"--gpu-architecture=sm_80\", \"-default-device\"],\n"
+      "  \"target_arch\": \"sm_80\",\n"
+      "  \"nvrtc_version\": \"13.0\",\n"
+      "  \"template_set_version\": \"0123456789abcdef0123456789abcdef\",\n"
+      "  \"attnjit_version\": \"0.1.0\",\n"
+      "  \"resources\": [\n"
+      "    {{\"kernel_name\": \"k\", \"registers\": 42, \"shared_static_bytes\": 1024, \"spill_store_bytes\": 0, "
+      "\"spill_load_bytes\": 0, \"stack_frame_bytes\": 0, \"barriers\": 1}}\n"
+      "  ],\n"
+      "  \"compile_ms\": 1.500,\n"
+      "  \"cubin_size\": {},\n"
+      "  \"cubin_checksum\": \"{}\",\n"
+      "  \"created_unix_seconds\": 1764115200,\n"
+      "  \"created_utc\": \"2025-11-26T00:00:00Z\"\n"
+      "}}\n",
+      m.key, m.cubin_size, m.cubin_checksum);
+  std::ofstream(dir_ / (m.key + ".json"), std::ios::trunc) << earlier;
+
+  int builds = 0;
+  const auto read = make_cache().get_or_compile(sample_inputs(), [&] {
+    ++builds;
+    return fake_kernel("a");
+  });
+  EXPECT_EQ(read.source, CacheSource::DiskHit);
+  EXPECT_EQ(builds, 0);
+  EXPECT_EQ(read.metadata->variant_text, "score \"q\" \\ x\n\x01");
+  EXPECT_EQ(read.metadata->resources.kernels.at(0).registers, 42);
+  EXPECT_DOUBLE_EQ(read.metadata->compile_ms, 1.5);
+  EXPECT_EQ(read.metadata->created_unix_seconds, 1764115200);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(KernelCacheTest, MetadataWithAWrongFieldIsCorruptAndNamesTheField) {
+  const auto stored = make_cache().get_or_compile(sample_inputs(), [] { return fake_kernel("a"); });
+  const auto path = dir_ / (stored.metadata->key + ".json");
+  nlohmann::json doc = nlohmann::json::parse(std::ifstream(path));
+  doc["cubin_size"] = "many";
+  std::ofstream(path, std::ios::trunc) << doc.dump(2);
+  const auto checks = make_cache().verify();
+  ASSERT_EQ(checks.size(), 1u);
+  EXPECT_EQ(checks[0].health, EntryHealth::Corrupt);
+  EXPECT_NE(checks[0].problem.find("field 'cubin_size' is \"many\", expected an integer"), std::string::npos)
+      << checks[0].problem;
 }
 
 TEST_F(KernelCacheTest, ClearLeavesForeignFilesAlone) {

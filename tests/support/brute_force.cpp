@@ -102,13 +102,14 @@ Result attention(const Inputs& in, const Spec& spec) {
       for (int i = 0; i < s.seq_q; ++i) {
         const std::size_t row = (static_cast<std::size_t>(b) * s.heads_q + h) * s.seq_q + i;
         for (int d = 0; d < s.dim; ++d) qrow[d] = in.q_at(b, h, i, d);
-        if (spec.rope) apply_rope(qrow, i + s.seq_k - s.seq_q, *spec.rope);
+        if (spec.rope)
+          apply_rope(qrow, i + s.seq_k - s.seq_q + static_cast<double>(spec.rope->position_offset), *spec.rope);
         double m = -kInf;
         for (int j = 0; j < s.seq_k; ++j) {
           logit[j] = -kInf;
           if (spec.allowed && !spec.allowed(b, h, i, j)) continue;
           for (int d = 0; d < s.dim; ++d) krow[d] = in.k_at(b, hk, j, d);
-          if (spec.rope) apply_rope(krow, j, *spec.rope);
+          if (spec.rope) apply_rope(krow, j + static_cast<double>(spec.rope->position_offset), *spec.rope);
           double dot = 0.0;
           for (int d = 0; d < s.dim; ++d) dot += qrow[d] * krow[d];
           const double score = scale * dot;

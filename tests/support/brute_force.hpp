@@ -51,6 +51,7 @@ struct RopeSpec {
   double theta = 10000.0;
   int rotary_dim = 0;  // 0: the whole head
   bool interleaved = false;
+  std::int64_t position_offset = 0;  // added to every Q and K position
 };
 
 // Everything the brute force needs to know about a variant, in plain C++.

@@ -112,6 +112,39 @@ def flex_variants(binary, rows):
         print(json.dumps(row), flush=True)
 
 
+def rope_overhead(binary, rows):
+    """Fused RoPE's cost: attnjit rope_causal against attnjit causal on the same shape, timed in
+    alternation (best median of 3 rounds each); for scale, PyTorch applying RoPE to Q and K
+    (eager, half layout) before cuDNN's causal SDPA."""
+    b, h, s = 4, 16, 4096
+    for d in (64, 128):
+        q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=DTYPE) for _ in range(3))
+        inv = 10000.0 ** (-torch.arange(0, d, 2, device="cuda", dtype=torch.float32) / d)
+        ang = torch.arange(s, device="cuda", dtype=torch.float32)[:, None] * inv[None, :]
+        cos, sin = ang.cos(), ang.sin()
+
+        def rotate(x):
+            x1, x2 = x[..., : d // 2].float(), x[..., d // 2:].float()
+            return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(DTYPE)
+
+        def torch_rope_cudnn():
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                return F.scaled_dot_product_attention(rotate(q), rotate(k), v, is_causal=True)
+
+        torch_rope_cudnn()
+        torch_ms = median_ms(torch_rope_cudnn)
+        plain, fused = [], []
+        for _ in range(3):
+            plain.append(attnjit_bench(binary, "causal", (b, h, h, s, s, d), []).get("median_ms"))
+            fused.append(attnjit_bench(binary, "rope_causal", (b, h, h, s, s, d), []).get("median_ms"))
+        plain = [x for x in plain if x]
+        fused = [x for x in fused if x]
+        row = {"table": "rope", "D": d, "causal_ms": min(plain) if plain else None,
+               "rope_causal_ms": min(fused) if fused else None, "torch_rope_cudnn_ms": torch_ms}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
 def fmt(x):
     return "—" if x is None else f"{x:.0f}"
 
@@ -135,6 +168,16 @@ def print_tables(rows, device):
         if r["table"] == "flex":
             print(f"| {r['variant']} | {r['density']:.3f} | {fmt(r['attnjit'])} | {fmt(r['flex'])} | "
                   f"{ratio(r['attnjit'], r['flex'])} | {r['flex_compile_s']:.1f} |")
+    rope = [r for r in rows if r["table"] == "rope"]
+    if rope:
+        print(f"\n## Fused RoPE overhead, {device}, B=4 H=16 S=4096 causal bf16, ms (best median of 3)\n")
+        print("| D | attnjit causal | attnjit rope_causal | overhead | PyTorch RoPE + cuDNN causal |")
+        print("|---|---|---|---|---|")
+        for r in rope:
+            c, f = r["causal_ms"], r["rope_causal_ms"]
+            over = "—" if not c or not f else f"{100.0 * (f / c - 1.0):+.1f}%"
+            ms = lambda x: "—" if x is None else f"{x:.3f}"
+            print(f"| {r['D']} | {ms(c)} | {ms(f)} | {over} | {ms(r['torch_rope_cudnn_ms'])} |")
     for r in rows:
         if r.get("attnjit_error"):
             print("attnjit error:", r.get("variant", r.get("S")), r["attnjit_error"])
@@ -190,6 +233,7 @@ def main():
     rows = []
     dense_causal_grid(args.attnjit, rows, args.quick)
     flex_variants(args.attnjit, rows)
+    rope_overhead(args.attnjit, rows)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)

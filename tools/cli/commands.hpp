@@ -10,7 +10,8 @@ namespace attnjit::cli {
 void register_variant_commands(CLI::App& app);
 void register_demo_command(CLI::App& app);
 void register_cache_commands(CLI::App& app);
-void register_kernel_commands(CLI::App& app);  // emit, compile, check
-void register_tune_command(CLI::App& app);     // tune (and the tuning database)
+void register_kernel_commands(CLI::App& app);    // emit, compile, check
+void register_tune_command(CLI::App& app);       // tune (and the tuning database)
+void register_templates_command(CLI::App& app);  // templates
 
 }  // namespace attnjit::cli

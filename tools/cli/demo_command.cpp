@@ -9,8 +9,8 @@
 
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
-#include "runtime/driver/cuda_driver.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/reference/reference.hpp"
 #include "tools/cli/commands.hpp"

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -25,8 +26,9 @@ struct KernelArgs {
   std::string arch = "auto";
   int head_dim = 128;
   std::string dtype = "bf16";
-  int block_m = 0, block_n = 0, warps = 0, stages = 0;  // 0: the default schedule's value
-  std::vector<std::string> params;                      // name=value
+  std::string template_name;         // empty: the best template for the request
+  std::map<std::string, int> knobs;  // knob flags given (--block-m 64 -> block_m)
+  std::vector<std::string> params;   // name=value
 
   Variant variant() const {
     if (preset.empty() == variant_text.empty())
@@ -44,15 +46,10 @@ struct KernelArgs {
 
   CompileOptions options() const {
     CompileOptions o;
-    o.with_head_dim(head_dim).with_dtype(parse_element_type(dtype)).with_arch(arch);
-    if (block_m || block_n || warps || stages) {  // otherwise: tuned (with a shape hint) or default
-      Schedule s = Schedule::default_for(head_dim);
-      if (block_m) s.block_m = block_m;
-      if (block_n) s.block_n = block_n;
-      if (warps) s.num_warps = warps;
-      if (stages) s.stages = stages;
-      o.with_schedule(s);
-    }
+    o.with_head_dim(head_dim).with_dtype(parse_element_type(dtype)).with_arch(arch).with_template(template_name);
+    Knobs overrides;  // none: tuned (with a shape hint) or the template's default
+    for (const auto& [name, value] : knobs) overrides.set(name, value);
+    o.with_knobs(overrides);
     o.validate();
     return o;
   }
@@ -68,7 +65,7 @@ struct KernelArgs {
         std::size_t used = 0;
         const long long i = std::stoll(value, &used);
         if (used == value.size()) {
-          b.set(name, static_cast<int>(i));
+          b.set(name, static_cast<std::int64_t>(i));  // check_bindings refuses ints outside int32
           continue;
         }
         const double d = std::stod(value, &used);
@@ -88,10 +85,22 @@ inline void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
   cmd->add_option("--arch", a.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")->capture_default_str();
   cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
-  cmd->add_option("--block-m", a.block_m, "Schedule override: query rows per CTA (64, 128)");
-  cmd->add_option("--block-n", a.block_n, "Schedule override: keys per tile (32, 64, 128)");
-  cmd->add_option("--warps", a.warps, "Schedule override: warps per CTA (4, 8)");
-  cmd->add_option("--stages", a.stages, "Schedule override: kv buffers (1, 2)");
+  cmd->add_option("--template", a.template_name, "Kernel template (see `attnjit templates`); default: the best one");
+  // One flag per knob of any registered template (--block-m for block_m); a flag the chosen
+  // template does not have is a UserError naming the template's knobs.
+  std::map<std::string, std::string> help;
+  for (const auto& t : TemplateRegistry::instance().all())
+    for (const auto& k : t->knob_space(a.head_dim)) {
+      auto& h = help[k.name];
+      h += fmt::format("{}{}: {} ({})", h.empty() ? "Knob of template " : "; ", t->name(), k.help,
+                       fmt::join(k.values, ", "));
+    }
+  for (const auto& [name, text] : help) {
+    std::string flag = "--" + name;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    cmd->add_option_function<int>(
+        flag, [&a, name = name](int v) { a.knobs[name] = v; }, text);
+  }
 }
 
 // "B,H,Hkv,Sq,Sk,D" into a problem and a head dimension.

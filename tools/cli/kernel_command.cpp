@@ -10,8 +10,8 @@
 
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
-#include "runtime/tuning/benchmark.hpp"
 #include "runtime/reference/forward_check.hpp"
+#include "runtime/tuning/benchmark.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/kernel_args.hpp"
 
@@ -29,9 +29,11 @@ void print_compile_report(const PreparedKernel& p) {
   fmt::print("variant:        {}\n", m.variant_text.substr(0, m.variant_text.find('\n')));
   fmt::print("arch:           {}\n", p.config.arch);
   fmt::print("head_dim/dtype: {} / {}\n", p.config.head_dim, element_type_name(p.config.dtype));
-  fmt::print("schedule:       {}\n", p.config.schedule.str());
+  fmt::print("template:       {}{}\n", p.config.template_name, p.config.tuned ? " (tuned knobs)" : "");
+  fmt::print("knobs:          {}\n", p.config.knobs.str());
+  fmt::print("kernels:        {}\n", fmt::join(p.unit.kernel_names, ", "));
   fmt::print("registers:      {} per thread\n", usage.registers);
-  fmt::print("shared memory:  {} bytes dynamic, {} bytes static\n", p.generated.shared_memory_bytes,
+  fmt::print("shared memory:  {} bytes dynamic, {} bytes static\n", p.unit.max_dynamic_shared_bytes,
              usage.shared_static_bytes);
   fmt::print("spills:         {} bytes stored, {} bytes loaded, stack frame {} bytes\n", usage.spill_store_bytes,
              usage.spill_load_bytes, usage.stack_frame_bytes);

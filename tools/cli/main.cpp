@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   attnjit::cli::register_variant_commands(app);
   attnjit::cli::register_kernel_commands(app);
   attnjit::cli::register_tune_command(app);
+  attnjit::cli::register_templates_command(app);
   attnjit::cli::register_cache_commands(app);
   try {
     app.parse(argc, argv);

@@ -1,16 +1,20 @@
-// `attnjit tune`: search the schedule space for a variant on one or more shapes and store
-// the winners in the tuning database; `--list`, `--export FILE`, `--import FILE` manage it.
+// `attnjit tune`: search the chosen kernel template's knob space (all of it, or the values
+// `--only KNOB=V1,V2` keeps) for a variant on one or more shapes and store the winners in the
+// tuning database; `--list`, `--export FILE`, `--import FILE` manage it.
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
-#include "runtime/tuning/autotune.hpp"
+#include "compiler/knob_space.hpp"
 #include "runtime/cache/tuning_db.hpp"
+#include "runtime/tuning/autotune.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/kernel_args.hpp"
 
@@ -20,6 +24,7 @@ namespace {
 struct TuneArgs {
   KernelArgs kernel;
   std::vector<std::string> shapes;
+  std::vector<std::string> only;  // KNOB=V1,V2,...
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
   int reps = 20, warmup = 5;
   bool no_check = false, no_store = false, list = false;
@@ -30,8 +35,52 @@ std::string database_path(const TuneArgs& a) {
   return a.db_path.empty() ? TuningDatabase::default_path().string() : a.db_path;
 }
 
+// `--only` values: knob name -> the values to try, in the order given.
+std::map<std::string, std::vector<int>> parse_only(const std::vector<std::string>& only) {
+  std::map<std::string, std::vector<int>> out;
+  for (const auto& text : only) {
+    const auto eq = text.find('=');
+    const std::string name = eq == std::string::npos ? "" : text.substr(0, eq);
+    std::vector<int> values;
+    bool ok = !name.empty();
+    if (ok) {
+      std::stringstream ss(text.substr(eq + 1));
+      std::string item;
+      while (ok && std::getline(ss, item, ',')) {
+        try {
+          std::size_t used = 0;
+          values.push_back(std::stoi(item, &used));
+          ok = used == item.size();
+        } catch (const std::logic_error&) {
+          ok = false;
+        }
+      }
+      ok = ok && !values.empty();
+    }
+    if (!ok)
+      throw UserError(
+          fmt::format("--only '{}' is not KNOB=V1,V2,... with integer values, e.g. --only block_m=64,128", text));
+    if (out.count(name)) throw UserError(fmt::format("--only gives knob '{}' twice; list its values once", name));
+    out[name] = std::move(values);
+  }
+  return out;
+}
+
+// The knob space of every forward template, for --only's help.
+std::string knob_space_help() {
+  std::string out;
+  for (const auto& t : TemplateRegistry::instance().all()) {
+    if (!t->is_forward()) continue;
+    std::string knobs;
+    for (const auto& k : t->knob_space(128))
+      knobs += fmt::format("{}{} ({})", knobs.empty() ? "" : ", ", k.name, fmt::join(k.values, ","));
+    out += fmt::format("; {}: {}", t->name(), knobs);
+  }
+  return out;
+}
+
 void print_progress(const TuneProgress& p, bool tty) {
-  const std::string best = p.best ? fmt::format("best {} {:.4f} ms", p.best->schedule.str(), p.best->ms) : "best -";
+  const std::string best = p.best ? fmt::format("best {} {:.4f} ms", p.best->knobs.str(), p.best->ms) : "best -";
   const std::string last = p.last->error.empty() ? fmt::format("{:.4f} ms", p.last->ms) : std::string("failed");
   if (tty) {
     constexpr int width = 24;
@@ -40,7 +89,7 @@ void print_progress(const TuneProgress& p, bool tty) {
                std::string(static_cast<std::size_t>(width - filled), '.'), p.done, p.total, best);
     if (p.done == p.total) fmt::print(stderr, "\n");
   } else {
-    fmt::print(stderr, "[{}/{}] {}: {} | {}\n", p.done, p.total, p.last->schedule.str(), last, best);
+    fmt::print(stderr, "[{}/{}] {}: {} | {}\n", p.done, p.total, p.last->knobs.str(), last, best);
   }
   std::fflush(stderr);
 }
@@ -50,12 +99,12 @@ void list_database(const TuneArgs& a) {
   const auto records = db.list();
   fmt::print("tuning database {}: {} record(s)\n", db.path().string(), records.size());
   if (records.empty()) return;
-  fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<40} {:>9} {:>9} {:>8} {:<10}\n", "variant", "arch", "dtype",
-             "D", "Sq<=", "Sk<=", "gqa", "schedule", "ms", "default", "TFLOP/s", "date");
+  fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<10} {:<40} {:>9} {:>9} {:>8} {:<10}\n", "variant", "arch",
+             "dtype", "D", "Sq<=", "Sk<=", "gqa", "template", "knobs", "ms", "default", "TFLOP/s", "date");
   for (const auto& r : records)
-    fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<40} {:>9.4f} {:>9.4f} {:>8.1f} {:<10}\n", r.variant_name,
-               r.key.arch, r.key.dtype, r.key.head_dim, r.key.seq_q_bucket, r.key.seq_k_bucket,
-               r.key.gqa ? "yes" : "no", r.schedule.str(), r.ms, r.default_ms, r.tflops, r.date);
+    fmt::print("{:<18} {:<7} {:<5} {:>4} {:>7} {:>7} {:<4} {:<10} {:<40} {:>9.4f} {:>9.4f} {:>8.1f} {:<10}\n",
+               r.variant_name, r.key.arch, r.key.dtype, r.key.head_dim, r.key.seq_q_bucket, r.key.seq_k_bucket,
+               r.key.gqa ? "yes" : "no", r.template_name, r.knobs.str(), r.ms, r.default_ms, r.tflops, r.date);
 }
 
 void tune_shapes(const TuneArgs& a) {
@@ -70,6 +119,7 @@ void tune_shapes(const TuneArgs& a) {
     k.head_dim = dim;
     const CompileOptions base = k.options();
     TuneOptions o;
+    o.restrict_to = parse_only(a.only);
     o.threads = a.threads;
     o.bench.repetitions = a.reps;
     o.bench.warmup = a.warmup;
@@ -79,21 +129,20 @@ void tune_shapes(const TuneArgs& a) {
     fmt::print("== tune {} D={} {} on {}\n", v.name(), dim, a.kernel.dtype, problem.str());
     std::fflush(stdout);
     const TuneResult r = tune_forward(v, base, problem, scalars, o);
-    fmt::print("arch {}: {} candidates compiled, {} pruned before compiling\n", r.arch, r.candidates.size(),
-               r.pruned.size());
-    for (const auto& p : r.pruned) fmt::print("  pruned {}: {}\n", p.schedule.str(), p.reason);
+    fmt::print("arch {}, template {}: {} candidates compiled, {} pruned before compiling\n", r.arch, r.template_name,
+               r.candidates.size(), r.pruned.size());
+    for (const auto& p : r.pruned) fmt::print("  pruned {}: {}\n", p.knobs.str(), p.reason);
     for (const auto& c : r.candidates)
-      if (!c.error.empty()) fmt::print("  failed {}: {}\n", c.schedule.str(), c.error.substr(0, 300));
-    fmt::print("default {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s\n", r.default_schedule.str(), r.default_result.median_ms,
+      if (!c.error.empty()) fmt::print("  failed {}: {}\n", c.knobs.str(), c.error.substr(0, 300));
+    fmt::print("default {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s\n", r.default_knobs.str(), r.default_result.median_ms,
                r.default_result.tflops);
     if (!r.best) {
       fmt::print("no candidate ran and passed the check; nothing stored\n");
       if (r.check) fmt::print("check ({}): {}\n", r.check_problem.str(), r.check->summary());
       continue;
     }
-    fmt::print("best    {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s ({:.3f}x the default{})\n", r.best->schedule.str(),
-               r.best->ms, r.best->tflops, r.speedup(),
-               r.best->schedule == r.default_schedule ? "; the heuristic is already best" : "");
+    fmt::print("best    {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s ({:.3f}x the default{})\n", r.best->knobs.str(), r.best->ms,
+               r.best->tflops, r.speedup(), r.best->knobs == r.default_knobs ? "; the heuristic is already best" : "");
     if (r.check) fmt::print("check   {}: {}\n", r.check_problem.str(), r.check->summary());
     if (r.stored) fmt::print("stored in {}\n", db->path().string());
     std::fflush(stdout);
@@ -104,12 +153,18 @@ void tune_shapes(const TuneArgs& a) {
 
 void register_tune_command(CLI::App& app) {
   auto a = std::make_shared<TuneArgs>();
-  auto* tune = app.add_subcommand("tune", "Search schedules for a variant and shape; store the winners");
+  auto* tune = app.add_subcommand("tune", "Search a template's knobs for a variant and shape; store the winners");
   tune->add_option("--preset", a->kernel.preset, "Preset name (see `attnjit variant list`)");
   tune->add_option("--variant", a->kernel.variant_text, "Variant text, or @file");
   tune->add_option("--arch", a->kernel.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")
       ->capture_default_str();
   tune->add_option("--dtype", a->kernel.dtype, "bf16 or fp16")->capture_default_str();
+  tune->add_option("--template", a->kernel.template_name,
+                   "Kernel template whose knobs are searched (see `attnjit templates`); default: the best one");
+  tune->add_option("--only", a->only,
+                   "Try only these values of a knob, KNOB=V1,V2,... (repeatable); the others take every value of "
+                   "the template's space" +
+                       knob_space_help());
   tune->add_option("--shape", a->shapes, "B,H,Hkv,Sq,Sk,D (repeatable)");
   tune->add_option("--param", a->kernel.params, "Runtime parameter NAME=VALUE (repeatable)");
   tune->add_option("--threads", a->threads, "NVRTC compile threads")->capture_default_str();
@@ -162,6 +217,26 @@ void register_tune_command(CLI::App& app) {
     }
     a->kernel.variant();
     a->kernel.bindings();
+    a->kernel.options();  // an unknown --template or --dtype
+    const auto only = parse_only(a->only);
+    if (!only.empty()) {
+      // A knob no template has, or (with --template) one the template lacks, fails before the search.
+      if (!a->kernel.template_name.empty()) {
+        enumerate_knobs(TemplateRegistry::instance().get(a->kernel.template_name), parse_shape(a->shapes[0]).second,
+                        max_shared_memory_for_arch("sm_90a"), only);
+      } else {
+        std::set<std::string> knobs;
+        for (const auto& t : TemplateRegistry::instance().all())
+          if (t->is_forward())
+            for (const auto& k : t->knob_space(128)) knobs.insert(k.name);
+        for (const auto& [name, values] : only)
+          if (!knobs.count(name))
+            throw UserError(
+                fmt::format("--only {}: no kernel template has a knob '{}'; the knobs are: {} (see "
+                            "`attnjit templates`)",
+                            name, name, fmt::join(knobs, ", ")));
+      }
+    }
     tune_shapes(*a);
   });
 }

@@ -1,0 +1,54 @@
+// The block-mask template: tile classes of a mask that reads tensors (documents, learned
+// block masks), built on the GPU by templates/block_mask.cuh. Interval analysis cannot see
+// through a tensor read, so without it such a mask is "partial" on every tile.
+//
+// It serves other templates: a forward template whose mask reads a tensor pastes
+// `fragment()` into its unit, puts `launch()` first in its plan and lets `bind()` point the
+// argument block at the workspace. It can also build a unit of its own (the block mask
+// alone, for `Kernel::build_block_mask`-style reuse across calls).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "compiler/kernel_template.hpp"
+
+namespace attnjit {
+
+// The tile-class buffer: [B', H', q_tiles, kv_tiles] bytes, B' = batch when the mask
+// mentions b else 1, H' = heads_q when it mentions h else 1.
+struct BlockMaskLayout {
+  unsigned q_tiles = 0, kv_tiles = 0, planes = 0;  // planes = B' * H'
+  long long stride[3] = {0, 0, 0};                 // bytes; 0 for a dimension of extent 1
+  std::size_t bytes = 0;
+};
+
+class BlockMaskTemplate : public KernelTemplate {
+ public:
+  static constexpr const char* kKernelName = "attnjit_block_mask";
+  static constexpr const char* kRole = "block_mask";
+
+  std::string name() const override { return "block_mask"; }
+  std::string description() const override {
+    return "tile classes of a mask that reads tensors, built on the GPU (used by the forward templates)";
+  }
+  std::vector<std::string> archs() const override;
+  bool is_forward() const override { return false; }
+  Support can_implement(const TemplateRequest& request) const override;
+  std::vector<KnobSpec> knob_space(int head_dim) const override;
+  Knobs default_knobs(const TemplateRequest& request) const override;
+  Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override;
+  std::vector<HookPrototype> hooks() const override;
+  GeneratedUnit generate(const TemplateRequest& request) const override;
+  LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& problem) const override;
+
+  // For composing into another template's unit with the same tile sizes (AJ_BLOCK_M/N).
+  static std::string fragment(const HookFacts& facts);
+  static BlockMaskLayout layout(const HookFacts& facts, int block_m, int block_n, const ProblemShape& problem);
+  static KernelLaunch launch(const BlockMaskLayout& layout);
+  static void bind(AttnjitFwdArgs& args, std::uint64_t workspace, const BlockMaskLayout& layout);
+};
+
+std::unique_ptr<KernelTemplate> make_block_mask_template();
+
+}  // namespace attnjit

@@ -1,0 +1,123 @@
+// The sm80 forward template's descriptor (see fwd_sm80_template.hpp). Its knobs are the
+// fields of Schedule (block_m, block_n, warps, stages), whose validate() holds the rules.
+#include "templates/fwd_sm80/fwd_sm80_template.hpp"
+
+#include <fmt/format.h>
+
+#include "compiler/codegen.hpp"
+#include "compiler/error.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
+#include "runtime/driver/templates.hpp"
+#include "templates/abi.h"
+#include "templates/block_mask/block_mask_template.hpp"
+
+namespace attnjit {
+namespace {
+
+class FwdSm80Template : public KernelTemplate {
+ public:
+  static constexpr const char* kKernelName = "attnjit_fwd";
+
+  std::string name() const override { return "fwd_sm80"; }
+  std::string description() const override {
+    return "forward, FlashAttention-2 structure (cp.async, ldmatrix, mma.sync); sm_80 and newer";
+  }
+  // Every target attnjit compiles for: mma.sync runs on sm_80 and everything newer.
+  std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
+
+  Support can_implement(const TemplateRequest& r) const override {
+    if (!is_supported_head_dim(r.head_dim))
+      return Support::no(fmt::format("head_dim {} is not one of 32, 64, 96, 128, 256", r.head_dim));
+    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
+      return Support::invalid(
+          fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}; use 0 (whole head) "
+                      "or an even number <= {}",
+                      r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
+    return Support::yes();
+  }
+
+  std::vector<KnobSpec> knob_space(int) const override {
+    return {{"block_m", {64, 128}, "query rows per CTA"},
+            {"block_n", {32, 64, 128}, "keys per kv tile"},
+            {"warps", {4, 8}, "warps per CTA; each owns block_m / warps (16 or 32) rows"},
+            {"stages", {1, 2}, "kv buffers in shared memory (2: the next tile loads during this one)"}};
+  }
+
+  Knobs default_knobs(const TemplateRequest& r) const override { return Schedule::default_for(r.head_dim).to_knobs(); }
+
+  Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
+    try {
+      Schedule::from_knobs(knobs).validate(head_dim, max_shared_bytes);
+    } catch (const UserError& e) {
+      return Support::invalid(e.what());
+    }
+    return Support::yes();
+  }
+
+  std::vector<HookPrototype> hooks() const override {
+    auto all = attention_hook_prototypes();
+    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
+    return all;
+  }
+
+  GeneratedUnit generate(const TemplateRequest& r) const override {
+    const Schedule s = Schedule::from_knobs(r.knobs);
+    GeneratedUnit unit;
+    unit.template_name = name();
+    unit.knobs = r.knobs;
+    unit.slots = assign_slots(*r.variant);
+    const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
+    unit.facts = emitted.facts;
+    unit.max_dynamic_shared_bytes = s.shared_memory_bytes(r.head_dim);
+    unit.kernel_names = {kKernelName};
+    if (unit.facts.mask_reads_tensor)
+      unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
+
+    std::vector<std::pair<std::string, std::string>> macros = {
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
+        {"AJ_BLOCK_M", std::to_string(s.block_m)},
+        {"AJ_BLOCK_N", std::to_string(s.block_n)},
+        {"AJ_NUM_WARPS", std::to_string(s.num_warps)},
+        {"AJ_STAGES", std::to_string(s.stages)},
+        {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
+        {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
+        {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"},
+        {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
+    };
+    unit.body = unit_preamble();
+    unit.body += macro_block("fwd_sm80 knobs and the variant's facts", macros);
+    unit.body += hook_section(hooks(), emitted);
+    unit.body += runtime::load_template("fwd_sm80.cuh");
+    if (unit.facts.mask_reads_tensor) {
+      unit.body += "\n// the mask reads a tensor: attnjit_block_mask writes the tile classes attnjit_fwd reads\n";
+      unit.body += BlockMaskTemplate::fragment(unit.facts);
+    }
+    return unit;
+  }
+
+  LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
+    const Schedule s = Schedule::from_knobs(unit.knobs);
+    LaunchPlan plan;
+    if (unit.facts.mask_reads_tensor) {
+      const BlockMaskLayout l = BlockMaskTemplate::layout(unit.facts, s.block_m, s.block_n, p);
+      plan.kernels.push_back(BlockMaskTemplate::launch(l));
+      plan.workspace_bytes = l.bytes;
+      plan.bind_workspace = [l](AttnjitFwdArgs& args, std::uint64_t w) { BlockMaskTemplate::bind(args, w, l); };
+    }
+    KernelLaunch fwd;
+    fwd.kernel = kKernelName;
+    fwd.role = "forward";
+    fwd.grid = {static_cast<unsigned>((p.seq_q + s.block_m - 1) / s.block_m), static_cast<unsigned>(p.heads_q),
+                static_cast<unsigned>(p.batch)};
+    fwd.block = {static_cast<unsigned>(s.num_warps * 32), 1, 1};
+    fwd.dynamic_shared_bytes = unit.max_dynamic_shared_bytes;
+    plan.kernels.push_back(fwd);
+    return plan;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<KernelTemplate> make_fwd_sm80_template() { return std::make_unique<FwdSm80Template>(); }
+
+}  // namespace attnjit
