@@ -75,19 +75,29 @@ const KernelTemplate* TemplateRegistry::find(const std::string& name) const {
   return nullptr;
 }
 
+std::string_view template_role_name(TemplateRole role) {
+  switch (role) {
+    case TemplateRole::Forward: return "forward";
+    case TemplateRole::Backward: return "backward";
+    case TemplateRole::Helper: return "helper";
+  }
+  return "?";
+}
+
 const KernelTemplate& TemplateRegistry::get(const std::string& name) const {
   if (const KernelTemplate* t = find(name)) return *t;
   std::string names;
   for (const auto& t : templates_)
-    if (t->is_forward()) names += (names.empty() ? "" : ", ") + t->name();
+    if (t->role() != TemplateRole::Helper) names += (names.empty() ? "" : ", ") + t->name();
   throw UserError(fmt::format("template '{}' does not exist; registered: {} (see `attnjit templates`)", name, names));
 }
 
 const KernelTemplate& TemplateRegistry::select(const TemplateRequest& request, const std::string& forced) const {
   if (!forced.empty()) {
     const KernelTemplate& t = get(forced);
-    if (!t.is_forward())
-      throw UserError(fmt::format("template '{}' is a helper of other templates and cannot be forced", forced));
+    if (t.role() != request.role)
+      throw UserError(fmt::format("template '{}' is a {} template; this request needs a {} one", forced,
+                                  template_role_name(t.role()), template_role_name(request.role)));
     if (!t.serves(request.arch))
       throw UserError(fmt::format("template '{}' does not compile for {}; it serves: {}", forced, request.arch,
                                   fmt::join(t.archs(), ", ")));
@@ -98,7 +108,7 @@ const KernelTemplate& TemplateRegistry::select(const TemplateRequest& request, c
   }
   std::string reasons;
   for (const auto& t : templates_) {
-    if (!t->is_forward()) continue;
+    if (t->role() != request.role) continue;
     if (!t->serves(request.arch)) {
       reasons += fmt::format("\n  {}: does not compile for {}", t->name(), request.arch);
       continue;

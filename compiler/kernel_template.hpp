@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "compiler/codegen/hook_emitter.hpp"
@@ -41,8 +42,14 @@ struct ProblemShape {
   std::string str() const;  // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
 };
 
+// What a template computes: compile() picks among Forward templates, Kernel::backward among
+// Backward ones; Helper templates (the block mask) serve other templates.
+enum class TemplateRole { Forward, Backward, Helper };
+std::string_view template_role_name(TemplateRole role);  // "forward", "backward", "helper"
+
 // What to build: the variant, the target and the template's knobs (complete once resolved).
 struct TemplateRequest {
+  TemplateRole role = TemplateRole::Forward;
   const Variant* variant = nullptr;
   std::string arch;  // sm_80, sm_86, sm_89, sm_90, sm_90a
   int head_dim = 128;
@@ -96,6 +103,11 @@ struct LaunchPlan {
   std::size_t workspace_bytes = 0;    // device scratch shared by the kernels; 0: none
   // Points the argument block at the workspace (called only when workspace_bytes > 0).
   std::function<void(AttnjitFwdArgs&, std::uint64_t workspace)> bind_workspace;
+  // When the plan builds a block mask (kernels with role "block_mask"): its size, a part of
+  // the workspace, and how to point the argument block at a mask elsewhere, which is how a
+  // prebuilt one is used (its kernels are then skipped) and how one is built on its own.
+  std::size_t block_mask_bytes = 0;
+  std::function<void(AttnjitFwdArgs&, std::uint64_t tile_classes)> bind_block_mask;
 };
 
 // The generated translation unit body (everything but the provenance header) and what the
@@ -108,6 +120,7 @@ struct GeneratedUnit {
   HookFacts facts;
   std::vector<std::string> kernel_names;  // entry points, in plan order
   int max_dynamic_shared_bytes = 0;       // the largest of the plan's kernels
+  std::vector<std::string> tensor_gradients;  // backward: the captured tensors that get a gradient
 };
 
 class KernelTemplate {
@@ -117,9 +130,7 @@ class KernelTemplate {
   virtual std::string name() const = 0;
   virtual std::string description() const = 0;
   virtual std::vector<std::string> archs() const = 0;  // the targets it compiles for
-  // Whether compile() may pick it for a forward request; helper kernels (the block mask)
-  // are used by other templates and answer false.
-  virtual bool is_forward() const { return true; }
+  virtual TemplateRole role() const { return TemplateRole::Forward; }
   // Higher is tried first among the templates that serve an arch.
   virtual int priority() const { return 0; }
 
@@ -153,7 +164,7 @@ class TemplateRegistry {
   // UserError listing the registered names when absent.
   const KernelTemplate& get(const std::string& name) const;
 
-  // The forward template for a request: `forced` by name when non-empty, else the highest
+  // The template of the request's role: `forced` by name when non-empty, else the highest
   // priority one serving the arch whose can_implement says Supported. Invalid from any
   // template is the user's error (UserError with its reason); when none is Supported, the
   // UserError lists every template's reason.

@@ -62,6 +62,42 @@ struct AttnjitFwdArgs {
   // in bytes for batch, head and q tile (0 for a dimension of extent 1), the kv tile stride is 1.
   unsigned char* tile_classes;
   long long tile_class_stride[3];
+
+  // K rotated by RoPE once per (b, kv head), [batch, heads_kv, seq_k, head_dim] contiguous,
+  // written by attnjit_rope_k and read by the forward kernel; null without RoPE.
+  void* rope_k;
+};
+
+// The backward pass's argument block (templates/bwd_sm80.cuh). `fwd` comes first, so a
+// pointer to it is a pointer to the whole block: the hooks take `fwd` (q, k, v, o, lse,
+// shapes, the variant's parameters and tensors), launch plans bind workspace through it.
+// Strides are in elements, [batch, head, seq] as in AttnjitFwdArgs; the head_dim stride is 1.
+struct AttnjitBwdArgs {
+  struct AttnjitFwdArgs fwd;
+  const void* d_out;  // dO, [batch, heads_q, seq_q, head_dim]
+  void* dq;           // [batch, heads_q, seq_q, head_dim]
+  void* dk;           // [batch, heads_kv, seq_k, head_dim] (GQA: summed over a group's heads)
+  void* dv;
+  long long d_out_stride[3];
+  long long dq_stride[3];
+  long long dk_stride[3];
+  long long dv_stride[3];
+
+  // Workspace: D = rowsum(dO * O) [batch, heads_q, seq_q]; dQ accumulated over kv blocks,
+  // [batch, heads_q, seq_q, head_dim] contiguous, float, or fixed point (long long, units of
+  // 2^-32) when deterministic; the same two forms for the gradient of each captured float
+  // tensor the score_mod reads (null for the others), contiguous in the tensor's shape.
+  float* delta;
+  void* dq_accum;
+  void* tensor_grad_accum[ATTNJIT_MAX_TENSORS];
+  // The user's fp32 gradient outputs (strides in elements), null when not asked for.
+  float* tensor_grad[ATTNJIT_MAX_TENSORS];
+  long long tensor_grad_stride[ATTNJIT_MAX_TENSORS][4];
+  long long tensor_grad_numel[ATTNJIT_MAX_TENSORS];  // elements of each accumulator (0: none)
+
+  // 1: fixed-point accumulation, whose sums do not depend on the order of the additions,
+  // so results are bit-identical run to run; 0: fp32 atomics (faster, order-dependent).
+  int deterministic;
 };
 
 #endif  // ATTNJIT_ABI_H

@@ -473,11 +473,21 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   const int q_hi = min(q0 + BM, seq_q) - 1;
 
   const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1];
+#if AJ_HAS_ROPE
+  // K was rotated once per (b, kv head) by attnjit_rope_k into args.rope_k, [B, Hkv, Sk, D]
+  // contiguous: a K row is turned once, not once per query block and query head.
+  const aj_u16* kg = (const aj_u16*)args.rope_k + ((aj_i64)b * args.heads_kv + hk) * (aj_i64)args.seq_k * D;
+#else
   const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+#endif
   const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
   aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+#if AJ_HAS_ROPE
+  const aj_i64 qs = args.q_stride[2], ks = D, vs = args.v_stride[2], os = args.o_stride[2];
+#else
   const aj_i64 qs = args.q_stride[2], ks = args.k_stride[2], vs = args.v_stride[2],
                os = args.o_stride[2];
+#endif
 
   const aj_u32 s_q = aj_smem_addr(aj_smem);
   const aj_u32 s_k = s_q + BM * RSB;                // AJ_STAGES buffers of BN rows
@@ -524,16 +534,14 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   aj_cp_async_commit();
 
 #if AJ_HAS_ROPE
-  // RoPE: Q and the first K tile turn here, once they have landed; every later K tile turns
-  // at the end of the iteration before the one that uses it (below the loop's last barrier).
+  // RoPE: Q turns here, once it has landed (K arrives turned, from attnjit_rope_k).
   rope_init_table(tid);
   if (n < n_tiles) {
     aj_cp_async_wait<0>();
-    __syncthreads();  // every thread's copies of Q and K(n), and the table, are visible
+    __syncthreads();  // every thread's copies of Q, and the table, are visible
     rope_tile<BM>(aj_smem, aj_rope_q_position(q0, args), tid);
-    rope_tile<BN>(aj_smem + BM * RSB, aj_rope_kv_position(n * BN, args), tid);
     // No barrier here: the next one (before the Q fragments are read into registers, or at
-    // the top of the kv loop) orders these writes before any read of Q or K(n).
+    // the top of the kv loop) orders these writes before any read of Q.
   }
 #endif
 
@@ -720,22 +728,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
         }
       }
     }
-#if AJ_HAS_ROPE
-    aj_cp_async_wait<0>();  // K(next), issued a whole tile ago, has landed
-#endif
     __syncthreads();  // this stage may be overwritten by the next prefetch
-#if AJ_HAS_ROPE
-    // Turn K(next) now: its copies are visible (waited above, then the barrier), nothing reads
-    // or writes its buffer until the barrier at the top of the next iteration, and the
-    // prefetch issued there goes to the other stage (2 stages) or to V (1 stage).
-    if (next < n_tiles) {
-#if AJ_STAGES == 2
-      rope_tile<BN>(aj_smem + BM * RSB + (stage ^ 1) * KV_STAGE_BYTES, aj_rope_kv_position(next * BN, args), tid);
-#else
-      rope_tile<BN>(aj_smem + BM * RSB, aj_rope_kv_position(next * BN, args), tid);
-#endif
-    }
-#endif
 
     n = next;
     cls = next_cls;
@@ -810,5 +803,51 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
     }
   }
 }
+
+#if AJ_HAS_ROPE
+// ---- the K pre-pass: K rotated once into args.rope_k --------------------------------------
+// One thread per (K row, pair of elements): a rotated pair turns by aj_rope_kv_position(row) *
+// aj_rope_inv_freq(j) in fp32 (rope_sincos, as the Q rows in the forward kernel) and is
+// rounded to the input dtype; the dimensions past the rotary ones are copied. Grid:
+// (ceil(seq_k * D / 2 / AJ_ROPE_K_THREADS), heads_kv, batch).
+#define AJ_ROPE_K_THREADS 256
+extern "C" __global__ void __launch_bounds__(AJ_ROPE_K_THREADS) attnjit_rope_k(const AttnjitFwdArgs args) {
+  using namespace aj_fwd;
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const aj_i64 idx = (aj_i64)blockIdx.x * AJ_ROPE_K_THREADS + threadIdx.x;
+  if (idx >= (aj_i64)args.seq_k * (D / 2)) return;
+  const int row = (int)(idx / (D / 2)), pair = (int)(idx % (D / 2));
+  const aj_u16* src = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1] + row * args.k_stride[2];
+  aj_u16* dst = (aj_u16*)args.rope_k + (((aj_i64)b * args.heads_kv + hk) * args.seq_k + row) * D;
+  int e0, e1;  // the two elements of this pair
+  const bool turns = pair < AJ_ROPE_DIM / 2;
+  if (turns) {
+    e0 = AJ_ROPE_INTERLEAVED ? 2 * pair : pair;
+    e1 = AJ_ROPE_INTERLEAVED ? 2 * pair + 1 : pair + AJ_ROPE_DIM / 2;
+  } else {
+    e0 = AJ_ROPE_DIM + 2 * (pair - AJ_ROPE_DIM / 2);
+    e1 = e0 + 1;
+  }
+#if defined(AJ_IS_BF16)
+  float x0 = aj_bf16_to_float(src[e0]), x1 = aj_bf16_to_float(src[e1]);
+#else
+  float x0 = aj_fp16_to_float(src[e0]), x1 = aj_fp16_to_float(src[e1]);
+#endif
+  if (turns) {
+    float sn, cs;
+    rope_sincos((float)aj_rope_kv_position(row, args) * aj_rope_inv_freq(pair), sn, cs);
+    const float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
+    x0 = r0;
+    x1 = r1;
+  }
+#if defined(AJ_IS_BF16)
+  dst[e0] = aj_float_to_bf16(x0);
+  dst[e1] = aj_float_to_bf16(x1);
+#else
+  dst[e0] = aj_float_to_fp16(x0);
+  dst[e1] = aj_float_to_fp16(x1);
+#endif
+}
+#endif  // AJ_HAS_ROPE
 
 #endif  // ATTNJIT_FWD_SM80_CUH

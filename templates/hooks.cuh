@@ -8,17 +8,23 @@
 #ifndef ATTNJIT_HOOKS_CUH
 #define ATTNJIT_HOOKS_CUH
 
-// Index `i` of dimension `dim`, clamped into the extent so the read stays in memory. When
-// the host asked for checking (t.error set), an out-of-range index is recorded with one
-// 64-bit store (slot, dimension, index): no atomics and no call, which would make every
-// kernel that reads a tensor save registers around it and spill. Any out-of-range read
-// of the launch may be the one recorded.
+// Index `i` of dimension `dim`, clamped into the extent so the read stays in memory.
+// With AJ_CHECK_READS (the runtime's checked twin of a unit, compiled and launched only when
+// the host cannot prove a launch's reads in range) an out-of-range index is also recorded,
+// with one 64-bit store (slot, dimension, index). Off by default: even a never-taken
+// recording path makes kernels that read tensors per element spill (a document mask ran at
+// half speed with it).
+#ifndef AJ_CHECK_READS
+#define AJ_CHECK_READS 0
+#endif
 __device__ __forceinline__ long long aj_index(const AttnjitTensorArg& t, int dim, int i) {
   const int size = t.size[dim];
   if ((unsigned)i < (unsigned)size) return i;
+#if AJ_CHECK_READS
   if (t.error != 0)
     *(volatile unsigned long long*)t.error =
         ((unsigned long long)(0x80000000u | ((unsigned)t.slot << 8) | (unsigned)dim) << 32) | (unsigned)i;
+#endif
   return i < 0 ? 0 : size - 1;
 }
 __device__ __forceinline__ long long aj_offset1(const AttnjitTensorArg& t, int i0) {

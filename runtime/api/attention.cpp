@@ -206,12 +206,46 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options) {
   return p;
 }
 
+// A loaded unit's entry points by name.
+struct LoadedUnit {
+  std::unique_ptr<runtime::LoadedLibrary> library;
+  std::map<std::string, std::unique_ptr<runtime::KernelFunction>> functions;
+
+  LoadedUnit(const std::string& cubin, const GeneratedUnit& unit) {
+    library = std::make_unique<runtime::LoadedLibrary>(cubin);
+    for (const auto& name : unit.kernel_names) {
+      auto function = std::make_unique<runtime::KernelFunction>(library->kernel(name));
+      function->set_max_dynamic_shared_memory(unit.max_dynamic_shared_bytes);
+      functions[name] = std::move(function);
+    }
+  }
+};
+
 struct Kernel::State {
   Variant variant;
   int device = 0;
   std::shared_ptr<const PreparedKernel> prepared;
-  std::unique_ptr<runtime::LoadedLibrary> library;
-  std::map<std::string, std::unique_ptr<runtime::KernelFunction>> functions;  // by entry-point name
+  runtime::KernelCache* cache = nullptr;
+  std::unique_ptr<LoadedUnit> loaded;
+
+  // The same unit with AJ_CHECK_READS on (templates/hooks.cuh), compiled through the cache
+  // and loaded the first time a launch's captured-tensor reads cannot be proven in range.
+  mutable std::mutex checked_mutex;
+  mutable std::unique_ptr<LoadedUnit> checked;
+  const LoadedUnit& checked_unit() const {
+    std::lock_guard<std::mutex> lock(checked_mutex);
+    if (!checked) {
+      const PreparedKernel& p = *prepared;
+      const std::string body = "#define AJ_CHECK_READS 1  // the checked twin (runtime/api/attention.cpp)\n" + p.unit.body;
+      const auto nvrtc = nvrtc_options(p.config.arch);
+      const auto result = cache->get_or_compile(
+          runtime::CacheKeyInputs::for_compile(body, nvrtc),
+          [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(body, nvrtc)); },
+          runtime::CacheEntryLabels{variant.text(), p.config.template_name + " " + p.config.knobs.str() + " checked"});
+      checked = std::make_unique<LoadedUnit>(*result.cubin, p.unit);
+    }
+    return *checked;
+  }
 
   // Workspace for forward calls (the block mask's tile classes) without a prebuilt
   // BlockMask: one buffer per stream (two streams never share one), grown as needed. A
@@ -256,13 +290,13 @@ struct Kernel::State {
         variant.name(), tensor, index, dim, extent));
   }
 
-  void launch(const KernelLaunch& k, const AttnjitFwdArgs& args, void* stream) const {
+  void launch(const LoadedUnit& unit, const KernelLaunch& k, const AttnjitFwdArgs& args, void* stream) const {
     runtime::LaunchConfig config;
     config.set_grid(k.grid.x, k.grid.y, k.grid.z)
         .set_block(k.block.x, k.block.y, k.block.z)
         .set_dynamic_shared_bytes(static_cast<unsigned>(k.dynamic_shared_bytes))
         .set_stream(static_cast<CUstream>(stream));
-    runtime::launch(*functions.at(k.kernel), config, args);
+    runtime::launch(*unit.functions.at(k.kernel), config, args);
   }
 };
 
@@ -308,13 +342,9 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
                     "{}. Use smaller tiles",
                     p.config.template_name, p.config.knobs.str(), p.unit.max_dynamic_shared_bytes, options.device,
                     context.properties().name, limit));
-  state->library = std::make_unique<runtime::LoadedLibrary>(*p.cached.cubin);
+  state->cache = options.cache ? options.cache : &default_kernel_cache();
+  state->loaded = std::make_unique<LoadedUnit>(*p.cached.cubin, p.unit);
   state->error_record = std::make_unique<runtime::MappedHostBuffer>(sizeof(AttnjitErrorRecord));
-  for (const auto& name : p.unit.kernel_names) {
-    auto function = std::make_unique<runtime::KernelFunction>(state->library->kernel(name));
-    function->set_max_dynamic_shared_memory(p.unit.max_dynamic_shared_bytes);
-    state->functions[name] = std::move(function);
-  }
   Kernel k;
   k.state_ = std::move(state);
   return k;
@@ -381,7 +411,9 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   bind_variant_arguments(p.unit.slots, bindings, args, device);
 
   const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  const LoadedUnit* unit = state_->loaded.get();
   if (!p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings)) {
+    unit = &state_->checked_unit();
     const auto record = reinterpret_cast<AttnjitErrorRecord*>(state_->error_record->device_pointer());
     std::vector<std::vector<std::int64_t>> extents;
     for (std::size_t i = 0; i < p.unit.slots.tensors.size(); ++i) {
@@ -395,30 +427,32 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   device_context(device).make_current();
   const State& st = *state_;
   if (plan.workspace_bytes == 0) {
-    for (const auto& launch : plan.kernels) st.launch(launch, args, stream);
+    for (const auto& launch : plan.kernels) st.launch(*unit, launch, args, stream);
     return;
   }
-  if (block_mask != nullptr && !block_mask->empty()) {
-    if (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
-        block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
-        block_mask->problem_.seq_k != problem.seq_k || block_mask->size_bytes() < plan.workspace_bytes)
-      throw UserError(fmt::format(
-          "block_mask was built for {} by kernel {}; this call is {} on kernel {}. Build it with "
-          "this kernel and shape",
-          block_mask->problem_.str(), block_mask->built_by_.substr(0, 12), problem.str(), p.cache_key.substr(0, 12)));
-    plan.bind_workspace(args, block_mask->buffer_->device_pointer());
-    for (const auto& launch : plan.kernels)
-      if (launch.role != BlockMaskTemplate::kRole) st.launch(launch, args, stream);
-    return;
-  }
+  const bool prebuilt = block_mask != nullptr && !block_mask->empty();
+  if (prebuilt &&
+      (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
+       block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
+       block_mask->problem_.seq_k != problem.seq_k || block_mask->size_bytes() < plan.block_mask_bytes))
+    throw UserError(fmt::format(
+        "block_mask was built for {} by kernel {}; this call is {} on kernel {}. Build it with "
+        "this kernel and shape",
+        block_mask->problem_.str(), block_mask->built_by_.substr(0, 12), problem.str(), p.cache_key.substr(0, 12)));
+  // The block mask is the workspace's last part, so with a prebuilt one the scratch is shorter.
+  const std::size_t scratch_bytes = plan.workspace_bytes - (prebuilt ? plan.block_mask_bytes : 0);
   std::lock_guard<std::mutex> lock(st.scratch_mutex);
-  auto& buffer = st.scratch[static_cast<CUstream>(stream)];
-  if (!buffer || buffer->size_bytes() < plan.workspace_bytes) {
-    if (buffer) st.retired.push_back(std::move(buffer));
-    buffer = std::make_unique<runtime::DeviceBuffer>(plan.workspace_bytes);
+  if (scratch_bytes > 0) {
+    auto& buffer = st.scratch[static_cast<CUstream>(stream)];
+    if (!buffer || buffer->size_bytes() < scratch_bytes) {
+      if (buffer) st.retired.push_back(std::move(buffer));
+      buffer = std::make_unique<runtime::DeviceBuffer>(scratch_bytes);
+    }
+    plan.bind_workspace(args, buffer->device_pointer());
   }
-  plan.bind_workspace(args, buffer->device_pointer());
-  for (const auto& launch : plan.kernels) st.launch(launch, args, stream);
+  if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
+  for (const auto& launch : plan.kernels)
+    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) st.launch(*unit, launch, args, stream);
 }
 
 bool Kernel::has_block_mask() const { return state_->prepared->unit.facts.mask_reads_tensor; }
@@ -447,10 +481,10 @@ BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k,
   const ProblemShape problem{batch, heads_q, heads_q, seq_q, seq_k};
   const LaunchPlan plan = p.launch_plan(problem);
   device_context(state_->device).make_current();
-  auto buffer = std::make_shared<runtime::DeviceBuffer>(plan.workspace_bytes);
-  plan.bind_workspace(args, buffer->device_pointer());
+  auto buffer = std::make_shared<runtime::DeviceBuffer>(plan.block_mask_bytes);
+  plan.bind_block_mask(args, buffer->device_pointer());
   for (const auto& launch : plan.kernels)
-    if (launch.role == BlockMaskTemplate::kRole) state_->launch(launch, args, stream);
+    if (launch.role == BlockMaskTemplate::kRole) state_->launch(*state_->loaded, launch, args, stream);
   BlockMask mask;
   mask.buffer_ = std::move(buffer);
   mask.problem_ = problem;

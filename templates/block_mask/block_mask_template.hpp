@@ -33,7 +33,7 @@ class BlockMaskTemplate : public KernelTemplate {
     return "tile classes of a mask that reads tensors, built on the GPU (used by the forward templates)";
   }
   std::vector<std::string> archs() const override;
-  bool is_forward() const override { return false; }
+  TemplateRole role() const override { return TemplateRole::Helper; }
   Support can_implement(const TemplateRequest& request) const override;
   std::vector<KnobSpec> knob_space(int head_dim) const override;
   Knobs default_knobs(const TemplateRequest& request) const override;

@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <string>
+
 #include "compiler/codegen.hpp"
 #include "compiler/error.hpp"
 #include "runtime/driver/nvrtc_compiler.hpp"
@@ -17,6 +20,7 @@ namespace {
 class FwdSm80Template : public KernelTemplate {
  public:
   static constexpr const char* kKernelName = "attnjit_fwd";
+  static constexpr const char* kRopeKernelName = "attnjit_rope_k";  // K turned once (RoPE)
 
   std::string name() const override { return "fwd_sm80"; }
   std::string description() const override {
@@ -72,6 +76,7 @@ class FwdSm80Template : public KernelTemplate {
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
+    if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernelName);
 
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
@@ -95,15 +100,38 @@ class FwdSm80Template : public KernelTemplate {
     return unit;
   }
 
+  // Workspace: [K rotated by RoPE | tile classes of the block mask], each part 256-byte aligned.
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const Schedule s = Schedule::from_knobs(unit.knobs);
+    const int head_dim = static_cast<int>(std::stoi(macro_value(unit.body, "AJ_HEAD_DIM")));
     LaunchPlan plan;
-    if (unit.facts.mask_reads_tensor) {
-      const BlockMaskLayout l = BlockMaskTemplate::layout(unit.facts, s.block_m, s.block_n, p);
-      plan.kernels.push_back(BlockMaskTemplate::launch(l));
-      plan.workspace_bytes = l.bytes;
-      plan.bind_workspace = [l](AttnjitFwdArgs& args, std::uint64_t w) { BlockMaskTemplate::bind(args, w, l); };
+    std::size_t rope_bytes = 0;
+    if (unit.facts.has_rope) {
+      rope_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
+      KernelLaunch rope;
+      rope.kernel = kRopeKernelName;
+      rope.role = "rope_k";
+      const std::size_t pairs = static_cast<std::size_t>(p.seq_k) * (head_dim / 2);
+      rope.grid = {static_cast<unsigned>((pairs + 255) / 256), static_cast<unsigned>(p.heads_kv),
+                   static_cast<unsigned>(p.batch)};
+      rope.block = {256, 1, 1};
+      plan.kernels.push_back(rope);
     }
+    std::optional<BlockMaskLayout> mask;
+    if (unit.facts.mask_reads_tensor) {
+      mask = BlockMaskTemplate::layout(unit.facts, s.block_m, s.block_n, p);
+      plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
+      plan.block_mask_bytes = mask->bytes;
+      plan.bind_block_mask = [l = *mask](AttnjitFwdArgs& args, std::uint64_t classes) {
+        BlockMaskTemplate::bind(args, classes, l);
+      };
+    }
+    plan.workspace_bytes = rope_bytes + (mask ? mask->bytes : 0);
+    if (plan.workspace_bytes > 0)
+      plan.bind_workspace = [rope_bytes, mask](AttnjitFwdArgs& args, std::uint64_t w) {
+        if (rope_bytes > 0) args.rope_k = reinterpret_cast<void*>(w);
+        if (mask) BlockMaskTemplate::bind(args, w + rope_bytes, *mask);
+      };
     KernelLaunch fwd;
     fwd.kernel = kKernelName;
     fwd.role = "forward";
@@ -113,6 +141,16 @@ class FwdSm80Template : public KernelTemplate {
     fwd.dynamic_shared_bytes = unit.max_dynamic_shared_bytes;
     plan.kernels.push_back(fwd);
     return plan;
+  }
+
+ private:
+  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+  // The value of `#define NAME value` in a unit (the unit records its own configuration).
+  static std::string macro_value(const std::string& body, const std::string& name) {
+    const std::string key = "#define " + name + " ";
+    const auto at = body.find(key);
+    if (at == std::string::npos) throw InternalError(fmt::format("fwd_sm80 unit has no {}", name));
+    return body.substr(at + key.size(), body.find('\n', at) - at - key.size());
   }
 };
 

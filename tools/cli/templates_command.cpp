@@ -32,7 +32,7 @@ void register_templates_command(CLI::App& app) {
         for (const auto& k : t->knob_space(*head_dim))
           knobs.push_back({{"name", k.name}, {"values", k.values}, {"help", k.help}});
         out.push_back({{"name", t->name()},
-                       {"forward", t->is_forward()},
+                       {"role", template_role_name(t->role())},
                        {"priority", t->priority()},
                        {"archs", t->archs()},
                        {"description", t->description()},
@@ -42,7 +42,7 @@ void register_templates_command(CLI::App& app) {
       return;
     }
     for (const auto& t : all) {
-      fmt::print("{}{}  (priority {})\n  {}\n  archs: {}\n", t->name(), t->is_forward() ? "" : "  [helper]",
+      fmt::print("{}{}  (priority {})\n  {}\n  archs: {}\n", t->name(), fmt::format("  [{}]", template_role_name(t->role())),
                  t->priority(), t->description(), fmt::join(t->archs(), ", "));
       for (const auto& k : t->knob_space(*head_dim))
         fmt::print("  --{:<10} {:<16} {}\n", flag_of(k.name), fmt::format("{}", fmt::join(k.values, "|")), k.help);

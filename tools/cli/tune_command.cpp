@@ -70,7 +70,7 @@ std::map<std::string, std::vector<int>> parse_only(const std::vector<std::string
 std::string knob_space_help() {
   std::string out;
   for (const auto& t : TemplateRegistry::instance().all()) {
-    if (!t->is_forward()) continue;
+    if (t->role() != TemplateRole::Forward) continue;
     std::string knobs;
     for (const auto& k : t->knob_space(128))
       knobs += fmt::format("{}{} ({})", knobs.empty() ? "" : ", ", k.name, fmt::join(k.values, ","));
@@ -227,7 +227,7 @@ void register_tune_command(CLI::App& app) {
       } else {
         std::set<std::string> knobs;
         for (const auto& t : TemplateRegistry::instance().all())
-          if (t->is_forward())
+          if (t->role() == TemplateRole::Forward)
             for (const auto& k : t->knob_space(128)) knobs.insert(k.name);
         for (const auto& [name, values] : only)
           if (!knobs.count(name))
