@@ -4,47 +4,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
-#include <mutex>
 #include <numeric>
 #include <span>
-#include <thread>
 
 #include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/reference/reference_problem.hpp"
 
 namespace attnjit {
 namespace {
-
-bool is_float_dtype(DLDataType d) {
-  return d.lanes == 1 && ((d.code == kDLFloat && (d.bits == 16 || d.bits == 32 || d.bits == 64)) ||
-                          (d.code == kDLBfloat && d.bits == 16));
-}
-
-void check_input(const DLTensor& t, const char* name) {
-  if (t.device.device_type != kDLCPU)
-    throw UserError(fmt::format("reference input {} is not in host memory (device type {}); copy it to the CPU first",
-                                name, static_cast<int>(t.device.device_type)));
-  if (t.ndim != 4)
-    throw UserError(fmt::format("reference input {} has rank {} (shape {}); expected rank 4 [batch, heads, seq, dim]",
-                                name, t.ndim, shape_string(dlpack_shape(t))));
-  if (!is_float_dtype(t.dtype))
-    throw UserError(
-        fmt::format("reference input {} has dtype {}; allowed: f64, f32, f16, bf16", name, dlpack_dtype_name(t.dtype)));
-}
-
-// V rows of one (b, h) widened to double, [seq, dim] contiguous.
-std::vector<double> widen_rows(const DLTensor& t, int b, int h, int seq, int dim) {
-  const auto s = dlpack_strides(t);
-  std::vector<double> rows(static_cast<std::size_t>(seq) * dim);
-  for (int i = 0; i < seq; ++i)
-    for (int d = 0; d < dim; ++d)
-      rows[static_cast<std::size_t>(i) * dim + d] = load_as_double(t, b * s[0] + h * s[1] + i * s[2] + d * s[3]);
-  return rows;
-}
 
 // A row selection must name, for every pair, sorted distinct rows in [0, seq_q).
 void check_selection(const RowSelection& selection, int pairs, int seq_q) {
@@ -63,72 +34,9 @@ void check_selection(const RowSelection& selection, int pairs, int seq_q) {
   }
 }
 
-// A bounds-checked element read of a captured tensor for the evaluator.
-ir::Value read_bound_tensor(const DLTensor& t, const ir::Node& read, std::span<const std::int64_t> idx) {
-  const auto strides = dlpack_strides(t);
-  std::int64_t offset = 0;
-  for (int d = 0; d < t.ndim; ++d) {
-    const std::int64_t i = idx[static_cast<std::size_t>(d)];
-    if (i < 0 || i >= t.shape[d]) {
-      std::vector<std::int64_t> where(idx.begin(), idx.end());
-      throw UserError(
-          fmt::format("tensor '{}' read out of bounds at index {} (shape {}); make the tensor cover every "
-                      "position the variant reads",
-                      read.name, shape_string(where), shape_string(dlpack_shape(t))));
-    }
-    offset += i * strides[static_cast<std::size_t>(d)];
-  }
-  switch (read.type) {
-    case ir::Type::Float: return ir::Value::of_float(load_as_double(t, offset));
-    case ir::Type::Int: return ir::Value::of_int(ir::wrap_int32(load_as_int(t, offset)));
-    case ir::Type::Bool: return ir::Value::of_bool(load_as_int(t, offset) != 0);
-  }
-  return {};
-}
-
-// What storage in the naive computation's dtype holds after storing x (x itself for None).
-double round_to_naive_storage(NaivePrecision naive, double x) {
-  const float f = static_cast<float>(x);
-  if (naive == NaivePrecision::BF16) return bf16_bits_to_float(float_to_bf16_bits(f));
-  if (naive == NaivePrecision::FP16) return half_bits_to_float(float_to_half_bits(f));
-  return x;
-}
-
-// Q or K rows widened to double with RoPE applied at the given absolute positions (row i at
-// i + position_offset). The naive computation turns them as a separate RoPE pass in the
-// storage dtype would: fp32 frequency and angle, the rotated value rounded to storage.
-std::vector<double> load_rows(const DLTensor& t, int b, int h, int seq, int dim, const std::optional<RopeHook>& rope,
-                              std::int64_t position_offset, NaivePrecision naive) {
-  const auto s = dlpack_strides(t);
-  std::vector<double> rows(static_cast<std::size_t>(seq) * dim);
-  for (int i = 0; i < seq; ++i)
-    for (int d = 0; d < dim; ++d)
-      rows[static_cast<std::size_t>(i) * dim + d] = load_as_double(t, b * s[0] + h * s[1] + i * s[2] + d * s[3]);
-  if (!rope) return rows;
-  const int rd = rope->rotary_dim == 0 ? dim : rope->rotary_dim;
-  if (rd > dim)
-    throw UserError(
-        fmt::format("rope rotary_dim {} exceeds the head dimension {}; use 0 (whole head) or <= {}", rd, dim, dim));
-  for (int i = 0; i < seq; ++i) {
-    double* row = &rows[static_cast<std::size_t>(i) * dim];
-    const double pos = static_cast<double>(i + position_offset);
-    for (int j = 0; j < rd / 2; ++j) {
-      double angle = pos * std::pow(rope->theta, -2.0 * j / rd);
-      if (naive != NaivePrecision::None) {
-        const float w = static_cast<float>(std::exp2(j * (-2.0 * std::log2(rope->theta) / rd)));
-        angle = static_cast<float>(static_cast<float>(pos) * w);
-      }
-      const int a = rope->layout == RopeHook::Layout::Half ? j : 2 * j;
-      const int c = rope->layout == RopeHook::Layout::Half ? j + rd / 2 : 2 * j + 1;
-      const double x = row[a], y = row[c];
-      row[a] = round_to_naive_storage(naive, x * std::cos(angle) - y * std::sin(angle));
-      row[c] = round_to_naive_storage(naive, x * std::sin(angle) + y * std::cos(angle));
-    }
-  }
-  return rows;
-}
-
 }  // namespace
+
+using namespace reference_internal;
 
 double ReferenceResult::o_at(int b, int h, int q, int d) const {
   return o[((static_cast<std::size_t>(b) * heads_q + h) * seq_q + q) * head_dim_v + d];
@@ -139,51 +47,14 @@ double ReferenceResult::lse_at(int b, int h, int q) const {
 
 ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, const DLTensor& k, const DLTensor& v,
                                     const Bindings& bindings, const ReferenceOptions& options) {
-  check_input(q, "Q");
-  check_input(k, "K");
-  check_input(v, "V");
-  const int batch = static_cast<int>(q.shape[0]), heads_q = static_cast<int>(q.shape[1]);
-  const int seq_q = static_cast<int>(q.shape[2]), dim = static_cast<int>(q.shape[3]);
-  const int heads_kv = static_cast<int>(k.shape[1]), seq_k = static_cast<int>(k.shape[2]);
-  const int dim_v = static_cast<int>(v.shape[3]);
-  if (k.shape[0] != batch || v.shape[0] != batch || v.shape[1] != heads_kv || v.shape[2] != seq_k || k.shape[3] != dim)
-    throw UserError(
-        fmt::format("shapes do not match: Q {}, K {}, V {}; expected Q [B, Hq, Sq, D], K [B, Hkv, Sk, D], "
-                    "V [B, Hkv, Sk, Dv]",
-                    shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)), shape_string(dlpack_shape(v))));
-  if (heads_kv <= 0 || heads_q % heads_kv != 0)
-    throw UserError(
-        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", heads_q, heads_kv));
-  if (batch <= 0 || seq_q <= 0 || seq_k <= 0 || dim <= 0 || dim_v <= 0)
-    throw UserError(fmt::format("empty problem: Q {}, K {}, V {}; every extent must be at least 1",
-                                shape_string(dlpack_shape(q)), shape_string(dlpack_shape(k)),
-                                shape_string(dlpack_shape(v))));
-  check_bindings(variant, bindings);
-
-  const double scale = options.scale != 0.0 ? options.scale : 1.0 / std::sqrt(static_cast<double>(dim));
+  const Problem problem = check_problem(variant, q, k, v, bindings, options.scale);
+  const int batch = problem.batch, heads_q = problem.heads_q, heads_kv = problem.heads_kv;
+  const int seq_q = problem.seq_q, seq_k = problem.seq_k, dim = problem.dim, dim_v = problem.dim_v;
+  const double scale = problem.scale;
   const ir::LoweredExprs lowered = ir::lower({{"score_mod", variant.score_mod().node(), ir::Type::Float},
                                               {"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
-
-  ir::EvalEnv env;
-  env.q_len = seq_q;
-  env.kv_len = seq_k;
-  env.num_heads = heads_q;
-  for (const auto& p : variant.params())
-    env.params[p.name] = p.type == ir::Type::Int ? ir::Value::of_int(bound_int(bindings, p.name))
-                                                 : ir::Value::of_float(bound_float(bindings, p.name));
-  env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> idx) {
-    return read_bound_tensor(bindings.tensors().at(read.name), read, idx);
-  };
-
-  std::optional<DLTensor> gate;
-  if (variant.output_gate()) {
-    gate = bindings.tensors().at(variant.output_gate()->tensor);
-    std::vector<std::int64_t> expected = {batch, heads_q, seq_q};
-    if (gate->ndim == 4) expected.push_back(dim_v);
-    if (dlpack_shape(*gate) != expected)
-      throw UserError(fmt::format("output gate tensor '{}' has shape {}; expected {}", variant.output_gate()->tensor,
-                                  shape_string(dlpack_shape(*gate)), shape_string(expected)));
-  }
+  const ir::EvalEnv env = make_env(variant, problem, bindings);
+  const std::optional<DLTensor> gate = bound_gate(variant, problem, bindings);
 
   ReferenceResult out;
   out.batch = batch;
@@ -199,15 +70,7 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   out.lse.assign(static_cast<std::size_t>(batch) * heads_q * seq_q, unset);
 
   const NaivePrecision naive = options.naive;
-  // RoPE positions move by the offset parameter's bound value (Q rows and K rows alike).
-  const std::int64_t rope_offset =
-      variant.rope() && !variant.rope()->offset_param.empty() ? bound_int(bindings, variant.rope()->offset_param) : 0;
-  const auto round_storage = [naive](double x) -> double {
-    const float f = static_cast<float>(x);
-    if (naive == NaivePrecision::BF16) return bf16_bits_to_float(float_to_bf16_bits(f));
-    if (naive == NaivePrecision::FP16) return half_bits_to_float(float_to_half_bits(f));
-    return x;
-  };
+  const auto round_storage = [naive](double x) { return round_to_naive_storage(naive, x); };
   const auto gs = gate ? dlpack_strides(*gate) : std::vector<std::int64_t>{};
 
   // Rows of one (b, h) pair; rows are independent, so threads split pairs and, when there
@@ -215,8 +78,8 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   const auto compute_head = [&](int b, int h, std::span<const int> rows, ir::EvalEnv& env,
                                 std::vector<ir::Value>& scratch, std::vector<ir::Value>& roots) {
     const int hk = h / (heads_q / heads_kv);
-    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), seq_k - seq_q + rope_offset, naive);
-    const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), rope_offset, naive);
+    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), problem.q_position(), naive);
+    const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), problem.k_position(), naive);
     const auto vrows = widen_rows(v, b, hk, seq_k, dim_v);
     std::vector<double> logits(static_cast<std::size_t>(seq_k));
     std::vector<double> acc(static_cast<std::size_t>(dim_v));
@@ -276,8 +139,7 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   };
 
   const int pairs = batch * heads_q;
-  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::max(threads, 1);
+  const int threads = worker_count(options.threads, pairs * std::max(1, seq_q / 16));
   std::vector<int> every_row(static_cast<std::size_t>(seq_q));
   std::iota(every_row.begin(), every_row.end(), 0);
   // Work items: a pair's rows, cut in up to `threads / pairs` chunks of at least 16 rows
@@ -297,30 +159,14 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
       if (hi > lo) items.push_back({p, rows.subspan(lo, hi - lo)});
     }
   }
-  threads = std::clamp(threads, 1, std::max(1, static_cast<int>(items.size())));
-  const int item_count = static_cast<int>(items.size());
-  std::atomic<int> next{0};
-  std::exception_ptr failure;
-  std::mutex failure_mutex;
-  const auto worker = [&] {
-    ir::EvalEnv local = env;
-    std::vector<ir::Value> scratch, roots;
-    try {
-      for (int i = next++; i < item_count; i = next++) {
-        const Item& item = items[static_cast<std::size_t>(i)];
-        compute_head(item.pair / heads_q, item.pair % heads_q, item.rows, local, scratch, roots);
-      }
-    } catch (...) {
-      std::lock_guard lock(failure_mutex);
-      if (!failure) failure = std::current_exception();
-      next = item_count;
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  if (failure) std::rethrow_exception(failure);
+  const int workers = worker_count(threads, static_cast<int>(items.size()));
+  std::vector<ir::EvalEnv> envs(static_cast<std::size_t>(workers), env);
+  std::vector<std::vector<ir::Value>> scratch(static_cast<std::size_t>(workers)), roots(scratch.size());
+  for_each_item(static_cast<int>(items.size()), workers, Assignment::Dynamic, [&](int w, int i) {
+    const Item& item = items[static_cast<std::size_t>(i)];
+    const auto ws = static_cast<std::size_t>(w);
+    compute_head(item.pair / heads_q, item.pair % heads_q, item.rows, envs[ws], scratch[ws], roots[ws]);
+  });
   return out;
 }
 
