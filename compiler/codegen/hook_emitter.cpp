@@ -3,11 +3,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <unordered_map>
 
 #include "compiler/mask_analysis.hpp"
+#include "compiler/passes/differentiate.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/printer.hpp"
 #include "runtime/driver/templates.hpp"
@@ -361,6 +363,70 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   s += interval_body(normalized, emit);
   s += "}\n\n";
   emit_row_hooks(variant, slots, out);
+  return out;
+}
+
+EmittedGradHook emit_score_mod_grad_hook(const Variant& variant, const ArgumentSlots& slots) {
+  const ir::ScoreModDerivatives derivatives = ir::differentiate_score_mod(variant.score_mod().node());
+  // Roots: d/d score, then per read its derivative and its index expressions.
+  std::vector<ir::NamedRoot> roots = {{"d_score", derivatives.d_score, Type::Float}};
+  for (std::size_t r = 0; r < derivatives.tensor_reads.size(); ++r) {
+    const auto& read = derivatives.tensor_reads[r];
+    roots.push_back({fmt::format("d_read{}", r), read.derivative, Type::Float});
+    for (std::size_t i = 0; i < read.read->args.size(); ++i)
+      roots.push_back({fmt::format("read{}_index{}", r, i), read.read->args[i], Type::Int});
+  }
+  const ir::LoweredExprs lowered = ir::lower(roots);
+  std::vector<NodeRef> lowered_roots;
+  for (const auto& r : lowered.roots) lowered_roots.push_back(r.root);
+
+  EmittedGradHook out;
+  ScalarEmitter emit(slots);
+  std::string& s = out.source;
+  s += "// ---- gradient hook (compiler/passes/differentiate.cpp) ----\n";
+  s += fmt::format("// d score_mod / d score = {}\n", ir::print_expr(lowered_roots[0]));
+  struct GradAdd {
+    std::size_t slot, derivative;
+    std::vector<std::size_t> index;
+    std::string tensor;
+  };
+  std::vector<GradAdd> adds;
+  std::size_t at = 1;
+  for (const auto& read : derivatives.tensor_reads) {
+    s += fmt::format("// d score_mod / d {} = {}\n", ir::print_expr(read.read), ir::print_expr(lowered_roots[at]));
+    GradAdd add{tensor_slot(slots, read.read->name), at++, {}, read.read->name};
+    for (std::size_t i = 0; i < read.read->args.size(); ++i) add.index.push_back(at++);
+    adds.push_back(add);
+    if (std::find(out.grad_tensors.begin(), out.grad_tensors.end(), read.read->name) == out.grad_tensors.end())
+      out.grad_tensors.push_back(read.read->name);
+  }
+  s += fmt::format("#define AJ_HAS_TENSOR_GRADS {}\n", out.grad_tensors.empty() ? 0 : 1);
+  s += "// Returns ds * d score_mod / d score; adds ds * d score_mod / d T[i] to T's gradient for each read.\n";
+  s += "__device__ __forceinline__ float aj_score_mod_grad(float score, float ds, int b, int h, int q, int kv,\n"
+       "                                                   const AttnjitBwdArgs& bargs) {\n";
+  s += "  const AttnjitFwdArgs& args = bargs.fwd;\n";
+  s += "  (void)score; (void)b; (void)h; (void)q; (void)kv; (void)args;\n";
+  s += emit.leaf_declarations(lowered_roots, false);
+  // Temporaries for nodes the roots share, then the statements.
+  emit.temporaries.clear();
+  int next = 0;
+  std::set<int> root_positions(lowered.program.roots.begin(), lowered.program.roots.end());
+  for (int i : lowered.program.shared()) {
+    if (root_positions.count(i)) continue;
+    const NodeRef& n = lowered.program.instructions[static_cast<std::size_t>(i)].node;
+    const std::string name = fmt::format("aj_t{}", next++);
+    s += fmt::format("  const {} {} = {};  // {}\n", c_type(n->type), name, emit.expr(n), ir::print_expr(n));
+    emit.temporaries[n.get()] = name;
+  }
+  std::vector<std::string> values;
+  for (const auto& root : lowered_roots) values.push_back(emit.expr(root));
+  for (const auto& add : adds) {
+    std::string index;
+    for (std::size_t i : add.index) index += ", " + values[i];
+    s += fmt::format("  aj_grad_add(bargs, {}, aj_grad_offset{}(args.tensors[{}]{}), ds * {});  // d {}\n", add.slot,
+                     add.index.size(), add.slot, index, values[add.derivative], add.tensor);
+  }
+  s += fmt::format("  return ds * {};\n}}\n\n", values[0]);
   return out;
 }
 

@@ -51,6 +51,17 @@ struct EmittedHooks {
 //                                                                    sigmoid(gate[b, h, q(, d)])
 EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots);
 
+// The backward's gradient hook, from compiler/passes/differentiate (with #define
+// AJ_HAS_TENSOR_GRADS 0/1 before it):
+//   float aj_score_mod_grad(float score, float ds, int b, int h, int q, int kv, const AttnjitBwdArgs& bargs)
+// returns ds * d score_mod / d score, and adds ds * d score_mod / d T[i] to the gradient
+// accumulator of T (templates/bwd_hooks.cuh) for every read T[i] of a captured float tensor.
+struct EmittedGradHook {
+  std::string source;
+  std::vector<std::string> grad_tensors;  // the captured tensors that get a gradient, in order
+};
+EmittedGradHook emit_score_mod_grad_hook(const Variant& variant, const ArgumentSlots& slots);
+
 // `text` with every line prefixed (for comment blocks in generated code).
 std::string comment_block(const std::string& text, const std::string& prefix);
 

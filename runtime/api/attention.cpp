@@ -12,13 +12,14 @@
 
 #include "compiler/codegen.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/api/kernel_internals.hpp"
 #include "runtime/api/read_bounds.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "templates/abi.h"
 #include "templates/block_mask/block_mask_template.hpp"
 
 namespace attnjit {
-namespace {
+namespace detail {
 
 double elapsed_ms(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -127,7 +128,68 @@ void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings
   }
 }
 
-}  // namespace
+// q, k, v (and o, when given) checked against each other and the kernel (shapes, dtype,
+// device, strides), lse when given; the forward argument block for them, without the
+// variant's parameters and tensors.
+AttnjitFwdArgs attention_arguments(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o,
+                                   const DLTensor* lse, ElementType dtype, int head_dim, int device,
+                                   double softmax_scale) {
+  check_4d(q, "q", dtype, device);
+  check_4d(k, "k", dtype, device);
+  check_4d(v, "v", dtype, device);
+  const auto qs = dlpack_shape(q), ks = dlpack_shape(k), vs = dlpack_shape(v), os = dlpack_shape(o);
+  if (qs[3] != head_dim)
+    throw UserError(fmt::format("q has head_dim {} but the kernel was compiled for {}; compile with head_dim {}", qs[3],
+                                head_dim, qs[3]));
+  if (ks[0] != qs[0] || vs != ks || ks[3] != qs[3] || os != qs)
+    throw UserError(
+        fmt::format("shapes do not match: q {}, k {}, v {}, o {}; expected q and o [B, Hq, Sq, D], k and v "
+                    "[B, Hkv, Sk, D]",
+                    shape_string(qs), shape_string(ks), shape_string(vs), shape_string(os)));
+  if (qs[1] % ks[1] != 0)
+    throw UserError(
+        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", qs[1], ks[1]));
+  if (qs[1] > 65535 || qs[0] > 65535)
+    throw UserError(fmt::format("batch {} or heads {} exceeds 65535, the grid limit", qs[0], qs[1]));
+  if (lse) {
+    const std::vector<std::int64_t> want = {qs[0], qs[1], qs[2]};
+    if (lse->device.device_type != kDLCUDA || lse->dtype.code != kDLFloat || lse->dtype.bits != 32 ||
+        dlpack_shape(*lse) != want || dlpack_strides(*lse) != std::vector<std::int64_t>{qs[1] * qs[2], qs[2], 1})
+      throw UserError(fmt::format("lse must be a contiguous f32 CUDA tensor of shape {}; got {} {} on device type {}",
+                                  shape_string(want), dlpack_dtype_name(lse->dtype), shape_string(dlpack_shape(*lse)),
+                                  static_cast<int>(lse->device.device_type)));
+    check_same_device(*lse, "lse", device);
+  }
+
+  AttnjitFwdArgs args{};
+  args.q = static_cast<const char*>(q.data) + q.byte_offset;
+  args.k = static_cast<const char*>(k.data) + k.byte_offset;
+  args.v = static_cast<const char*>(v.data) + v.byte_offset;
+  args.o = static_cast<char*>(o.data) + o.byte_offset;
+  args.lse = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;
+  copy_strides(q, args.q_stride);
+  copy_strides(k, args.k_stride);
+  copy_strides(v, args.v_stride);
+  copy_strides(o, args.o_stride);
+  args.batch = static_cast<int>(qs[0]);
+  args.heads_q = static_cast<int>(qs[1]);
+  args.heads_kv = static_cast<int>(ks[1]);
+  args.seq_q = static_cast<int>(qs[2]);
+  args.seq_k = static_cast<int>(ks[2]);
+  const double scale = softmax_scale != 0.0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(qs[3]));
+  if (!(scale > 0.0) || !std::isfinite(scale))
+    throw UserError(
+        fmt::format("softmax_scale {} is not allowed; it must be a positive finite number (0 means "
+                    "1/sqrt(head_dim)). For a negated or zero scale, write it in the score_mod",
+                    softmax_scale));
+  args.scale = static_cast<float>(scale);
+  args.scale_log2 = static_cast<float>(scale * std::numbers::log2e);
+  return args;
+}
+
+}  // namespace detail
+
+using namespace detail;
 
 void CompileOptions::validate() const {
   if (!is_supported_head_dim(head_dim))
@@ -146,6 +208,7 @@ namespace {
 // The template, its knobs (overrides on the tuned or default ones, checked) and the unit.
 TemplateRequest generate_unit(const Variant& variant, const CompileOptions& options, PreparedKernel& p) {
   TemplateRequest request;
+  request.role = options.role;
   request.variant = &variant;
   request.arch = p.config.arch;
   request.head_dim = options.head_dim;
@@ -206,100 +269,6 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options) {
   return p;
 }
 
-// A loaded unit's entry points by name.
-struct LoadedUnit {
-  std::unique_ptr<runtime::LoadedLibrary> library;
-  std::map<std::string, std::unique_ptr<runtime::KernelFunction>> functions;
-
-  LoadedUnit(const std::string& cubin, const GeneratedUnit& unit) {
-    library = std::make_unique<runtime::LoadedLibrary>(cubin);
-    for (const auto& name : unit.kernel_names) {
-      auto function = std::make_unique<runtime::KernelFunction>(library->kernel(name));
-      function->set_max_dynamic_shared_memory(unit.max_dynamic_shared_bytes);
-      functions[name] = std::move(function);
-    }
-  }
-};
-
-struct Kernel::State {
-  Variant variant;
-  int device = 0;
-  std::shared_ptr<const PreparedKernel> prepared;
-  runtime::KernelCache* cache = nullptr;
-  std::unique_ptr<LoadedUnit> loaded;
-
-  // The same unit with AJ_CHECK_READS on (templates/hooks.cuh), compiled through the cache
-  // and loaded the first time a launch's captured-tensor reads cannot be proven in range.
-  mutable std::mutex checked_mutex;
-  mutable std::unique_ptr<LoadedUnit> checked;
-  const LoadedUnit& checked_unit() const {
-    std::lock_guard<std::mutex> lock(checked_mutex);
-    if (!checked) {
-      const PreparedKernel& p = *prepared;
-      const std::string body = "#define AJ_CHECK_READS 1  // the checked twin (runtime/api/attention.cpp)\n" + p.unit.body;
-      const auto nvrtc = nvrtc_options(p.config.arch);
-      const auto result = cache->get_or_compile(
-          runtime::CacheKeyInputs::for_compile(body, nvrtc),
-          [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(body, nvrtc)); },
-          runtime::CacheEntryLabels{variant.text(), p.config.template_name + " " + p.config.knobs.str() + " checked"});
-      checked = std::make_unique<LoadedUnit>(*result.cubin, p.unit);
-    }
-    return *checked;
-  }
-
-  // Workspace for forward calls (the block mask's tile classes) without a prebuilt
-  // BlockMask: one buffer per stream (two streams never share one), grown as needed. A
-  // grown-out buffer may still be read by queued work, so it is kept until the Kernel goes.
-  // The mutex covers the lookup and the plan's launches, so calls from several threads on
-  // one stream cannot interleave.
-  mutable std::mutex scratch_mutex;
-  mutable std::map<CUstream, std::unique_ptr<runtime::DeviceBuffer>> scratch;
-  mutable std::vector<std::unique_ptr<runtime::DeviceBuffer>> retired;
-
-  // Where the device records the first out-of-range read of a captured tensor (host-mapped,
-  // so it is read without a copy); used only by launches whose reads the host could not prove.
-  std::unique_ptr<runtime::MappedHostBuffer> error_record;
-
-  // The extents of the tensors bound to the last checked launch, for the report.
-  mutable std::mutex extents_mutex;
-  mutable std::vector<std::vector<std::int64_t>> checked_extents;
-
-  // Throws the recorded out-of-range read, if a finished launch left one, and clears it.
-  void report_recorded_read() const {
-    auto* r = static_cast<volatile AttnjitErrorRecord*>(error_record->host_pointer());
-    const unsigned long long word = r->word;
-    if (word == 0) return;
-    r->word = 0;
-    const int slot = static_cast<int>((word >> 40) & 0xff), dim = static_cast<int>((word >> 32) & 0xff);
-    const int index = static_cast<int>(static_cast<std::uint32_t>(word & 0xffffffffu));
-    const ArgumentSlots& slots = prepared->unit.slots;
-    const std::string tensor = static_cast<std::size_t>(slot) < slots.tensors.size()
-                                   ? slots.tensors[static_cast<std::size_t>(slot)].name
-                                   : "?";
-    std::string extent = "?";
-    {
-      std::lock_guard<std::mutex> lock(extents_mutex);
-      if (static_cast<std::size_t>(slot) < checked_extents.size() &&
-          static_cast<std::size_t>(dim) < checked_extents[static_cast<std::size_t>(slot)].size())
-        extent = std::to_string(checked_extents[static_cast<std::size_t>(slot)][static_cast<std::size_t>(dim)]);
-    }
-    throw UserError(fmt::format(
-        "variant '{}' read captured tensor '{}' at index {} in dimension {}, whose extent is {} (in a launch since "
-        "the last check; the read was clamped, so that launch's output is wrong). Bind a tensor that covers every "
-        "index the variant reads for this problem, or keep the index expression in range",
-        variant.name(), tensor, index, dim, extent));
-  }
-
-  void launch(const LoadedUnit& unit, const KernelLaunch& k, const AttnjitFwdArgs& args, void* stream) const {
-    runtime::LaunchConfig config;
-    config.set_grid(k.grid.x, k.grid.y, k.grid.z)
-        .set_block(k.block.x, k.block.y, k.block.z)
-        .set_dynamic_shared_bytes(static_cast<unsigned>(k.dynamic_shared_bytes))
-        .set_stream(static_cast<CUstream>(stream));
-    runtime::launch(*unit.functions.at(k.kernel), config, args);
-  }
-};
-
 std::size_t BlockMask::size_bytes() const { return buffer_ ? buffer_->size_bytes() : 0; }
 std::uint64_t BlockMask::device_address() const { return buffer_ ? buffer_->device_pointer() : 0; }
 void BlockMask::copy_to_host(void* host, std::size_t bytes) const {
@@ -332,8 +301,9 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
   context.make_current();
   auto state = std::make_shared<Kernel::State>();
   state->variant = variant;
+  state->options = options;
   state->device = options.device;
-  state->prepared = std::make_shared<const PreparedKernel>(prepare(variant, options));
+  state->prepared = std::make_shared<const PreparedKernel>(prepare(variant, CompileOptions(options).with_role(TemplateRole::Forward)));
   const PreparedKernel& p = *state->prepared;
   const int limit = context.properties().max_shared_memory_per_block_optin;
   if (p.unit.max_dynamic_shared_bytes > limit)
@@ -356,58 +326,9 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   const ElementType dtype = p.config.dtype;
   const int device = state_->device;
   state_->report_recorded_read();  // an earlier launch's, before anything new is queued
-  check_4d(q, "q", dtype, device);
-  check_4d(k, "k", dtype, device);
-  check_4d(v, "v", dtype, device);
   check_4d(o, "o", dtype, device);
-  const auto qs = dlpack_shape(q), ks = dlpack_shape(k), vs = dlpack_shape(v), os = dlpack_shape(o);
-  if (qs[3] != p.config.head_dim)
-    throw UserError(fmt::format("q has head_dim {} but the kernel was compiled for {}; compile with head_dim {}", qs[3],
-                                p.config.head_dim, qs[3]));
-  if (ks[0] != qs[0] || vs != ks || ks[3] != qs[3] || os != qs)
-    throw UserError(
-        fmt::format("shapes do not match: q {}, k {}, v {}, o {}; expected q and o [B, Hq, Sq, D], k and v "
-                    "[B, Hkv, Sk, D]",
-                    shape_string(qs), shape_string(ks), shape_string(vs), shape_string(os)));
-  if (qs[1] % ks[1] != 0)
-    throw UserError(
-        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", qs[1], ks[1]));
-  if (qs[1] > 65535 || qs[0] > 65535)
-    throw UserError(fmt::format("batch {} or heads {} exceeds 65535, the grid limit", qs[0], qs[1]));
-  if (lse) {
-    const std::vector<std::int64_t> want = {qs[0], qs[1], qs[2]};
-    if (lse->device.device_type != kDLCUDA || lse->dtype.code != kDLFloat || lse->dtype.bits != 32 ||
-        dlpack_shape(*lse) != want || dlpack_strides(*lse) != std::vector<std::int64_t>{qs[1] * qs[2], qs[2], 1})
-      throw UserError(fmt::format("lse must be a contiguous f32 CUDA tensor of shape {}; got {} {} on device type {}",
-                                  shape_string(want), dlpack_dtype_name(lse->dtype), shape_string(dlpack_shape(*lse)),
-                                  static_cast<int>(lse->device.device_type)));
-    check_same_device(*lse, "lse", device);
-  }
+  AttnjitFwdArgs args = attention_arguments(q, k, v, o, lse, dtype, p.config.head_dim, device, softmax_scale);
   check_bindings(state_->variant, bindings);
-
-  AttnjitFwdArgs args{};
-  args.q = static_cast<const char*>(q.data) + q.byte_offset;
-  args.k = static_cast<const char*>(k.data) + k.byte_offset;
-  args.v = static_cast<const char*>(v.data) + v.byte_offset;
-  args.o = static_cast<char*>(o.data) + o.byte_offset;
-  args.lse = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;
-  copy_strides(q, args.q_stride);
-  copy_strides(k, args.k_stride);
-  copy_strides(v, args.v_stride);
-  copy_strides(o, args.o_stride);
-  args.batch = static_cast<int>(qs[0]);
-  args.heads_q = static_cast<int>(qs[1]);
-  args.heads_kv = static_cast<int>(ks[1]);
-  args.seq_q = static_cast<int>(qs[2]);
-  args.seq_k = static_cast<int>(ks[2]);
-  const double scale = softmax_scale != 0.0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(qs[3]));
-  if (!(scale > 0.0) || !std::isfinite(scale))
-    throw UserError(
-        fmt::format("softmax_scale {} is not allowed; it must be a positive finite number (0 means "
-                    "1/sqrt(head_dim)). For a negated or zero scale, write it in the score_mod",
-                    softmax_scale));
-  args.scale = static_cast<float>(scale);
-  args.scale_log2 = static_cast<float>(scale * std::numbers::log2e);
   bind_variant_arguments(p.unit.slots, bindings, args, device);
 
   const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
@@ -427,7 +348,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   device_context(device).make_current();
   const State& st = *state_;
   if (plan.workspace_bytes == 0) {
-    for (const auto& launch : plan.kernels) st.launch(*unit, launch, args, stream);
+    for (const auto& launch : plan.kernels) st.launch(*unit, launch, &args, stream);
     return;
   }
   const bool prebuilt = block_mask != nullptr && !block_mask->empty();
@@ -452,7 +373,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   }
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
   for (const auto& launch : plan.kernels)
-    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) st.launch(*unit, launch, args, stream);
+    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) st.launch(*unit, launch, &args, stream);
 }
 
 bool Kernel::has_block_mask() const { return state_->prepared->unit.facts.mask_reads_tensor; }
@@ -484,7 +405,7 @@ BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k,
   auto buffer = std::make_shared<runtime::DeviceBuffer>(plan.block_mask_bytes);
   plan.bind_block_mask(args, buffer->device_pointer());
   for (const auto& launch : plan.kernels)
-    if (launch.role == BlockMaskTemplate::kRole) state_->launch(*state_->loaded, launch, args, stream);
+    if (launch.role == BlockMaskTemplate::kRole) state_->launch(*state_->loaded, launch, &args, stream);
   BlockMask mask;
   mask.buffer_ = std::move(buffer);
   mask.problem_ = problem;

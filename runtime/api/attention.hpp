@@ -11,6 +11,7 @@
 #include <dlpack/dlpack.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ struct CompileOptions {
   std::optional<ShapeHint> shape_hint;    // the shape the kernel will mostly run on: selects tuned knobs
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
   int device = 0;                         // CUDA device ordinal the kernel is loaded and launched on (and "auto" asks)
+  // Forward, or Backward: prepare/generate build the backward unit (`attnjit compile
+  // --backward`); compile() always loads the forward, Kernel::backward builds its own.
+  TemplateRole role = TemplateRole::Forward;
 
   CompileOptions& with_head_dim(int v) {
     head_dim = v;
@@ -73,6 +77,10 @@ struct CompileOptions {
   }
   CompileOptions& with_device(int ordinal) {
     device = ordinal;
+    return *this;
+  }
+  CompileOptions& with_role(TemplateRole v) {
+    role = v;
     return *this;
   }
   CompileOptions& with_cache(runtime::KernelCache* v) {
@@ -134,6 +142,34 @@ class BlockMask {
   std::string built_by_;  // the cache key of the kernel that built it
 };
 
+// How Kernel::backward runs.
+struct BackwardOptions {
+  // Bit-identical results run to run: dQ and tensor gradients accumulate in fixed point
+  // (integer sums do not depend on the order of the atomics); otherwise fp32 atomics.
+  bool deterministic = false;
+  double softmax_scale = 0.0;  // as in forward; 0 means 1/sqrt(head_dim)
+  // Gradients of captured float tensors the score_mod reads, by tensor name: an fp32 CUDA
+  // tensor of the captured tensor's shape (any strides), overwritten. A name the variant
+  // does not read with a gradient (an integer tensor, a mask-only tensor) is a UserError.
+  std::map<std::string, DLTensor> tensor_gradients;
+  // The backward template and knob overrides (`attnjit templates`); empty: the default.
+  std::string template_name;
+  Knobs knobs;
+
+  BackwardOptions& with_deterministic(bool v) {
+    deterministic = v;
+    return *this;
+  }
+  BackwardOptions& with_tensor_gradient(const std::string& tensor, const DLTensor& gradient) {
+    tensor_gradients[tensor] = gradient;
+    return *this;
+  }
+  BackwardOptions& with_knobs(const Knobs& v) {
+    knobs = v;
+    return *this;
+  }
+};
+
 class Kernel {
  public:
   const PreparedKernel& prepared() const;
@@ -159,6 +195,17 @@ class Kernel {
   void forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0,
                const BlockMask* block_mask = nullptr) const;
+
+  // Gradients of a forward call: q, k, v and o, lse as forward took and gave them (lse is
+  // required), d_out like o; writes dq like q, dk and dv like k and v (GQA: summed over the
+  // query heads of a group), and the captured-tensor gradients of `options`. The first call
+  // (per backward knobs) generates, compiles and loads the backward unit. Same checks as
+  // forward; asynchronous on `stream`.
+  void backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor& lse,
+                const DLTensor& d_out, const DLTensor& dq, const DLTensor& dk, const DLTensor& dv,
+                const Bindings& bindings = {}, void* stream = nullptr, const BackwardOptions& options = {}) const;
+  // The backward unit for these options (prepared and loaded on first use).
+  const PreparedKernel& prepared_backward(const BackwardOptions& options = {}) const;
 
   // Whether the mask reads a tensor, so that tile classes are built on the GPU.
   bool has_block_mask() const;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -103,6 +104,7 @@ std::string BenchResult::json() const {
                               {"dtype", dtype},
                               {"template", template_name},
                               {"schedule", schedule},
+                              {"pass", pass},
                               {"median_ms", rounded(median_ms, 5)},
                               {"min_ms", rounded(min_ms, 5)},
                               {"max_ms", rounded(max_ms, 5)},
@@ -275,17 +277,31 @@ ForwardBenchmark::ForwardBenchmark(const Variant& variant, ElementType dtype_kin
 
 ForwardBenchmark::~ForwardBenchmark() = default;
 
-BenchResult ForwardBenchmark::time(const Kernel& kernel) {
-  State& st = *state_;
-  const auto run = [&](int i) {
-    const DeviceProblem& in = *st.inputs[static_cast<std::size_t>(i % st.sets)];
-    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings);
-  };
-  for (int i = 0; i < st.bench.warmup; ++i) run(i);
+namespace {
+// The gradients' buffers of one input set (dO is random; dQ, dK, dV are written).
+struct DeviceGradients {
+  runtime::DeviceBuffer d_out, dq, dk, dv;
+  DLTensor d_out_view{}, dq_view{}, dk_view{}, dv_view{};
+  explicit DeviceGradients(DeviceProblem& in, std::mt19937_64& rng, DLDataType dtype)
+      : d_out(in.o.size_bytes()), dq(in.q.size_bytes()), dk(in.k.size_bytes()), dv(in.v.size_bytes()) {
+    DeviceProblem::view(d_out_view, d_out, in.q_shape, dtype);
+    DeviceProblem::view(dq_view, dq, in.q_shape, dtype);
+    DeviceProblem::view(dk_view, dk, in.kv_shape, dtype);
+    DeviceProblem::view(dv_view, dv, in.kv_shape, dtype);
+    HostTensor h(dtype, {static_cast<std::int64_t>(d_out.size_bytes() / 2)});
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (std::int64_t i = 0; i < h.numel(); ++i) h.set(i, normal(rng));
+    d_out.copy_from_host(h.data(), d_out.size_bytes());
+  }
+};
+
+// Warm-up, then the sorted times of `repetitions` timed calls of `run(i)`.
+std::vector<double> timed_runs(const BenchOptions& bench, const std::function<void(int)>& run) {
+  for (int i = 0; i < bench.warmup; ++i) run(i);
   synchronize_device();
   std::vector<double> times;
   runtime::Event start, stop;
-  for (int i = 0; i < st.bench.repetitions; ++i) {
+  for (int i = 0; i < bench.repetitions; ++i) {
     start.record();
     run(i);
     stop.record();
@@ -293,7 +309,69 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
     times.push_back(runtime::Event::elapsed_ms(start, stop));
   }
   std::sort(times.begin(), times.end());
+  return times;
+}
+}  // namespace
 
+BenchResult ForwardBenchmark::time_backward(const Kernel& kernel, const BackwardOptions& given,
+                                            const std::vector<std::string>& tensor_gradients) {
+  State& st = *state_;
+  BackwardOptions options = given;
+  std::vector<std::unique_ptr<runtime::DeviceBuffer>> gradient_buffers;
+  std::vector<std::vector<std::int64_t>> gradient_shapes(tensor_gradients.size());
+  for (std::size_t i = 0; i < tensor_gradients.size(); ++i) {
+    const auto& name = tensor_gradients[i];
+    if (!st.device_bindings.tensors().count(name))
+      throw UserError(fmt::format("--tensor-grad {}: the variant captures no tensor of that name", name));
+    const DLTensor& bound = st.device_bindings.tensors().at(name);
+    gradient_shapes[i] = dlpack_shape(bound);
+    std::size_t numel = 1;
+    for (auto e : gradient_shapes[i]) numel *= static_cast<std::size_t>(e);
+    gradient_buffers.push_back(std::make_unique<runtime::DeviceBuffer>(numel * 4));
+    DLTensor view{};
+    view.data = reinterpret_cast<void*>(gradient_buffers.back()->device_pointer());
+    view.device = DLDevice{kDLCUDA, 0};
+    view.ndim = static_cast<int>(gradient_shapes[i].size());
+    view.dtype = dlpack_float32();
+    view.shape = gradient_shapes[i].data();
+    options.tensor_gradients[name] = view;
+  }
+  const DLDataType dtype = st.dtype_kind == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
+  std::mt19937_64 rng(7);
+  std::vector<std::unique_ptr<DeviceGradients>> grads;
+  for (auto& in : st.inputs) {
+    kernel.forward(in->q_view, in->k_view, in->v_view, in->o_view, &in->lse_view, st.device_bindings);
+    grads.push_back(std::make_unique<DeviceGradients>(*in, rng, dtype));
+  }
+  const std::vector<double> times = timed_runs(st.bench, [&](int i) {
+    const auto set = static_cast<std::size_t>(i % st.sets);
+    const DeviceProblem& in = *st.inputs[set];
+    const DeviceGradients& g = *grads[set];
+    kernel.backward(in.q_view, in.k_view, in.v_view, in.o_view, in.lse_view, g.d_out_view, g.dq_view, g.dk_view,
+                    g.dv_view, st.device_bindings, nullptr, options);
+  });
+  BenchResult r = result_of(kernel, times);
+  const PreparedKernel& bwd = kernel.prepared_backward(options);
+  r.template_name = bwd.config.template_name;
+  r.schedule = bwd.config.knobs.str();
+  r.pass = options.deterministic ? "backward deterministic" : "backward";
+  for (const auto& name : tensor_gradients) r.pass += " d" + name;
+  r.tflops *= 2.5;
+  r.bandwidth_gbs *= 2.0;  // Q, K, V, O, dO read; dQ, dK, dV written: about twice the forward's bytes
+  return r;
+}
+
+BenchResult ForwardBenchmark::time(const Kernel& kernel) {
+  State& st = *state_;
+  const std::vector<double> times = timed_runs(st.bench, [&](int i) {
+    const DeviceProblem& in = *st.inputs[static_cast<std::size_t>(i % st.sets)];
+    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings);
+  });
+  return result_of(kernel, times);
+}
+
+BenchResult ForwardBenchmark::result_of(const Kernel& kernel, const std::vector<double>& times) {
+  State& st = *state_;
   const ForwardProblem& p = st.p;
   BenchResult r;
   r.variant = st.variant.name();
@@ -312,6 +390,23 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   r.tflops = 4.0 * pairs * st.dim / (r.median_ms * 1e-3) / 1e12;
   r.bandwidth_gbs = static_cast<double>(st.set_bytes) / (r.median_ms * 1e-3) / 1e9;
   return r;
+}
+
+BenchResult benchmark_backward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,
+                               const Bindings& scalars, bool deterministic,
+                               const std::vector<std::string>& tensor_gradients, const BenchOptions& bench) {
+  bench.validate();
+  CompileOptions forward = options;
+  forward.role = TemplateRole::Forward;
+  forward.template_name.clear();
+  forward.knobs = Knobs();
+  const Kernel kernel = compile(variant, forward);
+  BackwardOptions backward;
+  backward.deterministic = deterministic;
+  backward.template_name = options.template_name;
+  backward.knobs = options.knobs;
+  ForwardBenchmark fixture(variant, options.dtype, options.head_dim, p, scalars, bench);
+  return fixture.time_backward(kernel, backward, tensor_gradients);
 }
 
 BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& p,

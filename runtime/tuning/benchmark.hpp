@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/api/attention.hpp"
 #include "runtime/reference/forward_check.hpp"
@@ -31,6 +32,7 @@ struct BenchResult {
   std::string dtype;
   std::string template_name;  // the kernel template ("fwd_sm80")
   std::string schedule;       // its knobs, Knobs::str()
+  std::string pass = "forward";  // or "backward", "backward deterministic"
   double median_ms = 0, min_ms = 0, max_ms = 0;
   double density = 1.0;      // admitted (q, kv) pairs / all pairs
   double tflops = 0;         // 4 * pairs * D / time, admitted pairs only
@@ -60,11 +62,23 @@ class ForwardBenchmark {
   ForwardBenchmark& operator=(const ForwardBenchmark&) = delete;
   // Warm-up, then the median of the timed launches. RuntimeFailure if a launch fails.
   BenchResult time(const Kernel& kernel);
+  // The same for Kernel::backward (after one forward per input set for O and LSE); the
+  // throughput counts 2.5x the forward's FLOPs (five matrix products instead of two).
+  // `tensor_gradients`: captured tensors whose gradient is computed too (fp32 buffers here).
+  BenchResult time_backward(const Kernel& kernel, const BackwardOptions& options,
+                            const std::vector<std::string>& tensor_gradients = {});
 
  private:
+  BenchResult result_of(const Kernel& kernel, const std::vector<double>& sorted_times);
   struct State;
   std::unique_ptr<State> state_;
 };
+
+// compile + ForwardBenchmark::time_backward: the forward with the template's default knobs,
+// the backward with `options`' template and knobs.
+BenchResult benchmark_backward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
+                               const Bindings& scalars, bool deterministic,
+                               const std::vector<std::string>& tensor_gradients = {}, const BenchOptions& bench = {});
 
 // compile + ForwardBenchmark::time.
 BenchResult benchmark_forward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,

@@ -39,9 +39,9 @@ def sdpa_ms(backend, q, k, v, causal):
         return median_ms(fn)
 
 
-def attnjit_bench(binary, preset, shape, params, docs=3):
+def attnjit_bench(binary, preset, shape, params, docs=3, extra=()):
     cmd = [binary, "bench", "--preset", preset, "--shape", ",".join(map(str, shape)), "--json", "--reps", "50",
-           "--docs", str(docs)]
+           "--docs", str(docs), *extra]
     for p in params:
         cmd += ["--param", p]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -145,6 +145,92 @@ def rope_overhead(binary, rows):
         print(json.dumps(row), flush=True)
 
 
+def backward_ms(fn_out, inputs, d_out):
+    """Median time of the backward alone: the graph of one forward, differentiated again and again."""
+    out = fn_out()
+    grad = lambda: torch.autograd.grad(out, inputs, d_out, retain_graph=True)
+    grad()
+    return median_ms(grad)
+
+
+def backward_grid(binary, rows, quick):
+    """Backward TFLOP/s (2.5x the forward's FLOPs) for dense and causal: SDPA flash (FA2) and cuDNN
+    against attnjit (fp32 atomics, and deterministic fixed point)."""
+    seqs = [1024, 4096] if quick else [1024, 4096, 16384]
+    for d in (64, 128):
+        for s in seqs:
+            b, h = 16384 // s, 2048 // d
+            q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+            d_out = torch.randn(b, h, s, d, device="cuda", dtype=DTYPE)
+            for causal in (False, True):
+                density = 0.5 * (s + 1) / s if causal else 1.0
+                row = {"table": "backward", "S": s, "D": d, "causal": causal, "B": b, "H": h}
+                for name, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                    try:
+                        with sdpa_kernel([backend]):
+                            ms = backward_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+                                             (q, k, v), d_out)
+                        row[name] = 2.5 * tflops(b, h, s, s, d, density, ms)
+                    except Exception as e:
+                        row[name] = None
+                        row[name + "_error"] = str(e)[:200]
+                preset = "causal" if causal else "dense"
+                r = attnjit_bench(binary, preset, (b, h, h, s, s, d), [], extra=["--backward"])
+                row["attnjit"], row["attnjit_error"] = r.get("tflops"), r.get("error")
+                r = attnjit_bench(binary, preset, (b, h, h, s, s, d), [], extra=["--backward", "--deterministic"])
+                row["attnjit_det"], row["attnjit_det_error"] = r.get("tflops"), r.get("error")
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del q, k, v
+
+
+def flex_backward(binary, rows):
+    """FlexAttention's backward on its variant shapes, and a learnable relative bias with its gradient."""
+    b, h, s, d = 4, 16, 4096, 128
+    q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=DTYPE, requires_grad=True) for _ in range(3))
+    d_out = torch.randn(b, h, s, d, device="cuda", dtype=DTYPE)
+    slopes = torch.tensor([2.0 ** (-8.0 * (i + 1) / h) for i in range(h)], device="cuda")
+    doc = (torch.arange(s, device="cuda") * 3 // s).to(torch.int32)
+    rel_bias = (0.1 * torch.randn(h, 2 * s - 1, device="cuda")).requires_grad_(True)
+
+    def causal(b_, h_, qi, ki):
+        return ki <= qi
+
+    variants = [
+        ("causal", "causal", None, causal, [], []),
+        ("alibi+causal", "alibi_causal", lambda sc, b_, h_, qi, ki: sc + slopes[h_] * (ki - qi), causal, [], []),
+        ("softcap30+causal", "softcap_causal", lambda sc, b_, h_, qi, ki: 30.0 * torch.tanh(sc / 30.0), causal,
+         ["softcap=30"], []),
+        ("sliding_window1024", "sliding_window", None, lambda b_, h_, qi, ki: (ki <= qi) & (qi - ki < 1024),
+         ["window=1024"], []),
+        ("document3+causal", "document_causal", None, lambda b_, h_, qi, ki: (doc[qi] == doc[ki]) & (ki <= qi), [],
+         []),
+        ("relative_bias (learned, with its gradient)", "relative_bias",
+         lambda sc, b_, h_, qi, ki: sc + rel_bias[h_, qi - ki + s - 1], None, [], ["rel_bias"]),
+    ]
+    compiled = torch.compile(flex_attention)
+    qi = torch.arange(s, device="cuda")[:, None]
+    ki = torch.arange(s, device="cuda")[None, :]
+    for label, preset, score_mod, mask_mod, params, grads in variants:
+        density = 1.0 if mask_mod is None else mask_mod(0, 0, qi, ki).float().mean().item()
+        block_mask = None if mask_mod is None else create_block_mask(mask_mod, None, None, s, s, device="cuda")
+        inputs = (q, k, v, rel_bias) if grads else (q, k, v)
+        row = {"table": "flex_backward", "variant": label, "density": density}
+        try:
+            ms = backward_ms(lambda: compiled(q, k, v, score_mod=score_mod, block_mask=block_mask), inputs, d_out)
+            row["flex"] = 2.5 * tflops(b, h, s, s, d, density, ms)
+        except Exception as e:
+            row["flex"], row["flex_error"] = None, str(e)[:300]
+        extra = ["--backward"] + [x for g in grads for x in ("--tensor-grad", g)]
+        r = attnjit_bench(binary, preset, (b, h, h, s, s, d), params, extra=extra)
+        row["attnjit"], row["attnjit_density"], row["attnjit_error"] = r.get("tflops"), r.get("density"), r.get("error")
+        if grads:
+            r = attnjit_bench(binary, preset, (b, h, h, s, s, d), params, extra=extra + ["--deterministic"])
+            row["attnjit_det"], row["attnjit_det_error"] = r.get("tflops"), r.get("error")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
 def fmt(x):
     return "—" if x is None else f"{x:.0f}"
 
@@ -178,9 +264,29 @@ def print_tables(rows, device):
             over = "—" if not c or not f else f"{100.0 * (f / c - 1.0):+.1f}%"
             ms = lambda x: "—" if x is None else f"{x:.3f}"
             print(f"| {r['D']} | {ms(c)} | {ms(f)} | {over} | {ms(r['torch_rope_cudnn_ms'])} |")
+    if any(r["table"] == "backward" for r in rows):
+        print(f"\n## Backward, {device}, bf16, TFLOP/s (2.5x forward FLOPs; B*S=16384, H*D=2048)\n")
+        print("| S | D | causal | attnjit | attnjit deterministic | FA2 (SDPA flash) | cuDNN (SDPA) | attnjit/FA2 | "
+              "attnjit/cuDNN |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["table"] == "backward":
+                print(f"| {r['S']} | {r['D']} | {'yes' if r['causal'] else 'no'} | {fmt(r['attnjit'])} | "
+                      f"{fmt(r.get('attnjit_det'))} | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
+                      f"{ratio(r['attnjit'], r['fa2'])} | {ratio(r['attnjit'], r['cudnn'])} |")
+    if any(r["table"] == "flex_backward" for r in rows):
+        print(f"\n## FlexAttention backward, {device}, B=4 H=16 S=4096 D=128 bf16, TFLOP/s on admitted pairs\n")
+        print("| variant | density | attnjit | attnjit deterministic | FlexAttention | attnjit/Flex |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            if r["table"] == "flex_backward":
+                print(f"| {r['variant']} | {r['density']:.3f} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_det'))} | "
+                      f"{fmt(r['flex'])} | {ratio(r['attnjit'], r['flex'])} |")
+                if r.get("flex_error"):
+                    print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     for r in rows:
-        if r.get("attnjit_error"):
-            print("attnjit error:", r.get("variant", r.get("S")), r["attnjit_error"])
+        if r.get("attnjit_error") or r.get("attnjit_det_error"):
+            print("attnjit error:", r.get("variant", r.get("S")), r.get("attnjit_error") or r.get("attnjit_det_error"))
 
 
 def write_chart(rows, device, path):
@@ -227,13 +333,18 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
     ap.add_argument("--quick", action="store_true", help="skip S=16384")
+    ap.add_argument("--only", choices=["forward", "backward"], help="one pass's tables (default: both)")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}", flush=True)
     rows = []
-    dense_causal_grid(args.attnjit, rows, args.quick)
-    flex_variants(args.attnjit, rows)
-    rope_overhead(args.attnjit, rows)
+    if args.only != "backward":
+        dense_causal_grid(args.attnjit, rows, args.quick)
+        flex_variants(args.attnjit, rows)
+        rope_overhead(args.attnjit, rows)
+    if args.only != "forward":
+        backward_grid(args.attnjit, rows, args.quick)
+        flex_backward(args.attnjit, rows)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)

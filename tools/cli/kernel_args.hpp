@@ -29,6 +29,7 @@ struct KernelArgs {
   std::string template_name;         // empty: the best template for the request
   std::map<std::string, int> knobs;  // knob flags given (--block-m 64 -> block_m)
   std::vector<std::string> params;   // name=value
+  bool backward = false;             // the backward unit (templates of role backward)
 
   Variant variant() const {
     if (preset.empty() == variant_text.empty())
@@ -50,6 +51,7 @@ struct KernelArgs {
     Knobs overrides;  // none: tuned (with a shape hint) or the template's default
     for (const auto& [name, value] : knobs) overrides.set(name, value);
     o.with_knobs(overrides);
+    if (backward) o.with_role(TemplateRole::Backward);
     o.validate();
     return o;
   }
@@ -86,6 +88,7 @@ inline void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
   cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
   cmd->add_option("--template", a.template_name, "Kernel template (see `attnjit templates`); default: the best one");
+  cmd->add_flag("--backward", a.backward, "The backward pass (dQ, dK, dV and captured-tensor gradients)");
   // One flag per knob of any registered template (--block-m for block_m); a flag the chosen
   // template does not have is a UserError naming the template's knobs.
   std::map<std::string, std::string> help;

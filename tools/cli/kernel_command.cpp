@@ -1,6 +1,6 @@
-// `attnjit emit | compile | check`: the kernel commands. Each takes the variant as
-// --preset NAME or --variant TEXT (or @file), plus --arch, --head-dim, --dtype and
-// optional schedule overrides.
+// `attnjit emit | compile | bench | check`: the kernel commands (`check --backward` judges
+// the gradients). Each takes the variant as --preset NAME or --variant TEXT (or @file), plus
+// --arch, --head-dim, --dtype and optional schedule overrides.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
+#include "runtime/reference/backward_check.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/tuning/benchmark.hpp"
 #include "tools/cli/commands.hpp"
@@ -87,7 +88,7 @@ void register_kernel_commands(CLI::App& app) {
     if (*measure > 0) measure_compile(v, o, *measure);
   });
 
-  auto* bench = app.add_subcommand("bench", "Time the forward kernel (CUDA events, median) on one or more shapes");
+  auto* bench = app.add_subcommand("bench", "Time the forward (or, with --backward, the backward) kernels (CUDA events, median) on one or more shapes");
   add_kernel_options(bench, *args);
   auto shapes = std::make_shared<std::vector<std::string>>();
   auto bench_options = std::make_shared<BenchOptions>();
@@ -98,9 +99,17 @@ void register_kernel_commands(CLI::App& app) {
   bench->add_option("--reps", bench_options->repetitions, "Timed launches per shape")->capture_default_str();
   bench->add_option("--warmup", bench_options->warmup, "Untimed launches first")->capture_default_str();
   bench->add_option("--docs", bench_options->documents, "Documents per row for int id tensors")->capture_default_str();
+  auto deterministic = std::make_shared<bool>(false);
+  bench->add_flag("--deterministic", *deterministic,
+                  "With --backward: fixed-point accumulation, bit-identical run to run");
+  auto tensor_grads = std::make_shared<std::vector<std::string>>();
+  bench->add_option("--tensor-grad", *tensor_grads,
+                    "With --backward: also the gradient of this captured float tensor (repeatable)");
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
   bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
-  bench->callback([args, shapes, bench_options, json, csv] {
+  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads] {
+    if ((*deterministic || !tensor_grads->empty()) && !args->backward)
+      throw UserError("--deterministic and --tensor-grad apply to --backward only");
     if (*json && *csv) throw UserError("give at most one of --json and --csv");
     const Variant v = args->variant();
     if (*csv) fmt::print("{}\n", BenchResult::csv_header());
@@ -113,7 +122,10 @@ void register_kernel_commands(CLI::App& app) {
       a.head_dim = dim;
       CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
       o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
-      const BenchResult r = benchmark_forward(v, o, problem, args->bindings(), *bench_options);
+      const BenchResult r = args->backward
+                                ? benchmark_backward(v, o, problem, args->bindings(), *deterministic, *tensor_grads,
+                                                     *bench_options)
+                                : benchmark_forward(v, o, problem, args->bindings(), *bench_options);
       if (*json)
         fmt::print("{}\n", r.json());
       else if (*csv)
@@ -125,10 +137,13 @@ void register_kernel_commands(CLI::App& app) {
     }
   });
 
-  auto* check = app.add_subcommand("check", "Run on the GPU against the CPU reference (FlashAttention's 2x rule)");
+  auto* check = app.add_subcommand(
+      "check", "Run on the GPU against the CPU reference (FlashAttention's 2x rule); --backward checks the gradients");
   add_kernel_options(check, *args);
   auto problem = std::make_shared<ForwardProblem>();
   auto seed = std::make_shared<std::uint64_t>(1);
+  auto backward = std::make_shared<BackwardCheckOptions>();
+  backward->runs = 0;  // 0: 3 with --deterministic, else 1
   check->add_option("--batch", problem->batch)->capture_default_str();
   check->add_option("--heads", problem->heads_q, "Query heads")->capture_default_str();
   check->add_option("--heads-kv", problem->heads_kv, "Key/value heads (GQA when fewer)")->capture_default_str();
@@ -136,11 +151,32 @@ void register_kernel_commands(CLI::App& app) {
   check->add_option("--seq-k", problem->seq_k)->capture_default_str();
   check->add_option("--param", args->params, "Runtime parameter NAME=VALUE (repeatable)");
   check->add_option("--seed", *seed)->capture_default_str();
-  check->callback([args, problem, seed] {
+  check->add_flag("--deterministic", backward->deterministic,
+                  "With --backward: the deterministic mode, which must give identical bytes over --runs runs");
+  check->add_option("--tensor-grad", backward->tensor_gradients,
+                    "With --backward: also check the gradient of this captured tensor (repeatable)");
+  check->add_option("--runs", backward->runs,
+                    "With --backward: backward launches compared byte for byte (default 3 with --deterministic, "
+                    "else 1)");
+  check->callback([args, problem, seed, backward] {
     const Variant v = args->variant();
-    const ForwardCheckResult r = check_forward(v, args->options(), *problem, args->bindings(), *seed);
-    fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, problem->str(), r.summary());
-    if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
+    if (!args->backward) {
+      if (backward->deterministic || !backward->tensor_gradients.empty() || backward->runs != 0)
+        throw UserError("--deterministic, --tensor-grad and --runs apply to the backward check; add --backward");
+      const ForwardCheckResult r = check_forward(v, args->options(), *problem, args->bindings(), *seed);
+      fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, problem->str(), r.summary());
+      if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
+      return;
+    }
+    BackwardCheckOptions options = *backward;
+    if (options.runs == 0) options.runs = options.deterministic ? 3 : 1;
+    const BackwardCheckResult r = check_backward(v, args->options(), *problem, args->bindings(), *seed, options);
+    fmt::print("{} D={} {} {} backward{}: {}\n", v.name(), args->head_dim, args->dtype, problem->str(),
+               options.deterministic ? " (deterministic)" : "", r.summary());
+    if (!r.pass)
+      throw UserError(
+          "backward check failed: a gradient's error exceeds twice the naive computation's, an output holds "
+          "NaN or a wrong zero, or deterministic runs differ");
   });
 }
 

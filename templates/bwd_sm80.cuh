@@ -1,0 +1,447 @@
+// attnjit backward attention kernels for sm_80 and newer (FlashAttention-2 structure).
+//
+// Pasted last into the generated translation unit, after abi.h, common.cuh, hooks.cuh, the
+// configuration macros and the hooks (aj_score_mod, aj_mask_mod, aj_tile_class and the
+// gradient hook aj_score_mod_grad). Three kernels, launched in this order (docs/kernels.md):
+//   attnjit_bwd_preprocess   D = rowsum(dO * O) per query row; zeroes the dQ and
+//                            captured-tensor gradient accumulators
+//   attnjit_bwd              one CTA per (kv block, kv head, batch): recomputes P from Q, K
+//                            and the forward's LSE for every query block of every query head
+//                            of its group, keeps dK and dV in registers (so GQA sums over a
+//                            group without atomics) and adds dQ into the fp32 / fixed-point
+//                            accumulator
+//   attnjit_bwd_postprocess  dQ and the tensor gradients from their accumulators
+//
+// Configuration macros (defined by codegen):
+//   AJ_HEAD_DIM    64 or 128
+//   AJ_BLOCK_M     32 or 64        query rows per step of the kv block's loop
+//   AJ_NUM_WARPS   4 or 8          each warp owns 16 keys: AJ_BLOCK_N = 16 * AJ_NUM_WARPS
+//   AJ_STAGES      1 or 2          Q / dO buffers (2: the next step's rows load meanwhile)
+//   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
+//   AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_TENSOR_GRADS  0 or 1
+//
+// Shared memory, bytes: K and V (2 * BN rows), Q and dO (2 * STAGES * BM rows) of
+// (AJ_HEAD_DIM + 8) elements, dS^T (BN rows of BM + 8), LSE and D (2 * STAGES * BM floats).
+#ifndef ATTNJIT_BWD_SM80_CUH
+#define ATTNJIT_BWD_SM80_CUH
+
+#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_M) || !defined(AJ_NUM_WARPS) || !defined(AJ_STAGES) || \
+    !defined(AJ_HAS_SCORE_MOD) || !defined(AJ_HAS_MASK) || !defined(AJ_HAS_TENSOR_GRADS)
+#error "attnjit bwd_sm80: a configuration macro is missing"
+#endif
+#if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128)
+#error "attnjit bwd_sm80: AJ_HEAD_DIM must be 64 or 128"
+#endif
+#if !(AJ_BLOCK_M == 32 || AJ_BLOCK_M == 64)
+#error "attnjit bwd_sm80: AJ_BLOCK_M must be 32 or 64"
+#endif
+#if !(AJ_NUM_WARPS == 4 || AJ_NUM_WARPS == 8)
+#error "attnjit bwd_sm80: AJ_NUM_WARPS must be 4 or 8"
+#endif
+#if !(AJ_STAGES == 1 || AJ_STAGES == 2)
+#error "attnjit bwd_sm80: AJ_STAGES must be 1 or 2"
+#endif
+#if defined(AJ_DTYPE_BF16)
+#if AJ_DTYPE_BF16
+#define AJ_IS_BF16 1
+#endif
+#endif
+#if defined(AJ_DTYPE_FP16)
+#if AJ_DTYPE_FP16
+#define AJ_IS_FP16 1
+#endif
+#endif
+#if defined(AJ_IS_BF16) == defined(AJ_IS_FP16)
+#error "attnjit bwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16 to 1"
+#endif
+#ifndef AJ_HAS_BLOCK_MASK
+#define AJ_HAS_BLOCK_MASK 0
+#endif
+
+namespace aj_bwd {
+
+constexpr int D = AJ_HEAD_DIM;
+constexpr int BM = AJ_BLOCK_M;  // query rows per step
+constexpr int NW = AJ_NUM_WARPS;
+constexpr int NT = NW * 32;
+constexpr int BN = 16 * NW;  // keys per CTA, 16 per warp
+constexpr int RS = D + 8;    // row stride of K, V, Q, dO in shared memory, elements
+constexpr int RSB = RS * 2;
+constexpr int PSB = (BM + 8) * 2;  // row stride of dS^T, bytes
+constexpr int KD = D / 16;         // k steps over the head dimension
+constexpr int NQ = BM / 8;         // 8-column tiles of S^T (query columns)
+constexpr int KQ = BM / 16;        // k steps over query rows (dV, dK)
+constexpr int ND = D / 8;          // 8-column tiles of dK, dV
+constexpr int CPR = D / 8;         // 16-byte chunks per row
+// dQ = dS K: the warps tile [BM query rows] x [D]: QT tiles of 16 rows, DQ_PARTS column parts.
+constexpr int QT = BM / 16;
+constexpr int DQ_PARTS = NW >= QT ? NW / QT : 1;
+constexpr int DQ_MT = NW >= QT ? 1 : QT / NW;
+constexpr int DQ_COLS = D / DQ_PARTS;
+constexpr int DQ_ND = DQ_COLS / 8;
+static_assert(DQ_COLS % 16 == 0, "dQ column parts must be multiples of 16");
+
+constexpr int SMEM_K = 0;
+constexpr int SMEM_V = SMEM_K + BN * RSB;
+constexpr int SMEM_Q = SMEM_V + BN * RSB;
+constexpr int SMEM_DO = SMEM_Q + AJ_STAGES * BM * RSB;
+constexpr int SMEM_DS = SMEM_DO + AJ_STAGES * BM * RSB;
+constexpr int SMEM_LSE = SMEM_DS + BN * PSB;
+constexpr int SMEM_DELTA = SMEM_LSE + AJ_STAGES * BM * 4;
+constexpr int SMEM_BYTES = SMEM_DELTA + AJ_STAGES * BM * 4;
+
+__device__ __forceinline__ void mma(float* d, const aj_u32* a, aj_u32 b0, aj_u32 b1) {
+#if defined(AJ_IS_BF16)
+  aj_mma_bf16_16816(d, a, b0, b1);
+#else
+  aj_mma_fp16_16816(d, a, b0, b1);
+#endif
+}
+__device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
+#if defined(AJ_IS_BF16)
+  return aj_pack_bf16x2(lo, hi);
+#else
+  return aj_pack_fp16x2(lo, hi);
+#endif
+}
+__device__ __forceinline__ float load_element(const aj_u16* p) {
+#if defined(AJ_IS_BF16)
+  return aj_bf16_to_float(*p);
+#else
+  return aj_fp16_to_float(*p);
+#endif
+}
+__device__ __forceinline__ aj_u16 store_element(float x) {
+#if defined(AJ_IS_BF16)
+  return aj_float_to_bf16(x);
+#else
+  return aj_float_to_fp16(x);
+#endif
+}
+
+// Rows [row0, row0 + ROWS) of a [*, D] matrix (row stride `stride`, elements) into shared
+// memory at `sbase`; rows >= nrows are zero-filled.
+template <int ROWS>
+__device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0, int nrows,
+                                          int tid) {
+  constexpr int TOTAL = ROWS * CPR;
+#pragma unroll
+  for (int i = 0; i < (TOTAL + NT - 1) / NT; ++i) {
+    const int idx = tid + i * NT;
+    if (TOTAL % NT == 0 || idx < TOTAL) {
+      const int r = idx / CPR, c = idx % CPR;
+      const bool ok = row0 + r < nrows;
+      const aj_u16* src = g + (ok ? (aj_i64)(row0 + r) * stride : (aj_i64)0) + c * 8;
+      aj_cp_async_16(sbase + r * RSB + c * 16, src, ok ? 16 : 0);
+    }
+  }
+}
+
+}  // namespace aj_bwd
+
+// ---- D = rowsum(dO * O); zeroed accumulators ----------------------------------------------
+// Grid (ceil(seq_q / 16), heads_q, batch), 128 threads: each warp takes 4 rows.
+extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_preprocess(const AttnjitBwdArgs args) {
+  using namespace aj_bwd;
+  const AttnjitFwdArgs& f = args.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int h = blockIdx.y, b = blockIdx.z;
+  for (int r = 0; r < 4; ++r) {
+    const int q = blockIdx.x * 16 + warp * 4 + r;
+    if (q >= f.seq_q) break;
+    const aj_u16* o = (const aj_u16*)f.o + b * f.o_stride[0] + h * f.o_stride[1] + q * f.o_stride[2];
+    const aj_u16* d_o =
+        (const aj_u16*)args.d_out + b * args.d_out_stride[0] + h * args.d_out_stride[1] + q * args.d_out_stride[2];
+    float sum = 0.f;
+    for (int d = lane; d < D; d += 32) sum += load_element(o + d) * load_element(d_o + d);
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) sum += aj_shfl_xor(sum, m);
+    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
+    if (lane == 0) args.delta[row] = sum;
+    unsigned long long* acc = (unsigned long long*)args.dq_accum + row * D;  // 8 bytes per element either way
+    for (int d = lane; d < D; d += 32) acc[d] = 0ull;
+  }
+#if AJ_HAS_TENSOR_GRADS
+  const aj_i64 threads = (aj_i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
+  const aj_i64 id = (((aj_i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int slot = 0; slot < ATTNJIT_MAX_TENSORS; ++slot) {
+    if (args.tensor_grad_accum[slot] == nullptr) continue;
+    for (aj_i64 i = id; i < args.tensor_grad_numel[slot]; i += threads)
+      ((unsigned long long*)args.tensor_grad_accum[slot])[i] = 0ull;
+  }
+#endif
+}
+
+// ---- the main kernel ----------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(const AttnjitBwdArgs bargs) {
+  using namespace aj_bwd;
+  extern __shared__ __align__(128) unsigned char aj_smem[];
+  const AttnjitFwdArgs& args = bargs.fwd;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int group = args.heads_q / args.heads_kv;
+  const int seq_q = args.seq_q, seq_k = args.seq_k;
+  const int kv0 = n_block * BN;
+  const int kv_hi = min(kv0 + BN, seq_k) - 1;
+  const int m_blocks = (seq_q + BM - 1) / BM;
+
+  const aj_u32 s_base = aj_smem_addr(aj_smem);
+  const aj_u32 s_k = s_base + SMEM_K, s_v = s_base + SMEM_V, s_q = s_base + SMEM_Q, s_do = s_base + SMEM_DO,
+               s_ds = s_base + SMEM_DS;
+  float* s_lse = (float*)(aj_smem + SMEM_LSE);
+  float* s_delta = (float*)(aj_smem + SMEM_DELTA);
+
+  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
+  aj_cp_async_commit();  // keep the group count uniform: K and V join the first step's group
+  aj_bwd::load_rows<BN>(s_k, kg, args.k_stride[2], kv0, seq_k, tid);
+  aj_bwd::load_rows<BN>(s_v, vg, args.v_stride[2], kv0, seq_k, tid);
+
+  // The steps of this CTA: (query head of the group, query block) whose tile is not empty.
+  auto next_step = [&](int step, int& cls) -> int {
+    for (; step < group * m_blocks; ++step) {
+      const int h = hk * group + step / m_blocks;
+      const int q0 = (step % m_blocks) * BM;
+      cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
+      if (cls != 0) return step;
+    }
+    return group * m_blocks;
+  };
+  // Q, dO, LSE and D of a step into buffer `stage`.
+  auto load_step = [&](int step, int stage) {
+    const int h = hk * group + step / m_blocks;
+    const int q0 = (step % m_blocks) * BM;
+    const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1];
+    const aj_u16* dog = (const aj_u16*)bargs.d_out + b * bargs.d_out_stride[0] + h * bargs.d_out_stride[1];
+    aj_bwd::load_rows<BM>(s_q + stage * BM * RSB, qg, args.q_stride[2], q0, seq_q, tid);
+    aj_bwd::load_rows<BM>(s_do + stage * BM * RSB, dog, bargs.d_out_stride[2], q0, seq_q, tid);
+    aj_cp_async_commit();
+    for (int i = tid; i < BM; i += NT) {
+      const int q = q0 + i;
+      const aj_i64 row = ((aj_i64)b * args.heads_q + h) * seq_q + q;
+      // Rows past seq_q and fully masked rows (LSE -inf) get +inf: exp2(s - inf) = 0 there.
+      const float lse = q < seq_q ? args.lse[row] : AJ_NEG_INF;
+      s_lse[stage * BM + i] = lse == AJ_NEG_INF ? -AJ_NEG_INF : lse * AJ_LOG2E;
+      s_delta[stage * BM + i] = q < seq_q ? bargs.delta[row] : 0.f;
+    }
+  };
+
+  // Per-lane ldmatrix offsets (bytes): A from [m][k] rows; B from [n][k] rows (also A from
+  // [k][m] rows with .trans); B from [k][n] rows with .trans.
+  const aj_u32 a_lane = (aj_u32)((warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
+  const aj_u32 nk_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
+  const aj_u32 kn_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+  const aj_u32 dsT_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * PSB + ((lane >> 3) & 1) * 16);
+
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int j = 0; j < ND; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
+
+  const int steps = group * m_blocks;
+  int cls = 0;
+  int step = next_step(0, cls);
+  if (step < steps) load_step(step, 0);
+  int stage = 0;
+  const int dq_qt = warp % QT, dq_part = warp / QT;  // this warp's share of dQ (DQ_MT == 1)
+
+  while (step < steps) {
+    int next_cls = 0;
+    const int next = next_step(step + 1, next_cls);
+#if AJ_STAGES == 2
+    if (next < steps) {
+      load_step(next, stage ^ 1);
+      aj_cp_async_wait<1>();
+    } else {
+      aj_cp_async_wait<0>();
+    }
+#else
+    aj_cp_async_wait<0>();
+#endif
+    __syncthreads();
+    const int h = hk * group + step / m_blocks;
+    const int q0 = (step % m_blocks) * BM;
+    const aj_u32 sq = s_q + stage * BM * RSB, sdo = s_do + stage * BM * RSB;
+    const float* lse2 = s_lse + stage * BM;
+    const float* delta = s_delta + stage * BM;
+
+    // ---- S^T = K Q^T and dP^T = V dO^T (this warp's 16 keys x BM queries) --------------
+    float s[NQ][4], dp[NQ][4];
+#pragma unroll
+    for (int j = 0; j < NQ; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = dp[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+      aj_u32 ka[4], va[4];
+      aj_ldmatrix_x4(ka, s_k + a_lane + kk * 32);
+      aj_ldmatrix_x4(va, s_v + a_lane + kk * 32);
+#pragma unroll
+      for (int jn = 0; jn < NQ / 2; ++jn) {
+        aj_u32 qb[4], ob[4];
+        aj_ldmatrix_x4(qb, sq + nk_lane + jn * 16 * RSB + kk * 32);
+        aj_ldmatrix_x4(ob, sdo + nk_lane + jn * 16 * RSB + kk * 32);
+        mma(s[2 * jn], ka, qb[0], qb[1]);
+        mma(s[2 * jn + 1], ka, qb[2], qb[3]);
+        mma(dp[2 * jn], va, ob[0], ob[1]);
+        mma(dp[2 * jn + 1], va, ob[2], ob[3]);
+      }
+    }
+
+    // ---- P = exp(score_mod(s) - LSE), masked; dS = P (dP - D) chained through score_mod --
+    const int kv_base = kv0 + warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < NQ; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kv = kv_base + (e >> 1) * 8;
+        const int ql = j * 8 + 2 * t + (e & 1);
+        const int q = q0 + ql;
+        const int qc = q < seq_q ? q : seq_q - 1;  // hooks only see in-range indices
+        const int kvc = kv < seq_k ? kv : seq_k - 1;
+        bool keep = kv < seq_k;
+#if AJ_HAS_MASK
+        if (cls == 1) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
+#endif
+#if AJ_HAS_SCORE_MOD
+        const float raw = s[j][e] * args.scale;
+        const float p = keep ? aj_exp2(aj_score_mod(raw, b, h, qc, kvc, args) * AJ_LOG2E - lse2[ql]) : 0.f;
+#else
+        const float p = keep ? aj_exp2(s[j][e] * args.scale_log2 - lse2[ql]) : 0.f;
+#endif
+        float ds = p * (dp[j][e] - delta[ql]);
+#if AJ_HAS_SCORE_MOD
+        if (ds != 0.f) ds = aj_score_mod_grad(raw, ds, b, h, qc, kvc, bargs);
+#endif
+        s[j][e] = p;
+        dp[j][e] = ds;
+      }
+    }
+
+    // ---- dV += P^T dO, dK += dS^T Q ----------------------------------------------------
+#pragma unroll
+    for (int kk = 0; kk < KQ; ++kk) {
+      aj_u32 pa[4], da[4];
+      pa[0] = pack2(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = pack2(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      da[0] = pack2(dp[2 * kk][0], dp[2 * kk][1]);
+      da[1] = pack2(dp[2 * kk][2], dp[2 * kk][3]);
+      da[2] = pack2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+      da[3] = pack2(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+      // dS^T rows of this warp to shared memory, for dQ = dS K below.
+      const aj_u32 row0 = s_ds + (warp * 16 + g) * PSB + (kk * 16 + 2 * t) * 2;
+      aj_st_shared_u32(row0, da[0]);
+      aj_st_shared_u32(row0 + 8 * PSB, da[1]);
+      aj_st_shared_u32(row0 + 16, da[2]);
+      aj_st_shared_u32(row0 + 8 * PSB + 16, da[3]);
+#pragma unroll
+      for (int jd = 0; jd < ND / 2; ++jd) {
+        aj_u32 ob[4], qb[4];
+        aj_ldmatrix_x4_trans(ob, sdo + kn_lane + kk * 16 * RSB + jd * 32);
+        aj_ldmatrix_x4_trans(qb, sq + kn_lane + kk * 16 * RSB + jd * 32);
+        mma(dv[2 * jd], pa, ob[0], ob[1]);
+        mma(dv[2 * jd + 1], pa, ob[2], ob[3]);
+        mma(dk[2 * jd], da, qb[0], qb[1]);
+        mma(dk[2 * jd + 1], da, qb[2], qb[3]);
+      }
+    }
+    __syncthreads();  // dS^T complete
+
+    // ---- dQ += dS K, added into the accumulator ----------------------------------------
+#pragma unroll
+    for (int mt = 0; mt < DQ_MT; ++mt) {
+      const int qt = DQ_MT == 1 ? dq_qt : warp * DQ_MT + mt;
+      float dq[DQ_ND][4];
+#pragma unroll
+      for (int j = 0; j < DQ_ND; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq[j][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        aj_u32 a[4];
+        aj_ldmatrix_x4_trans(a, s_ds + dsT_lane + kk * 16 * PSB + qt * 32);
+#pragma unroll
+        for (int jd = 0; jd < DQ_ND / 2; ++jd) {
+          aj_u32 kb[4];
+          aj_ldmatrix_x4_trans(kb, s_k + kn_lane + kk * 16 * RSB + dq_part * DQ_COLS * 2 + jd * 32);
+          mma(dq[2 * jd], a, kb[0], kb[1]);
+          mma(dq[2 * jd + 1], a, kb[2], kb[3]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int q = q0 + qt * 16 + g + r * 8;
+        if (q >= seq_q) continue;
+        const aj_i64 row = (((aj_i64)b * args.heads_q + h) * seq_q + q) * D + dq_part * DQ_COLS;
+#pragma unroll
+        for (int j = 0; j < DQ_ND; ++j) {
+          aj_accumulate(bargs.dq_accum, row + j * 8 + 2 * t, dq[j][2 * r], bargs.deterministic);
+          aj_accumulate(bargs.dq_accum, row + j * 8 + 2 * t + 1, dq[j][2 * r + 1], bargs.deterministic);
+        }
+      }
+    }
+    __syncthreads();  // dS^T, Q and dO of this stage may be overwritten
+#if AJ_STAGES == 1
+    if (next < steps) load_step(next, 0);
+#else
+    stage ^= 1;
+#endif
+    step = next;
+    cls = next_cls;
+  }
+  aj_cp_async_commit();  // K and V, when there was no step at all
+  aj_cp_async_wait<0>();
+
+  // ---- epilogue: dK (times the softmax scale) and dV of this warp's 16 keys --------------
+  aj_u16* dkg = (aj_u16*)bargs.dk + b * bargs.dk_stride[0] + hk * bargs.dk_stride[1];
+  aj_u16* dvg = (aj_u16*)bargs.dv + b * bargs.dv_stride[0] + hk * bargs.dv_stride[1];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int kv = kv0 + warp * 16 + g + r * 8;
+    if (kv >= seq_k) continue;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      const int d = j * 8 + 2 * t;
+      *(aj_u32*)(dkg + kv * bargs.dk_stride[2] + d) = pack2(dk[j][2 * r] * args.scale, dk[j][2 * r + 1] * args.scale);
+      *(aj_u32*)(dvg + kv * bargs.dv_stride[2] + d) = pack2(dv[j][2 * r], dv[j][2 * r + 1]);
+    }
+  }
+}
+
+// ---- dQ (times the softmax scale) and the tensor gradients from their accumulators ---------
+// Grid (ceil(seq_q / 16), heads_q, batch), 128 threads.
+extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const AttnjitBwdArgs args) {
+  using namespace aj_bwd;
+  const AttnjitFwdArgs& f = args.fwd;
+  const int h = blockIdx.y, b = blockIdx.z;
+  for (int i = threadIdx.x; i < 16 * D; i += 128) {
+    const int q = blockIdx.x * 16 + i / D, d = i % D;
+    if (q >= f.seq_q) break;
+    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
+    const float v = aj_accumulated(args.dq_accum, row * D + d, args.deterministic) * f.scale;
+    ((aj_u16*)args.dq)[b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2] + d] = store_element(v);
+  }
+#if AJ_HAS_TENSOR_GRADS
+  const aj_i64 threads = (aj_i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
+  const aj_i64 id = (((aj_i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int slot = 0; slot < ATTNJIT_MAX_TENSORS; ++slot) {
+    if (args.tensor_grad[slot] == nullptr) continue;
+    const AttnjitTensorArg& t = f.tensors[slot];
+    for (aj_i64 i = id; i < args.tensor_grad_numel[slot]; i += threads) {
+      // i is row-major over the tensor's shape; the output may have any strides.
+      aj_i64 rest = i, offset = 0;
+      for (int dim = 3; dim >= 0; --dim) {
+        const int size = t.size[dim] > 0 ? t.size[dim] : 1;
+        offset += (rest % size) * args.tensor_grad_stride[slot][dim];
+        rest /= size;
+      }
+      args.tensor_grad[slot][offset] = aj_accumulated(args.tensor_grad_accum[slot], i, args.deterministic);
+    }
+  }
+#endif
+}
+
+#endif  // ATTNJIT_BWD_SM80_CUH

@@ -1,0 +1,154 @@
+// The sm80 backward template's descriptor (see bwd_sm80_template.hpp).
+#include "templates/bwd_sm80/bwd_sm80_template.hpp"
+
+#include <fmt/format.h>
+
+#include <string>
+
+#include "compiler/codegen.hpp"
+#include "compiler/error.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
+#include "runtime/driver/templates.hpp"
+#include "templates/abi.h"
+
+namespace attnjit {
+
+int bwd_sm80_shared_bytes(int head_dim, int block_m, int warps, int stages) {
+  const int block_n = 16 * warps;
+  const int row_bytes = (head_dim + 8) * 2;
+  return 2 * block_n * row_bytes + 2 * stages * block_m * row_bytes + block_n * (block_m + 8) * 2 +
+         2 * stages * block_m * 4;
+}
+
+namespace {
+
+constexpr int kRowsPerSideCta = 16;  // query rows per CTA of the preprocess and postprocess
+
+class BwdSm80Template : public KernelTemplate {
+ public:
+  std::string name() const override { return "bwd_sm80"; }
+  std::string description() const override {
+    return "backward, FlashAttention-2 structure (cp.async, ldmatrix, mma.sync; dK, dV in registers, dQ by "
+           "atomics or fixed point); sm_80 and newer";
+  }
+  std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
+  TemplateRole role() const override { return TemplateRole::Backward; }
+
+  Support can_implement(const TemplateRequest& r) const override {
+    if (r.head_dim != 64 && r.head_dim != 128)
+      return Support::no(fmt::format("head_dim {} is not 64 or 128", r.head_dim));
+    if (r.variant->rope()) return Support::no("RoPE has no backward yet");
+    if (r.variant->output_gate()) return Support::no("the output gate has no backward yet");
+    return Support::yes();
+  }
+
+  std::vector<KnobSpec> knob_space(int) const override {
+    return {{"block_m", {32, 64}, "query rows per step of a kv block's loop"},
+            {"warps", {4, 8}, "warps per CTA; each owns 16 keys (block_n = 16 * warps)"},
+            {"stages", {1, 2}, "Q / dO buffers in shared memory (2: the next step's rows load meanwhile)"}};
+  }
+
+  // D=128 with block_m 64 spills (dK, dV, S and dP live at once); block_m 32 does not.
+  Knobs default_knobs(const TemplateRequest& r) const override {
+    Knobs k;
+    k.set("block_m", r.head_dim >= 128 ? 32 : 64);
+    k.set("warps", 8);
+    k.set("stages", 2);
+    return k;
+  }
+
+  Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
+    const int block_m = knobs.get("block_m"), warps = knobs.get("warps"), stages = knobs.get("stages");
+    if (block_m != 32 && block_m != 64) return Support::invalid(fmt::format("block_m {} is not 32 or 64", block_m));
+    if (warps != 4 && warps != 8) return Support::invalid(fmt::format("warps {} is not 4 or 8", warps));
+    if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
+    const int bytes = bwd_sm80_shared_bytes(head_dim, block_m, warps, stages);
+    if (bytes > max_shared_bytes)
+      return Support::invalid(fmt::format("bwd_sm80 block_m={} warps={} stages={} at head_dim {} needs {} bytes of "
+                                          "shared memory; the limit is {}",
+                                          block_m, warps, stages, head_dim, bytes, max_shared_bytes));
+    return Support::yes();
+  }
+
+  std::vector<HookPrototype> hooks() const override {
+    auto all = attention_hook_prototypes();
+    all.push_back({"aj_score_mod_grad", "float",
+                   "float score, float ds, int b, int h, int q, int kv, const AttnjitBwdArgs& bargs", ""});
+    return all;
+  }
+
+  GeneratedUnit generate(const TemplateRequest& r) const override {
+    GeneratedUnit unit;
+    unit.template_name = name();
+    unit.knobs = r.knobs;
+    unit.slots = assign_slots(*r.variant);
+    EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
+    const EmittedGradHook grad = emit_score_mod_grad_hook(*r.variant, unit.slots);
+    emitted.source += grad.source;
+    unit.facts = emitted.facts;
+    unit.tensor_gradients = grad.grad_tensors;
+    const int block_m = r.knobs.get("block_m"), warps = r.knobs.get("warps"), stages = r.knobs.get("stages");
+    unit.max_dynamic_shared_bytes = bwd_sm80_shared_bytes(r.head_dim, block_m, warps, stages);
+    unit.kernel_names = {"attnjit_bwd_preprocess", "attnjit_bwd", "attnjit_bwd_postprocess"};
+    const std::vector<std::pair<std::string, std::string>> macros = {
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
+        {"AJ_BLOCK_M", std::to_string(block_m)},
+        {"AJ_NUM_WARPS", std::to_string(warps)},
+        {"AJ_STAGES", std::to_string(stages)},
+        {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
+        {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
+        {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"},
+    };
+    unit.body = unit_preamble();
+    unit.body += runtime::load_template("bwd_hooks.cuh");
+    unit.body += "\n";
+    unit.body += macro_block("bwd_sm80 knobs and the variant's facts", macros);
+    unit.body += hook_section(hooks(), emitted);
+    unit.body += runtime::load_template("bwd_sm80.cuh");
+    return unit;
+  }
+
+  // Workspace: [D, float per query row | dQ accumulator, 8 bytes per element], 256-aligned.
+  LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
+    const int warps = unit.knobs.get("warps");
+    const int head_dim = head_dim_of(unit);
+    const std::size_t rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q;
+    const std::size_t delta_bytes = align(rows * 4);
+    LaunchPlan plan;
+    plan.workspace_bytes = delta_bytes + rows * head_dim * 8;
+    plan.bind_workspace = [delta_bytes](AttnjitFwdArgs& args, std::uint64_t w) {
+      // A launch plan binds through the forward block, the first member of AttnjitBwdArgs.
+      auto& bargs = reinterpret_cast<AttnjitBwdArgs&>(args);
+      bargs.delta = reinterpret_cast<float*>(w);
+      bargs.dq_accum = reinterpret_cast<void*>(w + delta_bytes);
+    };
+    const Dim3 side_grid{static_cast<unsigned>((p.seq_q + kRowsPerSideCta - 1) / kRowsPerSideCta),
+                         static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch)};
+    plan.kernels.push_back({"attnjit_bwd_preprocess", "bwd_preprocess", side_grid, {128, 1, 1}, {}, 0});
+    const int block_n = 16 * warps;
+    plan.kernels.push_back({"attnjit_bwd",
+                            "backward",
+                            {static_cast<unsigned>((p.seq_k + block_n - 1) / block_n),
+                             static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch)},
+                            {static_cast<unsigned>(warps * 32), 1, 1},
+                            {},
+                            unit.max_dynamic_shared_bytes});
+    plan.kernels.push_back({"attnjit_bwd_postprocess", "bwd_postprocess", side_grid, {128, 1, 1}, {}, 0});
+    return plan;
+  }
+
+ private:
+  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+  static int head_dim_of(const GeneratedUnit& unit) {
+    const std::string key = "#define AJ_HEAD_DIM ";
+    const auto at = unit.body.find(key);
+    if (at == std::string::npos) throw InternalError("bwd_sm80 unit has no AJ_HEAD_DIM");
+    return std::stoi(unit.body.substr(at + key.size()));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<KernelTemplate> make_bwd_sm80_template() { return std::make_unique<BwdSm80Template>(); }
+
+}  // namespace attnjit
