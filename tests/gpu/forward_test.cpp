@@ -31,6 +31,7 @@
 #include "dsl/presets.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
+#include "support/preset_scalars.hpp"
 
 namespace attnjit {
 namespace {
@@ -44,28 +45,6 @@ class GpuTest : public ::testing::Test {
       GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
   }
 };
-
-// Parameter values chosen so every mask is a real mix of empty, partial and full tiles.
-Bindings preset_scalars(const Variant& v) {
-  Bindings b;
-  for (const auto& p : v.params()) {
-    if (p.name == "window")
-      b.set("window", 256);
-    else if (p.name == "prefix_len")
-      b.set("prefix_len", 300);
-    else if (p.name == "softcap")
-      b.set("softcap", 30.0);
-    else if (p.name == "stride")
-      b.set("stride", 4);
-    else if (p.name == "local")
-      b.set("local", 64);
-    else if (p.name == "group")
-      b.set("group", 256);
-    else
-      ADD_FAILURE() << "no test value for parameter " << p.name;
-  }
-  return b;
-}
 
 bool reduced_suite() {
   const char* v = std::getenv("ATTNJIT_GPU_REDUCED");

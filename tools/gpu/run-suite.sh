@@ -8,7 +8,8 @@
 #   4. with --sanitize (or SANITIZE=1): compute-sanitizer --tool memcheck and --tool racecheck
 #      over the reduced GPU suite (ATTNJIT_GPU_REDUCED=1: one small case per preset, which
 #      runs the forward kernel and, for masks that read a tensor, the block-mask kernel).
-# Environment: GTEST_FILTER (GPU tests), SKIP_BENCH=1, BENCH_QUICK=1, ATTNJIT_BUILD_DIR,
+# Environment: GTEST_FILTER (GPU tests), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward|backward
+# (one pass's peer tables), ATTNJIT_BUILD_DIR,
 # ATTNJIT_CACHE_DIR, OUT. Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall
 # time, and a short table (part, seconds, result) comes last. Exit status: the GPU tests'
 # (or the sanitizer runs', when they fail).
@@ -68,7 +69,7 @@ end_part "compile timings" "rc ${PIPESTATUS[0]}"
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   start_part "peers"
   python3 tools/bench/peers.py --attnjit "$build/attnjit" --out "$out/peers.json" --chart peers.png \
-    ${BENCH_QUICK:+--quick} \
+    ${BENCH_QUICK:+--quick} ${PEERS_ONLY:+--only "$PEERS_ONLY"} \
     >"$out/peers.log" 2>&1
   end_part "peers" "rc $? (peers.log)"
 fi
@@ -98,7 +99,7 @@ echo "==== details"
 grep -cE '^\[ result' "$out/gpu_results.txt" | xargs echo "checks printed:"
 grep -E '^\[  FAILED  \] [A-Za-z]' "$out/gpu_results.txt" | sort -u | head -n 20
 tail -n 2 "$out/compile.txt"
-[ -f "$out/peers.log" ] && sed -n '/^## Forward/,$p' "$out/peers.log"
+[ -f "$out/peers.log" ] && sed -n '/^## /,$p' "$out/peers.log"
 
 echo
 echo "==== summary"
