@@ -10,46 +10,12 @@
 
 #include "compiler/mask_analysis.hpp"
 #include "runtime/api/dlpack_view.hpp"
-#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/reference/check_tensors.hpp"
 #include "runtime/reference/reference.hpp"
 #include "runtime/reference/row_sample.hpp"
 
 namespace attnjit {
-namespace {
-
-// A host tensor and its device copy, with a DLTensor view of the device copy.
-struct MirroredTensor {
-  HostTensor host;
-  runtime::DeviceBuffer device;
-  std::vector<std::int64_t> shape;
-  DLTensor device_view{};
-
-  MirroredTensor(DLDataType dtype, std::vector<std::int64_t> s)
-      : host(dtype, s), device(bytes_of(dtype, s)), shape(std::move(s)) {
-    device_view.data = reinterpret_cast<void*>(device.device_pointer());
-    device_view.device = DLDevice{kDLCUDA, 0};
-    device_view.ndim = static_cast<int>(shape.size());
-    device_view.dtype = dtype;
-    device_view.shape = shape.data();
-  }
-  void upload() { device.copy_from_host(host.data(), device.size_bytes()); }
-
-  // Views the same storage as [B, S, H, D] memory: strides of the BSHD layout.
-  void use_bshd_strides() {
-    strides = {shape[2] * shape[1] * shape[3], shape[3], shape[1] * shape[3], 1};
-    host.dl().strides = strides.data();
-    device_view.strides = strides.data();
-  }
-  std::vector<std::int64_t> strides;
-
-  static std::size_t bytes_of(DLDataType dtype, const std::vector<std::int64_t>& s) {
-    std::size_t n = 1;
-    for (auto e : s) n *= static_cast<std::size_t>(e);
-    return std::max<std::size_t>(n * (dtype.bits / 8), 16);
-  }
-};
-
-}  // namespace
+using check_internal::MirroredTensor;
 
 std::vector<std::int64_t> covering_tensor_shape(const Variant& variant, const TensorDecl& decl, const ForwardProblem& p,
                                                 const Bindings& scalars, int head_dim) {
@@ -96,31 +62,6 @@ std::vector<std::int64_t> covering_tensor_shape(const Variant& variant, const Te
   return shape;
 }
 
-namespace {
-
-void fill_random(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng) {
-  std::normal_distribution<double> normal(0.0, 1.0);
-  const std::int64_t n = t.numel();
-  switch (ir::value_type_of(dtype)) {
-    case ir::Type::Float:
-      for (std::int64_t i = 0; i < n; ++i) t.set(i, 0.5 * normal(rng));
-      break;
-    case ir::Type::Int: {  // non-decreasing ids along the last axis, like document ids
-      const std::int64_t row = shape.back();
-      std::bernoulli_distribution new_id(std::min(1.0, 4.0 / static_cast<double>(row)));
-      for (std::int64_t i = 0; i < n; ++i) t.set(i, (i % row == 0) ? 0 : t.get(i - 1) + (new_id(rng) ? 1 : 0));
-      break;
-    }
-    case ir::Type::Bool: {
-      std::bernoulli_distribution coin(0.5);
-      for (std::int64_t i = 0; i < n; ++i) t.set(i, coin(rng) ? 1 : 0);
-      break;
-    }
-  }
-}
-
-}  // namespace
-
 std::string ForwardProblem::str() const {
   return fmt::format("B={} Hq={} Hkv={} Sq={} Sk={}{}", batch, heads_q, heads_kv, seq_q, seq_k,
                      bshd_layout ? " (BSHD)" : "");
@@ -146,7 +87,6 @@ ForwardCheckResult check_forward(const Kernel& kernel, const ForwardProblem& p, 
   const int dim = options.head_dim;
   const DLDataType dtype = options.dtype == ElementType::BF16 ? dlpack_bfloat16() : dlpack_float16();
   std::mt19937_64 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
 
   MirroredTensor q(dtype, {p.batch, p.heads_q, p.seq_q, dim});
   MirroredTensor k(dtype, {p.batch, p.heads_kv, p.seq_k, dim});
@@ -156,28 +96,19 @@ ForwardCheckResult check_forward(const Kernel& kernel, const ForwardProblem& p, 
   if (p.bshd_layout)
     for (MirroredTensor* t : {&q, &k, &v, &o}) t->use_bshd_strides();
   for (MirroredTensor* t : {&q, &k, &v}) {
-    for (std::int64_t i = 0; i < t->host.numel(); ++i) t->host.set(i, normal(rng));
+    check_internal::fill_normal(t->host, rng);
     t->upload();
   }
 
-  Bindings host_bindings = scalars, device_bindings = scalars;
-  std::map<std::string, std::unique_ptr<MirroredTensor>> captured;
-  for (const auto& decl : variant.tensors()) {
-    auto t = std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype),
-                                              covering_tensor_shape(variant, decl, p, scalars, dim));
-    fill_random(t->host, decl.dtype, t->shape, rng);
-    t->upload();
-    host_bindings.set(decl.name, t->host.dl());
-    device_bindings.set(decl.name, t->device_view);
-    captured[decl.name] = std::move(t);
-  }
+  const check_internal::CapturedTensors captured = check_internal::make_captured_tensors(variant, p, scalars, dim, rng);
+  const Bindings &host_bindings = captured.host, &device_bindings = captured.device;
 
-  o.device.fill_bytes(0xff);  // NaN in bf16, fp16 and f32: an unwritten element cannot pass
-  lse.device.fill_bytes(0xff);
+  o.poison();  // an unwritten element cannot pass
+  lse.poison();
   kernel.forward(q.device_view, k.device_view, v.device_view, o.device_view, &lse.device_view, device_bindings);
   kernel.synchronize();  // also reports an out-of-range captured-tensor read
-  o.device.copy_to_host(o.host.data(), o.device.size_bytes());
-  lse.device.copy_to_host(lse.host.data(), lse.device.size_bytes());
+  o.download();
+  lse.download();
 
   // The rows compared with the reference: all of them on small problems, else a sample that
   // holds every row at a tile boundary and every fully masked row; rows where the kernel

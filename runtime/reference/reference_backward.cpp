@@ -34,9 +34,21 @@ struct ReadSlot {
   std::size_t derivative_root = 0, first_index_root = 0;
 };
 
+// The arithmetic of one run: exact (fp64) or the naive same-precision emulation.
+struct Arithmetic {
+  NaivePrecision naive = NaivePrecision::None;
+
+  bool low() const { return naive != NaivePrecision::None; }
+  // A result held in an fp32 register (x itself in fp64 mode).
+  double reg(double x) const { return low() ? static_cast<double>(static_cast<float>(x)) : x; }
+  // A value stored in, or fed to a tensor core in, the storage dtype (x itself in fp64 mode).
+  double store(double x) const { return round_to_naive_storage(naive, x); }
+};
+
 struct Context {
   const Problem& problem;
   const Variant& variant;
+  Arithmetic arith;
   const DLTensor &q, &k, &v, &d_out;
   std::optional<DLTensor> gate;
   ir::Program forward;   // roots: score_mod, mask_mod
@@ -61,53 +73,94 @@ std::size_t numel(const DLTensor& t) {
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // The scores and normalized probabilities of query row i against every key; false when the
-// row is fully masked.
+// row is fully masked. Naive: fp32 dot products, scale, modified score and exponentials, and
+// P = exp(S - LSE) from the fp32 LSE of the naive forward, as a FlashAttention backward
+// recomputes it.
 bool recompute_row(const Context& c, Worker& w, const double* qrow, const std::vector<double>& krows,
                    std::vector<double>& scores, std::vector<double>& p) {
   const Problem& pr = c.problem;
+  const Arithmetic& a = c.arith;
+  const double scale = a.reg(pr.scale);
   double max_logit = -std::numeric_limits<double>::infinity();
   for (int j = 0; j < pr.seq_k; ++j) {
+    const double* krow = &krows[static_cast<std::size_t>(j) * pr.dim];
     double dot = 0.0;
-    for (int d = 0; d < pr.dim; ++d) dot += qrow[d] * krows[static_cast<std::size_t>(j) * pr.dim + d];
+    for (int d = 0; d < pr.dim; ++d) dot = a.reg(dot + qrow[d] * krow[d]);
     w.env.kv = j;
-    w.env.score = scores[static_cast<std::size_t>(j)] = pr.scale * dot;
+    w.env.score = scores[static_cast<std::size_t>(j)] = a.reg(scale * dot);
     ir::evaluate_program(c.forward, w.env, w.scratch, w.roots);
-    p[static_cast<std::size_t>(j)] = w.roots[1].b ? w.roots[0].f : -std::numeric_limits<double>::infinity();
+    p[static_cast<std::size_t>(j)] = w.roots[1].b ? a.reg(w.roots[0].f) : -std::numeric_limits<double>::infinity();
     max_logit = std::max(max_logit, p[static_cast<std::size_t>(j)]);
   }
   if (max_logit == -std::numeric_limits<double>::infinity()) return false;
-  double denom = 0.0;
-  for (double& x : p) denom += (x = std::exp(x - max_logit));
-  for (double& x : p) x /= denom;
+  if (!a.low()) {
+    double denom = 0.0;
+    for (double& x : p) denom += (x = std::exp(x - max_logit));
+    for (double& x : p) x /= denom;
+    return true;
+  }
+  double denom = 0.0;  // the naive forward's sum (reference.cpp), then its fp32 LSE
+  for (const double x : p) denom += std::exp(static_cast<float>(x - max_logit));
+  const double lse = a.reg(max_logit + std::log(static_cast<float>(denom)));
+  for (double& x : p) x = a.reg(std::exp(static_cast<float>(x - lse)));
   return true;
 }
 
-// dS for one (row, key) element, chained into dQ, dK and the captured tensors.
+// dS for one (row, key) element, chained into dQ, dK (both without the softmax scale, which
+// the caller applies once) and the captured tensors. Naive: dS_raw is rounded to the storage
+// dtype before the products (the matmuls read it from shared memory), the sums are fp32;
+// tensor gradients take the fp32 dS and accumulate in fp32.
 void chain_element(const Context& c, Worker& w, double ds, const double* qrow, const double* krow, double* dq_row,
                    double* dk_row) {
   const Problem& pr = c.problem;
+  const Arithmetic& a = c.arith;
   ir::evaluate_program(c.backward, w.env, w.scratch, w.roots);
-  const double ds_raw = ds * w.roots[0].f;
+  const double ds_raw = a.store(a.reg(ds * a.reg(w.roots[0].f)));
   for (int d = 0; d < pr.dim; ++d) {
-    dq_row[d] += pr.scale * ds_raw * krow[d];
-    dk_row[d] += pr.scale * ds_raw * qrow[d];
+    dq_row[d] = a.reg(dq_row[d] + ds_raw * krow[d]);
+    dk_row[d] = a.reg(dk_row[d] + ds_raw * qrow[d]);
   }
   for (const ReadSlot& r : c.reads) {
-    const double derivative = w.roots[r.derivative_root].f;
+    const double derivative = a.reg(w.roots[r.derivative_root].f);
     if (derivative == 0.0) continue;
     w.index.clear();
     for (std::size_t i = 0; i < r.read->args.size(); ++i) w.index.push_back(w.roots[r.first_index_root + i].i);
-    w.tensors.at(r.read->name)[static_cast<std::size_t>(contiguous_offset(*r.tensor, r.read->name, w.index))] +=
-        ds * derivative;
+    double& total =
+        w.tensors.at(r.read->name)[static_cast<std::size_t>(contiguous_offset(*r.tensor, r.read->name, w.index))];
+    total = a.reg(total + a.reg(ds * derivative));
   }
 }
 
-// Query head h of batch b against its kv head's rows; adds to that kv head's (rotated) dK and dV.
+// Rows of Q or K as the run reads them: naive, the values are rounded to the storage dtype
+// first (a no-op for inputs already stored in it) and RoPE rotates them as a separate pass
+// in that dtype would.
+std::vector<double> load_input_rows(const Context& c, const DLTensor& t, int b, int h, int seq, int dim,
+                                    std::int64_t position_offset) {
+  std::vector<double> rows = widen_rows(t, b, h, seq, dim);
+  for (double& x : rows) x = c.arith.store(x);
+  if (c.variant.rope()) rotate_rows(rows, seq, dim, *c.variant.rope(), position_offset, c.arith.naive, false);
+  return rows;
+}
+
+// The final store of dQ or dK rows (rotated, not yet scaled): times the softmax scale, RoPE's
+// inverse rotation, rounded to the storage dtype (naive; a no-op in fp64).
+void finish_rows(const Context& c, std::vector<double>& rows, int seq, std::int64_t position_offset) {
+  const Arithmetic& a = c.arith;
+  const double scale = a.reg(c.problem.scale);
+  for (double& x : rows) x = a.reg(x * scale);
+  if (c.variant.rope()) rotate_rows(rows, seq, c.problem.dim, *c.variant.rope(), position_offset, a.naive, true);
+  for (double& x : rows) x = a.store(x);
+}
+
+// Query head h of batch b against its kv head's rows; adds to that kv head's (rotated,
+// unscaled) dK and to its dV.
 void backward_head(const Context& c, Worker& w, int b, int h, const std::vector<double>& krows,
                    const std::vector<double>& vrows, std::vector<double>& dk_rot, std::vector<double>& dv) {
   const Problem& pr = c.problem;
-  const auto qrows = load_rows(c.q, b, h, pr.seq_q, pr.dim, c.variant.rope(), pr.q_position(), NaivePrecision::None);
-  const auto dorows = widen_rows(c.d_out, b, h, pr.seq_q, pr.dim_v);
+  const Arithmetic& a = c.arith;
+  const auto qrows = load_input_rows(c, c.q, b, h, pr.seq_q, pr.dim, pr.q_position());
+  auto dorows = widen_rows(c.d_out, b, h, pr.seq_q, pr.dim_v);
+  for (double& x : dorows) x = a.store(x);
   const auto gs = c.gate ? dlpack_strides(*c.gate) : std::vector<std::int64_t>{};
   std::vector<double> dq_rot(qrows.size(), 0.0), scores(pr.seq_k), p(pr.seq_k), o(pr.dim_v), dout(pr.dim_v);
   w.env.b = b, w.env.h = h;
@@ -118,45 +171,52 @@ void backward_head(const Context& c, Worker& w, int b, int h, const std::vector<
     std::fill(o.begin(), o.end(), 0.0);
     for (int j = 0; j < pr.seq_k; ++j)
       for (int d = 0; d < pr.dim_v; ++d) o[d] += p[j] * vrows[static_cast<std::size_t>(j) * pr.dim_v + d];
+    // Naive: O as the forward stored it, rounded to the storage dtype (the fp32 P is within
+    // a few fp32 ulps of the exact one, so this is the fp64 O rounded, up to rare ties).
+    for (double& x : o) x = a.store(x);
     for (int d = 0; d < pr.dim_v; ++d) {
       dout[d] = dorows[static_cast<std::size_t>(i) * pr.dim_v + d];
       if (!c.gate) continue;
       const bool rank4 = c.gate->ndim == 4;
-      const double s = sigmoid(load_as_double(*c.gate, b * gs[0] + h * gs[1] + i * gs[2] + (rank4 ? d * gs[3] : 0)));
+      const double s =
+          a.reg(sigmoid(load_as_double(*c.gate, b * gs[0] + h * gs[1] + i * gs[2] + (rank4 ? d * gs[3] : 0))));
       const std::size_t row = (static_cast<std::size_t>(b) * pr.heads_q + h) * pr.seq_q + i;
-      c.out.d_gate[rank4 ? row * pr.dim_v + d : row] += dout[d] * o[d] * s * (1.0 - s);
-      dout[d] *= s;
+      double& dg = c.out.d_gate[rank4 ? row * pr.dim_v + d : row];
+      dg = a.reg(dg + a.reg(a.reg(dout[d] * o[d]) * a.reg(s * (1.0 - s))));
+      dout[d] = a.reg(dout[d] * s);
     }
     double rowsum = 0.0;  // D = rowsum(dO * O)
-    for (int d = 0; d < pr.dim_v; ++d) rowsum += dout[d] * o[d];
+    for (int d = 0; d < pr.dim_v; ++d) rowsum = a.reg(rowsum + dout[d] * o[d]);
     for (int j = 0; j < pr.seq_k; ++j) {
       if (p[j] == 0.0) continue;
       const double* vrow = &vrows[static_cast<std::size_t>(j) * pr.dim_v];
+      const double p_stored = a.store(p[j]);  // naive: P is rounded before dV = P^T dO
       double dp = 0.0;
       for (int d = 0; d < pr.dim_v; ++d) {
-        dp += dout[d] * vrow[d];
-        dv[static_cast<std::size_t>(j) * pr.dim_v + d] += p[j] * dout[d];
+        dp = a.reg(dp + dout[d] * vrow[d]);
+        double& dv_e = dv[static_cast<std::size_t>(j) * pr.dim_v + d];
+        dv_e = a.reg(dv_e + p_stored * dout[d]);
       }
       w.env.kv = j;
       w.env.score = scores[j];
-      chain_element(c, w, p[j] * (dp - rowsum), qrow, &krows[static_cast<std::size_t>(j) * pr.dim],
+      chain_element(c, w, a.reg(p[j] * a.reg(dp - rowsum)), qrow, &krows[static_cast<std::size_t>(j) * pr.dim],
                     &dq_rot[static_cast<std::size_t>(i) * pr.dim], &dk_rot[static_cast<std::size_t>(j) * pr.dim]);
     }
   }
-  if (c.variant.rope())
-    rotate_rows(dq_rot, pr.seq_q, pr.dim, *c.variant.rope(), pr.q_position(), NaivePrecision::None, true);
+  finish_rows(c, dq_rot, pr.seq_q, pr.q_position());
   const std::size_t pair = static_cast<std::size_t>(b) * pr.heads_q + h;
   std::copy(dq_rot.begin(), dq_rot.end(), c.out.dq.begin() + static_cast<std::ptrdiff_t>(pair * dq_rot.size()));
 }
 
 void backward_group(const Context& c, Worker& w, int b, int hk) {
   const Problem& pr = c.problem;
-  const auto krows = load_rows(c.k, b, hk, pr.seq_k, pr.dim, c.variant.rope(), pr.k_position(), NaivePrecision::None);
-  const auto vrows = widen_rows(c.v, b, hk, pr.seq_k, pr.dim_v);
+  const auto krows = load_input_rows(c, c.k, b, hk, pr.seq_k, pr.dim, pr.k_position());
+  auto vrows = widen_rows(c.v, b, hk, pr.seq_k, pr.dim_v);
+  for (double& x : vrows) x = c.arith.store(x);
   std::vector<double> dk_rot(krows.size(), 0.0), dv(vrows.size(), 0.0);
   for (int g = 0; g < pr.group(); ++g) backward_head(c, w, b, hk * pr.group() + g, krows, vrows, dk_rot, dv);
-  if (c.variant.rope())
-    rotate_rows(dk_rot, pr.seq_k, pr.dim, *c.variant.rope(), pr.k_position(), NaivePrecision::None, true);
+  finish_rows(c, dk_rot, pr.seq_k, pr.k_position());
+  for (double& x : dv) x = c.arith.store(x);
   const std::size_t pair = static_cast<std::size_t>(b) * pr.heads_kv + hk;
   std::copy(dk_rot.begin(), dk_rot.end(), c.out.dk.begin() + static_cast<std::ptrdiff_t>(pair * dk_rot.size()));
   std::copy(dv.begin(), dv.end(), c.out.dv.begin() + static_cast<std::ptrdiff_t>(pair * dv.size()));
@@ -167,8 +227,6 @@ void backward_group(const Context& c, Worker& w, int b, int hk) {
 ReferenceGradients reference_attention_backward(const Variant& variant, const DLTensor& q, const DLTensor& k,
                                                 const DLTensor& v, const DLTensor& d_out, const Bindings& bindings,
                                                 const ReferenceOptions& options) {
-  if (options.naive != NaivePrecision::None)
-    throw UserError("the reference backward computes in fp64 only; leave ReferenceOptions::naive at None");
   if (!options.rows.all())
     throw UserError(
         "the reference backward computes every row (dK and dV need them all); leave ReferenceOptions::rows "
@@ -181,7 +239,7 @@ ReferenceGradients reference_attention_backward(const Variant& variant, const DL
                                 shape_string(dlpack_shape(d_out)), shape_string(o_shape)));
 
   ReferenceGradients out;
-  Context c{pr, variant, q, k, v, d_out, bound_gate(variant, pr, bindings), {}, {}, {}, out};
+  Context c{pr, variant, Arithmetic{options.naive}, q, k, v, d_out, bound_gate(variant, pr, bindings), {}, {}, {}, out};
   c.forward = ir::lower({{"score_mod", variant.score_mod().node(), ir::Type::Float},
                          {"mask_mod", variant.mask_mod().node(), ir::Type::Bool}})
                   .program;
@@ -215,7 +273,7 @@ ReferenceGradients reference_attention_backward(const Variant& variant, const DL
   for (const Worker& w : state)
     for (const auto& [name, partial] : w.tensors) {
       auto& total = out.tensors.at(name);
-      for (std::size_t i = 0; i < total.size(); ++i) total[i] += partial[i];
+      for (std::size_t i = 0; i < total.size(); ++i) total[i] = c.arith.reg(total[i] + partial[i]);
     }
   return out;
 }

@@ -40,9 +40,27 @@ struct ReferenceGradients {
   std::vector<double> d_gate;
 };
 
-// `options.scale` and `options.threads` apply; the naive-precision emulation and a row
-// selection do not (a UserError says so). The result is the same on every run with the same
-// thread count (partial sums are reduced in a fixed order).
+// `options.scale`, `options.threads` and `options.naive` apply; a row selection does not (a
+// UserError says so). The result is the same on every run with the same thread count
+// (partial sums are reduced in a fixed order).
+//
+// options.naive (BF16 / FP16) emulates a naive backward in that storage dtype, the yardstick
+// of the 2x rule for gradients (runtime/reference/backward_check.hpp):
+//   - Q, K, V and dO are read rounded to the storage dtype (a no-op for inputs stored in it);
+//     RoPE turns Q and K as a separate pass would (as the naive forward does);
+//   - S and P in fp32: fp32 dot products, scale and score_mod, P = exp(S - LSE) with the fp32
+//     LSE of the naive forward;
+//   - O is the forward's output rounded to the storage dtype (computed from that P, so up to
+//     rare ties the fp64 O rounded); D = rowsum(dO * O) in fp32;
+//   - dV = P^T dO with P rounded to the storage dtype, fp32 sums;
+//   - dP = dO V^T and dS = P * (dP - D) in fp32; dS * d score_mod / d score is rounded to the
+//     storage dtype before dQ = dS K and dK = dS^T Q (fp32 sums, the softmax scale applied
+//     once at the end, as the kernels do);
+//   - dQ, dK, dV rounded to the storage dtype at the end (GQA: dK and dV summed over the
+//     group in fp32 first);
+//   - captured-tensor gradients (dS in fp32 times the derivative) and the gate gradient are
+//     summed in fp32 and not rounded: kernels return them in fp32.
+// The values are returned as doubles either way.
 ReferenceGradients reference_attention_backward(const Variant& variant, const DLTensor& q, const DLTensor& k,
                                                 const DLTensor& v, const DLTensor& d_out, const Bindings& bindings = {},
                                                 const ReferenceOptions& options = {});

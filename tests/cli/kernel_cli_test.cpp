@@ -157,5 +157,28 @@ TEST_F(KernelCliTest, CheckWithoutAGpuFailsCleanly) {
   EXPECT_TRUE(contains(r.err, "error:")) << r.err;
 }
 
+TEST_F(KernelCliTest, CheckBackwardOptionsAreCheckedBeforeTheGpu) {
+  const auto wrong =
+      run("check --backward --preset relative_bias --head-dim 64 --seq-q 64 --seq-k 64 --tensor-grad nope");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.out << wrong.err;
+  EXPECT_TRUE(contains(wrong.err, "no gradient for tensor 'nope'")) << wrong.err;
+  EXPECT_TRUE(contains(wrong.err, "rel_bias")) << wrong.err;
+  const auto forward_only = run("check --preset causal --head-dim 64 --deterministic");
+  EXPECT_EQ(forward_only.exit_code, 1) << forward_only.err;
+  EXPECT_TRUE(contains(forward_only.err, "add --backward")) << forward_only.err;
+}
+
+TEST_F(KernelCliTest, CheckBackwardWithoutAGpuFailsCleanly) {
+  if (std::filesystem::exists("/dev/nvidiactl"))
+    GTEST_SKIP() << "this machine has a GPU; the no-driver path is not reachable";
+  const auto r =
+      run("check --backward --deterministic --preset relative_bias --tensor-grad rel_bias --head-dim 64 --seq-q 64 "
+          "--seq-k 64");
+  EXPECT_FALSE(r.signaled) << r.err;
+  EXPECT_GT(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "CUDA driver")) << r.err;
+  EXPECT_TRUE(contains(r.err, "error:")) << r.err;
+}
+
 }  // namespace
 }  // namespace attnjit

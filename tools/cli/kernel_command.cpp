@@ -88,7 +88,9 @@ void register_kernel_commands(CLI::App& app) {
     if (*measure > 0) measure_compile(v, o, *measure);
   });
 
-  auto* bench = app.add_subcommand("bench", "Time the forward (or, with --backward, the backward) kernels (CUDA events, median) on one or more shapes");
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Time the forward (or, with --backward, the backward) kernels (CUDA events, median) on one or more shapes");
   add_kernel_options(bench, *args);
   auto shapes = std::make_shared<std::vector<std::string>>();
   auto bench_options = std::make_shared<BenchOptions>();
@@ -122,10 +124,9 @@ void register_kernel_commands(CLI::App& app) {
       a.head_dim = dim;
       CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
       o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
-      const BenchResult r = args->backward
-                                ? benchmark_backward(v, o, problem, args->bindings(), *deterministic, *tensor_grads,
-                                                     *bench_options)
-                                : benchmark_forward(v, o, problem, args->bindings(), *bench_options);
+      const BenchResult r = args->backward ? benchmark_backward(v, o, problem, args->bindings(), *deterministic,
+                                                                *tensor_grads, *bench_options)
+                                           : benchmark_forward(v, o, problem, args->bindings(), *bench_options);
       if (*json)
         fmt::print("{}\n", r.json());
       else if (*csv)
