@@ -101,7 +101,7 @@ struct DeviceTensor {
   runtime::DeviceBuffer buffer;
   DLTensor view{};
 
-  DeviceTensor(const HostTensor& like)
+  explicit DeviceTensor(const HostTensor& like)
       : shape(like.dl().shape, like.dl().shape + like.dl().ndim),
         bytes(static_cast<std::size_t>(like.numel()) * (like.dl().dtype.bits / 8)),
         buffer(bytes) {
