@@ -89,6 +89,13 @@ struct AttnjitBwdArgs {
   // tensor the score_mod reads (null for the others), contiguous in the tensor's shape.
   float* delta;
   void* dq_accum;
+  // With RoPE: Q rotated ([batch, heads_q, seq_q, head_dim] contiguous; K goes to fwd.rope_k),
+  // and dK in the rotated frame in fp32, turned back by attnjit_bwd_rope_dk.
+  void* rope_q;
+  float* dk_rotated;
+  // With an output gate: dO * sigmoid(gate), the gradient of the ungated output
+  // ([batch, heads_q, seq_q, head_dim] contiguous), written by the preprocess.
+  void* d_out_gated;
   void* tensor_grad_accum[ATTNJIT_MAX_TENSORS];
   // The user's fp32 gradient outputs (strides in elements), null when not asked for.
   float* tensor_grad[ATTNJIT_MAX_TENSORS];

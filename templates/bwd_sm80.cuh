@@ -19,6 +19,11 @@
 //   AJ_STAGES      1 or 2          Q / dO buffers (2: the next step's rows load meanwhile)
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_TENSOR_GRADS  0 or 1
+//   AJ_HAS_ROPE, AJ_HAS_OUTPUT_GATE (and their macros, from the row hooks): with RoPE,
+//   attnjit_bwd_rope first writes Q and K rotated into the workspace, the main kernel keeps dK
+//   in the rotated frame (fp32 workspace) and attnjit_bwd_rope_dk and the postprocess turn
+//   dK and dQ back; with the gate, the preprocess also writes dO * sigmoid(gate) for the main
+//   kernel and the gate's gradient.
 //
 // Shared memory, bytes: K and V (2 * BN rows), Q and dO (2 * STAGES * BM rows) of
 // (AJ_HEAD_DIM + 8) elements, dS^T (BN rows of BM + 8), LSE and D (2 * STAGES * BM floats).
@@ -56,6 +61,12 @@
 #endif
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
+#endif
+#ifndef AJ_HAS_ROPE
+#define AJ_HAS_ROPE 0
+#endif
+#ifndef AJ_HAS_OUTPUT_GATE
+#define AJ_HAS_OUTPUT_GATE 0
 #endif
 
 namespace aj_bwd {
@@ -137,7 +148,77 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
   }
 }
 
+#if AJ_HAS_ROPE
+// The two elements of rotated pair j (or, past the rotary dimensions, of a copied pair).
+__device__ __forceinline__ void rope_pair(int j, int& e0, int& e1, bool& turns) {
+  turns = j < AJ_ROPE_DIM / 2;
+  if (turns) {
+    e0 = AJ_ROPE_INTERLEAVED ? 2 * j : j;
+    e1 = AJ_ROPE_INTERLEAVED ? 2 * j + 1 : j + AJ_ROPE_DIM / 2;
+  } else {
+    e0 = AJ_ROPE_DIM + 2 * (j - AJ_ROPE_DIM / 2);
+    e1 = e0 + 1;
+  }
+}
+// (x0, x1) turned by `sign` * position * w_j, in fp32 (sincosf: the backward has no per-CTA table).
+__device__ __forceinline__ void rope_turn(float& x0, float& x1, int position, int j, float sign) {
+  float sn, cs;
+  sincosf((float)position * aj_rope_inv_freq(j), &sn, &cs);
+  sn *= sign;
+  const float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
+  x0 = r0;
+  x1 = r1;
+}
+#endif
+
 }  // namespace aj_bwd
+
+#if AJ_HAS_ROPE
+// ---- RoPE: Q and K rotated into the workspace (the main kernel reads them there) ----------
+// One thread per (row, pair). Grid (ceil(max(seq_q, seq_k) * D / 2 / 256), heads_q + heads_kv,
+// batch): y < heads_q is a query head, the others kv heads.
+extern "C" __global__ void __launch_bounds__(256) attnjit_bwd_rope(const AttnjitBwdArgs args) {
+  using namespace aj_bwd;
+  const AttnjitFwdArgs& f = args.fwd;
+  const bool is_q = (int)blockIdx.y < f.heads_q;
+  const int head = is_q ? blockIdx.y : blockIdx.y - f.heads_q, b = blockIdx.z;
+  const int rows = is_q ? f.seq_q : f.seq_k;
+  const aj_i64 idx = (aj_i64)blockIdx.x * 256 + threadIdx.x;
+  if (idx >= (aj_i64)rows * (D / 2)) return;
+  const int row = (int)(idx / (D / 2)), j = (int)(idx % (D / 2));
+  const aj_u16* src = is_q ? (const aj_u16*)f.q + b * f.q_stride[0] + head * f.q_stride[1] + row * f.q_stride[2]
+                           : (const aj_u16*)f.k + b * f.k_stride[0] + head * f.k_stride[1] + row * f.k_stride[2];
+  aj_u16* dst = (aj_u16*)(is_q ? args.rope_q : f.rope_k) +
+                (((aj_i64)b * (is_q ? f.heads_q : f.heads_kv) + head) * rows + row) * D;
+  int e0, e1;
+  bool turns;
+  rope_pair(j, e0, e1, turns);
+  float x0 = load_element(src + e0), x1 = load_element(src + e1);
+  if (turns) rope_turn(x0, x1, is_q ? aj_rope_q_position(row, f) : aj_rope_kv_position(row, f), j, 1.f);
+  dst[e0] = store_element(x0);
+  dst[e1] = store_element(x1);
+}
+
+// ---- RoPE: dK turned back from the rotated frame (fp32 workspace) into dk ------------------
+// Grid (ceil(seq_k * D / 2 / 256), heads_kv, batch), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) attnjit_bwd_rope_dk(const AttnjitBwdArgs args) {
+  using namespace aj_bwd;
+  const AttnjitFwdArgs& f = args.fwd;
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const aj_i64 idx = (aj_i64)blockIdx.x * 256 + threadIdx.x;
+  if (idx >= (aj_i64)f.seq_k * (D / 2)) return;
+  const int row = (int)(idx / (D / 2)), j = (int)(idx % (D / 2));
+  const float* src = args.dk_rotated + (((aj_i64)b * f.heads_kv + hk) * f.seq_k + row) * D;
+  aj_u16* dst = (aj_u16*)args.dk + b * args.dk_stride[0] + hk * args.dk_stride[1] + row * args.dk_stride[2];
+  int e0, e1;
+  bool turns;
+  rope_pair(j, e0, e1, turns);
+  float x0 = src[e0], x1 = src[e1];
+  if (turns) rope_turn(x0, x1, aj_rope_kv_position(row, f), j, -1.f);
+  dst[e0] = store_element(x0);
+  dst[e1] = store_element(x1);
+}
+#endif
 
 // ---- D = rowsum(dO * O); zeroed accumulators ----------------------------------------------
 // Grid (ceil(seq_q / 16), heads_q, batch), 128 threads: each warp takes 4 rows.
@@ -152,11 +233,37 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_preprocess(const A
     const aj_u16* o = (const aj_u16*)f.o + b * f.o_stride[0] + h * f.o_stride[1] + q * f.o_stride[2];
     const aj_u16* d_o =
         (const aj_u16*)args.d_out + b * args.d_out_stride[0] + h * args.d_out_stride[1] + q * args.d_out_stride[2];
+    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
     float sum = 0.f;
+#if AJ_HAS_OUTPUT_GATE
+    // O = O_attn * s with s = sigmoid(gate): D = rowsum(dO * O) is unchanged, the main kernel
+    // takes dO * s (the gradient of O_attn), and d gate = dO * O * (1 - s) (summed over d for a
+    // rank-3 gate), written straight into the caller's fp32 gradient when asked for.
+    aj_u16* d_o_gated = (aj_u16*)args.d_out_gated + row * D;
+    float* d_gate = args.tensor_grad[AJ_OUTPUT_GATE_SLOT];
+    const aj_i64* gs = args.tensor_grad_stride[AJ_OUTPUT_GATE_SLOT];
+    float gate_sum = 0.f;
+    for (int d = lane; d < D; d += 32) {
+      const float od = load_element(o + d), dod = load_element(d_o + d), sg = aj_output_gate(b, h, q, d, f);
+      sum += od * dod;
+      d_o_gated[d] = store_element(dod * sg);
+#if AJ_OUTPUT_GATE_PER_ELEMENT
+      if (d_gate != nullptr) d_gate[b * gs[0] + h * gs[1] + q * gs[2] + d * gs[3]] = dod * od * (1.f - sg);
+#else
+      gate_sum += dod * od * (1.f - sg);
+#endif
+    }
+#if !AJ_OUTPUT_GATE_PER_ELEMENT
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) gate_sum += aj_shfl_xor(gate_sum, m);
+    if (lane == 0 && d_gate != nullptr) d_gate[b * gs[0] + h * gs[1] + q * gs[2]] = gate_sum;
+#endif
+    (void)gate_sum;
+#else
     for (int d = lane; d < D; d += 32) sum += load_element(o + d) * load_element(d_o + d);
+#endif
 #pragma unroll
     for (int m = 16; m > 0; m >>= 1) sum += aj_shfl_xor(sum, m);
-    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
     if (lane == 0) args.delta[row] = sum;
     unsigned long long* acc = (unsigned long long*)args.dq_accum + row * D;  // 8 bytes per element either way
     for (int d = lane; d < D; d += 32) acc[d] = 0ull;
@@ -191,10 +298,16 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   float* s_lse = (float*)(aj_smem + SMEM_LSE);
   float* s_delta = (float*)(aj_smem + SMEM_DELTA);
 
+#if AJ_HAS_ROPE
+  const aj_u16* kg = (const aj_u16*)args.rope_k + ((aj_i64)b * args.heads_kv + hk) * (aj_i64)seq_k * D;
+  const aj_i64 k_row_stride = D;
+#else
   const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+  const aj_i64 k_row_stride = args.k_stride[2];
+#endif
   const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
   aj_cp_async_commit();  // keep the group count uniform: K and V join the first step's group
-  aj_bwd::load_rows<BN>(s_k, kg, args.k_stride[2], kv0, seq_k, tid);
+  aj_bwd::load_rows<BN>(s_k, kg, k_row_stride, kv0, seq_k, tid);
   aj_bwd::load_rows<BN>(s_v, vg, args.v_stride[2], kv0, seq_k, tid);
 
   // The steps of this CTA: (query head of the group, query block) whose tile is not empty.
@@ -211,10 +324,22 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   auto load_step = [&](int step, int stage) {
     const int h = hk * group + step / m_blocks;
     const int q0 = (step % m_blocks) * BM;
+#if AJ_HAS_ROPE
+    const aj_u16* qg = (const aj_u16*)bargs.rope_q + ((aj_i64)b * args.heads_q + h) * (aj_i64)seq_q * D;
+    const aj_i64 q_row_stride = D;
+#else
     const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1];
+    const aj_i64 q_row_stride = args.q_stride[2];
+#endif
+#if AJ_HAS_OUTPUT_GATE
+    const aj_u16* dog = (const aj_u16*)bargs.d_out_gated + ((aj_i64)b * args.heads_q + h) * (aj_i64)seq_q * D;
+    const aj_i64 do_row_stride = D;
+#else
     const aj_u16* dog = (const aj_u16*)bargs.d_out + b * bargs.d_out_stride[0] + h * bargs.d_out_stride[1];
-    aj_bwd::load_rows<BM>(s_q + stage * BM * RSB, qg, args.q_stride[2], q0, seq_q, tid);
-    aj_bwd::load_rows<BM>(s_do + stage * BM * RSB, dog, bargs.d_out_stride[2], q0, seq_q, tid);
+    const aj_i64 do_row_stride = bargs.d_out_stride[2];
+#endif
+    aj_bwd::load_rows<BM>(s_q + stage * BM * RSB, qg, q_row_stride, q0, seq_q, tid);
+    aj_bwd::load_rows<BM>(s_do + stage * BM * RSB, dog, do_row_stride, q0, seq_q, tid);
     aj_cp_async_commit();
     for (int i = tid; i < BM; i += NT) {
       const int q = q0 + i;
@@ -405,7 +530,14 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
     for (int j = 0; j < ND; ++j) {
       const int d = j * 8 + 2 * t;
+#if AJ_HAS_ROPE
+      // In the rotated frame, in fp32: attnjit_bwd_rope_dk turns it back and rounds once.
+      float* dkr = bargs.dk_rotated + (((aj_i64)b * args.heads_kv + hk) * seq_k + kv) * D + d;
+      dkr[0] = dk[j][2 * r] * args.scale;
+      dkr[1] = dk[j][2 * r + 1] * args.scale;
+#else
       *(aj_u32*)(dkg + kv * bargs.dk_stride[2] + d) = pack2(dk[j][2 * r] * args.scale, dk[j][2 * r + 1] * args.scale);
+#endif
       *(aj_u32*)(dvg + kv * bargs.dv_stride[2] + d) = pack2(dv[j][2 * r], dv[j][2 * r + 1]);
     }
   }
@@ -417,6 +549,23 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
   using namespace aj_bwd;
   const AttnjitFwdArgs& f = args.fwd;
   const int h = blockIdx.y, b = blockIdx.z;
+#if AJ_HAS_ROPE
+  // dQ in the rotated frame, turned back pair by pair.
+  for (int i = threadIdx.x; i < 16 * (D / 2); i += 128) {
+    const int q = blockIdx.x * 16 + i / (D / 2), j = i % (D / 2);
+    if (q >= f.seq_q) break;
+    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
+    int e0, e1;
+    bool turns;
+    rope_pair(j, e0, e1, turns);
+    float x0 = aj_accumulated(args.dq_accum, row * D + e0, args.deterministic) * f.scale;
+    float x1 = aj_accumulated(args.dq_accum, row * D + e1, args.deterministic) * f.scale;
+    if (turns) rope_turn(x0, x1, aj_rope_q_position(q, f), j, -1.f);
+    aj_u16* out = (aj_u16*)args.dq + b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2];
+    out[e0] = store_element(x0);
+    out[e1] = store_element(x1);
+  }
+#else
   for (int i = threadIdx.x; i < 16 * D; i += 128) {
     const int q = blockIdx.x * 16 + i / D, d = i % D;
     if (q >= f.seq_q) break;
@@ -424,11 +573,13 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
     const float v = aj_accumulated(args.dq_accum, row * D + d, args.deterministic) * f.scale;
     ((aj_u16*)args.dq)[b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2] + d] = store_element(v);
   }
+#endif
 #if AJ_HAS_TENSOR_GRADS
   const aj_i64 threads = (aj_i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
   const aj_i64 id = (((aj_i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
   for (int slot = 0; slot < ATTNJIT_MAX_TENSORS; ++slot) {
-    if (args.tensor_grad[slot] == nullptr) continue;
+    // (the output gate's gradient, which has no accumulator, was written by the preprocess)
+    if (args.tensor_grad[slot] == nullptr || args.tensor_grad_accum[slot] == nullptr) continue;
     const AttnjitTensorArg& t = f.tensors[slot];
     for (aj_i64 i = id; i < args.tensor_grad_numel[slot]; i += threads) {
       // i is row-major over the tensor's shape; the output may have any strides.

@@ -307,6 +307,7 @@ void emit_row_hooks(const Variant& variant, const ArgumentSlots& slots, EmittedH
   s += "#define AJ_HAS_OUTPUT_GATE 1\n";
   s += fmt::format("#define AJ_OUTPUT_GATE_PER_ELEMENT {}  // 0: one gate per row (d is ignored); 1: per element\n",
                    per_element ? 1 : 0);
+  s += fmt::format("#define AJ_OUTPUT_GATE_SLOT {}  // args.tensors[] slot of the gate tensor\n", slot);
   s += "// The factor sigmoid(gate) for output element (b, h, q, d); reads are clamped to the tensor.\n";
   s += "__device__ __forceinline__ float aj_output_gate(int b, int h, int q, int d, const AttnjitFwdArgs& args) {\n";
   // The tensor keeps the user's name unless that name is the d argument itself.

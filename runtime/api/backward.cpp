@@ -113,11 +113,13 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
     check_tensor_gradient(name, gradient, bound, device);
     std::size_t slot = 0;
     while (p.unit.slots.tensors[slot].name != name) ++slot;
-    std::int64_t numel = 1;
-    for (auto extent : dlpack_shape(bound)) numel *= extent;
     const auto strides = dlpack_strides(gradient);
     bargs.tensor_grad[slot] = reinterpret_cast<float*>(static_cast<char*>(gradient.data) + gradient.byte_offset);
     for (std::size_t d = 0; d < strides.size(); ++d) bargs.tensor_grad_stride[slot][d] = strides[d];
+    // The output gate's gradient is written by the preprocess directly, with no accumulator.
+    if (st.variant.output_gate() && st.variant.output_gate()->tensor == name) continue;
+    std::int64_t numel = 1;
+    for (auto extent : dlpack_shape(bound)) numel *= extent;
     bargs.tensor_grad_numel[slot] = numel;
     accumulators.emplace_back(slot, bytes);
     bytes += (static_cast<std::size_t>(numel) * 8 + 255) / 256 * 256;

@@ -24,6 +24,7 @@ std::vector<std::string> differentiable_tensors(const Variant& variant) {
   std::set<std::string> names;
   for (const auto& n : ir::topological_order({variant.score_mod().node()}))
     if (n->op == ir::Op::TensorRead && n->type == ir::Type::Float) names.insert(n->name);
+  if (const auto& gate = variant.output_gate()) names.insert(gate->tensor);  // the gate's own gradient
   return {names.begin(), names.end()};
 }
 
@@ -211,12 +212,18 @@ BackwardCheckResult check_backward(const Kernel& kernel, const ForwardProblem& p
   }
 
   const ReferenceOptions exact = ReferenceOptions().with_scale(check.softmax_scale);
-  const ReferenceGradients ref = reference_attention_backward(variant, q.host.dl(), k.host.dl(), v.host.dl(),
-                                                              d_out.host.dl(), captured.host, exact);
+  ReferenceGradients ref = reference_attention_backward(variant, q.host.dl(), k.host.dl(), v.host.dl(), d_out.host.dl(),
+                                                        captured.host, exact);
   ReferenceOptions low = exact;
   low.with_naive_precision(config.dtype == ElementType::BF16 ? NaivePrecision::BF16 : NaivePrecision::FP16);
-  const ReferenceGradients naive =
+  ReferenceGradients naive =
       reference_attention_backward(variant, q.host.dl(), k.host.dl(), v.host.dl(), d_out.host.dl(), captured.host, low);
+  // The output gate's gradient is judged like a captured tensor's (the backward template refuses
+  // a gate tensor the score_mod also reads, so the two never add up).
+  if (const auto& gate = variant.output_gate()) {
+    ref.tensors[gate->tensor] = ref.d_gate;
+    naive.tensors[gate->tensor] = naive.d_gate;
+  }
   HostGradients got{&dq.host.dl(), &dk.host.dl(), &dv.host.dl(), {}};
   for (auto& [name, g] : gradients) got.tensors[name] = &g->host.dl();
   BackwardCheckResult r = compare_backward(

@@ -73,7 +73,8 @@ struct BackwardCheckOptions {
   void validate(const Variant& variant) const;
 };
 
-// The captured float tensors score_mod reads, sorted: the ones with a gradient.
+// The captured float tensors score_mod reads and the output gate's tensor, sorted: the ones
+// with a gradient.
 std::vector<std::string> differentiable_tensors(const Variant& variant);
 
 // One output's judgement.

@@ -3,10 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <string>
 
 #include "compiler/codegen.hpp"
 #include "compiler/error.hpp"
+#include "compiler/ir.hpp"
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -26,6 +28,9 @@ constexpr int kRowsPerSideCta = 16;  // query rows per CTA of the preprocess and
 
 class BwdSm80Template : public KernelTemplate {
  public:
+  static constexpr const char* kRopeKernel = "attnjit_bwd_rope";       // Q and K rotated (RoPE)
+  static constexpr const char* kRopeDkKernel = "attnjit_bwd_rope_dk";  // dK turned back (RoPE)
+
   std::string name() const override { return "bwd_sm80"; }
   std::string description() const override {
     return "backward, FlashAttention-2 structure (cp.async, ldmatrix, mma.sync; dK, dV in registers, dQ by "
@@ -37,8 +42,16 @@ class BwdSm80Template : public KernelTemplate {
   Support can_implement(const TemplateRequest& r) const override {
     if (r.head_dim != 64 && r.head_dim != 128)
       return Support::no(fmt::format("head_dim {} is not 64 or 128", r.head_dim));
-    if (r.variant->rope()) return Support::no("RoPE has no backward yet");
-    if (r.variant->output_gate()) return Support::no("the output gate has no backward yet");
+    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
+      return Support::invalid(fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}", r.variant->name(),
+                                          rope->rotary_dim, r.head_dim));
+    if (const auto& gate = r.variant->output_gate()) {
+      for (const auto& n : ir::topological_order({r.variant->score_mod().node()}))
+        if (n->op == ir::Op::TensorRead && n->name == gate->tensor)
+          return Support::no(fmt::format("the gate tensor '{}' is also read by the score_mod; the backward takes "
+                                         "the gate's gradient from one of them only",
+                                         gate->tensor));
+    }
     return Support::yes();
   }
 
@@ -72,6 +85,7 @@ class BwdSm80Template : public KernelTemplate {
 
   std::vector<HookPrototype> hooks() const override {
     auto all = attention_hook_prototypes();
+    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
     all.push_back({"aj_score_mod_grad", "float",
                    "float score, float ds, int b, int h, int q, int kv, const AttnjitBwdArgs& bargs", ""});
     return all;
@@ -87,9 +101,14 @@ class BwdSm80Template : public KernelTemplate {
     emitted.source += grad.source;
     unit.facts = emitted.facts;
     unit.tensor_gradients = grad.grad_tensors;
+    if (const auto& gate = r.variant->output_gate()) unit.tensor_gradients.push_back(gate->tensor);
     const int block_m = r.knobs.get("block_m"), warps = r.knobs.get("warps"), stages = r.knobs.get("stages");
     unit.max_dynamic_shared_bytes = bwd_sm80_shared_bytes(r.head_dim, block_m, warps, stages);
     unit.kernel_names = {"attnjit_bwd_preprocess", "attnjit_bwd", "attnjit_bwd_postprocess"};
+    if (unit.facts.has_rope) {
+      unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernel);
+      unit.kernel_names.insert(unit.kernel_names.end() - 1, kRopeDkKernel);  // in plan order
+    }
     const std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
         {"AJ_BLOCK_M", std::to_string(block_m)},
@@ -108,22 +127,58 @@ class BwdSm80Template : public KernelTemplate {
     return unit;
   }
 
-  // Workspace: [D, float per query row | dQ accumulator, 8 bytes per element], 256-aligned.
+  // Workspace, each part 256-aligned: D (a float per query row) | the dQ accumulator (8 bytes
+  // per element) | with RoPE: Q and K rotated, dK rotated (fp32) | with the gate: dO * s.
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const int warps = unit.knobs.get("warps");
-    const int head_dim = head_dim_of(unit);
-    const std::size_t rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q;
-    const std::size_t delta_bytes = align(rows * 4);
+    const std::size_t head_dim = static_cast<std::size_t>(head_dim_of(unit));
+    const std::size_t q_rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q;
+    const std::size_t k_rows = static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k;
+    struct Parts {
+      std::size_t delta = 0, dq_accum = 0, rope_q = 0, rope_k = 0, dk_rotated = 0, d_out_gated = 0;
+    } at;
+    std::size_t end = 0;
+    const auto part = [&end](std::size_t bytes) {
+      const std::size_t offset = end;
+      end += align(bytes);
+      return offset;
+    };
+    at.delta = part(q_rows * 4);
+    at.dq_accum = part(q_rows * head_dim * 8);
+    const bool rope = unit.facts.has_rope, gate = unit.facts.has_output_gate;
+    if (rope) {
+      at.rope_q = part(q_rows * head_dim * 2);
+      at.rope_k = part(k_rows * head_dim * 2);
+      at.dk_rotated = part(k_rows * head_dim * 4);
+    }
+    if (gate) at.d_out_gated = part(q_rows * head_dim * 2);
     LaunchPlan plan;
-    plan.workspace_bytes = delta_bytes + rows * head_dim * 8;
-    plan.bind_workspace = [delta_bytes](AttnjitFwdArgs& args, std::uint64_t w) {
+    plan.workspace_bytes = end;
+    plan.bind_workspace = [at, rope, gate](AttnjitFwdArgs& args, std::uint64_t w) {
       // A launch plan binds through the forward block, the first member of AttnjitBwdArgs.
       auto& bargs = reinterpret_cast<AttnjitBwdArgs&>(args);
-      bargs.delta = reinterpret_cast<float*>(w);
-      bargs.dq_accum = reinterpret_cast<void*>(w + delta_bytes);
+      bargs.delta = reinterpret_cast<float*>(w + at.delta);
+      bargs.dq_accum = reinterpret_cast<void*>(w + at.dq_accum);
+      if (rope) {
+        bargs.rope_q = reinterpret_cast<void*>(w + at.rope_q);
+        bargs.fwd.rope_k = reinterpret_cast<void*>(w + at.rope_k);
+        bargs.dk_rotated = reinterpret_cast<float*>(w + at.dk_rotated);
+      }
+      if (gate) bargs.d_out_gated = reinterpret_cast<void*>(w + at.d_out_gated);
     };
     const Dim3 side_grid{static_cast<unsigned>((p.seq_q + kRowsPerSideCta - 1) / kRowsPerSideCta),
                          static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch)};
+    const auto pair_blocks = [head_dim](int rows) {
+      return static_cast<unsigned>((static_cast<std::size_t>(rows) * (head_dim / 2) + 255) / 256);
+    };
+    if (rope)
+      plan.kernels.push_back({kRopeKernel,
+                              "bwd_rope",
+                              {pair_blocks(std::max(p.seq_q, p.seq_k)), static_cast<unsigned>(p.heads_q + p.heads_kv),
+                               static_cast<unsigned>(p.batch)},
+                              {256, 1, 1},
+                              {},
+                              0});
     plan.kernels.push_back({"attnjit_bwd_preprocess", "bwd_preprocess", side_grid, {128, 1, 1}, {}, 0});
     const int block_n = 16 * warps;
     plan.kernels.push_back({"attnjit_bwd",
@@ -133,6 +188,13 @@ class BwdSm80Template : public KernelTemplate {
                             {static_cast<unsigned>(warps * 32), 1, 1},
                             {},
                             unit.max_dynamic_shared_bytes});
+    if (rope)
+      plan.kernels.push_back({kRopeDkKernel,
+                              "bwd_rope_dk",
+                              {pair_blocks(p.seq_k), static_cast<unsigned>(p.heads_kv), static_cast<unsigned>(p.batch)},
+                              {256, 1, 1},
+                              {},
+                              0});
     plan.kernels.push_back({"attnjit_bwd_postprocess", "bwd_postprocess", side_grid, {128, 1, 1}, {}, 0});
     return plan;
   }
