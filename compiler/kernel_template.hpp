@@ -118,8 +118,8 @@ struct GeneratedUnit {
   Knobs knobs;
   ArgumentSlots slots;
   HookFacts facts;
-  std::vector<std::string> kernel_names;  // entry points, in plan order
-  int max_dynamic_shared_bytes = 0;       // the largest of the plan's kernels
+  std::vector<std::string> kernel_names;      // entry points, in plan order
+  int max_dynamic_shared_bytes = 0;           // the largest of the plan's kernels
   std::vector<std::string> tensor_gradients;  // backward: the captured tensors that get a gradient
 };
 

@@ -17,8 +17,9 @@ std::vector<KnobCandidate> enumerate_knobs(const KernelTemplate& t, int head_dim
   for (const auto& [name, values] : restrict_to) {
     auto it = std::find_if(space.begin(), space.end(), [&](const KnobSpec& k) { return k.name == name; });
     if (it == space.end())
-      throw UserError(fmt::format("template '{}' has no knob '{}' to restrict; its knobs are: {} (see `attnjit templates`)",
-                                  t.name(), name, names));
+      throw UserError(
+          fmt::format("template '{}' has no knob '{}' to restrict; its knobs are: {} (see `attnjit templates`)",
+                      t.name(), name, names));
     if (values.empty())
       throw UserError(
           fmt::format("the restriction of knob '{}' of template '{}' gives no value; give at least one "

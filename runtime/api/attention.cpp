@@ -303,7 +303,8 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
   state->variant = variant;
   state->options = options;
   state->device = options.device;
-  state->prepared = std::make_shared<const PreparedKernel>(prepare(variant, CompileOptions(options).with_role(TemplateRole::Forward)));
+  state->prepared = std::make_shared<const PreparedKernel>(
+      prepare(variant, CompileOptions(options).with_role(TemplateRole::Forward)));
   const PreparedKernel& p = *state->prepared;
   const int limit = context.properties().max_shared_memory_per_block_optin;
   if (p.unit.max_dynamic_shared_bytes > limit)
@@ -352,10 +353,9 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
     return;
   }
   const bool prebuilt = block_mask != nullptr && !block_mask->empty();
-  if (prebuilt &&
-      (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
-       block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
-       block_mask->problem_.seq_k != problem.seq_k || block_mask->size_bytes() < plan.block_mask_bytes))
+  if (prebuilt && (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
+                   block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
+                   block_mask->problem_.seq_k != problem.seq_k || block_mask->size_bytes() < plan.block_mask_bytes))
     throw UserError(fmt::format(
         "block_mask was built for {} by kernel {}; this call is {} on kernel {}. Build it with "
         "this kernel and shape",

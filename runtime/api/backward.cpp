@@ -29,10 +29,11 @@ const KernelState::BackwardUnit& backward_unit(const KernelState& st, const Back
     auto prepared = std::make_shared<const PreparedKernel>(prepare(st.variant, co));
     const int limit = context.properties().max_shared_memory_per_block_optin;
     if (prepared->unit.max_dynamic_shared_bytes > limit)
-      throw UserError(fmt::format("backward template {} with knobs {} needs {} bytes of shared memory; device {} "
-                                  "allows {}. Use a smaller block_m or fewer warps",
-                                  prepared->config.template_name, prepared->config.knobs.str(),
-                                  prepared->unit.max_dynamic_shared_bytes, st.device, limit));
+      throw UserError(
+          fmt::format("backward template {} with knobs {} needs {} bytes of shared memory; device {} "
+                      "allows {}. Use a smaller block_m or fewer warps",
+                      prepared->config.template_name, prepared->config.knobs.str(),
+                      prepared->unit.max_dynamic_shared_bytes, st.device, limit));
     auto loaded = std::make_unique<LoadedUnit>(*prepared->cached.cubin, prepared->unit);
     unit = std::make_unique<KernelState::BackwardUnit>(KernelState::BackwardUnit{prepared, std::move(loaded)});
   }
@@ -74,9 +75,8 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
   check_4d(dk, "dk", dtype, device);
   check_4d(dv, "dv", dtype, device);
   const auto qs = dlpack_shape(q), ks = dlpack_shape(k);
-  for (const auto& [tensor, name, want] :
-       {std::tuple{&d_out, "d_out", qs}, std::tuple{&dq, "dq", qs}, std::tuple{&dk, "dk", ks},
-        std::tuple{&dv, "dv", ks}})
+  for (const auto& [tensor, name, want] : {std::tuple{&d_out, "d_out", qs}, std::tuple{&dq, "dq", qs},
+                                           std::tuple{&dk, "dk", ks}, std::tuple{&dv, "dv", ks}})
     if (dlpack_shape(*tensor) != want)
       throw UserError(fmt::format("{} has shape {}; expected {} (like {})", name, shape_string(dlpack_shape(*tensor)),
                                   shape_string(want), want == qs ? "q" : "k"));
@@ -97,18 +97,17 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
 
   // Captured-tensor gradients: an 8-byte accumulator element per tensor element, after the
   // plan's workspace; only the tensors asked for accumulate (the hook skips the others).
-  const ProblemShape problem{bargs.fwd.batch, bargs.fwd.heads_q, bargs.fwd.heads_kv, bargs.fwd.seq_q,
-                             bargs.fwd.seq_k};
+  const ProblemShape problem{bargs.fwd.batch, bargs.fwd.heads_q, bargs.fwd.heads_kv, bargs.fwd.seq_q, bargs.fwd.seq_k};
   const LaunchPlan plan = p.launch_plan(problem);
   std::size_t bytes = (plan.workspace_bytes + 255) / 256 * 256;
   std::vector<std::pair<std::size_t, std::size_t>> accumulators;  // (slot, byte offset)
   for (const auto& [name, gradient] : options.tensor_gradients) {
     const auto& readable = p.unit.tensor_gradients;
     if (std::find(readable.begin(), readable.end(), name) == readable.end())
-      throw UserError(fmt::format(
-          "variant '{}' has no gradient for tensor '{}': {}", st.variant.name(), name,
-          readable.empty() ? std::string("its score_mod reads no float tensor")
-                           : fmt::format("the tensors with a gradient are {}", fmt::join(readable, ", "))));
+      throw UserError(fmt::format("variant '{}' has no gradient for tensor '{}': {}", st.variant.name(), name,
+                                  readable.empty()
+                                      ? std::string("its score_mod reads no float tensor")
+                                      : fmt::format("the tensors with a gradient are {}", fmt::join(readable, ", "))));
     const DLTensor& bound = bindings.tensors().at(name);
     check_tensor_gradient(name, gradient, bound, device);
     std::size_t slot = 0;
@@ -134,7 +133,8 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
   }
   const std::uint64_t base = buffer->device_pointer();
   plan.bind_workspace(bargs.fwd, base);
-  for (const auto& [slot, offset] : accumulators) bargs.tensor_grad_accum[slot] = reinterpret_cast<void*>(base + offset);
+  for (const auto& [slot, offset] : accumulators)
+    bargs.tensor_grad_accum[slot] = reinterpret_cast<void*>(base + offset);
   for (const auto& launch : plan.kernels) st.launch(*unit.loaded, launch, &bargs, stream);
 }
 

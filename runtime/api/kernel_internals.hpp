@@ -68,7 +68,8 @@ struct KernelState {
     std::lock_guard<std::mutex> lock(checked_mutex);
     if (!checked) {
       const PreparedKernel& p = *prepared;
-      const std::string body = "#define AJ_CHECK_READS 1  // the checked twin (runtime/api/attention.cpp)\n" + p.unit.body;
+      const std::string body =
+          "#define AJ_CHECK_READS 1  // the checked twin (runtime/api/attention.cpp)\n" + p.unit.body;
       const auto nvrtc = nvrtc_options(p.config.arch);
       const auto result = cache->get_or_compile(
           runtime::CacheKeyInputs::for_compile(body, nvrtc),

@@ -30,8 +30,8 @@ struct BenchResult {
   ForwardProblem problem;
   int head_dim = 0;
   std::string dtype;
-  std::string template_name;  // the kernel template ("fwd_sm80")
-  std::string schedule;       // its knobs, Knobs::str()
+  std::string template_name;     // the kernel template ("fwd_sm80")
+  std::string schedule;          // its knobs, Knobs::str()
   std::string pass = "forward";  // or "backward", "backward deterministic"
   double median_ms = 0, min_ms = 0, max_ms = 0;
   double density = 1.0;      // admitted (q, kv) pairs / all pairs

@@ -48,9 +48,10 @@ class BwdSm80Template : public KernelTemplate {
     if (const auto& gate = r.variant->output_gate()) {
       for (const auto& n : ir::topological_order({r.variant->score_mod().node()}))
         if (n->op == ir::Op::TensorRead && n->name == gate->tensor)
-          return Support::no(fmt::format("the gate tensor '{}' is also read by the score_mod; the backward takes "
-                                         "the gate's gradient from one of them only",
-                                         gate->tensor));
+          return Support::no(
+              fmt::format("the gate tensor '{}' is also read by the score_mod; the backward takes "
+                          "the gate's gradient from one of them only",
+                          gate->tensor));
     }
     return Support::yes();
   }
@@ -77,9 +78,10 @@ class BwdSm80Template : public KernelTemplate {
     if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
     const int bytes = bwd_sm80_shared_bytes(head_dim, block_m, warps, stages);
     if (bytes > max_shared_bytes)
-      return Support::invalid(fmt::format("bwd_sm80 block_m={} warps={} stages={} at head_dim {} needs {} bytes of "
-                                          "shared memory; the limit is {}",
-                                          block_m, warps, stages, head_dim, bytes, max_shared_bytes));
+      return Support::invalid(
+          fmt::format("bwd_sm80 block_m={} warps={} stages={} at head_dim {} needs {} bytes of "
+                      "shared memory; the limit is {}",
+                      block_m, warps, stages, head_dim, bytes, max_shared_bytes));
     return Support::yes();
   }
 

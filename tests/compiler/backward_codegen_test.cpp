@@ -34,12 +34,8 @@ class BackwardCodegen : public ::testing::Test {
     delete dir_;
   }
   static CompileOptions options(const std::string& arch, int head_dim, ElementType dtype) {
-    return CompileOptions()
-        .with_arch(arch)
-        .with_head_dim(head_dim)
-        .with_dtype(dtype)
-        .with_cache(cache_)
-        .with_role(TemplateRole::Backward);
+    return CompileOptions().with_arch(arch).with_head_dim(head_dim).with_dtype(dtype).with_cache(cache_).with_role(
+        TemplateRole::Backward);
   }
   static std::filesystem::path* dir_;
   static runtime::KernelCache* cache_;
@@ -80,9 +76,9 @@ TEST_F(BackwardCodegen, KnobsAreChecked) {
 // tensor gets a gradient, written by the preprocess.
 TEST_F(BackwardCodegen, RowHooksAddTheirKernelsAndGradients) {
   const PreparedKernel rope = generate(presets::by_name("rope_causal"), options("sm_90a", 64, ElementType::BF16));
-  EXPECT_EQ(rope.unit.kernel_names, (std::vector<std::string>{"attnjit_bwd_rope", "attnjit_bwd_preprocess",
-                                                              "attnjit_bwd", "attnjit_bwd_rope_dk",
-                                                              "attnjit_bwd_postprocess"}));
+  EXPECT_EQ(rope.unit.kernel_names,
+            (std::vector<std::string>{"attnjit_bwd_rope", "attnjit_bwd_preprocess", "attnjit_bwd",
+                                      "attnjit_bwd_rope_dk", "attnjit_bwd_postprocess"}));
   const LaunchPlan plan = rope.launch_plan(ProblemShape{2, 8, 2, 100, 300});
   ASSERT_EQ(plan.kernels.size(), 5u);
   EXPECT_EQ(plan.kernels[0].grid.x, (300u * 32 + 255) / 256);  // one thread per (row, pair) of the longer side
@@ -110,7 +106,9 @@ TEST_P(BackwardCompile, EveryServedPresetCompilesWithoutSpills) {
     SCOPED_TRACE(preset.name + " " + arch + " d=" + std::to_string(d));
     const PreparedKernel p = prepare(v, options(arch, d, dtype));
     ASSERT_TRUE(p.cached.cubin && p.cached.metadata);
-    EXPECT_EQ(p.cached.cubin->substr(0, 4), std::string("\x7f" "ELF", 4));
+    EXPECT_EQ(p.cached.cubin->substr(0, 4), std::string("\x7f"
+                                                        "ELF",
+                                                        4));
     const auto& resources = p.cached.metadata->resources.worst_case();
     EXPECT_GT(resources.registers, 0);
     // At most a register or two over the 255 limit (alibi_causal at D=128 on sm_90a: 4 bytes);

@@ -164,7 +164,8 @@ TEST_F(Backward, OtherKnobsAgree) {
   ASSERT_TRUE(c.kernel) << c.not_supported;
   for (const char* knobs : {"block_m=32 stages=1 warps=4", "block_m=64 stages=2 warps=4"}) {
     const auto check = BackwardCheckOptions().with_knobs(Knobs::parse(knobs));
-    report(std::string("alibi_causal ") + knobs, check_backward(*c.kernel, ForwardProblem{1, 4, 4, 200, 300}, {}, 9, check));
+    report(std::string("alibi_causal ") + knobs,
+           check_backward(*c.kernel, ForwardProblem{1, 4, 4, 200, 300}, {}, 9, check));
   }
 }
 

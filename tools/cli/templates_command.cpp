@@ -42,8 +42,9 @@ void register_templates_command(CLI::App& app) {
       return;
     }
     for (const auto& t : all) {
-      fmt::print("{}{}  (priority {})\n  {}\n  archs: {}\n", t->name(), fmt::format("  [{}]", template_role_name(t->role())),
-                 t->priority(), t->description(), fmt::join(t->archs(), ", "));
+      fmt::print("{}{}  (priority {})\n  {}\n  archs: {}\n", t->name(),
+                 fmt::format("  [{}]", template_role_name(t->role())), t->priority(), t->description(),
+                 fmt::join(t->archs(), ", "));
       for (const auto& k : t->knob_space(*head_dim))
         fmt::print("  --{:<10} {:<16} {}\n", flag_of(k.name), fmt::format("{}", fmt::join(k.values, "|")), k.help);
     }
