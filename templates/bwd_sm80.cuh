@@ -46,19 +46,6 @@
 #if !(AJ_STAGES == 1 || AJ_STAGES == 2)
 #error "attnjit bwd_sm80: AJ_STAGES must be 1 or 2"
 #endif
-#if defined(AJ_DTYPE_BF16)
-#if AJ_DTYPE_BF16
-#define AJ_IS_BF16 1
-#endif
-#endif
-#if defined(AJ_DTYPE_FP16)
-#if AJ_DTYPE_FP16
-#define AJ_IS_FP16 1
-#endif
-#endif
-#if defined(AJ_IS_BF16) == defined(AJ_IS_FP16)
-#error "attnjit bwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16 to 1"
-#endif
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
 #endif
@@ -101,34 +88,7 @@ constexpr int SMEM_LSE = SMEM_DS + BN * PSB;
 constexpr int SMEM_DELTA = SMEM_LSE + AJ_STAGES * BM * 4;
 constexpr int SMEM_BYTES = SMEM_DELTA + AJ_STAGES * BM * 4;
 
-__device__ __forceinline__ void mma(float* d, const aj_u32* a, aj_u32 b0, aj_u32 b1) {
-#if defined(AJ_IS_BF16)
-  aj_mma_bf16_16816(d, a, b0, b1);
-#else
-  aj_mma_fp16_16816(d, a, b0, b1);
-#endif
-}
-__device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
-#if defined(AJ_IS_BF16)
-  return aj_pack_bf16x2(lo, hi);
-#else
-  return aj_pack_fp16x2(lo, hi);
-#endif
-}
-__device__ __forceinline__ float load_element(const aj_u16* p) {
-#if defined(AJ_IS_BF16)
-  return aj_bf16_to_float(*p);
-#else
-  return aj_fp16_to_float(*p);
-#endif
-}
-__device__ __forceinline__ aj_u16 store_element(float x) {
-#if defined(AJ_IS_BF16)
-  return aj_float_to_bf16(x);
-#else
-  return aj_float_to_fp16(x);
-#endif
-}
+using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
 
 // Rows [row0, row0 + ROWS) of a [*, D] matrix (row stride `stride`, elements) into shared
 // memory at `sbase`; rows >= nrows are zero-filled.

@@ -1,6 +1,6 @@
 // attnjit forward attention kernel for sm_80 and newer (FlashAttention-2 structure).
 //
-// Pasted last into the generated translation unit, after abi.h, common.cuh, the
+// Pasted last into the generated translation unit, after abi.h, common.cuh, sm80_dtype.cuh, the
 // configuration macros and the hook functions (aj_score_mod, aj_mask_mod, aj_tile_class,
 // and the row hooks aj_rope_* / aj_output_gate when on). See docs/kernels.md for the full
 // description.
@@ -69,24 +69,6 @@
 #if !(AJ_STAGES == 1 || AJ_STAGES == 2)
 #error "attnjit fwd_sm80: AJ_STAGES must be 1 or 2"
 #endif
-// A dtype macro counts when defined to a non-zero value (the other may be absent or 0).
-#if defined(AJ_DTYPE_BF16)
-#if AJ_DTYPE_BF16
-#define AJ_IS_BF16 1
-#endif
-#endif
-#if defined(AJ_DTYPE_FP16)
-#if AJ_DTYPE_FP16
-#define AJ_IS_FP16 1
-#endif
-#endif
-#if defined(AJ_IS_BF16) == defined(AJ_IS_FP16)
-#error "attnjit fwd_sm80: define exactly one of AJ_DTYPE_BF16 and AJ_DTYPE_FP16 to 1"
-#endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#error "attnjit fwd_sm80: needs sm_80 or newer"
-#endif
-
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
 #endif
@@ -139,20 +121,7 @@ constexpr int KN = BN / 16;      // k steps of PV
 constexpr int ND = D / 8;        // 8-wide column tiles of O
 constexpr int CPR = D / 8;       // 16-byte chunks per row
 
-__device__ __forceinline__ void mma(float* d, const aj_u32* a, aj_u32 b0, aj_u32 b1) {
-#if defined(AJ_IS_BF16)
-  aj_mma_bf16_16816(d, a, b0, b1);
-#else
-  aj_mma_fp16_16816(d, a, b0, b1);
-#endif
-}
-__device__ __forceinline__ aj_u32 pack2(float lo, float hi) {
-#if defined(AJ_IS_BF16)
-  return aj_pack_bf16x2(lo, hi);
-#else
-  return aj_pack_fp16x2(lo, hi);
-#endif
-}
+using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
 
 // Copies rows [row0, row0 + ROWS) of a [*, D] matrix with row stride `stride` (elements)
 // into shared memory at `sbase` (padded rows); rows >= nrows are zero-filled.

@@ -92,6 +92,7 @@ class FwdSm80Template : public KernelTemplate {
     unit.body = unit_preamble();
     unit.body += macro_block("fwd_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
+    unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("fwd_sm80.cuh");
     if (unit.facts.mask_reads_tensor) {
       unit.body += "\n// the mask reads a tensor: attnjit_block_mask writes the tile classes attnjit_fwd reads\n";
