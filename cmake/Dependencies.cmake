@@ -36,3 +36,23 @@ target_include_directories(attnjit_xxhash INTERFACE $<BUILD_INTERFACE:${XXHASH_I
 # nlohmann-json (nlohmann-json3-dev), header only: cache metadata, tuning export/import and
 # every --json output go through it.
 find_package(nlohmann_json 3 REQUIRED)
+
+# LLVM 16 (llvm-16-dev), optional: the CPU backend JIT-compiles a variant's hooks with ORC
+# LLJIT (compiler/llvm/). Linked as the one shared libLLVM-16.so, so attnjit stays small and
+# needs only that runtime library. Without it the library builds as before and
+# cpu_jit_available() says why; -DATTNJIT_WITH_LLVM=OFF builds without it on purpose.
+option(ATTNJIT_WITH_LLVM "Build the CPU backend's LLVM JIT when LLVM 16 is found" ON)
+set(ATTNJIT_HAVE_LLVM OFF)
+if(ATTNJIT_WITH_LLVM)
+  enable_language(C)  # LLVMConfig.cmake runs C checks for its own optional dependencies
+  find_package(LLVM 16 CONFIG QUIET HINTS /usr/lib/llvm-16)
+  if(LLVM_FOUND AND TARGET LLVM)
+    set(ATTNJIT_HAVE_LLVM ON)
+    message(STATUS "attnjit: CPU JIT enabled with LLVM ${LLVM_PACKAGE_VERSION} (${LLVM_DIR}, shared libLLVM)")
+  else()
+    message(STATUS "attnjit: LLVM 16 not found (install llvm-16-dev): the CPU JIT is disabled, "
+                   "CPU hooks run interpreted")
+  endif()
+else()
+  message(STATUS "attnjit: CPU JIT disabled (ATTNJIT_WITH_LLVM=OFF): CPU hooks run interpreted")
+endif()

@@ -3,7 +3,7 @@
 # The CUDA toolkit (nvcc, NVRTC, headers) must already be installed, e.g. under /usr/local/cuda.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libfmt-dev libcli11-dev libgtest-dev libdlpack-dev libxxhash-dev libsqlite3-dev nlohmann-json3-dev clang-format)
+packages=(cmake ninja-build g++ libfmt-dev libcli11-dev libgtest-dev libdlpack-dev libxxhash-dev libsqlite3-dev nlohmann-json3-dev clang-format llvm-16-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

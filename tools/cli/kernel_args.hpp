@@ -84,7 +84,8 @@ struct KernelArgs {
 inline void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
   cmd->add_option("--preset", a.preset, "Preset name (see `attnjit variant list`)");
   cmd->add_option("--variant", a.variant_text, "Variant text, or @file");
-  cmd->add_option("--arch", a.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a")->capture_default_str();
+  cmd->add_option("--arch", a.arch, "auto (the GPU's), sm_80, sm_86, sm_89, sm_90, sm_90a; emit: cpu")
+      ->capture_default_str();
   cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
   cmd->add_option("--template", a.template_name, "Kernel template (see `attnjit templates`); default: the best one");

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "compiler/llvm/cpu_hooks.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
 #include "runtime/reference/backward_check.hpp"
@@ -72,9 +73,12 @@ void measure_compile(const Variant& v, const CompileOptions& base, int runs) {
 void register_kernel_commands(CLI::App& app) {
   auto args = std::make_shared<KernelArgs>();
 
-  auto* emit = app.add_subcommand("emit", "Print the generated CUDA source of a variant");
+  auto* emit = app.add_subcommand("emit", "Print the generated CUDA source (--arch cpu: the CPU hooks' LLVM IR)");
   add_kernel_options(emit, *args);
-  emit->callback([args] { fmt::print("{}", generate(args->variant(), args->options()).source); });
+  emit->callback([args] {
+    if (args->arch == "cpu") return fmt::print("{}", cpu_hooks_llvm_ir(args->variant(), {}, /*optimized=*/true));
+    fmt::print("{}", generate(args->variant(), args->options()).source);
+  });
 
   auto* compile_cmd =
       app.add_subcommand("compile", "Compile with NVRTC; print registers, shared memory, spills, time, key");
