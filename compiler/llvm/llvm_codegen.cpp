@@ -160,6 +160,7 @@ class TileEmitter {
   bool has_score_mod_ = false;
 
   llvm::Function* fn_ = nullptr;
+  llvm::Value* scratch_ = nullptr;  // <lanes x float> for the partial last step of a row
   llvm::Value *s_ = nullptr, *ld_ = nullptr, *rows_ = nullptr, *cols_ = nullptr, *b_index_ = nullptr,
               *h_index_ = nullptr, *q0_ = nullptr, *kv0_ = nullptr, *args_ = nullptr, *apply_mask_ = nullptr;
   std::unordered_map<std::string, TensorFields> tensors_;
@@ -359,43 +360,65 @@ llvm::Value* TileEmitter::key_step(Scope& row, llvm::Value* c, llvm::Value* x, b
   return out;
 }
 
-// The keys of one row: full vector steps, then a masked step for the rest.
+// The keys of one row, `lanes` at a time. The body is emitted once: the last, partial step
+// runs it on a scratch vector filled by a masked load and written back by a masked store.
 void TileEmitter::emit_keys(Scope& row, llvm::Value* row_ptr, bool masked) {
   llvm::Type* f32 = b_.getFloatTy();
   llvm::Type* step_type = lanes_ > 1 ? llvm::FixedVectorType::get(f32, static_cast<unsigned>(lanes_)) : f32;
+  llvm::Value* lanes = b_.getInt32(static_cast<std::uint32_t>(lanes_));
   llvm::BasicBlock* before = b_.GetInsertBlock();
   llvm::BasicBlock* cond = llvm::BasicBlock::Create(ctx_, "keys", fn_);
-  llvm::BasicBlock* body = llvm::BasicBlock::Create(ctx_, "keys.step", fn_);
-  llvm::BasicBlock* rest = lanes_ > 1 ? llvm::BasicBlock::Create(ctx_, "keys.rest", fn_) : nullptr;
+  llvm::BasicBlock* pick = llvm::BasicBlock::Create(ctx_, "keys.pick", fn_);
+  llvm::BasicBlock* partial = llvm::BasicBlock::Create(ctx_, "keys.partial", fn_);
+  llvm::BasicBlock* step = llvm::BasicBlock::Create(ctx_, "keys.step", fn_);
+  llvm::BasicBlock* next = llvm::BasicBlock::Create(ctx_, "keys.next", fn_);
+  llvm::BasicBlock* write_back = llvm::BasicBlock::Create(ctx_, "keys.write_back", fn_);
   llvm::BasicBlock* done = llvm::BasicBlock::Create(ctx_, "keys.done", fn_);
-  llvm::Value* last_start = b_.CreateSub(cols_, b_.getInt32(static_cast<std::uint32_t>(lanes_)), "last_start");
+  llvm::Value* last_start = b_.CreateSub(cols_, lanes, "last_start");
   b_.CreateBr(cond);
 
   b_.SetInsertPoint(cond);
   llvm::PHINode* c = b_.CreatePHI(b_.getInt32Ty(), 2, "c");
   c->addIncoming(b_.getInt32(0), before);
-  b_.CreateCondBr(b_.CreateICmpSLE(c, last_start), body, lanes_ > 1 ? rest : done);
+  b_.CreateCondBr(b_.CreateICmpSLT(c, cols_), pick, done);
 
-  b_.SetInsertPoint(body);
+  b_.SetInsertPoint(pick);
   llvm::Value* at = b_.CreateInBoundsGEP(f32, row_ptr, b_.CreateSExt(c, b_.getInt64Ty()), "at");
-  llvm::Value* x = b_.CreateAlignedLoad(step_type, at, llvm::Align(4), "score");
-  b_.CreateAlignedStore(key_step(row, c, x, masked), at, llvm::Align(4));
-  c->addIncoming(b_.CreateAdd(c, b_.getInt32(static_cast<std::uint32_t>(lanes_)), "c.next"), b_.GetInsertBlock());
+  llvm::Value* full = b_.CreateICmpSLE(c, last_start, "full");
+  b_.CreateCondBr(full, step, partial);
+
+  const auto active_lanes = [&] {
+    return b_.CreateICmpSLT(iota(), b_.CreateVectorSplat(static_cast<unsigned>(lanes_), b_.CreateSub(cols_, c)),
+                            "active");
+  };
+  // (With one lane every step is full and these blocks are dead; they stay for the phi's sake.)
+  b_.SetInsertPoint(partial);
+  llvm::Value* rest = lanes_ > 1
+                          ? static_cast<llvm::Value*>(b_.CreateMaskedLoad(step_type, at, llvm::Align(4), active_lanes(),
+                                                                          llvm::Constant::getNullValue(step_type)))
+                          : b_.CreateAlignedLoad(step_type, at, llvm::Align(4));
+  b_.CreateAlignedStore(rest, scratch_, llvm::Align(4));
+  b_.CreateBr(step);
+
+  b_.SetInsertPoint(step);
+  llvm::PHINode* where = b_.CreatePHI(b_.getPtrTy(), 2, "step_at");
+  where->addIncoming(at, pick);
+  where->addIncoming(scratch_, partial);
+  llvm::Value* x = b_.CreateAlignedLoad(step_type, where, llvm::Align(4), "score");
+  b_.CreateAlignedStore(key_step(row, c, x, masked), where, llvm::Align(4));
+  b_.CreateCondBr(full, next, write_back);
+
+  b_.SetInsertPoint(next);
+  c->addIncoming(b_.CreateAdd(c, lanes, "c.next"), next);
   b_.CreateBr(cond);
 
-  if (lanes_ > 1) {
-    b_.SetInsertPoint(rest);
-    llvm::BasicBlock* tail = llvm::BasicBlock::Create(ctx_, "keys.tail", fn_);
-    b_.CreateCondBr(b_.CreateICmpSLT(c, cols_), tail, done);
-    b_.SetInsertPoint(tail);
-    llvm::Value* left = b_.CreateVectorSplat(static_cast<unsigned>(lanes_), b_.CreateSub(cols_, c));
-    llvm::Value* active = b_.CreateICmpSLT(iota(), left, "active");
-    llvm::Value* tail_at = b_.CreateInBoundsGEP(f32, row_ptr, b_.CreateSExt(c, b_.getInt64Ty()), "at");
-    llvm::Value* x_tail = b_.CreateMaskedLoad(step_type, tail_at, llvm::Align(4), active,
-                                              llvm::Constant::getNullValue(step_type), "score");
-    b_.CreateMaskedStore(key_step(row, c, x_tail, masked), tail_at, llvm::Align(4), active);
-    b_.CreateBr(done);
-  }
+  b_.SetInsertPoint(write_back);
+  llvm::Value* result = b_.CreateAlignedLoad(step_type, scratch_, llvm::Align(4));
+  if (lanes_ > 1)
+    b_.CreateMaskedStore(result, at, llvm::Align(4), active_lanes());
+  else
+    b_.CreateAlignedStore(result, at, llvm::Align(4));
+  b_.CreateBr(done);
   b_.SetInsertPoint(done);
 }
 
@@ -445,6 +468,9 @@ void TileEmitter::emit(bool has_score_mod, bool has_mask) {
   llvm::BasicBlock* entry = llvm::BasicBlock::Create(ctx_, "entry", fn_);
   llvm::BasicBlock* exit = llvm::BasicBlock::Create(ctx_, "exit", fn_);
   b_.SetInsertPoint(entry);
+  scratch_ = b_.CreateAlloca(
+      lanes_ > 1 ? llvm::FixedVectorType::get(b_.getFloatTy(), static_cast<unsigned>(lanes_)) : b_.getFloatTy(),
+      nullptr, "rest");
   // Every captured tensor's fields, loaded once.
   for (const auto& ins : program_.instructions) {
     const ir::Node& n = *ins.node;

@@ -4,8 +4,9 @@
 // IRBuilder straight from the IR (no C++ text, no clang).
 //
 // The tile is walked row by row and, within a row, `lanes` keys at a time as explicit
-// <lanes x float> vectors (a masked step for the last cols % lanes keys), so vectorization does
-// not hang on LLVM's cost model. Each instruction of the program is placed at the outermost
+// <lanes x float> vectors, so vectorization does not hang on LLVM's cost model (the body is
+// emitted once: the last, partial step runs it on a scratch vector between a masked load and
+// a masked store). Each instruction of the program is placed at the outermost
 // level its operands allow: per tile (parameters, b, h, lengths), per row (what depends on q
 // but not on kv or the score: a document id doc[b, q], a slope times q) as scalars, or per
 // key as vectors; captured tensor reads become gathers with indices clamped into the extent.

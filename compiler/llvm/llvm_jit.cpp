@@ -2,13 +2,15 @@
 // caching, and loading into ORC.
 //
 // The object file is what the kernel cache stores (as it stores a cubin), keyed by the
-// emitted LLVM IR text (which carries the variant's lowered hooks, the vector width and the
-// target-cpu / target-features attributes), the opt level, LLVM's version and this codegen's
-// version; so a second process links the cached object instead of compiling. Within one
-// process, a variant already loaded is shared (weakly held), costing neither.
+// emitted LLVM IR (as bitcode: printing it as text would cost more than the rest of a cache
+// hit, on the decimal forms of vector constants), which carries the variant's lowered hooks,
+// the vector width and the target-cpu / target-features attributes; and by the opt level,
+// LLVM's version and this codegen's version. So a second process links the cached object
+// instead of compiling. Within one process, a variant already loaded is shared (weakly held).
 #include "compiler/llvm/llvm_jit.hpp"
 
 #include <fmt/format.h>
+#include <llvm/Bitcode/BitcodeWriter.h>
 #include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
@@ -130,6 +132,13 @@ PreparedModule prepare(const Variant& variant, const CpuJitOptions& options, llv
     throw InternalError(
         fmt::format("the CPU hooks' LLVM IR for variant '{}' is malformed: {}", variant.name(), problems));
   return p;
+}
+
+std::string bitcode_of(const llvm::Module& m) {
+  llvm::SmallVector<char, 0> bytes;
+  llvm::raw_svector_ostream out(bytes);
+  llvm::WriteBitcodeToFile(m, out);
+  return std::string(bytes.data(), bytes.size());
 }
 
 std::string text_of(const llvm::Module& m) {
@@ -259,7 +268,7 @@ CpuHooks jit_hooks(const Variant& variant, const CpuJitOptions& options) {
   PreparedModule p = prepare(variant, options, *machine);
 
   runtime::CacheKeyInputs inputs;
-  inputs.generated_source = text_of(*p.hooks.module);
+  inputs.generated_source = bitcode_of(*p.hooks.module);
   inputs.nvrtc_options = {fmt::format("-O{}", options.opt_level), fmt::format("lanes={}", p.lanes)};
   inputs.nvrtc_version = "LLVM " LLVM_VERSION_STRING;
   inputs.template_set_version = kCodegenVersion;
