@@ -49,6 +49,9 @@ if(ATTNJIT_WITH_LLVM)
   if(LLVM_FOUND AND TARGET LLVM)
     set(ATTNJIT_HAVE_LLVM ON)
     message(STATUS "attnjit: CPU JIT enabled with LLVM ${LLVM_PACKAGE_VERSION} (${LLVM_DIR}, shared libLLVM)")
+  elseif(LLVM_FOUND)
+    message(STATUS "attnjit: LLVM ${LLVM_PACKAGE_VERSION} at ${LLVM_DIR} has no shared libLLVM: the CPU JIT is "
+                   "disabled, CPU hooks run interpreted")
   else()
     message(STATUS "attnjit: LLVM 16 not found (install llvm-16-dev): the CPU JIT is disabled, "
                    "CPU hooks run interpreted")

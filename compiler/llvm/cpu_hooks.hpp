@@ -21,7 +21,9 @@ namespace runtime {
 class KernelCache;
 }
 
-// A captured tensor as the hooks see it: host pointer, strides and sizes in elements.
+// A captured tensor as the hooks see it: host pointer, strides and sizes in elements. Reads
+// clamp each index into [0, size - 1], so every size must be at least 1. The JIT reads by the
+// dtype the variant declares: `dtype` must equal it (the caller checks the binding).
 struct CpuTensorArg {
   const void* data;
   std::int64_t stride[4];
