@@ -17,6 +17,7 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "templates/abi.h"
 #include "templates/block_mask/block_mask_template.hpp"
+#include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
 namespace detail {
@@ -289,6 +290,31 @@ void Kernel::synchronize() const {
   state_->report_recorded_read();
 }
 
+const KernelState::ExtraUnit* KernelState::decode_unit(const ProblemShape& problem) const {
+  std::lock_guard<std::mutex> lock(decode_mutex);
+  if (decode_decided) return decode.get();
+  decode_decided = true;
+  CompileOptions co = options;
+  co.role = TemplateRole::Forward;
+  co.arch = prepared->config.arch;
+  co.template_name = kDecodeTemplateName;
+  co.knobs = Knobs();
+  co.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k);
+  co.cache = cache;
+  std::shared_ptr<const PreparedKernel> p;
+  try {
+    p = std::make_shared<const PreparedKernel>(prepare(variant, co));
+  } catch (const UserError&) {
+    return nullptr;  // the template declines this variant: fwd_sm80 runs decode shapes too
+  }
+  const runtime::DeviceContext& context = device_context(device);
+  if (p->unit.max_dynamic_shared_bytes > context.properties().max_shared_memory_per_block_optin) return nullptr;
+  context.make_current();
+  auto loaded = std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit);
+  decode = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
+  return decode.get();
+}
+
 Kernel compile(const Variant& variant, const CompileOptions& options) {
   auto& driver = runtime::Driver::instance();
   if (!driver.available())
@@ -333,8 +359,24 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   bind_variant_arguments(p.unit.slots, bindings, args, device);
 
   const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  const bool unproven =
+      !p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings);
+  // A decode shape goes to the split-K decode unit (built on first use), unless a template was
+  // forced, a block mask was given, or the reads need the checked twin.
+  if (!unproven && block_mask == nullptr && problem.seq_q <= kDecodeMaxSeqQ && state_->options.template_name.empty() &&
+      p.config.template_name != kDecodeTemplateName)
+    if (const KernelState::ExtraUnit* decode = state_->decode_unit(problem)) {
+      AttnjitDecodeArgs dargs{};
+      dargs.fwd = args;
+      const LaunchPlan plan = decode->prepared->launch_plan(problem);
+      device_context(device).make_current();
+      std::lock_guard<std::mutex> lock(state_->scratch_mutex);
+      plan.bind_workspace(dargs.fwd, state_->scratch_for(stream, plan.workspace_bytes));
+      for (const auto& launch : plan.kernels) state_->launch(*decode->loaded, launch, &dargs, stream);
+      return;
+    }
   const LoadedUnit* unit = state_->loaded.get();
-  if (!p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings)) {
+  if (unproven) {
     unit = &state_->checked_unit();
     const auto record = reinterpret_cast<AttnjitErrorRecord*>(state_->error_record->device_pointer());
     std::vector<std::vector<std::int64_t>> extents;
@@ -363,14 +405,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   // The block mask is the workspace's last part, so with a prebuilt one the scratch is shorter.
   const std::size_t scratch_bytes = plan.workspace_bytes - (prebuilt ? plan.block_mask_bytes : 0);
   std::lock_guard<std::mutex> lock(st.scratch_mutex);
-  if (scratch_bytes > 0) {
-    auto& buffer = st.scratch[static_cast<CUstream>(stream)];
-    if (!buffer || buffer->size_bytes() < scratch_bytes) {
-      if (buffer) st.retired.push_back(std::move(buffer));
-      buffer = std::make_unique<runtime::DeviceBuffer>(scratch_bytes);
-    }
-    plan.bind_workspace(args, buffer->device_pointer());
-  }
+  if (scratch_bytes > 0) plan.bind_workspace(args, st.scratch_for(stream, scratch_bytes));
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
   for (const auto& launch : plan.kernels)
     if (!prebuilt || launch.role != BlockMaskTemplate::kRole) st.launch(*unit, launch, &args, stream);

@@ -13,7 +13,7 @@ using namespace detail;
 
 namespace {
 
-const KernelState::BackwardUnit& backward_unit(const KernelState& st, const BackwardOptions& options) {
+const KernelState::ExtraUnit& backward_unit(const KernelState& st, const BackwardOptions& options) {
   std::lock_guard<std::mutex> lock(st.backward_mutex);
   auto& unit = st.backward_units[options.template_name + "|" + options.knobs.str()];
   if (!unit) {
@@ -35,7 +35,7 @@ const KernelState::BackwardUnit& backward_unit(const KernelState& st, const Back
                       prepared->config.template_name, prepared->config.knobs.str(),
                       prepared->unit.max_dynamic_shared_bytes, st.device, limit));
     auto loaded = std::make_unique<LoadedUnit>(*prepared->cached.cubin, prepared->unit);
-    unit = std::make_unique<KernelState::BackwardUnit>(KernelState::BackwardUnit{prepared, std::move(loaded)});
+    unit = std::make_unique<KernelState::ExtraUnit>(KernelState::ExtraUnit{prepared, std::move(loaded)});
   }
   return *unit;
 }
@@ -82,7 +82,7 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
                                   shape_string(want), want == qs ? "q" : "k"));
   check_bindings(st.variant, bindings);
 
-  const KernelState::BackwardUnit& unit = backward_unit(st, options);
+  const KernelState::ExtraUnit& unit = backward_unit(st, options);
   const PreparedKernel& p = *unit.prepared;
   bind_variant_arguments(p.unit.slots, bindings, bargs.fwd, device);
   bargs.d_out = static_cast<const char*>(d_out.data) + d_out.byte_offset;
@@ -126,12 +126,7 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
 
   device_context(device).make_current();
   std::lock_guard<std::mutex> lock(st.scratch_mutex);
-  auto& buffer = st.scratch[static_cast<CUstream>(stream)];
-  if (!buffer || buffer->size_bytes() < bytes) {
-    if (buffer) st.retired.push_back(std::move(buffer));
-    buffer = std::make_unique<runtime::DeviceBuffer>(bytes);
-  }
-  const std::uint64_t base = buffer->device_pointer();
+  const std::uint64_t base = st.scratch_for(stream, bytes);
   plan.bind_workspace(bargs.fwd, base);
   for (const auto& [slot, offset] : accumulators)
     bargs.tensor_grad_accum[slot] = reinterpret_cast<void*>(base + offset);

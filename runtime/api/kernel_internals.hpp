@@ -80,13 +80,32 @@ struct KernelState {
     return *checked;
   }
 
-  // Backward units by template and knobs, prepared and loaded on first use (runtime/api/backward.cpp).
-  struct BackwardUnit {
+  // A unit beside the forward one, prepared and loaded on first use: the backward units by
+  // template and knobs (runtime/api/backward.cpp), the split-K decode unit.
+  struct ExtraUnit {
     std::shared_ptr<const PreparedKernel> prepared;
     std::unique_ptr<LoadedUnit> loaded;
   };
   mutable std::mutex backward_mutex;
-  mutable std::map<std::string, std::unique_ptr<BackwardUnit>> backward_units;
+  mutable std::map<std::string, std::unique_ptr<ExtraUnit>> backward_units;
+
+  // The decode unit for Sq <= kDecodeMaxSeqQ, or null when its template declines the
+  // variant (RoPE, other head dims) or cannot be built here; decided once per Kernel.
+  mutable std::mutex decode_mutex;
+  mutable bool decode_decided = false;
+  mutable std::unique_ptr<ExtraUnit> decode;
+  const ExtraUnit* decode_unit(const ProblemShape& problem) const;
+
+  // The per-stream scratch of at least `bytes` (call with scratch_mutex held): a grown-out
+  // buffer may still be read by queued work, so it is kept until the Kernel goes.
+  std::uint64_t scratch_for(void* stream, std::size_t bytes) const {
+    auto& buffer = scratch[static_cast<CUstream>(stream)];
+    if (!buffer || buffer->size_bytes() < bytes) {
+      if (buffer) retired.push_back(std::move(buffer));
+      buffer = std::make_unique<runtime::DeviceBuffer>(bytes);
+    }
+    return buffer->device_pointer();
+  }
 
   // Workspace for forward calls (the block mask's tile classes) without a prebuilt
   // BlockMask: one buffer per stream (two streams never share one), grown as needed. A

@@ -65,7 +65,7 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64,x", "is not KNOB=V1,V2"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --only =64", "is not KNOB=V1,V2"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64 --only block_m=128", "knob 'block_m' twice"},
-      {"tune --preset causal --shape 1,2,2,64,64,64 --only splits=2,4", "no kernel template has a knob 'splits'"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only unroll=2,4", "no kernel template has a knob 'unroll'"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template fwd_sm80 --only splits=2",
        "template 'fwd_sm80' has no knob 'splits' to restrict; its knobs are: block_m, block_n, warps, stages"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template no_such_template",

@@ -231,6 +231,39 @@ def flex_backward(binary, rows):
         print(json.dumps(row), flush=True)
 
 
+def decode_table(binary, rows):
+    """Decode: Sq query rows against Sk cached keys, B=8, 32 query heads on 8 kv heads, D=128;
+    bandwidth over the K and V bytes (what a decode step must read), GB/s."""
+    b, hq, hkv, d = 8, 32, 8, 128
+    for sk in (8192, 32768):
+        k, v = (torch.randn(b, hkv, sk, d, device="cuda", dtype=DTYPE) for _ in range(2))
+        kv_bytes = 2 * b * hkv * sk * d * 2
+        for sq in (1, 4):
+            q = torch.randn(b, hq, sq, d, device="cuda", dtype=DTYPE)
+            row = {"table": "decode", "Sk": sk, "Sq": sq}
+            for name, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    with sdpa_kernel([backend]):
+                        fn = lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+                        fn()
+                        row[name] = kv_bytes / (median_ms(fn) * 1e-3) / 1e9
+                except Exception as e:
+                    row[name], row[name + "_error"] = None, str(e)[:200]
+            try:
+                compiled = torch.compile(flex_attention)
+                fn = lambda: compiled(q, k, v, enable_gqa=True)
+                fn()
+                row["flex"] = kv_bytes / (median_ms(fn) * 1e-3) / 1e9
+            except Exception as e:
+                row["flex"], row["flex_error"] = None, str(e)[:200]
+            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [])
+            row["attnjit"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["attnjit_error"] = r.get("error")
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del k, v
+
+
 def fmt(x):
     return "—" if x is None else f"{x:.0f}"
 
@@ -284,6 +317,14 @@ def print_tables(rows, device):
                       f"{fmt(r['flex'])} | {ratio(r['attnjit'], r['flex'])} |")
                 if r.get("flex_error"):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
+    if any(r["table"] == "decode" for r in rows):
+        print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
+        print("| Sk | Sq | attnjit | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | attnjit/cuDNN |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["table"] == "decode":
+                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
+                      f"{fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} |")
     for r in rows:
         if r.get("attnjit_error") or r.get("attnjit_det_error"):
             print("attnjit error:", r.get("variant", r.get("S")), r.get("attnjit_error") or r.get("attnjit_det_error"))
@@ -333,18 +374,20 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
     ap.add_argument("--quick", action="store_true", help="skip S=16384")
-    ap.add_argument("--only", choices=["forward", "backward"], help="one pass's tables (default: both)")
+    ap.add_argument("--only", choices=["forward", "backward", "decode"], help="one part's tables (default: all)")
     args = ap.parse_args()
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}", flush=True)
     rows = []
-    if args.only != "backward":
+    if args.only in (None, "forward"):
         dense_causal_grid(args.attnjit, rows, args.quick)
         flex_variants(args.attnjit, rows)
         rope_overhead(args.attnjit, rows)
-    if args.only != "forward":
+    if args.only in (None, "backward"):
         backward_grid(args.attnjit, rows, args.quick)
         flex_backward(args.attnjit, rows)
+    if args.only in (None, "decode"):
+        decode_table(args.attnjit, rows)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)

@@ -1,0 +1,324 @@
+// attnjit split-K decode kernels for sm_80 and newer (FlashDecoding's structure, with the
+// query heads of a GQA group packed as rows of one tile).
+//
+// Pasted last into the generated unit, after abi.h, common.cuh, hooks.cuh, the
+// configuration macros, the hooks and sm80_dtype.cuh. Two kernels:
+//   attnjit_decode          grid (splits, heads_kv * row_blocks, batch), 32 * AJ_NUM_WARPS
+//                           threads. The rows of a kv head's tile are (query head of the
+//                           group, query) pairs, row = g * seq_q + q: every K and V byte is read
+//                           once per kv head and split, not once per query head. Split s
+//                           takes the kv tiles [s * tiles_per_split, (s + 1) * tiles_per_split)
+//                           and writes its O (normalized, fp32) and LSE per row to the workspace.
+//   attnjit_decode_combine  grid (ceil(heads_q * seq_q / 4), batch), 128 threads: a warp per
+//                           (head, query) merges the splits by their LSE, applies the output
+//                           gate, writes O (input dtype) and the LSE.
+//
+// Configuration macros (defined by codegen):
+//   AJ_HEAD_DIM    64 or 128
+//   AJ_BLOCK_N     keys per kv tile: 32 or 64
+//   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA
+//   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros; RoPE is not served)
+// Shared memory: (16 * AJ_NUM_WARPS + 4 * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2 bytes (Q rows, and
+// two stages of K and V).
+#ifndef ATTNJIT_DECODE_SM80_CUH
+#define ATTNJIT_DECODE_SM80_CUH
+
+#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_N) || !defined(AJ_NUM_WARPS) || !defined(AJ_HAS_SCORE_MOD) || \
+    !defined(AJ_HAS_MASK)
+#error "attnjit decode_sm80: a configuration macro is missing"
+#endif
+#if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128) || !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64) || AJ_NUM_WARPS != 4
+#error "attnjit decode_sm80: AJ_HEAD_DIM 64 or 128, AJ_BLOCK_N 32 or 64, AJ_NUM_WARPS 4"
+#endif
+#if AJ_HAS_ROPE
+#error "attnjit decode_sm80: RoPE is not served (fwd_sm80 runs it)"
+#endif
+
+namespace aj_dec {
+
+using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
+
+constexpr int D = AJ_HEAD_DIM;
+constexpr int BN = AJ_BLOCK_N;
+constexpr int NW = AJ_NUM_WARPS;
+constexpr int NT = NW * 32;
+constexpr int BM = 16 * NW;  // rows per CTA
+constexpr int RS = D + 8;    // shared-memory row stride, elements
+constexpr int RSB = RS * 2;
+constexpr int KD = D / 16;
+constexpr int NN = BN / 8;
+constexpr int KN = BN / 16;
+constexpr int ND = D / 8;
+constexpr int CPR = D / 8;  // 16-byte chunks per row
+
+// Rows [row0, row0 + BN) of K or V (row stride `stride`) into shared memory; rows past nrows zero.
+__device__ __forceinline__ void load_kv(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0, int nrows, int tid) {
+#pragma unroll
+  for (int i = 0; i < (BN * CPR + NT - 1) / NT; ++i) {
+    const int idx = tid + i * NT;
+    if ((BN * CPR) % NT == 0 || idx < BN * CPR) {
+      const int r = idx / CPR, c = idx % CPR;
+      const bool ok = row0 + r < nrows;
+      aj_cp_async_16(sbase + r * RSB + c * 16, g + (ok ? (aj_i64)(row0 + r) * stride : (aj_i64)0) + c * 8, ok ? 16 : 0);
+    }
+  }
+}
+
+}  // namespace aj_dec
+
+extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(const AttnjitDecodeArgs dargs) {
+  using namespace aj_dec;
+  extern __shared__ __align__(128) unsigned char aj_smem[];
+  const AttnjitFwdArgs& args = dargs.fwd;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int hk = blockIdx.y / dargs.row_blocks, rb = blockIdx.y % dargs.row_blocks;
+  const int group = args.heads_q / args.heads_kv;
+  const int seq_q = args.seq_q, seq_k = args.seq_k;
+  const int rows = group * seq_q;
+  const int r0 = rb * BM;
+  const int n_tiles = (seq_k + BN - 1) / BN;
+  const int tile_begin = split * dargs.tiles_per_split;
+  const int tile_end = min(n_tiles, tile_begin + dargs.tiles_per_split);
+
+  const aj_u32 s_q = aj_smem_addr(aj_smem);
+  const aj_u32 s_k = s_q + BM * RSB;       // 2 stages of BN rows
+  const aj_u32 s_v = s_k + 2 * BN * RSB;   // 2 stages of BN rows
+  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
+
+  // Q rows of this tile: row r is query r % seq_q of query head hk * group + r / seq_q.
+  for (int idx = tid; idx < BM * CPR; idx += NT) {
+    const int r = idx / CPR, c = idx % CPR, row = r0 + r;
+    const bool ok = row < rows;
+    const int h = hk * group + (ok ? row / seq_q : 0), q = ok ? row % seq_q : 0;
+    aj_cp_async_16(s_q + r * RSB + c * 16,
+                   (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1] + q * args.q_stride[2] + c * 8,
+                   ok ? 16 : 0);
+  }
+
+  // This thread's two rows (g and g + 8 of its warp's 16).
+  int row_h[2], row_q[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int row = r0 + warp * 16 + g + i * 8;
+    row_ok[i] = row < rows;
+    row_h[i] = hk * group + (row_ok[i] ? row / seq_q : group - 1);
+    row_q[i] = row_ok[i] ? row % seq_q : seq_q - 1;  // hooks only see in-range indices
+  }
+
+  // The class of kv tile n over every (head, query range) of this tile's rows: empty when
+  // every head's part is empty, full when every one is full, else partial.
+  const int g_lo = r0 / seq_q, g_hi = (min(r0 + BM, rows) - 1) / seq_q;
+  auto tile_class = [&](int n) -> int {
+    const int kv_lo = n * BN, kv_hi = min(kv_lo + BN, seq_k) - 1;
+    bool any = false, all_full = true;
+    for (int gi = g_lo; gi <= g_hi; ++gi) {
+      const int q_lo = max(r0, gi * seq_q) - gi * seq_q;
+      const int q_hi = min(min(r0 + BM, rows), (gi + 1) * seq_q) - 1 - gi * seq_q;
+      const int c = aj_tile_class(b, hk * group + gi, q_lo, q_hi, kv_lo, kv_hi, args);
+      any = any || c != 0;
+      all_full = all_full && c == 2;
+    }
+    return !any ? 0 : (all_full ? 2 : 1);
+  };
+  auto next_tile = [&](int n, int& cls) -> int {
+    for (; n < tile_end; ++n) {
+      cls = tile_class(n);
+      if (cls != 0) return n;
+    }
+    return tile_end;
+  };
+
+  int cls = 0;
+  int n = next_tile(tile_begin, cls);
+  if (n < tile_end) {
+    load_kv(s_k, kg, args.k_stride[2], n * BN, seq_k, tid);
+    load_kv(s_v, vg, args.v_stride[2], n * BN, seq_k, tid);
+  }
+  aj_cp_async_commit();
+
+  const aj_u32 q_lane = (aj_u32)((warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
+  const aj_u32 k_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
+  const aj_u32 v_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+
+  float o[ND][4];
+#pragma unroll
+  for (int j = 0; j < ND; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[j][e] = 0.f;
+  float row_max[2] = {AJ_NEG_INF, AJ_NEG_INF}, row_sum[2] = {0.f, 0.f};
+#if AJ_HAS_SCORE_MOD
+  const float mult = AJ_LOG2E;
+#else
+  const float mult = args.scale_log2;
+#endif
+
+  aj_cp_async_wait<0>();
+  __syncthreads();
+  aj_u32 qf[KD][4];
+#pragma unroll
+  for (int kk = 0; kk < KD; ++kk) aj_ldmatrix_x4(qf[kk], s_q + q_lane + kk * 32);
+
+  int stage = 0;
+  while (n < tile_end) {
+    int next_cls = 0;
+    const int next = next_tile(n + 1, next_cls);
+    if (next < tile_end) {
+      load_kv(s_k + (stage ^ 1) * BN * RSB, kg, args.k_stride[2], next * BN, seq_k, tid);
+      load_kv(s_v + (stage ^ 1) * BN * RSB, vg, args.v_stride[2], next * BN, seq_k, tid);
+      aj_cp_async_commit();
+      aj_cp_async_wait<1>();
+    } else {
+      aj_cp_async_wait<0>();
+    }
+    __syncthreads();
+    const aj_u32 sk = s_k + stage * BN * RSB, sv = s_v + stage * BN * RSB;
+
+    float s[NN][4];
+#pragma unroll
+    for (int j = 0; j < NN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk)
+#pragma unroll
+      for (int jn = 0; jn < NN / 2; ++jn) {
+        aj_u32 kb[4];
+        aj_ldmatrix_x4(kb, sk + k_lane + jn * 16 * RSB + kk * 32);
+        mma(s[2 * jn], qf[kk], kb[0], kb[1]);
+        mma(s[2 * jn + 1], qf[kk], kb[2], kb[3]);
+      }
+
+    // score_mod and masks, per element with its row's head and query.
+#pragma unroll
+    for (int j = 0; j < NN; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e >> 1;
+        const int kv = n * BN + j * 8 + 2 * t + (e & 1);
+        const int kvc = kv < seq_k ? kv : seq_k - 1;
+        float v = s[j][e];
+#if AJ_HAS_SCORE_MOD
+        v = aj_score_mod(v * args.scale, b, row_h[i], row_q[i], kvc, args);
+#endif
+        bool keep = row_ok[i] && kv < seq_k;
+#if AJ_HAS_MASK
+        if (cls == 1) keep = keep && aj_mask_mod(b, row_h[i], row_q[i], kvc, args);
+#endif
+        s[j][e] = keep ? v : AJ_NEG_INF;
+      }
+
+    // Online softmax (exp2 domain), then O += P V.
+    aj_u32 p[KN][4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[r];
+#pragma unroll
+      for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+      mx = fmaxf(mx, aj_shfl_xor(mx, 1));
+      mx = fmaxf(mx, aj_shfl_xor(mx, 2));
+      const float ms = (mx == AJ_NEG_INF) ? 0.f : mx * mult;
+      const float alpha = aj_exp2(row_max[r] * mult - ms);
+      row_max[r] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < NN; ++j) {
+        s[j][2 * r] = aj_exp2(s[j][2 * r] * mult - ms);
+        s[j][2 * r + 1] = aj_exp2(s[j][2 * r + 1] * mult - ms);
+        sum += s[j][2 * r] + s[j][2 * r + 1];
+      }
+      row_sum[r] = row_sum[r] * alpha + sum;
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        o[j][2 * r] *= alpha;
+        o[j][2 * r + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KN; ++kk) {
+      p[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1]);
+      p[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3]);
+      p[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      p[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int kk = 0; kk < KN; ++kk)
+#pragma unroll
+      for (int jd = 0; jd < ND / 2; ++jd) {
+        aj_u32 vb[4];
+        aj_ldmatrix_x4_trans(vb, sv + v_lane + kk * 16 * RSB + jd * 32);
+        mma(o[2 * jd], p[kk], vb[0], vb[1]);
+        mma(o[2 * jd + 1], p[kk], vb[2], vb[3]);
+      }
+    __syncthreads();  // this stage may be overwritten by the next prefetch
+    n = next;
+    cls = next_cls;
+    stage ^= 1;
+  }
+  aj_cp_async_wait<0>();
+
+  // This split's O (normalized) and LSE per row; a row with no admitted key: O = 0, LSE = -inf.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float l = row_sum[r];
+    l += aj_shfl_xor(l, 1);
+    l += aj_shfl_xor(l, 2);
+    if (!row_ok[r]) continue;
+    const bool any = l > 0.f;
+    const float inv = any ? 1.0f / l : 0.f;
+    const aj_i64 row = (((aj_i64)split * args.batch + b) * args.heads_q + row_h[r]) * seq_q + row_q[r];
+    if (t == 0) dargs.partial_lse[row] = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+    float* out = dargs.partial_o + row * D;
+#pragma unroll
+    for (int j = 0; j < ND; ++j) {
+      out[j * 8 + 2 * t] = o[j][2 * r] * inv;
+      out[j * 8 + 2 * t + 1] = o[j][2 * r + 1] * inv;
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(128) attnjit_decode_combine(const AttnjitDecodeArgs dargs) {
+  using namespace aj_dec;
+  const AttnjitFwdArgs& args = dargs.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row_id = blockIdx.x * 4 + warp, b = blockIdx.y;
+  if (row_id >= args.heads_q * args.seq_q) return;
+  const int h = row_id / args.seq_q, q = row_id % args.seq_q;
+  const aj_i64 rows = (aj_i64)args.batch * args.heads_q * args.seq_q;
+  const aj_i64 row = ((aj_i64)b * args.heads_q + h) * args.seq_q + q;
+  float m = AJ_NEG_INF;
+  for (int s = lane; s < dargs.splits; s += 32) m = fmaxf(m, dargs.partial_lse[s * rows + row]);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, aj_shfl_xor(m, k));
+  float total = 0.f;
+  if (m != AJ_NEG_INF)
+    for (int s = lane; s < dargs.splits; s += 32) total += expf(dargs.partial_lse[s * rows + row] - m);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) total += aj_shfl_xor(total, k);
+  const float lse = m == AJ_NEG_INF ? AJ_NEG_INF : m + logf(total);
+  if (args.lse != nullptr && lane == 0) args.lse[row] = lse;
+  aj_u16* out = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2];
+#if AJ_HAS_OUTPUT_GATE && !AJ_OUTPUT_GATE_PER_ELEMENT
+  const float row_gate = aj_output_gate(b, h, q, 0, args);
+#endif
+  for (int d = lane; d < D; d += 32) {
+    float acc = 0.f;
+    if (lse != AJ_NEG_INF)
+      for (int s = 0; s < dargs.splits; ++s) {
+        const float w = expf(dargs.partial_lse[s * rows + row] - lse);
+        if (w > 0.f) acc += w * dargs.partial_o[(s * rows + row) * D + d];
+      }
+#if AJ_HAS_OUTPUT_GATE
+#if AJ_OUTPUT_GATE_PER_ELEMENT
+    acc *= aj_output_gate(b, h, q, d, args);
+#else
+    acc *= row_gate;
+#endif
+#endif
+    out[d] = store_element(acc);
+  }
+}
+
+#endif  // ATTNJIT_DECODE_SM80_CUH

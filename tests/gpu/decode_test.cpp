@@ -1,0 +1,100 @@
+// GPU tests of the split-K decode template (templates/decode_sm80.cuh): every preset it serves
+// in decode shapes (Sq = 1, 4, 16; Sk from 1 to 4097, not multiples of the tile), GQA 1:1, 4:1
+// and 8:1, bf16 and fp16, D = 64 and 128, by FlashAttention's rule against the fp64
+// reference (runtime/reference/forward_check.hpp). Run twice per case: with the template
+// forced (so the decode kernels are what is checked), and through a default kernel, whose
+// forward picks the decode unit by itself for Sq <= 16. Skips with a message without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dsl/presets.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/reference/forward_check.hpp"
+#include "support/preset_scalars.hpp"
+#include "templates/decode_sm80/decode_sm80_template.hpp"
+
+namespace attnjit {
+namespace {
+
+using Case = std::tuple<std::string, ElementType, int, int>;  // preset, dtype, head dim, group (Hq / Hkv)
+
+std::string case_name(const Case& c) {
+  return std::get<0>(c) + "_" + element_type_name(std::get<1>(c)) + "_d" + std::to_string(std::get<2>(c)) + "_g" +
+         std::to_string(std::get<3>(c));
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  int i = 0;
+  for (const auto& p : presets::registry())
+    for (const int group : {1, 4, 8}) {
+      // dtype and head dim alternate so each preset meets both of each.
+      out.emplace_back(p.name, i % 2 ? ElementType::FP16 : ElementType::BF16, (i / 2) % 2 ? 128 : 64, group);
+      ++i;
+    }
+  return out;
+}
+
+struct Compiled {
+  std::optional<Kernel> kernel;
+  std::string not_supported;
+};
+
+const Compiled& compiled(const std::string& preset, ElementType dtype, int head_dim, bool forced) {
+  static std::map<std::string, std::unique_ptr<Compiled>> kernels;
+  const std::string key = preset + element_type_name(dtype) + std::to_string(head_dim) + (forced ? "f" : "");
+  auto& slot = kernels[key];
+  if (!slot) {
+    slot = std::make_unique<Compiled>();
+    CompileOptions o = CompileOptions().with_head_dim(head_dim).with_dtype(dtype);
+    if (forced) o.with_template(kDecodeTemplateName).with_shape_hint(1, 8, 8, 1, 4096);
+    try {
+      slot->kernel = compile(presets::by_name(preset), o);
+    } catch (const UserError& e) {
+      slot->not_supported = e.what();
+    }
+  }
+  return *slot;
+}
+
+class DecodePreset : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const auto& driver = runtime::Driver::instance();
+    if (!driver.available() || driver.device_count() == 0)
+      GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
+  }
+};
+
+TEST_P(DecodePreset, PassesTheTwoTimesRule) {
+  const auto& [preset, dtype, head_dim, group] = GetParam();
+  const Variant variant = presets::by_name(preset);
+  for (const bool forced : {true, false}) {
+    const Compiled& c = compiled(preset, dtype, head_dim, forced);
+    if (!c.kernel) {
+      if (forced) std::printf("[ decode   ] %s: not served: %s\n", preset.c_str(), c.not_supported.c_str());
+      continue;
+    }
+    if (forced) EXPECT_EQ(c.kernel->prepared().config.template_name, kDecodeTemplateName);
+    for (const auto& [seq_q, seq_k] : std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
+      const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
+      const ForwardCheckResult r = check_forward(*c.kernel, problem, preset_scalars(variant), 17);
+      std::printf("[ result ] %-40s %s %s: %s\n", case_name(GetParam()).c_str(), forced ? "forced " : "routed ",
+                  problem.str().c_str(), r.summary().c_str());
+      EXPECT_TRUE(r.pass) << case_name(GetParam()) << " " << problem.str() << ": " << r.summary();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, DecodePreset, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return case_name(info.param); });
+
+}  // namespace
+}  // namespace attnjit
