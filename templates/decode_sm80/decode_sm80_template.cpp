@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "compiler/codegen.hpp"
@@ -34,8 +35,9 @@ class DecodeSm80Template : public KernelTemplate {
            "one tile (mma.sync); sm_80 and newer, for Sq <= 16";
   }
   std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
-  // Above fwd_sm80, so that a decode shape hint picks it; it declines every other request.
-  int priority() const override { return 1; }
+  // Below fwd_sm80 until it has been measured on a GPU: chosen only by name (--template
+  // decode_sm80), or by Kernel::forward for Sq <= 16 when ATTNJIT_DECODE=1.
+  int priority() const override { return -1; }
 
   Support can_implement(const TemplateRequest& r) const override {
     if (!r.problem || r.problem->seq_q > kDecodeMaxSeqQ)
@@ -145,6 +147,11 @@ int decode_splits(const ProblemShape& p, int, int block_n, int requested, int ta
   if (requested > 0) return std::min(requested, n_tiles);
   const int ctas = p.batch * p.heads_kv * row_blocks(p);
   return std::clamp((target_ctas + ctas - 1) / ctas, 1, n_tiles);
+}
+
+bool decode_routing_enabled() {
+  const char* v = std::getenv("ATTNJIT_DECODE");
+  return v != nullptr && std::string(v) == "1";
 }
 
 std::unique_ptr<KernelTemplate> make_decode_sm80_template() { return std::make_unique<DecodeSm80Template>(); }

@@ -3,10 +3,12 @@
 // and 8:1, bf16 and fp16, D = 64 and 128, by FlashAttention's rule against the fp64
 // reference (runtime/reference/forward_check.hpp). Run twice per case: with the template
 // forced (so the decode kernels are what is checked), and through a default kernel, whose
-// forward picks the decode unit by itself for Sq <= 16. Skips with a message without a GPU.
+// forward picks the decode unit by itself for Sq <= 16 with ATTNJIT_DECODE=1 (set here).
+// Skips with a message without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -67,6 +69,7 @@ const Compiled& compiled(const std::string& preset, ElementType dtype, int head_
 class DecodePreset : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
+    ::setenv("ATTNJIT_DECODE", "1", 1);
     const auto& driver = runtime::Driver::instance();
     if (!driver.available() || driver.device_count() == 0)
       GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());

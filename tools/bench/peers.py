@@ -256,9 +256,11 @@ def decode_table(binary, rows):
                 row["flex"] = kv_bytes / (median_ms(fn) * 1e-3) / 1e9
             except Exception as e:
                 row["flex"], row["flex_error"] = None, str(e)[:200]
-            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [])
+            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "decode_sm80"])
             row["attnjit"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             row["attnjit_error"] = r.get("error")
+            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
+            row["attnjit_fwd"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             rows.append(row)
             print(json.dumps(row), flush=True)
         del k, v
@@ -319,11 +321,13 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | attnjit/cuDNN |")
-        print("|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | "
+              "decode/cuDNN |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
-                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r['fa2'])} | {fmt(r['cudnn'])} | "
+                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_fwd'))} | {fmt(r['fa2'])} | "
+                      f"{fmt(r['cudnn'])} | "
                       f"{fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} |")
     for r in rows:
         if r.get("attnjit_error") or r.get("attnjit_det_error"):
