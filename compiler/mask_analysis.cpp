@@ -1,6 +1,7 @@
 // Mask analysis by interval arithmetic (see mask_analysis.hpp).
 #include "compiler/mask_analysis.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -148,7 +149,17 @@ Abstract abstract_op(const Node& n, const std::vector<Abstract>& a, const TileBo
     case Op::ConstFloat: return of(aj_fv(n.float_value, n.float_value));
     case Op::ConstBool: return of(aj_bv(n.int_value == 0, n.int_value != 0));
     case Op::Score: return unknown(Type::Float);
-    case Op::TensorRead: return unknown(n.type);
+    case Op::TensorRead: {
+      if (!box.tensor_range) return unknown(n.type);
+      std::vector<IntRange> index;
+      for (const Abstract& i : a) index.push_back(IntRange{i.i.lo, i.i.hi});
+      const auto range = box.tensor_range(n, index);
+      if (!range || !(range->first <= range->second)) return unknown(n.type);
+      if (n.type == Type::Float) return of(aj_fv(range->first, range->second));
+      if (n.type == Type::Bool) return of(aj_bv(range->first <= 0.0, range->second != 0.0 || range->first != 0.0));
+      return of(
+          aj_iv(static_cast<long long>(std::floor(range->first)), static_cast<long long>(std::ceil(range->second))));
+    }
     case Op::Index: {
       if (n.name == "b") return int_range(box.b.lo, box.b.hi);
       if (n.name == "h") return int_range(box.h.lo, box.h.hi);

@@ -14,6 +14,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 
@@ -35,6 +38,11 @@ struct TileBox {
   std::int64_t q_len = 1, kv_len = 1, num_heads = 1;
   std::unordered_map<std::string, std::int64_t> int_params;
   std::unordered_map<std::string, double> float_params;
+  // Optional: the values a captured tensor read can take when its indices range over `index`
+  // (one range per dimension), e.g. found by scanning the bound tensor on the host (the CPU
+  // backend classifies document masks so). Empty, or nullopt from it: the read is unknown.
+  std::function<std::optional<std::pair<double, double>>(const Node& read, std::span<const IntRange> index)>
+      tensor_range;
 };
 
 // Rewrites comparisons of affine int expressions into the single-occurrence form above.

@@ -15,6 +15,7 @@
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/tuning/benchmark.hpp"
 #include "tools/cli/commands.hpp"
+#include "tools/cli/cpu_device.hpp"
 #include "tools/cli/kernel_args.hpp"
 
 namespace attnjit::cli {
@@ -113,10 +114,15 @@ void register_kernel_commands(CLI::App& app) {
                     "With --backward: also the gradient of this captured float tensor (repeatable)");
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
   bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
-  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads] {
+  auto device = std::make_shared<std::string>("gpu");
+  bench->add_option("--device", *device, "gpu, or cpu: the CPU backend on host tensors (--dtype f32 allowed)")
+      ->check(CLI::IsMember({"gpu", "cpu"}))
+      ->capture_default_str();
+  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device] {
     if ((*deterministic || !tensor_grads->empty()) && !args->backward)
       throw UserError("--deterministic and --tensor-grad apply to --backward only");
     if (*json && *csv) throw UserError("give at most one of --json and --csv");
+    if (*device == "cpu") return run_cpu_bench(*args, *shapes, *bench_options, *json, *csv);
     const Variant v = args->variant();
     if (*csv) fmt::print("{}\n", BenchResult::csv_header());
     if (!*json && !*csv)
@@ -163,8 +169,13 @@ void register_kernel_commands(CLI::App& app) {
   check->add_option("--runs", backward->runs,
                     "With --backward: backward launches compared byte for byte (default 3 with --deterministic, "
                     "else 1)");
-  check->callback([args, problem, seed, backward] {
+  auto check_device = std::make_shared<std::string>("gpu");
+  check->add_option("--device", *check_device, "gpu, or cpu: the CPU backend on host tensors (--dtype f32 allowed)")
+      ->check(CLI::IsMember({"gpu", "cpu"}))
+      ->capture_default_str();
+  check->callback([args, problem, seed, backward, check_device] {
     const Variant v = args->variant();
+    if (*check_device == "cpu") return run_cpu_check(*args, *problem, *seed);
     if (!args->backward) {
       if (backward->deterministic || !backward->tensor_gradients.empty() || backward->runs != 0)
         throw UserError("--deterministic, --tensor-grad and --runs apply to the backward check; add --backward");

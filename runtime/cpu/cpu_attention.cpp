@@ -1,0 +1,530 @@
+// The CPU backend's attention forward (see cpu_attention.hpp).
+#include "runtime/cpu/cpu_attention.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "compiler/codegen/hook_emitter.hpp"
+#include "compiler/error.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/cpu/cpu_kernels.hpp"
+#include "runtime/cpu/thread_pool.hpp"
+#include "runtime/cpu/tile_classes.hpp"
+
+namespace attnjit {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+bool is_host(const DLTensor& t) { return t.device.device_type == kDLCPU || t.device.device_type == kDLCUDAHost; }
+
+cpu::Storage storage_of(const DLTensor& t, const char* name) {
+  if (t.dtype.lanes == 1 && t.dtype.code == kDLFloat && t.dtype.bits == 32) return cpu::Storage::F32;
+  if (t.dtype.lanes == 1 && t.dtype.code == kDLFloat && t.dtype.bits == 16) return cpu::Storage::F16;
+  if (t.dtype.lanes == 1 && t.dtype.code == kDLBfloat && t.dtype.bits == 16) return cpu::Storage::BF16;
+  throw UserError(fmt::format("tensor {} has dtype {}; the CPU backend takes f32, f16 or bf16; convert it", name,
+                              dlpack_dtype_name(t.dtype)));
+}
+
+void check_4d(const DLTensor& t, const char* name) {
+  if (!is_host(t))
+    throw UserError(fmt::format(
+        "tensor {} is not in host memory (DLPack device type {}); the CPU backend reads host tensors: copy it to "
+        "the host, or use attnjit::compile for CUDA tensors",
+        name, static_cast<int>(t.device.device_type)));
+  if (t.ndim != 4)
+    throw UserError(fmt::format("tensor {} has rank {} (shape {}); expected 4: [batch, heads, seq, head_dim]", name,
+                                t.ndim, shape_string(dlpack_shape(t))));
+  for (int d = 0; d < 4; ++d)
+    if (t.shape[d] <= 0 || t.shape[d] > 0x7fffffff)
+      throw UserError(
+          fmt::format("tensor {} has extent {} in dimension {}; extents must be in [1, 2^31)", name, t.shape[d], d));
+  storage_of(t, name);
+}
+
+// A 4-d host tensor as the tile loop reads it: base pointer and strides in elements.
+struct View {
+  const char* data = nullptr;
+  std::int64_t stride[4] = {};
+  cpu::Storage storage = cpu::Storage::F32;
+  std::size_t element_bytes = 4;
+
+  explicit View(const DLTensor& t, const char* name) {
+    data = static_cast<const char*>(t.data) + t.byte_offset;
+    const auto s = dlpack_strides(t);
+    std::copy(s.begin(), s.end(), stride);
+    storage = storage_of(t, name);
+    element_bytes = storage == cpu::Storage::F32 ? 4 : 2;
+  }
+  const void* at(std::int64_t b, std::int64_t h, std::int64_t row) const {
+    return data + (b * stride[0] + h * stride[1] + row * stride[2]) * static_cast<std::int64_t>(element_bytes);
+  }
+};
+
+// cos / sin of every RoPE angle the problem needs: positions [first, first + count), pairs
+// j < rotary_dim / 2, angle = position * theta^(-2j / rotary_dim), computed in double.
+struct RopeTable {
+  RopeHook hook;
+  int rotary_dim = 0;
+  std::int64_t first = 0;
+  std::vector<float> cos, sin;  // [position - first][j]
+
+  RopeTable(const RopeHook& rope, int head_dim, std::int64_t lo, std::int64_t hi) : hook(rope), first(lo) {
+    rotary_dim = rope.rotary_dim == 0 ? head_dim : rope.rotary_dim;
+    if (rotary_dim > head_dim || rotary_dim % 2 != 0 || rotary_dim < 0)
+      throw UserError(fmt::format(
+          "rope rotary_dim {} is not allowed for head dimension {}; use 0 (the whole head) or an even number <= {}",
+          rope.rotary_dim, head_dim, head_dim));
+    const int half = rotary_dim / 2;
+    const std::size_t count = static_cast<std::size_t>(hi - lo + 1);
+    cos.resize(count * half);
+    sin.resize(count * half);
+    for (std::size_t i = 0; i < count; ++i)
+      for (int j = 0; j < half; ++j) {
+        const double angle =
+            static_cast<double>(lo + static_cast<std::int64_t>(i)) * std::pow(rope.theta, -2.0 * j / rotary_dim);
+        cos[i * half + j] = static_cast<float>(std::cos(angle));
+        sin[i * half + j] = static_cast<float>(std::sin(angle));
+      }
+  }
+
+  // Rotates `rows` fp32 rows (leading dimension ld), row r at position position0 + r.
+  void rotate(float* rows, std::int64_t ld, int count, std::int64_t position0) const {
+    const int half = rotary_dim / 2;
+    const bool interleaved = hook.layout == RopeHook::Layout::Interleaved;
+    for (int r = 0; r < count; ++r) {
+      float* x = rows + r * ld;
+      const std::size_t at = static_cast<std::size_t>(position0 + r - first) * half;
+      const float* c = &cos[at];
+      const float* s = &sin[at];
+      for (int j = 0; j < half; ++j) {
+        const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+        const float u = x[a], w = x[b];
+        x[a] = u * c[j] - w * s[j];
+        x[b] = u * s[j] + w * c[j];
+      }
+    }
+  }
+};
+
+// Scratch of one worker, grown as needed and kept by the pool's threads.
+struct Workspace {
+  std::vector<float> q, k, rotated, v, s, o, m, l;
+  static void fit(std::vector<float>& buffer, std::size_t n) {
+    if (buffer.size() < n) buffer.resize(n);
+  }
+};
+
+}  // namespace
+
+std::string cpu_hook_source_name(CpuHookSource source) {
+  switch (source) {
+    case CpuHookSource::Auto: return "auto";
+    case CpuHookSource::Jit: return "jit";
+    case CpuHookSource::Interpreted: return "interpreted";
+  }
+  return "auto";
+}
+
+void CpuOptions::validate() const {
+  if (threads < 0)
+    throw UserError(fmt::format("CpuOptions::threads is {}; use 0 (every worker) or a positive count", threads));
+  if (block_q < 0 || block_q > 1024)
+    throw UserError(
+        fmt::format("CpuOptions::block_q is {}; allowed: 0 (chosen per call) or 1 to 1024 query rows", block_q));
+  if (block_kv < cpu::TileClassTable::kSubTile || block_kv > 4096 || block_kv % cpu::TileClassTable::kSubTile != 0)
+    throw UserError(fmt::format("CpuOptions::block_kv is {}; allowed: a multiple of {} from {} to 4096", block_kv,
+                                cpu::TileClassTable::kSubTile, cpu::TileClassTable::kSubTile));
+}
+
+bool cpu_backend_has_jit() {
+#if ATTNJIT_HAVE_LLVM          // compiler/llvm/llvm_*.cpp are built only with LLVM (CMakeLists.txt)
+  return cpu_jit_available();  // LLVM is there; can it target this CPU?
+#else
+  return false;
+#endif
+}
+
+CpuHooks make_cpu_hooks(const Variant& variant, CpuHookSource source) {
+  if (source == CpuHookSource::Interpreted || (source == CpuHookSource::Auto && !cpu_backend_has_jit()))
+    return interpreted_cpu_hooks(variant);
+#if ATTNJIT_HAVE_LLVM
+  std::string why;
+  if (!cpu_jit_available(&why))
+    throw RuntimeFailure("the LLVM JIT of the CPU hooks cannot run here: " + why + "; use CpuHookSource::Interpreted");
+  return jit_cpu_hooks(variant, CpuJitOptions{});
+#else
+  throw RuntimeFailure(
+      "the LLVM JIT of the CPU hooks is not in this build of attnjit (configured without LLVM); install "
+      "llvm-16-dev and rebuild, or use CpuHookSource::Interpreted");
+#endif
+}
+
+struct CpuAttention::State {
+  Variant variant;
+  CpuHooks hooks;
+  CpuOptions options;
+  ArgumentSlots slots;
+  cpu::MaskFacts mask;
+  std::mutex stats_mutex;
+  Stats stats;
+
+  // The tile classes of the last call, and what they were computed for: reused while the
+  // shape and the parameter values stay the same (never for masks that read tensors, whose
+  // contents may have changed).
+  struct TableKey {
+    int batch = 0, heads_q = 0, seq_q = 0, seq_k = 0;
+    std::vector<double> params;
+    friend bool operator==(const TableKey&, const TableKey&) = default;
+  };
+  std::mutex table_mutex;
+  std::optional<TableKey> table_key;
+  std::shared_ptr<const cpu::TileClassTable> table;
+  int table_block_q = 0;
+};
+
+namespace {
+
+// Rows per task when CpuOptions::block_q is 0: 128 (the products run best on tall blocks, and
+// K is packed once per 128 rows), unless more than this share of the computed sub-tiles of
+// 64-row blocks are partial (a narrow band such as a sliding window, where taller blocks
+// compute more masked pairs): then 64.
+constexpr double kTallBlockPartialShare = 0.15;
+
+}  // namespace
+
+// The tile classes for this call and the rows per task they were made for.
+std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_classes(State& st, int batch, int heads_q,
+                                                                                      int seq_q, int seq_k,
+                                                                                      const Bindings& bindings) {
+  State::TableKey key{batch, heads_q, seq_q, seq_k, {}};
+  for (const auto& p : st.variant.params())
+    key.params.push_back(p.type == ir::Type::Int ? static_cast<double>(bound_int(bindings, p.name))
+                                                 : bound_float(bindings, p.name));
+  const bool cacheable = !st.mask.reads_tensor;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(st.table_mutex);
+    if (st.table && st.table_key == key) return {st.table, st.table_block_q};
+  }
+  const int requested = st.options.block_q;
+  int block_q = requested == 0 ? 64 : requested;
+  auto table = std::make_shared<cpu::TileClassTable>(cpu::classify_tiles(
+      st.variant, st.mask, cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv}, bindings,
+      st.options.threads));
+  if (requested == 0 && seq_q > 64 && cpu::partial_share(*table) <= kTallBlockPartialShare) {
+    table = std::make_shared<cpu::TileClassTable>(cpu::merge_q_blocks(*table, 2));
+    block_q = 128;
+  }
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(st.table_mutex);
+    st.table_key = key;
+    st.table = table;
+    st.table_block_q = block_q;
+  }
+  return {table, block_q};
+}
+
+CpuAttention::CpuAttention(const Variant& variant, CpuHooks hooks, const CpuOptions& options)
+    : state_(std::make_shared<State>()) {
+  options.validate();
+  if (!hooks.score_tile && (hooks.has_score_mod || hooks.has_mask))
+    throw UserError(
+        fmt::format("the CpuHooks given for variant '{}' have no score_tile function; make them with "
+                    "make_cpu_hooks, jit_cpu_hooks or interpreted_cpu_hooks",
+                    variant.name()));
+  state_->mask = cpu::analyse_mask(variant);
+  if (hooks.has_mask != state_->mask.has_mask)
+    throw UserError(
+        fmt::format("the CpuHooks given were made for another variant than '{}' ({} a mask); make them "
+                    "from this variant",
+                    variant.name(), hooks.has_mask ? "they have" : "they lack"));
+  state_->variant = variant;
+  state_->hooks = std::move(hooks);
+  state_->options = options;
+  state_->slots = assign_slots(variant);
+}
+
+const Variant& CpuAttention::variant() const { return state_->variant; }
+const CpuHooks& CpuAttention::hooks() const { return state_->hooks; }
+const CpuOptions& CpuAttention::options() const { return state_->options; }
+
+CpuAttention::Stats CpuAttention::last_stats() const {
+  std::lock_guard<std::mutex> lock(state_->stats_mutex);
+  return state_->stats;
+}
+
+CpuAttention compile_cpu(const Variant& variant, const CpuOptions& options) {
+  options.validate();
+  return CpuAttention(variant, make_cpu_hooks(variant, options.hooks), options);
+}
+
+void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o,
+                           const DLTensor* lse, const Bindings& bindings, double softmax_scale) const {
+  const State& st = *state_;
+  const Variant& variant = st.variant;
+  // ---- checks ----------------------------------------------------------------------
+  check_4d(q, "q");
+  check_4d(k, "k");
+  check_4d(v, "v");
+  check_4d(o, "o");
+  const auto qs = dlpack_shape(q), ks = dlpack_shape(k), vs = dlpack_shape(v), os = dlpack_shape(o);
+  if (ks[0] != qs[0] || vs[0] != qs[0] || vs[1] != ks[1] || vs[2] != ks[2] || ks[3] != qs[3] || os[0] != qs[0] ||
+      os[1] != qs[1] || os[2] != qs[2] || os[3] != vs[3])
+    throw UserError(fmt::format(
+        "shapes do not match: q {}, k {}, v {}, o {}; expected q [B, Hq, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, "
+        "Dv] and o [B, Hq, Sq, Dv]",
+        shape_string(qs), shape_string(ks), shape_string(vs), shape_string(os)));
+  if (qs[1] % ks[1] != 0)
+    throw UserError(
+        fmt::format("heads_q = {} is not a multiple of heads_kv = {}; GQA needs whole groups", qs[1], ks[1]));
+  const View qv(q, "q"), kv(k, "k"), vv(v, "v"), ov(o, "o");
+  if (kv.storage != qv.storage || vv.storage != qv.storage || ov.storage != qv.storage)
+    throw UserError(fmt::format("q, k, v and o must share one dtype; got {}, {}, {} and {}", dlpack_dtype_name(q.dtype),
+                                dlpack_dtype_name(k.dtype), dlpack_dtype_name(v.dtype), dlpack_dtype_name(o.dtype)));
+  const int batch = static_cast<int>(qs[0]), heads_q = static_cast<int>(qs[1]), heads_kv = static_cast<int>(ks[1]);
+  const int seq_q = static_cast<int>(qs[2]), seq_k = static_cast<int>(ks[2]);
+  const int dim = static_cast<int>(qs[3]), dim_v = static_cast<int>(vs[3]);
+  std::vector<std::int64_t> lse_strides;
+  if (lse) {
+    const std::vector<std::int64_t> want = {qs[0], qs[1], qs[2]};
+    if (!is_host(*lse) || lse->dtype.code != kDLFloat || lse->dtype.bits != 32 || lse->dtype.lanes != 1 ||
+        dlpack_shape(*lse) != want)
+      throw UserError(fmt::format("lse must be an f32 host tensor of shape {}; got {} {} on device type {}",
+                                  shape_string(want), dlpack_dtype_name(lse->dtype), shape_string(dlpack_shape(*lse)),
+                                  static_cast<int>(lse->device.device_type)));
+    lse_strides = dlpack_strides(*lse);
+  }
+  const double scale = softmax_scale != 0.0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(dim));
+  if (!(scale > 0.0) || !std::isfinite(scale))
+    throw UserError(fmt::format(
+        "softmax_scale {} is not allowed; it must be a positive finite number (0 means 1/sqrt(head_dim)). For a "
+        "negated or zero scale, write it in the score_mod",
+        softmax_scale));
+  check_bindings(variant, bindings);
+
+  // ---- arguments of the hooks --------------------------------------------------------
+  CpuHookArgs args;
+  args.seq_q = seq_q;
+  args.seq_k = seq_k;
+  args.heads_q = heads_q;
+  for (std::size_t i = 0; i < st.slots.int_params.size(); ++i)
+    args.int_params[i] = static_cast<std::int32_t>(bound_int(bindings, st.slots.int_params[i].name));
+  for (std::size_t i = 0; i < st.slots.float_params.size(); ++i)
+    args.float_params[i] = static_cast<float>(bound_float(bindings, st.slots.float_params[i].name));
+  for (std::size_t i = 0; i < st.slots.tensors.size(); ++i) {
+    const std::string& name = st.slots.tensors[i].name;
+    const DLTensor& t = bindings.tensors().at(name);
+    if (!is_host(t))
+      throw UserError(
+          fmt::format("tensor '{}' is not in host memory; the CPU backend reads captured tensors on the "
+                      "host: copy it there",
+                      name));
+    const auto strides = dlpack_strides(t);
+    CpuTensorArg& a = args.tensors[i];
+    a.data = static_cast<const char*>(t.data) + t.byte_offset;
+    a.dtype = static_cast<int>(st.slots.tensors[i].dtype);
+    for (int d = 0; d < t.ndim; ++d) {
+      if (t.shape[d] <= 0)
+        throw UserError(fmt::format("tensor '{}' has an empty dimension {}; every extent must be at least 1", name, d));
+      a.stride[d] = strides[static_cast<std::size_t>(d)];
+      a.size[d] = t.shape[d];
+    }
+  }
+
+  // ---- row hooks -----------------------------------------------------------------------
+  std::optional<RopeTable> rope;
+  std::int64_t rope_offset = 0;
+  if (variant.rope()) {
+    if (!variant.rope()->offset_param.empty()) rope_offset = bound_int(bindings, variant.rope()->offset_param);
+    if (dim_v != dim) throw UserError(fmt::format("RoPE needs V's head dimension ({}) equal to Q's ({})", dim_v, dim));
+    const std::int64_t q_first = seq_k - seq_q + rope_offset, k_first = rope_offset;
+    rope.emplace(*variant.rope(), dim, std::min(q_first, k_first), std::max(q_first + seq_q, k_first + seq_k) - 1);
+  }
+  std::optional<DLTensor> gate;
+  std::vector<std::int64_t> gate_strides;
+  if (variant.output_gate()) {
+    gate = bindings.tensors().at(variant.output_gate()->tensor);
+    std::vector<std::int64_t> want = {batch, heads_q, seq_q};
+    if (gate->ndim == 4) want.push_back(dim_v);
+    if (dlpack_shape(*gate) != want)
+      throw UserError(fmt::format("output gate tensor '{}' has shape {}; expected {}", variant.output_gate()->tensor,
+                                  shape_string(dlpack_shape(*gate)), shape_string(want)));
+    gate_strides = dlpack_strides(*gate);
+  }
+
+  // ---- tile classes and tasks ----------------------------------------------------------
+  const int block_kv = st.options.block_kv;
+  const int threads = st.options.threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto [table_ptr, block_q] = tile_classes(*state_, batch, heads_q, seq_q, seq_k, bindings);
+  const cpu::TileClassTable& table = *table_ptr;
+  const double classify_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  // Tasks (b, h, q block), the heaviest (most non-empty sub-tiles) first so that the
+  // dynamic hand-out ends evenly.
+  const int q_blocks = table.q_blocks, sub_tiles = table.sub_tiles;
+  const int tasks = batch * heads_q * q_blocks;
+  std::vector<int> order(static_cast<std::size_t>(tasks)), weight(order.size());
+  Stats stats;
+  stats.classify_ms = classify_ms;
+  stats.block_q = block_q;
+  for (int t = 0; t < tasks; ++t) {
+    const int qb = t % q_blocks, bh = t / q_blocks;
+    const std::uint8_t* row = table.row(bh / heads_q, bh % heads_q, qb);
+    for (int s = 0; s < sub_tiles; ++s) {
+      const auto cls = static_cast<ir::TileClass>(row[s]);
+      weight[static_cast<std::size_t>(t)] += cls != ir::TileClass::Empty;
+      (cls == ir::TileClass::Full ? stats.full_tiles
+                                  : (cls == ir::TileClass::Partial ? stats.partial_tiles : stats.empty_tiles))++;
+    }
+  }
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return weight[static_cast<std::size_t>(a)] > weight[static_cast<std::size_t>(b)];
+  });
+  {
+    std::lock_guard<std::mutex> lock(state_->stats_mutex);
+    state_->stats = stats;
+  }
+
+  const CpuHooks& hooks = st.hooks;
+  const bool has_mask = st.mask.has_mask && hooks.has_mask;
+  // O and V rows are padded to whole vectors of 16 floats; fp32 V with such rows is read in place.
+  const int width = (dim_v + 15) / 16 * 16;
+  const bool direct_v = vv.storage == cpu::Storage::F32 && vv.stride[3] == 1 && width == dim_v;
+  const int group = heads_q / heads_kv;
+  const int sub = cpu::TileClassTable::kSubTile;
+  const float scale_f = static_cast<float>(scale);
+  char* const o_base = static_cast<char*>(o.data) + o.byte_offset;
+  float* const lse_base = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;
+
+  const auto run_task = [&](int, int index) {
+    thread_local Workspace ws;
+    const int task = order[static_cast<std::size_t>(index)];
+    const int qb = task % q_blocks, bh = task / q_blocks, b = bh / heads_q, h = bh % heads_q, hk = h / group;
+    const int q0 = qb * block_q, rows = std::min(block_q, seq_q - q0);
+    const std::uint8_t* classes = table.row(b, h, qb);
+    Workspace::fit(ws.q, static_cast<std::size_t>(rows) * dim);
+    Workspace::fit(ws.s, static_cast<std::size_t>(rows) * block_kv);
+    Workspace::fit(ws.o, static_cast<std::size_t>(rows) * width);
+    Workspace::fit(ws.m, static_cast<std::size_t>(rows));
+    Workspace::fit(ws.l, static_cast<std::size_t>(rows));
+    Workspace::fit(ws.k, static_cast<std::size_t>(cpu::packed_keys_floats(block_kv, dim)));
+    if (rope) Workspace::fit(ws.rotated, static_cast<std::size_t>(block_kv) * dim);
+    if (!direct_v) Workspace::fit(ws.v, static_cast<std::size_t>(block_kv) * width);
+    float *qf = ws.q.data(), *s = ws.s.data(), *acc = ws.o.data(), *m = ws.m.data(), *l = ws.l.data();
+
+    cpu::load_tile(qv.storage, qv.at(b, h, q0), qv.stride[2], qv.stride[3], rows, dim, qf, dim);
+    if (rope) rope->rotate(qf, dim, rows, seq_k - seq_q + rope_offset + q0);
+    std::fill_n(acc, static_cast<std::size_t>(rows) * width, 0.0f);
+    std::fill_n(m, rows, kNegInf);
+    std::fill_n(l, rows, 0.0f);
+
+    for (int first = 0; first < sub_tiles;) {
+      if (classes[first] == static_cast<std::uint8_t>(ir::TileClass::Empty)) {
+        ++first;
+        continue;
+      }
+      // A run of non-empty sub-tiles, at most block_kv keys.
+      int last = first + 1;
+      while (last < sub_tiles && last - first < block_kv / sub &&
+             classes[last] != static_cast<std::uint8_t>(ir::TileClass::Empty))
+        ++last;
+      const int kv0 = first * sub, cols = std::min(last * sub, seq_k) - kv0;
+
+      // S = scale * Q K^T, K widened (and rotated) into panels once per tile.
+      if (rope) {
+        float* rotated = ws.rotated.data();
+        cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
+        rope->rotate(rotated, dim, cols, rope_offset + kv0);
+        cpu::pack_keys(cpu::Storage::F32, rotated, dim, 1, cols, dim, ws.k.data());
+      } else {
+        cpu::pack_keys(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, ws.k.data());
+      }
+      cpu::scores(rows, cols, dim, scale_f, qf, dim, ws.k.data(), s, block_kv);
+
+      // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
+      if (hooks.has_score_mod || has_mask)
+        for (int a = first; a < last;) {
+          int z = a + 1;
+          while (z < last && classes[z] == classes[a]) ++z;
+          const bool partial = classes[a] == static_cast<std::uint8_t>(ir::TileClass::Partial);
+          if (hooks.has_score_mod || (partial && has_mask)) {
+            const int c0 = a * sub - kv0, c1 = std::min(z * sub, seq_k) - kv0;
+            hooks.score_tile(s + c0, block_kv, rows, c1 - c0, b, h, q0, kv0 + c0, &args, partial && has_mask ? 1 : 0);
+          }
+          a = z;
+        }
+
+      // Online softmax: P = exp(S - m_new) in place; O and l rescaled by exp(m_old - m_new).
+      for (int r = 0; r < rows; ++r) {
+        float* sr = s + static_cast<std::int64_t>(r) * block_kv;
+        const float m_new = std::max(m[r], cpu::max_of(sr, cols));
+        if (m_new == kNegInf) {  // nothing admitted in this row yet
+          std::fill_n(sr, cols, 0.0f);
+          continue;
+        }
+        if (m_new > m[r] && m[r] != kNegInf) {
+          const float correction = std::exp(m[r] - m_new);
+          l[r] *= correction;
+          cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
+        }
+        m[r] = m_new;
+        l[r] += cpu::exp_shifted_sum(sr, cols, m_new);
+      }
+
+      // O += P V
+      const float* vp;
+      std::int64_t ldv;
+      if (direct_v) {
+        vp = static_cast<const float*>(vv.at(b, hk, kv0));
+        ldv = vv.stride[2];
+      } else {
+        float* vf = ws.v.data();
+        cpu::load_tile(vv.storage, vv.at(b, hk, kv0), vv.stride[2], vv.stride[3], cols, dim_v, vf, width);
+        if (width != dim_v)
+          for (int j = 0; j < cols; ++j) std::fill(vf + j * width + dim_v, vf + (j + 1) * width, 0.0f);
+        vp = vf;
+        ldv = width;
+      }
+      cpu::accumulate_pv(rows, width, cols, s, block_kv, vp, ldv, acc, width);
+      first = last;
+    }
+
+    // O / l, the gate, one rounding into o; LSE = m + log(l). Fully masked rows: 0 and -inf.
+    for (int r = 0; r < rows; ++r) {
+      float* ar = acc + static_cast<std::int64_t>(r) * width;
+      const bool masked = !(l[r] > 0.0f);
+      if (masked)
+        std::fill_n(ar, dim_v, 0.0f);
+      else
+        cpu::scale_in_place(ar, dim_v, 1.0f / l[r]);
+      if (gate && !masked) {
+        const std::int64_t g0 = b * gate_strides[0] + h * gate_strides[1] + (q0 + r) * gate_strides[2];
+        for (int d = 0; d < dim_v; ++d) {
+          const double g = load_as_double(*gate, g0 + (gate->ndim == 4 ? d * gate_strides[3] : 0));
+          ar[d] *= static_cast<float>(1.0 / (1.0 + std::exp(-g)));
+        }
+      }
+      if (lse_base)
+        lse_base[b * lse_strides[0] + h * lse_strides[1] + (q0 + r) * lse_strides[2]] =
+            masked ? kNegInf : m[r] + std::log(l[r]);
+    }
+    char* out = o_base + (b * ov.stride[0] + h * ov.stride[1] + static_cast<std::int64_t>(q0) * ov.stride[2]) *
+                             static_cast<std::int64_t>(ov.element_bytes);
+    cpu::store_tile(ov.storage, acc, width, rows, dim_v, out, ov.stride[2], ov.stride[3]);
+  };
+  cpu::ThreadPool::instance().parallel_for(tasks, run_task, threads);
+}
+
+}  // namespace attnjit

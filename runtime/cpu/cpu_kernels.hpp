@@ -1,0 +1,60 @@
+// The CPU backend's tile operations, all in fp32: loads that widen bf16 / fp16 / fp32 tiles
+// (any strides) to fp32 once, the two products of attention (S = scale * Q K^T and
+// O += P V) as register-blocked micro-kernels (K packed once per tile), the online
+// softmax's row operations (a vectorized exp), and the rounding store.
+//
+// The loops are compiled for several instruction sets (AVX-512, AVX2 + FMA, baseline x86-64)
+// and the best one the CPU has is picked when the library loads (GCC's target_clones), so the
+// library itself stays built for any x86-64.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace attnjit::cpu {
+
+// The element type of Q, K, V and O in memory.
+enum class Storage : int { F32, F16, BF16 };
+
+// out[r * ld + c] = element (r, c) of a rows x cols tile at `base` (strides in elements).
+void load_tile(Storage storage, const void* base, std::int64_t row_stride, std::int64_t col_stride, int rows, int cols,
+               float* out, std::int64_t ld);
+// Element (r, c) of the tile at `base` = in[r * ld + c] rounded (to nearest even) once.
+void store_tile(Storage storage, const float* in, std::int64_t ld, int rows, int cols, void* base,
+                std::int64_t row_stride, std::int64_t col_stride);
+
+// Keys per panel of a packed K tile: panel p holds keys 16p .. 16p + 15 as [dim][16].
+constexpr int kKeyPanel = 16;
+inline std::int64_t packed_keys_floats(int cols, int dim) {
+  return static_cast<std::int64_t>((cols + kKeyPanel - 1) / kKeyPanel) * kKeyPanel * dim;
+}
+// Widens `cols` keys (rows of K at `base`) to fp32 into panels; the last panel is padded with
+// zero keys.
+void pack_keys(Storage storage, const void* base, std::int64_t row_stride, std::int64_t col_stride, int cols, int dim,
+               float* packed);
+
+// S[rows x cols] = alpha * Q K^T with Q fp32 rows (ldq) and K packed by pack_keys. Writes
+// whole panels: columns up to the next multiple of 16 (zero keys give scores of 0 there).
+void scores(int rows, int cols, int dim, float alpha, const float* q, std::int64_t ldq, const float* packed, float* s,
+            std::int64_t lds);
+// O[rows x width] += P[rows x k] V[k x width], all fp32 rows; `width` a multiple of 16.
+void accumulate_pv(int rows, int width, int k, const float* p, std::int64_t ldp, const float* v, std::int64_t ldv,
+                   float* o, std::int64_t ldo);
+
+float max_of(const float* x, int n);  // -inf for n == 0
+// x[i] = exp(x[i] - shift) (exactly 0 where x[i] is -inf); returns the sum. `shift` is finite.
+float exp_shifted_sum(float* x, int n, float shift);
+void scale_in_place(float* x, int n, float factor);
+
+// The instruction sets the products are built for, in increasing order.
+enum class Isa : int { Sse2, Avx2, Avx512 };
+Isa best_isa();      // the best this CPU runs
+Isa products_isa();  // the one in use: best_isa() unless use_products_isa chose another
+// Runs the products with `isa` from now on, process-wide (tests of every path; benchmarks).
+// UserError when the CPU lacks it.
+void use_products_isa(Isa isa);
+
+// "built-in AVX-512 micro-kernels": what computes the products on this CPU.
+std::string gemm_backend();
+
+}  // namespace attnjit::cpu

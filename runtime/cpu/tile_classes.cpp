@@ -1,0 +1,158 @@
+// Tile classes for the CPU backend (see tile_classes.hpp).
+#include "runtime/cpu/tile_classes.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "compiler/eval.hpp"
+#include "compiler/pipeline.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/cpu/thread_pool.hpp"
+
+namespace attnjit::cpu {
+namespace {
+
+constexpr std::int64_t kMaxScan = 65536;  // tensor elements scanned for one read of one tile
+
+// The values tensor `t` holds over the box of (clamped) indices, as the hooks read them.
+std::optional<std::pair<double, double>> scan_range(const DLTensor& t, const ir::Node& read,
+                                                    std::span<const ir::IntRange> index) {
+  if (static_cast<int>(index.size()) != t.ndim) return std::nullopt;
+  const auto strides = dlpack_strides(t);
+  std::vector<std::int64_t> lo(index.size()), hi(index.size());
+  std::int64_t count = 1;
+  for (std::size_t d = 0; d < index.size(); ++d) {
+    const std::int64_t top = t.shape[d] - 1;
+    lo[d] = std::clamp<std::int64_t>(index[d].lo, 0, top);  // reads are clamped into the extent
+    hi[d] = std::clamp<std::int64_t>(index[d].hi, 0, top);
+    count *= hi[d] - lo[d] + 1;
+    if (count > kMaxScan) return std::nullopt;
+  }
+  const bool is_float = t.dtype.code == kDLFloat || t.dtype.code == kDLBfloat;
+  double mn = std::numeric_limits<double>::infinity(), mx = -mn;
+  std::vector<std::int64_t> at = lo;
+  for (std::int64_t n = 0; n < count; ++n) {
+    std::int64_t offset = 0;
+    for (std::size_t d = 0; d < at.size(); ++d) offset += at[d] * strides[d];
+    double v = 0;
+    if (read.type == ir::Type::Float)
+      v = is_float ? load_as_double(t, offset) : static_cast<double>(load_as_int(t, offset));
+    else
+      v = is_float ? load_as_double(t, offset) : static_cast<double>(ir::wrap_int32(load_as_int(t, offset)));
+    if (std::isnan(v)) return std::nullopt;
+    mn = std::min(mn, v);
+    mx = std::max(mx, v);
+    for (std::size_t d = at.size(); d-- > 0;) {  // next index, last dimension fastest
+      if (++at[d] <= hi[d]) break;
+      at[d] = lo[d];
+    }
+  }
+  return std::make_pair(mn, mx);
+}
+
+}  // namespace
+
+MaskFacts analyse_mask(const Variant& variant) {
+  MaskFacts facts;
+  const ir::LoweredExprs lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
+  const ir::NodeRef& mask = lowered.roots[0].root;
+  facts.has_mask = !(mask->op == ir::Op::ConstBool && mask->int_value == 1);
+  facts.normalized = ir::normalize_for_intervals(mask);
+  for (const auto& n : ir::topological_order({mask})) {
+    facts.reads_tensor |= n->op == ir::Op::TensorRead;
+    facts.uses_batch |= n->op == ir::Op::Index && n->name == "b";
+    facts.uses_head |= n->op == ir::Op::Index && n->name == "h";
+  }
+  return facts;
+}
+
+TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, const TileProblem& p,
+                              const Bindings& bindings, int threads) {
+  TileClassTable table;
+  table.q_blocks = (p.seq_q + p.block_q - 1) / p.block_q;
+  table.sub_tiles = (p.seq_k + TileClassTable::kSubTile - 1) / TileClassTable::kSubTile;
+  if (!facts.has_mask) {
+    table.classes.assign(static_cast<std::size_t>(table.q_blocks) * table.sub_tiles,
+                         static_cast<std::uint8_t>(ir::TileClass::Full));
+    return table;
+  }
+  table.batches = facts.uses_batch ? p.batch : 1;
+  table.heads = facts.uses_head ? p.heads_q : 1;
+  table.classes.assign(static_cast<std::size_t>(table.batches) * table.heads * table.q_blocks * table.sub_tiles, 0);
+
+  ir::TileBox base;
+  base.q_len = p.seq_q;
+  base.kv_len = p.seq_k;
+  base.num_heads = p.heads_q;
+  for (const auto& param : variant.params()) {
+    if (param.type == ir::Type::Int)
+      base.int_params[param.name] = bound_int(bindings, param.name);
+    else
+      base.float_params[param.name] = bound_float(bindings, param.name);
+  }
+  if (facts.reads_tensor)
+    base.tensor_range = [&bindings](const ir::Node& read, std::span<const ir::IntRange> index) {
+      const auto it = bindings.tensors().find(read.name);
+      return it == bindings.tensors().end() ? std::nullopt : scan_range(it->second, read, index);
+    };
+
+  const int sub = TileClassTable::kSubTile, per_tile = p.block_kv / sub;
+  const int rows_of_tasks = table.batches * table.heads * table.q_blocks;
+  ThreadPool::instance().parallel_for(
+      rows_of_tasks,
+      [&](int, int task) {
+        const int qb = task % table.q_blocks, bh = task / table.q_blocks;
+        const int b = bh / table.heads, h = bh % table.heads;
+        ir::TileBox box = base;
+        box.b = {b, b};
+        box.h = {h, h};
+        box.q = {static_cast<std::int64_t>(qb) * p.block_q,
+                 std::min<std::int64_t>((qb + 1LL) * p.block_q, p.seq_q) - 1};
+        std::uint8_t* out = &table.classes[static_cast<std::size_t>(task) * table.sub_tiles];
+        const auto classify = [&](int first_sub, int last_sub) {  // sub-tiles [first, last)
+          box.kv = {static_cast<std::int64_t>(first_sub) * sub,
+                    std::min<std::int64_t>(static_cast<std::int64_t>(last_sub) * sub, p.seq_k) - 1};
+          return ir::classify_tile(facts.normalized, box);
+        };
+        for (int t0 = 0; t0 < table.sub_tiles; t0 += per_tile) {
+          const int t1 = std::min(t0 + per_tile, table.sub_tiles);
+          const ir::TileClass whole = classify(t0, t1);
+          for (int s = t0; s < t1; ++s)
+            out[s] =
+                static_cast<std::uint8_t>(whole != ir::TileClass::Partial || t1 - t0 == 1 ? whole : classify(s, s + 1));
+        }
+      },
+      threads);
+  return table;
+}
+
+TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
+  TileClassTable out = table;
+  out.q_blocks = (table.q_blocks + factor - 1) / factor;
+  out.classes.assign(static_cast<std::size_t>(out.batches) * out.heads * out.q_blocks * out.sub_tiles, 0);
+  for (int b = 0; b < out.batches; ++b)
+    for (int h = 0; h < out.heads; ++h)
+      for (int qb = 0; qb < out.q_blocks; ++qb) {
+        std::uint8_t* merged = out.row(b, h, qb);
+        for (int s = 0; s < out.sub_tiles; ++s) {
+          const std::uint8_t first = table.row(b, h, qb * factor)[s];
+          std::uint8_t cls = first;
+          for (int k = 1; k < factor && qb * factor + k < table.q_blocks; ++k)
+            if (table.row(b, h, qb * factor + k)[s] != first) cls = static_cast<std::uint8_t>(ir::TileClass::Partial);
+          merged[s] = cls;
+        }
+      }
+  return out;
+}
+
+double partial_share(const TileClassTable& table) {
+  std::int64_t partial = 0, computed = 0;
+  for (const std::uint8_t c : table.classes) {
+    partial += c == static_cast<std::uint8_t>(ir::TileClass::Partial);
+    computed += c != static_cast<std::uint8_t>(ir::TileClass::Empty);
+  }
+  return computed == 0 ? 0.0 : static_cast<double>(partial) / static_cast<double>(computed);
+}
+
+}  // namespace attnjit::cpu

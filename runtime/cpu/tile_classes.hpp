@@ -1,0 +1,62 @@
+// Tile classes for the CPU backend: for each block of query rows and each 64-key sub-tile,
+// whether the mask admits no pair (empty: skipped), every pair (full: no mask evaluated) or
+// some (partial: the mask per element). Answered by the host interval analysis
+// (compiler/mask_analysis) over the normalized mask, with the bound parameter values; a mask
+// that reads a tensor (document ids) is bounded by scanning the bound tensor over each read's
+// index range, so packed documents get exact classes too, without a per-element pass.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "compiler/ir.hpp"
+#include "compiler/mask_analysis.hpp"
+#include "dsl/variant.hpp"
+#include "runtime/api/bindings.hpp"
+
+namespace attnjit::cpu {
+
+// What the tile classifier needs from a variant, computed once.
+struct MaskFacts {
+  bool has_mask = false;
+  bool uses_batch = false, uses_head = false;  // the mask mentions b (h), tensor indices included
+  bool reads_tensor = false;
+  ir::NodeRef normalized;  // the lowered mask, normalized for intervals
+};
+MaskFacts analyse_mask(const Variant& variant);
+
+struct TileClassTable {
+  static constexpr int kSubTile = 64;  // keys per sub-tile
+  int batches = 1, heads = 1;          // 1 where the mask depends on neither b nor h
+  int q_blocks = 0, sub_tiles = 0;
+  std::vector<std::uint8_t> classes;  // [batches][heads][q_blocks][sub_tiles], ir::TileClass
+
+  // The sub-tiles of one block of rows (b and h ignored where the classes do not depend on them).
+  std::size_t offset(int b, int h, int q_block) const {
+    const std::size_t bb = batches == 1 ? 0 : static_cast<std::size_t>(b);
+    const std::size_t hh = heads == 1 ? 0 : static_cast<std::size_t>(h);
+    return ((bb * heads + hh) * q_blocks + q_block) * sub_tiles;
+  }
+  const std::uint8_t* row(int b, int h, int q_block) const { return &classes[offset(b, h, q_block)]; }
+  std::uint8_t* row(int b, int h, int q_block) { return &classes[offset(b, h, q_block)]; }
+};
+
+struct TileProblem {
+  int batch = 1, heads_q = 1, seq_q = 1, seq_k = 1;
+  int block_q = 64, block_kv = 256;  // block_kv: a multiple of kSubTile
+};
+
+// The classes for every (b, h, q block, sub-tile); `bindings` are checked already. Work is
+// spread over `threads` workers of the pool. A mask that reads a tensor's element range of
+// more than 65536 elements for one tile leaves that tile partial.
+TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, const TileProblem& problem,
+                              const Bindings& bindings, int threads);
+
+// The classes for blocks `factor` times as many rows: a sub-tile is empty (full) where it is
+// empty (full) in every block merged, else partial.
+TileClassTable merge_q_blocks(const TileClassTable& table, int factor);
+
+// Partial sub-tiles among the non-empty ones (0 when none is computed).
+double partial_share(const TileClassTable& table);
+
+}  // namespace attnjit::cpu

@@ -1,0 +1,337 @@
+// The CPU backend (runtime/cpu) against the fp64 reference: every preset of the registry
+// (RoPE and the output gate included: the backend applies them in fp32) and a few
+// compositions, bf16 and fp32 inputs, GQA 4:1, odd lengths both ways (Sq = 67, Sk = 131 and
+// Sq = 131, Sk = 67, where bottom-right masks leave rows fully masked), small tiles so that
+// the online softmax crosses many tiles, a BSHD layout, fp16, MQA. Hooks are interpreted
+// (so these run without LLVM) and, when this build has the LLVM JIT, JIT-compiled too.
+// Also: tile classes (empty tiles skipped, masks only on partial tiles), errors.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "compiler/error.hpp"
+#include "dsl/presets.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/cpu/cpu_attention.hpp"
+#include "runtime/cpu/cpu_check.hpp"
+#include "runtime/cpu/cpu_kernels.hpp"
+#include "runtime/cpu/thread_pool.hpp"
+
+namespace attnjit {
+namespace {
+
+// Parameter values that make every mask a mix of empty, partial and full tiles at these
+// lengths (the GPU tests' values are sized for sequences ~1000 long), and a soft-cap that bites.
+Bindings small_scalars(const Variant& v) {
+  Bindings b;
+  for (const auto& p : v.params()) {
+    if (p.name == "window")
+      b.set("window", 40);
+    else if (p.name == "prefix_len")
+      b.set("prefix_len", 30);
+    else if (p.name == "softcap")
+      b.set("softcap", 2.0);
+    else if (p.name == "stride")
+      b.set("stride", 4);
+    else if (p.name == "local")
+      b.set("local", 16);
+    else if (p.name == "group")
+      b.set("group", 32);
+    else
+      ADD_FAILURE() << "no test value for parameter " << p.name;
+  }
+  return b;
+}
+
+std::vector<CpuHookSource> sources() {
+  std::vector<CpuHookSource> s = {CpuHookSource::Interpreted};
+  if (cpu_backend_has_jit()) s.push_back(CpuHookSource::Jit);
+  return s;
+}
+
+std::string dtype_label(DLDataType t) { return dlpack_dtype_name(t); }
+
+void expect_pass(const Variant& variant, const ForwardProblem& problem, int head_dim, DLDataType dtype,
+                 const CpuOptions& options, std::uint64_t seed = 7) {
+  for (const CpuHookSource source : sources()) {
+    const CpuAttention attention = compile_cpu(variant, CpuOptions(options).with_hooks(source));
+    const ForwardCheckResult r = check_cpu_forward(attention, problem, head_dim, dtype, small_scalars(variant), seed);
+    EXPECT_TRUE(r.pass) << variant.name() << " " << dtype_label(dtype) << " D=" << head_dim << " " << problem.str()
+                        << " hooks=" << cpu_hook_source_name(source) << ": " << r.summary();
+    EXPECT_EQ(r.rows_checked, r.rows_total) << "small problems are compared on every row";
+  }
+}
+
+ForwardProblem gqa(int seq_q, int seq_k) {
+  ForwardProblem p;
+  p.batch = 2;
+  p.heads_q = 8;
+  p.heads_kv = 2;  // GQA 4:1
+  p.seq_q = seq_q;
+  p.seq_k = seq_k;
+  return p;
+}
+
+// ---- every preset --------------------------------------------------------------------
+
+struct PresetCase {
+  std::string preset;
+  bool bf16;
+};
+
+class CpuPresetTest : public ::testing::TestWithParam<PresetCase> {};
+
+TEST_P(CpuPresetTest, PassesTheReferenceCheck) {
+  const Variant v = presets::by_name(GetParam().preset);
+  const DLDataType dtype = GetParam().bf16 ? dlpack_bfloat16() : dlpack_float32();
+  // Default tiles (64 x 256): one or two tiles per row of the problem.
+  expect_pass(v, gqa(67, 131), 64, dtype, CpuOptions());
+  // Small tiles: 16 query rows by 64 keys, so rows cross several tiles and partial ones.
+  expect_pass(v, gqa(67, 131), 64, dtype, CpuOptions().with_blocks(16, 64), 11);
+}
+
+TEST_P(CpuPresetTest, MoreQueriesThanKeys) {
+  const Variant v = presets::by_name(GetParam().preset);
+  ForwardProblem p = gqa(131, 67);
+  bool reads_below_zero = false;  // e.g. forget_gate reads c[q + kv_len - q_len], negative here
+  for (const auto& decl : v.tensors()) try {
+      covering_tensor_shape(v, decl, p, small_scalars(v), 64);
+    } catch (const UserError&) {
+      reads_below_zero = true;
+    }
+  if (reads_below_zero) GTEST_SKIP() << v.name() << " reads tensors at negative indices when Sq > Sk";
+  expect_pass(v, p, 64, GetParam().bf16 ? dlpack_bfloat16() : dlpack_float32(), CpuOptions().with_blocks(32, 64));
+}
+
+std::vector<PresetCase> preset_cases() {
+  std::vector<PresetCase> cases;
+  for (const auto& info : presets::registry())
+    for (const bool bf16 : {true, false}) cases.push_back({info.name, bf16});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, CpuPresetTest, ::testing::ValuesIn(preset_cases()),
+                         [](const ::testing::TestParamInfo<PresetCase>& info) {
+                           return info.param.preset + (info.param.bf16 ? "_bf16" : "_f32");
+                         });
+
+// ---- compositions, layouts, dtypes ---------------------------------------------------
+
+TEST(CpuAttention, Compositions) {
+  using presets::CausalAlignment;
+  const std::vector<Variant> variants = {
+      presets::alibi().then(presets::prefix_lm()).with_name("alibi_prefix"),
+      presets::softcap().then(presets::document()).with_name("softcap_document"),
+      presets::relative_bias().then(presets::sliding_window()).with_name("relbias_window"),
+      presets::strided().then(presets::softcap()).with_name("strided_softcap"),
+      presets::rope().then(presets::alibi()).then(presets::causal()).with_name("rope_alibi_causal"),
+      presets::output_gate(OutputGateHook{"gate", ir::TensorDType::F32, 4})
+          .then(presets::causal(CausalAlignment::BottomRight))
+          .with_name("gate4_causal_br"),
+      Variant::parse("variant \"custom_text\";\n"
+                     "score: score * 0.5 + where(kv % 3 == 0, -1.0, 0.25);\n"
+                     "mask: (q + kv) % 5 != 1;\n"),
+      // Every operator the interpreter has a loop for, and some it evaluates through apply_op.
+      Variant::parse("variant \"operators\";\n"
+                     "param softcap: float;\n"
+                     "score: min(max(score, -4.0), 4.0) + log(abs(score) + 1.0) - sqrt(abs(score)) / 3.0"
+                     " + exp2(-float(abs(kv - q) % 7)) + sigmoid(score) * tanh(score / softcap)"
+                     " + floor(score * 2.0) / 4.0 + float(int(score * 3.0) - (kv - 40) / 9)"
+                     " + where(score > 0.0 && kv >= q || !(kv != 2 * q), exp(-abs(score)), float(min(q, kv) - max(h, "
+                     "b)) / 50.0);\n"
+                     "mask: kv - q <= 50 && (kv + 1) / 4 != q / 3 || kv == 0;\n"),
+  };
+  for (const Variant& v : variants) {
+    expect_pass(v, gqa(67, 131), 64, dlpack_bfloat16(), CpuOptions().with_blocks(16, 64));
+    expect_pass(v, gqa(67, 131), 64, dlpack_float32(), CpuOptions());
+  }
+}
+
+TEST(CpuAttention, LayoutsDtypesAndHeadDims) {
+  ForwardProblem bshd = gqa(67, 131);
+  bshd.bshd_layout = true;
+  expect_pass(presets::causal(), bshd, 64, dlpack_bfloat16(), CpuOptions());
+  expect_pass(presets::by_name("alibi_causal"), bshd, 64, dlpack_float32(), CpuOptions());
+  ForwardProblem mqa = gqa(67, 131);
+  mqa.heads_kv = 1;
+  expect_pass(presets::sliding_window(), mqa, 128, dlpack_float16(), CpuOptions());
+  expect_pass(presets::causal(presets::CausalAlignment::BottomRight), mqa, 32, dlpack_bfloat16(),
+              CpuOptions().with_blocks(7, 64));
+  ForwardProblem one = gqa(1, 200);  // decode: one query row
+  expect_pass(presets::causal(presets::CausalAlignment::BottomRight), one, 64, dlpack_bfloat16(), CpuOptions());
+}
+
+TEST(CpuAttention, EveryInstructionSetOfTheProducts) {
+  // The micro-kernels exist for AVX-512, AVX2 and SSE2; the others than the best one run
+  // only when chosen. Odd head dims exercise the panel and width tails.
+  const cpu::Isa best = cpu::best_isa();
+  for (const cpu::Isa isa : {cpu::Isa::Sse2, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(best)) {
+      EXPECT_THROW(cpu::use_products_isa(isa), UserError);
+      continue;
+    }
+    cpu::use_products_isa(isa);
+    SCOPED_TRACE(cpu::gemm_backend());
+    expect_pass(presets::by_name("alibi_causal"), gqa(67, 131), 64, dlpack_bfloat16(),
+                CpuOptions().with_blocks(16, 64));
+    expect_pass(presets::sliding_window(), gqa(67, 131), 40, dlpack_float32(), CpuOptions());
+    expect_pass(presets::dense(), gqa(29, 131), 72, dlpack_bfloat16(), CpuOptions().with_blocks(13, 128));
+  }
+  cpu::use_products_isa(best);
+}
+
+// ---- tile classes ----------------------------------------------------------------------
+
+HostTensor random_tensor(DLDataType dtype, std::vector<std::int64_t> shape, std::uint64_t seed) {
+  HostTensor t(dtype, std::move(shape));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, normal(rng));
+  return t;
+}
+
+TEST(CpuAttention, SkipsEmptyTilesAndMasksOnlyPartialOnes) {
+  const int s = 1024;
+  HostTensor q = random_tensor(dlpack_float32(), {1, 2, s, 64}, 1),
+             k = random_tensor(dlpack_float32(), {1, 2, s, 64}, 2);
+  HostTensor v = random_tensor(dlpack_float32(), {1, 2, s, 64}, 3), o(dlpack_float32(), {1, 2, s, 64});
+
+  const CpuAttention causal =
+      compile_cpu(presets::causal(), CpuOptions().with_hooks(CpuHookSource::Interpreted).with_blocks(64, 256));
+  causal.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr);
+  const auto st = causal.last_stats();
+  EXPECT_EQ(st.block_q, 64);
+  // 64-row blocks by 64-key sub-tiles: 16 x 16 per head, the diagonal partial, below it full.
+  EXPECT_EQ(st.partial_tiles, 2 * 16);
+  EXPECT_EQ(st.full_tiles, 2 * 16 * 15 / 2);
+  EXPECT_EQ(st.empty_tiles, 2 * 16 * 15 / 2);
+
+  // Document ids in 4 equal documents: tile classes from the ids themselves (scanned ranges).
+  const Variant doc = presets::document();
+  HostTensor ids(dlpack_int32(), {1, s});
+  for (int i = 0; i < s; ++i) ids.set(i, i / 256);
+  Bindings bindings;
+  bindings.set("doc", ids.dl());
+  const CpuAttention documents =
+      compile_cpu(doc, CpuOptions().with_hooks(CpuHookSource::Interpreted).with_blocks(64, 256));
+  documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, bindings);
+  const auto sd = documents.last_stats();
+  EXPECT_EQ(sd.partial_tiles, 0);
+  EXPECT_EQ(sd.full_tiles, 2 * 4 * 4 * 4);  // per head: 4 documents of 4 x 4 sub-tiles
+  EXPECT_EQ(sd.empty_tiles, 2 * 16 * 16 - sd.full_tiles);
+}
+
+TEST(CpuAttention, ChoosesTheRowsPerTaskAndReusesTileClassesOnlyWhileValid) {
+  const int s = 1024;
+  HostTensor q = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 1),
+             k = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 2);
+  HostTensor v = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 3), o(dlpack_bfloat16(), {1, 2, s, 64});
+  // Causal: few partial sub-tiles, so 128 rows per task.
+  const CpuAttention causal = compile_cpu(presets::causal());
+  causal.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr);
+  EXPECT_EQ(causal.last_stats().block_q, 128);
+  EXPECT_EQ(causal.last_stats().partial_tiles, 2 * 16);  // 8 blocks of 128 rows x 2 diagonal sub-tiles, 2 heads
+  // A narrow window: many partial sub-tiles, so 64 rows.
+  const CpuAttention window = compile_cpu(presets::sliding_window());
+  Bindings narrow, wide;
+  narrow.set("window", 100);
+  wide.set("window", 700);
+  window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);
+  const auto first = window.last_stats();
+  EXPECT_EQ(first.block_q, 64);
+  window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);  // the same classes, reused
+  EXPECT_EQ(window.last_stats().empty_tiles, first.empty_tiles);
+  window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, wide);  // another window: classified again
+  EXPECT_LT(window.last_stats().empty_tiles * (window.last_stats().block_q == 64 ? 1 : 4), first.empty_tiles);
+  // Document ids are read from the tensor on every call: new contents, new classes.
+  HostTensor ids(dlpack_int32(), {1, s});
+  Bindings docs;
+  docs.set("doc", ids.dl());
+  const CpuAttention documents = compile_cpu(presets::document(), CpuOptions().with_blocks(64, 256));
+  for (int i = 0; i < s; ++i) ids.set(i, i / 512);
+  documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
+  EXPECT_EQ(documents.last_stats().empty_tiles, 2 * 2 * 8 * 8);
+  for (int i = 0; i < s; ++i) ids.set(i, i / 256);
+  documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
+  EXPECT_EQ(documents.last_stats().empty_tiles, 2 * (16 * 16 - 4 * 4 * 4));
+}
+
+TEST(CpuAttention, FullyMaskedRowsGiveZeroAndMinusInfinity) {
+  // Bottom-right causal with Sq > Sk: the first Sq - Sk rows see no key.
+  HostTensor q = random_tensor(dlpack_bfloat16(), {1, 1, 100, 64}, 4),
+             k = random_tensor(dlpack_bfloat16(), {1, 1, 30, 64}, 5);
+  HostTensor v = random_tensor(dlpack_bfloat16(), {1, 1, 30, 64}, 6), o(dlpack_bfloat16(), {1, 1, 100, 64});
+  HostTensor lse(dlpack_float32(), {1, 1, 100});
+  const CpuAttention attention = compile_cpu(presets::causal(presets::CausalAlignment::BottomRight));
+  attention.forward(q.dl(), k.dl(), v.dl(), o.dl(), &lse.dl());
+  for (int row = 0; row < 100; ++row) {
+    if (row < 70) {
+      EXPECT_EQ(lse.get(row), -std::numeric_limits<double>::infinity()) << row;
+      for (int d = 0; d < 64; ++d) EXPECT_EQ(o.get(row * 64 + d), 0.0) << row;
+    } else {
+      EXPECT_TRUE(std::isfinite(lse.get(row))) << row;
+    }
+  }
+}
+
+// ---- errors and the pool ---------------------------------------------------------------
+
+TEST(CpuAttention, RefusesBadInputs) {
+  HostTensor q = random_tensor(dlpack_float32(), {1, 4, 8, 64}, 1),
+             k = random_tensor(dlpack_float32(), {1, 3, 8, 64}, 2);
+  HostTensor o(dlpack_float32(), {1, 4, 8, 64});
+  const CpuAttention attention = compile_cpu(presets::dense());
+  try {
+    attention.forward(q.dl(), k.dl(), k.dl(), o.dl(), nullptr);
+    FAIL() << "GQA with 4 query heads over 3 kv heads must be refused";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a multiple of heads_kv"), std::string::npos) << e.what();
+  }
+  HostTensor kb = random_tensor(dlpack_bfloat16(), {1, 4, 8, 64}, 3);
+  try {
+    attention.forward(q.dl(), kb.dl(), kb.dl(), o.dl(), nullptr);
+    FAIL() << "mixed dtypes must be refused";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("share one dtype"), std::string::npos) << e.what();
+  }
+  DLTensor on_gpu = q.dl();
+  on_gpu.device = DLDevice{kDLCUDA, 0};
+  EXPECT_THROW(attention.forward(on_gpu, q.dl(), q.dl(), o.dl(), nullptr), UserError);
+  EXPECT_THROW(compile_cpu(presets::dense(), CpuOptions().with_blocks(64, 100)), UserError);
+  const CpuAttention window = compile_cpu(presets::sliding_window());
+  EXPECT_THROW(window.forward(q.dl(), q.dl(), q.dl(), o.dl(), nullptr), UserError);  // `window` unbound
+  // Hooks of another variant.
+  EXPECT_THROW(CpuAttention(presets::causal(), interpreted_cpu_hooks(presets::dense())), UserError);
+  if (!cpu_backend_has_jit()) {
+    EXPECT_THROW(make_cpu_hooks(presets::dense(), CpuHookSource::Jit), RuntimeFailure);
+  }
+}
+
+TEST(CpuThreadPool, RunsEveryTaskOnceAndRethrows) {
+  auto& pool = cpu::ThreadPool::instance();
+  EXPECT_GE(pool.size(), 1);
+  std::vector<std::atomic<int>> hits(1000);
+  pool.parallel_for(1000, [&](int worker, int task) {
+    EXPECT_LT(worker, pool.size());
+    hits[static_cast<std::size_t>(task)]++;
+    // A nested call runs inline on this worker.
+    pool.parallel_for(2, [](int, int) {});
+  });
+  for (const auto& h : hits) EXPECT_EQ(h.load(), 1);
+  EXPECT_THROW(pool.parallel_for(100,
+                                 [](int, int task) {
+                                   if (task == 42) throw UserError("task 42");
+                                 }),
+               UserError);
+  int after = 0;
+  pool.parallel_for(10, [&](int, int) { __atomic_add_fetch(&after, 1, __ATOMIC_RELAXED); });
+  EXPECT_EQ(after, 10);
+}
+
+}  // namespace
+}  // namespace attnjit
