@@ -115,6 +115,7 @@ struct LaunchPlan {
 struct GeneratedUnit {
   std::string body;
   std::string template_name;
+  int head_dim = 0;  // the request's (launch plans size their workspaces with it)
   Knobs knobs;
   ArgumentSlots slots;
   HookFacts facts;

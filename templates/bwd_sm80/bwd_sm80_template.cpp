@@ -96,6 +96,7 @@ class BwdSm80Template : public KernelTemplate {
   GeneratedUnit generate(const TemplateRequest& r) const override {
     GeneratedUnit unit;
     unit.template_name = name();
+    unit.head_dim = r.head_dim;
     unit.knobs = r.knobs;
     unit.slots = assign_slots(*r.variant);
     EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
@@ -134,7 +135,7 @@ class BwdSm80Template : public KernelTemplate {
   // per element) | with RoPE: Q and K rotated, dK rotated (fp32) | with the gate: dO * s.
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const int warps = unit.knobs.get("warps");
-    const std::size_t head_dim = static_cast<std::size_t>(head_dim_of(unit));
+    const std::size_t head_dim = static_cast<std::size_t>(unit.head_dim);
     const std::size_t q_rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q;
     const std::size_t k_rows = static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k;
     struct Parts {
@@ -204,12 +205,6 @@ class BwdSm80Template : public KernelTemplate {
 
  private:
   static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
-  static int head_dim_of(const GeneratedUnit& unit) {
-    const std::string key = "#define AJ_HEAD_DIM ";
-    const auto at = unit.body.find(key);
-    if (at == std::string::npos) throw InternalError("bwd_sm80 unit has no AJ_HEAD_DIM");
-    return std::stoi(unit.body.substr(at + key.size()));
-  }
 };
 
 }  // namespace

@@ -73,6 +73,7 @@ class DecodeSm80Template : public KernelTemplate {
   GeneratedUnit generate(const TemplateRequest& r) const override {
     GeneratedUnit unit;
     unit.template_name = name();
+    unit.head_dim = r.head_dim;
     unit.knobs = r.knobs;
     unit.slots = assign_slots(*r.variant);
     const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
@@ -96,7 +97,7 @@ class DecodeSm80Template : public KernelTemplate {
 
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const int block_n = unit.knobs.get("block_n");
-    const int head_dim = head_dim_of(unit);
+    const int head_dim = unit.head_dim;
     const int n_tiles = (p.seq_k + block_n - 1) / block_n;
     const int splits_wanted = decode_splits(p, head_dim, block_n, unit.knobs.get("splits"));
     const int tiles_per_split = (n_tiles + splits_wanted - 1) / splits_wanted;
@@ -129,14 +130,6 @@ class DecodeSm80Template : public KernelTemplate {
                             {},
                             0});
     return plan;
-  }
-
- private:
-  static int head_dim_of(const GeneratedUnit& unit) {
-    const std::string key = "#define AJ_HEAD_DIM ";
-    const auto at = unit.body.find(key);
-    if (at == std::string::npos) throw InternalError("decode_sm80 unit has no AJ_HEAD_DIM");
-    return std::stoi(unit.body.substr(at + key.size()));
   }
 };
 

@@ -68,6 +68,7 @@ class FwdSm80Template : public KernelTemplate {
     const Schedule s = Schedule::from_knobs(r.knobs);
     GeneratedUnit unit;
     unit.template_name = name();
+    unit.head_dim = r.head_dim;
     unit.knobs = r.knobs;
     unit.slots = assign_slots(*r.variant);
     const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
@@ -104,7 +105,7 @@ class FwdSm80Template : public KernelTemplate {
   // Workspace: [K rotated by RoPE | tile classes of the block mask], each part 256-byte aligned.
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const Schedule s = Schedule::from_knobs(unit.knobs);
-    const int head_dim = static_cast<int>(std::stoi(macro_value(unit.body, "AJ_HEAD_DIM")));
+    const int head_dim = unit.head_dim;
     LaunchPlan plan;
     std::size_t rope_bytes = 0;
     if (unit.facts.has_rope) {
@@ -146,13 +147,6 @@ class FwdSm80Template : public KernelTemplate {
 
  private:
   static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
-  // The value of `#define NAME value` in a unit (the unit records its own configuration).
-  static std::string macro_value(const std::string& body, const std::string& name) {
-    const std::string key = "#define " + name + " ";
-    const auto at = body.find(key);
-    if (at == std::string::npos) throw InternalError(fmt::format("fwd_sm80 unit has no {}", name));
-    return body.substr(at + key.size(), body.find('\n', at) - at - key.size());
-  }
 };
 
 }  // namespace

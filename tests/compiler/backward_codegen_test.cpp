@@ -2,16 +2,13 @@
 // generated from the variant, and an NVRTC compile of every preset and composition it serves
 // for sm_80 and sm_90a (at most a few bytes spilled at the default knobs).
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
+#include "support/temp_cache.hpp"
 
 namespace attnjit {
 namespace {
@@ -20,28 +17,22 @@ bool contains(const std::string& s, const std::string& what) { return s.find(wha
 
 class BackwardCodegen : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
-                                     ("attnjit_backward_codegen_" + std::to_string(::getpid())));
-    std::filesystem::create_directories(*dir_);
-    ::setenv("ATTNJIT_CACHE_DIR", dir_->c_str(), 1);
-    cache_ = new runtime::KernelCache(runtime::KernelCacheOptions().set_directory(*dir_ / "kernels"));
-  }
+  static void SetUpTestSuite() { temp_ = new TempKernelCache("attnjit_backward_codegen_"); }
   static void TearDownTestSuite() {
-    delete cache_;
-    std::error_code ec;
-    std::filesystem::remove_all(*dir_, ec);
-    delete dir_;
+    delete temp_;
+    temp_ = nullptr;
   }
   static CompileOptions options(const std::string& arch, int head_dim, ElementType dtype) {
-    return CompileOptions().with_arch(arch).with_head_dim(head_dim).with_dtype(dtype).with_cache(cache_).with_role(
-        TemplateRole::Backward);
+    return CompileOptions()
+        .with_arch(arch)
+        .with_head_dim(head_dim)
+        .with_dtype(dtype)
+        .with_cache(temp_->cache())
+        .with_role(TemplateRole::Backward);
   }
-  static std::filesystem::path* dir_;
-  static runtime::KernelCache* cache_;
+  static TempKernelCache* temp_;
 };
-std::filesystem::path* BackwardCodegen::dir_ = nullptr;
-runtime::KernelCache* BackwardCodegen::cache_ = nullptr;
+TempKernelCache* BackwardCodegen::temp_ = nullptr;
 
 TEST_F(BackwardCodegen, GradientHookFollowsTheVariant) {
   const PreparedKernel causal = generate(presets::causal(), options("sm_90a", 64, ElementType::BF16));

@@ -2,15 +2,12 @@
 // heuristic and launch plan, and an NVRTC compile of every preset it serves for sm_80 and
 // sm_90a (with at most a few spilled bytes).
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <filesystem>
 #include <string>
 
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
+#include "support/temp_cache.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
@@ -18,28 +15,21 @@ namespace {
 
 class DecodeCodegen : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() /
-                                     ("attnjit_decode_codegen_" + std::to_string(::getpid())));
-    std::filesystem::create_directories(*dir_);
-    ::setenv("ATTNJIT_CACHE_DIR", dir_->c_str(), 1);
-    cache_ = new runtime::KernelCache(runtime::KernelCacheOptions().set_directory(*dir_ / "kernels"));
-  }
+  static void SetUpTestSuite() { temp_ = new TempKernelCache("attnjit_decode_codegen_"); }
   static void TearDownTestSuite() {
-    delete cache_;
-    std::error_code ec;
-    std::filesystem::remove_all(*dir_, ec);
-    delete dir_;
+    delete temp_;
+    temp_ = nullptr;
   }
   static CompileOptions options(const std::string& arch, int head_dim, int seq_q) {
-    return CompileOptions().with_arch(arch).with_head_dim(head_dim).with_cache(cache_).with_shape_hint(4, 32, 8, seq_q,
-                                                                                                       32768);
+    return CompileOptions()
+        .with_arch(arch)
+        .with_head_dim(head_dim)
+        .with_cache(temp_->cache())
+        .with_shape_hint(4, 32, 8, seq_q, 32768);
   }
-  static std::filesystem::path* dir_;
-  static runtime::KernelCache* cache_;
+  static TempKernelCache* temp_;
 };
-std::filesystem::path* DecodeCodegen::dir_ = nullptr;
-runtime::KernelCache* DecodeCodegen::cache_ = nullptr;
+TempKernelCache* DecodeCodegen::temp_ = nullptr;
 
 // Chosen by name for decode shapes only (not by default until it has been measured on a GPU).
 TEST_F(DecodeCodegen, ServesDecodeShapesOnly) {
