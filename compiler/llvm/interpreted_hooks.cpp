@@ -29,6 +29,32 @@
 namespace attnjit {
 namespace {
 
+// oi[c] = x[c] OP y[c] for a comparison OP, on float or int columns; false for another op.
+template <class T>
+bool compare_columns(ir::Op op, const T* x, const T* y, std::int64_t* oi, int cols) {
+  switch (op) {
+    case ir::Op::Lt:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] < y[c];
+      return true;
+    case ir::Op::Le:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] <= y[c];
+      return true;
+    case ir::Op::Gt:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] > y[c];
+      return true;
+    case ir::Op::Ge:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] >= y[c];
+      return true;
+    case ir::Op::Eq:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] == y[c];
+      return true;
+    case ir::Op::Ne:
+      for (int c = 0; c < cols; ++c) oi[c] = x[c] != y[c];
+      return true;
+    default: return false;
+  }
+}
+
 using ir::Op;
 using ir::Value;
 
@@ -270,25 +296,7 @@ void eval_row(const Program& p, const RowEnv& e, const CpuHookArgs& args, Scratc
         case Op::Max:
           for (int c = 0; c < cols; ++c) of[c] = std::fmax(x[c], y[c]);
           break;
-        case Op::Lt:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] < y[c];
-          break;
-        case Op::Le:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] <= y[c];
-          break;
-        case Op::Gt:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] > y[c];
-          break;
-        case Op::Ge:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] >= y[c];
-          break;
-        case Op::Eq:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] == y[c];
-          break;
-        case Op::Ne:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] != y[c];
-          break;
-        default: done = false;
+        default: done = compare_columns(s.node->op, x, y, oi, cols);
       }
     } else if (at == ir::Type::Int && s.args.size() == 2) {
       const std::int64_t *x = ia(0), *y = ia(1);
@@ -308,25 +316,7 @@ void eval_row(const Program& p, const RowEnv& e, const CpuHookArgs& args, Scratc
         case Op::Max:
           for (int c = 0; c < cols; ++c) oi[c] = std::max(x[c], y[c]);
           break;
-        case Op::Lt:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] < y[c];
-          break;
-        case Op::Le:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] <= y[c];
-          break;
-        case Op::Gt:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] > y[c];
-          break;
-        case Op::Ge:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] >= y[c];
-          break;
-        case Op::Eq:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] == y[c];
-          break;
-        case Op::Ne:
-          for (int c = 0; c < cols; ++c) oi[c] = x[c] != y[c];
-          break;
-        default: done = false;
+        default: done = compare_columns(s.node->op, x, y, oi, cols);
       }
     } else if (at == ir::Type::Bool && (s.node->op == Op::And || s.node->op == Op::Or)) {
       const std::int64_t *x = ia(0), *y = ia(1);
