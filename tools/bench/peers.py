@@ -378,19 +378,23 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
     ap.add_argument("--quick", action="store_true", help="skip S=16384")
-    ap.add_argument("--only", choices=["forward", "backward", "decode"], help="one part's tables (default: all)")
+    ap.add_argument("--only", help="comma-separated parts to run: forward, backward, decode (default: all)")
     args = ap.parse_args()
+    parts = {"forward", "backward", "decode"}
+    only = set(args.only.split(",")) if args.only else parts
+    if not only <= parts:
+        ap.error(f"--only: unknown part(s) {sorted(only - parts)}; allowed: forward, backward, decode")
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}", flush=True)
     rows = []
-    if args.only in (None, "forward"):
+    if "forward" in only:
         dense_causal_grid(args.attnjit, rows, args.quick)
         flex_variants(args.attnjit, rows)
         rope_overhead(args.attnjit, rows)
-    if args.only in (None, "backward"):
+    if "backward" in only:
         backward_grid(args.attnjit, rows, args.quick)
         flex_backward(args.attnjit, rows)
-    if args.only in (None, "decode"):
+    if "decode" in only:
         decode_table(args.attnjit, rows)
     if args.out:
         with open(args.out, "w") as f:
