@@ -92,6 +92,20 @@ const KernelTemplate& TemplateRegistry::get(const std::string& name) const {
   throw UserError(fmt::format("template '{}' does not exist; registered: {} (see `attnjit templates`)", name, names));
 }
 
+namespace {
+// The first knob of the request (the user's overrides) that `t` does not have, or "".
+std::string first_foreign_knob(const KernelTemplate& t, const TemplateRequest& request) {
+  if (request.knobs.empty()) return {};
+  const auto space = t.knob_space(request.head_dim);
+  for (const auto& [name, value] : request.knobs.values()) {
+    bool known = false;
+    for (const auto& spec : space) known = known || spec.name == name;
+    if (!known) return name;
+  }
+  return {};
+}
+}  // namespace
+
 const KernelTemplate& TemplateRegistry::select(const TemplateRequest& request, const std::string& forced) const {
   if (!forced.empty()) {
     const KernelTemplate& t = get(forced);
@@ -111,6 +125,10 @@ const KernelTemplate& TemplateRegistry::select(const TemplateRequest& request, c
     if (t->role() != request.role) continue;
     if (!t->serves(request.arch)) {
       reasons += fmt::format("\n  {}: does not compile for {}", t->name(), request.arch);
+      continue;
+    }
+    if (const std::string missing = first_foreign_knob(*t, request); !missing.empty()) {
+      reasons += fmt::format("\n  {}: has no knob '{}'", t->name(), missing);
       continue;
     }
     const Support s = t->can_implement(request);

@@ -108,6 +108,15 @@ struct LaunchPlan {
   // prebuilt one is used (its kernels are then skipped) and how one is built on its own.
   std::size_t block_mask_bytes = 0;
   std::function<void(AttnjitFwdArgs&, std::uint64_t tile_classes)> bind_block_mask;
+  // The argument block the plan's kernels take: AttnjitFwdArgs first, then the template's own
+  // fields (AttnjitDecodeArgs, AttnjitFwdSm90Args); 0 means AttnjitFwdArgs alone. At most
+  // kMaxArgumentBytes, 64-byte aligned by the caller.
+  std::size_t args_bytes = 0;
+  static constexpr std::size_t kMaxArgumentBytes = 4096;  // the kernel parameter limit
+  // Fills the template's own fields from the forward block, once the workspace is bound (TMA
+  // descriptors encode the final pointers). Returns "" or why this problem's tensors cannot be
+  // served by the plan (e.g. strides a TMA descriptor cannot express); null: nothing to fill.
+  std::function<std::string(void* block)> finish_args;
 };
 
 // The generated translation unit body (everything but the provenance header) and what the
@@ -166,7 +175,8 @@ class TemplateRegistry {
   const KernelTemplate& get(const std::string& name) const;
 
   // The template of the request's role: `forced` by name when non-empty, else the highest
-  // priority one serving the arch whose can_implement says Supported. Invalid from any
+  // priority one serving the arch, having every knob named in request.knobs (the user's
+  // overrides), whose can_implement says Supported. Invalid from any
   // template is the user's error (UserError with its reason); when none is Supported, the
   // UserError lists every template's reason.
   const KernelTemplate& select(const TemplateRequest& request, const std::string& forced) const;

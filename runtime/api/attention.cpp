@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <new>
 #include <numbers>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "templates/abi.h"
 #include "templates/block_mask/block_mask_template.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
+#include "templates/fwd_sm80/fwd_sm80_template.hpp"
 
 namespace attnjit {
 namespace detail {
@@ -218,7 +220,11 @@ TemplateRequest generate_unit(const Variant& variant, const CompileOptions& opti
     const ShapeHint& h = *options.shape_hint;
     request.problem = ProblemShape{h.batch, h.heads_q, h.heads_kv, h.seq_q, h.seq_k};
   }
+  // Knobs given without a template name pick the template they belong to (--block-m --warps:
+  // fwd_sm80, even where fwd_sm90 would be chosen); select then judges that one.
+  request.knobs = options.knobs;
   const KernelTemplate& t = TemplateRegistry::instance().select(request, options.template_name);
+  request.knobs = Knobs();
   Knobs overrides = options.knobs;
   if (overrides.empty() && options.shape_hint)  // tuned knobs for this shape bucket, if any
     if (auto tuned =
@@ -290,29 +296,30 @@ void Kernel::synchronize() const {
   state_->report_recorded_read();
 }
 
-const KernelState::ExtraUnit* KernelState::decode_unit(const ProblemShape& problem) const {
-  std::lock_guard<std::mutex> lock(decode_mutex);
-  if (decode_decided) return decode.get();
-  decode_decided = true;
+const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name,
+                                                        const ProblemShape& hint) const {
+  std::lock_guard<std::mutex> lock(extra_forward_mutex);
+  if (auto it = extra_forward.find(template_name); it != extra_forward.end()) return it->second.get();
+  auto& slot = extra_forward[template_name];  // null until built: a decline is remembered
   CompileOptions co = options;
   co.role = TemplateRole::Forward;
   co.arch = prepared->config.arch;
-  co.template_name = kDecodeTemplateName;
+  co.template_name = template_name;
   co.knobs = Knobs();
-  co.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k);
+  co.with_shape_hint(hint.batch, hint.heads_q, hint.heads_kv, hint.seq_q, hint.seq_k);
   co.cache = cache;
   std::shared_ptr<const PreparedKernel> p;
   try {
     p = std::make_shared<const PreparedKernel>(prepare(variant, co));
   } catch (const UserError&) {
-    return nullptr;  // the template declines this variant: fwd_sm80 runs decode shapes too
+    return nullptr;  // the template declines this variant
   }
   const runtime::DeviceContext& context = device_context(device);
   if (p->unit.max_dynamic_shared_bytes > context.properties().max_shared_memory_per_block_optin) return nullptr;
   context.make_current();
   auto loaded = std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit);
-  decode = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
-  return decode.get();
+  slot = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
+  return slot.get();
 }
 
 Kernel compile(const Variant& variant, const CompileOptions& options) {
@@ -364,17 +371,13 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   // With ATTNJIT_DECODE=1, a decode shape goes to the split-K decode unit (built on first use),
   // unless a template was forced, a block mask was given, or the reads need the checked twin.
   if (decode_routing_enabled() && !unproven && block_mask == nullptr && problem.seq_q <= kDecodeMaxSeqQ &&
-      state_->options.template_name.empty() && p.config.template_name != kDecodeTemplateName)
-    if (const KernelState::ExtraUnit* decode = state_->decode_unit(problem)) {
-      AttnjitDecodeArgs dargs{};
-      dargs.fwd = args;
-      const LaunchPlan plan = decode->prepared->launch_plan(problem);
-      device_context(device).make_current();
-      std::lock_guard<std::mutex> lock(state_->scratch_mutex);
-      plan.bind_workspace(dargs.fwd, state_->scratch_for(stream, plan.workspace_bytes));
-      for (const auto& launch : plan.kernels) state_->launch(*decode->loaded, launch, &dargs, stream);
+      state_->options.template_name.empty() && p.config.template_name != kDecodeTemplateName) {
+    const ProblemShape hint{problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k};
+    if (const KernelState::ExtraUnit* decode = state_->forward_unit(kDecodeTemplateName, hint)) {
+      state_->run_plan(*decode->prepared, *decode->loaded, args, problem, stream, nullptr);
       return;
     }
+  }
   const LoadedUnit* unit = state_->loaded.get();
   if (unproven) {
     unit = &state_->checked_unit();
@@ -387,13 +390,28 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
     std::lock_guard<std::mutex> lock(state_->extents_mutex);
     state_->checked_extents = std::move(extents);
   }
+  const std::string declined = state_->run_plan(p, *unit, args, problem, stream, block_mask);
+  if (declined.empty()) return;
+  // The compiled template cannot take these tensors (e.g. fwd_sm90's TMA descriptors need
+  // 16-byte strides): the sm80 template, which reads any row stride, runs the call.
+  const KernelState::ExtraUnit* fallback = state_->forward_unit(kFallbackForwardTemplate, problem);
+  if (fallback == nullptr || block_mask != nullptr)
+    throw UserError(fmt::format("template {} cannot run this call: {}{}", p.config.template_name, declined,
+                                block_mask != nullptr ? " (and a prebuilt block mask binds it to this template)"
+                                                      : "; compile with the fwd_sm80 template"));
+  state_->run_plan(*fallback->prepared, *fallback->loaded, args, problem, stream, nullptr);
+}
+
+std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& unit, const AttnjitFwdArgs& fwd,
+                                  const ProblemShape& problem, void* stream, const BlockMask* block_mask) const {
   const LaunchPlan plan = p.launch_plan(problem);
+  if (plan.args_bytes > LaunchPlan::kMaxArgumentBytes)
+    throw InternalError(fmt::format("template {}: argument block of {} bytes exceeds the kernel parameter limit",
+                                    p.config.template_name, plan.args_bytes));
+  // The kernels' argument block: the forward block first, the template's own fields after it.
+  alignas(64) unsigned char block[LaunchPlan::kMaxArgumentBytes] = {};
+  auto& args = *new (block) AttnjitFwdArgs(fwd);
   device_context(device).make_current();
-  const State& st = *state_;
-  if (plan.workspace_bytes == 0) {
-    for (const auto& launch : plan.kernels) st.launch(*unit, launch, &args, stream);
-    return;
-  }
   const bool prebuilt = block_mask != nullptr && !block_mask->empty();
   if (prebuilt && (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||
                    block_mask->problem_.heads_q != problem.heads_q || block_mask->problem_.seq_q != problem.seq_q ||
@@ -404,11 +422,14 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
         block_mask->problem_.str(), block_mask->built_by_.substr(0, 12), problem.str(), p.cache_key.substr(0, 12)));
   // The block mask is the workspace's last part, so with a prebuilt one the scratch is shorter.
   const std::size_t scratch_bytes = plan.workspace_bytes - (prebuilt ? plan.block_mask_bytes : 0);
-  std::lock_guard<std::mutex> lock(st.scratch_mutex);
-  if (scratch_bytes > 0) plan.bind_workspace(args, st.scratch_for(stream, scratch_bytes));
+  std::lock_guard<std::mutex> lock(scratch_mutex);
+  if (scratch_bytes > 0) plan.bind_workspace(args, scratch_for(stream, scratch_bytes));
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
+  if (plan.finish_args)
+    if (std::string why = plan.finish_args(block); !why.empty()) return why;
   for (const auto& launch : plan.kernels)
-    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) st.launch(*unit, launch, &args, stream);
+    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) this->launch(unit, launch, block, stream);
+  return {};
 }
 
 bool Kernel::has_block_mask() const { return state_->prepared->unit.facts.mask_reads_tensor; }

@@ -121,6 +121,10 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options);
 
 runtime::KernelCache& default_kernel_cache();
 
+namespace detail {
+struct KernelState;
+}
+
 // The tile classes of a mask that reads tensors (documents, learned masks), built on the GPU
 // by `Kernel::build_block_mask` and reusable across forward calls (e.g. every layer of a
 // model) while the shape (batch, heads_q, seq_q, seq_k) and the mask tensors' contents stay
@@ -136,6 +140,7 @@ class BlockMask {
 
  private:
   friend class Kernel;
+  friend struct detail::KernelState;
   std::shared_ptr<const runtime::DeviceBuffer> buffer_;
   ProblemShape problem_;
   int device_ = 0;

@@ -89,12 +89,13 @@ struct KernelState {
   mutable std::mutex backward_mutex;
   mutable std::map<std::string, std::unique_ptr<ExtraUnit>> backward_units;
 
-  // The decode unit for Sq <= kDecodeMaxSeqQ, or null when its template declines the
-  // variant (RoPE, other head dims) or cannot be built here; decided once per Kernel.
-  mutable std::mutex decode_mutex;
-  mutable bool decode_decided = false;
-  mutable std::unique_ptr<ExtraUnit> decode;
-  const ExtraUnit* decode_unit(const ProblemShape& problem) const;
+  // Forward units of other templates than the compiled one, prepared and loaded on first use,
+  // by template name: decode_sm80 for Sq <= kDecodeMaxSeqQ, fwd_sm80 for a call whose tensors
+  // the compiled template's plan cannot take (strides a TMA descriptor cannot express). Null
+  // when that template declines the variant or does not fit the device; decided once each.
+  mutable std::mutex extra_forward_mutex;
+  mutable std::map<std::string, std::unique_ptr<ExtraUnit>> extra_forward;  // null entry: declined
+  const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint) const;
 
   // The per-stream scratch of at least `bytes` (call with scratch_mutex held): a grown-out
   // buffer may still be read by queued work, so it is kept until the Kernel goes.
@@ -149,6 +150,13 @@ struct KernelState {
         "index the variant reads for this problem, or keep the index expression in range",
         variant.name(), tensor, index, dim, extent));
   }
+
+  // Runs a forward plan of `p` (this kernel's or another template's unit) on the forward block
+  // `fwd`: builds the plan's argument block, binds the workspace (or a prebuilt block mask)
+  // and launches. Returns "" or, when the plan's finish_args declines these tensors, why
+  // (nothing launched).
+  std::string run_plan(const PreparedKernel& p, const LoadedUnit& unit, const AttnjitFwdArgs& fwd,
+                       const ProblemShape& problem, void* stream, const BlockMask* block_mask) const;
 
   // `args`: the argument block the kernel takes (AttnjitFwdArgs, or AttnjitBwdArgs for backward units).
   void launch(const LoadedUnit& unit, const KernelLaunch& k, const void* args, void* stream) const {

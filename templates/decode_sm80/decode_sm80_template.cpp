@@ -107,6 +107,7 @@ class DecodeSm80Template : public KernelTemplate {
     const std::size_t o_bytes = (rows * head_dim * 4 + 255) / 256 * 256;
     LaunchPlan plan;
     plan.workspace_bytes = o_bytes + rows * 4;
+    plan.args_bytes = sizeof(AttnjitDecodeArgs);
     plan.bind_workspace = [o_bytes, splits, tiles_per_split, blocks](AttnjitFwdArgs& args, std::uint64_t w) {
       // Bound through the forward block, the first member of AttnjitDecodeArgs.
       auto& d = reinterpret_cast<AttnjitDecodeArgs&>(args);

@@ -22,7 +22,7 @@ class FwdSm80Template : public KernelTemplate {
   static constexpr const char* kKernelName = "attnjit_fwd";
   static constexpr const char* kRopeKernelName = "attnjit_rope_k";  // K turned once (RoPE)
 
-  std::string name() const override { return "fwd_sm80"; }
+  std::string name() const override { return kFallbackForwardTemplate; }
   std::string description() const override {
     return "forward, FlashAttention-2 structure (cp.async, ldmatrix, mma.sync); sm_80 and newer";
   }

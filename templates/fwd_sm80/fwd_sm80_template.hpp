@@ -8,6 +8,10 @@
 
 namespace attnjit {
 
+// Serves every arch and any row stride: the forward of last resort (Kernel::forward falls back
+// to it when a faster template cannot take a call's tensors).
+inline constexpr const char* kFallbackForwardTemplate = "fwd_sm80";
+
 std::unique_ptr<KernelTemplate> make_fwd_sm80_template();
 
 }  // namespace attnjit

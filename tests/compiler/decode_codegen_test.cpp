@@ -36,7 +36,7 @@ TEST_F(DecodeCodegen, ServesDecodeShapesOnly) {
   const auto decode = [](CompileOptions o) { return o.with_template(kDecodeTemplateName); };
   EXPECT_EQ(generate(presets::causal(), decode(options("sm_90a", 128, 1))).config.template_name, kDecodeTemplateName);
   EXPECT_EQ(generate(presets::causal(), decode(options("sm_90a", 128, 16))).config.template_name, kDecodeTemplateName);
-  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128, 1)).config.template_name, "fwd_sm80");
+  EXPECT_EQ(generate(presets::causal(), options("sm_80", 128, 1)).config.template_name, "fwd_sm80");
   for (auto [variant, options_] : {std::pair{presets::causal(), decode(options("sm_90a", 128, 17))},
                                    std::pair{presets::by_name("rope_causal"), decode(options("sm_80", 64, 1))},
                                    std::pair{presets::causal(), decode(options("sm_80", 96, 1))}}) {

@@ -8,7 +8,7 @@
 #   4. with --sanitize (or SANITIZE=1): compute-sanitizer --tool memcheck and --tool racecheck
 #      over the reduced GPU suite (ATTNJIT_GPU_REDUCED=1: one small case per preset, which
 #      runs the forward kernel and, for masks that read a tensor, the block-mask kernel).
-# Environment: GTEST_FILTER (GPU tests), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward,backward,decode (comma list)
+# Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward,backward,decode (comma list)
 # (one pass's peer tables), ATTNJIT_BUILD_DIR,
 # ATTNJIT_CACHE_DIR, OUT. Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall
 # time, and a short table (part, seconds, result) comes last. Exit status: the GPU tests'
@@ -57,7 +57,8 @@ gtest_counts() {
 }
 
 start_part "GPU tests"
-"$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/gpu_tests.log" 2>&1
+timeout "${TESTS_TIMEOUT:-3000}" "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
+  >"$out/gpu_tests.log" 2>&1
 tests_rc=$?
 grep -E '^\[ result|FAILED|PASSED|SKIPPED|tests ran' "$out/gpu_tests.log" | tail -n 300 >"$out/gpu_results.txt"
 end_part "GPU tests" "$(gtest_counts "$out/gpu_tests.log") (rc $tests_rc)"
