@@ -118,4 +118,21 @@ struct AttnjitDecodeArgs {
   int row_blocks;       // tiles of 16 * AJ_NUM_WARPS (query head, query) rows per kv head
 };
 
+// A TMA descriptor (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded on the
+// host with cuTensorMapEncodeTiled and read by the copy engine from the kernel's parameters.
+struct alignas(64) AttnjitTensorMap {
+  unsigned long long opaque[16];
+};
+
+// The sm_90a forward's argument block (templates/fwd_sm90.cuh), taken as a __grid_constant__
+// parameter so the descriptors keep their parameter-space address; `fwd` first, as above. The
+// maps cover Q, K (or the RoPE-turned K in the workspace) and V as 4-d tensors
+// [batch, heads, seq, head_dim] (innermost first in the descriptor), boxes of 64 columns.
+struct AttnjitFwdSm90Args {
+  struct AttnjitFwdArgs fwd;
+  struct AttnjitTensorMap tma_q;
+  struct AttnjitTensorMap tma_k;
+  struct AttnjitTensorMap tma_v;
+};
+
 #endif  // ATTNJIT_ABI_H

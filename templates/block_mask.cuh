@@ -24,12 +24,9 @@
 #endif
 
 #define AJ_BM_THREADS 128
-#if AJ_BM_THREADS % AJ_BLOCK_N != 0
-#error "attnjit block_mask: AJ_BLOCK_N must divide AJ_BM_THREADS"
-#endif
 
 extern "C" __global__ void __launch_bounds__(AJ_BM_THREADS) attnjit_block_mask(const AttnjitFwdArgs args) {
-  constexpr int ROW_STEP = AJ_BM_THREADS / AJ_BLOCK_N;
+  constexpr int ROW_STEP = AJ_BM_THREADS / AJ_BLOCK_N > 0 ? AJ_BM_THREADS / AJ_BLOCK_N : 1;
   const int kv_tile = blockIdx.x;
   const int q_tile = blockIdx.y;
   const int heads = AJ_BLOCK_MASK_PER_HEAD ? args.heads_q : 1;
@@ -44,10 +41,23 @@ extern "C" __global__ void __launch_bounds__(AJ_BM_THREADS) attnjit_block_mask(c
   int cls = aj_tile_class(b, h, q_lo, q_hi, kv_lo, kv_hi, args);
   if (cls == 1) {
     bool any_true = false, any_false = false;
-    const int kv = kv_lo + (int)threadIdx.x % AJ_BLOCK_N;
-    if (kv <= kv_hi) {
-      for (int q = q_lo + (int)threadIdx.x / AJ_BLOCK_N; q <= q_hi; q += ROW_STEP) {
-        const bool m = aj_mask_mod(b, h, q, kv, args);
+    if (AJ_BM_THREADS % AJ_BLOCK_N == 0) {
+      const int kv = kv_lo + (int)threadIdx.x % AJ_BLOCK_N;
+      if (kv <= kv_hi) {
+        for (int q = q_lo + (int)threadIdx.x / AJ_BLOCK_N; q <= q_hi; q += ROW_STEP) {
+          const bool m = aj_mask_mod(b, h, q, kv, args);
+          any_true |= m;
+          any_false |= !m;
+        }
+      }
+    } else {
+      // Tiles whose width does not divide the block (fwd_sm90's 80 or 144 keys): every
+      // (row, column) pair in turn.
+      const int pairs = (q_hi - q_lo + 1) * AJ_BLOCK_N;
+      for (int i = (int)threadIdx.x; i < pairs; i += AJ_BM_THREADS) {
+        const int kv = kv_lo + i % AJ_BLOCK_N;
+        if (kv > kv_hi) continue;
+        const bool m = aj_mask_mod(b, h, q_lo + i / AJ_BLOCK_N, kv, args);
         any_true |= m;
         any_false |= !m;
       }

@@ -5,11 +5,13 @@
 #include "templates/bwd_sm80/bwd_sm80_template.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 #include "templates/fwd_sm80/fwd_sm80_template.hpp"
+#include "templates/fwd_sm90/fwd_sm90_template.hpp"
 
 namespace attnjit {
 
 void register_builtin_templates(TemplateRegistry& registry) {
   registry.add(make_fwd_sm80_template());
+  registry.add(make_fwd_sm90_template());
   registry.add(make_block_mask_template());
   registry.add(make_bwd_sm80_template());
   registry.add(make_decode_sm80_template());

@@ -53,6 +53,7 @@ struct DriverApi {
   PFN_cuEventRecord_v2000 cuEventRecord = nullptr;
   PFN_cuEventSynchronize_v2000 cuEventSynchronize = nullptr;
   PFN_cuEventElapsedTime_v2000 cuEventElapsedTime = nullptr;
+  PFN_cuTensorMapEncodeTiled_v12000 cuTensorMapEncodeTiled = nullptr;
 };
 
 namespace {
@@ -109,6 +110,7 @@ std::string load_entry_points(PFN_cuGetProcAddress_v12000 get_proc, DriverApi& a
   load("cuEventRecord", api.cuEventRecord);
   load("cuEventSynchronize", api.cuEventSynchronize);
   load("cuEventElapsedTime", api.cuEventElapsedTime);
+  load("cuTensorMapEncodeTiled", api.cuTensorMapEncodeTiled);
   if (missing.empty()) return {};
   return fmt::format(
       "libcuda.so.1 lacks these entry points at the CUDA 12.0 ABI: {}; install an NVIDIA driver "
@@ -330,6 +332,27 @@ void launch(const KernelFunction& kernel, const LaunchConfig& config, const void
                     config.grid[0], config.grid[1], config.grid[2], config.block[0], config.block[1], config.block[2],
                     config.dynamic_shared_bytes),
         "check the launch shape and that set_max_dynamic_shared_memory covers the dynamic shared memory");
+}
+
+std::string encode_tensor_map(void* map, const TensorMap4d& t) {
+  if (t.address % 16 != 0) return fmt::format("the base address {:#x} is not 16-byte aligned", t.address);
+  for (int i = 0; i < 3; ++i)
+    if (t.strides_bytes[i] % 16 != 0 || t.strides_bytes[i] == 0 || t.strides_bytes[i] >= (1ull << 40))
+      return fmt::format("stride {} of {} bytes is not a positive multiple of 16 below 2^40", i + 1,
+                         t.strides_bytes[i]);
+  const cuuint64_t dims[4] = {t.dims[0], t.dims[1], t.dims[2], t.dims[3]};
+  const cuuint64_t strides[3] = {t.strides_bytes[0], t.strides_bytes[1], t.strides_bytes[2]};
+  const cuuint32_t box[4] = {t.box_inner, t.box_rows, 1, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  // 16-bit elements are copied as bits, so one type serves bf16 and fp16.
+  const CUresult r = api().cuTensorMapEncodeTiled(
+      static_cast<CUtensorMap*>(map), CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, reinterpret_cast<void*>(t.address), dims,
+      strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r == CUDA_SUCCESS) return {};
+  const char* name = nullptr;
+  api().cuGetErrorName(r, &name);
+  return fmt::format("cuTensorMapEncodeTiled refused it ({})", name ? name : "unknown error");
 }
 
 // ---- memory, streams, events ----------------------------------------------------

@@ -228,6 +228,19 @@ struct LaunchConfig {
 // copies `argument_block` (the kernel's parameter size) at launch time.
 void launch(const KernelFunction& kernel, const LaunchConfig& config, const void* argument_block);
 
+// A TMA descriptor of a 4-d tensor of 16-bit elements, dims innermost first (elements),
+// strides of dims 1..3 in bytes; boxes of box_inner x box_rows x 1 x 1 elements, 128-byte
+// swizzle, out-of-range elements read as zeros. Writes 128 bytes to `map` (64-byte aligned).
+// Returns "" or why the tensor cannot be described (the TMA's alignment and stride rules, or
+// the driver's refusal).
+struct TensorMap4d {
+  std::uint64_t address = 0;
+  std::uint64_t dims[4] = {};
+  std::uint64_t strides_bytes[3] = {};
+  unsigned box_inner = 64, box_rows = 64;
+};
+std::string encode_tensor_map(void* map, const TensorMap4d& tensor);
+
 template <typename ArgumentBlock>
 void launch(const KernelFunction& kernel, const LaunchConfig& config, const ArgumentBlock& arguments) {
   launch(kernel, config, static_cast<const void*>(&arguments));

@@ -74,9 +74,15 @@ TEST(TemplateRegistry, BuiltinsAreRegisteredAndTheForwardOneIsChosen) {
   ASSERT_NE(registry.find("fwd_sm80"), nullptr);
   ASSERT_NE(registry.find("block_mask"), nullptr);
   EXPECT_EQ(registry.find("block_mask")->role(), TemplateRole::Helper);
+  ASSERT_NE(registry.find("fwd_sm90"), nullptr);
   const Variant causal = presets::by_name("causal");
-  for (const std::string arch : {"sm_80", "sm_86", "sm_89", "sm_90", "sm_90a"})
+  // The Hopper template where wgmma exists, the sm80 one everywhere else and for what the
+  // Hopper one declines (RoPE, head dims other than 64/128/256).
+  for (const std::string arch : {"sm_80", "sm_86", "sm_89", "sm_90"})
     EXPECT_EQ(registry.select(request_for(causal, arch), "").name(), "fwd_sm80") << arch;
+  EXPECT_EQ(registry.select(request_for(causal, "sm_90a"), "").name(), "fwd_sm90");
+  const Variant rope = presets::by_name("rope_causal");
+  EXPECT_EQ(registry.select(request_for(rope, "sm_90a"), "").name(), "fwd_sm80");
 }
 
 TEST(TemplateRegistry, FallsBackOnNotSupportedAndStopsOnInvalid) {

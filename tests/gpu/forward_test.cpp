@@ -1,7 +1,8 @@
 // GPU tests of the JIT forward path: every preset of the registry (dsl/presets.hpp), in
 // bf16 and fp16, at head dims 64 and 128, MHA and GQA 4:1, odd lengths (Sq=1000, Sk=1537),
 // judged by FlashAttention's rule against the fp64 CPU reference (runtime/reference/
-// forward_check.hpp; rows sampled on large problems). Also fully masked rows, BSHD strides
+// forward_check.hpp; rows sampled on large problems), on the template compile picks (fwd_sm90
+// on Hopper, with D=256 too) and on fwd_sm80 forced. Also fully masked rows, BSHD strides
 // and a custom variant. Kernels are the generator's output, compiled once per (preset,
 // dtype, head dim) and shared by the tests; those of the selected tests are compiled on every
 // core before the first test runs. A preset the library cannot run is skipped with the
@@ -90,30 +91,35 @@ const Compiled& compiled(const Variant& variant, const CompileOptions& options) 
   return *slot;
 }
 
-using Case = std::tuple<std::string, ElementType, int, int>;  // preset, dtype, head dim, kv heads
+// preset, dtype, head dim, kv heads, template ("": the one compile picks, fwd_sm90 on Hopper)
+using Case = std::tuple<std::string, ElementType, int, int, std::string>;
 using KernelSpec = std::pair<Variant, CompileOptions>;
 
 std::string case_name(const Case& c) {
   return std::get<0>(c) + "_" + element_type_name(std::get<1>(c)) + "_d" + std::to_string(std::get<2>(c)) +
-         (std::get<3>(c) == 8 ? "_mha" : "_gqa4");
+         (std::get<3>(c) == 8 ? "_mha" : "_gqa4") + (std::get<4>(c).empty() ? "" : "_" + std::get<4>(c));
 }
 
 std::vector<Case> preset_cases() {
   std::vector<Case> cases;
   for (const auto& name : registry_presets()) {
     if (reduced_suite()) {
-      cases.emplace_back(name, ElementType::BF16, 64, 2);
+      cases.emplace_back(name, ElementType::BF16, 64, 2, "");
       continue;
     }
-    for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
-      for (const int head_dim : {64, 128})
-        for (const int heads_kv : {8, 2}) cases.emplace_back(name, dtype, head_dim, heads_kv);
+    // The chosen template (fwd_sm90 on Hopper) and the sm80 one, which stays the fallback there.
+    for (const char* forced : {"", "fwd_sm80"})
+      for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
+        for (const int head_dim : {64, 128})
+          for (const int heads_kv : {8, 2}) cases.emplace_back(name, dtype, head_dim, heads_kv, forced);
+    for (const ElementType dtype : {ElementType::BF16, ElementType::FP16}) cases.emplace_back(name, dtype, 256, 2, "");
   }
   return cases;
 }
 
 KernelSpec preset_kernel(const Case& c) {
-  return {presets::by_name(std::get<0>(c)), CompileOptions().with_head_dim(std::get<2>(c)).with_dtype(std::get<1>(c))};
+  return {presets::by_name(std::get<0>(c)),
+          CompileOptions().with_head_dim(std::get<2>(c)).with_dtype(std::get<1>(c)).with_template(std::get<4>(c))};
 }
 
 // The kernels of the edge cases (one place, so the precompile below compiles what they run).
@@ -134,7 +140,15 @@ std::vector<Schedule> other_schedules() {
   return {Schedule{64, 32, 4, 2}, Schedule{128, 128, 8, 1}, Schedule{128, 64, 8, 2}};
 }
 KernelSpec schedule_kernel(const Schedule& s) {
-  return {presets::sliding_window(), CompileOptions().with_head_dim(64).with_schedule(s)};
+  return {presets::sliding_window(), CompileOptions().with_head_dim(64).with_template("fwd_sm80").with_schedule(s)};
+}
+// fwd_sm90's other knob settings (on other GPUs compile declines them: the test skips).
+std::vector<Knobs> other_sm90_knobs() {
+  return {Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}}, Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}},
+          Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}};
+}
+KernelSpec sm90_knob_kernel(const Knobs& k) {
+  return {presets::sliding_window(), CompileOptions().with_head_dim(128).with_template("fwd_sm90").with_knobs(k)};
 }
 
 // The kernels each selected test will compile, by "Suite.Test" name.
@@ -149,6 +163,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   kernels["ForwardEdgeCases.BshdLayoutThroughStrides"] = {bshd_kernel()};
   for (const Schedule& s : other_schedules())
     kernels["ForwardEdgeCases.NonDefaultSchedulesAgree"].push_back(schedule_kernel(s));
+  for (const Knobs& k : other_sm90_knobs()) kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(k));
   return kernels;
 }
 
@@ -167,7 +182,7 @@ class ForwardEdgeCases : public GpuTest {};
 class ForwardPresets : public GpuTest, public ::testing::WithParamInterface<Case> {};
 
 TEST_P(ForwardPresets, MatchesReferenceWithinTwiceNaiveError) {
-  const auto& [name, dtype, head_dim, heads_kv] = GetParam();
+  const auto& [name, dtype, head_dim, heads_kv, forced] = GetParam();
   const auto [v, options] = preset_kernel(GetParam());
   ForwardProblem problem;
   problem.batch = 1;
@@ -178,8 +193,8 @@ TEST_P(ForwardPresets, MatchesReferenceWithinTwiceNaiveError) {
   const Compiled& c = compiled(v, options);
   if (!c.kernel) GTEST_SKIP() << name << ": not run by the library: " << c.not_supported;
   const ForwardCheckResult r = check_forward(*c.kernel, problem, preset_scalars(v), 1000 + head_dim + heads_kv);
-  std::printf("[ result ] %-22s %s D=%-3d %s: %s\n", name.c_str(), element_type_name(dtype).c_str(), head_dim,
-              problem.str().c_str(), r.summary().c_str());
+  std::printf("[ result ] %-22s %s D=%-3d %-8s %s: %s\n", name.c_str(), element_type_name(dtype).c_str(), head_dim,
+              c.kernel->prepared().config.template_name.c_str(), problem.str().c_str(), r.summary().c_str());
   EXPECT_TRUE(r.pass) << r.summary();
 }
 
@@ -229,6 +244,19 @@ TEST_F(ForwardEdgeCases, NonDefaultSchedulesAgree) {
     const auto r = check_forward(kernel_of(schedule_kernel(s)), problem, Bindings().set("window", 100), 3);
     report("schedule " + s.str(), problem, r);
     EXPECT_TRUE(r.pass) << s.str() << ": " << r.summary();
+  }
+}
+
+TEST_F(ForwardEdgeCases, Sm90KnobsAgree) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  for (const Knobs& k : other_sm90_knobs()) {
+    const auto [v, options] = sm90_knob_kernel(k);
+    const Compiled& c = compiled(v, options);
+    if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
+    const ForwardProblem problem{2, 4, 2, 515, 1027};
+    const auto r = check_forward(*c.kernel, problem, Bindings().set("window", 100), 4);
+    report("sm90 " + k.str(), problem, r);
+    EXPECT_TRUE(r.pass) << k.str() << ": " << r.summary();
   }
 }
 

@@ -52,7 +52,7 @@ def attnjit_bench(binary, preset, shape, params, docs=3, extra=()):
 
 def dense_causal_grid(binary, rows, quick):
     seqs = [1024, 4096] if quick else [1024, 4096, 16384]
-    for d in (64, 128):
+    for d in (64, 128, 256):
         for s in seqs:
             b, h = 16384 // s, 2048 // d
             q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=DTYPE) for _ in range(3))
@@ -65,9 +65,14 @@ def dense_causal_grid(binary, rows, quick):
                     except Exception as e:  # a backend may refuse a shape
                         row[name] = None
                         row[name + "_error"] = str(e)[:200]
-                r = attnjit_bench(binary, "causal" if causal else "dense", (b, h, h, s, s, d), [])
+                preset = "causal" if causal else "dense"
+                r = attnjit_bench(binary, preset, (b, h, h, s, s, d), [])
                 row["attnjit"] = r.get("tflops")
+                row["attnjit_template"] = r.get("template")
                 row["attnjit_error"] = r.get("error")
+                # The sm80 template beside the one chosen (fwd_sm90 on Hopper), as the baseline.
+                row["attnjit_sm80"] = attnjit_bench(binary, preset, (b, h, h, s, s, d), [],
+                                                    extra=["--template", "fwd_sm80"]).get("tflops")
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del q, k, v
@@ -276,11 +281,13 @@ def ratio(a, b):
 
 def print_tables(rows, device):
     print(f"\n## Forward, {device}, bf16, TFLOP/s (B*S=16384, H*D=2048)\n")
-    print("| S | D | causal | attnjit | FA2 (SDPA flash) | cuDNN (SDPA) | attnjit/FA2 | attnjit/cuDNN |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| S | D | causal | attnjit | template | attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | attnjit/FA2 | "
+          "attnjit/cuDNN |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["table"] == "dense_causal":
-            print(f"| {r['S']} | {r['D']} | {'yes' if r['causal'] else 'no'} | {fmt(r['attnjit'])} | {fmt(r['fa2'])} | "
+            print(f"| {r['S']} | {r['D']} | {'yes' if r['causal'] else 'no'} | {fmt(r['attnjit'])} | "
+                  f"{r.get('attnjit_template') or '—'} | {fmt(r.get('attnjit_sm80'))} | {fmt(r['fa2'])} | "
                   f"{fmt(r['cudnn'])} | {ratio(r['attnjit'], r['fa2'])} | {ratio(r['attnjit'], r['cudnn'])} |")
     print(f"\n## FlexAttention variants, {device}, B=4 H=16 S=4096 D=128 bf16, TFLOP/s on admitted pairs\n")
     print("| variant | density | attnjit | FlexAttention | attnjit/Flex | Flex first-call s |")

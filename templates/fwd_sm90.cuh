@@ -1,0 +1,458 @@
+// attnjit forward attention kernel for sm_90a (Hopper): TMA, mbarriers, wgmma, warp
+// specialization.
+//
+// Pasted last into the generated unit, after abi.h, common.cuh, sm80_dtype.cuh,
+// sm90_primitives.cuh, the configuration macros, the hooks and the unit's wgmma wrappers
+// (aj_wgmma_ss_qk: S[64 x BLOCK_N] = Q K^T from shared memory; aj_wgmma_rs_pv: O[64 x D] += P V
+// with P in registers and V transposed from shared memory). docs/kernels.md describes it.
+//
+// One CTA: AJ_BLOCK_M = 64 * AJ_CONSUMERS query rows of one (batch, head), 128 * (1 +
+// AJ_CONSUMERS) threads.
+//   warpgroup 0 (producer, registers given back with setmaxnreg): one thread issues the TMA
+//     copies, Q once, then K and V of every kv tile the variant admits (the tile classes of the
+//     sm80 path) into a ring of AJ_STAGES stages; each copy completes a "full" mbarrier, each
+//     consumer warpgroup frees a stage through an "empty" mbarrier.
+//   warpgroups 1..AJ_CONSUMERS (consumers): 64 query rows each. Per tile n: S(n) = Q K(n)^T is
+//     issued, then O += P(n-1) V(n-1) behind it; while the tensor cores run the second, the
+//     score_mod, the mask and the online softmax of S(n) run on the CUDA cores. O, the row
+//     maximum and sum stay in registers; the epilogue stages O (normalized, gated) in the Q
+//     tile's shared memory and writes it with 16-byte stores.
+// Shared memory tiles hold 128-byte rows of 64 elements with the 128-byte swizzle (TMA writes
+// them so, wgmma reads them so): a [rows x D] tile is D / 64 chunks of [rows x 64].
+//
+// Configuration macros (codegen):
+//   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
+//   AJ_CONSUMERS 2 or 3; AJ_STAGES 2..4; AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD,
+//   AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+ AJ_OUTPUT_GATE_PER_ELEMENT).
+// Dynamic shared memory (the host computes the same):
+//   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 1024.
+#ifndef ATTNJIT_FWD_SM90_CUH
+#define ATTNJIT_FWD_SM90_CUH
+
+#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_N) || !defined(AJ_CONSUMERS) || !defined(AJ_STAGES) || \
+    !defined(AJ_HAS_SCORE_MOD) || !defined(AJ_HAS_MASK)
+#error "attnjit fwd_sm90: a configuration macro (AJ_HEAD_DIM, AJ_BLOCK_N, AJ_CONSUMERS, AJ_STAGES, AJ_HAS_SCORE_MOD, AJ_HAS_MASK) is missing"
+#endif
+#if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128 || AJ_HEAD_DIM == 256)
+#error "attnjit fwd_sm90: AJ_HEAD_DIM must be 64, 128 or 256"
+#endif
+#if AJ_BLOCK_N % 16 != 0 || AJ_BLOCK_N < 16 || AJ_BLOCK_N > 256
+#error "attnjit fwd_sm90: AJ_BLOCK_N must be a multiple of 16 in [16, 256]"
+#endif
+#if !(AJ_CONSUMERS == 2 || AJ_CONSUMERS == 3)
+#error "attnjit fwd_sm90: AJ_CONSUMERS must be 2 or 3"
+#endif
+#if AJ_STAGES < 2 || AJ_STAGES > 4
+#error "attnjit fwd_sm90: AJ_STAGES must be 2, 3 or 4"
+#endif
+#ifndef AJ_HAS_BLOCK_MASK
+#define AJ_HAS_BLOCK_MASK 0
+#endif
+#ifndef AJ_HAS_OUTPUT_GATE
+#define AJ_HAS_OUTPUT_GATE 0
+#endif
+#if AJ_HAS_OUTPUT_GATE && !defined(AJ_OUTPUT_GATE_PER_ELEMENT)
+#define AJ_OUTPUT_GATE_PER_ELEMENT 0
+#endif
+
+namespace aj_fwd90 {
+
+constexpr int D = AJ_HEAD_DIM;
+constexpr int BN = AJ_BLOCK_N;
+constexpr int NC = AJ_CONSUMERS;
+constexpr int BM = AJ_BLOCK_M;
+constexpr int ST = AJ_STAGES;
+constexpr int NT = 128 * (NC + 1);
+constexpr int NN = BN / 8;   // 8-key column groups of S per thread
+constexpr int KD = D / 16;   // k steps of Q K^T
+constexpr int KN = BN / 16;  // k steps of P V
+constexpr int ND = D / 8;    // 8-wide column groups of O
+constexpr aj_u32 Q_CHUNK = BM * 128;  // bytes of one 64-column chunk of the Q tile
+constexpr aj_u32 KV_CHUNK = BN * 128;
+constexpr aj_u32 Q_BYTES = BM * D * 2;
+constexpr aj_u32 KV_BYTES = BN * D * 2;
+constexpr aj_u32 OFF_K = Q_BYTES;
+constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
+constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
+// Registers per thread after setmaxnreg: 128 * (PRODUCER_REGS + NC * CONSUMER_REGS) <= 65536.
+constexpr int PRODUCER_REGS = 32;
+constexpr int CONSUMER_REGS = NC == 2 ? 240 : 160;
+static_assert(128 * (PRODUCER_REGS + NC * CONSUMER_REGS) <= 65536, "register budget");
+static_assert(BM == 64 * NC, "AJ_BLOCK_M must be 64 * AJ_CONSUMERS");
+
+using namespace aj_sm80;  // pack2 (sm80_dtype.cuh)
+
+// The mbarriers, 8 bytes each after the tiles: Q full, then K full, V full, K empty, V empty
+// per stage.
+struct Barriers {
+  aj_u32 base;
+  __device__ aj_u32 q_full() const { return base; }
+  __device__ aj_u32 k_full(int s) const { return base + 8 * (1 + s); }
+  __device__ aj_u32 v_full(int s) const { return base + 8 * (1 + ST + s); }
+  __device__ aj_u32 k_empty(int s) const { return base + 8 * (1 + 2 * ST + s); }
+  __device__ aj_u32 v_empty(int s) const { return base + 8 * (1 + 3 * ST + s); }
+};
+
+// The kv tiles of one CTA, in the order both the producer and the consumers walk them: the
+// tile classes (0 empty, 1 partial, 2 full) from the block mask when one is bound, else from
+// the variant's interval analysis (aj_tile_class) over the CTA's query rows.
+struct TileWalk {
+  int b, h, q0, q_hi, seq_k, n_tiles;
+  const unsigned char* classes;
+  __device__ int next(int n, int& cls, const AttnjitFwdArgs& args) const {
+    for (; n < n_tiles; ++n) {
+#if AJ_HAS_BLOCK_MASK
+      if (classes != nullptr) {
+        cls = classes[n];
+        if (cls != 0) return n;
+        continue;
+      }
+#endif
+      const int kv_lo = n * BN;
+      const int kv_hi = min(kv_lo + BN, seq_k) - 1;
+      cls = aj_tile_class(b, h, q0, q_hi, kv_lo, kv_hi, args);
+      if (cls != 0) return n;
+    }
+    return n_tiles;
+  }
+};
+
+// Excluded pairs of one S tile become -inf. BOUND: kv < seq_k; MASK: aj_mask_mod. Element e of
+// column group j sits at row q_row + 8 * (e / 2), key kv_col + 8 j + e % 2 (the wgmma
+// accumulator layout, as mma.sync's).
+template <bool BOUND, bool MASK>
+__device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
+                                            const AttnjitFwdArgs& args) {
+  (void)b; (void)h; (void)q_row;
+#pragma unroll
+  for (int j = 0; j < NN; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int q = q_row + (e >> 1) * 8;
+      const int kv = kv_col + j * 8 + (e & 1);
+      // Hooks only ever see in-range indices (captured tensors may be indexed by them).
+      const int qc = q < args.seq_q ? q : args.seq_q - 1;
+      const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+      bool keep = true;
+      if (BOUND) keep = kv < args.seq_k;
+      if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
+      s[4 * j + e] = keep ? s[4 * j + e] : AJ_NEG_INF;
+      (void)qc; (void)kvc;
+    }
+  }
+}
+
+#if AJ_HAS_SCORE_MOD
+__device__ __forceinline__ void score_mod_tile(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
+                                               const AttnjitFwdArgs& args) {
+#pragma unroll
+  for (int j = 0; j < NN; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int q = q_row + (e >> 1) * 8;
+      const int kv = kv_col + j * 8 + (e & 1);
+      const int qc = q < args.seq_q ? q : args.seq_q - 1;
+      const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+      s[4 * j + e] = aj_score_mod(s[4 * j + e] * args.scale, b, h, qc, kvc, args);
+    }
+  }
+}
+#endif
+
+// S = Q K^T for this warpgroup's 64 rows: Q at sq (its first row), K at sk.
+__device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 sk) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < KD; ++kk) {
+    const aj_u64 da = aj_smem_desc_sw128(sq + (kk >> 2) * Q_CHUNK + (kk & 3) * 32, 16, 1024);
+    const aj_u64 db = aj_smem_desc_sw128(sk + (kk >> 2) * KV_CHUNK + (kk & 3) * 32, 16, 1024);
+    aj_wgmma_ss_qk(s, da, db, kk > 0 ? 1 : 0);
+  }
+  aj_wgmma_commit();
+}
+
+// O += P V: P (bf16/fp16 pairs in the A-fragment layout) from registers, V at sv read
+// transposed (MN-major: 64-column chunks KV_CHUNK apart, 8-key groups 1024 bytes apart).
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN][4], aj_u32 sv) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_smem_desc_sw128(sv + kk * 2048, KV_CHUNK, 1024));
+  aj_wgmma_commit();
+}
+
+template <int N>
+__device__ __forceinline__ void keep_registers(aj_u32 (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
+}
+
+}  // namespace aj_fwd90
+
+extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
+    attnjit_fwd(const __grid_constant__ AttnjitFwdSm90Args params) {
+  using namespace aj_fwd90;
+  extern __shared__ __align__(1024) unsigned char aj_smem[];
+  const AttnjitFwdArgs& args = params.fwd;
+
+  const int tid = threadIdx.x;
+  const int wg = tid >> 7;
+  // Heaviest query blocks (causal) first for a better tail.
+  const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
+  const int h = blockIdx.y;
+  const int b = blockIdx.z;
+  const int hk = h / (args.heads_q / args.heads_kv);
+  const int seq_q = args.seq_q;
+  const int seq_k = args.seq_k;
+  const int q0 = m_block * BM;
+
+  // Tiles from a 1024-byte aligned base (the 128-byte swizzle's atom).
+  const aj_u32 base = (aj_smem_addr(aj_smem) + 1023u) & ~1023u;
+  const aj_u32 s_q = base, s_k = base + OFF_K, s_v = base + OFF_V;
+  const Barriers bar{base + OFF_BAR};
+
+  TileWalk walk;
+  walk.b = b;
+  walk.h = h;
+  walk.q0 = q0;
+  walk.q_hi = min(q0 + BM, seq_q) - 1;
+  walk.seq_k = seq_k;
+  walk.n_tiles = (seq_k + BN - 1) / BN;
+  walk.classes = nullptr;
+#if AJ_HAS_BLOCK_MASK
+  if (args.tile_classes != nullptr)
+    walk.classes = args.tile_classes + (aj_i64)b * args.tile_class_stride[0] +
+                   (aj_i64)h * args.tile_class_stride[1] + (aj_i64)m_block * args.tile_class_stride[2];
+#endif
+
+  if (tid == 0) {
+    aj_mbar_init(bar.q_full(), 1);
+    for (int s = 0; s < ST; ++s) {
+      aj_mbar_init(bar.k_full(s), 1);
+      aj_mbar_init(bar.v_full(s), 1);
+      aj_mbar_init(bar.k_empty(s), NC);
+      aj_mbar_init(bar.v_empty(s), NC);
+    }
+    aj_mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // ---- producer -------------------------------------------------------------------------
+    aj_regs_release<PRODUCER_REGS>();
+    if (tid == 0) {
+      aj_tma_prefetch_descriptor(&params.tma_q);
+      aj_tma_prefetch_descriptor(&params.tma_k);
+      aj_tma_prefetch_descriptor(&params.tma_v);
+      aj_mbar_arrive_expect_tx(bar.q_full(), Q_BYTES);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c) aj_tma_load_4d(s_q + c * Q_CHUNK, &params.tma_q, bar.q_full(), c * 64, q0, h, b);
+      int stage = 0, phase = 0, cls = 0;
+      for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+        aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+        aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
+#pragma unroll
+        for (int c = 0; c < D / 64; ++c)
+          aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64, n * BN, hk, b);
+        aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
+        aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
+#pragma unroll
+        for (int c = 0; c < D / 64; ++c)
+          aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64, n * BN, hk, b);
+        if (++stage == ST) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+  } else {
+    // ---- consumers: 64 query rows each ------------------------------------------------------
+    aj_regs_claim<CONSUMER_REGS>();
+    const int cw = wg - 1;
+    const int ct = tid - 128 * wg;
+    const int warp = ct >> 5;
+    const int lane = ct & 31;
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    const bool signals = ct == 0;  // frees a stage for this warpgroup
+    const int q_row = q0 + 64 * cw + 16 * warp + g;
+    const aj_u32 sq = s_q + 64 * cw * 128;  // this warpgroup's Q rows in each chunk
+#if AJ_HAS_SCORE_MOD
+    const float mult = AJ_LOG2E;
+#else
+    const float mult = args.scale_log2;
+#endif
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float row_max[2] = {AJ_NEG_INF, AJ_NEG_INF};
+    float row_sum[2] = {0.f, 0.f};
+    aj_u32 p[KN][4];
+    float s[BN / 2];
+
+    // Scores of tile n -> probabilities in s (in place), the running max and sum updated;
+    // returns through alpha[] the factor the O rows must be scaled by.
+    auto softmax = [&](int n, int cls, float (&alpha)[2]) {
+      const int kv_col = n * BN + 2 * t;
+      (void)cls;
+#if AJ_HAS_SCORE_MOD
+      score_mod_tile(s, b, h, q_row, kv_col, args);
+#endif
+#if AJ_HAS_MASK
+      if (cls == 1) {
+        mask_scores<true, true>(s, b, h, q_row, kv_col, args);
+      } else
+#endif
+          if (n * BN + BN > seq_k) {
+        mask_scores<true, false>(s, b, h, q_row, kv_col, args);
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[r];
+#pragma unroll
+        for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 1));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 2));
+        // A row with no admitted key so far keeps max -inf: use 0 to avoid inf - inf.
+        const float ms = mx == AJ_NEG_INF ? 0.f : mx * mult;
+        alpha[r] = aj_exp2(row_max[r] * mult - ms);
+        row_max[r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NN; ++j) {
+          const float p0 = aj_exp2(s[4 * j + 2 * r] * mult - ms);
+          const float p1 = aj_exp2(s[4 * j + 2 * r + 1] * mult - ms);
+          s[4 * j + 2 * r] = p0;
+          s[4 * j + 2 * r + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[r] = row_sum[r] * alpha[r] + sum;
+      }
+    };
+    auto to_fragments = [&]() {
+#pragma unroll
+      for (int kk = 0; kk < KN; ++kk) {
+        p[kk][0] = pack2(s[8 * kk + 0], s[8 * kk + 1]);
+        p[kk][1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);
+        p[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
+        p[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+    };
+    auto rescale = [&](const float (&alpha)[2]) {
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        o[4 * j + 0] *= alpha[0];
+        o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1];
+        o[4 * j + 3] *= alpha[1];
+      }
+    };
+
+    aj_mbar_wait(bar.q_full(), 0);  // also before the epilogue reuses the Q tile
+    int cls = 0;
+    int n = walk.next(0, cls, args);
+    if (n < walk.n_tiles) {
+      int stage = 0, phase = 0;
+      // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
+      aj_mbar_wait(bar.k_full(stage), phase);
+      issue_qk(s, sq, s_k + stage * KV_BYTES);
+      aj_wgmma_wait<0>();
+      aj_fence_registers(s);
+      if (signals) aj_mbar_arrive(bar.k_empty(stage));
+      float alpha[2];
+      softmax(n, cls, alpha);
+      to_fragments();
+      int pv_stage = stage, pv_phase = phase;
+      if (++stage == ST) {
+        stage = 0;
+        phase ^= 1;
+      }
+      for (n = walk.next(n + 1, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+        aj_mbar_wait(bar.k_full(stage), phase);
+        issue_qk(s, sq, s_k + stage * KV_BYTES);
+        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
+        aj_fence_registers(s);
+        if (signals) aj_mbar_arrive(bar.k_empty(stage));
+        softmax(n, cls, alpha);
+        aj_wgmma_wait<0>();
+        aj_fence_registers(o);
+        keep_registers(p);  // the wgmma read them until here
+        if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
+        rescale(alpha);
+        to_fragments();
+        pv_stage = stage;
+        pv_phase = phase;
+        if (++stage == ST) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+      issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+      aj_wgmma_wait<0>();
+      aj_fence_registers(o);
+      keep_registers(p);
+      if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
+    }
+
+    // ---- epilogue: normalize, LSE, gate; stage in this warpgroup's Q rows; 16-byte stores ----
+    aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[r];
+      l += aj_shfl_xor(l, 1);
+      l += aj_shfl_xor(l, 2);
+      const bool any = l > 0.f;
+      const float inv = any ? 1.0f / l : 0.f;
+      const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
+      const int q = q_row + 8 * r;
+      if (args.lse != nullptr && t == 0 && q < seq_q) {
+        const float lse = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+        args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
+      }
+#if AJ_HAS_OUTPUT_GATE
+      // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range.
+      const int qg = q < seq_q ? q : seq_q - 1;
+#if !AJ_OUTPUT_GATE_PER_ELEMENT
+      const float row_gate = aj_output_gate(b, h, qg, 0, args);
+#endif
+#endif
+      const aj_u32 row_addr = sq + lrow * 128;
+#pragma unroll
+      for (int j = 0; j < ND; ++j) {
+        float o0 = o[4 * j + 2 * r] * inv, o1 = o[4 * j + 2 * r + 1] * inv;
+#if AJ_HAS_OUTPUT_GATE
+#if AJ_OUTPUT_GATE_PER_ELEMENT
+        o0 *= aj_output_gate(b, h, qg, j * 8 + 2 * t, args);
+        o1 *= aj_output_gate(b, h, qg, j * 8 + 2 * t + 1, args);
+#else
+        o0 *= row_gate;
+        o1 *= row_gate;
+#endif
+#endif
+        // Column group j: chunk j / 8, 16-byte slot (j % 8) XOR (row % 8), as the Q tile.
+        aj_st_shared_u32(row_addr + (j >> 3) * Q_CHUNK + (((j & 7) ^ (lrow & 7)) << 4) + 4 * t, pack2(o0, o1));
+      }
+    }
+    aj_named_barrier(1 + cw, 128);
+    constexpr int TOTAL = 64 * ND;  // 16-byte pieces of this warpgroup's rows
+#pragma unroll
+    for (int i = 0; i < TOTAL / 128; ++i) {
+      const int idx = ct + i * 128;
+      const int lrow = idx / ND;
+      const int cc = idx % ND;
+      const int q = q0 + 64 * cw + lrow;
+      if (q < seq_q) {
+        aj_u32 v[4];
+        aj_ld_shared_v4(sq + lrow * 128 + (cc >> 3) * Q_CHUNK + (((cc & 7) ^ (lrow & 7)) << 4), v);
+        aj_st_global_v4(og + (aj_i64)q * args.o_stride[2] + cc * 8, v);
+      }
+    }
+  }
+}
+
+#endif  // ATTNJIT_FWD_SM90_CUH

@@ -1,0 +1,195 @@
+// The Hopper forward template's descriptor (see fwd_sm90_template.hpp): knobs, the unit's
+// source, and a launch plan whose argument block carries the TMA descriptors of Q, K and V.
+#include "templates/fwd_sm90/fwd_sm90_template.hpp"
+
+#include <fmt/format.h>
+
+#include <optional>
+#include <string>
+
+#include "compiler/codegen.hpp"
+#include "compiler/error.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/driver/templates.hpp"
+#include "templates/abi.h"
+#include "templates/block_mask/block_mask_template.hpp"
+
+namespace attnjit {
+
+int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages) {
+  return 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 + 8 * (1 + 4 * stages) + 1024;
+}
+
+namespace {
+
+// Registers a consumer thread may hold after setmaxnreg (templates/fwd_sm90.cuh), less what the
+// indexing, the softmax and the hooks need beside the S, P and O accumulators.
+int accumulator_budget(int consumers) { return consumers == 2 ? 240 - 40 : 160 - 32; }
+
+class FwdSm90Template : public KernelTemplate {
+ public:
+  static constexpr const char* kKernelName = "attnjit_fwd";
+
+  std::string name() const override { return kFwdSm90TemplateName; }
+  std::string description() const override {
+    return "forward for Hopper: TMA ring on mbarriers, wgmma, producer + 2-3 consumer warpgroups, softmax "
+           "overlapped with P V; sm_90a, head dims 64/128/256";
+  }
+  std::vector<std::string> archs() const override { return {"sm_90a"}; }
+  int priority() const override { return 1; }
+
+  Support can_implement(const TemplateRequest& r) const override {
+    if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
+      return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
+    if (r.variant->rope()) return Support::no("RoPE is not served yet (fwd_sm80 runs it)");
+    return Support::yes();
+  }
+
+  std::vector<KnobSpec> knob_space(int) const override {
+    return {{"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
+            {"consumers", {2, 3}, "consumer warpgroups, 64 query rows each (block_m = 64 * consumers)"},
+            {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"}};
+  }
+
+  Knobs default_knobs(const TemplateRequest& r) const override {
+    if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}};
+    return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}};
+  }
+
+  Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
+    const int block_n = knobs.get("block_n"), consumers = knobs.get("consumers"), stages = knobs.get("stages");
+    if (block_n % 16 != 0 || block_n < 16 || block_n > 256)
+      return Support::invalid(fmt::format("block_n {} is not a multiple of 16 in [16, 256]", block_n));
+    if (consumers != 2 && consumers != 3)
+      return Support::invalid(fmt::format("consumers {} is not 2 or 3", consumers));
+    if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
+    // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
+    const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
+    if (accumulators > accumulator_budget(consumers))
+      return Support::invalid(fmt::format(
+          "block_n {} with head_dim {} needs {} accumulator registers per thread; {} consumers leave {} (use a "
+          "smaller block_n or 2 consumers)",
+          block_n, head_dim, accumulators, consumers, accumulator_budget(consumers)));
+    const int bytes = fwd_sm90_shared_bytes(head_dim, block_n, consumers, stages);
+    if (bytes > max_shared_bytes)
+      return Support::invalid(fmt::format(
+          "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}",
+          block_n, consumers, stages, head_dim, bytes, max_shared_bytes));
+    return Support::yes();
+  }
+
+  std::vector<HookPrototype> hooks() const override {
+    auto all = attention_hook_prototypes();
+    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
+    return all;
+  }
+
+  GeneratedUnit generate(const TemplateRequest& r) const override {
+    const int block_n = r.knobs.get("block_n"), consumers = r.knobs.get("consumers"), stages = r.knobs.get("stages");
+    GeneratedUnit unit;
+    unit.template_name = name();
+    unit.head_dim = r.head_dim;
+    unit.knobs = r.knobs;
+    unit.slots = assign_slots(*r.variant);
+    const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
+    unit.facts = emitted.facts;
+    unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages);
+    unit.kernel_names = {kKernelName};
+    if (unit.facts.mask_reads_tensor)
+      unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
+
+    const std::vector<std::pair<std::string, std::string>> macros = {
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
+        {"AJ_BLOCK_M", std::to_string(64 * consumers)},
+        {"AJ_BLOCK_N", std::to_string(block_n)},
+        {"AJ_CONSUMERS", std::to_string(consumers)},
+        {"AJ_STAGES", std::to_string(stages)},
+        {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
+        {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
+        {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"},
+        {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
+    };
+    unit.body = unit_preamble();
+    unit.body += macro_block("fwd_sm90 knobs and the variant's facts", macros);
+    unit.body += hook_section(hooks(), emitted);
+    unit.body += runtime::load_template("sm80_dtype.cuh");
+    unit.body += runtime::load_template("sm90_primitives.cuh");
+    unit.body += wgmma_wrappers(r.dtype, block_n, r.head_dim);
+    unit.body += runtime::load_template("fwd_sm90.cuh");
+    if (unit.facts.mask_reads_tensor) {
+      unit.body += "\n// the mask reads a tensor: attnjit_block_mask writes the tile classes attnjit_fwd reads\n";
+      unit.body += BlockMaskTemplate::fragment(unit.facts);
+    }
+    return unit;
+  }
+
+  LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
+    const int block_n = unit.knobs.get("block_n"), consumers = unit.knobs.get("consumers");
+    const int block_m = 64 * consumers;
+    const int head_dim = unit.head_dim;
+    LaunchPlan plan;
+    std::optional<BlockMaskLayout> mask;
+    if (unit.facts.mask_reads_tensor) {
+      mask = BlockMaskTemplate::layout(unit.facts, block_m, block_n, p);
+      plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
+      plan.block_mask_bytes = mask->bytes;
+      plan.workspace_bytes = mask->bytes;
+      plan.bind_block_mask = [l = *mask](AttnjitFwdArgs& args, std::uint64_t classes) {
+        BlockMaskTemplate::bind(args, classes, l);
+      };
+      plan.bind_workspace = [l = *mask](AttnjitFwdArgs& args, std::uint64_t w) { BlockMaskTemplate::bind(args, w, l); };
+    }
+    plan.args_bytes = sizeof(AttnjitFwdSm90Args);
+    plan.finish_args = [block_m, block_n, head_dim](void* block) -> std::string {
+      auto& a = *static_cast<AttnjitFwdSm90Args*>(block);
+      const AttnjitFwdArgs& f = a.fwd;
+      struct Operand {
+        const char* name;
+        const void* data;
+        const long long* stride;
+        int heads, seq;
+        unsigned rows;
+        AttnjitTensorMap* map;
+      };
+      const Operand operands[] = {{"q", f.q, f.q_stride, f.heads_q, f.seq_q, static_cast<unsigned>(block_m), &a.tma_q},
+                                  {"k", f.k, f.k_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_k},
+                                  {"v", f.v, f.v_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_v}};
+      for (const Operand& o : operands) {
+        runtime::TensorMap4d t;
+        t.address = reinterpret_cast<std::uint64_t>(o.data);
+        const std::uint64_t extent[3] = {static_cast<std::uint64_t>(o.seq), static_cast<std::uint64_t>(o.heads),
+                                         static_cast<std::uint64_t>(f.batch)};
+        t.dims[0] = static_cast<std::uint64_t>(head_dim);
+        // Strides of [seq, head, batch] in bytes; a dimension of extent 1 is never stepped, so
+        // any stride will do there: give it a legal one.
+        std::uint64_t previous = static_cast<std::uint64_t>(head_dim) * 2;
+        for (int i = 0; i < 3; ++i) {
+          const long long s = o.stride[2 - i];
+          t.dims[i + 1] = extent[i];
+          t.strides_bytes[i] = extent[i] == 1 || s <= 0 ? previous : static_cast<std::uint64_t>(s) * 2;
+          previous = t.strides_bytes[i] * extent[i];
+        }
+        t.box_inner = 64;
+        t.box_rows = o.rows;
+        if (std::string why = runtime::encode_tensor_map(o.map, t); !why.empty())
+          return fmt::format("the TMA cannot read tensor {}: {}", o.name, why);
+      }
+      return {};
+    };
+    KernelLaunch fwd;
+    fwd.kernel = kKernelName;
+    fwd.role = "forward";
+    fwd.grid = {static_cast<unsigned>((p.seq_q + block_m - 1) / block_m), static_cast<unsigned>(p.heads_q),
+                static_cast<unsigned>(p.batch)};
+    fwd.block = {static_cast<unsigned>(128 * (consumers + 1)), 1, 1};
+    fwd.dynamic_shared_bytes = unit.max_dynamic_shared_bytes;
+    plan.kernels.push_back(fwd);
+    return plan;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<KernelTemplate> make_fwd_sm90_template() { return std::make_unique<FwdSm90Template>(); }
+
+}  // namespace attnjit
