@@ -39,6 +39,12 @@ std::vector<HookPrototype> row_hook_prototypes() {
   };
 }
 
+std::vector<HookPrototype> forward_hook_prototypes() {
+  auto all = attention_hook_prototypes();
+  for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
+  return all;
+}
+
 std::string hook_section(const std::vector<HookPrototype>& prototypes, const EmittedHooks& hooks) {
   // Unconditional prototypes come first, so a definition that differs only in its return type
   // fails at the definition; conditional ones follow the hooks, whose macros decide them.

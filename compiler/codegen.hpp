@@ -33,5 +33,7 @@ std::vector<HookPrototype> attention_hook_prototypes();
 // The row hooks (RoPE at load, the output gate at the epilogue), each under the macro the
 // emitted hooks define (AJ_HAS_ROPE, AJ_HAS_OUTPUT_GATE).
 std::vector<HookPrototype> row_hook_prototypes();
+// Both: what a forward template that serves every variant (RoPE and gate included) declares.
+std::vector<HookPrototype> forward_hook_prototypes();
 
 }  // namespace attnjit

@@ -74,10 +74,14 @@ constexpr aj_u32 KV_BYTES = BN * D * 2;
 constexpr aj_u32 OFF_K = Q_BYTES;
 constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
-// Registers per thread after setmaxnreg: 128 * (PRODUCER_REGS + NC * CONSUMER_REGS) <= 65536.
-constexpr int PRODUCER_REGS = 32;
+// Registers per thread after setmaxnreg. The CTA keeps the pool it was launched with
+// (LAUNCH_REGS per thread, the __launch_bounds__ cap): the consumers' setmaxnreg.inc waits until
+// the producer's .dec has returned enough of it, so NC * (CONSUMER - LAUNCH) must not exceed
+// LAUNCH - PRODUCER, or the CTA hangs.
+constexpr int LAUNCH_REGS = 65536 / NT / 8 * 8;  // 168 for 384 threads, 128 for 512
+constexpr int PRODUCER_REGS = 24;
 constexpr int CONSUMER_REGS = NC == 2 ? 240 : 160;
-static_assert(128 * (PRODUCER_REGS + NC * CONSUMER_REGS) <= 65536, "register budget");
+static_assert(NC * (CONSUMER_REGS - LAUNCH_REGS) <= LAUNCH_REGS - PRODUCER_REGS, "setmaxnreg pool");
 static_assert(BM == 64 * NC, "AJ_BLOCK_M must be 64 * AJ_CONSUMERS");
 
 using namespace aj_sm80;  // pack2 (sm80_dtype.cuh)

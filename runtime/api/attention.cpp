@@ -368,7 +368,7 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
   const bool unproven =
       !p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings);
-  // With ATTNJIT_DECODE=1, a decode shape goes to the split-K decode unit (built on first use),
+  // A decode shape goes to the split-K decode unit (built on first use; ATTNJIT_DECODE=0 keeps it off),
   // unless a template was forced, a block mask was given, or the reads need the checked twin.
   if (decode_routing_enabled() && !unproven && block_mask == nullptr && problem.seq_q <= kDecodeMaxSeqQ &&
       state_->options.template_name.empty() && p.config.template_name != kDecodeTemplateName) {

@@ -86,8 +86,7 @@ class BwdSm80Template : public KernelTemplate {
   }
 
   std::vector<HookPrototype> hooks() const override {
-    auto all = attention_hook_prototypes();
-    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
+    auto all = forward_hook_prototypes();
     all.push_back({"aj_score_mod_grad", "float",
                    "float score, float ds, int b, int h, int q, int kv, const AttnjitBwdArgs& bargs", ""});
     return all;

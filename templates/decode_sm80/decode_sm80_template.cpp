@@ -35,8 +35,8 @@ class DecodeSm80Template : public KernelTemplate {
            "one tile (mma.sync); sm_80 and newer, for Sq <= 16";
   }
   std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
-  // Below fwd_sm80 until it has been measured on a GPU: chosen only by name (--template
-  // decode_sm80), or by Kernel::forward for Sq <= 16 when ATTNJIT_DECODE=1.
+  // Below fwd_sm80 for compile(): decode units are built by Kernel::forward for Sq <= 16
+  // calls (see decode_routing_enabled) or chosen by name.
   int priority() const override { return -1; }
 
   Support can_implement(const TemplateRequest& r) const override {
@@ -64,11 +64,7 @@ class DecodeSm80Template : public KernelTemplate {
     return Support::yes();
   }
 
-  std::vector<HookPrototype> hooks() const override {
-    auto all = attention_hook_prototypes();
-    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
-    return all;
-  }
+  std::vector<HookPrototype> hooks() const override { return forward_hook_prototypes(); }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     GeneratedUnit unit;
@@ -145,7 +141,7 @@ int decode_splits(const ProblemShape& p, int, int block_n, int requested, int ta
 
 bool decode_routing_enabled() {
   const char* v = std::getenv("ATTNJIT_DECODE");
-  return v != nullptr && std::string(v) == "1";
+  return v == nullptr || std::string(v) != "0";
 }
 
 std::unique_ptr<KernelTemplate> make_decode_sm80_template() { return std::make_unique<DecodeSm80Template>(); }

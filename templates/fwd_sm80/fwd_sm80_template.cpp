@@ -58,11 +58,7 @@ class FwdSm80Template : public KernelTemplate {
     return Support::yes();
   }
 
-  std::vector<HookPrototype> hooks() const override {
-    auto all = attention_hook_prototypes();
-    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
-    return all;
-  }
+  std::vector<HookPrototype> hooks() const override { return forward_hook_prototypes(); }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     const Schedule s = Schedule::from_knobs(r.knobs);

@@ -60,8 +60,7 @@ class FwdSm90Template : public KernelTemplate {
     const int block_n = knobs.get("block_n"), consumers = knobs.get("consumers"), stages = knobs.get("stages");
     if (block_n % 16 != 0 || block_n < 16 || block_n > 256)
       return Support::invalid(fmt::format("block_n {} is not a multiple of 16 in [16, 256]", block_n));
-    if (consumers != 2 && consumers != 3)
-      return Support::invalid(fmt::format("consumers {} is not 2 or 3", consumers));
+    if (consumers != 2 && consumers != 3) return Support::invalid(fmt::format("consumers {} is not 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
@@ -73,16 +72,12 @@ class FwdSm90Template : public KernelTemplate {
     const int bytes = fwd_sm90_shared_bytes(head_dim, block_n, consumers, stages);
     if (bytes > max_shared_bytes)
       return Support::invalid(fmt::format(
-          "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}",
-          block_n, consumers, stages, head_dim, bytes, max_shared_bytes));
+          "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}", block_n,
+          consumers, stages, head_dim, bytes, max_shared_bytes));
     return Support::yes();
   }
 
-  std::vector<HookPrototype> hooks() const override {
-    auto all = attention_hook_prototypes();
-    for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));
-    return all;
-  }
+  std::vector<HookPrototype> hooks() const override { return forward_hook_prototypes(); }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     const int block_n = r.knobs.get("block_n"), consumers = r.knobs.get("consumers"), stages = r.knobs.get("stages");
@@ -151,9 +146,10 @@ class FwdSm90Template : public KernelTemplate {
         unsigned rows;
         AttnjitTensorMap* map;
       };
-      const Operand operands[] = {{"q", f.q, f.q_stride, f.heads_q, f.seq_q, static_cast<unsigned>(block_m), &a.tma_q},
-                                  {"k", f.k, f.k_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_k},
-                                  {"v", f.v, f.v_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_v}};
+      const Operand operands[] = {
+          {"q", f.q, f.q_stride, f.heads_q, f.seq_q, static_cast<unsigned>(block_m), &a.tma_q},
+          {"k", f.k, f.k_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_k},
+          {"v", f.v, f.v_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_v}};
       for (const Operand& o : operands) {
         runtime::TensorMap4d t;
         t.address = reinterpret_cast<std::uint64_t>(o.data);

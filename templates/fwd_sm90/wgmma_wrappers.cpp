@@ -39,21 +39,23 @@ std::string wgmma_wrappers(ElementType dtype, int block_n, int head_dim) {
       "      : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n"
       "}}\n",
       fmt::arg("n", block_n), fmt::arg("c", qk), fmt::arg("t", type), fmt::arg("regs", operand_list(0, qk)),
-      fmt::arg("da", qk), fmt::arg("db", qk + 1), fmt::arg("acc", qk + 2), fmt::arg("cons", accumulator_constraints(qk)));
+      fmt::arg("da", qk), fmt::arg("db", qk + 1), fmt::arg("acc", qk + 2),
+      fmt::arg("cons", accumulator_constraints(qk)));
   out += fmt::format(
       "// O[64 x {n}] += P[64 x 16] V[16 x {n}]: P in registers (the A-fragment layout), V MN-major in shared "
       "memory (transposed).\n"
       "__device__ __forceinline__ void aj_wgmma_rs_pv(float (&d)[{c}], const aj_u32 (&a)[4], aj_u64 desc_b) {{\n"
       "  asm volatile(\n"
       "      \"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{one}, 0;\\n\"\n"
-      "      \"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {regs}, {{%{a0}, %{a1}, %{a2}, %{a3}}}, %{db}, p, 1, 1, "
+      "      \"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {regs}, {{%{a0}, %{a1}, %{a2}, %{a3}}}, %{db}, p, "
+      "1, 1, "
       "1;\\n}}\\n\"\n"
       "      : {cons}\n"
       "      : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"l\"(desc_b), \"r\"(1));\n"
       "}}\n",
       fmt::arg("n", head_dim), fmt::arg("c", pv), fmt::arg("t", type), fmt::arg("regs", operand_list(0, pv)),
-      fmt::arg("a0", pv), fmt::arg("a1", pv + 1), fmt::arg("a2", pv + 2), fmt::arg("a3", pv + 3), fmt::arg("db", pv + 4),
-      fmt::arg("one", pv + 5), fmt::arg("cons", accumulator_constraints(pv)));
+      fmt::arg("a0", pv), fmt::arg("a1", pv + 1), fmt::arg("a2", pv + 2), fmt::arg("a3", pv + 3),
+      fmt::arg("db", pv + 4), fmt::arg("one", pv + 5), fmt::arg("cons", accumulator_constraints(pv)));
   return out;
 }
 

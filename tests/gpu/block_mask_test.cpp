@@ -97,7 +97,10 @@ TEST_F(BlockMaskGpu, ClassesMatchBruteForceAndPrebuiltMatchesPerCall) {
   bindings.set("doc", doc.view);
 
   const BlockMask mask = kernel.build_block_mask(B, H, Sq, Sk, bindings);
-  const int bm = kernel.prepared().config.knobs.get("block_m"), bn = kernel.prepared().config.knobs.get("block_n");
+  // The forward template's tile: fwd_sm80 names its rows block_m; fwd_sm90 has 64 per consumer warpgroup.
+  const auto& knobs = kernel.prepared().config.knobs;
+  const int bm = knobs.values().count("block_m") ? knobs.get("block_m") : 64 * knobs.get("consumers");
+  const int bn = knobs.get("block_n");
   const int qt = (Sq + bm - 1) / bm, kt = (Sk + bn - 1) / bn;
   ASSERT_EQ(mask.size_bytes(), static_cast<std::size_t>(B) * qt * kt);
   std::vector<unsigned char> classes(mask.size_bytes());

@@ -3,7 +3,8 @@
 // and 8:1, bf16 and fp16, D = 64 and 128, by FlashAttention's rule against the fp64
 // reference (runtime/reference/forward_check.hpp). Run twice per case: with the template
 // forced (so the decode kernels are what is checked), and through a default kernel, whose
-// forward picks the decode unit by itself for Sq <= 16 with ATTNJIT_DECODE=1 (set here).
+// forward picks the decode unit by itself for Sq <= 16 (the default; ATTNJIT_DECODE=1 is set
+// here so that an environment that turned it off does not skip the routed half).
 // Skips with a message without a GPU.
 #include <gtest/gtest.h>
 

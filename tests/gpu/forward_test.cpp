@@ -144,7 +144,8 @@ KernelSpec schedule_kernel(const Schedule& s) {
 }
 // fwd_sm90's other knob settings (on other GPUs compile declines them: the test skips).
 std::vector<Knobs> other_sm90_knobs() {
-  return {Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}}, Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}},
+  return {Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}},
+          Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}},
           Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}};
 }
 KernelSpec sm90_knob_kernel(const Knobs& k) {

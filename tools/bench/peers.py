@@ -50,8 +50,8 @@ def attnjit_bench(binary, preset, shape, params, docs=3, extra=()):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def dense_causal_grid(binary, rows, quick):
-    seqs = [1024, 4096] if quick else [1024, 4096, 16384]
+def dense_causal_grid(binary, rows, quick, seqs=None):
+    seqs = seqs or ([1024, 4096] if quick else [1024, 4096, 16384])
     for d in (64, 128, 256):
         for s in seqs:
             b, h = 16384 // s, 2048 // d
@@ -385,18 +385,27 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
     ap.add_argument("--quick", action="store_true", help="skip S=16384")
-    ap.add_argument("--only", help="comma-separated parts to run: forward, backward, decode (default: all)")
+    ap.add_argument("--only", help="comma-separated parts to run: forward (= dense, flex, rope), dense, flex, rope, "
+                    "backward, decode (default: all)")
+    ap.add_argument("--seqs", help="comma-separated sequence lengths of the dense/causal grids (default: 1k, 4k, 16k; "
+                    "--quick: 1k, 4k)")
     args = ap.parse_args()
-    parts = {"forward", "backward", "decode"}
-    only = set(args.only.split(",")) if args.only else parts
-    if not only <= parts:
-        ap.error(f"--only: unknown part(s) {sorted(only - parts)}; allowed: forward, backward, decode")
+    parts = {"dense", "flex", "rope", "backward", "decode"}
+    only = set(args.only.split(",")) if args.only else parts | {"forward"}
+    if "forward" in only:
+        only |= {"dense", "flex", "rope"}
+    if not only <= parts | {"forward"}:
+        ap.error(f"--only: unknown part(s) {sorted(only - parts - {'forward'})}; allowed: forward, dense, flex, rope, "
+                 "backward, decode")
+    seqs = [int(x) for x in args.seqs.split(",")] if args.seqs else None
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}", flush=True)
     rows = []
-    if "forward" in only:
-        dense_causal_grid(args.attnjit, rows, args.quick)
+    if "dense" in only:
+        dense_causal_grid(args.attnjit, rows, args.quick, seqs)
+    if "flex" in only:
         flex_variants(args.attnjit, rows)
+    if "rope" in only:
         rope_overhead(args.attnjit, rows)
     if "backward" in only:
         backward_grid(args.attnjit, rows, args.quick)
