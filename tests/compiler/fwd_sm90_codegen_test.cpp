@@ -1,0 +1,145 @@
+// The Hopper forward template without a GPU: when the dispatcher picks it (and when it hands a
+// request to fwd_sm80), its knob rules, the generated wgmma wrappers, its launch plan, and NVRTC
+// compiles for sm_90a: every preset it serves at D=256 (tests/compiler/codegen_test.cpp compiles
+// D=64/128), and fwd_sm80's units for sm_90a, which stay the fallback there.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "compiler/error.hpp"
+#include "dsl/presets.hpp"
+#include "runtime/api/attention.hpp"
+#include "support/temp_cache.hpp"
+#include "templates/abi.h"
+#include "templates/fwd_sm90/fwd_sm90_template.hpp"
+
+namespace attnjit {
+namespace {
+
+class FwdSm90Codegen : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { temp_ = new TempKernelCache("attnjit_fwd_sm90_codegen_"); }
+  static void TearDownTestSuite() {
+    delete temp_;
+    temp_ = nullptr;
+  }
+  static CompileOptions options(const std::string& arch, int head_dim, ElementType dtype = ElementType::BF16) {
+    return CompileOptions().with_arch(arch).with_head_dim(head_dim).with_dtype(dtype).with_cache(temp_->cache());
+  }
+  static TempKernelCache* temp_;
+};
+TempKernelCache* FwdSm90Codegen::temp_ = nullptr;
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
+  for (const int d : {64, 128, 256})
+    EXPECT_EQ(generate(presets::causal(), options("sm_90a", d)).config.template_name, kFwdSm90TemplateName) << d;
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 96)).config.template_name, "fwd_sm80");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90", 128)).config.template_name, "fwd_sm80");
+  EXPECT_EQ(generate(presets::causal(), options("sm_80", 128)).config.template_name, "fwd_sm80");
+  EXPECT_EQ(generate(presets::by_name("rope_causal"), options("sm_90a", 128)).config.template_name, "fwd_sm80");
+  // Knobs of fwd_sm80 without a template name: the template that has them.
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"block_m", 64}, {"warps", 4}}))
+                .config.template_name,
+            "fwd_sm80");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"consumers", 3}})).config.knobs.str(),
+            "block_n=128 consumers=3 stages=2");
+  // A knob no template has: every template's reason.
+  try {
+    generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
+    ADD_FAILURE() << "an unknown knob was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("has no knob 'tiles'"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
+  const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
+  const int limit = 232448;  // sm_90's opt-in shared memory per block
+  const auto check = [&](int block_n, int consumers, int stages, int d) {
+    return t.check_knobs(Knobs{{"block_n", block_n}, {"consumers", consumers}, {"stages", stages}}, d, limit);
+  };
+  EXPECT_TRUE(check(128, 2, 2, 128).supported());
+  EXPECT_TRUE(check(80, 2, 2, 256).supported());
+  EXPECT_TRUE(check(128, 3, 2, 64).supported());
+  EXPECT_NE(check(72, 2, 2, 128).reason().find("block_n 72"), std::string::npos);
+  EXPECT_NE(check(128, 4, 2, 128).reason().find("consumers 4"), std::string::npos);
+  EXPECT_NE(check(128, 2, 5, 128).reason().find("stages 5"), std::string::npos);
+  // S + P + O accumulators past what 160 registers leave (3 consumers).
+  EXPECT_NE(check(176, 3, 2, 128).reason().find("accumulator registers"), std::string::npos);
+  // Q 64 KiB + 4 stages of 32 KiB K and V at D=256: past the limit.
+  EXPECT_NE(check(64, 2, 4, 256).reason().find("shared memory"), std::string::npos);
+  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 9 + 1024);
+}
+
+TEST_F(FwdSm90Codegen, WgmmaWrappersCarryEveryAccumulator) {
+  const std::string bf16 = wgmma_wrappers(ElementType::BF16, 128, 64);
+  EXPECT_EQ(count(bf16, "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16"), 1) << bf16;
+  EXPECT_EQ(count(bf16, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16"), 1) << bf16;
+  // 64 accumulators for S (128 keys / 2 per thread), 32 for O (64 / 2), all in-out operands.
+  EXPECT_EQ(count(bf16, "\"+f\"(d["), 64 + 32) << bf16;
+  EXPECT_NE(bf16.find("\"+f\"(d[63])"), std::string::npos);
+  const std::string fp16 = wgmma_wrappers(ElementType::FP16, 80, 256);
+  EXPECT_EQ(count(fp16, "m64n80k16.f32.f16.f16"), 1) << fp16;
+  EXPECT_EQ(count(fp16, "m64n256k16.f32.f16.f16"), 1) << fp16;
+  EXPECT_EQ(count(fp16, "\"+f\"(d["), 40 + 128);
+}
+
+TEST_F(FwdSm90Codegen, LaunchPlanCarriesTheTensorMapsAndTheBlockMask) {
+  const PreparedKernel p = generate(presets::causal(), options("sm_90a", 128));
+  const LaunchPlan plan = p.launch_plan(ProblemShape{2, 16, 4, 1000, 1537});
+  ASSERT_EQ(plan.kernels.size(), 1u);
+  EXPECT_EQ(plan.kernels[0].grid.x, (1000u + 127) / 128);
+  EXPECT_EQ(plan.kernels[0].grid.y, 16u);
+  EXPECT_EQ(plan.kernels[0].block.x, 384u);
+  EXPECT_EQ(plan.args_bytes, sizeof(AttnjitFwdSm90Args));
+  EXPECT_TRUE(static_cast<bool>(plan.finish_args));
+  EXPECT_EQ(plan.workspace_bytes, 0u);
+  // A mask that reads a tensor: the block-mask kernel first, tiles of 128 x block_n.
+  const PreparedKernel doc = generate(presets::by_name("document_causal"), options("sm_90a", 256));
+  const LaunchPlan with_mask = doc.launch_plan(ProblemShape{1, 8, 8, 1000, 1000});
+  ASSERT_EQ(with_mask.kernels.size(), 2u);
+  EXPECT_EQ(with_mask.kernels[0].role, "block_mask");
+  EXPECT_EQ(with_mask.kernels[0].grid.x, (1000u + 79) / 80);  // block_n 80 at D=256
+  EXPECT_GT(with_mask.block_mask_bytes, 0u);
+}
+
+// D=256 for every preset fwd_sm90 serves, alternating dtypes.
+TEST_F(FwdSm90Codegen, EveryServedPresetCompilesAtHeadDim256) {
+  int compiled = 0, index = 0;
+  for (const auto& preset : presets::registry()) {
+    const Variant v = preset.make();
+    if (v.rope()) continue;  // fwd_sm80 serves RoPE
+    const ElementType dtype = index++ % 2 ? ElementType::FP16 : ElementType::BF16;
+    SCOPED_TRACE(preset.name);
+    const PreparedKernel p = prepare(v, options("sm_90a", 256, dtype));
+    EXPECT_EQ(p.config.template_name, kFwdSm90TemplateName);
+    ASSERT_TRUE(p.cached.cubin && p.cached.metadata);
+    EXPECT_NE(p.unit.body.find("wgmma.mma_async"), std::string::npos);
+    ++compiled;
+  }
+  EXPECT_EQ(compiled, static_cast<int>(presets::registry().size()) - 1);
+}
+
+// fwd_sm80 stays the fallback on sm_90a (RoPE, other head dims, a call the TMA cannot take):
+// its units must keep compiling there for every preset.
+TEST_F(FwdSm90Codegen, FwdSm80StillCompilesForSm90aForEveryPreset) {
+  int compiled = 0, index = 0;
+  for (const auto& preset : presets::registry()) {
+    const int d = index++ % 2 ? 128 : 64;
+    SCOPED_TRACE(preset.name + " d=" + std::to_string(d));
+    const PreparedKernel p = prepare(preset.make(), options("sm_90a", d).with_template("fwd_sm80"));
+    EXPECT_EQ(p.config.template_name, "fwd_sm80");
+    ASSERT_TRUE(p.cached.cubin && p.cached.metadata);
+    ++compiled;
+  }
+  EXPECT_EQ(compiled, static_cast<int>(presets::registry().size()));
+}
+
+}  // namespace
+}  // namespace attnjit
