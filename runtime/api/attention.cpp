@@ -287,13 +287,33 @@ void BlockMask::copy_to_host(void* host, std::size_t bytes) const {
 
 void synchronize_device(int device) { device_context(device).synchronize(); }
 
-const PreparedKernel& Kernel::prepared() const { return *state_->prepared; }
+const PreparedKernel& Kernel::prepared() const {
+  state_->require_gpu_unit("prepared()");
+  return *state_->prepared;
+}
 const Variant& Kernel::variant() const { return state_->variant; }
 int Kernel::device() const { return state_->device; }
+bool Kernel::has_gpu_unit() const { return state_->prepared != nullptr; }
+const CpuAttention& Kernel::cpu() const { return state_->cpu_attention(); }
 
 void Kernel::synchronize() const {
+  if (!state_->prepared) return;  // the CPU backend runs synchronously
   device_context(state_->device).synchronize();
   state_->report_recorded_read();
+}
+
+const CpuAttention& KernelState::cpu_attention() const {
+  std::lock_guard<std::mutex> lock(cpu_mutex);
+  if (!cpu) cpu = std::make_unique<CpuAttention>(variant, make_cpu_hooks(variant, CpuHookSource::Auto));
+  return *cpu;
+}
+
+void KernelState::require_gpu_unit(const char* what) const {
+  if (prepared) return;
+  throw RuntimeFailure(
+      fmt::format("{}: kernel '{}' was compiled without a GPU ({}), so it has only the CPU backend; "
+                  "call forward with host tensors, or compile on a machine with an NVIDIA GPU",
+                  what, variant.name(), no_gpu_reason));
 }
 
 const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name,
@@ -324,12 +344,21 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
 
 Kernel compile(const Variant& variant, const CompileOptions& options) {
   auto& driver = runtime::Driver::instance();
-  if (!driver.available())
-    throw RuntimeFailure(
-        fmt::format("no CUDA driver: {}; run on a machine with an NVIDIA GPU, or use `prepare` with an "
-                    "explicit arch to compile without one",
-                    driver.unavailable_reason()));
   options.validate();
+  if (!driver.available() || driver.device_count() == 0) {
+    // No GPU: a Kernel of the CPU backend, its hooks JIT-compiled here (`prepare` with an
+    // explicit arch still builds the CUDA unit without a GPU).
+    auto state = std::make_shared<Kernel::State>();
+    state->variant = variant;
+    state->options = options;
+    state->device = options.device;
+    state->no_gpu_reason =
+        driver.available() ? "the CUDA driver sees no device" : "no CUDA driver: " + driver.unavailable_reason();
+    state->cpu_attention();
+    Kernel k;
+    k.state_ = std::move(state);
+    return k;
+  }
   const runtime::DeviceContext& context = device_context(options.device);
   context.make_current();
   auto state = std::make_shared<Kernel::State>();
@@ -356,6 +385,13 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
 
 void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                      const Bindings& bindings, void* stream, double softmax_scale, const BlockMask* block_mask) const {
+  if (q.device.device_type == kDLCPU) {
+    if (block_mask != nullptr)
+      throw UserError("forward on host tensors (the CPU backend) takes no block_mask: it classifies tiles itself");
+    state_->cpu_attention().forward(q, k, v, o, lse, bindings, softmax_scale);
+    return;
+  }
+  state_->require_gpu_unit("forward on CUDA tensors");
   const PreparedKernel& p = *state_->prepared;
   const ElementType dtype = p.config.dtype;
   const int device = state_->device;
@@ -432,10 +468,14 @@ std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& uni
   return {};
 }
 
-bool Kernel::has_block_mask() const { return state_->prepared->unit.facts.mask_reads_tensor; }
+bool Kernel::has_block_mask() const {
+  state_->require_gpu_unit("has_block_mask()");
+  return state_->prepared->unit.facts.mask_reads_tensor;
+}
 
 BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k, const Bindings& bindings,
                                    void* stream) const {
+  state_->require_gpu_unit("build_block_mask");
   const PreparedKernel& p = *state_->prepared;
   if (!has_block_mask())
     throw UserError(fmt::format(

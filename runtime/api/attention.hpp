@@ -121,6 +121,7 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options);
 
 runtime::KernelCache& default_kernel_cache();
 
+class CpuAttention;
 namespace detail {
 struct KernelState;
 }
@@ -175,11 +176,17 @@ struct BackwardOptions {
   }
 };
 
+// A compiled variant. With a GPU, compile() loads its CUDA unit; forward on host (kDLCPU)
+// tensors runs the CPU backend (runtime/cpu) instead, built on first use. Without a GPU,
+// compile() makes a CPU-only Kernel: forward takes host tensors, and what needs the CUDA unit
+// (prepared, backward, build_block_mask, forward on CUDA tensors) is a RuntimeFailure saying why.
 class Kernel {
  public:
   const PreparedKernel& prepared() const;
   const Variant& variant() const;
-  int device() const;  // the CUDA device ordinal it was loaded on
+  int device() const;               // the CUDA device ordinal it was loaded on
+  bool has_gpu_unit() const;        // false: compiled where there is no GPU (CPU backend only)
+  const CpuAttention& cpu() const;  // the CPU backend of the variant (JIT-compiled hooks)
 
   // Waits for the device, then reports (UserError naming the tensor, dimension, index and
   // extent) an out-of-range read of a captured tensor by a launch since the last check. Such
@@ -189,8 +196,9 @@ class Kernel {
 
   // q: [B, Hq, Sq, D], k/v: [B, Hkv, Sk, D] (any strides with the last one 1 and rows
   // 16-byte aligned; BSHD layouts are views with permuted strides), o like q, lse
-  // [B, Hq, Sq] f32 contiguous or null. All on the current CUDA device. `stream` is a
-  // CUstream / cudaStream_t (null: the legacy default stream); 0 scale means 1/sqrt(D).
+  // [B, Hq, Sq] f32 contiguous or null. All on the current CUDA device, or all host tensors
+  // (the CPU backend runs them, synchronously; `stream` and `block_mask` do not apply). `stream`
+  // is a CUstream / cudaStream_t (null: the legacy default stream); 0 scale means 1/sqrt(D).
   //
   // When the mask reads a tensor, forward first launches the block-mask kernel on `stream`
   // (tile classes into a scratch buffer owned by this Kernel, one per stream, grown as

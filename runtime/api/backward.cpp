@@ -56,6 +56,7 @@ void check_tensor_gradient(const std::string& name, const DLTensor& gradient, co
 }  // namespace
 
 const PreparedKernel& Kernel::prepared_backward(const BackwardOptions& options) const {
+  state_->require_gpu_unit("prepared_backward()");
   return *backward_unit(*state_, options).prepared;
 }
 
@@ -63,6 +64,7 @@ void Kernel::backward(const DLTensor& q, const DLTensor& k, const DLTensor& v, c
                       const DLTensor& d_out, const DLTensor& dq, const DLTensor& dk, const DLTensor& dv,
                       const Bindings& bindings, void* stream, const BackwardOptions& options) const {
   const KernelState& st = *state_;
+  st.require_gpu_unit("backward (the CPU backend has no backward yet)");
   const ElementType dtype = st.prepared->config.dtype;
   const int head_dim = st.prepared->config.head_dim;
   const int device = st.device;

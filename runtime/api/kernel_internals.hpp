@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/api/attention.hpp"
+#include "runtime/cpu/cpu_attention.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "templates/abi.h"
 
@@ -96,6 +97,16 @@ struct KernelState {
   mutable std::mutex extra_forward_mutex;
   mutable std::map<std::string, std::unique_ptr<ExtraUnit>> extra_forward;  // null entry: declined
   const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint) const;
+
+  // The CPU backend of the variant (runtime/cpu), built on the first forward with host tensors,
+  // or by compile() where there is no GPU; then `prepared` and `loaded` stay null and
+  // `no_gpu_reason` says why.
+  mutable std::mutex cpu_mutex;
+  mutable std::unique_ptr<CpuAttention> cpu;
+  std::string no_gpu_reason;
+  const CpuAttention& cpu_attention() const;
+  // RuntimeFailure naming `what` when this Kernel has no CUDA unit (compiled without a GPU).
+  void require_gpu_unit(const char* what) const;
 
   // The per-stream scratch of at least `bytes` (call with scratch_mutex held): a grown-out
   // buffer may still be read by queued work, so it is kept until the Kernel goes.

@@ -155,6 +155,14 @@ TEST(Cli, DemoRunsEndToEnd) {
        at = r.out.find("JIT sm_90a D=64: ", at + 1))
     ++compiled;
   EXPECT_EQ(compiled, 3u) << r.out;
+  // Each variant then runs for real: on the GPU against the reference, or, where there is none,
+  // on the CPU backend (checked against the reference, and timed).
+  std::size_t passed = 0;
+  for (const char* line : {"GPU vs reference", "CPU backend"})
+    for (std::size_t at = r.out.find(line); at != std::string::npos; at = r.out.find(line, at + 1))
+      passed += r.out.find("PASS", at) < r.out.find('\n', at);
+  EXPECT_EQ(passed, 3u) << r.out;
+  if (contains(r.out, "No GPU here")) EXPECT_TRUE(contains(r.out, "CPU forward B=1 H=8 S=2048 D=64 bf16")) << r.out;
 }
 
 }  // namespace

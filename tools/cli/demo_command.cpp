@@ -1,7 +1,8 @@
 // `attnjit demo`: the end-to-end tour on built-in defaults. It builds a few preset
 // variants, prints their canonical text, runs the CPU reference on a small problem, then
 // JIT-compiles each variant's forward kernel with NVRTC (no GPU needed) and, where a GPU
-// is present, runs it against the reference.
+// is present, runs it against the reference; where there is none, compile() gives the CPU
+// backend, which is checked against the reference and timed on a real-size head.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -10,6 +11,9 @@
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/cpu/cpu_attention.hpp"
+#include "runtime/cpu/cpu_benchmark.hpp"
+#include "runtime/cpu/cpu_check.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/reference/reference.hpp"
@@ -34,14 +38,19 @@ void run_demo() {
 
   struct Case {
     Variant variant;
-    Bindings bindings;
+    Bindings bindings;  // for the small problems
+    Bindings timed;     // for the timed CPU run at S=2048 (runtime parameters: no recompile)
+    std::string timed_label;
   };
   std::vector<Case> cases;
-  cases.push_back({presets::causal(), {}});
-  cases.push_back({presets::alibi().then(presets::sliding_window()).then(presets::softcap()), {}});
+  cases.push_back({presets::causal(), {}, {}, ""});
+  cases.push_back(
+      {presets::alibi().then(presets::sliding_window()).then(presets::softcap()), {}, {}, " (window 512, softcap 20)"});
   cases.back().bindings.set("window", 3).set("softcap", 20.0);
-  cases.push_back({presets::prefix_lm(), {}});
+  cases.back().timed.set("window", 512).set("softcap", 20.0);
+  cases.push_back({presets::prefix_lm(), {}, {}, " (prefix_len 512)"});
   cases.back().bindings.set("prefix_len", 2);
+  cases.back().timed.set("prefix_len", 512);
 
   fmt::print("attnjit demo: {} variants on B={} Hq={} Hkv={} S={} D={} (GQA 2:1), CPU reference in fp64\n\n",
              cases.size(), batch, heads, heads_kv, seq, dim);
@@ -63,12 +72,30 @@ void run_demo() {
       const ForwardCheckResult check = check_forward(c.variant, CompileOptions().with_head_dim(64),
                                                      ForwardProblem{1, 4, 2, 333, 517}, c.bindings, 1);
       fmt::print("GPU vs reference (B=1 Hq=4 Hkv=2 Sq=333 Sk=517): {}\n", check.summary());
+    } else {
+      // No GPU: compile() gives the CPU backend (its hooks JIT-compiled for this CPU), which
+      // Kernel::forward runs on host tensors.
+      const Kernel kernel = compile(c.variant, CompileOptions().with_head_dim(64));
+      const ForwardCheckResult check =
+          check_cpu_forward(kernel.cpu(), ForwardProblem{1, 4, 2, 333, 517}, 64, dlpack_bfloat16(), c.bindings, 1);
+      fmt::print("CPU backend ({} hooks) vs reference (B=1 Hq=4 Hkv=2 Sq=333 Sk=517, bf16): {}\n",
+                 cpu_backend_has_jit() ? "LLVM JIT" : "interpreted", check.summary());
+      BenchOptions bench;
+      bench.warmup = 1;
+      bench.repetitions = 3;
+      bench.input_sets = 1;
+      const BenchResult t = benchmark_cpu_forward(kernel.cpu(), ForwardProblem{1, 8, 8, 2048, 2048}, 64,
+                                                  dlpack_bfloat16(), c.timed, bench);
+      fmt::print("CPU forward B=1 H=8 S=2048 D=64 bf16{}: {:.1f} ms (median of 3), {:.1f} GFLOP/s on admitted pairs\n",
+                 c.timed_label, t.median_ms, t.tflops * 1000.0);
     }
     fmt::print("\n");
   }
   if (!runtime::Driver::instance().available())
-    fmt::print("No GPU here ({}): the kernels were compiled, not run. `attnjit check` runs them on a GPU.\n",
-               runtime::Driver::instance().unavailable_reason());
+    fmt::print(
+        "No GPU here ({}): the CUDA kernels were compiled, not run; the CPU backend ran each variant. `attnjit "
+        "check` runs them on a GPU.\n",
+        runtime::Driver::instance().unavailable_reason());
 }
 
 }  // namespace
