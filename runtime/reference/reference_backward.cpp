@@ -183,7 +183,9 @@ void backward_head(const Context& c, Worker& w, int b, int h, const std::vector<
       const std::size_t row = (static_cast<std::size_t>(b) * pr.heads_q + h) * pr.seq_q + i;
       double& dg = c.out.d_gate[rank4 ? row * pr.dim_v + d : row];
       dg = a.reg(dg + a.reg(a.reg(dout[d] * o[d]) * a.reg(s * (1.0 - s))));
-      dout[d] = a.reg(dout[d] * s);
+      // Naive: the ungated output's gradient is a tensor of the storage dtype (autograd's
+      // dO * sigmoid(gate) in bf16 / fp16), which the matmuls below read.
+      dout[d] = a.store(a.reg(dout[d] * s));
     }
     double rowsum = 0.0;  // D = rowsum(dO * O)
     for (int d = 0; d < pr.dim_v; ++d) rowsum = a.reg(rowsum + dout[d] * o[d]);
