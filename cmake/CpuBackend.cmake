@@ -6,5 +6,5 @@
 # end to end on the development machine: it packs both operands on every call.)
 #
 # The tile loops: -O3 to vectorize, FMA contraction (the default C++20 mode turns it off).
-set_source_files_properties(${PROJECT_SOURCE_DIR}/runtime/cpu/cpu_kernels.cpp PROPERTIES COMPILE_OPTIONS
-  "-O3;-ffp-contract=fast")
+set_source_files_properties(${PROJECT_SOURCE_DIR}/runtime/cpu/cpu_kernels.cpp
+  ${PROJECT_SOURCE_DIR}/runtime/cpu/cpu_kernels_bf16.cpp PROPERTIES COMPILE_OPTIONS "-O3;-ffp-contract=fast")

@@ -120,7 +120,9 @@ struct RopeTable {
 // Scratch of one worker, grown as needed and kept by the pool's threads.
 struct Workspace {
   std::vector<float> q, k, rotated, v, s, o, m, l;
-  static void fit(std::vector<float>& buffer, std::size_t n) {
+  std::vector<std::uint32_t> q2, k2_rows, k2, v2, p2;  // the bf16 products' words (pairs)
+  template <class T>
+  static void fit(std::vector<T>& buffer, std::size_t n) {
     if (buffer.size() < n) buffer.resize(n);
   }
 };
@@ -405,6 +407,9 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   const int group = heads_q / heads_kv;
   const int sub = cpu::TileClassTable::kSubTile;
   const float scale_f = static_cast<float>(scale);
+  // bf16 inputs on a CPU with AVX512_BF16: the products read bf16 pairs (cpu_kernels.hpp).
+  const bool bf16_dot = qv.storage == cpu::Storage::BF16 && cpu::bf16_products_available();
+  const int pairs = (dim + 1) / 2, kv_pairs = (block_kv + 1) / 2;
   char* const o_base = static_cast<char*>(o.data) + o.byte_offset;
   float* const lse_base = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;
 
@@ -424,8 +429,21 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
     if (!direct_v) Workspace::fit(ws.v, static_cast<std::size_t>(block_kv) * width);
     float *qf = ws.q.data(), *s = ws.s.data(), *acc = ws.o.data(), *m = ws.m.data(), *l = ws.l.data();
 
-    cpu::load_tile(qv.storage, qv.at(b, h, q0), qv.stride[2], qv.stride[3], rows, dim, qf, dim);
-    if (rope) rope->rotate(qf, dim, rows, seq_k - seq_q + rope_offset + q0);
+    if (bf16_dot) {
+      Workspace::fit(ws.q2, static_cast<std::size_t>(rows) * pairs);
+      Workspace::fit(ws.k2_rows, static_cast<std::size_t>(block_kv) * pairs);
+      Workspace::fit(ws.k2, static_cast<std::size_t>(block_kv + cpu::kKeyPanel) * pairs);
+      Workspace::fit(ws.v2, static_cast<std::size_t>(kv_pairs) * width);
+      Workspace::fit(ws.p2, static_cast<std::size_t>(rows) * kv_pairs);
+    }
+    if (bf16_dot && !rope) {
+      cpu::pack_rows_bf16(static_cast<const std::uint16_t*>(qv.at(b, h, q0)), qv.stride[2], qv.stride[3], rows, dim,
+                          ws.q2.data(), pairs);
+    } else {
+      cpu::load_tile(qv.storage, qv.at(b, h, q0), qv.stride[2], qv.stride[3], rows, dim, qf, dim);
+      if (rope) rope->rotate(qf, dim, rows, seq_k - seq_q + rope_offset + q0);
+      if (bf16_dot) cpu::pack_rows_bf16(qf, dim, rows, dim, ws.q2.data(), pairs);  // turned, then rounded
+    }
     std::fill_n(acc, static_cast<std::size_t>(rows) * width, 0.0f);
     std::fill_n(m, rows, kNegInf);
     std::fill_n(l, rows, 0.0f);
@@ -443,7 +461,19 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       const int kv0 = first * sub, cols = std::min(last * sub, seq_k) - kv0;
 
       // S = scale * Q K^T, K widened (and rotated) into panels once per tile.
-      if (rope) {
+      if (bf16_dot) {
+        if (rope) {
+          float* rotated = ws.rotated.data();
+          cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
+          rope->rotate(rotated, dim, cols, rope_offset + kv0);
+          cpu::pack_rows_bf16(rotated, dim, cols, dim, ws.k2_rows.data(), pairs);
+        } else {
+          cpu::pack_rows_bf16(static_cast<const std::uint16_t*>(kv.at(b, hk, kv0)), kv.stride[2], kv.stride[3], cols,
+                              dim, ws.k2_rows.data(), pairs);
+        }
+        cpu::pack_keys_bf16(ws.k2_rows.data(), pairs, cols, dim, ws.k2.data());
+        cpu::scores_bf16(rows, cols, dim, scale_f, ws.q2.data(), pairs, ws.k2.data(), s, block_kv);
+      } else if (rope) {
         float* rotated = ws.rotated.data();
         cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
         rope->rotate(rotated, dim, cols, rope_offset + kv0);
@@ -451,7 +481,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       } else {
         cpu::pack_keys(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, ws.k.data());
       }
-      cpu::scores(rows, cols, dim, scale_f, qf, dim, ws.k.data(), s, block_kv);
+      if (!bf16_dot) cpu::scores(rows, cols, dim, scale_f, qf, dim, ws.k.data(), s, block_kv);
 
       // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
       if (hooks.has_score_mod || has_mask)
@@ -484,6 +514,14 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       }
 
       // O += P V
+      if (bf16_dot) {
+        cpu::pack_probs_bf16(s, block_kv, rows, cols, ws.p2.data(), kv_pairs);
+        cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
+                              dim_v, width, ws.v2.data());
+        cpu::accumulate_pv_bf16(rows, width, cols, ws.p2.data(), kv_pairs, ws.v2.data(), acc, width);
+        first = last;
+        continue;
+      }
       const float* vp;
       std::int64_t ldv;
       if (direct_v) {

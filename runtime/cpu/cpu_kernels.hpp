@@ -57,4 +57,28 @@ void use_products_isa(Isa isa);
 // "built-in AVX-512 micro-kernels": what computes the products on this CPU.
 std::string gemm_backend();
 
+// ---- bf16 dot products (runtime/cpu/cpu_kernels_bf16.cpp) ---------------------------------
+// For bf16 storage where the CPU has AVX512_BF16 (vdpbf16ps: two exact bf16 products added to
+// an fp32 lane, twice the multiply-adds per instruction of the fp32 path). Operands are words of
+// two bf16 consecutive along the reduction; an odd length pads the last word with a zero.
+// P is rounded to bf16 before P V, as the GPU kernels round it.
+bool bf16_products_available();  // the CPU has it and products_isa() is Avx512
+// Rows of a bf16 matrix (strides in elements), or fp32 rows rounded, as (dim + 1) / 2 words each.
+void pack_rows_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int rows, int dim,
+                    std::uint32_t* out, std::int64_t ld);
+void pack_rows_bf16(const float* in, std::int64_t ld_in, int rows, int dim, std::uint32_t* out, std::int64_t ld);
+// Keys (rows of words from pack_rows_bf16) into panels of 16 keys, [pairs][16]; zero keys pad.
+void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed);
+// V rows [k x dim_v] as [(k + 1) / 2][width] words (the two keys of a pair per column); columns
+// dim_v..width are zero.
+void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int k, int dim_v,
+                      int width, std::uint32_t* packed);
+// P rows (fp32, the first k of each) rounded into words along k.
+void pack_probs_bf16(const float* p, std::int64_t ldp, int rows, int k, std::uint32_t* out, std::int64_t ld);
+// S = alpha * Q K^T (whole panels written, as scores()); O += P V (width a multiple of 16).
+void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,
+                 const std::uint32_t* packed, float* s, std::int64_t lds);
+void accumulate_pv_bf16(int rows, int width, int k, const std::uint32_t* p, std::int64_t ldp, const std::uint32_t* v,
+                        float* o, std::int64_t ldo);
+
 }  // namespace attnjit::cpu

@@ -1,0 +1,201 @@
+// The CPU backend's bf16 products (see cpu_kernels.hpp, "bf16 dot products").
+//
+// vdpbf16ps (AVX512_BF16) multiplies pairs of bf16 and adds both products to an fp32 lane:
+// 32 multiply-adds per instruction where the fp32 path's FMA does 16. Operands are packed so
+// that each 32-bit word holds the two elements of one reduction step: Q rows and P rows as
+// consecutive pairs (a word broadcast per row), K as panels of 16 keys [pairs][16], V as
+// [pairs][width] (a load gives 16 columns). Micro-tiles as the fp32 path: S 8 rows x 2
+// panels, O 4 rows x 4 vectors of 16 columns.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/cpu/cpu_kernels.hpp"
+
+#define AJ_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+namespace attnjit::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+inline std::uint16_t float_to_bf16(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+  return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+inline std::uint32_t pair(std::uint16_t lo, std::uint16_t hi) {
+  return static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
+}
+
+template <int R, int W>
+AJ_BF16 inline void score_tile(const std::uint32_t* q, std::int64_t ldq, const std::uint32_t* kp, int pairs,
+                               float alpha, float* s, std::int64_t lds) {
+  __m512 acc[R][W];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_ps();
+  for (int i = 0; i < pairs; ++i) {
+    __m512bh b[W];
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w)
+      b[w] = (__m512bh)_mm512_loadu_si512(kp + static_cast<std::int64_t>(w) * pairs * kLanes + i * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[r * ldq + i]));
+#pragma GCC unroll 4
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_dpbf16_ps(acc[r][w], a, b[w]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(alpha);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(s + r * lds + w * kLanes, _mm512_mul_ps(acc[r][w], scale));
+}
+
+template <int R, int W>
+AJ_BF16 inline void score_rows(int rows, int pairs, float alpha, const std::uint32_t* q, std::int64_t ldq,
+                               const std::uint32_t* kp, float* s, std::int64_t lds) {
+  int i = 0;
+  for (; i + R <= rows; i += R) score_tile<R, W>(q + i * ldq, ldq, kp, pairs, alpha, s + i * lds, lds);
+  for (; i < rows; ++i) score_tile<1, W>(q + i * ldq, ldq, kp, pairs, alpha, s + i * lds, lds);
+}
+
+template <int R, int W>
+AJ_BF16 inline void pv_tile(const std::uint32_t* p, std::int64_t ldp, const std::uint32_t* v, int width, int pairs,
+                            float* o, std::int64_t ldo) {
+  __m512 acc[R][W];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_loadu_ps(o + r * ldo + w * kLanes);
+  for (int i = 0; i < pairs; ++i) {
+    __m512bh b[W];
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w)
+      b[w] = (__m512bh)_mm512_loadu_si512(v + static_cast<std::int64_t>(i) * width + w * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(p[r * ldp + i]));
+#pragma GCC unroll 4
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_dpbf16_ps(acc[r][w], a, b[w]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(o + r * ldo + w * kLanes, acc[r][w]);
+}
+
+template <int R, int W>
+AJ_BF16 inline void pv_rows(int rows, int width, int pairs, const std::uint32_t* p, std::int64_t ldp,
+                            const std::uint32_t* v, float* o, std::int64_t ldo) {
+  int i = 0;
+  for (; i + R <= rows; i += R) pv_tile<R, W>(p + i * ldp, ldp, v, width, pairs, o + i * ldo, ldo);
+  for (; i < rows; ++i) pv_tile<1, W>(p + i * ldp, ldp, v, width, pairs, o + i * ldo, ldo);
+}
+
+}  // namespace
+
+bool bf16_products_available() {
+  static const bool here = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return here && products_isa() == Isa::Avx512;
+}
+
+void pack_rows_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int rows, int dim,
+                    std::uint32_t* out, std::int64_t ld) {
+  const int pairs = (dim + 1) / 2;
+  for (int r = 0; r < rows; ++r) {
+    const std::uint16_t* src = base + r * row_stride;
+    std::uint32_t* dst = out + r * ld;
+    if (col_stride == 1 && dim % 2 == 0) {
+      std::memcpy(dst, src, sizeof(std::uint32_t) * static_cast<std::size_t>(pairs));
+      continue;
+    }
+    for (int i = 0; i < pairs; ++i) {
+      const int d = 2 * i;
+      dst[i] = pair(src[d * col_stride], d + 1 < dim ? src[(d + 1) * col_stride] : 0);
+    }
+  }
+}
+
+void pack_rows_bf16(const float* in, std::int64_t ld_in, int rows, int dim, std::uint32_t* out, std::int64_t ld) {
+  const int pairs = (dim + 1) / 2;
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < pairs; ++i) {
+      const int d = 2 * i;
+      out[r * ld + i] = pair(float_to_bf16(in[r * ld_in + d]), d + 1 < dim ? float_to_bf16(in[r * ld_in + d + 1]) : 0);
+    }
+}
+
+void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed) {
+  const int pairs = (dim + 1) / 2;
+  for (int j0 = 0; j0 < cols; j0 += kLanes) {
+    const int n = std::min(kLanes, cols - j0);
+    std::uint32_t* dst = packed + static_cast<std::int64_t>(j0) * pairs;
+    for (int i = 0; i < pairs; ++i)
+      for (int j = 0; j < kLanes; ++j) dst[i * kLanes + j] = j < n ? rows[(j0 + j) * ld + i] : 0u;
+  }
+}
+
+void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int k, int dim_v,
+                      int width, std::uint32_t* packed) {
+  const int pairs = (k + 1) / 2;
+  for (int i = 0; i < pairs; ++i) {
+    const std::uint16_t* r0 = base + static_cast<std::int64_t>(2 * i) * row_stride;
+    const std::uint16_t* r1 = 2 * i + 1 < k ? r0 + row_stride : nullptr;
+    std::uint32_t* dst = packed + static_cast<std::int64_t>(i) * width;
+    for (int d = 0; d < dim_v; ++d) dst[d] = pair(r0[d * col_stride], r1 ? r1[d * col_stride] : 0);
+    std::fill(dst + dim_v, dst + width, 0u);
+  }
+}
+
+AJ_BF16 void pack_probs_bf16(const float* p, std::int64_t ldp, int rows, int k, std::uint32_t* out, std::int64_t ld) {
+  const int pairs = (k + 1) / 2;
+  for (int r = 0; r < rows; ++r) {
+    const float* src = p + r * ldp;
+    std::uint32_t* dst = out + r * ld;
+    int i = 0;
+    // 32 probabilities in consecutive order become 16 words of consecutive pairs.
+    for (; 2 * i + 32 <= k; i += 16) {
+      const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 2 * i + 16), _mm512_loadu_ps(src + 2 * i));
+      _mm512_storeu_si512(dst + i, (__m512i)packed);
+    }
+    for (; i < pairs; ++i) {
+      const int c = 2 * i;
+      dst[i] = pair(float_to_bf16(src[c]), c + 1 < k ? float_to_bf16(src[c + 1]) : 0);
+    }
+  }
+}
+
+AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,
+                         const std::uint32_t* packed, float* s, std::int64_t lds) {
+  const int pairs = (dim + 1) / 2;
+  const int panels = (cols + kLanes - 1) / kLanes;
+  int p = 0;
+  for (; p + 2 <= panels; p += 2)
+    score_rows<8, 2>(rows, pairs, alpha, q, ldq, packed + static_cast<std::int64_t>(p) * pairs * kLanes, s + p * kLanes,
+                     lds);
+  for (; p < panels; ++p)
+    score_rows<8, 1>(rows, pairs, alpha, q, ldq, packed + static_cast<std::int64_t>(p) * pairs * kLanes, s + p * kLanes,
+                     lds);
+}
+
+AJ_BF16 void accumulate_pv_bf16(int rows, int width, int k, const std::uint32_t* p, std::int64_t ldp,
+                                const std::uint32_t* v, float* o, std::int64_t ldo) {
+  const int pairs = (k + 1) / 2, vectors = width / kLanes;
+  int j = 0;
+  for (; j + 4 <= vectors; j += 4) pv_rows<4, 4>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
+  for (; j < vectors; ++j) pv_rows<4, 1>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
+}
+
+}  // namespace attnjit::cpu
