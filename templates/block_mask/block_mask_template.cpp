@@ -51,6 +51,20 @@ std::string BlockMaskTemplate::fragment(const HookFacts& facts) {
          runtime::load_template("block_mask.cuh");
 }
 
+std::string BlockMaskTemplate::forward_section(const HookFacts& facts) {
+  if (!facts.mask_reads_tensor) return {};
+  return "\n// the mask reads a tensor: attnjit_block_mask writes the tile classes attnjit_fwd reads\n" +
+         fragment(facts);
+}
+
+std::vector<std::pair<std::string, std::string>> BlockMaskTemplate::forward_fact_macros(ElementType dtype,
+                                                                                        const HookFacts& facts) {
+  return {{dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
+          {"AJ_HAS_SCORE_MOD", facts.has_score_mod ? "1" : "0"},
+          {"AJ_HAS_MASK", facts.has_mask ? "1" : "0"},
+          {"AJ_HAS_BLOCK_MASK", facts.mask_reads_tensor ? "1" : "0"}};
+}
+
 GeneratedUnit BlockMaskTemplate::generate(const TemplateRequest& request) const {
   GeneratedUnit unit;
   unit.template_name = name();

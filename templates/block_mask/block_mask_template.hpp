@@ -44,6 +44,13 @@ class BlockMaskTemplate : public KernelTemplate {
 
   // For composing into another template's unit with the same tile sizes (AJ_BLOCK_M/N).
   static std::string fragment(const HookFacts& facts);
+  // What a forward template appends to its unit: the fragment under a comment when the mask
+  // reads a tensor, else nothing.
+  static std::string forward_section(const HookFacts& facts);
+  // The macros a forward unit defines from the dtype and the variant's facts: AJ_DTYPE_*,
+  // AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK.
+  static std::vector<std::pair<std::string, std::string>> forward_fact_macros(ElementType dtype,
+                                                                              const HookFacts& facts);
   static BlockMaskLayout layout(const HookFacts& facts, int block_m, int block_n, const ProblemShape& problem);
   static KernelLaunch launch(const BlockMaskLayout& layout);
   static void bind(AttnjitFwdArgs& args, std::uint64_t workspace, const BlockMaskLayout& layout);

@@ -76,25 +76,17 @@ class FwdSm80Template : public KernelTemplate {
     if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernelName);
 
     std::vector<std::pair<std::string, std::string>> macros = {
-        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
-        {"AJ_BLOCK_M", std::to_string(s.block_m)},
-        {"AJ_BLOCK_N", std::to_string(s.block_n)},
-        {"AJ_NUM_WARPS", std::to_string(s.num_warps)},
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)}, {"AJ_BLOCK_M", std::to_string(s.block_m)},
+        {"AJ_BLOCK_N", std::to_string(s.block_n)},   {"AJ_NUM_WARPS", std::to_string(s.num_warps)},
         {"AJ_STAGES", std::to_string(s.stages)},
-        {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
-        {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
-        {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"},
-        {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
     };
+    for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     unit.body = unit_preamble();
     unit.body += macro_block("fwd_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("fwd_sm80.cuh");
-    if (unit.facts.mask_reads_tensor) {
-      unit.body += "\n// the mask reads a tensor: attnjit_block_mask writes the tile classes attnjit_fwd reads\n";
-      unit.body += BlockMaskTemplate::fragment(unit.facts);
-    }
+    unit.body += BlockMaskTemplate::forward_section(unit.facts);
     return unit;
   }
 
