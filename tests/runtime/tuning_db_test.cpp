@@ -486,7 +486,7 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedScheduleForTheHintedBucket) {
   ::setenv("ATTNJIT_TUNING_DB", path.c_str(), 1);
   const Variant causal = presets::causal();
   CompileOptions o;
-  o.with_head_dim(64).with_arch("sm_90a");
+  o.with_head_dim(64).with_arch("sm_80");  // fwd_sm80 is the default there (sm_90a: fwd_sm90)
   // No file: the default, and no file is created by a lookup.
   o.with_shape_hint(4, 32, 32, 4096, 4096);
   EXPECT_EQ(generate(causal, o).config.knobs, Schedule::default_for(64).to_knobs());
@@ -494,22 +494,21 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedScheduleForTheHintedBucket) {
   {
     TuningDatabase db(path);
     TuningRecord r;
-    r.key = TuningKey::make(causal, "sm_90a", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096});
+    r.key = TuningKey::make(causal, "sm_80", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096});
     r.template_name = "fwd_sm80";
     r.knobs = Schedule{64, 128, 4, 1}.to_knobs();
     db.put(r);
   }
   EXPECT_EQ(generate(causal, o).config.knobs, (Schedule{64, 128, 4, 1}.to_knobs()));
-  EXPECT_EQ(find_tuned_knobs(causal, "fwd_sm80", "sm_90a", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096}),
+  EXPECT_EQ(find_tuned_knobs(causal, "fwd_sm80", "sm_80", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096}),
             (Schedule{64, 128, 4, 1}.to_knobs()));
-  EXPECT_FALSE(
-      find_tuned_knobs(causal, "fwd_sm90a", "sm_90a", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096}));
+  EXPECT_FALSE(find_tuned_knobs(causal, "fwd_sm90", "sm_80", ElementType::BF16, 64, ShapeHint{4, 32, 32, 4096, 4096}));
   // Another bucket, no hint, or an explicit schedule: not the tuned one.
   CompileOptions other = o;
   other.with_shape_hint(4, 32, 32, 1024, 1024);
   EXPECT_EQ(generate(causal, other).config.knobs, Schedule::default_for(64).to_knobs());
   CompileOptions no_hint;
-  no_hint.with_head_dim(64).with_arch("sm_90a");
+  no_hint.with_head_dim(64).with_arch("sm_80");
   EXPECT_EQ(generate(causal, no_hint).config.knobs, Schedule::default_for(64).to_knobs());
   CompileOptions explicit_schedule = o;
   explicit_schedule.with_schedule(Schedule{128, 32, 8, 1});
@@ -522,7 +521,7 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedScheduleForTheHintedBucket) {
 TEST_F(TuningDbTest, GenerateFallsBackToTheDefaultWhenTheDatabaseIsUnusable) {
   const Variant causal = presets::causal();
   CompileOptions o;
-  o.with_head_dim(128).with_arch("sm_90a").with_shape_hint(1, 8, 8, 1024, 1024);
+  o.with_head_dim(128).with_arch("sm_80").with_shape_hint(1, 8, 8, 1024, 1024);
   const auto corrupt = dir_ / "corrupt.sqlite";
   {
     std::ofstream out(corrupt, std::ios::binary);
