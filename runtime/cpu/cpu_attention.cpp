@@ -408,7 +408,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   const int sub = cpu::TileClassTable::kSubTile;
   const float scale_f = static_cast<float>(scale);
   // bf16 inputs on a CPU with AVX512_BF16: the products read bf16 pairs (cpu_kernels.hpp).
-  const bool bf16_dot = qv.storage == cpu::Storage::BF16 && cpu::bf16_products_available();
+  const bool bf16_dot = st.options.bf16_products && qv.storage == cpu::Storage::BF16 && cpu::bf16_products_available();
   const int pairs = (dim + 1) / 2, kv_pairs = (block_kv + 1) / 2;
   char* const o_base = static_cast<char*>(o.data) + o.byte_offset;
   float* const lse_base = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;

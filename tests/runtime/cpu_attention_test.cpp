@@ -195,6 +195,25 @@ HostTensor random_tensor(DLDataType dtype, std::vector<std::int64_t> shape, std:
   return t;
 }
 
+// bf16 inputs take the vdpbf16ps products where the CPU has them (this machine does); turned
+// off, the fp32 products run. Both pass the 2x rule, and they are different computations (P
+// rounded to bf16 or not), so their outputs differ.
+TEST(CpuAttention, Bf16ProductsPassAndCanBeTurnedOff) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16: " << cpu::gemm_backend();
+  const Variant v = presets::by_name("alibi_causal");
+  expect_pass(v, gqa(67, 131), 64, dlpack_bfloat16(), CpuOptions());
+  expect_pass(v, gqa(67, 131), 64, dlpack_bfloat16(), CpuOptions().with_bf16_products(false));
+  HostTensor q = random_tensor(dlpack_bfloat16(), {1, 4, 96, 64}, 7),
+             k = random_tensor(dlpack_bfloat16(), {1, 4, 160, 64}, 8),
+             val = random_tensor(dlpack_bfloat16(), {1, 4, 160, 64}, 9);
+  HostTensor fast(dlpack_bfloat16(), {1, 4, 96, 64}), exact(dlpack_bfloat16(), {1, 4, 96, 64});
+  compile_cpu(v).forward(q.dl(), k.dl(), val.dl(), fast.dl(), nullptr);
+  compile_cpu(v, CpuOptions().with_bf16_products(false)).forward(q.dl(), k.dl(), val.dl(), exact.dl(), nullptr);
+  int differ = 0;
+  for (std::int64_t i = 0; i < fast.numel(); ++i) differ += fast.get(i) != exact.get(i);
+  EXPECT_GT(differ, 0);
+}
+
 TEST(CpuAttention, SkipsEmptyTilesAndMasksOnlyPartialOnes) {
   const int s = 1024;
   HostTensor q = random_tensor(dlpack_float32(), {1, 2, s, 64}, 1),
