@@ -39,6 +39,17 @@ std::vector<HookPrototype> row_hook_prototypes() {
   };
 }
 
+GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted) {
+  GeneratedUnit unit;
+  unit.template_name = template_name;
+  unit.head_dim = request.head_dim;
+  unit.knobs = request.knobs;
+  unit.slots = assign_slots(*request.variant);
+  emitted = emit_hooks(*request.variant, unit.slots);
+  unit.facts = emitted.facts;
+  return unit;
+}
+
 std::vector<HookPrototype> forward_hook_prototypes() {
   auto all = attention_hook_prototypes();
   for (auto& row : row_hook_prototypes()) all.push_back(std::move(row));

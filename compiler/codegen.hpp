@@ -14,6 +14,11 @@
 
 namespace attnjit {
 
+// The start of every template's generate(): the template's name, the request's head dim and
+// knobs, the variant's argument slots, and its hooks emitted into `emitted` (the unit keeps
+// their facts).
+GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted);
+
 // abi.h, common.cuh and hooks.cuh: what every generated unit starts with.
 std::string unit_preamble();
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <new>
@@ -445,8 +446,11 @@ std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& uni
     throw InternalError(fmt::format("template {}: argument block of {} bytes exceeds the kernel parameter limit",
                                     p.config.template_name, plan.args_bytes));
   // The kernels' argument block: the forward block first, the template's own fields after it.
-  alignas(64) unsigned char block[LaunchPlan::kMaxArgumentBytes] = {};
+  // Only the template's own fields past the forward block are cleared (finish_args fills them).
+  alignas(64) unsigned char block[LaunchPlan::kMaxArgumentBytes];
   auto& args = *new (block) AttnjitFwdArgs(fwd);
+  if (plan.args_bytes > sizeof(AttnjitFwdArgs))
+    std::memset(block + sizeof(AttnjitFwdArgs), 0, plan.args_bytes - sizeof(AttnjitFwdArgs));
   device_context(device).make_current();
   const bool prebuilt = block_mask != nullptr && !block_mask->empty();
   if (prebuilt && (block_mask->built_by_ != p.cache_key || block_mask->problem_.batch != problem.batch ||

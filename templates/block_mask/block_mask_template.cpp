@@ -66,12 +66,8 @@ std::vector<std::pair<std::string, std::string>> BlockMaskTemplate::forward_fact
 }
 
 GeneratedUnit BlockMaskTemplate::generate(const TemplateRequest& request) const {
-  GeneratedUnit unit;
-  unit.template_name = name();
-  unit.knobs = request.knobs;
-  unit.slots = assign_slots(*request.variant);
-  const EmittedHooks emitted = emit_hooks(*request.variant, unit.slots);
-  unit.facts = emitted.facts;
+  EmittedHooks emitted;
+  GeneratedUnit unit = start_unit(name(), request, emitted);
   unit.kernel_names = {kKernelName};
   unit.body = unit_preamble();
   unit.body += macro_block("block_mask knobs", {{"AJ_BLOCK_M", std::to_string(request.knobs.get("block_m"))},

@@ -93,15 +93,10 @@ class BwdSm80Template : public KernelTemplate {
   }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
-    GeneratedUnit unit;
-    unit.template_name = name();
-    unit.head_dim = r.head_dim;
-    unit.knobs = r.knobs;
-    unit.slots = assign_slots(*r.variant);
-    EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
+    EmittedHooks emitted;
+    GeneratedUnit unit = start_unit(name(), r, emitted);
     const EmittedGradHook grad = emit_score_mod_grad_hook(*r.variant, unit.slots);
     emitted.source += grad.source;
-    unit.facts = emitted.facts;
     unit.tensor_gradients = grad.grad_tensors;
     if (const auto& gate = r.variant->output_gate()) unit.tensor_gradients.push_back(gate->tensor);
     const int block_m = r.knobs.get("block_m"), warps = r.knobs.get("warps"), stages = r.knobs.get("stages");

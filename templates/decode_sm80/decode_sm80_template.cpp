@@ -67,13 +67,8 @@ class DecodeSm80Template : public KernelTemplate {
   std::vector<HookPrototype> hooks() const override { return forward_hook_prototypes(); }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
-    GeneratedUnit unit;
-    unit.template_name = name();
-    unit.head_dim = r.head_dim;
-    unit.knobs = r.knobs;
-    unit.slots = assign_slots(*r.variant);
-    const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
-    unit.facts = emitted.facts;
+    EmittedHooks emitted;
+    GeneratedUnit unit = start_unit(name(), r, emitted);
     const int block_n = r.knobs.get("block_n");
     unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n);
     unit.kernel_names = {"attnjit_decode", "attnjit_decode_combine"};

@@ -62,13 +62,8 @@ class FwdSm80Template : public KernelTemplate {
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     const Schedule s = Schedule::from_knobs(r.knobs);
-    GeneratedUnit unit;
-    unit.template_name = name();
-    unit.head_dim = r.head_dim;
-    unit.knobs = r.knobs;
-    unit.slots = assign_slots(*r.variant);
-    const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
-    unit.facts = emitted.facts;
+    EmittedHooks emitted;
+    GeneratedUnit unit = start_unit(name(), r, emitted);
     unit.max_dynamic_shared_bytes = s.shared_memory_bytes(r.head_dim);
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)

@@ -81,13 +81,8 @@ class FwdSm90Template : public KernelTemplate {
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     const int block_n = r.knobs.get("block_n"), consumers = r.knobs.get("consumers"), stages = r.knobs.get("stages");
-    GeneratedUnit unit;
-    unit.template_name = name();
-    unit.head_dim = r.head_dim;
-    unit.knobs = r.knobs;
-    unit.slots = assign_slots(*r.variant);
-    const EmittedHooks emitted = emit_hooks(*r.variant, unit.slots);
-    unit.facts = emitted.facts;
+    EmittedHooks emitted;
+    GeneratedUnit unit = start_unit(name(), r, emitted);
     unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages);
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)
