@@ -60,6 +60,8 @@ std::string hook_section(const std::vector<HookPrototype>& prototypes, const Emi
   // Unconditional prototypes come first, so a definition that differs only in its return type
   // fails at the definition; conditional ones follow the hooks, whose macros decide them.
   std::string s = "// ---- hooks the template calls (prototypes: the contract) ----\n";
+  s += "#ifndef AJ_PER_SEQUENCE_LENGTHS\n#define AJ_PER_SEQUENCE_LENGTHS 0  // kv_len is args.seq_k (see "
+       "aj_kv_len)\n#endif\n";
   for (const auto& p : prototypes)
     if (p.condition.empty()) s += p.declaration() + "\n";
   s += "\n// ---- hooks generated from the variant ----\n";

@@ -39,7 +39,11 @@ namespace attnjit {
 // The problem a kernel is launched on (or, at compile time, mostly run on).
 struct ProblemShape {
   int batch = 1, heads_q = 1, heads_kv = 1, seq_q = 1, seq_k = 1;
+  // The device a launch plan is made for (grid-size heuristics); 0: unknown, an H100 assumed.
+  int multiprocessors = 0;
+  int max_shared_bytes_per_block = 0;
   std::string str() const;  // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
+  int multiprocessors_or_default() const { return multiprocessors > 0 ? multiprocessors : 132; }
 };
 
 // What a template computes: compile() picks among Forward templates, Kernel::backward among

@@ -66,6 +66,11 @@ struct AttnjitFwdArgs {
   // K rotated by RoPE once per (b, kv head), [batch, heads_kv, seq_k, head_dim] contiguous,
   // written by attnjit_rope_k and read by the forward kernel; null without RoPE.
   void* rope_k;
+
+  // Keys in use per sequence, [batch] (a KV-cache call: Kernel::forward_kv_cache), clamped into
+  // [0, seq_k] where read; null: seq_k for every sequence. Read only by units built with
+  // AJ_PER_SEQUENCE_LENGTHS 1, whose hooks then see it as kv_len.
+  const int* seq_lens_k;
 };
 
 // The backward pass's argument block (templates/bwd_sm80.cuh). `fwd` comes first, so a
@@ -116,6 +121,16 @@ struct AttnjitDecodeArgs {
   int splits;           // kv splits (grid x of attnjit_decode)
   int tiles_per_split;  // kv tiles of AJ_BLOCK_N keys per split
   int row_blocks;       // tiles of 16 * AJ_NUM_WARPS (query head, query) rows per kv head
+
+  // A paged KV cache: K and V are pages [num_pages, page_size, heads_kv, head_dim] (fwd.k_stride
+  // and v_stride then hold the page, head and in-page row strides), and key j of sequence b
+  // lives in page block_table[b * block_table_stride + j / page_size] (clamped into
+  // [0, num_pages)), row j % page_size. Null block_table: K and V are [batch, heads_kv, seq_k,
+  // head_dim] as in the forward block.
+  const int* block_table;
+  long long block_table_stride;
+  int page_size;
+  int num_pages;
 };
 
 // A TMA descriptor (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded on the

@@ -169,6 +169,14 @@ __device__ __forceinline__ int aj_floormod(int a, int b) {
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
 }
+// Keys of sequence b: seq_lens_k[b] clamped into [0, seq_k] in a KV-cache call, else seq_k.
+__device__ __forceinline__ int aj_seq_len_k(int b, const AttnjitFwdArgs& args) {
+  return args.seq_lens_k == nullptr ? args.seq_k : min(max(args.seq_lens_k[b], 0), args.seq_k);
+}
+// kv_len as the hooks see it; per sequence only in units that define AJ_PER_SEQUENCE_LENGTHS 1
+// (a macro, so that the other units keep the plain field and nothing else).
+#define aj_kv_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_k((b), (args)) : (args).seq_k)
+
 __device__ __forceinline__ float aj_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float aj_tanh(float x) { return tanhf(x); }
 

@@ -13,22 +13,28 @@
 //                           (head, query) merges the splits by their LSE, applies the output
 //                           gate, writes O (input dtype) and the LSE.
 //
+// K and V come from a contiguous cache [batch, heads_kv, seq_k, head_dim] (any strides) or from
+// a paged one (AttnjitDecodeArgs::block_table); with per-sequence lengths (fwd.seq_lens_k) the
+// hooks see each sequence's own kv_len, and splits past a sequence's end write LSE = -inf.
+//
 // Configuration macros (defined by codegen):
 //   AJ_HEAD_DIM    64 or 128
 //   AJ_BLOCK_N     keys per kv tile: 32 or 64
+//   AJ_STAGES      kv tiles in the cp.async ring: 2 to 4 (AJ_STAGES - 1 loads in flight)
 //   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros; RoPE is not served)
-// Shared memory: (16 * AJ_NUM_WARPS + 4 * AJ_BLOCK_N) * (AJ_HEAD_DIM + 8) * 2 bytes (Q rows, and
-// two stages of K and V).
+// Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes, the ring of K and V
+// tiles; the Q rows pass through its first slots before the ring starts.
 #ifndef ATTNJIT_DECODE_SM80_CUH
 #define ATTNJIT_DECODE_SM80_CUH
 
-#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_N) || !defined(AJ_NUM_WARPS) || !defined(AJ_HAS_SCORE_MOD) || \
-    !defined(AJ_HAS_MASK)
+#if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_N) || !defined(AJ_STAGES) || !defined(AJ_NUM_WARPS) || \
+    !defined(AJ_HAS_SCORE_MOD) || !defined(AJ_HAS_MASK)
 #error "attnjit decode_sm80: a configuration macro is missing"
 #endif
-#if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128) || !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64) || AJ_NUM_WARPS != 4
-#error "attnjit decode_sm80: AJ_HEAD_DIM 64 or 128, AJ_BLOCK_N 32 or 64, AJ_NUM_WARPS 4"
+#if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128) || !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64) || AJ_NUM_WARPS != 4 || \
+    AJ_STAGES < 2 || AJ_STAGES > 4
+#error "attnjit decode_sm80: AJ_HEAD_DIM 64 or 128, AJ_BLOCK_N 32 or 64, AJ_STAGES 2..4, AJ_NUM_WARPS 4"
 #endif
 #if AJ_HAS_ROPE
 #error "attnjit decode_sm80: RoPE is not served (fwd_sm80 runs it)"
@@ -40,6 +46,7 @@ using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype
 
 constexpr int D = AJ_HEAD_DIM;
 constexpr int BN = AJ_BLOCK_N;
+constexpr int ST = AJ_STAGES;
 constexpr int NW = AJ_NUM_WARPS;
 constexpr int NT = NW * 32;
 constexpr int BM = 16 * NW;  // rows per CTA
@@ -50,17 +57,69 @@ constexpr int NN = BN / 8;
 constexpr int KN = BN / 16;
 constexpr int ND = D / 8;
 constexpr int CPR = D / 8;  // 16-byte chunks per row
+static_assert(2 * ST * BN >= BM, "the Q rows pass through the ring");
 
-// Rows [row0, row0 + BN) of K or V (row stride `stride`) into shared memory; rows past nrows zero.
-__device__ __forceinline__ void load_kv(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0, int nrows, int tid) {
+// Block-table entries of a split staged in shared memory (a paged cache): enough for 16k keys
+// in pages of 16; a split that needs more reads the table from global memory.
+constexpr int TABLE_CACHE = 1024;
+
+// Where the K and V rows of one (sequence, kv head) live: contiguous from `k` / `v` with
+// `k_row` / `v_row` between keys, or, when `table` is set, in pages (`k_page` / `v_page`
+// apart) listed by the sequence's block-table row, `cached` entries of it from `first_page`
+// on in shared memory.
+struct KvSource {
+  const aj_u16* k;
+  const aj_u16* v;
+  aj_i64 k_row, v_row, k_page, v_page;
+  const int* table;  // this sequence's row of the block table, or null (contiguous)
+  const int* cached;  // shared-memory copy of entries [first_page, first_page + cached_count)
+  int first_page, cached_count;
+  int page_size, num_pages;
+
+  __device__ __forceinline__ int page(int index) const {
+    const int i = index - first_page;
+    const int p = (i >= 0 && i < cached_count) ? cached[i] : table[index];
+    return min(max(p, 0), num_pages - 1);
+  }
+};
+
+// Keys [key0, key0 + BN) of K and V into shared memory at `sk` and `sv`; keys past `keys` are
+// zero-filled. A thread copies the same 16-byte column of rows tid / CPR + i * (NT / CPR), so
+// with pages it divides once per tile and steps through the pages from there.
+__device__ __forceinline__ void load_kv(aj_u32 sk, aj_u32 sv, const KvSource& src, int key0, int keys, int tid) {
+  static_assert(NT % CPR == 0 && (BN * CPR) % NT == 0, "each thread copies one column of evenly spaced rows");
+  constexpr int STEP = NT / CPR;
+  const int r0 = tid / CPR, c = tid % CPR;
+  const aj_u32 column = (aj_u32)(r0 * RSB + c * 16);
+  int key = key0 + r0;
+  int page = 0, offset = 0;
+  if (src.table != nullptr) {
+    page = key / src.page_size;
+    offset = key - page * src.page_size;
+  }
 #pragma unroll
-  for (int i = 0; i < (BN * CPR + NT - 1) / NT; ++i) {
-    const int idx = tid + i * NT;
-    if ((BN * CPR) % NT == 0 || idx < BN * CPR) {
-      const int r = idx / CPR, c = idx % CPR;
-      const bool ok = row0 + r < nrows;
-      aj_cp_async_16(sbase + r * RSB + c * 16, g + (ok ? (aj_i64)(row0 + r) * stride : (aj_i64)0) + c * 8, ok ? 16 : 0);
+  for (int i = 0; i < BN * CPR / NT; ++i) {
+    const bool ok = key < keys;
+    const aj_u16 *kp = src.k + c * 8, *vp = src.v + c * 8;
+    if (ok) {
+      if (src.table == nullptr) {
+        kp += (aj_i64)key * src.k_row;
+        vp += (aj_i64)key * src.v_row;
+      } else {
+        const aj_i64 at = src.page(page);
+        kp += at * src.k_page + (aj_i64)offset * src.k_row;
+        vp += at * src.v_page + (aj_i64)offset * src.v_row;
+      }
     }
+    aj_cp_async_16(sk + column + i * STEP * RSB, kp, ok ? 16 : 0);
+    aj_cp_async_16(sv + column + i * STEP * RSB, vp, ok ? 16 : 0);
+    key += STEP;
+    offset += STEP;
+    if (src.table != nullptr)
+      while (offset >= src.page_size) {
+        offset -= src.page_size;
+        ++page;
+      }
   }
 }
 
@@ -74,28 +133,51 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
   const int split = blockIdx.x, b = blockIdx.z;
   const int hk = blockIdx.y / dargs.row_blocks, rb = blockIdx.y % dargs.row_blocks;
   const int group = args.heads_q / args.heads_kv;
-  const int seq_q = args.seq_q, seq_k = args.seq_k;
+  const int seq_q = args.seq_q, seq_k = aj_seq_len_k(b, args);
   const int rows = group * seq_q;
   const int r0 = rb * BM;
   const int n_tiles = (seq_k + BN - 1) / BN;
   const int tile_begin = split * dargs.tiles_per_split;
   const int tile_end = min(n_tiles, tile_begin + dargs.tiles_per_split);
+  // Warps whose 16 rows are all past the tile's rows (a small GQA group at Sq = 1) load and
+  // synchronize but skip the products and the softmax.
+  const bool warp_active = r0 + warp * 16 < rows;
 
-  const aj_u32 s_q = aj_smem_addr(aj_smem);
-  const aj_u32 s_k = s_q + BM * RSB;       // 2 stages of BN rows
-  const aj_u32 s_v = s_k + 2 * BN * RSB;   // 2 stages of BN rows
-  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
-  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
+  // The ring: stage i holds K at s_ring + 2 i BN rows and V after it.
+  const aj_u32 s_ring = aj_smem_addr(aj_smem);
+  const bool paged = dargs.block_table != nullptr;
+  __shared__ int s_table[TABLE_CACHE];
+  KvSource src{(const aj_u16*)args.k + (paged ? 0 : b * args.k_stride[0]) + hk * args.k_stride[1],
+               (const aj_u16*)args.v + (paged ? 0 : b * args.v_stride[0]) + hk * args.v_stride[1],
+               args.k_stride[2],
+               args.v_stride[2],
+               args.k_stride[0],
+               args.v_stride[0],
+               paged ? dargs.block_table + b * dargs.block_table_stride : nullptr,
+               s_table,
+               0,
+               0,
+               paged ? dargs.page_size : 1,
+               dargs.num_pages};
+  if (paged && tile_begin < tile_end) {
+    // This split's entries of the block table, read once (published by the barrier below).
+    src.first_page = tile_begin * BN / src.page_size;
+    const int count = (min(tile_end * BN, seq_k) - 1) / src.page_size - src.first_page + 1;
+    src.cached_count = count <= TABLE_CACHE ? count : 0;
+    for (int i = tid; i < src.cached_count; i += NT) s_table[i] = src.table[src.first_page + i];
+  }
 
-  // Q rows of this tile: row r is query r % seq_q of query head hk * group + r / seq_q.
+  // Q rows of this tile: row r is query r % seq_q of query head hk * group + r / seq_q. They
+  // pass through the ring's first slots into registers before the ring is filled.
   for (int idx = tid; idx < BM * CPR; idx += NT) {
     const int r = idx / CPR, c = idx % CPR, row = r0 + r;
     const bool ok = row < rows;
     const int h = hk * group + (ok ? row / seq_q : 0), q = ok ? row % seq_q : 0;
-    aj_cp_async_16(s_q + r * RSB + c * 16,
+    aj_cp_async_16(s_ring + r * RSB + c * 16,
                    (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1] + q * args.q_stride[2] + c * 8,
                    ok ? 16 : 0);
   }
+  aj_cp_async_commit();
 
   // This thread's two rows (g and g + 8 of its warp's 16).
   int row_h[2], row_q[2];
@@ -123,6 +205,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
     }
     return !any ? 0 : (all_full ? 2 : 1);
   };
+  // The first non-empty tile at or after n (tile_end when none); its class in `cls`.
   auto next_tile = [&](int n, int& cls) -> int {
     for (; n < tile_end; ++n) {
       cls = tile_class(n);
@@ -131,17 +214,30 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
     return tile_end;
   };
 
-  int cls = 0;
-  int n = next_tile(tile_begin, cls);
-  if (n < tile_end) {
-    load_kv(s_k, kg, args.k_stride[2], n * BN, seq_k, tid);
-    load_kv(s_v, vg, args.v_stride[2], n * BN, seq_k, tid);
-  }
-  aj_cp_async_commit();
-
   const aj_u32 q_lane = (aj_u32)((warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
   const aj_u32 k_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
   const aj_u32 v_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+
+  aj_cp_async_wait<0>();
+  __syncthreads();
+  aj_u32 qf[KD][4];
+#pragma unroll
+  for (int kk = 0; kk < KD; ++kk) aj_ldmatrix_x4(qf[kk], s_ring + q_lane + kk * 32);
+  __syncthreads();  // the ring may now overwrite the Q rows
+
+  // Prologue: the first ST - 1 admitted tiles in flight, one commit group per slot (empty
+  // groups keep the count uniform).
+  int cls = 0, load_cls = 0;
+  int n = next_tile(tile_begin, cls);
+  int n_load = n;
+#pragma unroll
+  for (int i = 0; i < ST - 1; ++i) {
+    if (n_load < tile_end) {
+      load_kv(s_ring + 2 * i * BN * RSB, s_ring + (2 * i + 1) * BN * RSB, src, n_load * BN, seq_k, tid);
+      n_load = next_tile(n_load + 1, load_cls);
+    }
+    aj_cp_async_commit();
+  }
 
   float o[ND][4];
 #pragma unroll
@@ -155,107 +251,101 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
   const float mult = args.scale_log2;
 #endif
 
-  aj_cp_async_wait<0>();
-  __syncthreads();
-  aj_u32 qf[KD][4];
-#pragma unroll
-  for (int kk = 0; kk < KD; ++kk) aj_ldmatrix_x4(qf[kk], s_q + q_lane + kk * 32);
-
   int stage = 0;
   while (n < tile_end) {
-    int next_cls = 0;
-    const int next = next_tile(n + 1, next_cls);
-    if (next < tile_end) {
-      load_kv(s_k + (stage ^ 1) * BN * RSB, kg, args.k_stride[2], next * BN, seq_k, tid);
-      load_kv(s_v + (stage ^ 1) * BN * RSB, vg, args.v_stride[2], next * BN, seq_k, tid);
+    aj_cp_async_wait<ST - 2>();  // tile n has landed (this thread's copies) ...
+    __syncthreads();             // ... everyone's, and the slot computed last is free
+    {
+      const int free_stage = (stage + ST - 1) % ST;
+      if (n_load < tile_end) {
+        load_kv(s_ring + 2 * free_stage * BN * RSB, s_ring + (2 * free_stage + 1) * BN * RSB, src, n_load * BN, seq_k,
+                tid);
+        n_load = next_tile(n_load + 1, load_cls);
+      }
       aj_cp_async_commit();
-      aj_cp_async_wait<1>();
-    } else {
-      aj_cp_async_wait<0>();
     }
-    __syncthreads();
-    const aj_u32 sk = s_k + stage * BN * RSB, sv = s_v + stage * BN * RSB;
+    const aj_u32 sk = s_ring + 2 * stage * BN * RSB, sv = sk + BN * RSB;
 
-    float s[NN][4];
+    if (warp_active) {
+      float s[NN][4];
 #pragma unroll
-    for (int j = 0; j < NN; ++j)
+      for (int j = 0; j < NN; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < KD; ++kk)
+      for (int kk = 0; kk < KD; ++kk)
 #pragma unroll
-      for (int jn = 0; jn < NN / 2; ++jn) {
-        aj_u32 kb[4];
-        aj_ldmatrix_x4(kb, sk + k_lane + jn * 16 * RSB + kk * 32);
-        mma(s[2 * jn], qf[kk], kb[0], kb[1]);
-        mma(s[2 * jn + 1], qf[kk], kb[2], kb[3]);
-      }
+        for (int jn = 0; jn < NN / 2; ++jn) {
+          aj_u32 kb[4];
+          aj_ldmatrix_x4(kb, sk + k_lane + jn * 16 * RSB + kk * 32);
+          mma(s[2 * jn], qf[kk], kb[0], kb[1]);
+          mma(s[2 * jn + 1], qf[kk], kb[2], kb[3]);
+        }
 
-    // score_mod and masks, per element with its row's head and query.
+      // score_mod and masks, per element with its row's head and query.
 #pragma unroll
-    for (int j = 0; j < NN; ++j)
+      for (int j = 0; j < NN; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e >> 1;
-        const int kv = n * BN + j * 8 + 2 * t + (e & 1);
-        const int kvc = kv < seq_k ? kv : seq_k - 1;
-        float v = s[j][e];
+        for (int e = 0; e < 4; ++e) {
+          const int i = e >> 1;
+          const int kv = n * BN + j * 8 + 2 * t + (e & 1);
+          const int kvc = kv < seq_k ? kv : seq_k - 1;
+          float v = s[j][e];
 #if AJ_HAS_SCORE_MOD
-        v = aj_score_mod(v * args.scale, b, row_h[i], row_q[i], kvc, args);
+          v = aj_score_mod(v * args.scale, b, row_h[i], row_q[i], kvc, args);
 #endif
-        bool keep = row_ok[i] && kv < seq_k;
+          bool keep = row_ok[i] && kv < seq_k;
 #if AJ_HAS_MASK
-        if (cls == 1) keep = keep && aj_mask_mod(b, row_h[i], row_q[i], kvc, args);
+          if (cls == 1) keep = keep && aj_mask_mod(b, row_h[i], row_q[i], kvc, args);
 #endif
-        s[j][e] = keep ? v : AJ_NEG_INF;
-      }
+          s[j][e] = keep ? v : AJ_NEG_INF;
+        }
 
-    // Online softmax (exp2 domain), then O += P V.
-    aj_u32 p[KN][4];
+      // Online softmax (exp2 domain), then O += P V.
+      aj_u32 p[KN][4];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = row_max[r];
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[r];
 #pragma unroll
-      for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-      mx = fmaxf(mx, aj_shfl_xor(mx, 1));
-      mx = fmaxf(mx, aj_shfl_xor(mx, 2));
-      const float ms = (mx == AJ_NEG_INF) ? 0.f : mx * mult;
-      const float alpha = aj_exp2(row_max[r] * mult - ms);
-      row_max[r] = mx;
-      float sum = 0.f;
+        for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 1));
+        mx = fmaxf(mx, aj_shfl_xor(mx, 2));
+        const float ms = (mx == AJ_NEG_INF) ? 0.f : mx * mult;
+        const float alpha = aj_exp2(row_max[r] * mult - ms);
+        row_max[r] = mx;
+        float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < NN; ++j) {
-        s[j][2 * r] = aj_exp2(s[j][2 * r] * mult - ms);
-        s[j][2 * r + 1] = aj_exp2(s[j][2 * r + 1] * mult - ms);
-        sum += s[j][2 * r] + s[j][2 * r + 1];
+        for (int j = 0; j < NN; ++j) {
+          s[j][2 * r] = aj_exp2(s[j][2 * r] * mult - ms);
+          s[j][2 * r + 1] = aj_exp2(s[j][2 * r + 1] * mult - ms);
+          sum += s[j][2 * r] + s[j][2 * r + 1];
+        }
+        row_sum[r] = row_sum[r] * alpha + sum;
+#pragma unroll
+        for (int j = 0; j < ND; ++j) {
+          o[j][2 * r] *= alpha;
+          o[j][2 * r + 1] *= alpha;
+        }
       }
-      row_sum[r] = row_sum[r] * alpha + sum;
 #pragma unroll
-      for (int j = 0; j < ND; ++j) {
-        o[j][2 * r] *= alpha;
-        o[j][2 * r + 1] *= alpha;
+      for (int kk = 0; kk < KN; ++kk) {
+        p[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1]);
+        p[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3]);
+        p[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        p[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       }
+#pragma unroll
+      for (int kk = 0; kk < KN; ++kk)
+#pragma unroll
+        for (int jd = 0; jd < ND / 2; ++jd) {
+          aj_u32 vb[4];
+          aj_ldmatrix_x4_trans(vb, sv + v_lane + kk * 16 * RSB + jd * 32);
+          mma(o[2 * jd], p[kk], vb[0], vb[1]);
+          mma(o[2 * jd + 1], p[kk], vb[2], vb[3]);
+        }
     }
-#pragma unroll
-    for (int kk = 0; kk < KN; ++kk) {
-      p[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1]);
-      p[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3]);
-      p[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      p[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-#pragma unroll
-    for (int kk = 0; kk < KN; ++kk)
-#pragma unroll
-      for (int jd = 0; jd < ND / 2; ++jd) {
-        aj_u32 vb[4];
-        aj_ldmatrix_x4_trans(vb, sv + v_lane + kk * 16 * RSB + jd * 32);
-        mma(o[2 * jd], p[kk], vb[0], vb[1]);
-        mma(o[2 * jd + 1], p[kk], vb[2], vb[3]);
-      }
-    __syncthreads();  // this stage may be overwritten by the next prefetch
-    n = next;
-    cls = next_cls;
-    stage ^= 1;
+    n = next_tile(n + 1, cls);
+    stage = (stage + 1) % ST;
   }
   aj_cp_async_wait<0>();
 

@@ -402,7 +402,9 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   check_bindings(state_->variant, bindings);
   bind_variant_arguments(p.unit.slots, bindings, args, device);
 
-  const ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  problem.multiprocessors = device_context(device).properties().sm_count;
+  problem.max_shared_bytes_per_block = device_context(device).properties().max_shared_memory_per_block_optin;
   const bool unproven =
       !p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings);
   // A decode shape goes to the split-K decode unit (built on first use; ATTNJIT_DECODE=0 keeps it off),
@@ -440,7 +442,8 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
 }
 
 std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& unit, const AttnjitFwdArgs& fwd,
-                                  const ProblemShape& problem, void* stream, const BlockMask* block_mask) const {
+                                  const ProblemShape& problem, void* stream, const BlockMask* block_mask,
+                                  const std::function<void(void* block)>& fill_template_fields) const {
   const LaunchPlan plan = p.launch_plan(problem);
   if (plan.args_bytes > LaunchPlan::kMaxArgumentBytes)
     throw InternalError(fmt::format("template {}: argument block of {} bytes exceeds the kernel parameter limit",
@@ -465,6 +468,7 @@ std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& uni
   std::lock_guard<std::mutex> lock(scratch_mutex);
   if (scratch_bytes > 0) plan.bind_workspace(args, scratch_for(stream, scratch_bytes));
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
+  if (fill_template_fields) fill_template_fields(block);
   if (plan.finish_args)
     if (std::string why = plan.finish_args(block); !why.empty()) return why;
   for (const auto& launch : plan.kernels)

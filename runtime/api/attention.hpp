@@ -176,6 +176,23 @@ struct BackwardOptions {
   }
 };
 
+// The keys and values of a decode step (Kernel::forward_kv_cache): the cache as a server keeps
+// it, with the number of keys in use per sequence.
+//   paged:      k, v [num_pages, page_size, Hkv, D] and block_table int32 [B, max_pages] (stride 1
+//               along a row): key j of sequence b is row j % page_size of page
+//               block_table[b][j / page_size]. Entries past a sequence's last page are not read;
+//               an entry outside [0, num_pages) is clamped into it.
+//   contiguous: k, v [B, Hkv, capacity, D], any strides (a vAttention-style virtual allocation
+//               is one), no block table.
+// seq_lens: int32 [B] (stride 1), the keys in use per sequence, clamped into [0, capacity]
+// (capacity = max_pages * page_size when paged); a sequence with none gives O = 0 and
+// LSE = -inf. All on the kernel's device; k, v and q share the dtype.
+struct KvCache {
+  DLTensor k{}, v{};
+  DLTensor seq_lens{};
+  std::optional<DLTensor> block_table;  // set: paged
+};
+
 // A compiled variant. With a GPU, compile() loads its CUDA unit; forward on host (kDLCPU)
 // tensors runs the CPU backend (runtime/cpu) instead, built on first use. Without a GPU,
 // compile() makes a CPU-only Kernel: forward takes host tensors, and what needs the CUDA unit
@@ -208,6 +225,16 @@ class Kernel {
   void forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0,
                const BlockMask* block_mask = nullptr) const;
+
+  // A decode step against a KV cache: q [B, Hq, Sq, D] with Sq <= 16. Each sequence computes
+  // what forward would over its own seq_lens[b] keys: the hooks see q in [0, Sq), kv in
+  // [0, seq_lens[b]) and kv_len = seq_lens[b] (bottom-right aligned masks put the queries at
+  // the sequence's last positions, so there seq_lens[b] >= Sq: the step's own tokens are in the
+  // cache, or the variant may read positions before the sequence's start); o like q, lse [B, Hq, Sq] f32 or null. Runs
+  // the split-K decode template (its unit is built on first use); RoPE variants are not served yet (UserError).
+  // Asynchronous on `stream`.
+  void forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLTensor& o, const DLTensor* lse,
+                        const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
 
   // Gradients of a forward call: q, k, v and o, lse as forward took and gave them (lse is
   // required), d_out like o; writes dq like q, dk and dv like k and v (GQA: summed over the

@@ -6,6 +6,7 @@
 #include <dlpack/dlpack.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -165,9 +166,11 @@ struct KernelState {
   // Runs a forward plan of `p` (this kernel's or another template's unit) on the forward block
   // `fwd`: builds the plan's argument block, binds the workspace (or a prebuilt block mask)
   // and launches. Returns "" or, when the plan's finish_args declines these tensors, why
-  // (nothing launched).
+  // (nothing launched). `fill_template_fields`, when set, writes the caller's part of the
+  // template's own fields (past the forward block) before finish_args runs.
   std::string run_plan(const PreparedKernel& p, const LoadedUnit& unit, const AttnjitFwdArgs& fwd,
-                       const ProblemShape& problem, void* stream, const BlockMask* block_mask) const;
+                       const ProblemShape& problem, void* stream, const BlockMask* block_mask,
+                       const std::function<void(void* block)>& fill_template_fields = {}) const;
 
   // `args`: the argument block the kernel takes (AttnjitFwdArgs, or AttnjitBwdArgs for backward units).
   void launch(const LoadedUnit& unit, const KernelLaunch& k, const void* args, void* stream) const {

@@ -54,6 +54,10 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   const ir::LoweredExprs lowered = ir::lower({{"score_mod", variant.score_mod().node(), ir::Type::Float},
                                               {"mask_mod", variant.mask_mod().node(), ir::Type::Bool}});
   const ir::EvalEnv env = make_env(variant, problem, bindings);
+  if (!options.seq_lens_k.empty() && static_cast<int>(options.seq_lens_k.size()) != batch)
+    throw UserError(fmt::format("seq_lens_k has {} entries for a batch of {}", options.seq_lens_k.size(), batch));
+  if (!options.seq_lens_k.empty() && variant.rope())
+    throw UserError("per-sequence key counts (seq_lens_k) are not served with RoPE");
   const std::optional<DLTensor> gate = bound_gate(variant, problem, bindings);
 
   ReferenceResult out;
@@ -78,6 +82,10 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   const auto compute_head = [&](int b, int h, std::span<const int> rows, ir::EvalEnv& env,
                                 std::vector<ir::Value>& scratch, std::vector<ir::Value>& roots) {
     const int hk = h / (heads_q / heads_kv);
+    // This sequence's keys: all of K, or its own count in a KV-cache problem.
+    const int keys =
+        options.seq_lens_k.empty() ? seq_k : std::clamp(options.seq_lens_k[static_cast<std::size_t>(b)], 0, seq_k);
+    env.kv_len = keys;
     const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), problem.q_position(), naive);
     const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), problem.k_position(), naive);
     const auto vrows = widen_rows(v, b, hk, seq_k, dim_v);
@@ -86,7 +94,7 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
     for (const int i : rows) {
       env.b = b, env.h = h, env.q = i;
       double max_logit = -std::numeric_limits<double>::infinity();
-      for (int j = 0; j < seq_k; ++j) {
+      for (int j = 0; j < keys; ++j) {
         const double* qr = &qrows[static_cast<std::size_t>(i) * dim];
         const double* kr = &krows[static_cast<std::size_t>(j) * dim];
         double dot = 0.0;
@@ -111,14 +119,14 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
         continue;
       }
       double denom = 0.0;
-      for (int j = 0; j < seq_k; ++j) {
+      for (int j = 0; j < keys; ++j) {
         double& l = logits[static_cast<std::size_t>(j)];
         l = naive == NaivePrecision::None ? std::exp(l - max_logit) : std::exp(static_cast<float>(l - max_logit));
         denom += l;
       }
       if (naive != NaivePrecision::None) denom = static_cast<float>(denom);
       std::fill(acc.begin(), acc.end(), 0.0);
-      for (int j = 0; j < seq_k; ++j) {
+      for (int j = 0; j < keys; ++j) {
         const double p = naive == NaivePrecision::None ? logits[static_cast<std::size_t>(j)]
                                                        : round_storage(logits[static_cast<std::size_t>(j)] / denom);
         if (p == 0.0) continue;

@@ -63,7 +63,15 @@ struct ReferenceOptions {
   NaivePrecision naive = NaivePrecision::None;
   int threads = 0;    // 0: one per hardware thread
   RowSelection rows;  // default: every row
+  // Keys in use per sequence (a KV-cache call): sequence b attends to keys [0, seq_lens_k[b])
+  // (clamped into [0, seq_k]) and its hooks see kv_len = that length. Empty: seq_k for all.
+  // Not with RoPE (UserError).
+  std::vector<int> seq_lens_k;
 
+  ReferenceOptions& with_seq_lens_k(std::vector<int> lens) {
+    seq_lens_k = std::move(lens);
+    return *this;
+  }
   ReferenceOptions& with_rows(RowSelection r) {
     rows = std::move(r);
     return *this;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <random>
 
@@ -368,6 +369,58 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
     kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings);
   });
   return result_of(kernel, times);
+}
+
+BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size) {
+  State& st = *state_;
+  const ForwardProblem& p = st.p;
+  if (page_size < 0 || (page_size > 0 && static_cast<std::int64_t>(p.batch) * p.seq_k < page_size))
+    throw UserError(fmt::format("page size {} does not fit {} keys", page_size, p.batch * p.seq_k));
+  const int pages_per_seq = page_size > 0 ? (p.seq_k + page_size - 1) / page_size : 0;
+  // Whole pages the K (and V) buffer of each input set holds.
+  const std::int64_t num_pages = page_size > 0 ? static_cast<std::int64_t>(p.batch) * p.seq_k / page_size : 0;
+  std::vector<std::int32_t> lens(static_cast<std::size_t>(p.batch), p.seq_k), table;
+  if (page_size > 0) {
+    std::vector<std::int32_t> order(static_cast<std::size_t>(num_pages));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+    table.resize(static_cast<std::size_t>(p.batch) * pages_per_seq);
+    for (std::size_t i = 0; i < table.size(); ++i) table[i] = order[i % order.size()];
+  }
+  runtime::DeviceBuffer lens_buffer(lens.size() * 4), table_buffer(std::max<std::size_t>(4, table.size() * 4));
+  lens_buffer.copy_from_host(lens.data(), lens.size() * 4);
+  if (!table.empty()) table_buffer.copy_from_host(table.data(), table.size() * 4);
+  std::vector<std::int64_t> lens_shape = {p.batch}, table_shape = {p.batch, pages_per_seq};
+  std::vector<std::int64_t> page_shape = {num_pages, page_size, p.heads_kv, st.dim};
+  const auto int_view = [](const runtime::DeviceBuffer& b, std::vector<std::int64_t>& shape) {
+    DLTensor t{};
+    t.data = reinterpret_cast<void*>(b.device_pointer());
+    t.device = DLDevice{kDLCUDA, 0};
+    t.ndim = static_cast<int>(shape.size());
+    t.dtype = dlpack_int32();
+    t.shape = shape.data();
+    return t;
+  };
+  std::vector<KvCache> caches;
+  for (const auto& in : st.inputs) {
+    KvCache c;
+    c.k = in->k_view;
+    c.v = in->v_view;
+    c.seq_lens = int_view(lens_buffer, lens_shape);
+    if (page_size > 0) {
+      c.k.shape = c.v.shape = page_shape.data();
+      c.block_table = int_view(table_buffer, table_shape);
+    }
+    caches.push_back(c);
+  }
+  const std::vector<double> times = timed_runs(st.bench, [&](int i) {
+    const DeviceProblem& in = *st.inputs[static_cast<std::size_t>(i % st.sets)];
+    kernel.forward_kv_cache(in.q_view, caches[static_cast<std::size_t>(i % st.sets)], in.o_view, &in.lse_view,
+                            st.device_bindings);
+  });
+  BenchResult r = result_of(kernel, times);
+  r.pass = page_size > 0 ? fmt::format("forward_kv_cache pages of {}", page_size) : "forward_kv_cache contiguous";
+  return r;
 }
 
 BenchResult ForwardBenchmark::result_of(const Kernel& kernel, const std::vector<double>& times) {

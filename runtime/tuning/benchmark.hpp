@@ -67,6 +67,11 @@ class ForwardBenchmark {
   // `tensor_gradients`: captured tensors whose gradient is computed too (fp32 buffers here).
   BenchResult time_backward(const Kernel& kernel, const BackwardOptions& options,
                             const std::vector<std::string>& tensor_gradients = {});
+  // Kernel::forward_kv_cache on the same K and V with every sequence at seq_k keys: a
+  // contiguous cache (page_size 0), or K and V read as pages of `page_size` keys
+  // [B * seq_k / page_size, page_size, Hkv, D] in a shuffled block table (the values in a page
+  // do not matter to the time). Needs seq_q <= 16.
+  BenchResult time_kv_cache(const Kernel& kernel, int page_size);
 
  private:
   BenchResult result_of(const Kernel& kernel, const std::vector<double>& sorted_times);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -25,7 +26,16 @@ int row_blocks(const ProblemShape& p) {
   return (rows + kRowsPerCta - 1) / kRowsPerCta;
 }
 
-int shared_bytes(int head_dim, int block_n) { return (kRowsPerCta + 4 * block_n) * (head_dim + 8) * 2; }
+// The ring of K and V tiles (the Q rows pass through it first).
+int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * block_n * (head_dim + 8) * 2; }
+
+// CTAs of `shared` bytes resident per SM: at most four (128 threads of up to 128 registers each),
+// fewer where shared memory (the device's opt-in limit per block plus the 1 KiB reserved per CTA,
+// an H100's when unknown) runs out.
+int resident_ctas(const ProblemShape& p, int shared) {
+  const int per_sm = (p.max_shared_bytes_per_block > 0 ? p.max_shared_bytes_per_block : 227 * 1024) + 1024;
+  return std::clamp(per_sm / (shared + 1024), 1, 4);
+}
 
 class DecodeSm80Template : public KernelTemplate {
  public:
@@ -50,17 +60,23 @@ class DecodeSm80Template : public KernelTemplate {
 
   std::vector<KnobSpec> knob_space(int) const override {
     return {{"block_n", {32, 64}, "keys per kv tile"},
-            {"splits", {0, 1, 2, 4, 8, 16, 32, 64}, "kv splits (0: enough CTAs for two per SM)"}};
+            {"stages", {3, 2, 4}, "kv tiles in the cp.async ring (stages - 1 loads in flight)"},
+            {"splits", {0, 1, 2, 4, 8, 16, 32, 64}, "kv splits (0: the fewest that fill the GPU's waves)"}};
   }
-  Knobs default_knobs(const TemplateRequest&) const override { return Knobs{{"block_n", 64}, {"splits", 0}}; }
+  Knobs default_knobs(const TemplateRequest&) const override {
+    return Knobs{{"block_n", 64}, {"stages", 3}, {"splits", 0}};
+  }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
-    const int block_n = knobs.get("block_n"), splits = knobs.get("splits");
+    const int block_n = knobs.get("block_n"), splits = knobs.get("splits"), stages = knobs.get("stages");
     if (block_n != 32 && block_n != 64) return Support::invalid(fmt::format("block_n {} is not 32 or 64", block_n));
+    if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
     if (splits < 0 || splits > 1024) return Support::invalid(fmt::format("splits {} is not in 0..1024", splits));
-    if (shared_bytes(head_dim, block_n) > max_shared_bytes)
-      return Support::invalid(fmt::format("decode_sm80 block_n={} needs {} bytes of shared memory; the limit is {}",
-                                          block_n, shared_bytes(head_dim, block_n), max_shared_bytes));
+    const int shared = shared_bytes(head_dim, block_n, stages);
+    if (shared > max_shared_bytes)
+      return Support::invalid(
+          fmt::format("decode_sm80 block_n={} stages={} needs {} bytes of shared memory; the limit is {}", block_n,
+                      stages, shared, max_shared_bytes));
     return Support::yes();
   }
 
@@ -69,14 +85,16 @@ class DecodeSm80Template : public KernelTemplate {
   GeneratedUnit generate(const TemplateRequest& r) const override {
     EmittedHooks emitted;
     GeneratedUnit unit = start_unit(name(), r, emitted);
-    const int block_n = r.knobs.get("block_n");
-    unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n);
+    const int block_n = r.knobs.get("block_n"), stages = r.knobs.get("stages");
+    unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n, stages);
     unit.kernel_names = {"attnjit_decode", "attnjit_decode_combine"};
     unit.body = unit_preamble();
     unit.body += macro_block("decode_sm80 knobs and the variant's facts",
                              {{"AJ_HEAD_DIM", std::to_string(r.head_dim)},
                               {"AJ_BLOCK_N", std::to_string(block_n)},
+                              {"AJ_STAGES", std::to_string(stages)},
                               {"AJ_NUM_WARPS", std::to_string(kWarps)},
+                              {"AJ_PER_SEQUENCE_LENGTHS", "1"},
                               {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
                               {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
                               {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}});
@@ -90,7 +108,9 @@ class DecodeSm80Template : public KernelTemplate {
     const int block_n = unit.knobs.get("block_n");
     const int head_dim = unit.head_dim;
     const int n_tiles = (p.seq_k + block_n - 1) / block_n;
-    const int splits_wanted = decode_splits(p, head_dim, block_n, unit.knobs.get("splits"));
+    const int splits_wanted =
+        decode_splits(p, block_n, unit.knobs.get("splits"),
+                      p.multiprocessors_or_default() * resident_ctas(p, unit.max_dynamic_shared_bytes));
     const int tiles_per_split = (n_tiles + splits_wanted - 1) / splits_wanted;
     const int splits = (n_tiles + tiles_per_split - 1) / tiles_per_split;
     const int blocks = row_blocks(p);
@@ -127,11 +147,28 @@ class DecodeSm80Template : public KernelTemplate {
 
 }  // namespace
 
-int decode_splits(const ProblemShape& p, int, int block_n, int requested, int target_ctas) {
+int decode_splits(const ProblemShape& p, int block_n, int requested, int slots) {
   const int n_tiles = std::max(1, (p.seq_k + block_n - 1) / block_n);
-  if (requested > 0) return std::min(requested, n_tiles);
+  // Splits of whole tiles: asking for s gives ceil(n_tiles / ceil(n_tiles / s)) of them.
+  const auto effective = [n_tiles](int s) {
+    const int per_split = (n_tiles + s - 1) / s;
+    return (n_tiles + per_split - 1) / per_split;
+  };
+  if (requested > 0) return effective(std::min(requested, n_tiles));
+  // FlashDecoding's rule: the share of the last wave that is busy, waves / ceil(waves), for
+  // each split count; the fewest splits within 85% of the best (each split adds partial
+  // results to merge).
   const int ctas = p.batch * p.heads_kv * row_blocks(p);
-  return std::clamp((target_ctas + ctas - 1) / ctas, 1, n_tiles);
+  const int most = std::min(n_tiles, 128);
+  const auto efficiency = [&](int s) {
+    const double waves = static_cast<double>(ctas) * effective(s) / std::max(slots, 1);
+    return waves / std::ceil(waves);
+  };
+  double best = 0.0;
+  for (int s = 1; s <= most; ++s) best = std::max(best, efficiency(s));
+  for (int s = 1; s <= most; ++s)
+    if (efficiency(s) >= 0.85 * best) return effective(s);
+  return 1;
 }
 
 bool decode_routing_enabled() {

@@ -18,11 +18,13 @@ std::unique_ptr<KernelTemplate> make_decode_sm80_template();
 inline constexpr const char* kDecodeTemplateName = "decode_sm80";
 inline constexpr int kDecodeMaxSeqQ = 16;
 
-// The split count for a problem: `requested` when non-zero, else enough CTAs to fill
-// `target_ctas` (two per SM of an H100 by default), at most one split per kv tile.
 // Kernel::forward sends Sq <= 16 to this template unless ATTNJIT_DECODE=0 is in the environment.
 bool decode_routing_enabled();
 
-int decode_splits(const ProblemShape& p, int head_dim, int block_n, int requested, int target_ctas = 264);
+// The split count for a problem: `requested` when non-zero, else the fewest splits whose CTAs
+// keep the last of their waves over `slots` (resident CTAs on the whole GPU) at least 85% as
+// busy as the best split count does; never more splits than kv tiles, and a count whose splits
+// hold equal numbers of tiles (what the launch plan makes of it).
+int decode_splits(const ProblemShape& p, int block_n, int requested, int slots);
 
 }  // namespace attnjit

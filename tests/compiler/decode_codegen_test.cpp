@@ -50,26 +50,67 @@ TEST_F(DecodeCodegen, ServesDecodeShapesOnly) {
 }
 
 TEST_F(DecodeCodegen, SplitsFillTheMachineAndKeepATilePerSplit) {
-  // 8 batches x 8 kv heads x one row block (4 query heads per kv head, Sq=1) = 64 CTAs:
-  // 264 / 64 rounds up to 5 splits.
-  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 32768}, 128, 64, 0), 5);
-  EXPECT_EQ(decode_splits(ProblemShape{1, 32, 8, 1, 100}, 128, 64, 0), 2);  // only two kv tiles
-  EXPECT_EQ(decode_splits(ProblemShape{64, 64, 64, 1, 8192}, 128, 64, 0), 1);
-  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 32768}, 128, 64, 16), 16);  // a knob wins
-  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 100}, 128, 64, 16), 2);     // but not past the tiles
+  // 8 batches x 8 kv heads x one row block (4 query heads per kv head, Sq=1) = 64 CTAs on 264
+  // slots (132 SMs, two CTAs each): 4 splits fill 97% of one wave (5 would need a second wave
+  // 21% busy, as the old rounding-up rule chose).
+  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 32768}, 64, 0, 264), 4);
+  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 32768}, 64, 0, 132), 2);    // one CTA per SM
+  EXPECT_EQ(decode_splits(ProblemShape{1, 32, 8, 1, 100}, 64, 0, 264), 2);      // only two kv tiles
+  EXPECT_EQ(decode_splits(ProblemShape{64, 64, 64, 1, 8192}, 64, 0, 264), 1);   // 15.5 waves already
+  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 32768}, 64, 16, 264), 16);  // a knob wins
+  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 100}, 64, 16, 264), 2);     // but not past the tiles
+  EXPECT_EQ(decode_splits(ProblemShape{8, 32, 8, 1, 1024}, 64, 14, 264), 8);    // 16 tiles: 2 per split
+  // Every count it returns has equal splits of whole tiles.
+  for (int seq_k : {1, 100, 1000, 4097, 32768})
+    for (int batch : {1, 3, 8, 64}) {
+      const ProblemShape p{batch, 32, 8, 1, seq_k};
+      const int tiles = (seq_k + 63) / 64, s = decode_splits(p, 64, 0, 264);
+      ASSERT_GE(s, 1);
+      ASSERT_LE(s, tiles);
+      const int per_split = (tiles + s - 1) / s;
+      EXPECT_EQ((tiles + per_split - 1) / per_split, s) << p.str();
+    }
 
   const PreparedKernel p = generate(presets::causal(), options("sm_90a", 128, 4).with_template(kDecodeTemplateName));
   const LaunchPlan plan = p.launch_plan(ProblemShape{2, 64, 4, 4, 1000});  // group 16 x Sq 4 = 64 rows
   ASSERT_EQ(plan.kernels.size(), 2u);
   EXPECT_EQ(plan.kernels[0].kernel, "attnjit_decode");
   const unsigned splits = plan.kernels[0].grid.x;
-  EXPECT_EQ(splits, 16u);  // 264 / (2 x 4 x 1) = 33, capped at the 16 kv tiles
+  EXPECT_EQ(splits, 16u);  // 8 CTAs: one per kv tile is the busiest wave there is
   EXPECT_EQ(plan.kernels[0].grid.y, 4u);
   EXPECT_EQ(plan.kernels[1].kernel, "attnjit_decode_combine");
   EXPECT_EQ(plan.kernels[1].grid.x, (64u * 4 + 3) / 4);
   // Partial O (fp32) and LSE per split and row.
   const std::size_t rows = 2ull * 64 * 4 * splits;
   EXPECT_GE(plan.workspace_bytes, rows * 128 * 4 + rows * 4);
+}
+
+// KV-cache calls give each sequence its own kv_len: the decode unit turns that on, every other
+// unit keeps kv_len = args.seq_k (the macro's default in the hook section).
+TEST_F(DecodeCodegen, OnlyTheDecodeUnitSeesPerSequenceLengths) {
+  const Variant bottom_right = presets::causal(presets::CausalAlignment::BottomRight);
+  const PreparedKernel decode = generate(bottom_right, options("sm_90a", 128, 1).with_template(kDecodeTemplateName));
+  EXPECT_NE(decode.unit.body.find("#define AJ_PER_SEQUENCE_LENGTHS 1"), std::string::npos);
+  EXPECT_NE(decode.unit.body.find("const int kv_len = aj_kv_len(b, args);"), std::string::npos);
+  const PreparedKernel forward = generate(bottom_right, options("sm_80", 128, 1));
+  EXPECT_EQ(forward.unit.body.find("#define AJ_PER_SEQUENCE_LENGTHS 1"), std::string::npos);
+  EXPECT_NE(forward.unit.body.find("#define AJ_PER_SEQUENCE_LENGTHS 0"), std::string::npos);
+}
+
+// Each ring depth compiles for both architectures without spills; a bad one is a UserError.
+TEST_F(DecodeCodegen, EveryStageCountCompiles) {
+  for (const char* arch : {"sm_80", "sm_90a"})
+    for (int stages : {2, 3, 4}) {
+      SCOPED_TRACE(std::string(arch) + " stages=" + std::to_string(stages));
+      const PreparedKernel p =
+          prepare(presets::by_name("alibi_causal"),
+                  options(arch, 128, 1).with_template(kDecodeTemplateName).with_knobs(Knobs{{"stages", stages}}));
+      EXPECT_EQ(p.config.knobs.get("stages"), stages);
+      EXPECT_EQ(p.cached.metadata->resources.worst_case().spill_store_bytes, 0);
+    }
+  EXPECT_THROW(generate(presets::causal(),
+                        options("sm_80", 128, 1).with_template(kDecodeTemplateName).with_knobs(Knobs{{"stages", 5}})),
+               UserError);
 }
 
 class DecodeCompile : public DecodeCodegen, public ::testing::WithParamInterface<std::string> {};

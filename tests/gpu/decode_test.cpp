@@ -20,30 +20,14 @@
 #include "dsl/presets.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
+#include "support/decode_cases.hpp"
 #include "support/preset_scalars.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
 namespace {
 
-using Case = std::tuple<std::string, ElementType, int, int>;  // preset, dtype, head dim, group (Hq / Hkv)
-
-std::string case_name(const Case& c) {
-  return std::get<0>(c) + "_" + element_type_name(std::get<1>(c)) + "_d" + std::to_string(std::get<2>(c)) + "_g" +
-         std::to_string(std::get<3>(c));
-}
-
-std::vector<Case> cases() {
-  std::vector<Case> out;
-  int i = 0;
-  for (const auto& p : presets::registry())
-    for (const int group : {1, 4, 8}) {
-      // dtype and head dim alternate so each preset meets both of each.
-      out.emplace_back(p.name, i % 2 ? ElementType::FP16 : ElementType::BF16, (i / 2) % 2 ? 128 : 64, group);
-      ++i;
-    }
-  return out;
-}
+using Case = DecodeCase;
 
 struct Compiled {
   std::optional<Kernel> kernel;
@@ -90,15 +74,15 @@ TEST_P(DecodePreset, PassesTheTwoTimesRule) {
     for (const auto& [seq_q, seq_k] : std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
       const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
       const ForwardCheckResult r = check_forward(*c.kernel, problem, preset_scalars(variant), 17);
-      std::printf("[ result ] %-40s %s %s: %s\n", case_name(GetParam()).c_str(), forced ? "forced " : "routed ",
+      std::printf("[ result ] %-40s %s %s: %s\n", decode_case_name(GetParam()).c_str(), forced ? "forced " : "routed ",
                   problem.str().c_str(), r.summary().c_str());
-      EXPECT_TRUE(r.pass) << case_name(GetParam()) << " " << problem.str() << ": " << r.summary();
+      EXPECT_TRUE(r.pass) << decode_case_name(GetParam()) << " " << problem.str() << ": " << r.summary();
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Registry, DecodePreset, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return case_name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Registry, DecodePreset, ::testing::ValuesIn(decode_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
 
 }  // namespace
 }  // namespace attnjit

@@ -266,6 +266,13 @@ def decode_table(binary, rows):
             row["attnjit_error"] = r.get("error")
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
             row["attnjit_fwd"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            # Kernel::forward_kv_cache on the same bytes: contiguous with per-sequence lengths, and paged.
+            for key, extra in (("kv_contig", ["--kv-cache"]), ("kv_page16", ["--kv-cache", "--page-size", "16"]),
+                               ("kv_page128", ["--kv-cache", "--page-size", "128"])):
+                r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=extra)
+                row[key] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+                if r.get("error"):
+                    row[key + "_error"] = r["error"]
             rows.append(row)
             print(json.dumps(row), flush=True)
         del k, v
@@ -328,14 +335,18 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit decode_sm80 | attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | "
-              "decode/cuDNN |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | kv-cache contiguous | paged 16 | paged 128 | attnjit fwd_sm80 | "
+              "FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
-                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_fwd'))} | {fmt(r['fa2'])} | "
-                      f"{fmt(r['cudnn'])} | "
-                      f"{fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} |")
+                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('kv_contig'))} | "
+                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('attnjit_fwd'))} | "
+                      f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
+                      f"{ratio(r.get('kv_page16'), r.get('kv_contig'))} |")
+                for key in ("kv_contig", "kv_page16", "kv_page128"):
+                    if r.get(key + "_error"):
+                        print(f"|   {key} error: {r[key + '_error'][:150]} |")
     for r in rows:
         if r.get("attnjit_error") or r.get("attnjit_det_error"):
             print("attnjit error:", r.get("variant", r.get("S")), r.get("attnjit_error") or r.get("attnjit_det_error"))

@@ -13,6 +13,7 @@
 #include "runtime/api/attention.hpp"
 #include "runtime/reference/backward_check.hpp"
 #include "runtime/reference/forward_check.hpp"
+#include "runtime/reference/kv_cache_check.hpp"
 #include "runtime/tuning/benchmark.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/cpu_device.hpp"
@@ -112,15 +113,24 @@ void register_kernel_commands(CLI::App& app) {
   auto tensor_grads = std::make_shared<std::vector<std::string>>();
   bench->add_option("--tensor-grad", *tensor_grads,
                     "With --backward: also the gradient of this captured float tensor (repeatable)");
+  auto kv_cache = std::make_shared<bool>(false);
+  auto page_size = std::make_shared<int>(0);
+  bench->add_flag("--kv-cache", *kv_cache,
+                  "Time Kernel::forward_kv_cache (every sequence at Sk keys, Sq <= 16) instead of forward");
+  bench->add_option("--page-size", *page_size, "With --kv-cache: K and V as pages of this many keys")
+      ->capture_default_str();
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
   bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
   auto device = std::make_shared<std::string>("gpu");
   bench->add_option("--device", *device, "gpu, or cpu: the CPU backend on host tensors (--dtype f32 allowed)")
       ->check(CLI::IsMember({"gpu", "cpu"}))
       ->capture_default_str();
-  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device] {
+  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device, kv_cache, page_size] {
     if ((*deterministic || !tensor_grads->empty()) && !args->backward)
       throw UserError("--deterministic and --tensor-grad apply to --backward only");
+    if (*page_size != 0 && !*kv_cache) throw UserError("--page-size applies to --kv-cache");
+    if (*kv_cache && (args->backward || *device == "cpu"))
+      throw UserError("--kv-cache times the GPU forward only; drop --backward and --device cpu");
     if (*json && *csv) throw UserError("give at most one of --json and --csv");
     if (*device == "cpu") return run_cpu_bench(*args, *shapes, *bench_options, *json, *csv);
     const Variant v = args->variant();
@@ -134,9 +144,16 @@ void register_kernel_commands(CLI::App& app) {
       a.head_dim = dim;
       CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
       o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
-      const BenchResult r = args->backward ? benchmark_backward(v, o, problem, args->bindings(), *deterministic,
-                                                                *tensor_grads, *bench_options)
-                                           : benchmark_forward(v, o, problem, args->bindings(), *bench_options);
+      BenchResult r;
+      if (*kv_cache) {
+        const Kernel kernel = compile(v, o);
+        ForwardBenchmark fixture(v, o.dtype, o.head_dim, problem, args->bindings(), *bench_options);
+        r = fixture.time_kv_cache(kernel, *page_size);
+      } else {
+        r = args->backward
+                ? benchmark_backward(v, o, problem, args->bindings(), *deterministic, *tensor_grads, *bench_options)
+                : benchmark_forward(v, o, problem, args->bindings(), *bench_options);
+      }
       if (*json)
         fmt::print("{}\n", r.json());
       else if (*csv)
@@ -173,9 +190,33 @@ void register_kernel_commands(CLI::App& app) {
   check->add_option("--device", *check_device, "gpu, or cpu: the CPU backend on host tensors (--dtype f32 allowed)")
       ->check(CLI::IsMember({"gpu", "cpu"}))
       ->capture_default_str();
-  check->callback([args, problem, seed, backward, check_device] {
+  auto kv_problem = std::make_shared<KvCacheProblem>();
+  check
+      ->add_option("--seq-lens", kv_problem->seq_lens,
+                   "A KV-cache decode step (Kernel::forward_kv_problem): keys in use per sequence, one per batch "
+                   "entry, e.g. --seq-lens 0,1,4097 (--seq-k is then the capacity)")
+      ->delimiter(',');
+  check->add_option("--page-size", kv_problem->page_size, "With --seq-lens: a paged cache of this many keys per page")
+      ->capture_default_str();
+  check->callback([args, problem, seed, backward, check_device, kv_problem] {
     const Variant v = args->variant();
     if (*check_device == "cpu") return run_cpu_check(*args, *problem, *seed);
+    if (kv_problem->page_size != 0 && kv_problem->seq_lens.empty())
+      throw UserError("--page-size applies to a KV-cache check; give the lengths with --seq-lens");
+    if (!kv_problem->seq_lens.empty()) {
+      if (args->backward) throw UserError("a KV-cache check (--seq-lens) is forward only; drop --backward");
+      if (kv_problem->page_size < 0) throw UserError("--page-size must be positive");
+      KvCacheProblem p = *kv_problem;
+      p.batch = static_cast<int>(p.seq_lens.size());
+      p.heads_q = problem->heads_q;
+      p.heads_kv = problem->heads_kv;
+      p.seq_q = problem->seq_q;
+      p.capacity = problem->seq_k;
+      const ForwardCheckResult r = check_forward_kv_cache(compile(v, args->options()), p, args->bindings(), *seed);
+      fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, p.str(), r.summary());
+      if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
+      return;
+    }
     if (!args->backward) {
       if (backward->deterministic || !backward->tensor_gradients.empty() || backward->runs != 0)
         throw UserError("--deterministic, --tensor-grad and --runs apply to the backward check; add --backward");

@@ -1,0 +1,147 @@
+// GPU tests of Kernel::forward_kv_cache (runtime/api/kv_cache.cpp, templates/decode_sm80.cuh):
+// every preset the decode template serves, in decode shapes (Sq = 1, 4, 16) against paged caches
+// (page sizes 16, 64, 256 and 48, which does not divide a tile) and contiguous ones, with random
+// per-sequence lengths that include 0 and 1 (at Sq = 1; at Sq = 16 the shortest holds the 16
+// new tokens) and up to 32k keys, GQA 1:1, 4:1 and 8:1, bf16 and
+// fp16, D = 64 and 128, by FlashAttention's rule against the fp64 reference with per-sequence
+// lengths (runtime/reference/kv_cache_check.hpp; cache rows past a length and spare pages hold
+// NaN, so a read the kernel must not make fails). Then the argument checks. Skips with a
+// message without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "compiler/error.hpp"
+#include "dsl/presets.hpp"
+#include "runtime/api/dlpack_view.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/reference/kv_cache_check.hpp"
+#include "support/decode_cases.hpp"
+#include "support/preset_scalars.hpp"
+#include "templates/decode_sm80/decode_sm80_template.hpp"
+
+namespace attnjit {
+namespace {
+
+bool have_gpu(std::string& why) {
+  const auto& driver = runtime::Driver::instance();
+  if (driver.available() && driver.device_count() > 0) return true;
+  why = driver.available() ? "no CUDA device" : driver.unavailable_reason();
+  return false;
+}
+
+using Case = DecodeCase;
+
+class KvCachePreset : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!have_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  }
+};
+
+TEST_P(KvCachePreset, PassesTheTwoTimesRule) {
+  const auto& [preset, dtype, head_dim, group] = GetParam();
+  const Variant variant = presets::by_name(preset);
+  if (variant.rope()) GTEST_SKIP() << preset << ": RoPE is not served by KV-cache calls yet";
+  const Kernel kernel = compile(variant, CompileOptions().with_head_dim(head_dim).with_dtype(dtype));
+  std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>{}(decode_case_name(GetParam()))));
+  const auto random_len = [&](int most) { return std::uniform_int_distribution<int>(2, most)(rng); };
+  std::vector<KvCacheProblem> problems = {
+      {3, 2 * group, 2, 1, {0, 1, random_len(5000)}, 0, 16},
+      {2, 2 * group, 2, 4, {random_len(3000), 333}, 0, 48},
+      // A step of 16 new tokens: each sequence holds at least those (a shorter one would put
+      // queries before its start, where bottom-right aligned variants read out of range).
+      {2, 2 * group, 2, 16, {random_len(2000), 16}, 2048, 0},
+      {2, 2 * group, 2, 4, {random_len(1500), random_len(1500)}, 0, 256},
+      {1, 2 * group, 2, 1, {32768 - 5}, 0, 64},
+  };
+  // The 32k case once per preset (its reference is the slow part).
+  if (group != 4) problems.pop_back();
+  for (const auto& problem : problems) {
+    const ForwardCheckResult r = check_forward_kv_cache(kernel, problem, preset_scalars(variant), 23);
+    std::printf("[ result ] %-40s %s: %s\n", decode_case_name(GetParam()).c_str(), problem.str().c_str(),
+                r.summary().c_str());
+    EXPECT_TRUE(r.pass) << decode_case_name(GetParam()) << " " << problem.str() << ": " << r.summary();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, KvCachePreset, ::testing::ValuesIn(decode_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
+
+// A zero-filled device tensor and its DLPack view.
+struct DeviceTensor {
+  std::vector<std::int64_t> shape;
+  runtime::DeviceBuffer buffer;
+  DLTensor view{};
+  DeviceTensor(DLDataType dtype, std::vector<std::int64_t> s) : shape(std::move(s)), buffer(bytes(dtype, shape)) {
+    buffer.fill_bytes(0);
+    view.data = reinterpret_cast<void*>(buffer.device_pointer());
+    view.device = {kDLCUDA, 0};
+    view.ndim = static_cast<int>(shape.size());
+    view.dtype = dtype;
+    view.shape = shape.data();
+  }
+  static std::size_t bytes(DLDataType dtype, const std::vector<std::int64_t>& shape) {
+    std::size_t n = dtype.bits / 8;
+    for (const auto e : shape) n *= static_cast<std::size_t>(e);
+    return n;
+  }
+};
+
+// The argument checks, each a UserError that names what is wrong.
+TEST(KvCacheArguments, BadCallsAreUserErrors) {
+  std::string why;
+  if (!have_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  const Kernel kernel = compile(presets::causal(), CompileOptions().with_head_dim(64));
+  const DLDataType bf16 = dlpack_bfloat16(), i32 = dlpack_int32(), f32 = dlpack_float32();
+  DeviceTensor q(bf16, {2, 4, 1, 64}), o(bf16, {2, 4, 1, 64}), q_long(bf16, {2, 4, 17, 64}),
+      o_long(bf16, {2, 4, 17, 64});
+  DeviceTensor pages(bf16, {10, 16, 2, 64}), table(i32, {2, 5}), table_3(i32, {3, 5});
+  DeviceTensor lens(i32, {2}), lens_f(f32, {2});
+  KvCache good;
+  good.k = pages.view;
+  good.v = pages.view;
+  good.seq_lens = lens.view;
+  good.block_table = table.view;
+  const DLTensor qv = q.view, ov = o.view;
+  EXPECT_NO_THROW(kernel.forward_kv_cache(qv, good, ov, nullptr));
+  synchronize_device(0);
+
+  const auto expect_error = [&](const KvCache& cache, const DLTensor& qq, const DLTensor& oo, const std::string& says) {
+    try {
+      kernel.forward_kv_cache(qq, cache, oo, nullptr);
+      ADD_FAILURE() << "no error; expected one saying '" << says << "'";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  KvCache c = good;
+  c.seq_lens = lens_f.view;
+  expect_error(c, qv, ov, "seq_lens must be an int32");
+  c = good;
+  c.block_table = table_3.view;
+  expect_error(c, qv, ov, "one row per sequence");
+  expect_error(good, q_long.view, o_long.view, "at most 16 queries");
+  c = good;
+  c.block_table.reset();  // pages read as a contiguous cache: 10 entries for 2 sequences
+  expect_error(c, qv, ov, "one entry per sequence");
+
+  const Kernel rope = compile(presets::by_name("rope_causal"), CompileOptions().with_head_dim(64));
+  try {
+    rope.forward_kv_cache(qv, good, ov, nullptr);
+    ADD_FAILURE() << "a RoPE variant was accepted";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("RoPE"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace attnjit
