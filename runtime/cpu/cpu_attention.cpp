@@ -118,6 +118,43 @@ struct RopeTable {
 };
 
 // Scratch of one worker, grown as needed and kept by the pool's threads.
+// Rows [r0, r0 + rows) of a task's block and the keys [c0, c1) of a run they compute.
+struct RowGroup {
+  int r0, rows, c0, c1;
+};
+
+// The row groups of the run of sub-tiles [first, last) (`cols` keys) for a block of `rows`
+// rows: one group of every row and key, unless `words` (the table's slices) is given and a
+// sub-tile of the run is partial; then each 16-row slice with the panels from the first to
+// the last it may need (slices that need none are left out).
+std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint32_t* words, int slices, int first,
+                                 int last, int rows, int cols) {
+  using Table = cpu::TileClassTable;
+  bool partial = false;
+  for (int t = first; t < last; ++t) partial |= classes[t] == static_cast<std::uint8_t>(ir::TileClass::Partial);
+  if (words == nullptr || !partial || rows > slices * Table::kSliceRows) return {{0, rows, 0, cols}};
+  std::vector<RowGroup> out;
+  for (int sl = 0; sl * Table::kSliceRows < rows; ++sl) {
+    int lo = -1, hi = -1;  // panels of the run, counted from its first key
+    for (int t = first; t < last; ++t) {
+      // Bits of this slice: 4 per slice within a 64-row half, the second half 16 bits up.
+      const std::uint32_t bits = (words[t] >> (16 * (sl / 4) + 4 * (sl % 4))) & 0xfu;
+      for (int pn = 0; pn < Table::kPanelsPerSubTile; ++pn)
+        if (bits & (1u << pn)) {
+          const int panel = (t - first) * Table::kPanelsPerSubTile + pn;
+          if (lo < 0) lo = panel;
+          hi = panel;
+        }
+    }
+    if (lo < 0) continue;
+    const int r0 = sl * Table::kSliceRows;
+    const int c1 = std::min((hi + 1) * Table::kPanelKeys, cols);
+    if (lo * Table::kPanelKeys >= c1) continue;
+    out.push_back({r0, std::min(Table::kSliceRows, rows - r0), lo * Table::kPanelKeys, c1});
+  }
+  return out;
+}
+
 struct Workspace {
   std::vector<float> q, k, rotated, v, s, o, m, l;
   std::vector<std::uint32_t> q2, k2_rows, k2, v2, p2;  // the bf16 products' words (pairs)
@@ -198,10 +235,9 @@ struct CpuAttention::State {
 namespace {
 
 // Rows per task when CpuOptions::block_q is 0: 128 (the products run best on tall blocks, and
-// K is packed once per 128 rows), unless more than this share of the computed sub-tiles of
-// 64-row blocks are partial (a narrow band such as a sliding window, where taller blocks
-// compute more masked pairs): then 64.
-constexpr double kTallBlockPartialShare = 0.15;
+// K is packed once per 128 rows). A narrow band (a sliding window) does not need shorter
+// blocks: inside a run with partial sub-tiles each 16-row slice computes only the 16-key
+// panels the analysis cannot prove empty for it (TileClassTable::slices).
 
 }  // namespace
 
@@ -223,7 +259,7 @@ std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_cl
   auto table = std::make_shared<cpu::TileClassTable>(cpu::classify_tiles(
       st.variant, st.mask, cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv}, bindings,
       st.options.threads));
-  if (requested == 0 && seq_q > 64 && cpu::partial_share(*table) <= kTallBlockPartialShare) {
+  if (requested == 0 && seq_q > 64) {
     table = std::make_shared<cpu::TileClassTable>(cpu::merge_q_blocks(*table, 2));
     block_q = 128;
   }
@@ -419,6 +455,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
     const int qb = task % q_blocks, bh = task / q_blocks, b = bh / heads_q, h = bh % heads_q, hk = h / group;
     const int q0 = qb * block_q, rows = std::min(block_q, seq_q - q0);
     const std::uint8_t* classes = table.row(b, h, qb);
+    const std::uint32_t* slice_words = table.slice_row(b, h, qb);
     Workspace::fit(ws.q, static_cast<std::size_t>(rows) * dim);
     Workspace::fit(ws.s, static_cast<std::size_t>(rows) * block_kv);
     Workspace::fit(ws.o, static_cast<std::size_t>(rows) * width);
@@ -460,7 +497,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         ++last;
       const int kv0 = first * sub, cols = std::min(last * sub, seq_k) - kv0;
 
-      // S = scale * Q K^T, K widened (and rotated) into panels once per tile.
+      // K widened (and rotated) into panels once per tile.
       if (bf16_dot) {
         if (rope) {
           float* rotated = ws.rotated.data();
@@ -472,7 +509,6 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
                               dim, ws.k2_rows.data(), pairs);
         }
         cpu::pack_keys_bf16(ws.k2_rows.data(), pairs, cols, dim, ws.k2.data());
-        cpu::scores_bf16(rows, cols, dim, scale_f, ws.q2.data(), pairs, ws.k2.data(), s, block_kv);
       } else if (rope) {
         float* rotated = ws.rotated.data();
         cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
@@ -481,44 +517,66 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       } else {
         cpu::pack_keys(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, ws.k.data());
       }
-      if (!bf16_dot) cpu::scores(rows, cols, dim, scale_f, qf, dim, ws.k.data(), s, block_kv);
 
-      // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
-      if (hooks.has_score_mod || has_mask)
-        for (int a = first; a < last;) {
-          int z = a + 1;
-          while (z < last && classes[z] == classes[a]) ++z;
-          const bool partial = classes[a] == static_cast<std::uint8_t>(ir::TileClass::Partial);
-          if (hooks.has_score_mod || (partial && has_mask)) {
-            const int c0 = a * sub - kv0, c1 = std::min(z * sub, seq_k) - kv0;
-            hooks.score_tile(s + c0, block_kv, rows, c1 - c0, b, h, q0, kv0 + c0, &args, partial && has_mask ? 1 : 0);
+      // The row groups of this run and the keys each may need: the whole block over every
+      // key, or, where the run holds a partial sub-tile and the table has slices, 16-row
+      // slices over the panels [c0, c1) that the analysis could not prove empty for them (a
+      // band's edge then costs about half a sub-tile instead of a whole one).
+      const auto groups = row_groups(classes, slice_words, table.slices_per_block, first, last, rows, cols);
+      for (const RowGroup& gr : groups) {
+        float* sg = s + static_cast<std::int64_t>(gr.r0) * block_kv;
+        const int ncols = gr.c1 - gr.c0;
+        // S = scale * Q K^T over the group's keys.
+        if (bf16_dot)
+          cpu::scores_bf16(gr.rows, ncols, dim, scale_f, ws.q2.data() + static_cast<std::int64_t>(gr.r0) * pairs, pairs,
+                           ws.k2.data() + static_cast<std::int64_t>(gr.c0) * pairs, sg + gr.c0, block_kv);
+        else
+          cpu::scores(gr.rows, ncols, dim, scale_f, qf + static_cast<std::int64_t>(gr.r0) * dim, dim,
+                      ws.k.data() + static_cast<std::int64_t>(gr.c0) * dim, sg + gr.c0, block_kv);
+
+        // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
+        if (hooks.has_score_mod || has_mask)
+          for (int a = first; a < last;) {
+            int z = a + 1;
+            while (z < last && classes[z] == classes[a]) ++z;
+            const bool partial = classes[a] == static_cast<std::uint8_t>(ir::TileClass::Partial);
+            const int c0 = std::max(a * sub - kv0, gr.c0), c1 = std::min(std::min(z * sub, seq_k) - kv0, gr.c1);
+            if (c0 < c1 && (hooks.has_score_mod || (partial && has_mask)))
+              hooks.score_tile(sg + c0, block_kv, gr.rows, c1 - c0, b, h, q0 + gr.r0, kv0 + c0, &args,
+                               partial && has_mask ? 1 : 0);
+            a = z;
           }
-          a = z;
-        }
 
-      // Online softmax: P = exp(S - m_new) in place; O and l rescaled by exp(m_old - m_new).
-      for (int r = 0; r < rows; ++r) {
-        float* sr = s + static_cast<std::int64_t>(r) * block_kv;
-        const float m_new = std::max(m[r], cpu::max_of(sr, cols));
-        if (m_new == kNegInf) {  // nothing admitted in this row yet
-          std::fill_n(sr, cols, 0.0f);
-          continue;
+        // Online softmax: P = exp(S - m_new) in place; O and l rescaled by exp(m_old - m_new).
+        for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
+          float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
+          const float m_new = std::max(m[r], cpu::max_of(sr, ncols));
+          if (m_new == kNegInf) {  // nothing admitted in this row yet
+            std::fill_n(sr, ncols, 0.0f);
+            continue;
+          }
+          if (m_new > m[r] && m[r] != kNegInf) {
+            const float correction = std::exp(m[r] - m_new);
+            l[r] *= correction;
+            cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
+          }
+          m[r] = m_new;
+          l[r] += cpu::exp_shifted_sum(sr, ncols, m_new);
         }
-        if (m_new > m[r] && m[r] != kNegInf) {
-          const float correction = std::exp(m[r] - m_new);
-          l[r] *= correction;
-          cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
-        }
-        m[r] = m_new;
-        l[r] += cpu::exp_shifted_sum(sr, cols, m_new);
       }
 
-      // O += P V
+      // O += P V over each group's keys.
       if (bf16_dot) {
-        cpu::pack_probs_bf16(s, block_kv, rows, cols, ws.p2.data(), kv_pairs);
         cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
                               dim_v, width, ws.v2.data());
-        cpu::accumulate_pv_bf16(rows, width, cols, ws.p2.data(), kv_pairs, ws.v2.data(), acc, width);
+        for (const RowGroup& gr : groups) {
+          std::uint32_t* pg = ws.p2.data() + static_cast<std::int64_t>(gr.r0) * kv_pairs;
+          cpu::pack_probs_bf16(s + static_cast<std::int64_t>(gr.r0) * block_kv + gr.c0, block_kv, gr.rows,
+                               gr.c1 - gr.c0, pg, kv_pairs);
+          cpu::accumulate_pv_bf16(gr.rows, width, gr.c1 - gr.c0, pg, kv_pairs,
+                                  ws.v2.data() + static_cast<std::int64_t>(gr.c0 / 2) * width,
+                                  acc + static_cast<std::int64_t>(gr.r0) * width, width);
+        }
         first = last;
         continue;
       }
@@ -535,7 +593,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         vp = vf;
         ldv = width;
       }
-      cpu::accumulate_pv(rows, width, cols, s, block_kv, vp, ldv, acc, width);
+      for (const RowGroup& gr : groups)
+        cpu::accumulate_pv(gr.rows, width, gr.c1 - gr.c0, s + static_cast<std::int64_t>(gr.r0) * block_kv + gr.c0,
+                           block_kv, vp + static_cast<std::int64_t>(gr.c0) * ldv, ldv,
+                           acc + static_cast<std::int64_t>(gr.r0) * width, width);
       first = last;
     }
 

@@ -77,9 +77,15 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
                          static_cast<std::uint8_t>(ir::TileClass::Full));
     return table;
   }
+  // Slices of 64-row blocks: 4 x 4 (slice, panel) bits per sub-tile.
+  const bool with_slices = p.block_q == 4 * TileClassTable::kSliceRows;
   table.batches = facts.uses_batch ? p.batch : 1;
   table.heads = facts.uses_head ? p.heads_q : 1;
   table.classes.assign(static_cast<std::size_t>(table.batches) * table.heads * table.q_blocks * table.sub_tiles, 0);
+  if (with_slices) {
+    table.slices.assign(table.classes.size(), 0);
+    table.slices_per_block = 4;
+  }
 
   ir::TileBox base;
   base.q_len = p.seq_q;
@@ -122,6 +128,30 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
             out[s] =
                 static_cast<std::uint8_t>(whole != ir::TileClass::Partial || t1 - t0 == 1 ? whole : classify(s, s + 1));
         }
+        if (!with_slices) return;
+        // (slice, panel) classes inside the partial sub-tiles.
+        std::uint32_t* words = &table.slices[static_cast<std::size_t>(task) * table.sub_tiles];
+        const ir::IntRange block_rows = box.q;
+        for (int t = 0; t < table.sub_tiles; ++t) {
+          if (out[t] != static_cast<std::uint8_t>(ir::TileClass::Partial)) {
+            words[t] = out[t] == static_cast<std::uint8_t>(ir::TileClass::Full) ? 0xffffu : 0u;
+            continue;
+          }
+          std::uint32_t bits = 0;
+          for (int sl = 0; sl < 4; ++sl) {
+            const std::int64_t r0 = block_rows.lo + sl * TileClassTable::kSliceRows;
+            if (r0 > block_rows.hi) break;
+            box.q = {r0, std::min<std::int64_t>(r0 + TileClassTable::kSliceRows - 1, block_rows.hi)};
+            for (int pn = 0; pn < TileClassTable::kPanelsPerSubTile; ++pn) {
+              const std::int64_t k0 = static_cast<std::int64_t>(t) * sub + pn * TileClassTable::kPanelKeys;
+              if (k0 >= p.seq_k) break;
+              box.kv = {k0, std::min<std::int64_t>(k0 + TileClassTable::kPanelKeys - 1, p.seq_k - 1)};
+              if (ir::classify_tile(facts.normalized, box) != ir::TileClass::Empty) bits |= 1u << (4 * sl + pn);
+            }
+          }
+          box.q = block_rows;
+          words[t] = bits;
+        }
       },
       threads);
   return table;
@@ -131,6 +161,10 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
   TileClassTable out = table;
   out.q_blocks = (table.q_blocks + factor - 1) / factor;
   out.classes.assign(static_cast<std::size_t>(out.batches) * out.heads * out.q_blocks * out.sub_tiles, 0);
+  // Two blocks of 4 slices make one of 8; other merges drop the slices.
+  const bool keep_slices = factor == 2 && table.slices_per_block == 4;
+  out.slices.assign(keep_slices ? out.classes.size() : 0, 0);
+  out.slices_per_block = keep_slices ? 8 : 0;
   for (int b = 0; b < out.batches; ++b)
     for (int h = 0; h < out.heads; ++h)
       for (int qb = 0; qb < out.q_blocks; ++qb) {
@@ -141,18 +175,14 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
           for (int k = 1; k < factor && qb * factor + k < table.q_blocks; ++k)
             if (table.row(b, h, qb * factor + k)[s] != first) cls = static_cast<std::uint8_t>(ir::TileClass::Partial);
           merged[s] = cls;
+          if (keep_slices) {
+            const bool second = qb * 2 + 1 < table.q_blocks;
+            out.slices[out.offset(b, h, qb) + s] =
+                table.slice_row(b, h, qb * 2)[s] | (second ? table.slice_row(b, h, qb * 2 + 1)[s] << 16 : 0u);
+          }
         }
       }
   return out;
-}
-
-double partial_share(const TileClassTable& table) {
-  std::int64_t partial = 0, computed = 0;
-  for (const std::uint8_t c : table.classes) {
-    partial += c == static_cast<std::uint8_t>(ir::TileClass::Partial);
-    computed += c != static_cast<std::uint8_t>(ir::TileClass::Empty);
-  }
-  return computed == 0 ? 0.0 : static_cast<double>(partial) / static_cast<double>(computed);
 }
 
 }  // namespace attnjit::cpu

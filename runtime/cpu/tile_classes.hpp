@@ -30,6 +30,13 @@ struct TileClassTable {
   int batches = 1, heads = 1;          // 1 where the mask depends on neither b nor h
   int q_blocks = 0, sub_tiles = 0;
   std::vector<std::uint8_t> classes;  // [batches][heads][q_blocks][sub_tiles], ir::TileClass
+  // Inside the sub-tiles, which 16-key panels each 16-row slice of a block may need: bit
+  // 4 * slice + panel is set unless the interval analysis proves that (slice, panel) empty
+  // (every bit on full sub-tiles, none on empty ones); laid out like `classes`. Made for blocks
+  // of 64 rows (4 slices) and kept by merge_q_blocks(2) (8 slices); empty otherwise.
+  static constexpr int kSliceRows = 16, kPanelKeys = 16, kPanelsPerSubTile = kSubTile / kPanelKeys;
+  std::vector<std::uint32_t> slices;
+  int slices_per_block = 0;
 
   // The sub-tiles of one block of rows (b and h ignored where the classes do not depend on them).
   std::size_t offset(int b, int h, int q_block) const {
@@ -39,6 +46,9 @@ struct TileClassTable {
   }
   const std::uint8_t* row(int b, int h, int q_block) const { return &classes[offset(b, h, q_block)]; }
   std::uint8_t* row(int b, int h, int q_block) { return &classes[offset(b, h, q_block)]; }
+  const std::uint32_t* slice_row(int b, int h, int q_block) const {
+    return slices.empty() ? nullptr : &slices[offset(b, h, q_block)];
+  }
 };
 
 struct TileProblem {
@@ -55,8 +65,5 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
 // The classes for blocks `factor` times as many rows: a sub-tile is empty (full) where it is
 // empty (full) in every block merged, else partial.
 TileClassTable merge_q_blocks(const TileClassTable& table, int factor);
-
-// Partial sub-tiles among the non-empty ones (0 when none is computed).
-double partial_share(const TileClassTable& table);
 
 }  // namespace attnjit::cpu
