@@ -428,6 +428,13 @@ void use_products_isa(Isa isa) {
   products_choice().store(static_cast<int>(isa));
 }
 
-std::string gemm_backend() { return fmt::format("built-in {} micro-kernels", products().name); }
+std::string gemm_backend() {
+  std::string s = fmt::format("built-in {} micro-kernels", products().name);
+  if (amx_products_available())
+    s += " (bf16: AMX tiles)";
+  else if (bf16_products_available())
+    s += " (bf16: vdpbf16ps)";
+  return s;
+}
 
 }  // namespace attnjit::cpu

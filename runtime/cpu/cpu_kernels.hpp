@@ -57,6 +57,20 @@ void use_products_isa(Isa isa);
 // "built-in AVX-512 micro-kernels": what computes the products on this CPU.
 std::string gemm_backend();
 
+// ---- AMX tiles for the bf16 products (runtime/cpu/cpu_kernels_amx.cpp) --------------------
+bool amx_products_supported();  // the CPU has AMX-BF16 and the OS granted the tile state
+bool amx_products_available();  // supported, not turned off, and bf16_products_available()
+// Turns the tiles on or off process-wide (tests of both paths; benchmarks). UserError when
+// turned on where they are not supported.
+void use_amx_products(bool on);
+// The tiles' share of scores_bf16 / accumulate_pv_bf16: `rows` a multiple of 16, any `panels`,
+// `pairs` (words per row of Q) of 16; O over `steps` x 16 pairs of P and V, `width` a multiple
+// of 32. Same operands as the vdpbf16ps path.
+void scores_amx(int rows, int panels, int pairs, float alpha, const std::uint32_t* q, std::int64_t ldq,
+                const std::uint32_t* packed, float* s, std::int64_t lds);
+void accumulate_pv_amx(int rows, int width, int steps, const std::uint32_t* p, std::int64_t ldp, const std::uint32_t* v,
+                       float* o, std::int64_t ldo);
+
 // ---- bf16 dot products (runtime/cpu/cpu_kernels_bf16.cpp) ---------------------------------
 // For bf16 storage where the CPU has AVX512_BF16 (vdpbf16ps: two exact bf16 products added to
 // an fp32 lane, twice the multiply-adds per instruction of the fp32 path). Operands are words of
@@ -76,6 +90,8 @@ void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::i
 // P rows (fp32, the first k of each) rounded into words along k.
 void pack_probs_bf16(const float* p, std::int64_t ldp, int rows, int k, std::uint32_t* out, std::int64_t ld);
 // S = alpha * Q K^T (whole panels written, as scores()); O += P V (width a multiple of 16).
+// Where the CPU has AMX-BF16 tiles (amx_products_available) their whole blocks of 16 rows run on
+// the tiles (runtime/cpu/cpu_kernels_amx.cpp), the rest on vdpbf16ps.
 void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,
                  const std::uint32_t* packed, float* s, std::int64_t lds);
 void accumulate_pv_bf16(int rows, int width, int k, const std::uint32_t* p, std::int64_t ldp, const std::uint32_t* v,

@@ -181,6 +181,15 @@ AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::ui
                          const std::uint32_t* packed, float* s, std::int64_t lds) {
   const int pairs = (dim + 1) / 2;
   const int panels = (cols + kLanes - 1) / kLanes;
+  if (pairs % 16 == 0 && rows >= 16 && amx_products_available()) {
+    // Whole blocks of 16 rows on the AMX tiles; the rows past them below.
+    const int tile_rows = rows / 16 * 16;
+    scores_amx(tile_rows, panels, pairs, alpha, q, ldq, packed, s, lds);
+    if (tile_rows < rows)
+      scores_bf16(rows - tile_rows, cols, dim, alpha, q + static_cast<std::int64_t>(tile_rows) * ldq, ldq, packed,
+                  s + static_cast<std::int64_t>(tile_rows) * lds, lds);
+    return;
+  }
   int p = 0;
   for (; p + 2 <= panels; p += 2)
     score_rows<8, 2>(rows, pairs, alpha, q, ldq, packed + static_cast<std::int64_t>(p) * pairs * kLanes, s + p * kLanes,
@@ -193,6 +202,19 @@ AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::ui
 AJ_BF16 void accumulate_pv_bf16(int rows, int width, int k, const std::uint32_t* p, std::int64_t ldp,
                                 const std::uint32_t* v, float* o, std::int64_t ldo) {
   const int pairs = (k + 1) / 2, vectors = width / kLanes;
+  if (rows >= 16 && pairs >= 16 && width % 32 == 0 && amx_products_available()) {
+    // Whole steps of 16 pairs for whole blocks of 16 rows on the AMX tiles; their last pairs
+    // and the rows past them below.
+    const int tile_rows = rows / 16 * 16, steps = pairs / 16;
+    accumulate_pv_amx(tile_rows, width, steps, p, ldp, v, o, ldo);
+    if (steps * 16 < pairs)
+      accumulate_pv_bf16(tile_rows, width, k - steps * 32, p + steps * 16, ldp,
+                         v + static_cast<std::int64_t>(steps) * 16 * width, o, ldo);
+    if (tile_rows < rows)
+      accumulate_pv_bf16(rows - tile_rows, width, k, p + static_cast<std::int64_t>(tile_rows) * ldp, ldp, v,
+                         o + static_cast<std::int64_t>(tile_rows) * ldo, ldo);
+    return;
+  }
   int j = 0;
   for (; j + 4 <= vectors; j += 4) pv_rows<4, 4>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
   for (; j < vectors; ++j) pv_rows<4, 1>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);

@@ -214,6 +214,55 @@ TEST(CpuAttention, Bf16ProductsPassAndCanBeTurnedOff) {
   EXPECT_GT(differ, 0);
 }
 
+// Where the CPU has AMX-BF16 tiles, their whole 32 x 32 blocks of the bf16 products run there
+// (the rest on vdpbf16ps). The two give the same products up to the order of the fp32 sums:
+// checked on the micro-kernels directly (rows, keys and reductions with tails), then through
+// whole forwards with the tiles on and off, both by the 2x rule.
+TEST(CpuAttention, AmxTilesMatchVdpbf16psAndPass) {
+  if (!cpu::amx_products_supported() || !cpu::bf16_products_available())
+    GTEST_SKIP() << "this CPU (or OS) offers no AMX-BF16 tiles: " << cpu::gemm_backend();
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<std::uint32_t> word(0, 0xffffffffu);
+  // Random bf16 pairs with small exponents (finite, around 1).
+  const auto pairs_of = [&](std::size_t n) {
+    std::vector<std::uint32_t> w(n);
+    for (auto& x : w) x = ((word(rng) & 0x807f807fu) | 0x3f003f00u);
+    return w;
+  };
+  for (const int dim : {64, 128, 40}) {
+    const int rows = 70, cols = 100, pairs = (dim + 1) / 2, width = 128, k = 75;
+    const auto q = pairs_of(static_cast<std::size_t>(rows) * pairs);
+    const auto packed = pairs_of(static_cast<std::size_t>(cpu::packed_keys_floats(cols, dim)));
+    const auto p = pairs_of(static_cast<std::size_t>(rows) * 64), v = pairs_of(static_cast<std::size_t>(64) * width);
+    std::vector<float> s_amx(static_cast<std::size_t>(rows) * 112), s_dot(s_amx.size());
+    std::vector<float> o_amx(static_cast<std::size_t>(rows) * width, 0.5f), o_dot(o_amx);
+    cpu::use_amx_products(true);
+    cpu::scores_bf16(rows, cols, dim, 0.25f, q.data(), pairs, packed.data(), s_amx.data(), 112);
+    cpu::accumulate_pv_bf16(rows, width, k, p.data(), 64, v.data(), o_amx.data(), width);
+    cpu::use_amx_products(false);
+    cpu::scores_bf16(rows, cols, dim, 0.25f, q.data(), pairs, packed.data(), s_dot.data(), 112);
+    cpu::accumulate_pv_bf16(rows, width, k, p.data(), 64, v.data(), o_dot.data(), width);
+    cpu::use_amx_products(true);
+    double worst = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) {
+        const std::size_t i = static_cast<std::size_t>(r) * 112 + c;
+        worst = std::max(worst, std::abs(static_cast<double>(s_amx[i]) - s_dot[i]) / (1.0 + std::abs(s_dot[i])));
+      }
+    for (std::size_t i = 0; i < o_amx.size(); ++i)
+      worst = std::max(worst, std::abs(static_cast<double>(o_amx[i]) - o_dot[i]) / (1.0 + std::abs(o_dot[i])));
+    EXPECT_LT(worst, 1e-5) << "dim " << dim;
+  }
+  const Variant v = presets::by_name("alibi_causal");
+  for (const bool on : {true, false}) {
+    cpu::use_amx_products(on);
+    SCOPED_TRACE(on ? "AMX on" : "AMX off");
+    expect_pass(v, gqa(67, 131), 64, dlpack_bfloat16(), CpuOptions());
+    expect_pass(presets::sliding_window(), gqa(67, 300), 128, dlpack_bfloat16(), CpuOptions());
+  }
+  cpu::use_amx_products(true);
+}
+
 TEST(CpuAttention, SkipsEmptyTilesAndMasksOnlyPartialOnes) {
   const int s = 1024;
   HostTensor q = random_tensor(dlpack_float32(), {1, 2, s, 64}, 1),
