@@ -446,6 +446,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   const int group = heads_q / heads_kv;
   const int sub = cpu::TileClassTable::kSubTile;
   const float scale_f = static_cast<float>(scale);
+  // A score_mod sees scaled scores, so the products scale them; otherwise they stay unscaled
+  // (the mask's -inf is the same either way) and the softmax applies the scale in its exp.
+  const float product_scale = hooks.has_score_mod ? scale_f : 1.0f;
+  const float post_scale = hooks.has_score_mod ? 1.0f : scale_f;
   // bf16 inputs on a CPU with AVX512_BF16: the products read bf16 pairs (cpu_kernels.hpp).
   const bool bf16_dot = st.options.bf16_products && qv.storage == cpu::Storage::BF16 && cpu::bf16_products_available();
   const int pairs = (dim + 1) / 2, kv_pairs = (block_kv + 1) / 2;
@@ -607,10 +611,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         const int ncols = gr.c1 - gr.c0;
         // S = scale * Q K^T over the group's keys.
         if (bf16_dot)
-          cpu::scores_bf16(gr.rows, ncols, dim, scale_f, ws.q2.data() + static_cast<std::int64_t>(gr.r0) * pairs, pairs,
-                           k2 + static_cast<std::int64_t>(gr.c0) * pairs, sg + gr.c0, block_kv);
+          cpu::scores_bf16(gr.rows, ncols, dim, product_scale, ws.q2.data() + static_cast<std::int64_t>(gr.r0) * pairs,
+                           pairs, k2 + static_cast<std::int64_t>(gr.c0) * pairs, sg + gr.c0, block_kv);
         else
-          cpu::scores(gr.rows, ncols, dim, scale_f, qf + static_cast<std::int64_t>(gr.r0) * dim, dim,
+          cpu::scores(gr.rows, ncols, dim, product_scale, qf + static_cast<std::int64_t>(gr.r0) * dim, dim,
                       kf + static_cast<std::int64_t>(gr.c0) * dim, sg + gr.c0, block_kv);
 
         // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
@@ -629,7 +633,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         // Online softmax: P = exp(S - m_new) in place; O and l rescaled by exp(m_old - m_new).
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
           float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
-          const float m_new = std::max(m[r], cpu::max_of(sr, ncols));
+          const float m_new = std::max(m[r], cpu::max_of(sr, ncols) * post_scale);
           if (m_new == kNegInf) {  // nothing admitted in this row yet
             std::fill_n(sr, ncols, 0.0f);
             continue;
@@ -640,7 +644,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
             cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
           }
           m[r] = m_new;
-          l[r] += cpu::exp_shifted_sum(sr, ncols, m_new);
+          l[r] += cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
         }
       }
 

@@ -126,13 +126,13 @@ AJ_CPU_CLONES float max_of(const float* x, int n) {
 
 // exp(x) = 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2, p a degree-7 polynomial (Cephes' expf
 // coefficients; relative error ~2e-7). Inputs below -87.3 (and -inf) give exactly 0.
-AJ_CPU_CLONES float exp_shifted_sum(float* x, int n, float shift) {
+AJ_CPU_CLONES float exp_shifted_sum(float* x, int n, float shift, float scale) {
   constexpr float kLow = -87.33654f, kLog2e = 1.44269504088896341f, kRound = 12582912.0f;  // 1.5 * 2^23
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
   vf acc = splat(0.0f);
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const vf v0 = load(x + i) - shift;
+    const vf v0 = load(x + i) * scale - shift;
     const vi dead = v0 < kLow;
     const vf v = dead ? splat(kLow) : v0;
     const vf fn = (v * kLog2e + kRound) - kRound;  // round to nearest
@@ -154,7 +154,7 @@ AJ_CPU_CLONES float exp_shifted_sum(float* x, int n, float shift) {
   float sum = 0.0f;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
   for (; i < n; ++i) {
-    const float v = x[i] - shift;
+    const float v = x[i] * scale - shift;
     x[i] = v < kLow ? 0.0f : __builtin_expf(v);
     sum += x[i];
   }

@@ -42,8 +42,9 @@ void accumulate_pv(int rows, int width, int k, const float* p, std::int64_t ldp,
                    float* o, std::int64_t ldo);
 
 float max_of(const float* x, int n);  // -inf for n == 0
-// x[i] = exp(x[i] - shift) (exactly 0 where x[i] is -inf); returns the sum. `shift` is finite.
-float exp_shifted_sum(float* x, int n, float shift);
+// x[i] = exp(scale * x[i] - shift) (exactly 0 where x[i] is -inf); returns the sum. `shift` is
+// finite, `scale` positive (scores left unscaled by the products take the softmax scale here).
+float exp_shifted_sum(float* x, int n, float shift, float scale = 1.0f);
 void scale_in_place(float* x, int n, float factor);
 
 // The instruction sets the products are built for, in increasing order.

@@ -63,10 +63,10 @@ AJ_AMX void configure_tiles() {
 }
 
 // S[16 RB x 16 NP] = Q K^T for the 16 RB rows at q and the NP panels at kp0 (and kp1)
-// (unscaled, into `out`, rows of 32).
+// (unscaled, into `out`, rows `ldo` floats apart).
 template <int RB, int NP>
 AJ_AMX void score_block(const std::uint32_t* q, std::int64_t ldq, const std::uint32_t* kp0, const std::uint32_t* kp1,
-                        int steps, float* out) {
+                        int steps, float* out, std::int64_t ldo) {
   _tile_zero(0);
   if (NP == 2) _tile_zero(1);
   if (RB == 2) _tile_zero(2);
@@ -81,10 +81,10 @@ AJ_AMX void score_block(const std::uint32_t* q, std::int64_t ldq, const std::uin
     if (RB == 2) _tile_dpbf16ps(2, 5, 6);
     if (RB == 2 && NP == 2) _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, out, 32 * 4);
-  if (NP == 2) _tile_stored(1, out + 16, 32 * 4);
-  if (RB == 2) _tile_stored(2, out + 16 * 32, 32 * 4);
-  if (RB == 2 && NP == 2) _tile_stored(3, out + 16 * 32 + 16, 32 * 4);
+  _tile_stored(0, out, ldo * 4);
+  if (NP == 2) _tile_stored(1, out + 16, ldo * 4);
+  if (RB == 2) _tile_stored(2, out + 16 * ldo, ldo * 4);
+  if (RB == 2 && NP == 2) _tile_stored(3, out + 16 * ldo + 16, ldo * 4);
 }
 
 // O[16 RB rows x 32 columns] += P V over `steps` steps of 16 pairs.
@@ -143,21 +143,25 @@ AJ_AMX void scores_amx(int rows, int panels, int pairs, float alpha, const std::
   const int steps = pairs / kTile;
   alignas(64) float block[32 * 32];
   const __m512 scale = _mm512_set1_ps(alpha);
+  // Unscaled scores go straight from the tiles to S.
+  const bool direct = alpha == 1.0f;
   for (int r0 = 0; r0 < rows; r0 += 32) {
     const int n = std::min(32, rows - r0);  // 32, or a last 16
     const std::uint32_t* qr = q + static_cast<std::int64_t>(r0) * ldq;
     for (int p = 0; p < panels; p += 2) {
       const int np = std::min(2, panels - p);
       const std::uint32_t* kp = packed + static_cast<std::int64_t>(p) * pairs * kTile;
+      float* out = direct ? s + static_cast<std::int64_t>(r0) * lds + p * kTile : block;
+      const std::int64_t ldo = direct ? lds : 32;
       if (n == 32 && np == 2)
-        score_block<2, 2>(qr, ldq, kp, kp + pairs * kTile, steps, block);
+        score_block<2, 2>(qr, ldq, kp, kp + pairs * kTile, steps, out, ldo);
       else if (n == 32)
-        score_block<2, 1>(qr, ldq, kp, kp, steps, block);
+        score_block<2, 1>(qr, ldq, kp, kp, steps, out, ldo);
       else if (np == 2)
-        score_block<1, 2>(qr, ldq, kp, kp + pairs * kTile, steps, block);
+        score_block<1, 2>(qr, ldq, kp, kp + pairs * kTile, steps, out, ldo);
       else
-        score_block<1, 1>(qr, ldq, kp, kp, steps, block);
-      for (int r = 0; r < n; ++r) {
+        score_block<1, 1>(qr, ldq, kp, kp, steps, out, ldo);
+      for (int r = 0; r < n && !direct; ++r) {
         float* dst = s + static_cast<std::int64_t>(r0 + r) * lds + p * kTile;
         _mm512_storeu_ps(dst, _mm512_mul_ps(_mm512_load_ps(block + 32 * r), scale));
         if (np == 2) _mm512_storeu_ps(dst + 16, _mm512_mul_ps(_mm512_load_ps(block + 32 * r + 16), scale));
