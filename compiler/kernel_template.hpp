@@ -60,6 +60,8 @@ struct TemplateRequest {
   ElementType dtype = ElementType::BF16;
   Knobs knobs;
   std::optional<ProblemShape> problem;  // known at compile time only when hinted
+  // A unit for ragged batches (Kernel::forward_ragged): per-sequence offsets and lengths.
+  bool ragged = false;
 };
 
 class Support {

@@ -71,6 +71,15 @@ struct AttnjitFwdArgs {
   // [0, seq_k] where read; null: seq_k for every sequence. Read only by units built with
   // AJ_PER_SEQUENCE_LENGTHS 1, whose hooks then see it as kv_len.
   const int* seq_lens_k;
+
+  // A ragged batch (Kernel::forward_ragged): sequence b's queries are rows [cu_seqlens_q[b],
+  // cu_seqlens_q[b + 1]) of Q and O, its keys rows [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of K
+  // and V (the batch strides are 0, the seq strides step through the packed tokens); seq_q and
+  // seq_k are the longest lengths, LSE is [heads_q, total_q]. Null in every other call; read only
+  // by units built with AJ_RAGGED 1.
+  const int* cu_seqlens_q;
+  const int* cu_seqlens_k;
+  int total_q;
 };
 
 // The backward pass's argument block (templates/bwd_sm80.cuh). `fwd` comes first, so a

@@ -169,13 +169,20 @@ __device__ __forceinline__ int aj_floormod(int a, int b) {
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
 }
-// Keys of sequence b: seq_lens_k[b] clamped into [0, seq_k] in a KV-cache call, else seq_k.
+// Keys of sequence b: its share of a ragged batch, seq_lens_k[b] clamped into [0, seq_k] in a
+// KV-cache call, else seq_k.
 __device__ __forceinline__ int aj_seq_len_k(int b, const AttnjitFwdArgs& args) {
+  if (args.cu_seqlens_k != nullptr) return args.cu_seqlens_k[b + 1] - args.cu_seqlens_k[b];
   return args.seq_lens_k == nullptr ? args.seq_k : min(max(args.seq_lens_k[b], 0), args.seq_k);
 }
-// kv_len as the hooks see it; per sequence only in units that define AJ_PER_SEQUENCE_LENGTHS 1
-// (a macro, so that the other units keep the plain field and nothing else).
+// Queries of sequence b: its share of a ragged batch, else seq_q.
+__device__ __forceinline__ int aj_seq_len_q(int b, const AttnjitFwdArgs& args) {
+  return args.cu_seqlens_q != nullptr ? args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b] : args.seq_q;
+}
+// kv_len and q_len as the hooks see them; per sequence only in units that define
+// AJ_PER_SEQUENCE_LENGTHS 1 (macros, so that the other units keep the plain fields and nothing else).
 #define aj_kv_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_k((b), (args)) : (args).seq_k)
+#define aj_q_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_q((b), (args)) : (args).seq_q)
 
 __device__ __forceinline__ float aj_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float aj_tanh(float x) { return tanhf(x); }

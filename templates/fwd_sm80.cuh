@@ -69,6 +69,9 @@
 #if !(AJ_STAGES == 1 || AJ_STAGES == 2)
 #error "attnjit fwd_sm80: AJ_STAGES must be 1 or 2"
 #endif
+#ifndef AJ_RAGGED
+#define AJ_RAGGED 0  // 1: a ragged batch (AttnjitFwdArgs::cu_seqlens_q / cu_seqlens_k)
+#endif
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
 #endif
@@ -168,7 +171,7 @@ __device__ __forceinline__ void load_tile(aj_u32 sbase, const aj_u16* g, aj_i64 
 // BOUND: apply kv < seq_k; MASK: apply aj_mask_mod.
 template <bool BOUND, bool MASK>
 __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int h, int q_base,
-                                               int kv_base, const AttnjitFwdArgs& args) {
+                                               int kv_base, int seq_q, int seq_k, const AttnjitFwdArgs& args) {
   (void)b; (void)h; (void)q_base; (void)kv_base;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -179,11 +182,11 @@ __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int
         const int q = q_base + mt * 16 + (e >> 1) * 8;
         const int kv = kv_base + j * 8 + (e & 1);
         // Hooks only ever see in-range indices (captured tensors may be indexed by them).
-        const int qc = q < args.seq_q ? q : args.seq_q - 1;
-        const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+        const int qc = q < seq_q ? q : seq_q - 1;
+        const int kvc = kv < seq_k ? kv : seq_k - 1;
         const float v = s[mt][j][e];
         bool keep = true;
-        if (BOUND) keep = kv < args.seq_k;
+        if (BOUND) keep = kv < seq_k;
         if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
         s[mt][j][e] = keep ? v : AJ_NEG_INF;
         (void)qc; (void)kvc;
@@ -196,7 +199,7 @@ __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int
 // score_mod on every element of the tile, in one copy (masks are applied after it by
 // prepare_scores): the hook can be large, and one copy keeps NVRTC compile time down.
 __device__ __forceinline__ void apply_score_mod(float (&s)[MT][NN][4], int b, int h, int q_base,
-                                                int kv_base, const AttnjitFwdArgs& args) {
+                                                int kv_base, int seq_q, int seq_k, const AttnjitFwdArgs& args) {
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -205,8 +208,8 @@ __device__ __forceinline__ void apply_score_mod(float (&s)[MT][NN][4], int b, in
       for (int e = 0; e < 4; ++e) {
         const int q = q_base + mt * 16 + (e >> 1) * 8;
         const int kv = kv_base + j * 8 + (e & 1);
-        const int qc = q < args.seq_q ? q : args.seq_q - 1;
-        const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+        const int qc = q < seq_q ? q : seq_q - 1;
+        const int kvc = kv < seq_k ? kv : seq_k - 1;
         s[mt][j][e] = aj_score_mod(s[mt][j][e] * args.scale, b, h, qc, kvc, args);
       }
     }
@@ -436,21 +439,32 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   const int h = blockIdx.y;
   const int b = blockIdx.z;
   const int hk = h / (args.heads_q / args.heads_kv);
+#if AJ_RAGGED
+  // This sequence's rows of the packed Q, K, V and O (the batch strides are 0).
+  const aj_i64 q_start = args.cu_seqlens_q[b], k_start = args.cu_seqlens_k[b];
+  const int seq_q = args.cu_seqlens_q[b + 1] - (int)q_start;
+  const int seq_k = args.cu_seqlens_k[b + 1] - (int)k_start;
+#else
+  const aj_i64 q_start = 0, k_start = 0;
   const int seq_q = args.seq_q;
   const int seq_k = args.seq_k;
+#endif
   const int q0 = m_block * BM;
   const int q_hi = min(q0 + BM, seq_q) - 1;
+#if AJ_RAGGED
+  if (q0 >= seq_q) return;  // the grid covers the longest sequence
+#endif
 
-  const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1];
+  const aj_u16* qg = (const aj_u16*)args.q + b * args.q_stride[0] + q_start * args.q_stride[2] + h * args.q_stride[1];
 #if AJ_HAS_ROPE
   // K was rotated once per (b, kv head) by attnjit_rope_k into args.rope_k, [B, Hkv, Sk, D]
   // contiguous: a K row is turned once, not once per query block and query head.
   const aj_u16* kg = (const aj_u16*)args.rope_k + ((aj_i64)b * args.heads_kv + hk) * (aj_i64)args.seq_k * D;
 #else
-  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1];
+  const aj_u16* kg = (const aj_u16*)args.k + b * args.k_stride[0] + k_start * args.k_stride[2] + hk * args.k_stride[1];
 #endif
-  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + hk * args.v_stride[1];
-  aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+  const aj_u16* vg = (const aj_u16*)args.v + b * args.v_stride[0] + k_start * args.v_stride[2] + hk * args.v_stride[1];
+  aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + q_start * args.o_stride[2] + h * args.o_stride[1];
 #if AJ_HAS_ROPE
   const aj_i64 qs = args.q_stride[2], ks = D, vs = args.v_stride[2], os = args.o_stride[2];
 #else
@@ -622,15 +636,15 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
       const int kv_base = n * BN + 2 * t;
       const bool ragged = n * BN + BN > seq_k;
 #if AJ_HAS_SCORE_MOD
-      apply_score_mod(s, b, h, q_base, kv_base, args);
+      apply_score_mod(s, b, h, q_base, kv_base, seq_q, seq_k, args);
 #endif
 #if AJ_HAS_MASK
       if (cls == 1) {
-        prepare_scores<true, true>(s, b, h, q_base, kv_base, args);
+        prepare_scores<true, true>(s, b, h, q_base, kv_base, seq_q, seq_k, args);
       } else
 #endif
       if (ragged) {
-        prepare_scores<true, false>(s, b, h, q_base, kv_base, args);
+        prepare_scores<true, false>(s, b, h, q_base, kv_base, seq_q, seq_k, args);
       }
     }
 
@@ -724,7 +738,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
       const int q = q0 + lrow;
       if (args.lse != nullptr && t == 0 && q < seq_q) {
         const float lse = any ? (row_max[mt][r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+#if AJ_RAGGED
+        args.lse[(aj_i64)h * args.total_q + q_start + q] = lse;
+#else
         args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
+#endif
       }
 #if AJ_HAS_OUTPUT_GATE
       // O *= sigmoid(gate) in fp32 before the one rounding to the output dtype. Rows past

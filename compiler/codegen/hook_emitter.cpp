@@ -97,7 +97,7 @@ class ScalarEmitter {
     }
     std::string out;
     const std::unordered_map<std::string, std::string> length_field = {
-        {"q_len", "args.seq_q"}, {"kv_len", "aj_kv_len(b, args)"}, {"num_heads", "args.heads_q"}};
+        {"q_len", "aj_q_len(b, args)"}, {"kv_len", "aj_kv_len(b, args)"}, {"num_heads", "args.heads_q"}};
     for (const auto& l : lengths)
       out += interval_form
                  ? fmt::format("  const AjIv {} = aj_iv({}, {});\n", l, length_field.at(l), length_field.at(l))

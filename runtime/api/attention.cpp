@@ -217,6 +217,7 @@ TemplateRequest generate_unit(const Variant& variant, const CompileOptions& opti
   request.arch = p.config.arch;
   request.head_dim = options.head_dim;
   request.dtype = options.dtype;
+  request.ragged = options.ragged;
   if (options.shape_hint) {
     const ShapeHint& h = *options.shape_hint;
     request.problem = ProblemShape{h.batch, h.heads_q, h.heads_kv, h.seq_q, h.seq_k};
@@ -317,15 +318,17 @@ void KernelState::require_gpu_unit(const char* what) const {
                   what, variant.name(), no_gpu_reason));
 }
 
-const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name,
-                                                        const ProblemShape& hint) const {
+const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name, const ProblemShape& hint,
+                                                        bool ragged) const {
   std::lock_guard<std::mutex> lock(extra_forward_mutex);
-  if (auto it = extra_forward.find(template_name); it != extra_forward.end()) return it->second.get();
-  auto& slot = extra_forward[template_name];  // null until built: a decline is remembered
+  const std::string key = template_name + (ragged ? " ragged" : "");
+  if (auto it = extra_forward.find(key); it != extra_forward.end()) return it->second.get();
+  auto& slot = extra_forward[key];  // null until built: a decline is remembered
   CompileOptions co = options;
   co.role = TemplateRole::Forward;
   co.arch = prepared->config.arch;
   co.template_name = template_name;
+  co.ragged = ragged;
   co.knobs = Knobs();
   co.with_shape_hint(hint.batch, hint.heads_q, hint.heads_kv, hint.seq_q, hint.seq_k);
   co.cache = cache;
@@ -439,6 +442,18 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
                                 block_mask != nullptr ? " (and a prebuilt block mask binds it to this template)"
                                                       : "; compile with the fwd_sm80 template"));
   state_->run_plan(*fallback->prepared, *fallback->loaded, args, problem, stream, nullptr);
+}
+
+ProblemShape KernelState::bound_problem(const AttnjitFwdArgs& args, const Bindings& bindings,
+                                        const std::string& extent_hint) const {
+  ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
+  problem.multiprocessors = device_context(device).properties().sm_count;
+  problem.max_shared_bytes_per_block = device_context(device).properties().max_shared_memory_per_block_optin;
+  if (!prepared->unit.slots.tensors.empty())
+    if (const auto unproven = first_unproven_read(variant, problem, prepared->config.head_dim, bindings))
+      throw UserError(fmt::format("variant '{}': a captured-tensor read cannot be proven in range ({}): {}",
+                                  variant.name(), extent_hint, unproven->str()));
+  return problem;
 }
 
 std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& unit, const AttnjitFwdArgs& fwd,

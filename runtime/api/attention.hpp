@@ -40,7 +40,8 @@ struct CompileOptions {
   // Knob overrides on top of the template's default (or tuned) knobs; unknown names are a
   // UserError naming the template's knobs.
   Knobs knobs;
-  std::optional<ShapeHint> shape_hint;    // the shape the kernel will mostly run on: selects tuned knobs
+  std::optional<ShapeHint> shape_hint;  // the shape the kernel will mostly run on: selects tuned knobs
+  bool ragged = false;                  // the unit for ragged batches (Kernel::forward_ragged builds it; fwd_sm80 only)
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
   int device = 0;                         // CUDA device ordinal the kernel is loaded and launched on (and "auto" asks)
   // Forward, or Backward: prepare/generate build the backward unit (`attnjit compile
@@ -193,6 +194,17 @@ struct KvCache {
   std::optional<DLTensor> block_table;  // set: paged
 };
 
+// A ragged batch (Kernel::forward_ragged): sequences packed one after another instead of padded.
+// cu_seqlens_q / cu_seqlens_k: int32 [B + 1] CUDA tensors, non-decreasing from 0 to the packed
+// totals: sequence b owns query rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]) and key rows
+// [cu_seqlens_k[b], cu_seqlens_k[b + 1]). max_seqlen_q / max_seqlen_k: at least the longest of
+// each (the grid covers that many queries; rows of a longer sequence would be left unwritten).
+// These are read on the device and trusted, like a block table.
+struct RaggedBatch {
+  DLTensor cu_seqlens_q{}, cu_seqlens_k{};
+  int max_seqlen_q = 0, max_seqlen_k = 0;
+};
+
 // A compiled variant. With a GPU, compile() loads its CUDA unit; forward on host (kDLCPU)
 // tensors runs the CPU backend (runtime/cpu) instead, built on first use. Without a GPU,
 // compile() makes a CPU-only Kernel: forward takes host tensors, and what needs the CUDA unit
@@ -235,6 +247,16 @@ class Kernel {
   // Asynchronous on `stream`.
   void forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLTensor& o, const DLTensor* lse,
                         const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
+
+  // A ragged batch: q [total_q, Hq, D], k and v [total_k, Hkv, D] (any token and head strides,
+  // the last dimension contiguous), o like q, lse f32 [Hq, total_q] contiguous or null. Each
+  // sequence computes what forward would for it alone: the hooks see b, q and kv within the
+  // sequence and its own q_len and kv_len; a sequence without keys gives O = 0, LSE = -inf.
+  // Runs fwd_sm80 (its ragged unit is built on first use); RoPE and masks that read tensors
+  // are not served yet (UserError). Asynchronous on `stream`.
+  void forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
+                      const RaggedBatch& batch, const Bindings& bindings = {}, void* stream = nullptr,
+                      double softmax_scale = 0.0) const;
 
   // Gradients of a forward call: q, k, v and o, lse as forward took and gave them (lse is
   // required), d_out like o; writes dq like q, dk and dv like k and v (GQA: summed over the

@@ -97,7 +97,8 @@ struct KernelState {
   // when that template declines the variant or does not fit the device; decided once each.
   mutable std::mutex extra_forward_mutex;
   mutable std::map<std::string, std::unique_ptr<ExtraUnit>> extra_forward;  // null entry: declined
-  const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint) const;
+  // `ragged`: the template's unit for ragged batches (CompileOptions::ragged), kept apart.
+  const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint, bool ragged = false) const;
 
   // The CPU backend of the variant (runtime/cpu), built on the first forward with host tensors,
   // or by compile() where there is no GPU; then `prepared` and `loaded` stay null and
@@ -162,6 +163,13 @@ struct KernelState {
         "index the variant reads for this problem, or keep the index expression in range",
         variant.name(), tensor, index, dim, extent));
   }
+
+  // The problem of the forward block `args` with the device's facts the launch plans use; for
+  // calls that have no checked twin (KV caches, ragged batches), a UserError naming the first
+  // captured-tensor read the host cannot prove in range, with `extent_hint` (what the tensors
+  // must cover) in the message.
+  ProblemShape bound_problem(const AttnjitFwdArgs& args, const Bindings& bindings,
+                             const std::string& extent_hint) const;
 
   // Runs a forward plan of `p` (this kernel's or another template's unit) on the forward block
   // `fwd`: builds the plan's argument block, binds the workspace (or a prebuilt block mask)

@@ -9,7 +9,6 @@
 #include "runtime/api/attention.hpp"
 #include "runtime/api/dlpack_view.hpp"
 #include "runtime/api/kernel_internals.hpp"
-#include "runtime/api/read_bounds.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
@@ -106,15 +105,8 @@ void Kernel::forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLT
   check_bindings(state_->variant, bindings);
   bind_variant_arguments(p.unit.slots, bindings, args, device);
 
-  ProblemShape problem{args.batch, args.heads_q, args.heads_kv, args.seq_q, args.seq_k};
-  problem.multiprocessors = device_context(device).properties().sm_count;
-  problem.max_shared_bytes_per_block = device_context(device).properties().max_shared_memory_per_block_optin;
-  if (!p.unit.slots.tensors.empty())
-    if (const auto unproven = first_unproven_read(state_->variant, problem, p.config.head_dim, bindings))
-      throw UserError(
-          fmt::format("variant '{}': a captured-tensor read cannot be proven in range for this KV-cache "
-                      "call ({} keys per sequence at most): {}. Bind tensors that cover the capacity",
-                      state_->variant.name(), capacity, unproven->str()));
+  const ProblemShape problem =
+      state_->bound_problem(args, bindings, fmt::format("bind tensors that cover the capacity, {} keys", capacity));
   const ProblemShape hint{problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k};
   const KernelState::ExtraUnit* decode = state_->forward_unit(kDecodeTemplateName, hint);
   if (decode == nullptr)

@@ -40,6 +40,7 @@ class BwdSm80Template : public KernelTemplate {
   TemplateRole role() const override { return TemplateRole::Backward; }
 
   Support can_implement(const TemplateRequest& r) const override {
+    if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
     if (r.head_dim != 64 && r.head_dim != 128)
       return Support::no(fmt::format("head_dim {} is not 64 or 128", r.head_dim));
     if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)

@@ -50,6 +50,7 @@ class DecodeSm80Template : public KernelTemplate {
   int priority() const override { return -1; }
 
   Support can_implement(const TemplateRequest& r) const override {
+    if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
     if (!r.problem || r.problem->seq_q > kDecodeMaxSeqQ)
       return Support::no(fmt::format("for decode shapes only (Sq <= {}, known from a shape hint)", kDecodeMaxSeqQ));
     if (r.head_dim != 64 && r.head_dim != 128)

@@ -9,6 +9,7 @@
 
 #include "compiler/codegen.hpp"
 #include "compiler/error.hpp"
+#include "compiler/ir.hpp"
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -37,6 +38,14 @@ class FwdSm80Template : public KernelTemplate {
           fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}; use 0 (whole head) "
                       "or an even number <= {}",
                       r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
+    if (r.ragged) {
+      if (r.variant->rope()) return Support::no("ragged batches with RoPE are not served yet");
+      for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
+        if (n->op == ir::Op::TensorRead)
+          return Support::no(
+              "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
+              "are built for one padded shape)");
+    }
     return Support::yes();
   }
 
@@ -75,6 +84,10 @@ class FwdSm80Template : public KernelTemplate {
         {"AJ_BLOCK_N", std::to_string(s.block_n)},   {"AJ_NUM_WARPS", std::to_string(s.num_warps)},
         {"AJ_STAGES", std::to_string(s.stages)},
     };
+    if (r.ragged) {  // per-sequence offsets and lengths (Kernel::forward_ragged)
+      macros.emplace_back("AJ_RAGGED", "1");
+      macros.emplace_back("AJ_PER_SEQUENCE_LENGTHS", "1");
+    }
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     unit.body = unit_preamble();
     unit.body += macro_block("fwd_sm80 knobs and the variant's facts", macros);

@@ -39,6 +39,7 @@ class FwdSm90Template : public KernelTemplate {
   int priority() const override { return 1; }
 
   Support can_implement(const TemplateRequest& r) const override {
+    if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
     if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
       return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
     if (r.variant->rope()) return Support::no("RoPE is not served yet (fwd_sm80 runs it)");

@@ -24,18 +24,12 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/kv_cache_check.hpp"
 #include "support/decode_cases.hpp"
+#include "support/gpu_present.hpp"
 #include "support/preset_scalars.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
 namespace {
-
-bool have_gpu(std::string& why) {
-  const auto& driver = runtime::Driver::instance();
-  if (driver.available() && driver.device_count() > 0) return true;
-  why = driver.available() ? "no CUDA device" : driver.unavailable_reason();
-  return false;
-}
 
 using Case = DecodeCase;
 
@@ -43,7 +37,7 @@ class KvCachePreset : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     std::string why;
-    if (!have_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+    if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   }
 };
 
@@ -99,7 +93,7 @@ struct DeviceTensor {
 // The argument checks, each a UserError that names what is wrong.
 TEST(KvCacheArguments, BadCallsAreUserErrors) {
   std::string why;
-  if (!have_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   const Kernel kernel = compile(presets::causal(), CompileOptions().with_head_dim(64));
   const DLDataType bf16 = dlpack_bfloat16(), i32 = dlpack_int32(), f32 = dlpack_float32();
   DeviceTensor q(bf16, {2, 4, 1, 64}), o(bf16, {2, 4, 1, 64}), q_long(bf16, {2, 4, 17, 64}),

@@ -14,6 +14,7 @@
 #include "runtime/reference/backward_check.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/reference/kv_cache_check.hpp"
+#include "runtime/reference/ragged_check.hpp"
 #include "runtime/tuning/benchmark.hpp"
 #include "tools/cli/commands.hpp"
 #include "tools/cli/cpu_device.hpp"
@@ -198,9 +199,27 @@ void register_kernel_commands(CLI::App& app) {
       ->delimiter(',');
   check->add_option("--page-size", kv_problem->page_size, "With --seq-lens: a paged cache of this many keys per page")
       ->capture_default_str();
-  check->callback([args, problem, seed, backward, check_device, kv_problem] {
+  auto ragged = std::make_shared<RaggedProblem>();
+  check
+      ->add_option("--ragged-q", ragged->seq_lens_q,
+                   "A ragged batch (Kernel::forward_ragged): queries per packed sequence, e.g. 1,0,300")
+      ->delimiter(',');
+  check->add_option("--ragged-k", ragged->seq_lens_k, "With --ragged-q: keys per packed sequence, e.g. 5,0,333")
+      ->delimiter(',');
+  check->callback([args, problem, seed, backward, check_device, kv_problem, ragged] {
     const Variant v = args->variant();
     if (*check_device == "cpu") return run_cpu_check(*args, *problem, *seed);
+    if (!ragged->seq_lens_q.empty() || !ragged->seq_lens_k.empty()) {
+      if (args->backward || !kv_problem->seq_lens.empty())
+        throw UserError("a ragged check (--ragged-q, --ragged-k) is forward only and takes no --seq-lens");
+      RaggedProblem p = *ragged;
+      p.heads_q = problem->heads_q;
+      p.heads_kv = problem->heads_kv;
+      const ForwardCheckResult r = check_forward_ragged(compile(v, args->options()), p, args->bindings(), *seed);
+      fmt::print("{} D={} {} ragged {}: {}\n", v.name(), args->head_dim, args->dtype, p.str(), r.summary());
+      if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
+      return;
+    }
     if (kv_problem->page_size != 0 && kv_problem->seq_lens.empty())
       throw UserError("--page-size applies to a KV-cache check; give the lengths with --seq-lens");
     if (!kv_problem->seq_lens.empty()) {

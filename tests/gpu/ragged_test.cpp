@@ -1,0 +1,67 @@
+// GPU tests of Kernel::forward_ragged (runtime/api/ragged.cpp, fwd_sm80 with AJ_RAGGED): every
+// preset it serves whose hooks do not name the batch index (runtime/reference/ragged_check.hpp),
+// bf16 and fp16, D = 64 and 128, GQA 1:1 and 4:1, packed sequences of random lengths that
+// include 0 and 1 queries or keys (and queries without keys), by FlashAttention's rule against the fp64 reference run
+// per sequence (outputs poisoned first). Then the argument checks. Skips without a GPU.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "compiler/error.hpp"
+#include "dsl/presets.hpp"
+#include "runtime/driver/cuda_driver.hpp"
+#include "runtime/reference/ragged_check.hpp"
+#include "support/gpu_present.hpp"
+#include "support/preset_scalars.hpp"
+
+namespace attnjit {
+namespace {
+
+class RaggedPreset : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  const Variant variant = presets::by_name(GetParam());
+  int index = 0;
+  for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
+    for (const int group : {1, 4}) {
+      const int dim = index++ % 2 ? 128 : 64;
+      Kernel kernel = compile(variant, CompileOptions().with_head_dim(dim).with_dtype(dtype));
+      std::mt19937 rng(static_cast<unsigned>(index * 131 + GetParam().size()));
+      const auto len = [&](int most) { return std::uniform_int_distribution<int>(2, most)(rng); };
+      // Every sequence with keys has at least as many keys as queries: bottom-right aligned
+      // variants put a sequence's queries at its last positions (more queries than keys would
+      // read tensors before its start).
+      const int a = len(400), c = len(1500);
+      const std::vector<RaggedProblem> problems = {
+          {2 * group, 2, {1, 0, a, 77, len(200)}, {5, 3, a + len(100), 77, 0}},
+          {2 * group, 2, {c, 1}, {c + len(300), 1}},
+      };
+      for (const auto& problem : problems) {
+        try {
+          const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 29);
+          std::printf("[ result ] %-22s %s D=%d %s: %s\n", GetParam().c_str(), element_type_name(dtype).c_str(), dim,
+                      problem.str().c_str(), r.summary().c_str());
+          EXPECT_TRUE(r.pass) << problem.str() << ": " << r.summary();
+        } catch (const UserError& e) {
+          const std::string what = e.what();
+          if (what.find("not served") != std::string::npos || what.find("names the batch index") != std::string::npos)
+            GTEST_SKIP() << what;
+          throw;
+        }
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, RaggedPreset, ::testing::ValuesIn([] {
+                           std::vector<std::string> names;
+                           for (const auto& p : presets::registry()) names.push_back(p.name);
+                           return names;
+                         }()));
+
+}  // namespace
+}  // namespace attnjit
