@@ -23,8 +23,9 @@
 //   AJ_STAGES      kv tiles in the cp.async ring: 2 to 4 (AJ_STAGES - 1 loads in flight)
 //   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros; RoPE is not served)
-// Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes, the ring of K and V
-// tiles; the Q rows pass through its first slots before the ring starts.
+// Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes (dynamic), the ring of
+// K and V tiles, whose first slots the Q rows pass through before it starts; 4 KiB (static) for
+// a paged split's block-table entries.
 #ifndef ATTNJIT_DECODE_SM80_CUH
 #define ATTNJIT_DECODE_SM80_CUH
 
