@@ -29,6 +29,9 @@ int row_blocks(const ProblemShape& p) {
 // The ring of K and V tiles (the Q rows pass through it first).
 int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * block_n * (head_dim + 8) * 2; }
 
+// Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints).
+constexpr int kStaticSharedBytes = 1024 * 4;
+
 // CTAs of `shared` bytes resident per SM: at most four (128 threads of up to 128 registers each),
 // fewer where shared memory (the device's opt-in limit per block plus the 1 KiB reserved per CTA,
 // an H100's when unknown) runs out.
