@@ -117,10 +117,6 @@ struct RopeTable {
   }
 };
 
-// Scratch of one worker, grown as needed and kept by the pool's threads.
-// The most memory K and V packed once per head may take (else every task packs its own tiles).
-constexpr std::int64_t kMaxPackedBytes = std::int64_t{512} << 20;
-
 // Rows [r0, r0 + rows) of a task's block and the keys [c0, c1) of a run they compute.
 struct RowGroup {
   int r0, rows, c0, c1;
@@ -158,6 +154,7 @@ std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint32_
   return out;
 }
 
+// Scratch of one worker, grown as needed and kept by the pool's threads.
 struct Workspace {
   std::vector<float> q, k, rotated, v, s, o, m, l;
   std::vector<std::uint32_t> q2, k2_rows, k2, v2, p2;  // the bf16 products' words (pairs)
@@ -456,74 +453,9 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   char* const o_base = static_cast<char*>(o.data) + o.byte_offset;
   float* const lse_base = lse ? reinterpret_cast<float*>(static_cast<char*>(lse->data) + lse->byte_offset) : nullptr;
 
-  // K (RoPE-turned) and V packed once per (batch, kv head) for every task that reads them,
-  // instead of once per block of rows: K as panels of 16 keys over the whole sequence (bf16
-  // pairs or fp32), V as bf16 key pairs x width, or fp32 rows of `width` when it cannot be
-  // read in place. Skipped (each task packs its own tiles) when it would take more than
-  // kMaxPackedBytes.
-  const int key_panels = (seq_k + cpu::kKeyPanel - 1) / cpu::kKeyPanel;
-  const std::int64_t k_words = static_cast<std::int64_t>(key_panels) * cpu::kKeyPanel * (bf16_dot ? pairs : dim);
   // With AMX tiles, P V runs whole steps of 16 key pairs: P is zero-padded to them, and V gets
-  // 16 zero pair rows past each head's last key, so that the padded steps read finite zeros.
+  // 16 zero pair rows past a run's last key pair, so that the padded steps read finite zeros.
   const bool amx = bf16_dot && cpu::amx_products_available();
-  const int v_pad_rows = amx ? 16 : 0;
-  const std::int64_t v_words =
-      direct_v && !bf16_dot ? 0 : static_cast<std::int64_t>(bf16_dot ? (seq_k + 1) / 2 + v_pad_rows : seq_k) * width;
-  const std::int64_t heads = static_cast<std::int64_t>(batch) * heads_kv;
-  const bool prepacked = heads * (k_words + v_words) * 4 <= kMaxPackedBytes;
-  // The calling thread's buffer, kept for its next call; the workers reach it through the pointer
-  // (a thread_local named inside the lambdas would be each worker's own).
-  thread_local std::vector<std::uint32_t> packed_storage;
-  std::uint32_t* packed = nullptr;
-  if (prepacked) {
-    Workspace::fit(packed_storage, static_cast<std::size_t>(heads * (k_words + v_words)));
-    packed = packed_storage.data();
-    // Chunks of block_kv keys of each head, in parallel.
-    const int chunks = (seq_k + block_kv - 1) / block_kv;
-    cpu::ThreadPool::instance().parallel_for(
-        static_cast<int>(heads) * chunks,
-        [&](int, int item) {
-          thread_local Workspace pws;
-          const int head = item / chunks, kv0 = (item % chunks) * block_kv, b = head / heads_kv, hk = head % heads_kv;
-          const int cols = std::min(block_kv, seq_k - kv0);
-          std::uint32_t* kdst = packed + head * (k_words + v_words);
-          std::uint32_t* vdst = kdst + k_words;
-          const float* rows = nullptr;
-          if (rope || (!bf16_dot && kv.storage != cpu::Storage::F32)) {
-            Workspace::fit(pws.rotated, static_cast<std::size_t>(block_kv) * dim);
-            cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, pws.rotated.data(),
-                           dim);
-            if (rope) rope->rotate(pws.rotated.data(), dim, cols, rope_offset + kv0);
-            rows = pws.rotated.data();
-          }
-          if (bf16_dot) {
-            Workspace::fit(pws.k2_rows, static_cast<std::size_t>(block_kv) * pairs);
-            if (rows)
-              cpu::pack_rows_bf16(rows, dim, cols, dim, pws.k2_rows.data(), pairs);
-            else
-              cpu::pack_rows_bf16(static_cast<const std::uint16_t*>(kv.at(b, hk, kv0)), kv.stride[2], kv.stride[3],
-                                  cols, dim, pws.k2_rows.data(), pairs);
-            cpu::pack_keys_bf16(pws.k2_rows.data(), pairs, cols, dim, kdst + static_cast<std::int64_t>(kv0) * pairs);
-            cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3],
-                                  cols, dim_v, width, vdst + static_cast<std::int64_t>(kv0 / 2) * width);
-            if (kv0 + cols == seq_k)  // the zero rows past the head's last key pair
-              std::fill_n(vdst + static_cast<std::int64_t>((seq_k + 1) / 2) * width,
-                          static_cast<std::size_t>(v_pad_rows) * width, 0u);
-            return;
-          }
-          float* kf = reinterpret_cast<float*>(kdst) + static_cast<std::int64_t>(kv0) * dim;
-          if (rows)
-            cpu::pack_keys(cpu::Storage::F32, rows, dim, 1, cols, dim, kf);
-          else
-            cpu::pack_keys(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, kf);
-          if (v_words == 0) return;
-          float* vf = reinterpret_cast<float*>(vdst) + static_cast<std::int64_t>(kv0) * width;
-          cpu::load_tile(vv.storage, vv.at(b, hk, kv0), vv.stride[2], vv.stride[3], cols, dim_v, vf, width);
-          if (width != dim_v)
-            for (int j = 0; j < cols; ++j) std::fill(vf + j * width + dim_v, vf + (j + 1) * width, 0.0f);
-        },
-        threads);
-  }
 
   const auto run_task = [&](int, int index) {
     thread_local Workspace ws;
@@ -573,15 +505,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         ++last;
       const int kv0 = first * sub, cols = std::min(last * sub, seq_k) - kv0;
 
-      // K widened (and rotated) into panels: packed for the whole head already, or here.
-      const std::uint32_t* head_packed =
-          prepacked ? packed + (static_cast<std::int64_t>(b) * heads_kv + hk) * (k_words + v_words) : nullptr;
+      // K widened (and rotated) into panels once per tile.
       const std::uint32_t* k2 = ws.k2.data();
       const float* kf = ws.k.data();
-      if (prepacked) {
-        k2 = head_packed + static_cast<std::int64_t>(kv0) * pairs;
-        kf = reinterpret_cast<const float*>(head_packed) + static_cast<std::int64_t>(kv0) * dim;
-      } else if (bf16_dot) {
+      if (bf16_dot) {
         if (rope) {
           float* rotated = ws.rotated.data();
           cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
@@ -651,14 +578,11 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       // O += P V over each group's keys.
       if (bf16_dot) {
         const std::uint32_t* v2 = ws.v2.data();
-        if (prepacked)
-          v2 = head_packed + k_words + static_cast<std::int64_t>(kv0 / 2) * width;
-        else {
-          cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
-                                dim_v, width, ws.v2.data());
+        cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
+                              dim_v, width, ws.v2.data());
+        if (amx)
           std::fill_n(ws.v2.data() + static_cast<std::int64_t>((cols + 1) / 2) * width,
                       static_cast<std::size_t>(16) * width, 0u);
-        }
         for (const RowGroup& gr : groups) {
           std::uint32_t* pg = ws.p2.data() + static_cast<std::int64_t>(gr.r0) * kv_pairs;
           const int keys = gr.c1 - gr.c0, used = (keys + 1) / 2;
@@ -681,9 +605,6 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       if (direct_v) {
         vp = static_cast<const float*>(vv.at(b, hk, kv0));
         ldv = vv.stride[2];
-      } else if (prepacked) {
-        vp = reinterpret_cast<const float*>(head_packed + k_words) + static_cast<std::int64_t>(kv0) * width;
-        ldv = width;
       } else {
         float* vf = ws.v.data();
         cpu::load_tile(vv.storage, vv.at(b, hk, kv0), vv.stride[2], vv.stride[3], cols, dim_v, vf, width);

@@ -121,14 +121,13 @@ std::atomic<bool> amx_enabled{true};
 
 }  // namespace
 
-bool amx_products_available() {
-  static const bool here = cpu_has_amx_bf16() && request_amx_permission();
-  return here && amx_enabled.load(std::memory_order_relaxed) && bf16_products_available();
-}
-
 bool amx_products_supported() {
   static const bool here = cpu_has_amx_bf16() && request_amx_permission();
   return here;
+}
+
+bool amx_products_available() {
+  return amx_products_supported() && amx_enabled.load(std::memory_order_relaxed) && bf16_products_available();
 }
 
 void use_amx_products(bool on) {
