@@ -33,8 +33,8 @@ std::vector<HookPrototype> attention_hook_prototypes() {
 std::vector<HookPrototype> row_hook_prototypes() {
   return {
       {"aj_rope_inv_freq", "float", "int j", "AJ_HAS_ROPE"},
-      {"aj_rope_q_position", "int", "int q, const AttnjitFwdArgs& args", "AJ_HAS_ROPE"},
-      {"aj_rope_kv_position", "int", "int kv, const AttnjitFwdArgs& args", "AJ_HAS_ROPE"},
+      {"aj_rope_q_position", "int", "int b, int q, const AttnjitFwdArgs& args", "AJ_HAS_ROPE"},
+      {"aj_rope_kv_position", "int", "int b, int kv, const AttnjitFwdArgs& args", "AJ_HAS_ROPE"},
       {"aj_output_gate", "float", "int b, int h, int q, int d, const AttnjitFwdArgs& args", "AJ_HAS_OUTPUT_GATE"},
   };
 }

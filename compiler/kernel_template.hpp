@@ -114,6 +114,11 @@ struct LaunchPlan {
   // prebuilt one is used (its kernels are then skipped) and how one is built on its own.
   std::size_t block_mask_bytes = 0;
   std::function<void(AttnjitFwdArgs&, std::uint64_t tile_classes)> bind_block_mask;
+  // Counters between the CTAs of a launch (e.g. which split finishes last), which the kernels
+  // leave at zero: the runtime keeps them per stream, zeroed once when allocated, apart from
+  // the workspace. 0: none.
+  std::size_t zeroed_bytes = 0;
+  std::function<void(AttnjitFwdArgs&, std::uint64_t counters)> bind_zeroed;
   // The argument block the plan's kernels take: AttnjitFwdArgs first, then the template's own
   // fields (AttnjitDecodeArgs, AttnjitFwdSm90Args); 0 means AttnjitFwdArgs alone. At most
   // kMaxArgumentBytes, 64-byte aligned by the caller.

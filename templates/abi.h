@@ -121,12 +121,15 @@ struct AttnjitBwdArgs {
   int deterministic;
 };
 
-// The split-K decode kernels' argument block (templates/decode_sm80.cuh); `fwd` first, as in
+// The split-K decode kernel's argument block (templates/decode_sm80.cuh); `fwd` first, as in
 // AttnjitBwdArgs. Workspace: each split's O (normalized, fp32) and LSE per query row.
 struct AttnjitDecodeArgs {
   struct AttnjitFwdArgs fwd;
   float* partial_o;    // [splits, batch, heads_q, seq_q, head_dim]
   float* partial_lse;  // [splits, batch, heads_q, seq_q]
+  // Splits finished per (sequence, kv head, row block), [batch, heads_kv, row_blocks]: zero
+  // before a launch, and the last split to finish sets its counter back to zero.
+  int* split_counters;
   int splits;           // kv splits (grid x of attnjit_decode)
   int tiles_per_split;  // kv tiles of AJ_BLOCK_N keys per split
   int row_blocks;       // tiles of 16 * AJ_NUM_WARPS (query head, query) rows per kv head

@@ -89,6 +89,9 @@ constexpr int SMEM_DELTA = SMEM_LSE + AJ_STAGES * BM * 4;
 constexpr int SMEM_BYTES = SMEM_DELTA + AJ_STAGES * BM * 4;
 
 using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
+#if AJ_HAS_ROPE
+using namespace aj_rope;  // rope_pair, rope_turn (rope_pairs.cuh)
+#endif
 
 // Rows [row0, row0 + ROWS) of a [*, D] matrix (row stride `stride`, elements) into shared
 // memory at `sbase`; rows >= nrows are zero-filled.
@@ -107,29 +110,6 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
     }
   }
 }
-
-#if AJ_HAS_ROPE
-// The two elements of rotated pair j (or, past the rotary dimensions, of a copied pair).
-__device__ __forceinline__ void rope_pair(int j, int& e0, int& e1, bool& turns) {
-  turns = j < AJ_ROPE_DIM / 2;
-  if (turns) {
-    e0 = AJ_ROPE_INTERLEAVED ? 2 * j : j;
-    e1 = AJ_ROPE_INTERLEAVED ? 2 * j + 1 : j + AJ_ROPE_DIM / 2;
-  } else {
-    e0 = AJ_ROPE_DIM + 2 * (j - AJ_ROPE_DIM / 2);
-    e1 = e0 + 1;
-  }
-}
-// (x0, x1) turned by `sign` * position * w_j, in fp32 (sincosf: the backward has no per-CTA table).
-__device__ __forceinline__ void rope_turn(float& x0, float& x1, int position, int j, float sign) {
-  float sn, cs;
-  sincosf((float)position * aj_rope_inv_freq(j), &sn, &cs);
-  sn *= sign;
-  const float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
-  x0 = r0;
-  x1 = r1;
-}
-#endif
 
 }  // namespace aj_bwd
 
@@ -154,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(256) attnjit_bwd_rope(const Attnjit
   bool turns;
   rope_pair(j, e0, e1, turns);
   float x0 = load_element(src + e0), x1 = load_element(src + e1);
-  if (turns) rope_turn(x0, x1, is_q ? aj_rope_q_position(row, f) : aj_rope_kv_position(row, f), j, 1.f);
+  if (turns) rope_turn(x0, x1, is_q ? aj_rope_q_position(b, row, f) : aj_rope_kv_position(b, row, f), j, 1.f);
   dst[e0] = store_element(x0);
   dst[e1] = store_element(x1);
 }
@@ -174,7 +154,7 @@ extern "C" __global__ void __launch_bounds__(256) attnjit_bwd_rope_dk(const Attn
   bool turns;
   rope_pair(j, e0, e1, turns);
   float x0 = src[e0], x1 = src[e1];
-  if (turns) rope_turn(x0, x1, aj_rope_kv_position(row, f), j, -1.f);
+  if (turns) rope_turn(x0, x1, aj_rope_kv_position(b, row, f), j, -1.f);
   dst[e0] = store_element(x0);
   dst[e1] = store_element(x1);
 }
@@ -520,7 +500,7 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
     rope_pair(j, e0, e1, turns);
     float x0 = aj_accumulated(args.dq_accum, row * D + e0, args.deterministic) * f.scale;
     float x1 = aj_accumulated(args.dq_accum, row * D + e1, args.deterministic) * f.scale;
-    if (turns) rope_turn(x0, x1, aj_rope_q_position(q, f), j, -1.f);
+    if (turns) rope_turn(x0, x1, aj_rope_q_position(b, q, f), j, -1.f);
     aj_u16* out = (aj_u16*)args.dq + b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2];
     out[e0] = store_element(x0);
     out[e1] = store_element(x1);

@@ -169,15 +169,17 @@ __device__ __forceinline__ int aj_floormod(int a, int b) {
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
 }
-// Keys of sequence b: its share of a ragged batch, seq_lens_k[b] clamped into [0, seq_k] in a
-// KV-cache call, else seq_k.
+// Keys of sequence b: its share of a ragged batch or seq_lens_k[b] in a KV-cache call, clamped
+// into [0, seq_k] (a ragged call's max_seqlen_k: a wrong one cuts sequences, never reads or
+// writes out of range), else seq_k.
 __device__ __forceinline__ int aj_seq_len_k(int b, const AttnjitFwdArgs& args) {
-  if (args.cu_seqlens_k != nullptr) return args.cu_seqlens_k[b + 1] - args.cu_seqlens_k[b];
+  if (args.cu_seqlens_k != nullptr) return min(max(args.cu_seqlens_k[b + 1] - args.cu_seqlens_k[b], 0), args.seq_k);
   return args.seq_lens_k == nullptr ? args.seq_k : min(max(args.seq_lens_k[b], 0), args.seq_k);
 }
-// Queries of sequence b: its share of a ragged batch, else seq_q.
+// Queries of sequence b: its share of a ragged batch clamped into [0, seq_q], else seq_q.
 __device__ __forceinline__ int aj_seq_len_q(int b, const AttnjitFwdArgs& args) {
-  return args.cu_seqlens_q != nullptr ? args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b] : args.seq_q;
+  if (args.cu_seqlens_q == nullptr) return args.seq_q;
+  return min(max(args.cu_seqlens_q[b + 1] - args.cu_seqlens_q[b], 0), args.seq_q);
 }
 // kv_len and q_len as the hooks see them; per sequence only in units that define
 // AJ_PER_SEQUENCE_LENGTHS 1 (macros, so that the other units keep the plain fields and nothing else).

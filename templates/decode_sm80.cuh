@@ -1,17 +1,18 @@
-// attnjit split-K decode kernels for sm_80 and newer (FlashDecoding's structure, with the
+// attnjit split-K decode kernel for sm_80 and newer (FlashDecoding's structure, with the
 // query heads of a GQA group packed as rows of one tile).
 //
 // Pasted last into the generated unit, after abi.h, common.cuh, hooks.cuh, the
-// configuration macros, the hooks and sm80_dtype.cuh. Two kernels:
-//   attnjit_decode          grid (splits, heads_kv * row_blocks, batch), 32 * AJ_NUM_WARPS
-//                           threads. The rows of a kv head's tile are (query head of the
-//                           group, query) pairs, row = g * seq_q + q: every K and V byte is read
-//                           once per kv head and split, not once per query head. Split s
-//                           takes the kv tiles [s * tiles_per_split, (s + 1) * tiles_per_split)
-//                           and writes its O (normalized, fp32) and LSE per row to the workspace.
-//   attnjit_decode_combine  grid (ceil(heads_q * seq_q / 4), batch), 128 threads: a warp per
-//                           (head, query) merges the splits by their LSE, applies the output
-//                           gate, writes O (input dtype) and the LSE.
+// configuration macros, the hooks, sm80_dtype.cuh and rope_pairs.cuh. One kernel:
+//   attnjit_decode   grid (splits, heads_kv * row_blocks, batch), 32 * AJ_NUM_WARPS threads.
+//                    The rows of a kv head's tile are (query head of the group, query) pairs,
+//                    row = g * seq_q + q: every K and V byte is read once per kv head and
+//                    split, not once per query head. Split s takes the kv tiles
+//                    [s * tiles_per_split, (s + 1) * tiles_per_split) and writes its O
+//                    (normalized, fp32) and LSE per row to the workspace; the split that
+//                    finishes last for its (sequence, kv head, row block) (a counter in
+//                    split_counters) merges all of them by their LSE, applies the output gate
+//                    and writes O (input dtype) and the LSE. No second kernel: the merge runs
+//                    in the tail of the last split, with no launch between.
 //
 // K and V come from a contiguous cache [batch, heads_kv, seq_k, head_dim] (any strides) or from
 // a paged one (AttnjitDecodeArgs::block_table); with per-sequence lengths (fwd.seq_lens_k) the
@@ -22,7 +23,9 @@
 //   AJ_BLOCK_N     keys per kv tile: 32 or 64
 //   AJ_STAGES      kv tiles in the cp.async ring: 2 to 4 (AJ_STAGES - 1 loads in flight)
 //   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA
-//   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros; RoPE is not served)
+//   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros). With RoPE, the Q rows turn
+//                  once in the ring before they go to registers, and each K tile turns in
+//                  its ring slot once it has landed (a barrier more per tile), pair by pair.
 // Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes (dynamic), the ring of
 // K and V tiles, whose first slots the Q rows pass through before it starts; 4 KiB (static) for
 // a paged split's block-table entries.
@@ -37,13 +40,13 @@
     AJ_STAGES < 2 || AJ_STAGES > 4
 #error "attnjit decode_sm80: AJ_HEAD_DIM 64 or 128, AJ_BLOCK_N 32 or 64, AJ_STAGES 2..4, AJ_NUM_WARPS 4"
 #endif
-#if AJ_HAS_ROPE
-#error "attnjit decode_sm80: RoPE is not served (fwd_sm80 runs it)"
-#endif
 
 namespace aj_dec {
 
 using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
+#if AJ_HAS_ROPE
+using namespace aj_rope;  // rope_pair, rope_turn_approx (rope_pairs.cuh)
+#endif
 
 constexpr int D = AJ_HEAD_DIM;
 constexpr int BN = AJ_BLOCK_N;
@@ -121,6 +124,66 @@ __device__ __forceinline__ void load_kv(aj_u32 sk, aj_u32 sv, const KvSource& sr
         offset -= src.page_size;
         ++page;
       }
+  }
+}
+
+#if AJ_HAS_ROPE
+// RoPE on rows [0, ROWS) of a tile in shared memory (RSB bytes apart from `tile`): row r turns
+// by position(r); its rounded result replaces it, as a separate RoPE pass would store it.
+// Zero-filled rows stay zero.
+template <int ROWS, typename Position>
+__device__ __forceinline__ void rope_rows(unsigned char* tile, const Position& position, int tid) {
+  constexpr int RH = AJ_ROPE_DIM / 2;  // turned pairs per row
+  for (int i = tid; i < ROWS * RH; i += NT) {
+    const int r = i / RH, j = i % RH;
+    int e0, e1;
+    bool turns;
+    rope_pair(j, e0, e1, turns);
+    aj_u16* row = reinterpret_cast<aj_u16*>(tile + r * RSB);
+    float x0 = load_element(row + e0), x1 = load_element(row + e1);
+    rope_turn_approx(x0, x1, position(r), j);
+    row[e0] = store_element(x0);
+    row[e1] = store_element(x1);
+  }
+}
+#endif
+
+// Query row (b, h, q): the splits' O and LSE merged by their LSE, then the output gate; one
+// warp per row. The partials were written by other CTAs of this launch: read through L2.
+__device__ __forceinline__ void merge_splits(const AttnjitDecodeArgs& dargs, int b, int h, int q, int lane) {
+  const AttnjitFwdArgs& args = dargs.fwd;
+  const aj_i64 rows = (aj_i64)args.batch * args.heads_q * args.seq_q;
+  const aj_i64 row = ((aj_i64)b * args.heads_q + h) * args.seq_q + q;
+  float m = AJ_NEG_INF;
+  for (int s = lane; s < dargs.splits; s += 32) m = fmaxf(m, __ldcg(dargs.partial_lse + s * rows + row));
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, aj_shfl_xor(m, k));
+  float total = 0.f;
+  if (m != AJ_NEG_INF)
+    for (int s = lane; s < dargs.splits; s += 32) total += expf(__ldcg(dargs.partial_lse + s * rows + row) - m);
+#pragma unroll
+  for (int k = 16; k > 0; k >>= 1) total += aj_shfl_xor(total, k);
+  const float lse = m == AJ_NEG_INF ? AJ_NEG_INF : m + logf(total);
+  if (args.lse != nullptr && lane == 0) args.lse[row] = lse;
+  aj_u16* out = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2];
+#if AJ_HAS_OUTPUT_GATE && !AJ_OUTPUT_GATE_PER_ELEMENT
+  const float row_gate = aj_output_gate(b, h, q, 0, args);
+#endif
+  for (int d = lane; d < D; d += 32) {
+    float acc = 0.f;
+    if (lse != AJ_NEG_INF)
+      for (int s = 0; s < dargs.splits; ++s) {
+        const float w = expf(__ldcg(dargs.partial_lse + s * rows + row) - lse);
+        if (w > 0.f) acc += w * __ldcg(dargs.partial_o + (s * rows + row) * D + d);
+      }
+#if AJ_HAS_OUTPUT_GATE
+#if AJ_OUTPUT_GATE_PER_ELEMENT
+    acc *= aj_output_gate(b, h, q, d, args);
+#else
+    acc *= row_gate;
+#endif
+#endif
+    out[d] = store_element(acc);
   }
 }
 
@@ -221,6 +284,10 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
 
   aj_cp_async_wait<0>();
   __syncthreads();
+#if AJ_HAS_ROPE
+  rope_rows<BM>(aj_smem, [&](int r) { return r0 + r < rows ? aj_rope_q_position(b, (r0 + r) % seq_q, args) : 0; }, tid);
+  __syncthreads();
+#endif
   aj_u32 qf[KD][4];
 #pragma unroll
   for (int kk = 0; kk < KD; ++kk) aj_ldmatrix_x4(qf[kk], s_ring + q_lane + kk * 32);
@@ -266,6 +333,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
       aj_cp_async_commit();
     }
     const aj_u32 sk = s_ring + 2 * stage * BN * RSB, sv = sk + BN * RSB;
+#if AJ_HAS_ROPE
+    const int key0 = n * BN;
+    rope_rows<BN>(aj_smem + 2 * stage * BN * RSB, [&](int r) { return aj_rope_kv_position(b, key0 + r, args); }, tid);
+    __syncthreads();  // the turned tile, before any warp reads it
+#endif
 
     if (warp_active) {
       float s[NN][4];
@@ -368,48 +440,22 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
       out[j * 8 + 2 * t + 1] = o[j][2 * r + 1] * inv;
     }
   }
-}
 
-extern "C" __global__ void __launch_bounds__(128) attnjit_decode_combine(const AttnjitDecodeArgs dargs) {
-  using namespace aj_dec;
-  const AttnjitFwdArgs& args = dargs.fwd;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row_id = blockIdx.x * 4 + warp, b = blockIdx.y;
-  if (row_id >= args.heads_q * args.seq_q) return;
-  const int h = row_id / args.seq_q, q = row_id % args.seq_q;
-  const aj_i64 rows = (aj_i64)args.batch * args.heads_q * args.seq_q;
-  const aj_i64 row = ((aj_i64)b * args.heads_q + h) * args.seq_q + q;
-  float m = AJ_NEG_INF;
-  for (int s = lane; s < dargs.splits; s += 32) m = fmaxf(m, dargs.partial_lse[s * rows + row]);
-#pragma unroll
-  for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, aj_shfl_xor(m, k));
-  float total = 0.f;
-  if (m != AJ_NEG_INF)
-    for (int s = lane; s < dargs.splits; s += 32) total += expf(dargs.partial_lse[s * rows + row] - m);
-#pragma unroll
-  for (int k = 16; k > 0; k >>= 1) total += aj_shfl_xor(total, k);
-  const float lse = m == AJ_NEG_INF ? AJ_NEG_INF : m + logf(total);
-  if (args.lse != nullptr && lane == 0) args.lse[row] = lse;
-  aj_u16* out = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2];
-#if AJ_HAS_OUTPUT_GATE && !AJ_OUTPUT_GATE_PER_ELEMENT
-  const float row_gate = aj_output_gate(b, h, q, 0, args);
-#endif
-  for (int d = lane; d < D; d += 32) {
-    float acc = 0.f;
-    if (lse != AJ_NEG_INF)
-      for (int s = 0; s < dargs.splits; ++s) {
-        const float w = expf(dargs.partial_lse[s * rows + row] - lse);
-        if (w > 0.f) acc += w * dargs.partial_o[(s * rows + row) * D + d];
-      }
-#if AJ_HAS_OUTPUT_GATE
-#if AJ_OUTPUT_GATE_PER_ELEMENT
-    acc *= aj_output_gate(b, h, q, d, args);
-#else
-    acc *= row_gate;
-#endif
-#endif
-    out[d] = store_element(acc);
+  // The last split of this (sequence, kv head, row block) to arrive merges them all: every
+  // thread's partial stores are fenced before thread 0 counts the CTA in.
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int* counter = dargs.split_counters + ((aj_i64)b * args.heads_kv + hk) * dargs.row_blocks + rb;
+    s_last = atomicAdd(counter, 1) == dargs.splits - 1;
+    if (s_last) atomicExch(counter, 0);  // every split has counted: ready for the next launch
   }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int row = r0 + warp; row < min(r0 + BM, rows); row += NW)
+    merge_splits(dargs, b, hk * group + row / seq_q, row % seq_q, lane);
 }
 
 #endif  // ATTNJIT_DECODE_SM80_CUH

@@ -1,6 +1,6 @@
 // attnjit forward attention kernel for sm_80 and newer (FlashAttention-2 structure).
 //
-// Pasted last into the generated translation unit, after abi.h, common.cuh, sm80_dtype.cuh, the
+// Pasted last into the generated translation unit, after abi.h, common.cuh, sm80_dtype.cuh, rope_pairs.cuh, the
 // configuration macros and the hook functions (aj_score_mod, aj_mask_mod, aj_tile_class,
 // and the row hooks aj_rope_* / aj_output_gate when on). See docs/kernels.md for the full
 // description.
@@ -125,6 +125,9 @@ constexpr int ND = D / 8;        // 8-wide column tiles of O
 constexpr int CPR = D / 8;       // 16-byte chunks per row
 
 using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
+#if AJ_HAS_ROPE
+using namespace aj_rope;  // rope_sincos, rope_pair, rope_turn_approx (rope_pairs.cuh)
+#endif
 
 // Copies rows [row0, row0 + ROWS) of a [*, D] matrix with row stride `stride` (elements)
 // into shared memory at `sbase` (padded rows); rows >= nrows are zero-filled.
@@ -254,16 +257,6 @@ __device__ __forceinline__ void rope_init_table(int tid) {
     rope_table.step_cos[j] = cs;
     rope_table.step_sin[j] = sn;
   }
-}
-
-// sin and cos of an fp32 angle: reduction to [-pi, pi] by k * 2pi in two fma (exact for the
-// angles of real positions), then the hardware approximations (abs. error ~1e-6 there).
-__device__ __forceinline__ void rope_sincos(float x, float& s, float& c) {
-  const float k = rintf(x * 0.159154943091895336f);
-  float r = fmaf(k, -6.28318548202514648f, x);  // fl(2 pi)
-  r = fmaf(k, 1.74845553146951715e-7f, r);      // fl(2 pi) - 2 pi
-  asm("sin.approx.ftz.f32 %0, %1;" : "=f"(s) : "f"(r));
-  asm("cos.approx.ftz.f32 %0, %1;" : "=f"(c) : "f"(r));
 }
 
 __device__ __forceinline__ void unpack2(aj_u32 v, float& lo, float& hi) {
@@ -434,7 +427,8 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   const int g = lane >> 2;
   const int t = lane & 3;
 
-  // Heaviest query blocks (causal) first for a better tail.
+  // Heaviest query blocks (causal) first for a better tail. (Ragged batches measured slower,
+  // 2026-11-29, with the sequences fastest instead: docs/perf-notes.md.)
   const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
   const int h = blockIdx.y;
   const int b = blockIdx.z;
@@ -442,8 +436,8 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
 #if AJ_RAGGED
   // This sequence's rows of the packed Q, K, V and O (the batch strides are 0).
   const aj_i64 q_start = args.cu_seqlens_q[b], k_start = args.cu_seqlens_k[b];
-  const int seq_q = args.cu_seqlens_q[b + 1] - (int)q_start;
-  const int seq_k = args.cu_seqlens_k[b + 1] - (int)k_start;
+  const int seq_q = aj_seq_len_q(b, args);
+  const int seq_k = aj_seq_len_k(b, args);
 #else
   const aj_i64 q_start = 0, k_start = 0;
   const int seq_q = args.seq_q;
@@ -522,7 +516,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   if (n < n_tiles) {
     aj_cp_async_wait<0>();
     __syncthreads();  // every thread's copies of Q, and the table, are visible
-    rope_tile<BM>(aj_smem, aj_rope_q_position(q0, args), tid);
+    rope_tile<BM>(aj_smem, aj_rope_q_position(b, q0, args), tid);
     // No barrier here: the next one (before the Q fragments are read into registers, or at
     // the top of the kv loop) orders these writes before any read of Q.
   }
@@ -796,44 +790,31 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
 // One thread per (K row, pair of elements): a rotated pair turns by aj_rope_kv_position(row) *
 // aj_rope_inv_freq(j) in fp32 (rope_sincos, as the Q rows in the forward kernel) and is
 // rounded to the input dtype; the dimensions past the rotary ones are copied. Grid:
-// (ceil(seq_k * D / 2 / AJ_ROPE_K_THREADS), heads_kv, batch).
+// (ceil(seq_k * D / 2 / AJ_ROPE_K_THREADS), heads_kv, batch). In a ragged batch sequence b's
+// keys come from its rows of the packed K and land at rows [0, its length) of its padded
+// [seq_k = max_seqlen_k] block, at their positions within the sequence.
 #define AJ_ROPE_K_THREADS 256
 extern "C" __global__ void __launch_bounds__(AJ_ROPE_K_THREADS) attnjit_rope_k(const AttnjitFwdArgs args) {
   using namespace aj_fwd;
   const int hk = blockIdx.y, b = blockIdx.z;
   const aj_i64 idx = (aj_i64)blockIdx.x * AJ_ROPE_K_THREADS + threadIdx.x;
-  if (idx >= (aj_i64)args.seq_k * (D / 2)) return;
+#if AJ_RAGGED
+  const aj_i64 k_start = args.cu_seqlens_k[b];
+#else
+  const aj_i64 k_start = 0;
+#endif
+  if (idx >= (aj_i64)aj_seq_len_k(b, args) * (D / 2)) return;
   const int row = (int)(idx / (D / 2)), pair = (int)(idx % (D / 2));
-  const aj_u16* src = (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1] + row * args.k_stride[2];
+  const aj_u16* src =
+      (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1] + (k_start + row) * args.k_stride[2];
   aj_u16* dst = (aj_u16*)args.rope_k + (((aj_i64)b * args.heads_kv + hk) * args.seq_k + row) * D;
   int e0, e1;  // the two elements of this pair
-  const bool turns = pair < AJ_ROPE_DIM / 2;
-  if (turns) {
-    e0 = AJ_ROPE_INTERLEAVED ? 2 * pair : pair;
-    e1 = AJ_ROPE_INTERLEAVED ? 2 * pair + 1 : pair + AJ_ROPE_DIM / 2;
-  } else {
-    e0 = AJ_ROPE_DIM + 2 * (pair - AJ_ROPE_DIM / 2);
-    e1 = e0 + 1;
-  }
-#if defined(AJ_IS_BF16)
-  float x0 = aj_bf16_to_float(src[e0]), x1 = aj_bf16_to_float(src[e1]);
-#else
-  float x0 = aj_fp16_to_float(src[e0]), x1 = aj_fp16_to_float(src[e1]);
-#endif
-  if (turns) {
-    float sn, cs;
-    rope_sincos((float)aj_rope_kv_position(row, args) * aj_rope_inv_freq(pair), sn, cs);
-    const float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
-    x0 = r0;
-    x1 = r1;
-  }
-#if defined(AJ_IS_BF16)
-  dst[e0] = aj_float_to_bf16(x0);
-  dst[e1] = aj_float_to_bf16(x1);
-#else
-  dst[e0] = aj_float_to_fp16(x0);
-  dst[e1] = aj_float_to_fp16(x1);
-#endif
+  bool turns;
+  rope_pair(pair, e0, e1, turns);
+  float x0 = load_element(src + e0), x1 = load_element(src + e1);
+  if (turns) rope_turn_approx(x0, x1, aj_rope_kv_position(b, row, args), pair);
+  dst[e0] = store_element(x0);
+  dst[e1] = store_element(x1);
 }
 #endif  // AJ_HAS_ROPE
 

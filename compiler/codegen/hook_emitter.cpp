@@ -283,13 +283,14 @@ void emit_row_hooks(const Variant& variant, const ArgumentSlots& slots, EmittedH
                                         : fmt::format("  const int {} = args.int_params[{}];\n", rope->offset_param,
                                                       int_param_slot(slots, rope->offset_param));
     const std::string plus_offset = rope->offset_param.empty() ? "" : " + " + rope->offset_param;
-    s += "// Absolute positions: query row q sits at q + kv_len - q_len (bottom-right aligned), key row kv at\n";
+    s += "// Absolute positions: query row q of sequence b sits at q + kv_len - q_len (bottom-right aligned,\n";
+    s += "// with sequence b's own lengths in a KV-cache or ragged call), key row kv at\n";
     s += fmt::format("// kv{}.\n", rope->offset_param.empty() ? "" : ", both plus the offset parameter");
-    s += "__device__ __forceinline__ int aj_rope_q_position(int q, const AttnjitFwdArgs& args) {\n";
+    s += "__device__ __forceinline__ int aj_rope_q_position(int b, int q, const AttnjitFwdArgs& args) {\n";
     s += offset_decl;
-    s += fmt::format("  return q + args.seq_k - args.seq_q{};\n}}\n", plus_offset);
-    s += "__device__ __forceinline__ int aj_rope_kv_position(int kv, const AttnjitFwdArgs& args) {\n";
-    s += offset_decl.empty() ? "  (void)args;\n" : offset_decl;
+    s += fmt::format("  return q + aj_kv_len(b, args) - aj_q_len(b, args){};\n}}\n", plus_offset);
+    s += "__device__ __forceinline__ int aj_rope_kv_position(int b, int kv, const AttnjitFwdArgs& args) {\n";
+    s += offset_decl.empty() ? "  (void)b;\n  (void)args;\n" : "  (void)b;\n" + offset_decl;
     s += fmt::format("  return kv{};\n}}\n", plus_offset);
   }
 

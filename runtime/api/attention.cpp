@@ -483,6 +483,7 @@ std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& uni
   std::lock_guard<std::mutex> lock(scratch_mutex);
   if (scratch_bytes > 0) plan.bind_workspace(args, scratch_for(stream, scratch_bytes));
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
+  if (plan.zeroed_bytes > 0) plan.bind_zeroed(args, zeroed_for(stream, plan.zeroed_bytes));
   if (fill_template_fields) fill_template_fields(block);
   if (plan.finish_args)
     if (std::string why = plan.finish_args(block); !why.empty()) return why;

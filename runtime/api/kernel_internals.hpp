@@ -121,6 +121,19 @@ struct KernelState {
     return buffer->device_pointer();
   }
 
+  // Counters the plan's kernels leave at zero (LaunchPlan::zeroed_bytes), per stream: zeroed
+  // once when allocated, never shared with the scratch (call with scratch_mutex held).
+  std::uint64_t zeroed_for(void* stream, std::size_t bytes) const {
+    auto& buffer = zeroed[static_cast<CUstream>(stream)];
+    if (!buffer || buffer->size_bytes() < bytes) {
+      if (buffer) retired.push_back(std::move(buffer));
+      buffer = std::make_unique<runtime::DeviceBuffer>(bytes);
+      buffer->fill_bytes(0);
+    }
+    return buffer->device_pointer();
+  }
+  mutable std::map<CUstream, std::unique_ptr<runtime::DeviceBuffer>> zeroed;
+
   // Workspace for forward calls (the block mask's tile classes) without a prebuilt
   // BlockMask: one buffer per stream (two streams never share one), grown as needed. A
   // grown-out buffer may still be read by queued work, so it is kept until the Kernel goes.

@@ -51,9 +51,6 @@ void Kernel::forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLT
         fmt::format("forward_kv_cache serves decode steps of at most {} queries per sequence; q has {}. "
                     "Run a prefill through forward",
                     kDecodeMaxSeqQ, qs[2]));
-  if (state_->variant.rope())
-    throw UserError(fmt::format("variant '{}' applies RoPE, which KV-cache calls do not serve yet; call forward",
-                                state_->variant.name()));
   const bool paged = cache.block_table.has_value();
   const std::int64_t batch = qs[0];
   // The cache as the forward block would see a contiguous one: k_stride = {page or batch, head, key}.

@@ -56,8 +56,6 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
   const ir::EvalEnv env = make_env(variant, problem, bindings);
   if (!options.seq_lens_k.empty() && static_cast<int>(options.seq_lens_k.size()) != batch)
     throw UserError(fmt::format("seq_lens_k has {} entries for a batch of {}", options.seq_lens_k.size(), batch));
-  if (!options.seq_lens_k.empty() && variant.rope())
-    throw UserError("per-sequence key counts (seq_lens_k) are not served with RoPE");
   const std::optional<DLTensor> gate = bound_gate(variant, problem, bindings);
 
   ReferenceResult out;
@@ -86,7 +84,8 @@ ReferenceResult reference_attention(const Variant& variant, const DLTensor& q, c
     const int keys =
         options.seq_lens_k.empty() ? seq_k : std::clamp(options.seq_lens_k[static_cast<std::size_t>(b)], 0, seq_k);
     env.kv_len = keys;
-    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), problem.q_position(), naive);
+    // RoPE puts query i at i + kv_len - q_len with this sequence's kv_len.
+    const auto qrows = load_rows(q, b, h, seq_q, dim, variant.rope(), problem.q_position() - seq_k + keys, naive);
     const auto krows = load_rows(k, b, hk, seq_k, dim, variant.rope(), problem.k_position(), naive);
     const auto vrows = widen_rows(v, b, hk, seq_k, dim_v);
     std::vector<double> logits(static_cast<std::size_t>(seq_k));

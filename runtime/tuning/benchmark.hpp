@@ -72,6 +72,11 @@ class ForwardBenchmark {
   // [B * seq_k / page_size, page_size, Hkv, D] in a shuffled block table (the values in a page
   // do not matter to the time). Needs seq_q <= 16.
   BenchResult time_kv_cache(const Kernel& kernel, int page_size);
+  // Kernel::forward_ragged on a packed batch of `lengths.size()` (= batch) prefill sequences,
+  // sequence b with lengths[b] queries and keys (each at most seq_q and seq_k), in views of the
+  // same buffers. TFLOP/s count each sequence's admitted pairs; set beside time() of the
+  // padded batch, that is the cost of ragged packing per admitted pair.
+  BenchResult time_ragged(const Kernel& kernel, const std::vector<int>& lengths);
 
  private:
   BenchResult result_of(const Kernel& kernel, const std::vector<double>& sorted_times);

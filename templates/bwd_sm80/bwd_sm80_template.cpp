@@ -122,6 +122,7 @@ class BwdSm80Template : public KernelTemplate {
     unit.body += macro_block("bwd_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
+    unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("bwd_sm80.cuh");
     return unit;
   }

@@ -58,7 +58,9 @@ class DecodeSm80Template : public KernelTemplate {
       return Support::no(fmt::format("for decode shapes only (Sq <= {}, known from a shape hint)", kDecodeMaxSeqQ));
     if (r.head_dim != 64 && r.head_dim != 128)
       return Support::no(fmt::format("head_dim {} is not 64 or 128", r.head_dim));
-    if (r.variant->rope()) return Support::no("RoPE is not served (fwd_sm80 runs it)");
+    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
+      return Support::invalid(fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}", r.variant->name(),
+                                          rope->rotary_dim, r.head_dim));
     return Support::yes();
   }
 
@@ -91,7 +93,7 @@ class DecodeSm80Template : public KernelTemplate {
     GeneratedUnit unit = start_unit(name(), r, emitted);
     const int block_n = r.knobs.get("block_n"), stages = r.knobs.get("stages");
     unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n, stages);
-    unit.kernel_names = {"attnjit_decode", "attnjit_decode_combine"};
+    unit.kernel_names = {"attnjit_decode"};
     unit.body = unit_preamble();
     unit.body += macro_block("decode_sm80 knobs and the variant's facts",
                              {{"AJ_HEAD_DIM", std::to_string(r.head_dim)},
@@ -104,6 +106,7 @@ class DecodeSm80Template : public KernelTemplate {
                               {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}});
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
+    unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("decode_sm80.cuh");
     return unit;
   }
@@ -123,6 +126,10 @@ class DecodeSm80Template : public KernelTemplate {
     LaunchPlan plan;
     plan.workspace_bytes = o_bytes + rows * 4;
     plan.args_bytes = sizeof(AttnjitDecodeArgs);
+    plan.zeroed_bytes = static_cast<std::size_t>(p.batch) * p.heads_kv * blocks * sizeof(int);
+    plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
+      reinterpret_cast<AttnjitDecodeArgs&>(args).split_counters = reinterpret_cast<int*>(counters);
+    };
     plan.bind_workspace = [o_bytes, splits, tiles_per_split, blocks](AttnjitFwdArgs& args, std::uint64_t w) {
       // Bound through the forward block, the first member of AttnjitDecodeArgs.
       auto& d = reinterpret_cast<AttnjitDecodeArgs&>(args);
@@ -139,12 +146,6 @@ class DecodeSm80Template : public KernelTemplate {
          {kWarps * 32, 1, 1},
          {},
          unit.max_dynamic_shared_bytes});
-    plan.kernels.push_back({"attnjit_decode_combine",
-                            "decode_combine",
-                            {static_cast<unsigned>((p.heads_q * p.seq_q + 3) / 4), static_cast<unsigned>(p.batch), 1},
-                            {128, 1, 1},
-                            {},
-                            0});
     return plan;
   }
 };

@@ -39,7 +39,6 @@ class FwdSm80Template : public KernelTemplate {
                       "or an even number <= {}",
                       r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
     if (r.ragged) {
-      if (r.variant->rope()) return Support::no("ragged batches with RoPE are not served yet");
       for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
         if (n->op == ir::Op::TensorRead)
           return Support::no(
@@ -93,6 +92,7 @@ class FwdSm80Template : public KernelTemplate {
     unit.body += macro_block("fwd_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
+    unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("fwd_sm80.cuh");
     unit.body += BlockMaskTemplate::forward_section(unit.facts);
     return unit;

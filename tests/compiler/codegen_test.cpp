@@ -127,7 +127,7 @@ TEST_F(CodegenTest, RowHookMacrosFollowTheVariant) {
         << p.name;
   }
   const PreparedKernel rope = generate(presets::by_name("rope_causal"), options("sm_80", 128, ElementType::BF16));
-  EXPECT_TRUE(contains(rope.source, "aj_rope_q_position(int q, const AttnjitFwdArgs& args)")) << rope.source;
+  EXPECT_TRUE(contains(rope.source, "aj_rope_q_position(int b, int q, const AttnjitFwdArgs& args)")) << rope.source;
   const PreparedKernel gate = generate(presets::by_name("gated_causal"), options("sm_90a", 64, ElementType::FP16));
   EXPECT_TRUE(contains(gate.source, "const AttnjitTensorArg& gate = args.tensors[0];")) << gate.source;
 }

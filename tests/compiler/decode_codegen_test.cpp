@@ -37,8 +37,12 @@ TEST_F(DecodeCodegen, ServesDecodeShapesOnly) {
   EXPECT_EQ(generate(presets::causal(), decode(options("sm_90a", 128, 1))).config.template_name, kDecodeTemplateName);
   EXPECT_EQ(generate(presets::causal(), decode(options("sm_90a", 128, 16))).config.template_name, kDecodeTemplateName);
   EXPECT_EQ(generate(presets::causal(), options("sm_80", 128, 1)).config.template_name, "fwd_sm80");
+  // RoPE turns Q and the K tiles inside the decode kernel.
+  const PreparedKernel rope = generate(presets::by_name("rope_causal"), decode(options("sm_80", 64, 1)));
+  EXPECT_EQ(rope.config.template_name, kDecodeTemplateName);
+  EXPECT_NE(rope.source.find("rope_rows<BN>"), std::string::npos);
+  EXPECT_NE(rope.source.find("#define AJ_HAS_ROPE 1"), std::string::npos);
   for (auto [variant, options_] : {std::pair{presets::causal(), decode(options("sm_90a", 128, 17))},
-                                   std::pair{presets::by_name("rope_causal"), decode(options("sm_80", 64, 1))},
                                    std::pair{presets::causal(), decode(options("sm_80", 96, 1))}}) {
     try {
       generate(variant, options_);
@@ -73,13 +77,15 @@ TEST_F(DecodeCodegen, SplitsFillTheMachineAndKeepATilePerSplit) {
 
   const PreparedKernel p = generate(presets::causal(), options("sm_90a", 128, 4).with_template(kDecodeTemplateName));
   const LaunchPlan plan = p.launch_plan(ProblemShape{2, 64, 4, 4, 1000});  // group 16 x Sq 4 = 64 rows
-  ASSERT_EQ(plan.kernels.size(), 2u);
+  // The last split to finish merges: no combine kernel.
+  ASSERT_EQ(plan.kernels.size(), 1u);
   EXPECT_EQ(plan.kernels[0].kernel, "attnjit_decode");
   const unsigned splits = plan.kernels[0].grid.x;
   EXPECT_EQ(splits, 16u);  // 8 CTAs: one per kv tile is the busiest wave there is
   EXPECT_EQ(plan.kernels[0].grid.y, 4u);
-  EXPECT_EQ(plan.kernels[1].kernel, "attnjit_decode_combine");
-  EXPECT_EQ(plan.kernels[1].grid.x, (64u * 4 + 3) / 4);
+  // One split counter per (sequence, kv head, row block), kept zeroed by the runtime.
+  EXPECT_EQ(plan.zeroed_bytes, 2u * 4 * 1 * sizeof(int));
+  ASSERT_TRUE(static_cast<bool>(plan.bind_zeroed));
   // Partial O (fp32) and LSE per split and row.
   const std::size_t rows = 2ull * 64 * 4 * splits;
   EXPECT_GE(plan.workspace_bytes, rows * 128 * 4 + rows * 4);

@@ -97,14 +97,16 @@ TEST(RowHookEmission, RopeOffsetIsTheUsersIntParameterInItsSlot) {
   EXPECT_TRUE(contains(s, "#define AJ_ROPE_INTERLEAVED 0  ")) << s;
   EXPECT_TRUE(contains(s, "// rope: theta=10000.0, dim=64, layout=half, offset=pos (runtime int parameter)\n")) << s;
   EXPECT_TRUE(contains(s,
-                       "__device__ __forceinline__ int aj_rope_q_position(int q, const AttnjitFwdArgs& args) {\n"
+                       "__device__ __forceinline__ int aj_rope_q_position(int b, int q, const AttnjitFwdArgs& args) {\n"
                        "  const int pos = args.int_params[0];\n"
-                       "  return q + args.seq_k - args.seq_q + pos;\n}\n"))
+                       "  return q + aj_kv_len(b, args) - aj_q_len(b, args) + pos;\n}\n"))
       << s;
-  EXPECT_TRUE(contains(s,
-                       "__device__ __forceinline__ int aj_rope_kv_position(int kv, const AttnjitFwdArgs& args) {\n"
-                       "  const int pos = args.int_params[0];\n"
-                       "  return kv + pos;\n}\n"))
+  EXPECT_TRUE(
+      contains(s,
+               "__device__ __forceinline__ int aj_rope_kv_position(int b, int kv, const AttnjitFwdArgs& args) {\n"
+               "  (void)b;\n"
+               "  const int pos = args.int_params[0];\n"
+               "  return kv + pos;\n}\n"))
       << s;
   // log2(10000) with all its digits: the frequencies are computed in double.
   EXPECT_TRUE(contains(s, "exp2((double)j * (-2.0 * 13.287712379549449 / AJ_ROPE_DIM))")) << s;
@@ -116,8 +118,8 @@ TEST(RowHookEmission, WholeHeadInterleavedWithoutOffset) {
   const EmittedHooks e = emit_hooks(v, assign_slots(v));
   EXPECT_TRUE(contains(e.source, "#define AJ_ROPE_DIM AJ_HEAD_DIM  ")) << e.source;
   EXPECT_TRUE(contains(e.source, "#define AJ_ROPE_INTERLEAVED 1  ")) << e.source;
-  EXPECT_TRUE(contains(e.source, "  return q + args.seq_k - args.seq_q;\n")) << e.source;
-  EXPECT_TRUE(contains(e.source, "  (void)args;\n  return kv;\n")) << e.source;
+  EXPECT_TRUE(contains(e.source, "  return q + aj_kv_len(b, args) - aj_q_len(b, args);\n")) << e.source;
+  EXPECT_TRUE(contains(e.source, "  (void)b;\n  (void)args;\n  return kv;\n")) << e.source;
   EXPECT_FALSE(contains(e.source, "int_params")) << e.source;
 }
 

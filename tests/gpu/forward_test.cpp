@@ -33,6 +33,7 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "support/preset_scalars.hpp"
+#include "support/reduced_suite.hpp"
 
 namespace attnjit {
 namespace {
@@ -46,11 +47,6 @@ class GpuTest : public ::testing::Test {
       GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
   }
 };
-
-bool reduced_suite() {
-  const char* v = std::getenv("ATTNJIT_GPU_REDUCED");
-  return v != nullptr && std::string(v) != "" && std::string(v) != "0";
-}
 
 std::vector<std::string> registry_presets() {
   std::vector<std::string> names;

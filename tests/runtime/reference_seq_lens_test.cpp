@@ -1,7 +1,8 @@
 // The CPU reference with per-sequence key counts (ReferenceOptions::seq_lens_k, the judge of
 // KV-cache calls): sequence b must come out as a problem of its own over its first
 // seq_lens_k[b] keys, its hooks seeing kv_len = that count; a sequence with none gives O = 0
-// and LSE = -inf, and keys past a length (NaN here) are never read.
+// and LSE = -inf, and keys past a length (NaN here) are never read. RoPE puts the queries at
+// the ends of their own sequences.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -44,7 +45,7 @@ TEST(ReferenceSeqLens, EachSequenceIsItsOwnProblem) {
       k.set(b * heads_kv * capacity * dim + i, used ? normal(rng) : nan);
       v.set(b * heads_kv * capacity * dim + i, used ? normal(rng) : nan);
     }
-  for (const char* preset : {"causal_bottom_right", "sliding_window", "softcap", "dense"}) {
+  for (const char* preset : {"causal_bottom_right", "sliding_window", "softcap", "dense", "rope_causal"}) {
     SCOPED_TRACE(preset);
     const Variant variant = presets::by_name(preset);
     Bindings bindings;

@@ -40,8 +40,9 @@ def sdpa_ms(backend, q, k, v, causal):
 
 
 def attnjit_bench(binary, preset, shape, params, docs=3, extra=()):
-    cmd = [binary, "bench", "--preset", preset, "--shape", ",".join(map(str, shape)), "--json", "--reps", "50",
-           "--docs", str(docs), *extra]
+    """One `attnjit bench` row as a dict; `preset` None: the variant comes in `extra` (--variant)."""
+    cmd = [binary, "bench", *(["--preset", preset] if preset else []), "--shape", ",".join(map(str, shape)), "--json",
+           "--reps", "50", "--docs", str(docs), *extra]
     for p in params:
         cmd += ["--param", p]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -236,9 +237,14 @@ def flex_backward(binary, rows):
         print(json.dumps(row), flush=True)
 
 
-def decode_table(binary, rows):
+ROPE_DECODE = ('variant "rope_decode"; rope: theta=10000.0, dim=0, layout=half; '
+               'mask: kv <= q + kv_len - q_len;')
+
+
+def decode_table(binary, rows, flex=True):
     """Decode: Sq query rows against Sk cached keys, B=8, 32 query heads on 8 kv heads, D=128;
-    bandwidth over the K and V bytes (what a decode step must read), GB/s."""
+    bandwidth over the K and V bytes (what a decode step must read), GB/s. flex=False leaves
+    FlexAttention out (its compiles take most of this table's time)."""
     b, hq, hkv, d = 8, 32, 8, 128
     for sk in (8192, 32768):
         k, v = (torch.randn(b, hkv, sk, d, device="cuda", dtype=DTYPE) for _ in range(2))
@@ -255,6 +261,8 @@ def decode_table(binary, rows):
                 except Exception as e:
                     row[name], row[name + "_error"] = None, str(e)[:200]
             try:
+                if not flex:
+                    raise RuntimeError("left out (--quick)")
                 compiled = torch.compile(flex_attention)
                 fn = lambda: compiled(q, k, v, enable_gqa=True)
                 fn()
@@ -273,9 +281,34 @@ def decode_table(binary, rows):
                 row[key] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
                 if r.get("error"):
                     row[key + "_error"] = r["error"]
+            # RoPE turned inside the decode kernel (Q once, each K tile in shared memory), bottom-right
+            # causal: a decode step's queries see the whole cache.
+            r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [], extra=["--variant", ROPE_DECODE, "--kv-cache"])
+            row["kv_rope"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             rows.append(row)
             print(json.dumps(row), flush=True)
         del k, v
+
+
+# A packed prefill batch (Kernel::forward_ragged) against the same batch padded to its longest
+# sequence: TFLOP/s over each one's admitted pairs (the padded batch's include the padding).
+RAGGED_LENGTHS = (3001, 517, 4096, 1234, 2048, 777, 3500, 1999)
+
+
+def ragged_table(binary, rows):
+    b, h, d, longest = len(RAGGED_LENGTHS), 16, 128, max(RAGGED_LENGTHS)
+    lengths = ",".join(str(n) for n in RAGGED_LENGTHS)
+    for preset in ("dense", "causal"):
+        shape = (b, h, h, longest, longest, d)
+        row = {"table": "ragged", "preset": preset, "lengths": lengths}
+        r = attnjit_bench(binary, preset, shape, [], extra=["--ragged-lengths", lengths])
+        row["ragged"], row["ragged_template"], row["ragged_error"] = r.get("tflops"), r.get("template"), r.get("error")
+        r = attnjit_bench(binary, preset, shape, [], extra=["--template", "fwd_sm80"])
+        row["padded_sm80"], row["padded_sm80_error"] = r.get("tflops"), r.get("error")
+        r = attnjit_bench(binary, preset, shape, [])
+        row["padded"], row["padded_template"] = r.get("tflops"), r.get("template")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
 
 def fmt(x):
@@ -335,18 +368,33 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit decode_sm80 | kv-cache contiguous | paged 16 | paged 128 | attnjit fwd_sm80 | "
-              "FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | kv-cache contiguous | paged 16 | paged 128 | kv-cache RoPE | "
+              "attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | "
+              "paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
                 print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('kv_contig'))} | "
-                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('attnjit_fwd'))} | "
+                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
+                      f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
                       f"{ratio(r.get('kv_page16'), r.get('kv_contig'))} |")
                 for key in ("kv_contig", "kv_page16", "kv_page128"):
                     if r.get(key + "_error"):
                         print(f"|   {key} error: {r[key + '_error'][:150]} |")
+    if any(r["table"] == "ragged" for r in rows):
+        print(f"\n## Ragged prefill, {device}, B={len(RAGGED_LENGTHS)} H=16 D=128 bf16, lengths "
+              f"{','.join(map(str, RAGGED_LENGTHS))}, TFLOP/s over admitted pairs\n")
+        print("| preset | ragged (template) | padded, fwd_sm80 | padded, default (template) | ragged/padded fwd_sm80 | "
+              "ragged/padded default |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            if r["table"] == "ragged":
+                print(f"| {r['preset']} | {fmt(r['ragged'])} ({r.get('ragged_template') or '—'}) | "
+                      f"{fmt(r['padded_sm80'])} | {fmt(r['padded'])} ({r.get('padded_template') or '—'}) | "
+                      f"{ratio(r['ragged'], r['padded_sm80'])} | {ratio(r['ragged'], r['padded'])} |")
+                if r.get("ragged_error"):
+                    print(f"|   ragged error: {r['ragged_error'][:150]} | | | | | |")
     for r in rows:
         if r.get("attnjit_error") or r.get("attnjit_det_error"):
             print("attnjit error:", r.get("variant", r.get("S")), r.get("attnjit_error") or r.get("attnjit_det_error"))
@@ -395,19 +443,19 @@ def main():
     ap.add_argument("--attnjit", required=True)
     ap.add_argument("--out")
     ap.add_argument("--chart", help="PNG chart of TFLOP/s per shape and system (relative: in --out's folder)")
-    ap.add_argument("--quick", action="store_true", help="skip S=16384")
+    ap.add_argument("--quick", action="store_true", help="skip S=16384, and FlexAttention in the decode table")
     ap.add_argument("--only", help="comma-separated parts to run: forward (= dense, flex, rope), dense, flex, rope, "
-                    "backward, decode (default: all)")
+                    "backward, decode, ragged (default: all)")
     ap.add_argument("--seqs", help="comma-separated sequence lengths of the dense/causal grids (default: 1k, 4k, 16k; "
                     "--quick: 1k, 4k)")
     args = ap.parse_args()
-    parts = {"dense", "flex", "rope", "backward", "decode"}
+    parts = {"dense", "flex", "rope", "backward", "decode", "ragged"}
     only = set(args.only.split(",")) if args.only else parts | {"forward"}
     if "forward" in only:
         only |= {"dense", "flex", "rope"}
     if not only <= parts | {"forward"}:
         ap.error(f"--only: unknown part(s) {sorted(only - parts - {'forward'})}; allowed: forward, dense, flex, rope, "
-                 "backward, decode")
+                 "backward, decode, ragged")
     seqs = [int(x) for x in args.seqs.split(",")] if args.seqs else None
     device = torch.cuda.get_device_name()
     print(f"device: {device}; torch {torch.__version__}; date {time.strftime('%Y-%m-%d')}", flush=True)
@@ -422,7 +470,9 @@ def main():
         backward_grid(args.attnjit, rows, args.quick)
         flex_backward(args.attnjit, rows)
     if "decode" in only:
-        decode_table(args.attnjit, rows)
+        decode_table(args.attnjit, rows, flex=not args.quick)
+    if "ragged" in only:
+        ragged_table(args.attnjit, rows)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)

@@ -120,18 +120,27 @@ void register_kernel_commands(CLI::App& app) {
                   "Time Kernel::forward_kv_cache (every sequence at Sk keys, Sq <= 16) instead of forward");
   bench->add_option("--page-size", *page_size, "With --kv-cache: K and V as pages of this many keys")
       ->capture_default_str();
+  auto ragged_lengths = std::make_shared<std::vector<int>>();
+  bench
+      ->add_option("--ragged-lengths", *ragged_lengths,
+                   "Time Kernel::forward_ragged on a packed prefill batch: one length (queries = keys) per "
+                   "sequence of --shape's B, each at most its Sq and Sk (comma-separated)")
+      ->delimiter(',');
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
   bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
   auto device = std::make_shared<std::string>("gpu");
   bench->add_option("--device", *device, "gpu, or cpu: the CPU backend on host tensors (--dtype f32 allowed)")
       ->check(CLI::IsMember({"gpu", "cpu"}))
       ->capture_default_str();
-  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device, kv_cache, page_size] {
+  bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device, kv_cache, page_size,
+                   ragged_lengths] {
     if ((*deterministic || !tensor_grads->empty()) && !args->backward)
       throw UserError("--deterministic and --tensor-grad apply to --backward only");
     if (*page_size != 0 && !*kv_cache) throw UserError("--page-size applies to --kv-cache");
     if (*kv_cache && (args->backward || *device == "cpu"))
       throw UserError("--kv-cache times the GPU forward only; drop --backward and --device cpu");
+    if (!ragged_lengths->empty() && (args->backward || *device == "cpu" || *kv_cache))
+      throw UserError("--ragged-lengths times the GPU forward only; drop --backward, --kv-cache and --device cpu");
     if (*json && *csv) throw UserError("give at most one of --json and --csv");
     if (*device == "cpu") return run_cpu_bench(*args, *shapes, *bench_options, *json, *csv);
     const Variant v = args->variant();
@@ -146,10 +155,10 @@ void register_kernel_commands(CLI::App& app) {
       CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
       o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
       BenchResult r;
-      if (*kv_cache) {
+      if (*kv_cache || !ragged_lengths->empty()) {
         const Kernel kernel = compile(v, o);
         ForwardBenchmark fixture(v, o.dtype, o.head_dim, problem, args->bindings(), *bench_options);
-        r = fixture.time_kv_cache(kernel, *page_size);
+        r = *kv_cache ? fixture.time_kv_cache(kernel, *page_size) : fixture.time_ragged(kernel, *ragged_lengths);
       } else {
         r = args->backward
                 ? benchmark_backward(v, o, problem, args->bindings(), *deterministic, *tensor_grads, *bench_options)

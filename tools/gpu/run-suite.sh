@@ -8,7 +8,7 @@
 #   4. with --sanitize (or SANITIZE=1): compute-sanitizer --tool memcheck and --tool racecheck
 #      over the reduced GPU suite (ATTNJIT_GPU_REDUCED=1: one small case per preset, which
 #      runs the forward kernel and, for masks that read a tensor, the block-mask kernel).
-# Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward,dense,flex,rope,backward,decode (comma list), PEERS_SEQS=16384 (dense grid lengths)
+# Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward,dense,flex,rope,backward,decode,ragged (comma list), PEERS_SEQS=16384 (dense grid lengths)
 # (one pass's peer tables), ATTNJIT_BUILD_DIR,
 # ATTNJIT_CACHE_DIR, OUT. Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall
 # time, and a short table (part, seconds, result) comes last. Exit status: the GPU tests'
