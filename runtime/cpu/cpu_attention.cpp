@@ -234,10 +234,10 @@ struct CpuAttention::State {
 
 namespace {
 
-// Rows per task when CpuOptions::block_q is 0: 128 (the products run best on tall blocks, and
-// K is packed once per 128 rows). A narrow band (a sliding window) does not need shorter
-// blocks: inside a run with partial sub-tiles each 16-row slice computes only the 16-key
-// panels the analysis cannot prove empty for it (TileClassTable::slices).
+// Rows per task when CpuOptions::block_q is 0: 128, or 256 without a mask (the products run
+// best on tall blocks, and K and V are packed once per task). A narrow band (a sliding window)
+// does not need shorter blocks: inside a run with partial sub-tiles each 16-row slice computes
+// only the 16-key panels the analysis cannot prove empty for it (TileClassTable::slices).
 
 }  // namespace
 
@@ -260,8 +260,14 @@ std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_cl
       st.variant, st.mask, cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv}, bindings,
       st.options.threads));
   if (requested == 0 && seq_q > 64) {
-    table = std::make_shared<cpu::TileClassTable>(cpu::merge_q_blocks(*table, 2));
-    block_q = 128;
+    // 256 rows where nothing is masked and there are still four tasks per worker (K and V are
+    // packed once per task: taller tasks pack them less often); masks keep 128, whose 16-row
+    // slices skip what a band's edge leaves empty.
+    const int workers = st.options.threads > 0 ? st.options.threads : cpu::ThreadPool::instance().size();
+    const bool tall = !st.mask.has_mask && static_cast<std::int64_t>(batch) * heads_q * ((seq_q + 255) / 256) >=
+                                               4 * static_cast<std::int64_t>(workers);
+    table = std::make_shared<cpu::TileClassTable>(cpu::merge_q_blocks(*table, tall ? 4 : 2));
+    block_q = tall ? 256 : 128;
   }
   if (cacheable) {
     std::lock_guard<std::mutex> lock(st.table_mutex);
@@ -456,6 +462,11 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   // With AMX tiles, P V runs whole steps of 16 key pairs: P is zero-padded to them, and V gets
   // 16 zero pair rows past a run's last key pair, so that the padded steps read finite zeros.
   const bool amx = bf16_dot && cpu::amx_products_available();
+  // bf16 K with unit column stride, an even head dim, even row strides and a 4-byte aligned
+  // start: each row is already (dim / 2) words of pairs, read in place.
+  const bool k_rows_are_words = bf16_dot && !rope && kv.stride[3] == 1 && dim % 2 == 0 && kv.stride[2] % 2 == 0 &&
+                                kv.stride[1] % 2 == 0 && kv.stride[0] % 2 == 0 &&
+                                reinterpret_cast<std::uintptr_t>(kv.at(0, 0, 0)) % 4 == 0;
 
   const auto run_task = [&](int, int index) {
     thread_local Workspace ws;
@@ -509,16 +520,21 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       const std::uint32_t* k2 = ws.k2.data();
       const float* kf = ws.k.data();
       if (bf16_dot) {
-        if (rope) {
-          float* rotated = ws.rotated.data();
-          cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
-          rope->rotate(rotated, dim, cols, rope_offset + kv0);
-          cpu::pack_rows_bf16(rotated, dim, cols, dim, ws.k2_rows.data(), pairs);
+        if (k_rows_are_words) {  // K's rows are already rows of words: into panels directly
+          cpu::pack_keys_bf16(static_cast<const std::uint32_t*>(kv.at(b, hk, kv0)), kv.stride[2] / 2, cols, dim,
+                              ws.k2.data());
         } else {
-          cpu::pack_rows_bf16(static_cast<const std::uint16_t*>(kv.at(b, hk, kv0)), kv.stride[2], kv.stride[3], cols,
-                              dim, ws.k2_rows.data(), pairs);
+          if (rope) {
+            float* rotated = ws.rotated.data();
+            cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
+            rope->rotate(rotated, dim, cols, rope_offset + kv0);
+            cpu::pack_rows_bf16(rotated, dim, cols, dim, ws.k2_rows.data(), pairs);
+          } else {
+            cpu::pack_rows_bf16(static_cast<const std::uint16_t*>(kv.at(b, hk, kv0)), kv.stride[2], kv.stride[3], cols,
+                                dim, ws.k2_rows.data(), pairs);
+          }
+          cpu::pack_keys_bf16(ws.k2_rows.data(), pairs, cols, dim, ws.k2.data());
         }
-        cpu::pack_keys_bf16(ws.k2_rows.data(), pairs, cols, dim, ws.k2.data());
       } else if (rope) {
         float* rotated = ws.rotated.data();
         cpu::load_tile(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, rotated, dim);
@@ -557,12 +573,17 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
             a = z;
           }
 
-        // Online softmax: P = exp(S - m_new) in place; O and l rescaled by exp(m_old - m_new).
+        // Online softmax: P = exp(S - m_new) in place (with bf16 products: straight into P's
+        // words, row r's from word 0); O and l rescaled by exp(m_old - m_new).
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
           float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
+          std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r) * kv_pairs : nullptr;
           const float m_new = std::max(m[r], cpu::max_of(sr, ncols) * post_scale);
           if (m_new == kNegInf) {  // nothing admitted in this row yet
-            std::fill_n(sr, ncols, 0.0f);
+            if (bf16_dot)
+              std::fill_n(pr, (ncols + 1) / 2, 0u);
+            else
+              std::fill_n(sr, ncols, 0.0f);
             continue;
           }
           if (m_new > m[r] && m[r] != kNegInf) {
@@ -571,7 +592,8 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
             cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
           }
           m[r] = m_new;
-          l[r] += cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
+          l[r] += bf16_dot ? cpu::exp_shifted_sum_bf16(sr, ncols, m_new, post_scale, pr)
+                           : cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
         }
       }
 
@@ -585,9 +607,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
                       static_cast<std::size_t>(16) * width, 0u);
         for (const RowGroup& gr : groups) {
           std::uint32_t* pg = ws.p2.data() + static_cast<std::int64_t>(gr.r0) * kv_pairs;
-          const int keys = gr.c1 - gr.c0, used = (keys + 1) / 2;
-          cpu::pack_probs_bf16(s + static_cast<std::int64_t>(gr.r0) * block_kv + gr.c0, block_kv, gr.rows, keys, pg,
-                               kv_pairs);
+          const int keys = gr.c1 - gr.c0, used = (keys + 1) / 2;  // P's words: written by the softmax
           // With AMX: whole steps of 16 pairs, the padding pairs zero (V is zero or finite there).
           const int padded = amx ? std::min((used + 15) / 16 * 16, kv_pairs) : used;
           for (int r = 0; r < gr.rows && padded > used; ++r)

@@ -109,16 +109,23 @@ AJ_CPU_CLONES void store_tile(Storage storage, const float* in, std::int64_t ld,
   }
 }
 
+// Four running maxima, so that consecutive vectors do not wait for each other's compare.
 AJ_CPU_CLONES float max_of(const float* x, int n) {
   float m = -std::numeric_limits<float>::infinity();
   int i = 0;
   if (n >= kLanes) {
-    vf acc = load(x);
-    for (i = kLanes; i + kLanes <= n; i += kLanes) {
+    vf acc[4] = {load(x), load(x), load(x), load(x)};
+    for (i = kLanes; i + 4 * kLanes <= n; i += 4 * kLanes)
+      for (int a = 0; a < 4; ++a) {
+        const vf v = load(x + i + a * kLanes);
+        acc[a] = v > acc[a] ? v : acc[a];
+      }
+    for (; i + kLanes <= n; i += kLanes) {
       const vf v = load(x + i);
-      acc = v > acc ? v : acc;
+      acc[0] = v > acc[0] ? v : acc[0];
     }
-    for (int l = 0; l < kLanes; ++l) m = std::max(m, acc[l]);
+    for (int a = 1; a < 4; ++a) acc[0] = acc[a] > acc[0] ? acc[a] : acc[0];
+    for (int l = 0; l < kLanes; ++l) m = std::max(m, acc[0][l]);
   }
   for (; i < n; ++i) m = std::max(m, x[i]);
   return m;

@@ -88,8 +88,11 @@ void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int di
 // dim_v..width are zero.
 void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int k, int dim_v,
                       int width, std::uint32_t* packed);
-// P rows (fp32, the first k of each) rounded into words along k.
-void pack_probs_bf16(const float* p, std::int64_t ldp, int rows, int k, std::uint32_t* out, std::int64_t ld);
+// exp_shifted_sum with P written straight as (n + 1) / 2 words of bf16 pairs along the keys
+// (rounded to nearest even; an odd n pads the last word with a zero) instead of in place; the
+// sum is of the fp32 values, as exp_shifted_sum's. Its exp is exp2 of a degree-6 polynomial
+// (relative error ~1e-7, five orders below the bf16 rounding that follows).
+float exp_shifted_sum_bf16(const float* x, int n, float shift, float scale, std::uint32_t* words);
 // S = alpha * Q K^T (whole panels written, as scores()); O += P V (width a multiple of 16).
 // Where the CPU has AMX-BF16 tiles (amx_products_available) their whole blocks of 16 rows run on
 // the tiles (runtime/cpu/cpu_kernels_amx.cpp), the rest on vdpbf16ps.

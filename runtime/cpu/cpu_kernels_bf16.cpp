@@ -6,6 +6,10 @@
 // consecutive pairs (a word broadcast per row), K as panels of 16 keys [pairs][16], V as
 // [pairs][width] (a load gives 16 columns). Micro-tiles as the fp32 path: S 8 rows x 2
 // panels, O 4 rows x 4 vectors of 16 columns.
+// GCC 12's vmaxps / vrndscaleps / vscalefps / reduce intrinsics pass _mm512_undefined_*() as
+// their unused merge source, which -W(maybe-)uninitialized reports (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -137,44 +141,100 @@ void pack_rows_bf16(const float* in, std::int64_t ld_in, int rows, int dim, std:
     }
 }
 
-void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed) {
+// Word i of a panel's 16 keys is one gather (keys ld words apart); keys past `cols` are zero.
+AJ_BF16 void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed) {
   const int pairs = (dim + 1) / 2;
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(ld)));
   for (int j0 = 0; j0 < cols; j0 += kLanes) {
     const int n = std::min(kLanes, cols - j0);
+    const __mmask16 keys = n == kLanes ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
+    const std::uint32_t* first = rows + static_cast<std::int64_t>(j0) * ld;
     std::uint32_t* dst = packed + static_cast<std::int64_t>(j0) * pairs;
     for (int i = 0; i < pairs; ++i)
-      for (int j = 0; j < kLanes; ++j) dst[i * kLanes + j] = j < n ? rows[(j0 + j) * ld + i] : 0u;
+      _mm512_storeu_si512(dst + i * kLanes,
+                          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keys, offsets, first + i, 4));
   }
 }
 
-void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int k, int dim_v,
-                      int width, std::uint32_t* packed) {
+// With unit column strides, 32 columns of two rows interleave into 32 words with two
+// vpermt2w; otherwise element by element.
+AJ_BF16 void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::int64_t col_stride, int k,
+                              int dim_v, int width, std::uint32_t* packed) {
   const int pairs = (k + 1) / 2;
+  // Word m of the first (second) half: column m (16 + m) of the first row, then of the second.
+  alignas(64) std::uint16_t lo_index[32], hi_index[32];
+  for (int m = 0; m < 16; ++m) {
+    lo_index[2 * m] = static_cast<std::uint16_t>(m), lo_index[2 * m + 1] = static_cast<std::uint16_t>(32 + m);
+    hi_index[2 * m] = static_cast<std::uint16_t>(16 + m), hi_index[2 * m + 1] = static_cast<std::uint16_t>(48 + m);
+  }
+  const __m512i lo_idx = _mm512_load_si512(lo_index), hi_idx = _mm512_load_si512(hi_index);
   for (int i = 0; i < pairs; ++i) {
     const std::uint16_t* r0 = base + static_cast<std::int64_t>(2 * i) * row_stride;
     const std::uint16_t* r1 = 2 * i + 1 < k ? r0 + row_stride : nullptr;
     std::uint32_t* dst = packed + static_cast<std::int64_t>(i) * width;
-    for (int d = 0; d < dim_v; ++d) dst[d] = pair(r0[d * col_stride], r1 ? r1[d * col_stride] : 0);
+    int d = 0;
+    if (col_stride == 1)
+      for (; d < dim_v; d += 32) {
+        const int n = std::min(32, dim_v - d);
+        const __mmask32 m = n == 32 ? 0xffffffffu : static_cast<__mmask32>((1u << n) - 1u);
+        const __m512i a = _mm512_maskz_loadu_epi16(m, r0 + d);
+        const __m512i b = r1 ? _mm512_maskz_loadu_epi16(m, r1 + d) : _mm512_setzero_si512();
+        const __mmask16 lo_words = n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
+        const __mmask16 hi_words = n > 16 ? static_cast<__mmask16>((1u << (n - 16)) - 1u) : 0;
+        _mm512_mask_storeu_epi32(dst + d, lo_words, _mm512_permutex2var_epi16(a, lo_idx, b));
+        _mm512_mask_storeu_epi32(dst + d + 16, hi_words, _mm512_permutex2var_epi16(a, hi_idx, b));
+      }
+    for (; d < dim_v; ++d) dst[d] = pair(r0[d * col_stride], r1 ? r1[d * col_stride] : 0);
     std::fill(dst + dim_v, dst + width, 0u);
   }
 }
 
-AJ_BF16 void pack_probs_bf16(const float* p, std::int64_t ldp, int rows, int k, std::uint32_t* out, std::int64_t ld) {
-  const int pairs = (k + 1) / 2;
-  for (int r = 0; r < rows; ++r) {
-    const float* src = p + r * ldp;
-    std::uint32_t* dst = out + r * ld;
-    int i = 0;
-    // 32 probabilities in consecutive order become 16 words of consecutive pairs.
-    for (; 2 * i + 32 <= k; i += 16) {
-      const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 2 * i + 16), _mm512_loadu_ps(src + 2 * i));
-      _mm512_storeu_si512(dst + i, (__m512i)packed);
-    }
-    for (; i < pairs; ++i) {
-      const int c = 2 * i;
-      dst[i] = pair(float_to_bf16(src[c]), c + 1 < k ? float_to_bf16(src[c + 1]) : 0);
-    }
+// exp2 of 16 lanes (t >= -200): 2^t = 2^n * 2^r, n = round(t), |r| <= 1/2, 2^r by its Taylor
+// polynomial of degree 6 (relative error below 1.2e-7), 2^n applied by vscalefps (which also
+// takes t = -200 to exactly 0).
+AJ_BF16 inline __m512 exp2_lanes(__m512 t) {
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.5403530393381609e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146428443e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291076284772e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504108664821580e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022650695910071e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718055994531e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+AJ_BF16 float exp_shifted_sum_bf16(const float* x, int n, float shift, float scale, std::uint32_t* words) {
+  // exp(scale * x - shift) = 2^(x * scale log2 e - shift log2 e); -inf (and anything below
+  // 2^-200) gives exactly 0.
+  const __m512 a = _mm512_set1_ps(scale * 1.44269504088896341f), c = _mm512_set1_ps(-shift * 1.44269504088896341f);
+  const __m512 low = _mm512_set1_ps(-200.0f);
+  __m512 acc = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    const __m512 lo = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_loadu_ps(x + i), a, c), low));
+    const __m512 hi = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_loadu_ps(x + i + kLanes), a, c), low));
+    acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
+    _mm512_storeu_si512(words + i / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
+  float sum = _mm512_reduce_add_ps(acc);
+  // The last keys one pair at a time (an odd count pads its last word with a zero).
+  alignas(64) float tail[2 * kLanes];
+  const int left = n - i;
+  if (left > 0) {
+    const __mmask16 m0 = left >= kLanes ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
+    const __mmask16 m1 = left > kLanes ? static_cast<__mmask16>((1u << (left - kLanes)) - 1u) : 0;
+    const __m512 lo = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, x + i), a, c), low));
+    const __m512 hi = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, x + i + kLanes), a, c), low));
+    _mm512_store_ps(tail, _mm512_maskz_mov_ps(m0, lo));
+    _mm512_store_ps(tail + kLanes, _mm512_maskz_mov_ps(m1, hi));
+    for (int j = 0; j < left; ++j) sum += tail[j];
+    for (int j = 0; 2 * j < left; ++j)
+      words[i / 2 + j] = pair(float_to_bf16(tail[2 * j]), 2 * j + 1 < left ? float_to_bf16(tail[2 * j + 1]) : 0);
+  }
+  return sum;
 }
 
 AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,

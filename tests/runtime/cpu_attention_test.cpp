@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -212,6 +213,50 @@ TEST(CpuAttention, Bf16ProductsPassAndCanBeTurnedOff) {
   int differ = 0;
   for (std::int64_t i = 0; i < fast.numel(); ++i) differ += fast.get(i) != exact.get(i);
   EXPECT_GT(differ, 0);
+}
+
+// The bf16 path's softmax writes P's words itself (exp2 polynomial, then bf16): each
+// probability must be the bf16 rounding of the exact exp, or its neighbour where the exact
+// value lies within the polynomial's error of a rounding tie; -inf gives exactly 0; an odd
+// count pads its last word with 0; the sum is the fp32 values' to ~1e-6.
+TEST(CpuAttention, FusedExpWritesRoundedProbabilities) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16: " << cpu::gemm_backend();
+  const auto bf16_bits = [](double x) {
+    const float f = static_cast<float>(x);
+    std::uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return static_cast<std::uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  };
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<float> score(-30.0f, 12.0f);
+  int exact = 0, total = 0;
+  for (const int n : {0, 1, 5, 16, 31, 32, 33, 77, 256}) {
+    SCOPED_TRACE(n);
+    std::vector<float> x(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = i % 7 == 3 ? -INFINITY : score(rng);
+    const float shift = 9.5f, scale = 0.7f;
+    std::vector<std::uint32_t> words(static_cast<std::size_t>((n + 1) / 2) + 1, 0xdeadbeefu);
+    const float sum = cpu::exp_shifted_sum_bf16(x.data(), n, shift, scale, words.data());
+    double want = 0;
+    for (int i = 0; i < n; ++i) {
+      const double e = std::isinf(x[static_cast<std::size_t>(i)]) ? 0.0 : std::exp(scale * x[i] - shift);
+      want += e;
+      const std::uint32_t w = words[static_cast<std::size_t>(i / 2)];
+      const std::uint16_t got = static_cast<std::uint16_t>(i % 2 ? w >> 16 : w & 0xffffu);
+      if (e == 0.0) {
+        EXPECT_EQ(got, 0) << i;
+        continue;
+      }
+      const int ulps = std::abs(static_cast<int>(got) - static_cast<int>(bf16_bits(e)));
+      EXPECT_LE(ulps, 1) << i << ": " << e;
+      exact += ulps == 0;
+      ++total;
+    }
+    if (n % 2) EXPECT_EQ(words[static_cast<std::size_t>(n / 2)] >> 16, 0u);
+    EXPECT_EQ(words.back(), 0xdeadbeefu);  // nothing written past (n + 1) / 2 words
+    EXPECT_NEAR(sum, want, 1e-6 * want + 1e-30);
+  }
+  EXPECT_GE(exact, total * 99 / 100);
 }
 
 // Where the CPU has AMX-BF16 tiles, their whole 32 x 32 blocks of the bf16 products run there
