@@ -24,6 +24,7 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/kv_cache_check.hpp"
 #include "support/decode_cases.hpp"
+#include "support/device_tensor.hpp"
 #include "support/gpu_present.hpp"
 #include "support/preset_scalars.hpp"
 #include "support/reduced_suite.hpp"
@@ -69,26 +70,6 @@ TEST_P(KvCachePreset, PassesTheTwoTimesRule) {
 
 INSTANTIATE_TEST_SUITE_P(Registry, KvCachePreset, ::testing::ValuesIn(decode_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
-
-// A zero-filled device tensor and its DLPack view.
-struct DeviceTensor {
-  std::vector<std::int64_t> shape;
-  runtime::DeviceBuffer buffer;
-  DLTensor view{};
-  DeviceTensor(DLDataType dtype, std::vector<std::int64_t> s) : shape(std::move(s)), buffer(bytes(dtype, shape)) {
-    buffer.fill_bytes(0);
-    view.data = reinterpret_cast<void*>(buffer.device_pointer());
-    view.device = {kDLCUDA, 0};
-    view.ndim = static_cast<int>(shape.size());
-    view.dtype = dtype;
-    view.shape = shape.data();
-  }
-  static std::size_t bytes(DLDataType dtype, const std::vector<std::int64_t>& shape) {
-    std::size_t n = dtype.bits / 8;
-    for (const auto e : shape) n *= static_cast<std::size_t>(e);
-    return n;
-  }
-};
 
 // The argument checks, each a UserError that names what is wrong.
 TEST(KvCacheArguments, BadCallsAreUserErrors) {

@@ -14,6 +14,7 @@
 #include "dsl/presets.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/ragged_check.hpp"
+#include "support/device_tensor.hpp"
 #include "support/gpu_present.hpp"
 #include "support/preset_scalars.hpp"
 
@@ -55,6 +56,48 @@ TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
         }
       }
     }
+}
+
+// The argument checks, each a UserError that names what is wrong (before anything is launched).
+TEST(RaggedArguments, BadCallsAreUserErrors) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  const Kernel kernel = compile(presets::causal(), CompileOptions().with_head_dim(64));
+  const DLDataType bf16 = dlpack_bfloat16(), i32 = dlpack_int32(), f32 = dlpack_float32();
+  DeviceTensor q(bf16, {10, 4, 64}), o(bf16, {10, 4, 64}), k(bf16, {12, 2, 64}), v(bf16, {12, 2, 64});
+  DeviceTensor q4(bf16, {1, 10, 4, 64}), lse(f32, {4, 10}), lse_t(f32, {10, 4});
+  DeviceTensor cu(i32, {3}), cu_long(i32, {4}), cu_f(f32, {3});  // zeros: two empty sequences
+  RaggedBatch good;
+  good.cu_seqlens_q = cu.view;
+  good.cu_seqlens_k = cu.view;
+  good.max_seqlen_q = 10;
+  good.max_seqlen_k = 12;
+  EXPECT_NO_THROW(kernel.forward_ragged(q.view, k.view, v.view, o.view, &lse.view, good));
+  synchronize_device(0);
+
+  const auto expect_error = [&](const DLTensor& qq, const DLTensor* l, const RaggedBatch& batch,
+                                const std::string& says) {
+    try {
+      kernel.forward_ragged(qq, k.view, v.view, o.view, l, batch);
+      ADD_FAILURE() << "no error; expected one saying '" << says << "'";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  expect_error(q4.view, nullptr, good, "has rank 4");
+  RaggedBatch b = good;
+  b.cu_seqlens_q = cu_f.view;
+  expect_error(q.view, nullptr, b, "cu_seqlens_q must be a contiguous int32 tensor");
+  b = good;
+  b.cu_seqlens_k = cu_long.view;  // 3 sequences of keys for 2 of queries
+  expect_error(q.view, nullptr, b, "cu_seqlens_k must be a contiguous int32 tensor of 3 entries");
+  b = good;
+  b.max_seqlen_q = 0;
+  expect_error(q.view, nullptr, b, "must be in [1, total tokens]");
+  b = good;
+  b.max_seqlen_k = 13;  // more than the 12 packed keys
+  expect_error(q.view, nullptr, b, "must be in [1, total tokens]");
+  expect_error(q.view, &lse_t.view, good, "lse must be a contiguous f32 CUDA tensor of shape [4, 10]");
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, RaggedPreset, ::testing::ValuesIn([] {
