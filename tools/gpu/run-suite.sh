@@ -8,8 +8,11 @@
 #   4. with --sanitize (or SANITIZE=1): compute-sanitizer --tool memcheck and --tool racecheck
 #      over the reduced GPU suite (ATTNJIT_GPU_REDUCED=1: one small case per preset, which
 #      runs the forward kernel and, for masks that read a tensor, the block-mask kernel).
-# Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1, BENCH_QUICK=1, PEERS_ONLY=forward,dense,flex,rope,backward,decode,ragged (comma list), PEERS_SEQS=16384 (dense grid lengths)
-# (one pass's peer tables), ATTNJIT_BUILD_DIR,
+# Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1,
+# BENCH_QUICK=1, PEERS_ONLY=forward,dense,flex,rope,backward,decode,ragged (comma list: one
+# pass's peer tables), PEERS_SEQS=16384 (dense grid lengths), GTEST_TOTAL_SHARDS=2 with
+# GTEST_SHARD_INDEX=0 or 1 (GoogleTest's own sharding: the whole GPU suite takes about 480 s of
+# tests on an H200, so two calls of under 600 s run it all), ATTNJIT_BUILD_DIR,
 # ATTNJIT_CACHE_DIR, OUT. Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall
 # time, and a short table (part, seconds, result) comes last. Exit status: the GPU tests'
 # (or the sanitizer runs', when they fail).
@@ -19,7 +22,7 @@ for arg in "$@"; do
   case "$arg" in
     --sanitize) sanitize=1 ;;
     -h | --help)
-      sed -n '2,15p' "$0"
+      sed -n '2,18p' "$0"
       exit 0
       ;;
     *)
