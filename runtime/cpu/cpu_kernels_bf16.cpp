@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "runtime/cpu/cpu_kernels.hpp"
 
@@ -141,9 +142,18 @@ void pack_rows_bf16(const float* in, std::int64_t ld_in, int rows, int dim, std:
     }
 }
 
-// Word i of a panel's 16 keys is one gather (keys ld words apart); keys past `cols` are zero.
+// Word i of a panel's 16 keys is one gather (keys ld words apart: 32-bit offsets, so rows
+// further apart go word by word); keys past `cols` are zero.
 AJ_BF16 void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed) {
   const int pairs = (dim + 1) / 2;
+  if (ld > std::numeric_limits<std::int32_t>::max() / kLanes) {
+    for (int j0 = 0; j0 < cols; j0 += kLanes)
+      for (int i = 0; i < pairs; ++i)
+        for (int j = 0; j < kLanes; ++j)
+          packed[static_cast<std::int64_t>(j0) * pairs + i * kLanes + j] =
+              j0 + j < cols ? rows[static_cast<std::int64_t>(j0 + j) * ld + i] : 0u;
+    return;
+  }
   const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                              _mm512_set1_epi32(static_cast<int>(ld)));
   for (int j0 = 0; j0 < cols; j0 += kLanes) {
@@ -219,22 +229,21 @@ AJ_BF16 float exp_shifted_sum_bf16(const float* x, int n, float shift, float sca
     acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
     _mm512_storeu_si512(words + i / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
-  float sum = _mm512_reduce_add_ps(acc);
-  // The last keys one pair at a time (an odd count pads its last word with a zero).
-  alignas(64) float tail[2 * kLanes];
+  // The last 1..31 keys under masks: lanes past them are zero, so an odd count pads its last
+  // word with a zero, and only (left + 1) / 2 words are written.
   const int left = n - i;
   if (left > 0) {
     const __mmask16 m0 = left >= kLanes ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
     const __mmask16 m1 = left > kLanes ? static_cast<__mmask16>((1u << (left - kLanes)) - 1u) : 0;
-    const __m512 lo = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, x + i), a, c), low));
-    const __m512 hi = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, x + i + kLanes), a, c), low));
-    _mm512_store_ps(tail, _mm512_maskz_mov_ps(m0, lo));
-    _mm512_store_ps(tail + kLanes, _mm512_maskz_mov_ps(m1, hi));
-    for (int j = 0; j < left; ++j) sum += tail[j];
-    for (int j = 0; 2 * j < left; ++j)
-      words[i / 2 + j] = pair(float_to_bf16(tail[2 * j]), 2 * j + 1 < left ? float_to_bf16(tail[2 * j + 1]) : 0);
+    const __mmask16 out = static_cast<__mmask16>((1u << ((left + 1) / 2)) - 1u);
+    const __m512 lo = _mm512_maskz_mov_ps(
+        m0, exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, x + i), a, c), low)));
+    const __m512 hi = _mm512_maskz_mov_ps(
+        m1, exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, x + i + kLanes), a, c), low)));
+    acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
+    _mm512_mask_storeu_epi32(words + i / 2, out, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
-  return sum;
+  return _mm512_reduce_add_ps(acc);
 }
 
 AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,
