@@ -61,6 +61,13 @@ TEST(CpuCli, RefusesWhatTheCpuDoesNotTake) {
   const auto dtype = run_cli("check --device cpu --preset causal --dtype f64 --seq-q 8 --seq-k 8");
   EXPECT_EQ(dtype.exit_code, 1);
   EXPECT_TRUE(contains(dtype.err, "allowed: f32, bf16, fp16")) << dtype.err;
+  // KV-cache and ragged timings are GPU-only entry points.
+  const auto ragged = run_cli("bench --device cpu --preset causal --shape 2,1,1,64,64,64 --ragged-lengths 10,64");
+  EXPECT_EQ(ragged.exit_code, 1);
+  EXPECT_TRUE(contains(ragged.err, "--ragged-lengths times the GPU forward only")) << ragged.err;
+  const auto both = run_cli("bench --preset causal --shape 2,1,1,4,64,64 --kv-cache --ragged-lengths 10,64");
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_TRUE(contains(both.err, "drop --backward, --kv-cache and --device cpu")) << both.err;
 }
 
 }  // namespace
