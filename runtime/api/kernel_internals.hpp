@@ -113,22 +113,23 @@ struct KernelState {
   // The per-stream scratch of at least `bytes` (call with scratch_mutex held): a grown-out
   // buffer may still be read by queued work, so it is kept until the Kernel goes.
   std::uint64_t scratch_for(void* stream, std::size_t bytes) const {
-    auto& buffer = scratch[static_cast<CUstream>(stream)];
-    if (!buffer || buffer->size_bytes() < bytes) {
-      if (buffer) retired.push_back(std::move(buffer));
-      buffer = std::make_unique<runtime::DeviceBuffer>(bytes);
-    }
-    return buffer->device_pointer();
+    return per_stream_buffer(scratch, stream, bytes, false);
   }
 
   // Counters the plan's kernels leave at zero (LaunchPlan::zeroed_bytes), per stream: zeroed
   // once when allocated, never shared with the scratch (call with scratch_mutex held).
   std::uint64_t zeroed_for(void* stream, std::size_t bytes) const {
-    auto& buffer = zeroed[static_cast<CUstream>(stream)];
+    return per_stream_buffer(zeroed, stream, bytes, true);
+  }
+
+  // `stream`'s buffer in `buffers`, grown (a new one, zeroed when asked) to at least `bytes`.
+  std::uint64_t per_stream_buffer(std::map<CUstream, std::unique_ptr<runtime::DeviceBuffer>>& buffers, void* stream,
+                                  std::size_t bytes, bool zero) const {
+    auto& buffer = buffers[static_cast<CUstream>(stream)];
     if (!buffer || buffer->size_bytes() < bytes) {
       if (buffer) retired.push_back(std::move(buffer));
       buffer = std::make_unique<runtime::DeviceBuffer>(bytes);
-      buffer->fill_bytes(0);
+      if (zero) buffer->fill_bytes(0);
     }
     return buffer->device_pointer();
   }
