@@ -160,6 +160,9 @@ class KernelTemplate {
   virtual std::vector<KnobSpec> knob_space(int head_dim) const = 0;
   // The measured default for a request (its knobs are ignored).
   virtual Knobs default_knobs(const TemplateRequest& request) const = 0;
+  // Knobs to compile instead when the default ones spill registers (a variant whose hooks need
+  // more registers than the default tile leaves), or none: prepare() then keeps the default.
+  virtual std::optional<Knobs> spill_fallback_knobs(const Knobs& /*spilling*/) const { return std::nullopt; }
   // Supported, or Invalid naming the knob, its value and what is allowed (the autotuner
   // prunes with it; `max_shared_bytes` is the device's or the arch's opt-in limit).
   virtual Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const = 0;

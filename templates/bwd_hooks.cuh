@@ -7,9 +7,12 @@
 // Adds `value` to element `i` of an accumulator: an fp32 atomic, or, deterministic, a
 // fixed-point one in units of 2^-32 (integer sums do not depend on the order of the
 // additions, so the result is bit-identical run to run; |sum| < 2^31).
+__device__ __forceinline__ void aj_accumulate_fixed(unsigned long long* slot, float value) {
+  atomicAdd(slot, (unsigned long long)__float2ll_rn(value * 4294967296.0f));
+}
 __device__ __forceinline__ void aj_accumulate(void* accum, long long i, float value, int deterministic) {
   if (deterministic)
-    atomicAdd((unsigned long long*)accum + i, (unsigned long long)__float2ll_rn(value * 4294967296.0f));
+    aj_accumulate_fixed((unsigned long long*)accum + i, value);
   else
     atomicAdd((float*)accum + i, value);
 }

@@ -58,6 +58,11 @@
 
 namespace aj_bwd {
 
+template <bool B>
+struct aj_bool_tag {
+  static constexpr bool value = B;
+};
+
 constexpr int D = AJ_HEAD_DIM;
 constexpr int BM = AJ_BLOCK_M;  // query rows per step
 constexpr int NW = AJ_NUM_WARPS;
@@ -73,8 +78,7 @@ constexpr int ND = D / 8;          // 8-column tiles of dK, dV
 constexpr int CPR = D / 8;         // 16-byte chunks per row
 // dQ = dS K: the warps tile [BM query rows] x [D]: QT tiles of 16 rows, DQ_PARTS column parts.
 constexpr int QT = BM / 16;
-constexpr int DQ_PARTS = NW >= QT ? NW / QT : 1;
-constexpr int DQ_MT = NW >= QT ? 1 : QT / NW;
+constexpr int DQ_PARTS = NW / QT;
 constexpr int DQ_COLS = D / DQ_PARTS;
 constexpr int DQ_ND = DQ_COLS / 8;
 static_assert(DQ_COLS % 16 == 0, "dQ column parts must be multiples of 16");
@@ -94,21 +98,55 @@ using namespace aj_rope;  // rope_pair, rope_turn (rope_pairs.cuh)
 #endif
 
 // Rows [row0, row0 + ROWS) of a [*, D] matrix (row stride `stride`, elements) into shared
-// memory at `sbase`; rows >= nrows are zero-filled.
+// memory at `sbase`; rows >= nrows are zero-filled. Thread tid copies chunk tid % CPR of rows
+// tid / CPR + i * (NT / CPR): one pointer, stepped, instead of an address per chunk.
+static_assert(NT % CPR == 0, "whole rows per pass of the CTA");
 template <int ROWS>
 __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 stride, int row0, int nrows,
                                           int tid) {
-  constexpr int TOTAL = ROWS * CPR;
+  constexpr int ROW_STEP = NT / CPR;
+  const int r0 = tid / CPR, c = tid % CPR;
+  const aj_u16* src = g + (aj_i64)(row0 + r0) * stride + c * 8;
+  const aj_i64 step = (aj_i64)ROW_STEP * stride;
 #pragma unroll
-  for (int i = 0; i < (TOTAL + NT - 1) / NT; ++i) {
-    const int idx = tid + i * NT;
-    if (TOTAL % NT == 0 || idx < TOTAL) {
-      const int r = idx / CPR, c = idx % CPR;
+  for (int i = 0; i < (ROWS + ROW_STEP - 1) / ROW_STEP; ++i, src += step) {
+    const int r = r0 + i * ROW_STEP;
+    if (ROWS % ROW_STEP == 0 || r < ROWS) {
       const bool ok = row0 + r < nrows;
-      const aj_u16* src = g + (ok ? (aj_i64)(row0 + r) * stride : (aj_i64)0) + c * 8;
-      aj_cp_async_16(sbase + r * RSB + c * 16, src, ok ? 16 : 0);
+      aj_cp_async_16(sbase + r * RSB + c * 16, ok ? src : g, ok ? 16 : 0);
     }
   }
+}
+
+// The dQ accumulator keeps each query block's BM x D sums in the main kernel's fragment
+// order, not row-major, so that one warp instruction's adds cover whole cache lines (a
+// row-major order touches eight lines per instruction). Only the postprocess reads it back,
+// through dq_slot. Element (row, col) of a block belongs to warp part * QT + row / 16,
+// register (j, e = r * 2 + e2) of lane g * 4 + t. Scalar adds (fixed point, or before
+// sm_90): slot ((warp * DQ_ND + j) * 4 + e) * 32 + lane, 32 consecutive words per
+// instruction. fp32 on sm_90: ((warp * DQ_ND + j) * 32 + lane) * 4 + e, one 16-byte vector
+// add per lane and j (red.global.add.v4.f32), a quarter of the instructions.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define AJ_DQ_VECTOR_ADDS 1
+#else
+#define AJ_DQ_VECTOR_ADDS 0
+#endif
+static_assert(QT * DQ_PARTS == NW, "every warp owns exactly one 16-row tile of dQ");
+__device__ __forceinline__ int dq_slot(int row, int col, bool vector_adds) {
+  const int qt = row >> 4, g = row & 7, r = (row >> 3) & 1;
+  const int part = col / DQ_COLS, c = col % DQ_COLS;
+  const int j = c >> 3, lane = g * 4 + ((c >> 1) & 3), e = r * 2 + (c & 1);
+  const int wj = (part * QT + qt) * DQ_ND + j;
+  return vector_adds ? (wj * 32 + lane) * 4 + e : (wj * 4 + e) * 32 + lane;
+}
+__device__ __forceinline__ void add_f32x4(float* p, const float (&v)[4]) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3])
+               : "memory");
+}
+// Offset of query block m's accumulator (blocks of BM * D elements, per (b, h)).
+__device__ __forceinline__ aj_i64 dq_block_offset(int b, int h, int m, int heads_q, int seq_q) {
+  const int m_blocks = (seq_q + BM - 1) / BM;
+  return (((aj_i64)b * heads_q + h) * m_blocks + m) * (BM * D);
 }
 
 }  // namespace aj_bwd
@@ -205,8 +243,15 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_preprocess(const A
 #pragma unroll
     for (int m = 16; m > 0; m >>= 1) sum += aj_shfl_xor(sum, m);
     if (lane == 0) args.delta[row] = sum;
-    unsigned long long* acc = (unsigned long long*)args.dq_accum + row * D;  // 8 bytes per element either way
-    for (int d = lane; d < D; d += 32) acc[d] = 0ull;
+  }
+  {
+    // This CTA's 16 rows of the (b, h) accumulator, in its fragment order (8 bytes per element
+    // either way); the last CTA also zeroes the padding up to a whole query block.
+    const aj_i64 block0 = dq_block_offset(b, h, 0, f.heads_q, f.seq_q);
+    const aj_i64 end = (aj_i64)((f.seq_q + BM - 1) / BM) * BM * D;
+    const aj_i64 lo = (aj_i64)blockIdx.x * 16 * D, hi = blockIdx.x + 1 == gridDim.x ? end : lo + 16 * D;
+    unsigned long long* acc = (unsigned long long*)args.dq_accum + block0;
+    for (aj_i64 i = lo + threadIdx.x; i < hi; i += 128) acc[i] = 0ull;
   }
 #if AJ_HAS_TENSOR_GRADS
   const aj_i64 threads = (aj_i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
@@ -250,20 +295,28 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   aj_bwd::load_rows<BN>(s_k, kg, k_row_stride, kv0, seq_k, tid);
   aj_bwd::load_rows<BN>(s_v, vg, args.v_stride[2], kv0, seq_k, tid);
 
-  // The steps of this CTA: (query head of the group, query block) whose tile is not empty.
-  auto next_step = [&](int step, int& cls) -> int {
-    for (; step < group * m_blocks; ++step) {
-      const int h = hk * group + step / m_blocks;
-      const int q0 = (step % m_blocks) * BM;
-      cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
-      if (cls != 0) return step;
-    }
-    return group * m_blocks;
+  // The steps of this CTA: (query head h of the group, query block m) whose tile is not
+  // empty, heads outer; a step past the group's last head ends the loop.
+  struct Step {
+    int h, m, cls;
   };
-  // Q, dO, LSE and D of a step into buffer `stage`.
-  auto load_step = [&](int step, int stage) {
-    const int h = hk * group + step / m_blocks;
-    const int q0 = (step % m_blocks) * BM;
+  const int h_end = (hk + 1) * group;
+  auto next_step = [&](int h, int m) -> Step {
+    for (; h < h_end; ++h, m = 0)
+      for (; m < m_blocks; ++m) {
+        const int q0 = m * BM;
+        const int cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
+        if (cls != 0) return {h, m, cls};
+      }
+    return {h_end, 0, 0};
+  };
+  auto after = [&](const Step& st) { return next_step(st.h, st.m + 1); };
+  // Q and dO of a step into buffer `stage` (cp.async); its LSE and D into registers of the
+  // first BM threads, stored by store_row_stats once the loads have landed.
+  float row_lse = 0.f, row_delta = 0.f;
+  auto load_step = [&](const Step& st, int stage) {
+    const int h = st.h;
+    const int q0 = st.m * BM;
 #if AJ_HAS_ROPE
     const aj_u16* qg = (const aj_u16*)bargs.rope_q + ((aj_i64)b * args.heads_q + h) * (aj_i64)seq_q * D;
     const aj_i64 q_row_stride = D;
@@ -281,13 +334,19 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     aj_bwd::load_rows<BM>(s_q + stage * BM * RSB, qg, q_row_stride, q0, seq_q, tid);
     aj_bwd::load_rows<BM>(s_do + stage * BM * RSB, dog, do_row_stride, q0, seq_q, tid);
     aj_cp_async_commit();
-    for (int i = tid; i < BM; i += NT) {
-      const int q = q0 + i;
+    static_assert(BM <= NT, "one thread per query row of a step");
+    if (tid < BM) {
+      const int q = q0 + tid;
       const aj_i64 row = ((aj_i64)b * args.heads_q + h) * seq_q + q;
-      // Rows past seq_q and fully masked rows (LSE -inf) get +inf: exp2(s - inf) = 0 there.
-      const float lse = q < seq_q ? args.lse[row] : AJ_NEG_INF;
-      s_lse[stage * BM + i] = lse == AJ_NEG_INF ? -AJ_NEG_INF : lse * AJ_LOG2E;
-      s_delta[stage * BM + i] = q < seq_q ? bargs.delta[row] : 0.f;
+      row_lse = q < seq_q ? args.lse[row] : AJ_NEG_INF;
+      row_delta = q < seq_q ? bargs.delta[row] : 0.f;
+    }
+  };
+  // Rows past seq_q and fully masked rows (LSE -inf) get +inf: exp2(s - inf) = 0 there.
+  auto store_row_stats = [&](int stage) {
+    if (tid < BM) {
+      s_lse[stage * BM + tid] = row_lse == AJ_NEG_INF ? -AJ_NEG_INF : row_lse * AJ_LOG2E;
+      s_delta[stage * BM + tid] = row_delta;
     }
   };
 
@@ -304,18 +363,18 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
 
-  const int steps = group * m_blocks;
-  int cls = 0;
-  int step = next_step(0, cls);
-  if (step < steps) load_step(step, 0);
+  Step step = next_step(hk * group, 0);
+  if (step.h < h_end) {
+    load_step(step, 0);
+    store_row_stats(0);
+  }
   int stage = 0;
-  const int dq_qt = warp % QT, dq_part = warp / QT;  // this warp's share of dQ (DQ_MT == 1)
+  const int dq_qt = warp % QT, dq_part = warp / QT;  // this warp's tile of dQ
 
-  while (step < steps) {
-    int next_cls = 0;
-    const int next = next_step(step + 1, next_cls);
+  while (step.h < h_end) {
+    const Step next = after(step);
 #if AJ_STAGES == 2
-    if (next < steps) {
+    if (next.h < h_end) {
       load_step(next, stage ^ 1);
       aj_cp_async_wait<1>();
     } else {
@@ -325,8 +384,8 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     aj_cp_async_wait<0>();
 #endif
     __syncthreads();
-    const int h = hk * group + step / m_blocks;
-    const int q0 = (step % m_blocks) * BM;
+    const int h = step.h, cls = step.cls;
+    const int q0 = step.m * BM;
     const aj_u32 sq = s_q + stage * BM * RSB, sdo = s_do + stage * BM * RSB;
     const float* lse2 = s_lse + stage * BM;
     const float* delta = s_delta + stage * BM;
@@ -355,34 +414,56 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     }
 
     // ---- P = exp(score_mod(s) - LSE), masked; dS = P (dP - D) chained through score_mod --
+    // Branch-free per element (exp2 of every element, masked ones selected away). Only edge
+    // steps (a partial tile class, keys past seq_k or query rows past seq_q) clamp indices and
+    // test bounds and the mask: the choice is made once per step, not per element.
     const int kv_base = kv0 + warp * 16 + g;
+    auto grad_tile = [&](auto edge_tag) {
+      constexpr bool EDGE = decltype(edge_tag)::value;
 #pragma unroll
-    for (int j = 0; j < NQ; ++j) {
+      for (int j = 0; j < NQ; ++j) {
+        const float2 lse_pair = *(const float2*)(lse2 + j * 8 + 2 * t);
+        const float2 delta_pair = *(const float2*)(delta + j * 8 + 2 * t);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kv = kv_base + (e >> 1) * 8;
-        const int ql = j * 8 + 2 * t + (e & 1);
-        const int q = q0 + ql;
-        const int qc = q < seq_q ? q : seq_q - 1;  // hooks only see in-range indices
-        const int kvc = kv < seq_k ? kv : seq_k - 1;
-        bool keep = kv < seq_k;
+        for (int e = 0; e < 4; ++e) {
+          const int kv = kv_base + (e >> 1) * 8;
+          const int q = q0 + j * 8 + 2 * t + (e & 1);
+          const float row_lse = (e & 1) ? lse_pair.y : lse_pair.x;
+          const float row_delta = (e & 1) ? delta_pair.y : delta_pair.x;
+          int qc = q, kvc = kv;
+          bool keep = true;
+          if (EDGE) {
+            qc = q < seq_q ? q : seq_q - 1;  // hooks only see in-range indices
+            kvc = kv < seq_k ? kv : seq_k - 1;
+            keep = kv < seq_k;
 #if AJ_HAS_MASK
-        if (cls == 1) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
+            if (cls == 1) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
 #endif
+          }
+          (void)qc, (void)kvc;
 #if AJ_HAS_SCORE_MOD
-        const float raw = s[j][e] * args.scale;
-        const float p = keep ? aj_exp2(aj_score_mod(raw, b, h, qc, kvc, args) * AJ_LOG2E - lse2[ql]) : 0.f;
+          const float raw = s[j][e] * args.scale;
+          float p = aj_exp2(aj_score_mod(raw, b, h, qc, kvc, args) * AJ_LOG2E - row_lse);
 #else
-        const float p = keep ? aj_exp2(s[j][e] * args.scale_log2 - lse2[ql]) : 0.f;
+          float p = aj_exp2(s[j][e] * args.scale_log2 - row_lse);
 #endif
-        float ds = p * (dp[j][e] - delta[ql]);
-#if AJ_HAS_SCORE_MOD
-        if (ds != 0.f) ds = aj_score_mod_grad(raw, ds, b, h, qc, kvc, bargs);
+          if (EDGE) p = keep ? p : 0.f;
+          float ds = p * (dp[j][e] - row_delta);
+#if AJ_HAS_SCORE_MOD && AJ_HAS_TENSOR_GRADS
+          if (ds != 0.f) ds = aj_score_mod_grad(raw, ds, b, h, qc, kvc, bargs);  // (it adds into tensor gradients)
+#elif AJ_HAS_SCORE_MOD
+          const float chained = aj_score_mod_grad(raw, ds, b, h, qc, kvc, bargs);
+          ds = ds != 0.f ? chained : 0.f;
 #endif
-        s[j][e] = p;
-        dp[j][e] = ds;
+          s[j][e] = p;
+          dp[j][e] = ds;
+        }
       }
-    }
+    };
+    if (cls == 1 || kv0 + BN > seq_k || q0 + BM > seq_q)
+      grad_tile(aj_bool_tag<true>{});
+    else
+      grad_tile(aj_bool_tag<false>{});
 
     // ---- dV += P^T dO, dK += dS^T Q ----------------------------------------------------
 #pragma unroll
@@ -415,10 +496,8 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     }
     __syncthreads();  // dS^T complete
 
-    // ---- dQ += dS K, added into the accumulator ----------------------------------------
-#pragma unroll
-    for (int mt = 0; mt < DQ_MT; ++mt) {
-      const int qt = DQ_MT == 1 ? dq_qt : warp * DQ_MT + mt;
+    // ---- dQ += dS K (this warp's 16 query rows x DQ_COLS columns), into the accumulator ---
+    {
       float dq[DQ_ND][4];
 #pragma unroll
       for (int j = 0; j < DQ_ND; ++j)
@@ -427,7 +506,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         aj_u32 a[4];
-        aj_ldmatrix_x4_trans(a, s_ds + dsT_lane + kk * 16 * PSB + qt * 32);
+        aj_ldmatrix_x4_trans(a, s_ds + dsT_lane + kk * 16 * PSB + dq_qt * 32);
 #pragma unroll
         for (int jd = 0; jd < DQ_ND / 2; ++jd) {
           aj_u32 kb[4];
@@ -436,26 +515,41 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
           mma(dq[2 * jd + 1], a, kb[2], kb[3]);
         }
       }
+      // Into this warp's slots of the block (dq_slot), padding rows included (their sums are 0).
+      const aj_i64 block = dq_block_offset(b, h, step.m, args.heads_q, seq_q) + warp * (DQ_ND * 4 * 32);
+      if (bargs.deterministic) {
+        unsigned long long* acc = (unsigned long long*)bargs.dq_accum + block + lane;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int q = q0 + qt * 16 + g + r * 8;
-        if (q >= seq_q) continue;
-        const aj_i64 row = (((aj_i64)b * args.heads_q + h) * seq_q + q) * D + dq_part * DQ_COLS;
+        for (int j = 0; j < DQ_ND; ++j)
 #pragma unroll
-        for (int j = 0; j < DQ_ND; ++j) {
-          aj_accumulate(bargs.dq_accum, row + j * 8 + 2 * t, dq[j][2 * r], bargs.deterministic);
-          aj_accumulate(bargs.dq_accum, row + j * 8 + 2 * t + 1, dq[j][2 * r + 1], bargs.deterministic);
-        }
+          for (int e = 0; e < 4; ++e) aj_accumulate_fixed(acc + (j * 4 + e) * 32, dq[j][e]);
+      } else {
+#if AJ_DQ_VECTOR_ADDS
+        float* acc = (float*)bargs.dq_accum + block + lane * 4;
+#pragma unroll
+        for (int j = 0; j < DQ_ND; ++j) add_f32x4(acc + j * 128, dq[j]);
+#else
+        float* acc = (float*)bargs.dq_accum + block + lane;
+#pragma unroll
+        for (int j = 0; j < DQ_ND; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) atomicAdd(acc + (j * 4 + e) * 32, dq[j][e]);
+#endif
       }
     }
+#if AJ_STAGES == 2
+    if (next.h < h_end) store_row_stats(stage ^ 1);  // (that buffer's last reader was the step before)
+#endif
     __syncthreads();  // dS^T, Q and dO of this stage may be overwritten
 #if AJ_STAGES == 1
-    if (next < steps) load_step(next, 0);
+    if (next.h < h_end) {
+      load_step(next, 0);
+      store_row_stats(0);
+    }
 #else
     stage ^= 1;
 #endif
     step = next;
-    cls = next_cls;
   }
   aj_cp_async_commit();  // K and V, when there was no step at all
   aj_cp_async_wait<0>();
@@ -489,17 +583,18 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
   using namespace aj_bwd;
   const AttnjitFwdArgs& f = args.fwd;
   const int h = blockIdx.y, b = blockIdx.z;
+  const bool vector_adds = AJ_DQ_VECTOR_ADDS && !args.deterministic;  // the main kernel's dQ order
 #if AJ_HAS_ROPE
   // dQ in the rotated frame, turned back pair by pair.
   for (int i = threadIdx.x; i < 16 * (D / 2); i += 128) {
     const int q = blockIdx.x * 16 + i / (D / 2), j = i % (D / 2);
     if (q >= f.seq_q) break;
-    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
     int e0, e1;
     bool turns;
     rope_pair(j, e0, e1, turns);
-    float x0 = aj_accumulated(args.dq_accum, row * D + e0, args.deterministic) * f.scale;
-    float x1 = aj_accumulated(args.dq_accum, row * D + e1, args.deterministic) * f.scale;
+    const aj_i64 block = dq_block_offset(b, h, q / BM, f.heads_q, f.seq_q);
+    float x0 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e0, vector_adds), args.deterministic) * f.scale;
+    float x1 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e1, vector_adds), args.deterministic) * f.scale;
     if (turns) rope_turn(x0, x1, aj_rope_q_position(b, q, f), j, -1.f);
     aj_u16* out = (aj_u16*)args.dq + b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2];
     out[e0] = store_element(x0);
@@ -509,8 +604,8 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
   for (int i = threadIdx.x; i < 16 * D; i += 128) {
     const int q = blockIdx.x * 16 + i / D, d = i % D;
     if (q >= f.seq_q) break;
-    const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
-    const float v = aj_accumulated(args.dq_accum, row * D + d, args.deterministic) * f.scale;
+    const aj_i64 block = dq_block_offset(b, h, q / BM, f.heads_q, f.seq_q);
+    const float v = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, d, vector_adds), args.deterministic) * f.scale;
     ((aj_u16*)args.dq)[b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2] + d] = store_element(v);
   }
 #endif
