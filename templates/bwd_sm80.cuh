@@ -19,6 +19,8 @@
 //   AJ_STAGES      1 or 2          Q / dO buffers (2: the next step's rows load meanwhile)
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_TENSOR_GRADS  0 or 1
+//   AJ_HAS_BLOCK_MASK, AJ_BLOCK_N  a mask that reads tensors: attnjit_block_mask (block_mask.cuh,
+//                  pasted after this file) classifies the BM x BN tiles first, from the tensors
 //   AJ_HAS_ROPE, AJ_HAS_OUTPUT_GATE (and their macros, from the row hooks): with RoPE,
 //   attnjit_bwd_rope first writes Q and K rotated into the workspace, the main kernel keeps dK
 //   in the rotated frame (fp32 workspace) and attnjit_bwd_rope_dk and the postprocess turn
@@ -304,6 +306,16 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   auto next_step = [&](int h, int m) -> Step {
     for (; h < h_end; ++h, m = 0)
       for (; m < m_blocks; ++m) {
+#if AJ_HAS_BLOCK_MASK
+        // A mask that reads tensors: the classes attnjit_block_mask built for these tiles.
+        if (args.tile_classes != nullptr) {
+          const int cls = args.tile_classes[(aj_i64)b * args.tile_class_stride[0] +
+                                            (aj_i64)h * args.tile_class_stride[1] +
+                                            (aj_i64)m * args.tile_class_stride[2] + n_block];
+          if (cls != 0) return {h, m, cls};
+          continue;
+        }
+#endif
         const int q0 = m * BM;
         const int cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
         if (cls != 0) return {h, m, cls};

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "compiler/codegen.hpp"
@@ -12,6 +13,7 @@
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
+#include "templates/block_mask/block_mask_template.hpp"
 
 namespace attnjit {
 
@@ -111,6 +113,8 @@ class BwdSm80Template : public KernelTemplate {
     const int block_m = r.knobs.get("block_m"), warps = r.knobs.get("warps"), stages = r.knobs.get("stages");
     unit.max_dynamic_shared_bytes = bwd_sm80_shared_bytes(r.head_dim, block_m, warps, stages);
     unit.kernel_names = {"attnjit_bwd_preprocess", "attnjit_bwd", "attnjit_bwd_postprocess"};
+    if (unit.facts.mask_reads_tensor)  // tile classes first, at this template's tile sizes
+      unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
     if (unit.facts.has_rope) {
       unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernel);
       unit.kernel_names.insert(unit.kernel_names.end() - 1, kRopeDkKernel);  // in plan order
@@ -123,6 +127,8 @@ class BwdSm80Template : public KernelTemplate {
         {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
         {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
         {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"},
+        {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
+        {"AJ_BLOCK_N", std::to_string(16 * warps)},  // (for the block-mask kernel's tiles)
     };
     unit.body = unit_preamble();
     unit.body += runtime::load_template("bwd_hooks.cuh");
@@ -132,6 +138,7 @@ class BwdSm80Template : public KernelTemplate {
     unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("bwd_sm80.cuh");
+    unit.body += BlockMaskTemplate::forward_section(unit.facts);
     return unit;
   }
 
@@ -165,9 +172,15 @@ class BwdSm80Template : public KernelTemplate {
       at.dk_rotated = part(k_rows * head_dim * 4);
     }
     if (gate) at.d_out_gated = part(q_rows * head_dim * 2);
+    std::optional<BlockMaskLayout> mask;
+    std::size_t mask_at = 0;
+    if (unit.facts.mask_reads_tensor) {
+      mask = BlockMaskTemplate::layout(unit.facts, static_cast<int>(block_m), 16 * warps, p);
+      mask_at = part(mask->bytes);
+    }
     LaunchPlan plan;
     plan.workspace_bytes = end;
-    plan.bind_workspace = [at, rope, gate](AttnjitFwdArgs& args, std::uint64_t w) {
+    plan.bind_workspace = [at, rope, gate, mask, mask_at](AttnjitFwdArgs& args, std::uint64_t w) {
       // A launch plan binds through the forward block, the first member of AttnjitBwdArgs.
       auto& bargs = reinterpret_cast<AttnjitBwdArgs&>(args);
       bargs.delta = reinterpret_cast<float*>(w + at.delta);
@@ -178,6 +191,7 @@ class BwdSm80Template : public KernelTemplate {
         bargs.dk_rotated = reinterpret_cast<float*>(w + at.dk_rotated);
       }
       if (gate) bargs.d_out_gated = reinterpret_cast<void*>(w + at.d_out_gated);
+      if (mask) BlockMaskTemplate::bind(args, w + mask_at, *mask);
     };
     const Dim3 side_grid{static_cast<unsigned>((p.seq_q + kRowsPerSideCta - 1) / kRowsPerSideCta),
                          static_cast<unsigned>(p.heads_q), static_cast<unsigned>(p.batch)};
@@ -192,6 +206,7 @@ class BwdSm80Template : public KernelTemplate {
                               {256, 1, 1},
                               {},
                               0});
+    if (mask) plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
     plan.kernels.push_back({"attnjit_bwd_preprocess", "bwd_preprocess", side_grid, {128, 1, 1}, {}, 0});
     const int block_n = 16 * warps;
     plan.kernels.push_back({"attnjit_bwd",

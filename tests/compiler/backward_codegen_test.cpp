@@ -83,6 +83,25 @@ TEST_F(BackwardCodegen, RowHooksAddTheirKernelsAndGradients) {
   EXPECT_TRUE(contains(gated.unit.body, "#define AJ_OUTPUT_GATE_SLOT 0"));
 }
 
+// A mask that reads tensors: its tile classes are built first, at the backward's own tiles
+// (block_m query rows x 16 * warps keys), so the main kernel skips empty document tiles.
+TEST_F(BackwardCodegen, TensorMasksBuildTheirTileClassesFirst) {
+  const PreparedKernel doc = generate(presets::by_name("document_causal"), options("sm_90a", 128, ElementType::BF16));
+  EXPECT_EQ(doc.unit.kernel_names, (std::vector<std::string>{"attnjit_block_mask", "attnjit_bwd_preprocess",
+                                                             "attnjit_bwd", "attnjit_bwd_postprocess"}));
+  EXPECT_TRUE(contains(doc.unit.body, "#define AJ_HAS_BLOCK_MASK 1"));
+  const ProblemShape shape{2, 8, 2, 1000, 1000};
+  const LaunchPlan plan = doc.launch_plan(shape);
+  ASSERT_EQ(plan.kernels.size(), 4u);
+  EXPECT_EQ(plan.kernels[0].kernel, "attnjit_block_mask");
+  const int block_m = doc.config.knobs.get("block_m"), block_n = 16 * doc.config.knobs.get("warps");
+  EXPECT_EQ(plan.kernels[0].grid.x, static_cast<unsigned>((1000 + block_n - 1) / block_n));
+  EXPECT_EQ(plan.kernels[0].grid.y, static_cast<unsigned>((1000 + block_m - 1) / block_m));
+  const PreparedKernel causal = generate(presets::causal(), options("sm_90a", 128, ElementType::BF16));
+  EXPECT_TRUE(contains(causal.unit.body, "#define AJ_HAS_BLOCK_MASK 0"));
+  EXPECT_GT(plan.workspace_bytes, causal.launch_plan(shape).workspace_bytes);
+}
+
 class BackwardCompile : public BackwardCodegen, public ::testing::WithParamInterface<std::string> {};
 
 // Every preset the backward serves, head dims 64 and 128 alternating with the dtype.
