@@ -126,7 +126,7 @@ struct RowGroup {
 // rows: one group of every row and key, unless `words` (the table's slices) is given and a
 // sub-tile of the run is partial; then each 16-row slice with the panels from the first to
 // the last it may need (slices that need none are left out).
-std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint32_t* words, int slices, int first,
+std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint64_t* words, int slices, int first,
                                  int last, int rows, int cols) {
   using Table = cpu::TileClassTable;
   bool partial = false;
@@ -137,7 +137,7 @@ std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint32_
     int lo = -1, hi = -1;  // panels of the run, counted from its first key
     for (int t = first; t < last; ++t) {
       // Bits of this slice: 4 per slice within a 64-row half, the second half 16 bits up.
-      const std::uint32_t bits = (words[t] >> (16 * (sl / 4) + 4 * (sl % 4))) & 0xfu;
+      const std::uint64_t bits = (words[t] >> (16 * (sl / 4) + 4 * (sl % 4))) & 0xfu;
       for (int pn = 0; pn < Table::kPanelsPerSubTile; ++pn)
         if (bits & (1u << pn)) {
           const int panel = (t - first) * Table::kPanelsPerSubTile + pn;
@@ -234,10 +234,10 @@ struct CpuAttention::State {
 
 namespace {
 
-// Rows per task when CpuOptions::block_q is 0: 128, or 256 without a mask (the products run
-// best on tall blocks, and K and V are packed once per task). A narrow band (a sliding window)
-// does not need shorter blocks: inside a run with partial sub-tiles each 16-row slice computes
-// only the 16-key panels the analysis cannot prove empty for it (TileClassTable::slices).
+// Rows per task when CpuOptions::block_q is 0: 256 where that leaves four tasks per worker, else
+// 128 (tile_classes). A narrow band (a sliding window) or the causal diagonal does not need
+// shorter blocks: inside a run with partial sub-tiles each 16-row slice computes only the
+// 16-key panels the analysis cannot prove empty for it (TileClassTable::slices).
 
 }  // namespace
 
@@ -260,12 +260,13 @@ std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_cl
       st.variant, st.mask, cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv}, bindings,
       st.options.threads));
   if (requested == 0 && seq_q > 64) {
-    // 256 rows where nothing is masked and there are still four tasks per worker (K and V are
-    // packed once per task: taller tasks pack them less often); masks keep 128, whose 16-row
-    // slices skip what a band's edge leaves empty.
+    // 256 rows while there are still four tasks per worker (K and V are packed once per task:
+    // taller tasks pack them less often, and the products run best on tall blocks), else 128.
+    // Masks keep their 16-row slices either way (16 or 8 per block), which skip what a band's
+    // edge or the diagonal leaves empty.
     const int workers = st.options.threads > 0 ? st.options.threads : cpu::ThreadPool::instance().size();
-    const bool tall = !st.mask.has_mask && static_cast<std::int64_t>(batch) * heads_q * ((seq_q + 255) / 256) >=
-                                               4 * static_cast<std::int64_t>(workers);
+    const bool tall =
+        static_cast<std::int64_t>(batch) * heads_q * ((seq_q + 255) / 256) >= 4 * static_cast<std::int64_t>(workers);
     table = std::make_shared<cpu::TileClassTable>(cpu::merge_q_blocks(*table, tall ? 4 : 2));
     block_q = tall ? 256 : 128;
   }
@@ -474,7 +475,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
     const int qb = task % q_blocks, bh = task / q_blocks, b = bh / heads_q, h = bh % heads_q, hk = h / group;
     const int q0 = qb * block_q, rows = std::min(block_q, seq_q - q0);
     const std::uint8_t* classes = table.row(b, h, qb);
-    const std::uint32_t* slice_words = table.slice_row(b, h, qb);
+    const std::uint64_t* slice_words = table.slice_row(b, h, qb);
     Workspace::fit(ws.q, static_cast<std::size_t>(rows) * dim);
     Workspace::fit(ws.s, static_cast<std::size_t>(rows) * block_kv);
     Workspace::fit(ws.o, static_cast<std::size_t>(rows) * width);

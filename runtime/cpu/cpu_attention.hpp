@@ -41,11 +41,11 @@ std::string cpu_hook_source_name(CpuHookSource source);  // "auto", "jit", "inte
 struct CpuOptions {
   CpuHookSource hooks = CpuHookSource::Auto;
   int threads = 0;  // workers of the process pool to use; 0: all of them (one per CPU it may run on)
-  // Query rows per task and keys per tile (the products' sizes). 0 rows: 128 (64 for up to
-  // 64 queries; 256 for a variant without a mask when that still leaves four tasks per
-  // worker). Masks are classified on 64-key sub-tiles, so block_kv must be a multiple of 64;
-  // blocks of 64 or 128 rows also get 16-row x 16-key classes inside partial sub-tiles, so a
-  // narrow band (a sliding window) computes little more than its admitted pairs.
+  // Query rows per task and keys per tile (the products' sizes). 0 rows: 256 when that still
+  // leaves four tasks per worker, else 128 (64 for up to 64 queries). Masks are classified on
+  // 64-key sub-tiles, so block_kv must be a multiple of 64; blocks of 64 rows, and the 128 or
+  // 256 of the default, also get 16-row x 16-key classes inside partial sub-tiles, so a narrow
+  // band (a sliding window) or a causal diagonal computes little more than its admitted pairs.
   int block_q = 0;
   int block_kv = 256;
   // bf16 inputs where the CPU has AVX512_BF16: products of bf16 pairs summed in fp32, with P

@@ -130,14 +130,14 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
         }
         if (!with_slices) return;
         // (slice, panel) classes inside the partial sub-tiles.
-        std::uint32_t* words = &table.slices[static_cast<std::size_t>(task) * table.sub_tiles];
+        std::uint64_t* words = &table.slices[static_cast<std::size_t>(task) * table.sub_tiles];
         const ir::IntRange block_rows = box.q;
         for (int t = 0; t < table.sub_tiles; ++t) {
           if (out[t] != static_cast<std::uint8_t>(ir::TileClass::Partial)) {
             words[t] = out[t] == static_cast<std::uint8_t>(ir::TileClass::Full) ? 0xffffu : 0u;
             continue;
           }
-          std::uint32_t bits = 0;
+          std::uint64_t bits = 0;
           for (int sl = 0; sl < 4; ++sl) {
             const std::int64_t r0 = block_rows.lo + sl * TileClassTable::kSliceRows;
             if (r0 > block_rows.hi) break;
@@ -146,7 +146,8 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
               const std::int64_t k0 = static_cast<std::int64_t>(t) * sub + pn * TileClassTable::kPanelKeys;
               if (k0 >= p.seq_k) break;
               box.kv = {k0, std::min<std::int64_t>(k0 + TileClassTable::kPanelKeys - 1, p.seq_k - 1)};
-              if (ir::classify_tile(facts.normalized, box) != ir::TileClass::Empty) bits |= 1u << (4 * sl + pn);
+              if (ir::classify_tile(facts.normalized, box) != ir::TileClass::Empty)
+                bits |= std::uint64_t{1} << (4 * sl + pn);
             }
           }
           box.q = block_rows;
@@ -161,10 +162,10 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
   TileClassTable out = table;
   out.q_blocks = (table.q_blocks + factor - 1) / factor;
   out.classes.assign(static_cast<std::size_t>(out.batches) * out.heads * out.q_blocks * out.sub_tiles, 0);
-  // Two blocks of 4 slices make one of 8; other merges drop the slices.
-  const bool keep_slices = factor == 2 && table.slices_per_block == 4;
+  // Two or four blocks of 4 slices make one of 8 or 16; other merges drop the slices.
+  const bool keep_slices = (factor == 2 || factor == 4) && table.slices_per_block == 4;
   out.slices.assign(keep_slices ? out.classes.size() : 0, 0);
-  out.slices_per_block = keep_slices ? 8 : 0;
+  out.slices_per_block = keep_slices ? 4 * factor : 0;
   for (int b = 0; b < out.batches; ++b)
     for (int h = 0; h < out.heads; ++h)
       for (int qb = 0; qb < out.q_blocks; ++qb) {
@@ -176,9 +177,10 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
             if (table.row(b, h, qb * factor + k)[s] != first) cls = static_cast<std::uint8_t>(ir::TileClass::Partial);
           merged[s] = cls;
           if (keep_slices) {
-            const bool second = qb * 2 + 1 < table.q_blocks;
-            out.slices[out.offset(b, h, qb) + s] =
-                table.slice_row(b, h, qb * 2)[s] | (second ? table.slice_row(b, h, qb * 2 + 1)[s] << 16 : 0u);
+            std::uint64_t word = 0;
+            for (int k = 0; k < factor && qb * factor + k < table.q_blocks; ++k)
+              word |= table.slice_row(b, h, qb * factor + k)[s] << (16 * k);
+            out.slices[out.offset(b, h, qb) + s] = word;
           }
         }
       }

@@ -33,9 +33,10 @@ struct TileClassTable {
   // Inside the sub-tiles, which 16-key panels each 16-row slice of a block may need: bit
   // 4 * slice + panel is set unless the interval analysis proves that (slice, panel) empty
   // (every bit on full sub-tiles, none on empty ones); laid out like `classes`. Made for blocks
-  // of 64 rows (4 slices) and kept by merge_q_blocks(2) (8 slices); empty otherwise.
+  // of 64 rows (4 slices, 16 bits) and kept by merge_q_blocks(2) and (4) (8 and 16 slices, the
+  // k-th 64-row part 16 k bits up); empty otherwise.
   static constexpr int kSliceRows = 16, kPanelKeys = 16, kPanelsPerSubTile = kSubTile / kPanelKeys;
-  std::vector<std::uint32_t> slices;
+  std::vector<std::uint64_t> slices;
   int slices_per_block = 0;
 
   // The sub-tiles of one block of rows (b and h ignored where the classes do not depend on them).
@@ -46,7 +47,7 @@ struct TileClassTable {
   }
   const std::uint8_t* row(int b, int h, int q_block) const { return &classes[offset(b, h, q_block)]; }
   std::uint8_t* row(int b, int h, int q_block) { return &classes[offset(b, h, q_block)]; }
-  const std::uint32_t* slice_row(int b, int h, int q_block) const {
+  const std::uint64_t* slice_row(int b, int h, int q_block) const {
     return slices.empty() ? nullptr : &slices[offset(b, h, q_block)];
   }
 };

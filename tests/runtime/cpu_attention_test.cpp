@@ -344,19 +344,24 @@ TEST(CpuAttention, ChoosesTheRowsPerTaskAndReusesTileClassesOnlyWhileValid) {
   HostTensor q = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 1),
              k = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 2);
   HostTensor v = random_tensor(dlpack_bfloat16(), {1, 2, s, 64}, 3), o(dlpack_bfloat16(), {1, 2, s, 64});
-  // Causal: few partial sub-tiles, so 128 rows per task.
+  // 256 rows per task while that leaves four tasks per worker (here 2 heads x 4 blocks), else
+  // 128; masks too (their 16-row slices skip what the diagonal or a band leaves empty).
+  const int tall_rows = 2 * 4 >= 4 * cpu::ThreadPool::instance().size() ? 256 : 128;
   const CpuAttention causal = compile_cpu(presets::causal());
   causal.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr);
-  EXPECT_EQ(causal.last_stats().block_q, 128);
-  EXPECT_EQ(causal.last_stats().partial_tiles, 2 * 16);  // 8 blocks of 128 rows x 2 diagonal sub-tiles, 2 heads
-  // A narrow window: 128 rows too (its 16-row slices skip the panels the band leaves empty).
+  EXPECT_EQ(causal.last_stats().block_q, tall_rows);
+  // Per head, s / block_q blocks, each with its diagonal's block_q / 64 partial sub-tiles.
+  EXPECT_EQ(causal.last_stats().partial_tiles, 2 * 16);
+  const CpuAttention one_worker = compile_cpu(presets::causal(), CpuOptions().with_threads(1));
+  one_worker.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr);
+  EXPECT_EQ(one_worker.last_stats().block_q, 256);  // 8 tasks for 1 worker
   const CpuAttention window = compile_cpu(presets::sliding_window());
   Bindings narrow, wide;
   narrow.set("window", 100);
   wide.set("window", 700);
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);
   const auto first = window.last_stats();
-  EXPECT_EQ(first.block_q, 128);
+  EXPECT_EQ(first.block_q, tall_rows);
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);  // the same classes, reused
   EXPECT_EQ(window.last_stats().empty_tiles, first.empty_tiles);
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, wide);  // another window: classified again

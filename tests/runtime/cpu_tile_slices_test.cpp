@@ -40,11 +40,11 @@ void expect_sound(const TileClassTable& t, const ir::NodeRef& mask, const ir::Ev
   ASSERT_EQ(t.slices_per_block * TileClassTable::kSliceRows, block_q) << what;
   for (int qb = 0; qb < t.q_blocks; ++qb)
     for (int st = 0; st < t.sub_tiles; ++st) {
-      const std::uint32_t word = t.slice_row(0, 0, qb)[st];
+      const std::uint64_t word = t.slice_row(0, 0, qb)[st];
       for (int sl = 0; sl < t.slices_per_block; ++sl)
         for (int pn = 0; pn < TileClassTable::kPanelsPerSubTile; ++pn) {
           const int bit = 16 * (sl / 4) + 4 * (sl % 4) + pn;
-          if (word & (1u << bit)) continue;
+          if (word & (std::uint64_t{1} << bit)) continue;
           const int q0 = qb * block_q + sl * TileClassTable::kSliceRows;
           const int k0 = st * TileClassTable::kSubTile + pn * TileClassTable::kPanelKeys;
           EXPECT_FALSE(any_admitted(mask, env, q0, std::min(q0 + 16, seq_q), k0, std::min(k0 + 16, seq_k)))
@@ -76,6 +76,12 @@ TEST(CpuTileSlices, ClearedBitsAreEmptyAndWindowsHaveThem) {
         cpu::classify_tiles(variant, facts, cpu::TileProblem{1, 2, seq_q, seq_k, 64, 256}, c.bindings, 1);
     expect_sound(table, lowered.roots[0].root, env, 64, seq_q, seq_k, "64 rows");
     expect_sound(cpu::merge_q_blocks(table, 2), lowered.roots[0].root, env, 128, seq_q, seq_k, "128 rows");
+    expect_sound(cpu::merge_q_blocks(table, 4), lowered.roots[0].root, env, 256, seq_q, seq_k, "256 rows");
+    // The merged words hold each 64-row part's bits 16 bits apart.
+    const TileClassTable four = cpu::merge_q_blocks(table, 4);
+    for (int st = 0; st < table.sub_tiles; ++st)
+      for (int k = 0; k < 4 && k < table.q_blocks; ++k)
+        EXPECT_EQ((four.slice_row(0, 0, 0)[st] >> (16 * k)) & 0xffffu, table.slice_row(0, 0, k)[st]) << st << " " << k;
     if (c.preset == "sliding_window") {
       int cleared = 0;
       for (std::size_t i = 0; i < table.classes.size(); ++i)
