@@ -6,6 +6,7 @@
 // (so these run without LLVM) and, when this build has the LLVM JIT, JIT-compiled too.
 // Also: tile classes (empty tiles skipped, masks only on partial tiles), errors.
 #include <gtest/gtest.h>
+#include <xmmintrin.h>
 
 #include <atomic>
 #include <cmath>
@@ -377,6 +378,20 @@ TEST(CpuAttention, ChoosesTheRowsPerTaskAndReusesTileClassesOnlyWhileValid) {
   for (int i = 0; i < s; ++i) ids.set(i, i / 256);
   documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
   EXPECT_EQ(documents.last_stats().empty_tiles, 2 * (16 * 16 - 4 * 4 * 4));
+}
+
+// Tasks flush denormals (a window's far-off probabilities would take microcode assists) and
+// put the caller's floating-point mode back: the calling thread runs tasks too.
+TEST(CpuAttention, LeavesTheCallersFloatingPointModeAsItWas) {
+  const unsigned before = _mm_getcsr();
+  ASSERT_EQ(before & 0x8040u, 0u) << "the test expects denormals on";
+  HostTensor q = random_tensor(dlpack_bfloat16(), {1, 4, 300, 64}, 21),
+             k = random_tensor(dlpack_bfloat16(), {1, 4, 300, 64}, 22);
+  HostTensor v = random_tensor(dlpack_bfloat16(), {1, 4, 300, 64}, 23), o(dlpack_bfloat16(), {1, 4, 300, 64});
+  compile_cpu(presets::sliding_window()).forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, Bindings().set("window", 40));
+  EXPECT_EQ(_mm_getcsr(), before);
+  volatile float tiny = 1e-39f;  // still a denormal here
+  EXPECT_GT(tiny * 1.0f, 0.0f);
 }
 
 TEST(CpuAttention, FullyMaskedRowsGiveZeroAndMinusInfinity) {
