@@ -143,8 +143,8 @@ class BwdSm80Template : public KernelTemplate {
   }
 
   // Workspace, each part 256-aligned: D (a float per query row) | the dQ accumulator (8 bytes
-  // per element, query rows padded to whole blocks) | with RoPE: Q and K rotated, dK rotated (fp32) | with the gate: dO
-  // * s.
+  // per element, query rows padded to whole blocks) | with RoPE: Q and K rotated, dK rotated
+  // (fp32) | with the gate: dO * s | with a mask that reads tensors: the tile classes.
   LaunchPlan launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const override {
     const int warps = unit.knobs.get("warps");
     const std::size_t head_dim = static_cast<std::size_t>(unit.head_dim);
