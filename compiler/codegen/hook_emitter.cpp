@@ -374,6 +374,7 @@ EmittedGradHook emit_score_mod_grad_hook(const Variant& variant, const ArgumentS
   std::vector<ir::NamedRoot> roots = {{"d_score", derivatives.d_score, Type::Float}};
   for (std::size_t r = 0; r < derivatives.tensor_reads.size(); ++r) {
     const auto& read = derivatives.tensor_reads[r];
+    if (read.row_constant) continue;  // no add: its exact share is zero
     roots.push_back({fmt::format("d_read{}", r), read.derivative, Type::Float});
     for (std::size_t i = 0; i < read.read->args.size(); ++i)
       roots.push_back({fmt::format("read{}_index{}", r, i), read.read->args[i], Type::Int});
@@ -395,12 +396,17 @@ EmittedGradHook emit_score_mod_grad_hook(const Variant& variant, const ArgumentS
   std::vector<GradAdd> adds;
   std::size_t at = 1;
   for (const auto& read : derivatives.tensor_reads) {
+    if (std::find(out.grad_tensors.begin(), out.grad_tensors.end(), read.read->name) == out.grad_tensors.end())
+      out.grad_tensors.push_back(read.read->name);
+    if (read.row_constant) {
+      s += fmt::format("// d {}: constant along each query row, so its share is exactly 0 (softmax shift invariance)\n",
+                       ir::print_expr(read.read));
+      continue;
+    }
     s += fmt::format("// d score_mod / d {} = {}\n", ir::print_expr(read.read), ir::print_expr(lowered_roots[at]));
     GradAdd add{tensor_slot(slots, read.read->name), at++, {}, read.read->name};
     for (std::size_t i = 0; i < read.read->args.size(); ++i) add.index.push_back(at++);
     adds.push_back(add);
-    if (std::find(out.grad_tensors.begin(), out.grad_tensors.end(), read.read->name) == out.grad_tensors.end())
-      out.grad_tensors.push_back(read.read->name);
   }
   s += fmt::format("#define AJ_HAS_TENSOR_GRADS {}\n", out.grad_tensors.empty() ? 0 : 1);
   s += "// Returns ds * d score_mod / d score; adds ds * d score_mod / d T[i] to T's gradient for each read.\n";

@@ -139,6 +139,14 @@ void check_indices(const NodeRef& score_mod) {
   }
 }
 
+// Whether n's value can change from one key of a query row to the next: it uses kv or the
+// score, directly or inside a tensor read's index.
+bool varies_along_kv(const NodeRef& n) {
+  for (const auto& x : topological_order({n}))
+    if (x->op == Op::Score || (x->op == Op::Index && x->name == "kv")) return true;
+  return false;
+}
+
 }  // namespace
 
 ScoreModDerivatives differentiate_score_mod(const NodeRef& score_mod) {
@@ -149,8 +157,12 @@ ScoreModDerivatives differentiate_score_mod(const NodeRef& score_mod) {
   check_indices(score_mod);
   ScoreModDerivatives out;
   out.d_score = differentiate(score_mod, make_node(Op::Score, Type::Float, {}));
-  for (const auto& n : topological_order({score_mod}))
-    if (is_float_read(n)) out.tensor_reads.push_back({n, differentiate(score_mod, n)});
+  for (const auto& n : topological_order({score_mod})) {
+    if (!is_float_read(n)) continue;
+    TensorReadGradient g{n, differentiate(score_mod, n)};
+    g.row_constant = !varies_along_kv(n) && !varies_along_kv(g.derivative);
+    out.tensor_reads.push_back(std::move(g));
+  }
   return out;
 }
 

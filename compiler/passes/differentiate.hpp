@@ -17,6 +17,12 @@ namespace attnjit::ir {
 struct TensorReadGradient {
   NodeRef read;        // the TensorRead node (op == Op::TensorRead, Float type); its args are the index expressions
   NodeRef derivative;  // d score_mod / d read: a Float expression over score, indices, params and tensor reads
+  // The read and its derivative are the same for every key of a query row (they use
+  // neither kv nor score). Softmax is shift invariant along kv, so the attention's exact
+  // gradient through this read is zero: its share is derivative * (sum of the row's dS) and
+  // that sum is 0. The backends add nothing for such a read; summing dS would only add the
+  // rounding of D = rowsum(dO * O) (the forget gate's query-side read).
+  bool row_constant = false;
 };
 
 struct ScoreModDerivatives {
@@ -32,6 +38,7 @@ struct ScoreModDerivatives {
 // naming the sub-expression (printed text form) when something cannot be differentiated: a
 // float tensor read whose index depends on the score or on a float tensor read (the
 // gradient through an index is undefined), or a score_mod that is not a float expression.
+// A read that is constant along each query row is marked row_constant (see above).
 ScoreModDerivatives differentiate_score_mod(const NodeRef& score_mod);
 
 }  // namespace attnjit::ir

@@ -14,6 +14,11 @@ namespace attnjit {
 namespace {
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+std::size_t count(const std::string& s, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
 
 class BackwardCodegen : public ::testing::Test {
  protected:
@@ -47,6 +52,13 @@ TEST_F(BackwardCodegen, GradientHookFollowsTheVariant) {
   EXPECT_TRUE(contains(bias.unit.body, "#define AJ_HAS_TENSOR_GRADS 1"));
   EXPECT_TRUE(contains(bias.unit.body, "aj_grad_add(bargs, 0, aj_grad_offset2(args.tensors[0],")) << bias.unit.body;
   EXPECT_EQ(bias.unit.tensor_gradients, std::vector<std::string>{"rel_bias"});
+
+  // The forget gate's query-side read is the same for every key of a row: one add (the
+  // key side) per score element, and the tensor still gets its (zeroed) gradient.
+  const PreparedKernel gate = generate(presets::by_name("forget_gate"), options("sm_80", 64, ElementType::BF16));
+  EXPECT_EQ(gate.unit.tensor_gradients, std::vector<std::string>{"log_fgate"});
+  EXPECT_EQ(count(gate.unit.body, "  aj_grad_add(bargs, "), 1u) << gate.unit.body;
+  EXPECT_TRUE(contains(gate.unit.body, "so its share is exactly 0")) << gate.unit.body;
 
   // An integer tensor (document ids) gets no gradient; a score_mod reading none gets none.
   const PreparedKernel doc = generate(presets::by_name("document_causal"), options("sm_80", 64, ElementType::BF16));

@@ -85,6 +85,9 @@ TEST(Differentiate, PresetsDifferentiateToTheirKnownForms) {
       ASSERT_EQ(d.tensor_reads.size(), 2u);
       expect_same(d.tensor_reads[0].derivative, Expr(1.0));
       expect_same(d.tensor_reads[1].derivative, Expr(-1.0));
+      // The query-side read is the same for every key of a row: its exact share is zero.
+      EXPECT_TRUE(d.tensor_reads[0].row_constant);
+      EXPECT_FALSE(d.tensor_reads[1].row_constant);
     }
     for (const auto& r : d.tensor_reads) {
       EXPECT_EQ(r.read->op, ir::Op::TensorRead);
@@ -95,6 +98,24 @@ TEST(Differentiate, PresetsDifferentiateToTheirKnownForms) {
 
 // Each smooth operator: the derivative expression against a central difference of the
 // score_mod, with respect to the score and to the value read from T.
+// Softmax is shift invariant along kv: a read whose value and derivative are the same for
+// every key of a query row contributes nothing; one that moves with kv or the score does.
+TEST(Differentiate, MarksReadsThatAreConstantAlongAQueryRow) {
+  const auto row_constant = [](const Expr& e) {
+    const auto d = differentiate_score_mod(e.node());
+    EXPECT_EQ(d.tensor_reads.size(), 1u) << e.str();
+    return !d.tensor_reads.empty() && d.tensor_reads[0].row_constant;
+  };
+  EXPECT_TRUE(row_constant(score + T[h]));
+  EXPECT_TRUE(row_constant(score + 2.0 * T[h] * to_float(q) + T[h] * T[h]));
+  EXPECT_TRUE(row_constant(score + U(h, q + kv_len - q_len)));
+  EXPECT_FALSE(row_constant(score + U(h, kv)));                        // the read moves with kv
+  EXPECT_FALSE(row_constant(score + T[h] * to_float(kv - q)));         // ALiBi: the derivative does
+  EXPECT_FALSE(row_constant(score * T[h]));                            // the derivative is the score
+  EXPECT_FALSE(row_constant(tanh(score + T[h])));                      // through the score
+  EXPECT_FALSE(row_constant(score + where(kv < q, T[h], Expr(0.0))));  // a branch on kv
+}
+
 TEST(Differentiate, SmoothOperatorsMatchFiniteDifferences) {
   const Expr t = T[h];
   const std::vector<std::pair<std::string, Expr>> cases = {
