@@ -119,6 +119,11 @@ __device__ __forceinline__ void aj_cp_async_wait() {
 __device__ __forceinline__ void aj_st_shared_u32(aj_u32 addr, aj_u32 v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
 }
+__device__ __forceinline__ aj_u32 aj_ld_shared_u32(aj_u32 addr) {
+  aj_u32 v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
 __device__ __forceinline__ void aj_ld_shared_v4(aj_u32 addr, aj_u32* v) {
   asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])

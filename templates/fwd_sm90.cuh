@@ -11,21 +11,27 @@
 //   warpgroup 0 (producer, registers given back with setmaxnreg): one thread issues the TMA
 //     copies, Q once, then K and V of every kv tile the variant admits (the tile classes of the
 //     sm80 path) into a ring of AJ_STAGES stages; each copy completes a "full" mbarrier, each
-//     consumer warpgroup frees a stage through an "empty" mbarrier.
+//     consumer warpgroup frees a stage through an "empty" mbarrier. The thread also writes
+//     each stage's tile number and class into shared memory before the K copy's arrival (a
+//     sentinel after the last tile), so the consumers never evaluate a tile class.
 //   warpgroups 1..AJ_CONSUMERS (consumers): 64 query rows each. Per tile n: S(n) = Q K(n)^T is
 //     issued, then O += P(n-1) V(n-1) behind it; while the tensor cores run the second, the
-//     score_mod, the mask and the online softmax of S(n) run on the CUDA cores. O, the row
-//     maximum and sum stay in registers; the epilogue stages O (normalized, gated) in the Q
-//     tile's shared memory and writes it with 16-byte stores.
+//     score_mod, the mask and the online softmax of S(n) run on the CUDA cores. With
+//     AJ_PINGPONG the consumers take turns issuing their GEMMs (named barriers, round robin),
+//     so one warpgroup's softmax runs while another's GEMMs keep the tensor cores busy. O, the
+//     row maximum and sum stay in registers; the epilogue stages O (normalized, gated) in the
+//     Q tile's shared memory and writes it with 16-byte stores.
 // Shared memory tiles hold 128-byte rows of 64 elements with the 128-byte swizzle (TMA writes
 // them so, wgmma reads them so): a [rows x D] tile is D / 64 chunks of [rows x 64].
 //
 // Configuration macros (codegen):
 //   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
-//   AJ_CONSUMERS 2 or 3; AJ_STAGES 2..4; AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD,
-//   AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+ AJ_OUTPUT_GATE_PER_ELEMENT).
+//   AJ_CONSUMERS 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1); AJ_DTYPE_BF16 /
+//   AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
+//   AJ_OUTPUT_GATE_PER_ELEMENT).
 // Dynamic shared memory (the host computes the same):
-//   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 1024.
+//   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 4 * AJ_STAGES
+//   + 1024.
 #ifndef ATTNJIT_FWD_SM90_CUH
 #define ATTNJIT_FWD_SM90_CUH
 
@@ -47,6 +53,9 @@
 #endif
 #ifndef AJ_HAS_BLOCK_MASK
 #define AJ_HAS_BLOCK_MASK 0
+#endif
+#ifndef AJ_PINGPONG
+#define AJ_PINGPONG 1
 #endif
 #ifndef AJ_HAS_OUTPUT_GATE
 #define AJ_HAS_OUTPUT_GATE 0
@@ -74,6 +83,8 @@ constexpr aj_u32 KV_BYTES = BN * D * 2;
 constexpr aj_u32 OFF_K = Q_BYTES;
 constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
+constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (1 + 4 * ST);  // per stage: (tile << 2) | class, or NO_TILE
+constexpr aj_u32 NO_TILE = 0xffffffffu;
 // Registers per thread after setmaxnreg. The CTA keeps the pool it was launched with
 // (LAUNCH_REGS per thread, the __launch_bounds__ cap): the consumers' setmaxnreg.inc waits until
 // the producer's .dec has returned enough of it, so NC * (CONSUMER - LAUNCH) must not exceed
@@ -97,7 +108,7 @@ struct Barriers {
   __device__ aj_u32 v_empty(int s) const { return base + 8 * (1 + 3 * ST + s); }
 };
 
-// The kv tiles of one CTA, in the order both the producer and the consumers walk them: the
+// The kv tiles of one CTA, in the order the producer walks them (and hands them on): the
 // tile classes (0 empty, 1 partial, 2 full) from the block mask when one is bound, else from
 // the variant's interval analysis (aj_tile_class) over the CTA's query rows.
 struct TileWalk {
@@ -213,7 +224,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
 
   // Tiles from a 1024-byte aligned base (the 128-byte swizzle's atom).
   const aj_u32 base = (aj_smem_addr(aj_smem) + 1023u) & ~1023u;
-  const aj_u32 s_q = base, s_k = base + OFF_K, s_v = base + OFF_V;
+  const aj_u32 s_q = base, s_k = base + OFF_K, s_v = base + OFF_V, s_tiles = base + OFF_TILES;
   const Barriers bar{base + OFF_BAR};
 
   TileWalk walk;
@@ -255,6 +266,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
       int stage = 0, phase = 0, cls = 0;
       for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
         aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+        // (the arrival releases this store to the consumers' wait)
+        aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
         aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
 #pragma unroll
         for (int c = 0; c < D / 64; ++c)
@@ -269,6 +282,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
           phase ^= 1;
         }
       }
+      aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+      aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
+      aj_mbar_arrive(bar.k_full(stage));
     }
   } else {
     // ---- consumers: 64 query rows each ------------------------------------------------------
@@ -354,14 +370,35 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
       }
     };
 
-    aj_mbar_wait(bar.q_full(), 0);  // also before the epilogue reuses the Q tile
-    int cls = 0;
-    int n = walk.next(0, cls, args);
-    if (n < walk.n_tiles) {
-      int stage = 0, phase = 0;
-      // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
+#if AJ_PINGPONG
+    // Turns to issue GEMMs, round robin over the consumers: warpgroup cw waits on barrier
+    // TURN + cw (its 128 threads plus the 128 of the one before it, which arrive when done).
+    constexpr int TURN = 1 + NC;  // after the epilogue's barriers 1..NC
+    const auto take_turn = [&] { aj_named_barrier(TURN + cw, 256); };
+    const auto pass_turn = [&] { aj_named_barrier_arrive(TURN + (cw + 1) % NC, 256); };
+#else
+    const auto take_turn = [] {};
+    const auto pass_turn = [] {};
+#endif
+    // The next tile from the producer: waits for stage `stage`'s K; false after the last one.
+    const auto next_tile = [&](int stage, int phase, int& n, int& cls) {
       aj_mbar_wait(bar.k_full(stage), phase);
+      const aj_u32 word = aj_ld_shared_u32(s_tiles + 4 * stage);
+      n = (int)(word >> 2);
+      cls = (int)(word & 3u);
+      return word != NO_TILE;
+    };
+
+    aj_mbar_wait(bar.q_full(), 0);  // also before the epilogue reuses the Q tile
+    int stage = 0, phase = 0, n = 0, cls = 0;
+    if (next_tile(stage, phase, n, cls)) {
+      // Every consumer sees the same tiles, so each takes the same number of turns; the last
+      // one's first arrival lets consumer 0 start, and its last arrival is left out.
+      if (cw == NC - 1) pass_turn();
+      // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
+      take_turn();
       issue_qk(s, sq, s_k + stage * KV_BYTES);
+      pass_turn();
       aj_wgmma_wait<0>();
       aj_fence_registers(s);
       if (signals) aj_mbar_arrive(bar.k_empty(stage));
@@ -373,11 +410,12 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
         stage = 0;
         phase ^= 1;
       }
-      for (n = walk.next(n + 1, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
-        aj_mbar_wait(bar.k_full(stage), phase);
+      while (next_tile(stage, phase, n, cls)) {
+        take_turn();
         issue_qk(s, sq, s_k + stage * KV_BYTES);
         aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
         issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        pass_turn();
         aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
         aj_fence_registers(s);
         if (signals) aj_mbar_arrive(bar.k_empty(stage));
@@ -395,8 +433,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
           phase ^= 1;
         }
       }
+      take_turn();
       aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
       issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+      if (cw != NC - 1) pass_turn();
       aj_wgmma_wait<0>();
       aj_fence_registers(o);
       keep_registers(p);

@@ -85,5 +85,9 @@ __device__ __forceinline__ void aj_regs_claim() {
 __device__ __forceinline__ void aj_named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// Arrives on barrier `id` without waiting (the other `threads` minus these wait in bar.sync).
+__device__ __forceinline__ void aj_named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 #endif  // ATTNJIT_SM90_PRIMITIVES_CUH

@@ -74,7 +74,10 @@ class ScalarEmitter {
       case Op::ToInt: return n->args[0]->type == Type::Bool ? "(int)(" + a(0) + ")" : "aj_to_int(" + a(0) + ")";
       case Op::Div:
         if (n->type == Type::Int) return "aj_floordiv(" + a(0) + ", " + a(1) + ")";
-        break;
+        // a * rcp.approx(b), within 2 ulp of a / b: IEEE division is a reciprocal, a Newton
+        // step and a slow-path branch per element, and ptxas cannot hoist it; the reciprocal of
+        // a divisor that no element changes (soft-cap's `score / softcap`) is computed once.
+        return "(" + a(0) + " * aj_rcp(" + a(1) + "))";
       case Op::Mod: return "aj_floormod(" + a(0) + ", " + a(1) + ")";
       case Op::Min: return (n->type == Type::Int ? "min(" : "fminf(") + a(0) + ", " + a(1) + ")";
       case Op::Max: return (n->type == Type::Int ? "max(" : "fmaxf(") + a(0) + ", " + a(1) + ")";

@@ -67,7 +67,7 @@ class BwdSm80Template : public KernelTemplate {
 
   // block_m 64: dense and causal at D=128 run 9-10% faster than with 32 on an H200
   // (docs/perf-notes.md). Variants whose hooks need more registers spill there at D=128
-  // (soft-cap, forget gate, shifted sparse): prepare() then compiles them at block_m 32.
+  // (soft-cap with causal, forget gate, shifted sparse): prepare() then compiles them at block_m 32.
   Knobs default_knobs(const TemplateRequest&) const override {
     Knobs k;
     k.set("block_m", 64);

@@ -17,7 +17,7 @@
 namespace attnjit {
 
 int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages) {
-  return 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 + 8 * (1 + 4 * stages) + 1024;
+  return 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 + 8 * (1 + 4 * stages) + 4 * stages + 1024;
 }
 
 namespace {
@@ -47,14 +47,19 @@ class FwdSm90Template : public KernelTemplate {
   }
 
   std::vector<KnobSpec> knob_space(int) const override {
-    return {{"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
-            {"consumers", {2, 3}, "consumer warpgroups, 64 query rows each (block_m = 64 * consumers)"},
-            {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"}};
+    return {
+        {"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
+        {"consumers", {2, 3}, "consumer warpgroups, 64 query rows each (block_m = 64 * consumers)"},
+        {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
+        {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"}};
   }
 
   Knobs default_knobs(const TemplateRequest& r) const override {
-    if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}};
-    return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}};
+    // At D=64 the softmax weighs as much as the GEMMs: a third consumer hides it (H200,
+    // 2026-11-29: dense 375 -> 475 TFLOP/s, causal 302 -> 327 at S=4096).
+    if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
+    if (r.head_dim == 64) return Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}, {"pingpong", 1}};
+    return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -63,6 +68,8 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format("block_n {} is not a multiple of 16 in [16, 256]", block_n));
     if (consumers != 2 && consumers != 3) return Support::invalid(fmt::format("consumers {} is not 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
+    if (const auto& v = knobs.values(); v.count("pingpong") && v.at("pingpong") != 0 && v.at("pingpong") != 1)
+      return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -92,7 +99,7 @@ class FwdSm90Template : public KernelTemplate {
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)}, {"AJ_BLOCK_M", std::to_string(64 * consumers)},
         {"AJ_BLOCK_N", std::to_string(block_n)},     {"AJ_CONSUMERS", std::to_string(consumers)},
-        {"AJ_STAGES", std::to_string(stages)},
+        {"AJ_STAGES", std::to_string(stages)},       {"AJ_PINGPONG", std::to_string(r.knobs.get("pingpong"))},
     };
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     unit.body = unit_preamble();

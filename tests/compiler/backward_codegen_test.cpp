@@ -134,7 +134,7 @@ TEST_P(BackwardCompile, EveryServedPresetCompilesWithoutSpills) {
     const auto& resources = p.cached.metadata->resources.worst_case();
     EXPECT_GT(resources.registers, 0);
     // At most a register or two over the 255 limit: where the default block_m 64 spills more
-    // (soft-cap, forget gate, shifted sparse at D=128), prepare() falls back to block_m 32.
+    // (soft-cap with causal, forget gate, shifted sparse at D=128), prepare() falls back to block_m 32.
     EXPECT_LE(resources.spill_store_bytes, 8) << "spills at the knobs prepare() chose " << p.config.knobs.str();
     ++compiled;
   }
@@ -147,11 +147,11 @@ INSTANTIATE_TEST_SUITE_P(Archs, BackwardCompile, ::testing::Values("sm_80", "sm_
 TEST_F(BackwardCodegen, SpillingDefaultKnobsFallBack) {
   const auto d128 = options("sm_90a", 128, ElementType::BF16);
   EXPECT_EQ(prepare(presets::causal(), d128).config.knobs.get("block_m"), 64);
-  const Variant softcap = presets::by_name("softcap");
-  const PreparedKernel fallen = prepare(softcap, d128);
+  const Variant gate = presets::by_name("forget_gate");
+  const PreparedKernel fallen = prepare(gate, d128);
   EXPECT_EQ(fallen.config.knobs.get("block_m"), 32);
   EXPECT_LE(fallen.cached.metadata->resources.worst_case().spill_store_bytes, 8);
-  const PreparedKernel forced = prepare(softcap, CompileOptions(d128).with_knobs(Knobs::parse("block_m=64")));
+  const PreparedKernel forced = prepare(gate, CompileOptions(d128).with_knobs(Knobs::parse("block_m=64")));
   EXPECT_EQ(forced.config.knobs.get("block_m"), 64);
   EXPECT_GT(forced.cached.metadata->resources.worst_case().spill_store_bytes, 8);
 }

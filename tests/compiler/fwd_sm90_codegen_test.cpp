@@ -47,8 +47,10 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"block_m", 64}, {"warps", 4}}))
                 .config.template_name,
             "fwd_sm80");
-  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"consumers", 3}})).config.knobs.str(),
-            "block_n=128 consumers=3 stages=2");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
+            "block_n=128 consumers=2 pingpong=1 stages=3");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
+            "block_n=128 consumers=3 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -70,11 +72,16 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   EXPECT_NE(check(72, 2, 2, 128).reason().find("block_n 72"), std::string::npos);
   EXPECT_NE(check(128, 4, 2, 128).reason().find("consumers 4"), std::string::npos);
   EXPECT_NE(check(128, 2, 5, 128).reason().find("stages 5"), std::string::npos);
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 2}}, 128, limit)
+                .reason()
+                .find("pingpong 2"),
+            std::string::npos);
   // S + P + O accumulators past what 160 registers leave (3 consumers).
   EXPECT_NE(check(176, 3, 2, 128).reason().find("accumulator registers"), std::string::npos);
   // Q 64 KiB + 4 stages of 32 KiB K and V at D=256: past the limit.
   EXPECT_NE(check(64, 2, 4, 256).reason().find("shared memory"), std::string::npos);
-  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 9 + 1024);
+  // Q, K and V tiles, the mbarriers, each stage's tile word, the alignment slack.
+  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 9 + 4 * 2 + 1024);
 }
 
 TEST_F(FwdSm90Codegen, WgmmaWrappersCarryEveryAccumulator) {
