@@ -9,8 +9,9 @@
 // One CTA of AJ_BM_THREADS threads per (kv tile, q tile, b' * H' + h'), tiles of
 // AJ_BLOCK_M x AJ_BLOCK_N exactly as the forward kernel cuts them. The interval answer is
 // kept when it is already empty or full; otherwise every element of the tile is evaluated
-// with aj_mask_mod and reduced (any true, any false) across the block. Each thread owns one
-// kv column and walks rows, so the column's part of the mask (doc[b, kv]) is loaded once.
+// with the mask and reduced (any true, any false) across the block. Each thread owns one kv
+// column and walks rows, so the column's part of the mask (aj_mask_col: doc[b, kv]) is
+// computed once; it stops once its column has seen both answers.
 //
 // Configuration macros (defined by codegen, besides the forward kernel's):
 //   AJ_BLOCK_MASK_PER_BATCH  0/1: the mask mentions b (B' = batch), else B' = 1 and b = 0
@@ -44,8 +45,9 @@ extern "C" __global__ void __launch_bounds__(AJ_BM_THREADS) attnjit_block_mask(c
     if (AJ_BM_THREADS % AJ_BLOCK_N == 0) {
       const int kv = kv_lo + (int)threadIdx.x % AJ_BLOCK_N;
       if (kv <= kv_hi) {
-        for (int q = q_lo + (int)threadIdx.x / AJ_BLOCK_N; q <= q_hi; q += ROW_STEP) {
-          const bool m = aj_mask_mod(b, h, q, kv, args);
+        const AjMaskCol col = aj_mask_col(b, h, kv, args);
+        for (int q = q_lo + (int)threadIdx.x / AJ_BLOCK_N; q <= q_hi && !(any_true && any_false); q += ROW_STEP) {
+          const bool m = aj_mask_pair(aj_mask_row(b, h, q, args), col, b, h, q, kv, args);
           any_true |= m;
           any_false |= !m;
         }

@@ -432,10 +432,21 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     const int kv_base = kv0 + warp * 16 + g;
     auto grad_tile = [&](auto edge_tag) {
       constexpr bool EDGE = decltype(edge_tag)::value;
+#if AJ_HAS_MASK
+      // The mask's key parts of this thread's two keys, its row parts per query pair below.
+      AjMaskCol cols[2];
+      if (EDGE && cls == 1)
+        for (int r = 0; r < 2; ++r) cols[r] = aj_mask_col(b, h, min(kv_base + 8 * r, seq_k - 1), args);
+#endif
 #pragma unroll
       for (int j = 0; j < NQ; ++j) {
         const float2 lse_pair = *(const float2*)(lse2 + j * 8 + 2 * t);
         const float2 delta_pair = *(const float2*)(delta + j * 8 + 2 * t);
+#if AJ_HAS_MASK
+        AjMaskRow rows[2];
+        if (EDGE && cls == 1)
+          for (int c = 0; c < 2; ++c) rows[c] = aj_mask_row(b, h, min(q0 + j * 8 + 2 * t + c, seq_q - 1), args);
+#endif
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int kv = kv_base + (e >> 1) * 8;
@@ -449,7 +460,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
             kvc = kv < seq_k ? kv : seq_k - 1;
             keep = kv < seq_k;
 #if AJ_HAS_MASK
-            if (cls == 1) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
+            if (cls == 1) keep = keep && aj_mask_pair(rows[e & 1], cols[e >> 1], b, h, qc, kvc, args);
 #endif
           }
           (void)qc, (void)kvc;

@@ -171,29 +171,40 @@ __device__ __forceinline__ void load_tile(aj_u32 sbase, const aj_u16* g, aj_i64 
 }
 
 // Masks the S fragment of one kv tile in place (excluded pairs become -inf).
-// BOUND: apply kv < seq_k; MASK: apply aj_mask_mod.
+// BOUND: apply kv < seq_k; MASK: apply the variant's mask, its row and key parts computed once
+// (aj_mask_row / aj_mask_col) and paired per element.
 template <bool BOUND, bool MASK>
 __device__ __forceinline__ void prepare_scores(float (&s)[MT][NN][4], int b, int h, int q_base,
                                                int kv_base, int seq_q, int seq_k, const AttnjitFwdArgs& args) {
   (void)b; (void)h; (void)q_base; (void)kv_base;
+  // Hooks only ever see in-range indices (captured tensors may be indexed by them).
+  int qc[MT][2];
+  AjMaskRow rows[MT][2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int j = 0; j < NN; ++j) {
+    for (int r = 0; r < 2; ++r) {
+      qc[mt][r] = min(q_base + mt * 16 + r * 8, seq_q - 1);
+      if (MASK) rows[mt][r] = aj_mask_row(b, h, qc[mt][r], args);
+    }
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int q = q_base + mt * 16 + (e >> 1) * 8;
-        const int kv = kv_base + j * 8 + (e & 1);
-        // Hooks only ever see in-range indices (captured tensors may be indexed by them).
-        const int qc = q < seq_q ? q : seq_q - 1;
-        const int kvc = kv < seq_k ? kv : seq_k - 1;
-        const float v = s[mt][j][e];
-        bool keep = true;
-        if (BOUND) keep = kv < seq_k;
-        if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
-        s[mt][j][e] = keep ? v : AJ_NEG_INF;
-        (void)qc; (void)kvc;
-      }
+  for (int j = 0; j < NN; ++j) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int kv = kv_base + j * 8 + c;
+      const int kvc = kv < seq_k ? kv : seq_k - 1;
+      AjMaskCol col;
+      if (MASK) col = aj_mask_col(b, h, kvc, args);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          bool keep = true;
+          if (BOUND) keep = kv < seq_k;
+          if (MASK) keep = keep && aj_mask_pair(rows[mt][r], col, b, h, qc[mt][r], kvc, args);
+          s[mt][j][2 * r + c] = keep ? s[mt][j][2 * r + c] : AJ_NEG_INF;
+        }
+      (void)col;
     }
   }
 }

@@ -132,27 +132,38 @@ struct TileWalk {
   }
 };
 
-// Excluded pairs of one S tile become -inf. BOUND: kv < seq_k; MASK: aj_mask_mod. Element e of
-// column group j sits at row q_row + 8 * (e / 2), key kv_col + 8 j + e % 2 (the wgmma
+// Excluded pairs of one S tile become -inf. BOUND: kv < seq_k; MASK: the variant's mask, its
+// row and key parts computed once (aj_mask_row / aj_mask_col) and paired per element. Element e
+// of column group j sits at row q_row + 8 * (e / 2), key kv_col + 8 j + e % 2 (the wgmma
 // accumulator layout, as mma.sync's).
 template <bool BOUND, bool MASK>
 __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
                                             const AttnjitFwdArgs& args) {
   (void)b; (void)h; (void)q_row;
+  // Hooks only ever see in-range indices (captured tensors may be indexed by them).
+  int qc[2];
+  AjMaskRow rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    qc[r] = min(q_row + 8 * r, args.seq_q - 1);
+    if (MASK) rows[r] = aj_mask_row(b, h, qc[r], args);
+  }
 #pragma unroll
   for (int j = 0; j < NN; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int q = q_row + (e >> 1) * 8;
-      const int kv = kv_col + j * 8 + (e & 1);
-      // Hooks only ever see in-range indices (captured tensors may be indexed by them).
-      const int qc = q < args.seq_q ? q : args.seq_q - 1;
+    for (int c = 0; c < 2; ++c) {
+      const int kv = kv_col + j * 8 + c;
       const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
-      bool keep = true;
-      if (BOUND) keep = kv < args.seq_k;
-      if (MASK) keep = keep && aj_mask_mod(b, h, qc, kvc, args);
-      s[4 * j + e] = keep ? s[4 * j + e] : AJ_NEG_INF;
-      (void)qc; (void)kvc;
+      AjMaskCol col;
+      if (MASK) col = aj_mask_col(b, h, kvc, args);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        bool keep = true;
+        if (BOUND) keep = kv < args.seq_k;
+        if (MASK) keep = keep && aj_mask_pair(rows[r], col, b, h, qc[r], kvc, args);
+        s[4 * j + 2 * r + c] = keep ? s[4 * j + 2 * r + c] : AJ_NEG_INF;
+      }
+      (void)col;
     }
   }
 }

@@ -146,6 +146,99 @@ std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emi
   return out;
 }
 
+// The mask split for tiles. Per element of a tile the mask repeats what its query row or its
+// key determines alone (a document id read, `q + kv_len - q_len`): aj_mask_row and aj_mask_col
+// compute those parts ("fields": computed nodes one side determines, used where the other side
+// is needed too), once per row and per key; aj_mask_pair combines them per element.
+std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
+  struct Uses {
+    bool q = false, kv = false;
+  };
+  std::unordered_map<const Node*, Uses> uses;
+  const auto order = ir::topological_order({mask});
+  for (const auto& n : order) {
+    Uses u{n->op == Op::Index && n->name == "q", n->op == Op::Index && n->name == "kv"};
+    for (const auto& a : n->args) {
+      u.q |= uses.at(a.get()).q;
+      u.kv |= uses.at(a.get()).kv;
+    }
+    uses[n.get()] = u;
+  }
+  std::vector<NodeRef> row_fields, col_fields;
+  std::set<const Node*> is_field;
+  const auto consider = [&](const NodeRef& n, const Uses& user) {
+    if (n->args.empty() || is_field.count(n.get())) return;  // leaves are read where used
+    const Uses& u = uses.at(n.get());
+    if (!u.kv && user.kv)
+      row_fields.push_back(n);
+    else if (!u.q && u.kv && user.q)
+      col_fields.push_back(n);
+    else
+      return;
+    is_field.insert(n.get());
+  };
+  for (const auto& n : order)
+    for (const auto& a : n->args) consider(a, uses.at(n.get()));
+  consider(mask, Uses{true, true});  // the result is used per element
+  // Children first, so a field inside another is computed (and named) before it.
+  std::unordered_map<const Node*, std::size_t> position;
+  for (std::size_t i = 0; i < order.size(); ++i) position[order[i].get()] = i;
+  for (auto* fields : {&row_fields, &col_fields})
+    std::sort(fields->begin(), fields->end(),
+              [&](const NodeRef& a, const NodeRef& b) { return position.at(a.get()) < position.at(b.get()); });
+
+  // Nodes a body evaluates from `roots`, not descending into fields other than the roots.
+  const auto evaluated = [&](const std::vector<NodeRef>& roots, bool stop_at_fields) {
+    std::vector<NodeRef> out, stack(roots.begin(), roots.end());
+    std::set<const Node*> seen;
+    while (!stack.empty()) {
+      NodeRef n = stack.back();
+      stack.pop_back();
+      if (!seen.insert(n.get()).second) continue;
+      out.push_back(n);
+      if (stop_at_fields && is_field.count(n.get())) continue;
+      for (const auto& a : n->args) stack.push_back(a);
+    }
+    return out;
+  };
+  const auto side = [&](const char* type, const char* index, const std::vector<NodeRef>& fields) {
+    std::string fields_decl, body, values;
+    emit.temporaries.clear();
+    for (std::size_t i = 0; i < fields.size(); ++i) {
+      fields_decl += fmt::format(" {} f{};", c_type(fields[i]->type), i);
+      body += fmt::format("  const {} f{} = {};  // {}\n", c_type(fields[i]->type), i, emit.expr(fields[i]),
+                          ir::print_expr(fields[i]));
+      emit.temporaries[fields[i].get()] = fmt::format("f{}", i);
+      values += fmt::format("{}f{}", i ? ", " : "", i);
+    }
+    std::string out = fmt::format("struct {} {{{} }};\n", type, fields_decl);
+    out += fmt::format(
+        "__device__ __forceinline__ {0} aj_mask_{1}(int b, int h, int {2}, const AttnjitFwdArgs& args) {{\n", type,
+        std::string(index) == "q" ? "row" : "col", index);
+    out += fmt::format("  (void)b; (void)h; (void){}; (void)args;\n", index);
+    out += emit.leaf_declarations(evaluated(fields, false), false) + body;
+    out += fmt::format("  return {}{{{}}};\n}}\n", type, values);
+    return out;
+  };
+  std::string s = "// mask_mod split for tiles: the parts one query row or one key determines, then the pair\n";
+  s += side("AjMaskRow", "q", row_fields);
+  s += side("AjMaskCol", "kv", col_fields);
+  emit.temporaries.clear();
+  for (std::size_t i = 0; i < row_fields.size(); ++i) emit.temporaries[row_fields[i].get()] = fmt::format("row.f{}", i);
+  for (std::size_t i = 0; i < col_fields.size(); ++i) emit.temporaries[col_fields[i].get()] = fmt::format("col.f{}", i);
+  s += "__device__ __forceinline__ bool aj_mask_pair(const AjMaskRow& row, const AjMaskCol& col, int b, int h, int q,\n"
+       "                                             int kv, const AttnjitFwdArgs& args) {\n";
+  s += "  (void)row; (void)col; (void)b; (void)h; (void)q; (void)kv; (void)args;\n";
+  std::vector<NodeRef> pair_leaves;  // what the pair reads itself, outside the fields
+  for (const auto& n : evaluated({mask}, true))
+    if (!is_field.count(n.get()) && (n->op == Op::Index || n->op == Op::Param || n->op == Op::TensorRead))
+      pair_leaves.push_back(n);
+  s += emit.leaf_declarations(pair_leaves, false);
+  s += fmt::format("  return {};\n}}\n\n", emit.expr(mask));
+  emit.temporaries.clear();
+  return s;
+}
+
 std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names) {
   const auto a = [&](std::size_t i) { return names.at(n->args[i].get()); };
   const Type arg_type = n->args.empty() ? n->type : n->args[0]->type;
@@ -360,6 +453,7 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   s += emit.leaf_declarations({mask}, false);
   s += scalar_body(lowered.program, lowered.program.roots[1], emit);
   s += "}\n\n";
+  s += split_mask_hooks(mask, emit);
 
   s += fmt::format("// tile class by interval arithmetic over: {}\n", ir::print_expr(normalized));
   s += "// 0 = empty (skip), 1 = partial (mask per element), 2 = full (no mask)\n";
