@@ -223,6 +223,26 @@ TEST_F(CodegenTest, HooksUseTheUsersNames) {
   ASSERT_EQ(m.unit.slots.tensors.size(), 1u);
 }
 
+// The mask split for tiles: what one query row or one key determines alone is computed once
+// (aj_mask_row / aj_mask_col) and only the pair's own part per element (aj_mask_pair).
+TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
+  const auto source = [&](const std::string& preset) {
+    return generate(presets::by_name(preset), options("sm_80", 64, ElementType::BF16)).source;
+  };
+  const std::string doc = source("document_causal");
+  EXPECT_TRUE(contains(doc, "struct AjMaskRow { int f0; int f1; };")) << doc;
+  EXPECT_TRUE(contains(doc, "const int f1 = aj_read_i32(doc, aj_offset2(doc, b, f0));")) << doc;
+  EXPECT_TRUE(contains(doc, "const int f0 = aj_read_i32(doc, aj_offset2(doc, b, kv));")) << doc;
+  EXPECT_TRUE(contains(doc, "return ((row.f1 == col.f0) && (kv <= row.f0));")) << doc;
+  // strided: the key's `(kv + h) % stride == 0` is hoisted; causal has nothing to hoist.
+  const std::string strided = source("strided");
+  EXPECT_TRUE(contains(strided, "struct AjMaskCol { bool f0; };")) << strided;
+  EXPECT_TRUE(contains(strided, "return ((kv <= q) && (((q - kv) < local) || col.f0));")) << strided;
+  const std::string causal = source("causal");
+  EXPECT_TRUE(contains(causal, "struct AjMaskRow { };")) << causal;
+  EXPECT_TRUE(contains(causal, "struct AjMaskCol { };")) << causal;
+}
+
 // The block-mask kernel (templates/block_mask.cuh) is emitted exactly when the lowered mask
 // reads a tensor, with a buffer per batch (per head) only when the mask mentions b (h).
 TEST_F(CodegenTest, BlockMaskKernelExactlyWhenTheMaskReadsATensor) {
