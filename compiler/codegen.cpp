@@ -7,8 +7,8 @@
 
 namespace attnjit {
 
-std::string unit_preamble() {
-  std::string s;
+std::string unit_preamble(const std::vector<std::pair<std::string, std::string>>& helper_macros) {
+  std::string s = helper_macros.empty() ? "" : macro_block("choices among the shared helpers", helper_macros);
   for (const char* name : {"abi.h", "common.cuh", "hooks.cuh"}) {
     s += runtime::load_template(name);
     s += "\n";

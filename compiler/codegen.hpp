@@ -19,8 +19,9 @@ namespace attnjit {
 // their facts).
 GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted);
 
-// abi.h, common.cuh and hooks.cuh: what every generated unit starts with.
-std::string unit_preamble();
+// abi.h, common.cuh and hooks.cuh: what every generated unit starts with; `helper_macros`
+// (e.g. AJ_TANH_ON_FMA 1) are defined ahead of them, as choices among the shared helpers.
+std::string unit_preamble(const std::vector<std::pair<std::string, std::string>>& helper_macros = {});
 
 // `#define NAME VALUE` lines under a comment naming who set them.
 std::string macro_block(const std::string& title, const std::vector<std::pair<std::string, std::string>>& macros);

@@ -192,9 +192,34 @@ __device__ __forceinline__ int aj_seq_len_q(int b, const AttnjitFwdArgs& args) {
 #define aj_q_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_q((b), (args)) : (args).seq_q)
 
 __device__ __forceinline__ float aj_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-// tanh(x) = 1 - 2 / (e^(2x) + 1) through the hardware exp2 and reciprocal: an absolute error
-// near 1e-7 in five instructions (tanhf takes about twenty, which dominated a soft-capped score
-// and its gradient); exactly -1 and 1 where e^(2x) flushes to 0 or overflows.
-__device__ __forceinline__ float aj_tanh(float x) { return 1.f - 2.f * aj_rcp(aj_exp2(x * (2.f * AJ_LOG2E)) + 1.f); }
+// 2^x on the FMA and integer pipes, without the special-function unit (MUFU), which the
+// softmax's own exp2 per score already keeps busy: x = j + f with j = round(x) (the 1.5 * 2^23
+// trick) and f in [-0.5, 0.5]; 2^f by a degree-5 near-minimax polynomial (Chebyshev fit),
+// 2^j added into the exponent bits. Relative error under 2.2e-7 (ex2.approx's is 2^-22), x
+// clamped to [-126, 126]; NaN stays NaN.
+__device__ __forceinline__ float aj_exp2_fma(float x) {
+  x = x < -126.f ? -126.f : x;
+  x = x > 126.f ? 126.f : x;
+  const float t = x + 12582912.f;
+  const float f = x - (t - 12582912.f);
+  float p = 0.0013390863364671234f;
+  p = fmaf(p, f, 0.009676031918322054f);
+  p = fmaf(p, f, 0.05550357114219078f);
+  p = fmaf(p, f, 0.2402210748530834f);
+  p = fmaf(p, f, 0.6931471880262288f);
+  p = fmaf(p, f, 1.0000000754548972f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+// tanh(x) = 1 - 2 / (e^(2x) + 1), absolute error under 2e-7 (tanhf takes about twenty
+// instructions), exactly -1 and 1 far out. The exponential runs on MUFU (ex2: five
+// instructions in all) or, in units that define AJ_TANH_ON_FMA 1 (the backward, bound by MUFU),
+// on the FMA pipe (aj_exp2_fma: a soft-capped score then costs two MUFU operations, not three).
+#ifndef AJ_TANH_ON_FMA
+#define AJ_TANH_ON_FMA 0
+#endif
+__device__ __forceinline__ float aj_tanh(float x) {
+  const float e = AJ_TANH_ON_FMA ? aj_exp2_fma(x * (2.f * AJ_LOG2E)) : aj_exp2(x * (2.f * AJ_LOG2E));
+  return 1.f - 2.f * aj_rcp(e + 1.f);
+}
 
 #endif  // ATTNJIT_COMMON_CUH

@@ -130,7 +130,10 @@ class BwdSm80Template : public KernelTemplate {
         {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
         {"AJ_BLOCK_N", std::to_string(16 * warps)},  // (for the block-mask kernel's tiles)
     };
-    unit.body = unit_preamble();
+    // The special-function unit bounds a soft-capped backward (P's exp2 and the tanh per
+    // score): tanh's exponential goes to the FMA pipe (H200, 2026-11-29: soft-cap causal D=128
+    // 185 -> 194 TFLOP/s; the forward, bound by instruction issue instead, lost 12% with it).
+    unit.body = unit_preamble({{"AJ_TANH_ON_FMA", "1"}});
     unit.body += runtime::load_template("bwd_hooks.cuh");
     unit.body += "\n";
     unit.body += macro_block("bwd_sm80 knobs and the variant's facts", macros);

@@ -45,6 +45,10 @@ TEST_F(BackwardCodegen, GradientHookFollowsTheVariant) {
   EXPECT_TRUE(contains(causal.unit.body, "#define AJ_HAS_TENSOR_GRADS 0")) << causal.unit.body;
   EXPECT_TRUE(contains(causal.unit.body, "return ds * 1.0f;")) << "identity score_mod: dS passes through";
   EXPECT_TRUE(causal.unit.tensor_gradients.empty());
+  // tanh's exponential on the FMA pipe in the backward (bound by MUFU), defined before the helpers.
+  const std::size_t choice = causal.unit.body.find("#define AJ_TANH_ON_FMA 1");
+  EXPECT_NE(choice, std::string::npos);
+  EXPECT_LT(choice, causal.unit.body.find("__device__ __forceinline__ float aj_tanh("));
   EXPECT_EQ(causal.unit.kernel_names,
             (std::vector<std::string>{"attnjit_bwd_preprocess", "attnjit_bwd", "attnjit_bwd_postprocess"}));
 
