@@ -159,7 +159,9 @@ llvm::Value* emit_tanh(llvm::IRBuilderBase& b, llvm::Value* x) {
   llvm::Value* em = b.CreateFMul(r, horner(b, r, c));  // expm1(r)
   llvm::Value* two_k = pow2(b, b.CreateFPToSI(k, int_type_of(x)), x->getType());
   llvm::Value* t = fma(b, two_k, em, b.CreateFSub(two_k, fc(x, 1.0)));  // expm1(y), k in [0, 27]
-  llvm::Value* th = b.CreateFDiv(t, b.CreateFAdd(t, fc(x, 2.0)));
+  // (arcp: the function's reciprocal-estimates attribute turns it into rcp14 + one Newton step)
+  auto* th = llvm::cast<llvm::Instruction>(b.CreateFDiv(t, b.CreateFAdd(t, fc(x, 2.0))));
+  th->setHasAllowReciprocal(true);
   return keep_nan(b, x, b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, th, x));
 }
 
