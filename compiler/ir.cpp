@@ -296,4 +296,18 @@ NodeRef substitute(const NodeRef& n, const NodeRef& from, const NodeRef& to) {
   return rewrite_bottom_up(n, [&](const NodeRef& x) { return x == from ? to : x; });
 }
 
+std::unordered_map<const Node*, RowKeyDependence> row_key_dependence(const NodeRef& root) {
+  std::unordered_map<const Node*, RowKeyDependence> out;
+  for (const auto& n : topological_order({root})) {
+    RowKeyDependence d{n->op == Op::Index && n->name == "q",
+                       n->op == Op::Score || (n->op == Op::Index && n->name == "kv")};
+    for (const auto& a : n->args) {
+      d.row |= out.at(a.get()).row;
+      d.key |= out.at(a.get()).key;
+    }
+    out[n.get()] = d;
+  }
+  return out;
+}
+
 }  // namespace attnjit::ir

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace attnjit::ir {
@@ -128,5 +129,13 @@ std::vector<NodeRef> topological_order(const std::vector<NodeRef>& roots);
 
 // Replaces every occurrence of `from` by `to` within `n`.
 NodeRef substitute(const NodeRef& n, const NodeRef& from, const NodeRef& to);
+
+// What a node's value depends on within one (query row, key) pair: `row` if it uses q, `key`
+// if it uses kv or the score (directly or through a tensor read's index). Nodes using neither
+// are the same over a whole tile. For every node reachable from `root`.
+struct RowKeyDependence {
+  bool row = false, key = false;
+};
+std::unordered_map<const Node*, RowKeyDependence> row_key_dependence(const NodeRef& root);
 
 }  // namespace attnjit::ir

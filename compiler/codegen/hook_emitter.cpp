@@ -151,27 +151,17 @@ std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emi
 // compute those parts ("fields": computed nodes one side determines, used where the other side
 // is needed too), once per row and per key; aj_mask_pair combines them per element.
 std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
-  struct Uses {
-    bool q = false, kv = false;
-  };
-  std::unordered_map<const Node*, Uses> uses;
+  using Uses = ir::RowKeyDependence;
+  const auto uses = ir::row_key_dependence(mask);
   const auto order = ir::topological_order({mask});
-  for (const auto& n : order) {
-    Uses u{n->op == Op::Index && n->name == "q", n->op == Op::Index && n->name == "kv"};
-    for (const auto& a : n->args) {
-      u.q |= uses.at(a.get()).q;
-      u.kv |= uses.at(a.get()).kv;
-    }
-    uses[n.get()] = u;
-  }
   std::vector<NodeRef> row_fields, col_fields;
   std::set<const Node*> is_field;
   const auto consider = [&](const NodeRef& n, const Uses& user) {
     if (n->args.empty() || is_field.count(n.get())) return;  // leaves are read where used
     const Uses& u = uses.at(n.get());
-    if (!u.kv && user.kv)
+    if (!u.key && user.key)
       row_fields.push_back(n);
-    else if (!u.q && u.kv && user.q)
+    else if (!u.row && u.key && user.row)
       col_fields.push_back(n);
     else
       return;

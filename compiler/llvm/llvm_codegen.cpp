@@ -125,13 +125,6 @@ class TileEmitter {
     throw InternalError(fmt::format("CPU codegen: '{}' is used before it is computed",
                                     ir::print_expr(program_.instructions[static_cast<std::size_t>(i)].node)));
   }
-  // Instruction i's value where an enclosing scope computed it, not broadcast.
-  llvm::Value* outer_value(const Scope& s, int i) const {
-    for (const Scope* at = s.parent; at; at = at->parent)
-      if (auto found = at->values.find(i); found != at->values.end()) return found->second;
-    throw InternalError(fmt::format("CPU codegen: '{}' is not computed outside the key loop",
-                                    ir::print_expr(program_.instructions[static_cast<std::size_t>(i)].node)));
-  }
   bool computed(const Scope& s, int i) const {
     for (const Scope* at = &s; at; at = at->parent)
       if (at->values.count(i)) return true;
@@ -332,8 +325,9 @@ llvm::Value* TileEmitter::instruction(Scope& s, int i) {
       } else if (vector(s) && levels_[static_cast<std::size_t>(ins.args[1])] != Level::Key) {
         // A divisor the keys share (soft-cap's `score / softcap`): a * (1 / b), the reciprocal
         // scalar and loop-invariant (hoisted out of the key loop), a multiply per vector; within
-        // 1.5 ulp of the division, which costs a vdivps per vector.
-        llvm::Value* inverse = b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), outer_value(s, ins.args[1]));
+        // 1.5 ulp of the division, which costs a vdivps per vector. (The row scope holds b unbroadcast.)
+        llvm::Value* inverse =
+            b_.CreateFDiv(llvm::ConstantFP::get(b_.getFloatTy(), 1.0), lookup(*s.parent, ins.args[1]));
         v = b_.CreateFMul(a[0], b_.CreateVectorSplat(static_cast<unsigned>(lanes_), inverse));
       } else {
         v = b_.CreateFDiv(a[0], a[1]);

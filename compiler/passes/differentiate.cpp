@@ -139,13 +139,8 @@ void check_indices(const NodeRef& score_mod) {
   }
 }
 
-// Whether n's value can change from one key of a query row to the next: it uses kv or the
-// score, directly or inside a tensor read's index.
-bool varies_along_kv(const NodeRef& n) {
-  for (const auto& x : topological_order({n}))
-    if (x->op == Op::Score || (x->op == Op::Index && x->name == "kv")) return true;
-  return false;
-}
+// Whether n's value can change from one key of a query row to the next.
+bool varies_along_kv(const NodeRef& n) { return row_key_dependence(n).at(n.get()).key; }
 
 }  // namespace
 
