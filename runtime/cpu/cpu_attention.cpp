@@ -237,11 +237,13 @@ struct CpuAttention::State {
   Stats stats;
 
   // The tile classes of the last call, and what they were computed for: reused while the
-  // shape and the parameter values stay the same (never for masks that read tensors, whose
-  // contents may have changed).
+  // shape, the parameter values and the contents of the tensors the mask reads stay the same
+  // (a copy of their bytes, compared whole: a model's layers share one call's document ids).
   struct TableKey {
     int batch = 0, heads_q = 0, seq_q = 0, seq_k = 0;
     std::vector<double> params;
+    std::vector<std::vector<std::int64_t>> tensor_layouts;  // dtype, shape and strides
+    std::vector<std::vector<char>> tensor_bytes;
     friend bool operator==(const TableKey&, const TableKey&) = default;
   };
   std::mutex table_mutex;
@@ -252,6 +254,28 @@ struct CpuAttention::State {
 
 namespace {
 
+// Bytes of mask tensors a table key may copy (more: the table is made anew on every call).
+constexpr std::size_t kMaxTableSnapshotBytes = std::size_t{16} << 20;
+
+// A host tensor's dtype, shape and strides, and the bytes its elements span; none past
+// `limit` bytes or with a negative stride.
+std::optional<std::pair<std::vector<std::int64_t>, std::vector<char>>> tensor_snapshot(const DLTensor& t,
+                                                                                       std::size_t limit) {
+  const auto strides = dlpack_strides(t);
+  std::vector<std::int64_t> layout = {t.dtype.code, t.dtype.bits, t.dtype.lanes, t.ndim};
+  std::int64_t last = 0;  // the farthest element, in elements
+  for (int d = 0; d < t.ndim; ++d) {
+    if (strides[static_cast<std::size_t>(d)] < 0) return std::nullopt;
+    layout.push_back(t.shape[d]);
+    layout.push_back(strides[static_cast<std::size_t>(d)]);
+    last += (t.shape[d] - 1) * strides[static_cast<std::size_t>(d)];
+  }
+  const std::size_t bytes = static_cast<std::size_t>(last + 1) * ((t.dtype.bits * t.dtype.lanes + 7) / 8);
+  if (bytes > limit) return std::nullopt;
+  const char* data = static_cast<const char*>(t.data) + t.byte_offset;
+  return std::make_pair(std::move(layout), std::vector<char>(data, data + bytes));
+}
+
 // Rows per task when CpuOptions::block_q is 0: 256 where that leaves four tasks per worker, else
 // 128 (tile_classes). A narrow band (a sliding window) or the causal diagonal does not need
 // shorter blocks: inside a run with partial sub-tiles each 16-row slice computes only the
@@ -260,17 +284,32 @@ namespace {
 }  // namespace
 
 // The tile classes for this call and the rows per task they were made for.
-std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_classes(State& st, int batch, int heads_q,
-                                                                                      int seq_q, int seq_k,
-                                                                                      const Bindings& bindings) {
+CpuAttention::TileClasses CpuAttention::tile_classes(State& st, int batch, int heads_q, int seq_q, int seq_k,
+                                                     const Bindings& bindings) {
   State::TableKey key{batch, heads_q, seq_q, seq_k, {}};
   for (const auto& p : st.variant.params())
     key.params.push_back(p.type == ir::Type::Int ? static_cast<double>(bound_int(bindings, p.name))
                                                  : bound_float(bindings, p.name));
-  const bool cacheable = !st.mask.reads_tensor;
+  bool cacheable = true;
+  std::size_t snapshot_bytes = 0;
+  for (const std::string& name : st.mask.tensors) {
+    const auto it = bindings.tensors().find(name);
+    if (it == bindings.tensors().end()) {
+      cacheable = false;
+      break;
+    }
+    const auto snapshot = tensor_snapshot(it->second, kMaxTableSnapshotBytes - snapshot_bytes);
+    if (!snapshot) {
+      cacheable = false;
+      break;
+    }
+    snapshot_bytes += snapshot->second.size();
+    key.tensor_layouts.push_back(snapshot->first);
+    key.tensor_bytes.push_back(std::move(snapshot->second));
+  }
   if (cacheable) {
     std::lock_guard<std::mutex> lock(st.table_mutex);
-    if (st.table && st.table_key == key) return {st.table, st.table_block_q};
+    if (st.table && st.table_key == key) return {st.table, st.table_block_q, true};
   }
   const int requested = st.options.block_q;
   int block_q = requested == 0 ? 64 : requested;
@@ -294,7 +333,7 @@ std::pair<std::shared_ptr<const cpu::TileClassTable>, int> CpuAttention::tile_cl
     st.table = table;
     st.table_block_q = block_q;
   }
-  return {table, block_q};
+  return {table, block_q, false};
 }
 
 CpuAttention::CpuAttention(const Variant& variant, CpuHooks hooks, const CpuOptions& options)
@@ -429,7 +468,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   const int block_kv = st.options.block_kv;
   const int threads = st.options.threads;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto [table_ptr, block_q] = tile_classes(*state_, batch, heads_q, seq_q, seq_k, bindings);
+  const auto [table_ptr, block_q, classes_reused] = tile_classes(*state_, batch, heads_q, seq_q, seq_k, bindings);
   const cpu::TileClassTable& table = *table_ptr;
   const double classify_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
@@ -440,6 +479,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   std::vector<int> order(static_cast<std::size_t>(tasks)), weight(order.size());
   Stats stats;
   stats.classify_ms = classify_ms;
+  stats.classes_reused = classes_reused;
   stats.block_q = block_q;
   for (int t = 0; t < tasks; ++t) {
     const int qb = t % q_blocks, bh = t / q_blocks;

@@ -103,16 +103,20 @@ class CpuAttention {
   // counted in 64-key sub-tiles of block_q rows.
   struct Stats {
     long long full_tiles = 0, partial_tiles = 0, empty_tiles = 0;
-    double classify_ms = 0;  // building the tile classes (near 0 when the last call's are reused)
-    int block_q = 0;         // the query rows per task
+    double classify_ms = 0;       // building the tile classes (near 0 when the last call's are reused)
+    bool classes_reused = false;  // the last call's tile classes served this one
+    int block_q = 0;              // the query rows per task
   };
   Stats last_stats() const;  // of the last forward call on this object (any thread)
 
  private:
   struct State;
-  static std::pair<std::shared_ptr<const cpu::TileClassTable>, int> tile_classes(State& state, int batch, int heads_q,
-                                                                                 int seq_q, int seq_k,
-                                                                                 const Bindings& bindings);
+  struct TileClasses {
+    std::shared_ptr<const cpu::TileClassTable> table;
+    int block_q = 0;  // the rows per task the table was made for
+    bool reused = false;
+  };
+  static TileClasses tile_classes(State& state, int batch, int heads_q, int seq_q, int seq_k, const Bindings& bindings);
   std::shared_ptr<State> state_;
 };
 

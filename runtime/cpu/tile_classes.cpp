@@ -61,6 +61,9 @@ MaskFacts analyse_mask(const Variant& variant) {
   facts.normalized = ir::normalize_for_intervals(mask);
   for (const auto& n : ir::topological_order({mask})) {
     facts.reads_tensor |= n->op == ir::Op::TensorRead;
+    if (n->op == ir::Op::TensorRead &&
+        std::find(facts.tensors.begin(), facts.tensors.end(), n->name) == facts.tensors.end())
+      facts.tensors.push_back(n->name);
     facts.uses_batch |= n->op == ir::Op::Index && n->name == "b";
     facts.uses_head |= n->op == ir::Op::Index && n->name == "h";
   }

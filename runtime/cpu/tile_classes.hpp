@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compiler/ir.hpp"
@@ -21,7 +22,8 @@ struct MaskFacts {
   bool has_mask = false;
   bool uses_batch = false, uses_head = false;  // the mask mentions b (h), tensor indices included
   bool reads_tensor = false;
-  ir::NodeRef normalized;  // the lowered mask, normalized for intervals
+  std::vector<std::string> tensors;  // the captured tensors the mask reads, by name
+  ir::NodeRef normalized;            // the lowered mask, normalized for intervals
 };
 MaskFacts analyse_mask(const Variant& variant);
 

@@ -363,11 +363,15 @@ TEST(CpuAttention, ChoosesTheRowsPerTaskAndReusesTileClassesOnlyWhileValid) {
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);
   const auto first = window.last_stats();
   EXPECT_EQ(first.block_q, tall_rows);
+  EXPECT_FALSE(first.classes_reused);
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, narrow);  // the same classes, reused
   EXPECT_EQ(window.last_stats().empty_tiles, first.empty_tiles);
+  EXPECT_TRUE(window.last_stats().classes_reused);
   window.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, wide);  // another window: classified again
   EXPECT_LT(window.last_stats().empty_tiles, first.empty_tiles);
-  // Document ids are read from the tensor on every call: new contents, new classes.
+  EXPECT_FALSE(window.last_stats().classes_reused);
+  // Document ids: classes reused while the tensor's contents stay; new contents (in place, the
+  // same pointer), new classes.
   HostTensor ids(dlpack_int32(), {1, s});
   Bindings docs;
   docs.set("doc", ids.dl());
@@ -375,9 +379,18 @@ TEST(CpuAttention, ChoosesTheRowsPerTaskAndReusesTileClassesOnlyWhileValid) {
   for (int i = 0; i < s; ++i) ids.set(i, i / 512);
   documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
   EXPECT_EQ(documents.last_stats().empty_tiles, 2 * 2 * 8 * 8);
+  EXPECT_FALSE(documents.last_stats().classes_reused);
+  documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
+  EXPECT_TRUE(documents.last_stats().classes_reused);
+  EXPECT_EQ(documents.last_stats().empty_tiles, 2 * 2 * 8 * 8);
   for (int i = 0; i < s; ++i) ids.set(i, i / 256);
   documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
+  EXPECT_FALSE(documents.last_stats().classes_reused);
   EXPECT_EQ(documents.last_stats().empty_tiles, 2 * (16 * 16 - 4 * 4 * 4));
+  ids.set(s - 1, 0);  // one id changed: classified again, and the last key joins document 0
+  documents.forward(q.dl(), k.dl(), v.dl(), o.dl(), nullptr, docs);
+  EXPECT_FALSE(documents.last_stats().classes_reused);
+  EXPECT_GT(documents.last_stats().partial_tiles, 0);
 }
 
 // Tasks flush denormals (a window's far-off probabilities would take microcode assists) and
