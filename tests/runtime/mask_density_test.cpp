@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "dsl/presets.hpp"
+#include "runtime/api/dlpack_view.hpp"
 #include "runtime/tuning/benchmark.hpp"
 
 namespace attnjit {
@@ -30,6 +31,33 @@ TEST(MaskDensity, SampledRowsStayCloseWhenExactCountingIsTooExpensive) {
   const double sampled =
       mask_density(presets::causal(), ForwardProblem{1, 1, 1, 1000, 1000}, {}, /*max_evaluations=*/1000);
   EXPECT_NEAR(sampled, 1000.0 * 1001.0 / 2.0 / 1e6, 0.01);
+}
+
+TEST(MaskDensity, TensorMasksCountPerBatchAndPerHeadOnlyWhereTheirIndicesSay) {
+  // Document ids doc[b, kv]: batch 0 one document (all pairs), batch 1 two halves (half the
+  // pairs); the same for every head, whether or not heads are enumerated.
+  const int s = 96;
+  HostTensor ids(dlpack_int32(), {2, s});
+  for (int i = 0; i < s; ++i) {
+    ids.set(i, 0);
+    ids.set(s + i, i < s / 2 ? 0 : 1);
+  }
+  Bindings docs;
+  docs.set("doc", ids.dl());
+  EXPECT_DOUBLE_EQ(mask_density(presets::document(), ForwardProblem{2, 4, 4, s, s}, docs), (1.0 + 0.5) / 2.0);
+  // A mask whose tensor index mentions h: allowed[h, kv] keeps key 0 only for head 0 and every
+  // key for head 1, so the heads differ and are counted one by one.
+  using namespace dsl::vars;
+  const Tensor allowed("allowed", ir::TensorDType::I32, 2);
+  const Variant per_head = Variant("per_head").with_mask_mod(allowed(h, kv) != 0);
+  HostTensor a(dlpack_int32(), {2, s});
+  for (int i = 0; i < s; ++i) {
+    a.set(i, i == 0 ? 1 : 0);
+    a.set(s + i, 1);
+  }
+  Bindings heads;
+  heads.set("allowed", a.dl());
+  EXPECT_DOUBLE_EQ(mask_density(per_head, ForwardProblem{1, 2, 2, s, s}, heads), (1.0 / s + 1.0) / 2.0);
 }
 
 }  // namespace
