@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <mutex>
@@ -306,6 +307,17 @@ std::unordered_map<const Node*, RowKeyDependence> row_key_dependence(const NodeR
       d.key |= out.at(a.get()).key;
     }
     out[n.get()] = d;
+  }
+  return out;
+}
+
+IndexUses index_uses(const NodeRef& root) {
+  IndexUses out;
+  for (const auto& n : topological_order({root})) {
+    out.batch |= n->op == Op::Index && n->name == "b";
+    out.head |= n->op == Op::Index && n->name == "h";
+    if (n->op == Op::TensorRead && std::find(out.tensors.begin(), out.tensors.end(), n->name) == out.tensors.end())
+      out.tensors.push_back(n->name);
   }
   return out;
 }

@@ -138,4 +138,12 @@ struct RowKeyDependence {
 };
 std::unordered_map<const Node*, RowKeyDependence> row_key_dependence(const NodeRef& root);
 
+// Which batch / head indices an expression mentions (tensor indices included: a read varies
+// only with its indices) and the captured tensors it reads, by name, each once.
+struct IndexUses {
+  bool batch = false, head = false;
+  std::vector<std::string> tensors;
+};
+IndexUses index_uses(const NodeRef& root);
+
 }  // namespace attnjit::ir

@@ -419,11 +419,10 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   const NodeRef normalized = ir::normalize_for_intervals(mask);
   // A mask that reads a tensor gets its tile classes from the GPU: interval analysis cannot
   // see through the read. The classes depend on b (h) only when the mask mentions it.
-  for (const auto& n : ir::topological_order({mask})) {
-    out.facts.mask_reads_tensor |= n->op == Op::TensorRead;
-    out.facts.mask_uses_batch |= n->op == Op::Index && n->name == "b";
-    out.facts.mask_uses_head |= n->op == Op::Index && n->name == "h";
-  }
+  const ir::IndexUses mask_uses = ir::index_uses(mask);
+  out.facts.mask_reads_tensor = !mask_uses.tensors.empty();
+  out.facts.mask_uses_batch = mask_uses.batch;
+  out.facts.mask_uses_head = mask_uses.head;
 
   ScalarEmitter emit(slots);
   std::string& s = out.source;

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -238,16 +239,17 @@ struct CpuAttention::State {
 
   // The tile classes of the last call, and what they were computed for: reused while the
   // shape, the parameter values and the contents of the tensors the mask reads stay the same
-  // (a copy of their bytes, compared whole: a model's layers share one call's document ids).
+  // (a model's layers share one call's document ids). The key holds the layouts; a copy of
+  // the tensors' bytes, kept beside it, is compared with the call's in place.
   struct TableKey {
     int batch = 0, heads_q = 0, seq_q = 0, seq_k = 0;
     std::vector<double> params;
     std::vector<std::vector<std::int64_t>> tensor_layouts;  // dtype, shape and strides
-    std::vector<std::vector<char>> tensor_bytes;
     friend bool operator==(const TableKey&, const TableKey&) = default;
   };
   std::mutex table_mutex;
   std::optional<TableKey> table_key;
+  std::vector<std::vector<char>> table_tensor_bytes;
   std::shared_ptr<const cpu::TileClassTable> table;
   int table_block_q = 0;
 };
@@ -259,8 +261,11 @@ constexpr std::size_t kMaxTableSnapshotBytes = std::size_t{16} << 20;
 
 // A host tensor's dtype, shape and strides, and the bytes its elements span; none past
 // `limit` bytes or with a negative stride.
-std::optional<std::pair<std::vector<std::int64_t>, std::vector<char>>> tensor_snapshot(const DLTensor& t,
-                                                                                       std::size_t limit) {
+struct TensorSpan {
+  std::vector<std::int64_t> layout;
+  std::span<const char> bytes;
+};
+std::optional<TensorSpan> tensor_span(const DLTensor& t, std::size_t limit) {
   const auto strides = dlpack_strides(t);
   std::vector<std::int64_t> layout = {t.dtype.code, t.dtype.bits, t.dtype.lanes, t.ndim};
   std::int64_t last = 0;  // the farthest element, in elements
@@ -272,8 +277,7 @@ std::optional<std::pair<std::vector<std::int64_t>, std::vector<char>>> tensor_sn
   }
   const std::size_t bytes = static_cast<std::size_t>(last + 1) * ((t.dtype.bits * t.dtype.lanes + 7) / 8);
   if (bytes > limit) return std::nullopt;
-  const char* data = static_cast<const char*>(t.data) + t.byte_offset;
-  return std::make_pair(std::move(layout), std::vector<char>(data, data + bytes));
+  return TensorSpan{std::move(layout), {static_cast<const char*>(t.data) + t.byte_offset, bytes}};
 }
 
 // Rows per task when CpuOptions::block_q is 0: 256 where that leaves four tasks per worker, else
@@ -286,30 +290,35 @@ std::optional<std::pair<std::vector<std::int64_t>, std::vector<char>>> tensor_sn
 // The tile classes for this call and the rows per task they were made for.
 CpuAttention::TileClasses CpuAttention::tile_classes(State& st, int batch, int heads_q, int seq_q, int seq_k,
                                                      const Bindings& bindings) {
-  State::TableKey key{batch, heads_q, seq_q, seq_k, {}};
+  State::TableKey key{batch, heads_q, seq_q, seq_k, {}, {}};
   for (const auto& p : st.variant.params())
     key.params.push_back(p.type == ir::Type::Int ? static_cast<double>(bound_int(bindings, p.name))
                                                  : bound_float(bindings, p.name));
   bool cacheable = true;
-  std::size_t snapshot_bytes = 0;
+  std::size_t span_bytes = 0;
+  std::vector<std::span<const char>> tensor_bytes;
   for (const std::string& name : st.mask.tensors) {
     const auto it = bindings.tensors().find(name);
-    if (it == bindings.tensors().end()) {
+    auto span =
+        it == bindings.tensors().end() ? std::nullopt : tensor_span(it->second, kMaxTableSnapshotBytes - span_bytes);
+    if (!span) {
       cacheable = false;
       break;
     }
-    const auto snapshot = tensor_snapshot(it->second, kMaxTableSnapshotBytes - snapshot_bytes);
-    if (!snapshot) {
-      cacheable = false;
-      break;
-    }
-    snapshot_bytes += snapshot->second.size();
-    key.tensor_layouts.push_back(snapshot->first);
-    key.tensor_bytes.push_back(std::move(snapshot->second));
+    span_bytes += span->bytes.size();
+    key.tensor_layouts.push_back(std::move(span->layout));
+    tensor_bytes.push_back(span->bytes);
   }
   if (cacheable) {
     std::lock_guard<std::mutex> lock(st.table_mutex);
-    if (st.table && st.table_key == key) return {st.table, st.table_block_q, true};
+    const auto same_bytes = [&] {
+      for (std::size_t i = 0; i < tensor_bytes.size(); ++i)
+        if (!std::equal(tensor_bytes[i].begin(), tensor_bytes[i].end(), st.table_tensor_bytes[i].begin(),
+                        st.table_tensor_bytes[i].end()))
+          return false;
+      return true;
+    };
+    if (st.table && st.table_key == key && same_bytes()) return {st.table, st.table_block_q, true};
   }
   const int requested = st.options.block_q;
   int block_q = requested == 0 ? 64 : requested;
@@ -330,6 +339,8 @@ CpuAttention::TileClasses CpuAttention::tile_classes(State& st, int batch, int h
   if (cacheable) {
     std::lock_guard<std::mutex> lock(st.table_mutex);
     st.table_key = key;
+    st.table_tensor_bytes.clear();
+    for (const auto& bytes : tensor_bytes) st.table_tensor_bytes.emplace_back(bytes.begin(), bytes.end());
     st.table = table;
     st.table_block_q = block_q;
   }

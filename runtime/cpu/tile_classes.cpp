@@ -59,14 +59,10 @@ MaskFacts analyse_mask(const Variant& variant) {
   const ir::NodeRef& mask = lowered.roots[0].root;
   facts.has_mask = !(mask->op == ir::Op::ConstBool && mask->int_value == 1);
   facts.normalized = ir::normalize_for_intervals(mask);
-  for (const auto& n : ir::topological_order({mask})) {
-    facts.reads_tensor |= n->op == ir::Op::TensorRead;
-    if (n->op == ir::Op::TensorRead &&
-        std::find(facts.tensors.begin(), facts.tensors.end(), n->name) == facts.tensors.end())
-      facts.tensors.push_back(n->name);
-    facts.uses_batch |= n->op == ir::Op::Index && n->name == "b";
-    facts.uses_head |= n->op == ir::Op::Index && n->name == "h";
-  }
+  ir::IndexUses uses = ir::index_uses(mask);
+  facts.uses_batch = uses.batch;
+  facts.uses_head = uses.head;
+  facts.tensors = std::move(uses.tensors);
   return facts;
 }
 
@@ -100,7 +96,7 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
     else
       base.float_params[param.name] = bound_float(bindings, param.name);
   }
-  if (facts.reads_tensor)
+  if (facts.reads_tensor())
     base.tensor_range = [&bindings](const ir::Node& read, std::span<const ir::IntRange> index) {
       const auto it = bindings.tensors().find(read.name);
       return it == bindings.tensors().end() ? std::nullopt : scan_range(it->second, read, index);

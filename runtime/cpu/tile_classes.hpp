@@ -21,9 +21,9 @@ namespace attnjit::cpu {
 struct MaskFacts {
   bool has_mask = false;
   bool uses_batch = false, uses_head = false;  // the mask mentions b (h), tensor indices included
-  bool reads_tensor = false;
-  std::vector<std::string> tensors;  // the captured tensors the mask reads, by name
-  ir::NodeRef normalized;            // the lowered mask, normalized for intervals
+  std::vector<std::string> tensors;            // the captured tensors the mask reads, by name
+  ir::NodeRef normalized;                      // the lowered mask, normalized for intervals
+  bool reads_tensor() const { return !tensors.empty(); }
 };
 MaskFacts analyse_mask(const Variant& variant);
 

@@ -154,12 +154,8 @@ double mask_density(const Variant& variant, const ForwardProblem& p, const Bindi
   // Masks that do not mention b (or h) are the same for every batch (or head): count one and
   // scale. A tensor read varies only with its indices, which are part of the mask (document
   // ids doc[b, kv] are the same for every head).
-  bool uses_b = false, uses_h = false;
-  for (const auto& n : ir::topological_order({mask})) {
-    uses_b |= n->op == ir::Op::Index && n->name == "b";
-    uses_h |= n->op == ir::Op::Index && n->name == "h";
-  }
-  const int batches = uses_b ? p.batch : 1, heads = uses_h ? p.heads_q : 1;
+  const ir::IndexUses uses = ir::index_uses(mask);
+  const int batches = uses.batch ? p.batch : 1, heads = uses.head ? p.heads_q : 1;
   std::vector<ir::Value> scratch, roots;
   // Classify every tile once; partial tiles are then evaluated element by element.
   constexpr int tile = 64;
