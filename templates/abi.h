@@ -64,8 +64,11 @@ struct AttnjitFwdArgs {
   long long tile_class_stride[3];
 
   // K rotated by RoPE once per (b, kv head), [batch, heads_kv, seq_k, head_dim] contiguous,
-  // written by attnjit_rope_k and read by the forward kernel; null without RoPE.
+  // written by attnjit_rope_k and read by the forward kernel; null without RoPE. Q likewise,
+  // [batch, heads_q, seq_q, head_dim], written by attnjit_rope_q where the forward kernel
+  // does not turn Q itself (fwd_sm90); null otherwise.
   void* rope_k;
+  void* rope_q;
 
   // Keys in use per sequence, [batch] (a KV-cache call: Kernel::forward_kv_cache), clamped into
   // [0, seq_k] where read; null: seq_k for every sequence. Read only by units built with

@@ -796,37 +796,4 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
   }
 }
 
-#if AJ_HAS_ROPE
-// ---- the K pre-pass: K rotated once into args.rope_k --------------------------------------
-// One thread per (K row, pair of elements): a rotated pair turns by aj_rope_kv_position(row) *
-// aj_rope_inv_freq(j) in fp32 (rope_sincos, as the Q rows in the forward kernel) and is
-// rounded to the input dtype; the dimensions past the rotary ones are copied. Grid:
-// (ceil(seq_k * D / 2 / AJ_ROPE_K_THREADS), heads_kv, batch). In a ragged batch sequence b's
-// keys come from its rows of the packed K and land at rows [0, its length) of its padded
-// [seq_k = max_seqlen_k] block, at their positions within the sequence.
-#define AJ_ROPE_K_THREADS 256
-extern "C" __global__ void __launch_bounds__(AJ_ROPE_K_THREADS) attnjit_rope_k(const AttnjitFwdArgs args) {
-  using namespace aj_fwd;
-  const int hk = blockIdx.y, b = blockIdx.z;
-  const aj_i64 idx = (aj_i64)blockIdx.x * AJ_ROPE_K_THREADS + threadIdx.x;
-#if AJ_RAGGED
-  const aj_i64 k_start = args.cu_seqlens_k[b];
-#else
-  const aj_i64 k_start = 0;
-#endif
-  if (idx >= (aj_i64)aj_seq_len_k(b, args) * (D / 2)) return;
-  const int row = (int)(idx / (D / 2)), pair = (int)(idx % (D / 2));
-  const aj_u16* src =
-      (const aj_u16*)args.k + b * args.k_stride[0] + hk * args.k_stride[1] + (k_start + row) * args.k_stride[2];
-  aj_u16* dst = (aj_u16*)args.rope_k + (((aj_i64)b * args.heads_kv + hk) * args.seq_k + row) * D;
-  int e0, e1;  // the two elements of this pair
-  bool turns;
-  rope_pair(pair, e0, e1, turns);
-  float x0 = load_element(src + e0), x1 = load_element(src + e1);
-  if (turns) rope_turn_approx(x0, x1, aj_rope_kv_position(b, row, args), pair);
-  dst[e0] = store_element(x0);
-  dst[e1] = store_element(x1);
-}
-#endif  // AJ_HAS_ROPE
-
 #endif  // ATTNJIT_FWD_SM80_CUH

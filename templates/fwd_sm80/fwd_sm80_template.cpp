@@ -94,6 +94,7 @@ class FwdSm80Template : public KernelTemplate {
     unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("fwd_sm80.cuh");
+    unit.body += runtime::load_template("rope_prepass.cuh");
     unit.body += BlockMaskTemplate::forward_section(unit.facts);
     return unit;
   }

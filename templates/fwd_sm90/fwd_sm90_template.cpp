@@ -29,6 +29,8 @@ int accumulator_budget(int consumers) { return consumers == 2 ? 240 - 40 : 160 -
 class FwdSm90Template : public KernelTemplate {
  public:
   static constexpr const char* kKernelName = "attnjit_fwd";
+  static constexpr const char* kRopeQKernelName = "attnjit_rope_q";  // Q turned once (RoPE)
+  static constexpr const char* kRopeKKernelName = "attnjit_rope_k";  // K turned once (RoPE)
 
   std::string name() const override { return kFwdSm90TemplateName; }
   std::string description() const override {
@@ -42,7 +44,11 @@ class FwdSm90Template : public KernelTemplate {
     if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
     if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
       return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
-    if (r.variant->rope()) return Support::no("RoPE is not served yet (fwd_sm80 runs it)");
+    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
+      return Support::invalid(
+          fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}; use 0 (whole head) "
+                      "or an even number <= {}",
+                      r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
     return Support::yes();
   }
 
@@ -95,12 +101,15 @@ class FwdSm90Template : public KernelTemplate {
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
+    // RoPE: Q and K turned once into the workspace by pre-passes; the TMA copies those.
+    if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), {kRopeQKernelName, kRopeKKernelName});
 
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)}, {"AJ_BLOCK_M", std::to_string(64 * consumers)},
         {"AJ_BLOCK_N", std::to_string(block_n)},     {"AJ_CONSUMERS", std::to_string(consumers)},
         {"AJ_STAGES", std::to_string(stages)},       {"AJ_PINGPONG", std::to_string(r.knobs.get("pingpong"))},
     };
+    if (unit.facts.has_rope) macros.emplace_back("AJ_ROPE_Q_PREPASS", "1");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     unit.body = unit_preamble();
     unit.body += macro_block("fwd_sm90 knobs and the variant's facts", macros);
@@ -109,6 +118,8 @@ class FwdSm90Template : public KernelTemplate {
     unit.body += runtime::load_template("sm90_primitives.cuh");
     unit.body += wgmma_wrappers(r.dtype, block_n, r.head_dim);
     unit.body += runtime::load_template("fwd_sm90.cuh");
+    unit.body += runtime::load_template("rope_pairs.cuh");
+    unit.body += runtime::load_template("rope_prepass.cuh");
     unit.body += BlockMaskTemplate::forward_section(unit.facts);
     return unit;
   }
@@ -118,17 +129,43 @@ class FwdSm90Template : public KernelTemplate {
     const int block_m = 64 * consumers;
     const int head_dim = unit.head_dim;
     LaunchPlan plan;
+    // Workspace: [Q turned by RoPE | K turned | tile classes of the block mask], each part
+    // 256-byte aligned.
+    std::size_t rope_q_bytes = 0, rope_k_bytes = 0;
+    if (unit.facts.has_rope) {
+      rope_q_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * head_dim * 2);
+      rope_k_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
+      const auto prepass = [&](const char* kernel, const char* role, int heads, int rows) {
+        KernelLaunch k;
+        k.kernel = kernel;
+        k.role = role;
+        const std::size_t pairs = static_cast<std::size_t>(rows) * (head_dim / 2);
+        k.grid = {static_cast<unsigned>((pairs + 255) / 256), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(p.batch)};
+        k.block = {256, 1, 1};
+        plan.kernels.push_back(k);
+      };
+      prepass(kRopeQKernelName, "rope_q", p.heads_q, p.seq_q);
+      prepass(kRopeKKernelName, "rope_k", p.heads_kv, p.seq_k);
+    }
     std::optional<BlockMaskLayout> mask;
     if (unit.facts.mask_reads_tensor) {
       mask = BlockMaskTemplate::layout(unit.facts, block_m, block_n, p);
       plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
       plan.block_mask_bytes = mask->bytes;
-      plan.workspace_bytes = mask->bytes;
       plan.bind_block_mask = [l = *mask](AttnjitFwdArgs& args, std::uint64_t classes) {
         BlockMaskTemplate::bind(args, classes, l);
       };
-      plan.bind_workspace = [l = *mask](AttnjitFwdArgs& args, std::uint64_t w) { BlockMaskTemplate::bind(args, w, l); };
     }
+    plan.workspace_bytes = rope_q_bytes + rope_k_bytes + (mask ? mask->bytes : 0);
+    if (plan.workspace_bytes > 0)
+      plan.bind_workspace = [rope_q_bytes, rope_k_bytes, mask](AttnjitFwdArgs& args, std::uint64_t w) {
+        if (rope_q_bytes > 0) {
+          args.rope_q = reinterpret_cast<void*>(w);
+          args.rope_k = reinterpret_cast<void*>(w + rope_q_bytes);
+        }
+        if (mask) BlockMaskTemplate::bind(args, w + rope_q_bytes + rope_k_bytes, *mask);
+      };
     plan.args_bytes = sizeof(AttnjitFwdSm90Args);
     plan.finish_args = [block_m, block_n, head_dim](void* block) -> std::string {
       auto& a = *static_cast<AttnjitFwdSm90Args*>(block);
@@ -141,9 +178,17 @@ class FwdSm90Template : public KernelTemplate {
         unsigned rows;
         AttnjitTensorMap* map;
       };
+      // With RoPE, Q and K as the pre-passes wrote them: contiguous [batch, heads, seq, D].
+      const long long rope_q_stride[3] = {static_cast<long long>(f.heads_q) * f.seq_q * head_dim,
+                                          static_cast<long long>(f.seq_q) * head_dim, head_dim};
+      const long long rope_k_stride[3] = {static_cast<long long>(f.heads_kv) * f.seq_k * head_dim,
+                                          static_cast<long long>(f.seq_k) * head_dim, head_dim};
+      const bool rope = f.rope_q != nullptr;
       const Operand operands[] = {
-          {"q", f.q, f.q_stride, f.heads_q, f.seq_q, static_cast<unsigned>(block_m), &a.tma_q},
-          {"k", f.k, f.k_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_k},
+          {"q", rope ? f.rope_q : f.q, rope ? rope_q_stride : f.q_stride, f.heads_q, f.seq_q,
+           static_cast<unsigned>(block_m), &a.tma_q},
+          {"k", rope ? f.rope_k : f.k, rope ? rope_k_stride : f.k_stride, f.heads_kv, f.seq_k,
+           static_cast<unsigned>(block_n), &a.tma_k},
           {"v", f.v, f.v_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_v}};
       for (const Operand& o : operands) {
         runtime::TensorMap4d t;
@@ -177,6 +222,9 @@ class FwdSm90Template : public KernelTemplate {
     plan.kernels.push_back(fwd);
     return plan;
   }
+
+ private:
+  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 };
 
 }  // namespace

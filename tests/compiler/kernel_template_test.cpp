@@ -76,13 +76,13 @@ TEST(TemplateRegistry, BuiltinsAreRegisteredAndTheForwardOneIsChosen) {
   EXPECT_EQ(registry.find("block_mask")->role(), TemplateRole::Helper);
   ASSERT_NE(registry.find("fwd_sm90"), nullptr);
   const Variant causal = presets::by_name("causal");
-  // The Hopper template where wgmma exists, the sm80 one everywhere else and for what the
-  // Hopper one declines (RoPE, head dims other than 64/128/256).
+  // The Hopper template where wgmma exists (RoPE too, through pre-passes), the sm80 one
+  // everywhere else and for what the Hopper one declines (head dims other than 64/128/256).
   for (const std::string arch : {"sm_80", "sm_86", "sm_89", "sm_90"})
     EXPECT_EQ(registry.select(request_for(causal, arch), "").name(), "fwd_sm80") << arch;
   EXPECT_EQ(registry.select(request_for(causal, "sm_90a"), "").name(), "fwd_sm90");
   const Variant rope = presets::by_name("rope_causal");
-  EXPECT_EQ(registry.select(request_for(rope, "sm_90a"), "").name(), "fwd_sm80");
+  EXPECT_EQ(registry.select(request_for(rope, "sm_90a"), "").name(), "fwd_sm90");
 }
 
 TEST(TemplateRegistry, FallsBackOnNotSupportedAndStopsOnInvalid) {
