@@ -214,12 +214,25 @@ __device__ __forceinline__ float aj_exp2_fma(float x) {
 // instructions), exactly -1 and 1 far out. The exponential runs on MUFU (ex2: five
 // instructions in all) or, in units that define AJ_TANH_ON_FMA 1 (the backward, bound by MUFU),
 // on the FMA pipe (aj_exp2_fma: a soft-capped score then costs two MUFU operations, not three).
+// Units that define AJ_TANH_APPROX 1 (the sm90 forward, bound by instruction issue) use
+// tanh.approx.f32 instead: one MUFU instruction, relative error about 2^-11 (PTX ISA), which
+// moves a soft-capped score by at most ~5e-4 of its value, below the bf16 / fp16 rounding of P
+// that the 2x rule's naive computation already makes.
 #ifndef AJ_TANH_ON_FMA
 #define AJ_TANH_ON_FMA 0
 #endif
+#ifndef AJ_TANH_APPROX
+#define AJ_TANH_APPROX 0
+#endif
 __device__ __forceinline__ float aj_tanh(float x) {
+#if AJ_TANH_APPROX
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
   const float e = AJ_TANH_ON_FMA ? aj_exp2_fma(x * (2.f * AJ_LOG2E)) : aj_exp2(x * (2.f * AJ_LOG2E));
   return 1.f - 2.f * aj_rcp(e + 1.f);
+#endif
 }
 
 #endif  // ATTNJIT_COMMON_CUH

@@ -64,6 +64,10 @@ class FwdSm90Template : public KernelTemplate {
     // At D=64 the softmax weighs as much as the GEMMs: a third consumer hides it (H200,
     // 2026-11-29: dense 375 -> 475 TFLOP/s, causal 302 -> 327 at S=4096).
     if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
+    // Short sequences (hinted): 2 consumers, as 1024 rows are 5.3 blocks of 192 (the sixth
+    // a third full) but 8 of 128 (H200, 2026-11-29, S=1024: causal 239 -> 261, dense 380 -> 390).
+    if (r.head_dim == 64 && r.problem && r.problem->seq_q <= 1024)
+      return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
     if (r.head_dim == 64) return Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}, {"pingpong", 1}};
     return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
   }
@@ -111,7 +115,8 @@ class FwdSm90Template : public KernelTemplate {
     };
     if (unit.facts.has_rope) macros.emplace_back("AJ_ROPE_Q_PREPASS", "1");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
-    unit.body = unit_preamble();
+    // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
+    unit.body = unit_preamble({{"AJ_TANH_APPROX", "1"}});
     unit.body += macro_block("fwd_sm90 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");

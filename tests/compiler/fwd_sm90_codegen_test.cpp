@@ -61,6 +61,29 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   }
 }
 
+TEST_F(FwdSm90Codegen, HintedShortSequencesTakeTwoConsumersAtD64) {
+  const auto consumers = [&](int head_dim, int seq) {
+    CompileOptions o = options("sm_90a", head_dim);
+    if (seq > 0) o.with_shape_hint(4, 8, 8, seq, seq);
+    return generate(presets::causal(), o).config.knobs.get("consumers");
+  };
+  EXPECT_EQ(consumers(64, 0), 3);  // no hint: the long-sequence choice
+  EXPECT_EQ(consumers(64, 1024), 2);
+  EXPECT_EQ(consumers(64, 1000), 2);
+  EXPECT_EQ(consumers(64, 1025), 3);
+  EXPECT_EQ(consumers(64, 4096), 3);
+  EXPECT_EQ(consumers(128, 1024), 2);
+  EXPECT_EQ(consumers(128, 16384), 2);
+}
+
+TEST_F(FwdSm90Codegen, TanhApproxOnlyInTheSm90Forward) {
+  const std::string define = "#define AJ_TANH_APPROX 1";
+  const Variant softcap = presets::by_name("softcap_causal");
+  EXPECT_EQ(count(generate(softcap, options("sm_90a", 128)).source, define), 1);
+  EXPECT_EQ(count(generate(softcap, options("sm_80", 128)).source, define), 0);
+  EXPECT_EQ(count(generate(softcap, options("sm_90a", 96)).source, define), 0);  // fwd_sm80 there
+}
+
 TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
   const int limit = 232448;  // sm_90's opt-in shared memory per block
