@@ -39,13 +39,17 @@ __device__ __forceinline__ void rope_sincos(float x, float& s, float& c) {
   asm("cos.approx.ftz.f32 %0, %1;" : "=f"(c) : "f"(r));
 }
 
-// (x0, x1) turned by position * w_j with rope_sincos (what the forward kernels use).
-__device__ __forceinline__ void rope_turn_approx(float& x0, float& x1, int position, int j) {
+// (x0, x1) turned by position * inv_freq with rope_sincos, inv_freq = aj_rope_inv_freq(j) (what
+// the forward kernels use; callers that turn many rows keep the frequencies in a table).
+__device__ __forceinline__ void rope_turn_by(float& x0, float& x1, int position, float inv_freq) {
   float sn, cs;
-  rope_sincos((float)position * aj_rope_inv_freq(j), sn, cs);
+  rope_sincos((float)position * inv_freq, sn, cs);
   const float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
   x0 = r0;
   x1 = r1;
+}
+__device__ __forceinline__ void rope_turn_approx(float& x0, float& x1, int position, int j) {
+  rope_turn_by(x0, x1, position, aj_rope_inv_freq(j));
 }
 
 }  // namespace aj_rope
