@@ -615,6 +615,28 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         cpu::pack_keys(kv.storage, kv.at(b, hk, kv0), kv.stride[2], kv.stride[3], cols, dim, ws.k.data());
       }
 
+      // V of the run, packed (bf16 products) or widened once, before the groups use it.
+      const std::uint32_t* v2 = ws.v2.data();
+      const float* vp = nullptr;
+      std::int64_t ldv = 0;
+      if (bf16_dot) {
+        cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
+                              dim_v, width, ws.v2.data());
+        if (amx)
+          std::fill_n(ws.v2.data() + static_cast<std::int64_t>((cols + 1) / 2) * width,
+                      static_cast<std::size_t>(16) * width, 0u);
+      } else if (direct_v) {
+        vp = static_cast<const float*>(vv.at(b, hk, kv0));
+        ldv = vv.stride[2];
+      } else {
+        float* vf = ws.v.data();
+        cpu::load_tile(vv.storage, vv.at(b, hk, kv0), vv.stride[2], vv.stride[3], cols, dim_v, vf, width);
+        if (width != dim_v)
+          for (int j = 0; j < cols; ++j) std::fill(vf + j * width + dim_v, vf + (j + 1) * width, 0.0f);
+        vp = vf;
+        ldv = width;
+      }
+
       // The row groups of this run and the keys each may need: the whole block over every
       // key, or, where the run holds a partial sub-tile and the table has slices, 16-row
       // slices over the panels [c0, c1) that the analysis could not prove empty for them (a
@@ -666,17 +688,9 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
           l[r] += bf16_dot ? cpu::exp_shifted_sum_bf16(sr, ncols, m_new, post_scale, pr)
                            : cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
         }
-      }
 
-      // O += P V over each group's keys.
-      if (bf16_dot) {
-        const std::uint32_t* v2 = ws.v2.data();
-        cpu::pack_values_bf16(static_cast<const std::uint16_t*>(vv.at(b, hk, kv0)), vv.stride[2], vv.stride[3], cols,
-                              dim_v, width, ws.v2.data());
-        if (amx)
-          std::fill_n(ws.v2.data() + static_cast<std::int64_t>((cols + 1) / 2) * width,
-                      static_cast<std::size_t>(16) * width, 0u);
-        for (const RowGroup& gr : groups) {
+        // O += P V over the group's keys, while its P is still in cache.
+        if (bf16_dot) {
           std::uint32_t* pg = ws.p2.data() + static_cast<std::int64_t>(gr.r0) * kv_pairs;
           const int keys = gr.c1 - gr.c0, used = (keys + 1) / 2;  // P's words: written by the softmax
           // With AMX: whole steps of 16 pairs, the padding pairs zero (V is zero or finite there).
@@ -687,27 +701,12 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
           cpu::accumulate_pv_bf16(gr.rows, width, padded > used ? 2 * padded : keys, pg, kv_pairs,
                                   v2 + static_cast<std::int64_t>(gr.c0 / 2) * width,
                                   acc + static_cast<std::int64_t>(gr.r0) * width, width);
+        } else {
+          cpu::accumulate_pv(gr.rows, width, gr.c1 - gr.c0, sg + gr.c0, block_kv,
+                             vp + static_cast<std::int64_t>(gr.c0) * ldv, ldv,
+                             acc + static_cast<std::int64_t>(gr.r0) * width, width);
         }
-        first = last;
-        continue;
       }
-      const float* vp;
-      std::int64_t ldv;
-      if (direct_v) {
-        vp = static_cast<const float*>(vv.at(b, hk, kv0));
-        ldv = vv.stride[2];
-      } else {
-        float* vf = ws.v.data();
-        cpu::load_tile(vv.storage, vv.at(b, hk, kv0), vv.stride[2], vv.stride[3], cols, dim_v, vf, width);
-        if (width != dim_v)
-          for (int j = 0; j < cols; ++j) std::fill(vf + j * width + dim_v, vf + (j + 1) * width, 0.0f);
-        vp = vf;
-        ldv = width;
-      }
-      for (const RowGroup& gr : groups)
-        cpu::accumulate_pv(gr.rows, width, gr.c1 - gr.c0, s + static_cast<std::int64_t>(gr.r0) * block_kv + gr.c0,
-                           block_kv, vp + static_cast<std::int64_t>(gr.c0) * ldv, ldv,
-                           acc + static_cast<std::int64_t>(gr.r0) * width, width);
       first = last;
     }
 
