@@ -19,6 +19,7 @@
 //                           memory, and the workspace they share.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -103,6 +104,10 @@ struct KernelLaunch {
   Dim3 grid, block, cluster;
   int dynamic_shared_bytes = 0;
 };
+
+// Bytes of one part of a launch plan's workspace, rounded up so that the next part starts
+// 256-byte aligned.
+inline std::size_t workspace_aligned(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 struct LaunchPlan {
   std::vector<KernelLaunch> kernels;  // launched in order, on one stream

@@ -159,7 +159,7 @@ class BwdSm80Template : public KernelTemplate {
     std::size_t end = 0;
     const auto part = [&end](std::size_t bytes) {
       const std::size_t offset = end;
-      end += align(bytes);
+      end += workspace_aligned(bytes);
       return offset;
     };
     at.delta = part(q_rows * 4);
@@ -229,9 +229,6 @@ class BwdSm80Template : public KernelTemplate {
     plan.kernels.push_back({"attnjit_bwd_postprocess", "bwd_postprocess", side_grid, {128, 1, 1}, {}, 0});
     return plan;
   }
-
- private:
-  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 };
 
 }  // namespace

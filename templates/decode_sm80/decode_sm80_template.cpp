@@ -122,7 +122,7 @@ class DecodeSm80Template : public KernelTemplate {
     const int splits = (n_tiles + tiles_per_split - 1) / tiles_per_split;
     const int blocks = row_blocks(p);
     const std::size_t rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * splits;
-    const std::size_t o_bytes = (rows * head_dim * 4 + 255) / 256 * 256;
+    const std::size_t o_bytes = workspace_aligned(rows * head_dim * 4);
     LaunchPlan plan;
     plan.workspace_bytes = o_bytes + rows * 4;
     plan.args_bytes = sizeof(AttnjitDecodeArgs);

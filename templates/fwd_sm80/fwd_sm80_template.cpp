@@ -14,6 +14,7 @@
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
 #include "templates/block_mask/block_mask_template.hpp"
+#include "templates/rope_prepass/rope_prepass_plan.hpp"
 
 namespace attnjit {
 namespace {
@@ -21,7 +22,6 @@ namespace {
 class FwdSm80Template : public KernelTemplate {
  public:
   static constexpr const char* kKernelName = "attnjit_fwd";
-  static constexpr const char* kRopeKernelName = "attnjit_rope_k";  // K turned once (RoPE)
 
   std::string name() const override { return kFallbackForwardTemplate; }
   std::string description() const override {
@@ -33,11 +33,7 @@ class FwdSm80Template : public KernelTemplate {
   Support can_implement(const TemplateRequest& r) const override {
     if (!is_supported_head_dim(r.head_dim))
       return Support::no(fmt::format("head_dim {} is not one of 32, 64, 96, 128, 256", r.head_dim));
-    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
-      return Support::invalid(
-          fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}; use 0 (whole head) "
-                      "or an even number <= {}",
-                      r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
+    if (Support fits = rope_fits_head(r); !fits.supported()) return fits;
     if (r.ragged) {
       for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
         if (n->op == ir::Op::TensorRead)
@@ -76,7 +72,7 @@ class FwdSm80Template : public KernelTemplate {
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
-    if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernelName);
+    if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKKernelName);
 
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)}, {"AJ_BLOCK_M", std::to_string(s.block_m)},
@@ -106,15 +102,8 @@ class FwdSm80Template : public KernelTemplate {
     LaunchPlan plan;
     std::size_t rope_bytes = 0;
     if (unit.facts.has_rope) {
-      rope_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
-      KernelLaunch rope;
-      rope.kernel = kRopeKernelName;
-      rope.role = "rope_k";
-      const std::size_t pairs = static_cast<std::size_t>(p.seq_k) * (head_dim / 2);
-      rope.grid = {static_cast<unsigned>((pairs + 255) / 256), static_cast<unsigned>(p.heads_kv),
-                   static_cast<unsigned>(p.batch)};
-      rope.block = {256, 1, 1};
-      plan.kernels.push_back(rope);
+      rope_bytes = workspace_aligned(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
+      plan.kernels.push_back(rope_prepass_launch(kRopeKKernelName, "rope_k", p.seq_k, p.heads_kv, p.batch, head_dim));
     }
     std::optional<BlockMaskLayout> mask;
     if (unit.facts.mask_reads_tensor) {
@@ -141,9 +130,6 @@ class FwdSm80Template : public KernelTemplate {
     plan.kernels.push_back(fwd);
     return plan;
   }
-
- private:
-  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 };
 
 }  // namespace

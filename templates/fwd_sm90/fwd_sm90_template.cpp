@@ -13,6 +13,7 @@
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
 #include "templates/block_mask/block_mask_template.hpp"
+#include "templates/rope_prepass/rope_prepass_plan.hpp"
 
 namespace attnjit {
 
@@ -29,8 +30,6 @@ int accumulator_budget(int consumers) { return consumers == 2 ? 240 - 40 : 160 -
 class FwdSm90Template : public KernelTemplate {
  public:
   static constexpr const char* kKernelName = "attnjit_fwd";
-  static constexpr const char* kRopeQKernelName = "attnjit_rope_q";  // Q turned once (RoPE)
-  static constexpr const char* kRopeKKernelName = "attnjit_rope_k";  // K turned once (RoPE)
 
   std::string name() const override { return kFwdSm90TemplateName; }
   std::string description() const override {
@@ -44,12 +43,7 @@ class FwdSm90Template : public KernelTemplate {
     if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
     if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
       return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
-    if (const auto& rope = r.variant->rope(); rope && rope->rotary_dim > r.head_dim)
-      return Support::invalid(
-          fmt::format("variant '{}': rope rotary_dim {} exceeds head_dim {}; use 0 (whole head) "
-                      "or an even number <= {}",
-                      r.variant->name(), rope->rotary_dim, r.head_dim, r.head_dim));
-    return Support::yes();
+    return rope_fits_head(r);
   }
 
   std::vector<KnobSpec> knob_space(int) const override {
@@ -138,20 +132,10 @@ class FwdSm90Template : public KernelTemplate {
     // 256-byte aligned.
     std::size_t rope_q_bytes = 0, rope_k_bytes = 0;
     if (unit.facts.has_rope) {
-      rope_q_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * head_dim * 2);
-      rope_k_bytes = align(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
-      const auto prepass = [&](const char* kernel, const char* role, int heads, int rows) {
-        KernelLaunch k;
-        k.kernel = kernel;
-        k.role = role;
-        const std::size_t pairs = static_cast<std::size_t>(rows) * (head_dim / 2);
-        k.grid = {static_cast<unsigned>((pairs + 255) / 256), static_cast<unsigned>(heads),
-                  static_cast<unsigned>(p.batch)};
-        k.block = {256, 1, 1};
-        plan.kernels.push_back(k);
-      };
-      prepass(kRopeQKernelName, "rope_q", p.heads_q, p.seq_q);
-      prepass(kRopeKKernelName, "rope_k", p.heads_kv, p.seq_k);
+      rope_q_bytes = workspace_aligned(static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * head_dim * 2);
+      rope_k_bytes = workspace_aligned(static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k * head_dim * 2);
+      plan.kernels.push_back(rope_prepass_launch(kRopeQKernelName, "rope_q", p.seq_q, p.heads_q, p.batch, head_dim));
+      plan.kernels.push_back(rope_prepass_launch(kRopeKKernelName, "rope_k", p.seq_k, p.heads_kv, p.batch, head_dim));
     }
     std::optional<BlockMaskLayout> mask;
     if (unit.facts.mask_reads_tensor) {
@@ -227,9 +211,6 @@ class FwdSm90Template : public KernelTemplate {
     plan.kernels.push_back(fwd);
     return plan;
   }
-
- private:
-  static std::size_t align(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 };
 
 }  // namespace
