@@ -139,13 +139,16 @@ KernelSpec schedule_kernel(const Schedule& s) {
   return {presets::sliding_window(), CompileOptions().with_head_dim(64).with_template("fwd_sm80").with_schedule(s)};
 }
 // fwd_sm90's other knob settings (on other GPUs compile declines them: the test skips).
-std::vector<Knobs> other_sm90_knobs() {
-  return {Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}},
-          Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}},
-          Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}};
+// Knobs the defaults do not pick at that head dim (D=64 with 2 consumers: the default only
+// when a shape hint says seq_q <= 1024).
+std::vector<std::pair<int, Knobs>> other_sm90_knobs() {
+  return {{128, Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}}},
+          {128, Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}}},
+          {128, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}},
+          {64, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}}};
 }
-KernelSpec sm90_knob_kernel(const Knobs& k) {
-  return {presets::sliding_window(), CompileOptions().with_head_dim(128).with_template("fwd_sm90").with_knobs(k)};
+KernelSpec sm90_knob_kernel(int head_dim, const Knobs& k) {
+  return {presets::sliding_window(), CompileOptions().with_head_dim(head_dim).with_template("fwd_sm90").with_knobs(k)};
 }
 
 // The kernels each selected test will compile, by "Suite.Test" name.
@@ -160,7 +163,8 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   kernels["ForwardEdgeCases.BshdLayoutThroughStrides"] = {bshd_kernel()};
   for (const Schedule& s : other_schedules())
     kernels["ForwardEdgeCases.NonDefaultSchedulesAgree"].push_back(schedule_kernel(s));
-  for (const Knobs& k : other_sm90_knobs()) kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(k));
+  for (const auto& [d, k] : other_sm90_knobs())
+    kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(d, k));
   return kernels;
 }
 
@@ -246,14 +250,14 @@ TEST_F(ForwardEdgeCases, NonDefaultSchedulesAgree) {
 
 TEST_F(ForwardEdgeCases, Sm90KnobsAgree) {
   if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
-  for (const Knobs& k : other_sm90_knobs()) {
-    const auto [v, options] = sm90_knob_kernel(k);
+  for (const auto& [d, k] : other_sm90_knobs()) {
+    const auto [v, options] = sm90_knob_kernel(d, k);
     const Compiled& c = compiled(v, options);
     if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
     const ForwardProblem problem{2, 4, 2, 515, 1027};
     const auto r = check_forward(*c.kernel, problem, Bindings().set("window", 100), 4);
-    report("sm90 " + k.str(), problem, r);
-    EXPECT_TRUE(r.pass) << k.str() << ": " << r.summary();
+    report("sm90 D=" + std::to_string(d) + " " + k.str(), problem, r);
+    EXPECT_TRUE(r.pass) << "D=" << d << " " << k.str() << ": " << r.summary();
   }
 }
 
