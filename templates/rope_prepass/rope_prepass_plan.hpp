@@ -23,16 +23,18 @@ inline Support rope_fits_head(const TemplateRequest& r) {
   return Support::yes();
 }
 
-// A pre-pass over `rows` rows of each of `heads` heads and `batch` sequences: a thread per
-// pair of elements.
+// A pre-pass over `rows` rows of each of `heads` heads and `batch` sequences: each thread
+// turns about kRopePrepassPairs pairs (the kernels loop, so any grid is correct).
+inline constexpr unsigned kRopePrepassPairs = 16;  // AJ_ROPE_PREPASS_ROWS
 inline KernelLaunch rope_prepass_launch(const char* kernel, const char* role, int rows, int heads, int batch,
                                         int head_dim) {
   KernelLaunch k;
   k.kernel = kernel;
   k.role = role;
   const std::size_t pairs = static_cast<std::size_t>(rows) * (head_dim / 2);
-  k.grid = {static_cast<unsigned>((pairs + kRopePrepassThreads - 1) / kRopePrepassThreads),
-            static_cast<unsigned>(heads), static_cast<unsigned>(batch)};
+  const std::size_t per_block = std::size_t{kRopePrepassThreads} * kRopePrepassPairs;
+  k.grid = {static_cast<unsigned>(pairs > 0 ? (pairs + per_block - 1) / per_block : 1), static_cast<unsigned>(heads),
+            static_cast<unsigned>(batch)};
   k.block = {kRopePrepassThreads, 1, 1};
   return k;
 }

@@ -147,10 +147,10 @@ TEST_F(FwdSm90Codegen, RopeTurnsQAndKInPrepassesTheTmaReads) {
   const LaunchPlan plan = p.launch_plan(shape);
   ASSERT_EQ(plan.kernels.size(), 3u);
   EXPECT_EQ(plan.kernels[0].role, "rope_q");
-  EXPECT_EQ(plan.kernels[0].grid.x, (1000u * 64 + 255) / 256);  // a thread per pair of elements
+  EXPECT_EQ(plan.kernels[0].grid.x, (1000u * 64 + 4095) / 4096);  // 256 threads, 16 pairs each
   EXPECT_EQ(plan.kernels[0].grid.y, 16u);
   EXPECT_EQ(plan.kernels[1].role, "rope_k");
-  EXPECT_EQ(plan.kernels[1].grid.x, (1537u * 64 + 255) / 256);
+  EXPECT_EQ(plan.kernels[1].grid.x, (1537u * 64 + 4095) / 4096);
   EXPECT_EQ(plan.kernels[1].grid.y, 4u);
   EXPECT_EQ(plan.kernels[2].role, "forward");
   // Q and K turned, each 256-byte aligned: [Q | K].
