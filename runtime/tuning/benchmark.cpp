@@ -368,11 +368,19 @@ BenchResult ForwardBenchmark::time_backward(const Kernel& kernel, const Backward
 
 BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   State& st = *state_;
+  // Every input set shares the mask tensors (st.device_bindings), so one build serves all.
+  const bool prebuilt = st.bench.prebuilt_block_mask && kernel.has_block_mask();
+  const BlockMask mask =
+      prebuilt ? kernel.build_block_mask(st.p.batch, st.p.heads_q, st.p.seq_q, st.p.seq_k, st.device_bindings)
+               : BlockMask();
   const std::vector<double> times = timed_runs(st.bench, [&](int i) {
     const DeviceProblem& in = *st.inputs[static_cast<std::size_t>(i % st.sets)];
-    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings);
+    kernel.forward(in.q_view, in.k_view, in.v_view, in.o_view, &in.lse_view, st.device_bindings, nullptr, 0.0,
+                   prebuilt ? &mask : nullptr);
   });
-  return result_of(kernel, times);
+  BenchResult r = result_of(kernel, times);
+  if (prebuilt) r.pass = "forward, block mask prebuilt";
+  return r;
 }
 
 BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size) {

@@ -18,6 +18,10 @@ struct BenchOptions {
   int repetitions = 50;
   int input_sets = 0;  // 0: enough sets to exceed 4x the GPU's L2 cache (at most 8)
   int documents = 3;   // int tensors (document ids) are split into this many equal documents
+  // Forward of a mask that reads tensors: the tile classes built once (Kernel::build_block_mask)
+  // and passed to every timed call, as FlexAttention's create_block_mask is used, instead of the
+  // block-mask kernel before each call. No effect on other masks.
+  bool prebuilt_block_mask = false;
   BenchOptions& with_repetitions(int r) {
     repetitions = r;
     return *this;

@@ -68,6 +68,13 @@ TEST(CpuCli, RefusesWhatTheCpuDoesNotTake) {
   const auto both = run_cli("bench --preset causal --shape 2,1,1,4,64,64 --kv-cache --ragged-lengths 10,64");
   EXPECT_EQ(both.exit_code, 1);
   EXPECT_TRUE(contains(both.err, "drop --backward, --kv-cache and --device cpu")) << both.err;
+  // A block mask built once is a GPU forward timing too.
+  for (const char* other : {"--device cpu", "--backward"}) {
+    const auto prebuilt = run_cli(std::string("bench --preset document_causal --shape 1,2,2,128,128,64 ") +
+                                  "--prebuilt-block-mask " + other);
+    EXPECT_EQ(prebuilt.exit_code, 1) << other;
+    EXPECT_TRUE(contains(prebuilt.err, "--prebuilt-block-mask applies to the GPU forward only")) << prebuilt.err;
+  }
 }
 
 }  // namespace

@@ -108,6 +108,9 @@ void register_kernel_commands(CLI::App& app) {
   bench->add_option("--reps", bench_options->repetitions, "Timed launches per shape")->capture_default_str();
   bench->add_option("--warmup", bench_options->warmup, "Untimed launches first")->capture_default_str();
   bench->add_option("--docs", bench_options->documents, "Documents per row for int id tensors")->capture_default_str();
+  bench->add_flag("--prebuilt-block-mask", bench_options->prebuilt_block_mask,
+                  "A mask that reads tensors: tile classes built once (Kernel::build_block_mask) for every timed "
+                  "call, as FlexAttention's create_block_mask, instead of the block-mask kernel before each call");
   auto deterministic = std::make_shared<bool>(false);
   bench->add_flag("--deterministic", *deterministic,
                   "With --backward: fixed-point accumulation, bit-identical run to run");
@@ -141,6 +144,11 @@ void register_kernel_commands(CLI::App& app) {
       throw UserError("--kv-cache times the GPU forward only; drop --backward and --device cpu");
     if (!ragged_lengths->empty() && (args->backward || *device == "cpu" || *kv_cache))
       throw UserError("--ragged-lengths times the GPU forward only; drop --backward, --kv-cache and --device cpu");
+    if (bench_options->prebuilt_block_mask &&
+        (args->backward || *device == "cpu" || *kv_cache || !ragged_lengths->empty()))
+      throw UserError(
+          "--prebuilt-block-mask applies to the GPU forward only; drop --backward, --kv-cache, "
+          "--ragged-lengths and --device cpu");
     if (*json && *csv) throw UserError("give at most one of --json and --csv");
     if (*device == "cpu") return run_cpu_bench(*args, *shapes, *bench_options, *json, *csv);
     const Variant v = args->variant();
