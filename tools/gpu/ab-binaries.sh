@@ -16,22 +16,17 @@ shift 4
 for side in "$a" "$b"; do
   [ -x "$side/attnjit" ] || { echo "no attnjit binary in '$side'" >&2; exit 2; }
 done
-run_side() {  # folder, cache, extra arguments (one string, split on spaces)
-  local dir=$1 cache=$2 extra=$3
-  shift 3
+bench_side() {  # A: the first folder's build (plus A_ARGS), B: the second's (plus B_ARGS)
+  local dir cache extra
+  if [ "$1" = A ]; then
+    dir=$a cache=/tmp/attnjit-abb-a extra=${A_ARGS:-}
+  else
+    dir=$b cache=/tmp/attnjit-abb-b extra=${B_ARGS:-}
+  fi
+  shift
   # shellcheck disable=SC2086
   LD_LIBRARY_PATH="$dir/lib:${LD_LIBRARY_PATH:-}" ATTNJIT_CACHE_DIR=$cache "$dir/attnjit" bench --csv "$@" $extra
 }
-for ((i = 1; i <= rounds; ++i)); do
-  for side in A B; do
-    if [ "$side" = A ]; then
-      out=$(run_side "$a" /tmp/attnjit-abb-a "${A_ARGS:-}" "$@")
-    else
-      out=$(run_side "$b" /tmp/attnjit-abb-b "${B_ARGS:-}" "$@")
-    fi
-    echo "$out" | awk -F, -v side="$side" -v round="$i" '
-      NR == 1 { for (c = 1; c <= NF; ++c) if (tolower($c) == "tflops") col = c; next }
-      { printf "%s round %d shape %d: %s TFLOP/s\n", side, round, NR - 1, $col }'
-  done
-done | tee /dev/stderr | awk '{ key = $1 " shape " $5; v = $6 + 0; if (!(key in best) || v > best[key]) best[key] = v }
-  END { for (k in best) printf "best %s %.1f\n", k, best[k] }' | sort
+# shellcheck source=tools/gpu/ab-rounds.sh
+source "$(dirname "$0")/ab-rounds.sh"
+ab_rounds "$rounds" "$@"

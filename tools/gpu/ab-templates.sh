@@ -16,17 +16,15 @@ dir=$1 rounds=$2
 shift 3
 bin=${ATTNJIT:-build-gpu/attnjit}
 [ -d "$dir" ] || { echo "no template folder '$dir'" >&2; exit 2; }
-for ((i = 1; i <= rounds; ++i)); do
-  for side in A B; do
-    if [ "$side" = A ]; then
-      out=$(ATTNJIT_TEMPLATE_DIR=$dir ATTNJIT_CACHE_DIR=/tmp/attnjit-ab-a "$bin" bench --csv "$@")
-    else
-      out=$(ATTNJIT_CACHE_DIR=/tmp/attnjit-ab-b "$bin" bench --csv "$@")
-    fi
-    # CSV: a header, then a line per shape; the TFLOP/s column by name.
-    echo "$out" | awk -F, -v side="$side" -v round="$i" '
-      NR == 1 { for (c = 1; c <= NF; ++c) if (tolower($c) == "tflops") col = c; next }
-      { printf "%s round %d shape %d: %s TFLOP/s\n", side, round, NR - 1, $col }'
-  done
-done | tee /dev/stderr | awk '{ key = $1 " shape " $5; v = $6 + 0; if (!(key in best) || v > best[key]) best[key] = v }
-  END { for (k in best) printf "best %s %.1f\n", k, best[k] }' | sort
+bench_side() {  # A: the folder's templates, B: the binary's
+  local side=$1
+  shift
+  if [ "$side" = A ]; then
+    ATTNJIT_TEMPLATE_DIR=$dir ATTNJIT_CACHE_DIR=/tmp/attnjit-ab-a "$bin" bench --csv "$@"
+  else
+    ATTNJIT_CACHE_DIR=/tmp/attnjit-ab-b "$bin" bench --csv "$@"
+  fi
+}
+# shellcheck source=tools/gpu/ab-rounds.sh
+source "$(dirname "$0")/ab-rounds.sh"
+ab_rounds "$rounds" "$@"
