@@ -26,7 +26,7 @@
 //
 // Configuration macros (codegen):
 //   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
-//   AJ_CONSUMERS 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1); AJ_DTYPE_BF16 /
+//   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1); AJ_DTYPE_BF16 /
 //   AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
 //   AJ_OUTPUT_GATE_PER_ELEMENT).
 // Dynamic shared memory (the host computes the same):
@@ -45,8 +45,8 @@
 #if AJ_BLOCK_N % 16 != 0 || AJ_BLOCK_N < 16 || AJ_BLOCK_N > 256
 #error "attnjit fwd_sm90: AJ_BLOCK_N must be a multiple of 16 in [16, 256]"
 #endif
-#if !(AJ_CONSUMERS == 2 || AJ_CONSUMERS == 3)
-#error "attnjit fwd_sm90: AJ_CONSUMERS must be 2 or 3"
+#if !(AJ_CONSUMERS == 1 || AJ_CONSUMERS == 2 || AJ_CONSUMERS == 3)
+#error "attnjit fwd_sm90: AJ_CONSUMERS must be 1, 2 or 3"
 #endif
 #if AJ_STAGES < 2 || AJ_STAGES > 4
 #error "attnjit fwd_sm90: AJ_STAGES must be 2, 3 or 4"
@@ -57,6 +57,9 @@
 #ifndef AJ_PINGPONG
 #define AJ_PINGPONG 1
 #endif
+// Turns between consumers need two of them; one consumer per CTA runs two CTAs per SM
+// instead, whose warpgroups interleave (and whose prologues and epilogues overlap) on their own.
+#define AJ_TURNS (AJ_PINGPONG && AJ_CONSUMERS > 1)
 #ifndef AJ_HAS_OUTPUT_GATE
 #define AJ_HAS_OUTPUT_GATE 0
 #endif
@@ -72,6 +75,7 @@ constexpr int NC = AJ_CONSUMERS;
 constexpr int BM = AJ_BLOCK_M;
 constexpr int ST = AJ_STAGES;
 constexpr int NT = 128 * (NC + 1);
+constexpr int CTAS_PER_SM = NC == 1 ? 2 : 1;  // the __launch_bounds__ minimum
 constexpr int NN = BN / 8;   // 8-key column groups of S per thread
 constexpr int KD = D / 16;   // k steps of Q K^T
 constexpr int KN = BN / 16;  // k steps of P V
@@ -89,9 +93,9 @@ constexpr aj_u32 NO_TILE = 0xffffffffu;
 // (LAUNCH_REGS per thread, the __launch_bounds__ cap): the consumers' setmaxnreg.inc waits until
 // the producer's .dec has returned enough of it, so NC * (CONSUMER - LAUNCH) must not exceed
 // LAUNCH - PRODUCER, or the CTA hangs.
-constexpr int LAUNCH_REGS = 65536 / NT / 8 * 8;  // 168 for 384 threads, 128 for 512
+constexpr int LAUNCH_REGS = 65536 / NT / CTAS_PER_SM / 8 * 8;  // 168 for 384 threads, 128 for 512 or 2 x 256
 constexpr int PRODUCER_REGS = 24;
-constexpr int CONSUMER_REGS = NC == 2 ? 240 : 160;
+constexpr int CONSUMER_REGS = NC == 1 ? 232 : (NC == 2 ? 240 : 160);
 static_assert(NC * (CONSUMER_REGS - LAUNCH_REGS) <= LAUNCH_REGS - PRODUCER_REGS, "setmaxnreg pool");
 static_assert(BM == 64 * NC, "AJ_BLOCK_M must be 64 * AJ_CONSUMERS");
 
@@ -216,7 +220,7 @@ __device__ __forceinline__ void keep_registers(aj_u32 (&r)[N][4]) {
 
 }  // namespace aj_fwd90
 
-extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
+extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM)
     attnjit_fwd(const __grid_constant__ AttnjitFwdSm90Args params) {
   using namespace aj_fwd90;
   extern __shared__ __align__(1024) unsigned char aj_smem[];
@@ -381,7 +385,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, 1)
       }
     };
 
-#if AJ_PINGPONG
+#if AJ_TURNS
     // Turns to issue GEMMs, round robin over the consumers: warpgroup cw waits on barrier
     // TURN + cw (its 128 threads plus the 128 of the one before it, which arrive when done).
     constexpr int TURN = 1 + NC;  // after the epilogue's barriers 1..NC

@@ -25,7 +25,7 @@ namespace {
 
 // Registers a consumer thread may hold after setmaxnreg (templates/fwd_sm90.cuh), less what the
 // indexing, the softmax and the hooks need beside the S, P and O accumulators.
-int accumulator_budget(int consumers) { return consumers == 2 ? 240 - 40 : 160 - 32; }
+int accumulator_budget(int consumers) { return consumers == 1 ? 232 - 40 : (consumers == 2 ? 240 - 40 : 160 - 32); }
 
 class FwdSm90Template : public KernelTemplate {
  public:
@@ -49,7 +49,9 @@ class FwdSm90Template : public KernelTemplate {
   std::vector<KnobSpec> knob_space(int) const override {
     return {
         {"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
-        {"consumers", {2, 3}, "consumer warpgroups, 64 query rows each (block_m = 64 * consumers)"},
+        {"consumers",
+         {2, 3, 1},
+         "consumer warpgroups, 64 query rows each (block_m = 64 * consumers); 1: two CTAs per SM instead of turns"},
         {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
         {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"}};
   }
@@ -70,7 +72,8 @@ class FwdSm90Template : public KernelTemplate {
     const int block_n = knobs.get("block_n"), consumers = knobs.get("consumers"), stages = knobs.get("stages");
     if (block_n % 16 != 0 || block_n < 16 || block_n > 256)
       return Support::invalid(fmt::format("block_n {} is not a multiple of 16 in [16, 256]", block_n));
-    if (consumers != 2 && consumers != 3) return Support::invalid(fmt::format("consumers {} is not 2 or 3", consumers));
+    if (consumers < 1 || consumers > 3)
+      return Support::invalid(fmt::format("consumers {} is not 1, 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
     if (const auto& v = knobs.values(); v.count("pingpong") && v.at("pingpong") != 0 && v.at("pingpong") != 1)
       return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
@@ -86,6 +89,12 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format(
           "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}", block_n,
           consumers, stages, head_dim, bytes, max_shared_bytes));
+    // One consumer is there to run two CTAs per SM: both must fit (1 KB per CTA is reserved).
+    if (consumers == 1 && bytes > max_shared_bytes / 2 - 1024)
+      return Support::invalid(fmt::format(
+          "consumers 1 runs two CTAs per SM: block_n {}, stages {} at head_dim {} need {} bytes of shared memory "
+          "each; at most {} fit twice (use a smaller block_n)",
+          block_n, stages, head_dim, bytes, max_shared_bytes / 2 - 1024));
     return Support::yes();
   }
 

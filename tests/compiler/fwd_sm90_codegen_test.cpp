@@ -95,6 +95,12 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   EXPECT_TRUE(check(128, 3, 2, 64).supported());
   EXPECT_NE(check(72, 2, 2, 128).reason().find("block_n 72"), std::string::npos);
   EXPECT_NE(check(128, 4, 2, 128).reason().find("consumers 4"), std::string::npos);
+  EXPECT_NE(check(128, 0, 2, 128).reason().find("consumers 0"), std::string::npos);
+  // One consumer: two CTAs per SM, so each gets half the shared memory (D=128: block_n 64 fits,
+  // 128 does not; D=64: 128 fits).
+  EXPECT_TRUE(check(64, 1, 2, 128).supported());
+  EXPECT_TRUE(check(128, 1, 2, 64).supported());
+  EXPECT_NE(check(128, 1, 2, 128).reason().find("two CTAs per SM"), std::string::npos);
   EXPECT_NE(check(128, 2, 5, 128).reason().find("stages 5"), std::string::npos);
   EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 2}}, 128, limit)
                 .reason()

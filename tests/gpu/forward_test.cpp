@@ -145,7 +145,9 @@ std::vector<std::pair<int, Knobs>> other_sm90_knobs() {
   return {{128, Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}}},
           {128, Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}}},
           {128, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}},
-          {64, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}}};
+          {64, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}},
+          {64, Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}}},
+          {128, Knobs{{"block_n", 64}, {"consumers", 1}, {"stages", 2}}}};
 }
 KernelSpec sm90_knob_kernel(int head_dim, const Knobs& k) {
   return {presets::sliding_window(), CompileOptions().with_head_dim(head_dim).with_template("fwd_sm90").with_knobs(k)};
