@@ -60,10 +60,12 @@ class FwdSm90Template : public KernelTemplate {
     // At D=64 the softmax weighs as much as the GEMMs: a third consumer hides it (H200,
     // 2026-11-29: dense 375 -> 475 TFLOP/s, causal 302 -> 327 at S=4096).
     if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
-    // Short sequences (hinted): 2 consumers, as 1024 rows are 5.3 blocks of 192 (the sixth
-    // a third full) but 8 of 128 (H200, 2026-11-29, S=1024: causal 239 -> 261, dense 380 -> 390).
+    // Short sequences (hinted): 1024 rows are 5.3 blocks of 192 (the sixth a third full) but 16
+    // of 64, and one consumer per CTA with two CTAs per SM overlaps one CTA's prologue and
+    // epilogue with the other's main loop (H200, S=1024: 3 -> 2 consumers, 2026-11-29: causal
+    // 239 -> 261, dense 380 -> 390; 2 -> 1, 2026-11-30: causal 276 -> 294, dense 393 -> 418).
     if (r.head_dim == 64 && r.problem && r.problem->seq_q <= 1024)
-      return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
+      return Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}, {"pingpong", 1}};
     if (r.head_dim == 64) return Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}, {"pingpong", 1}};
     return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
   }

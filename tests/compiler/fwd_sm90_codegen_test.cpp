@@ -61,15 +61,15 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   }
 }
 
-TEST_F(FwdSm90Codegen, HintedShortSequencesTakeTwoConsumersAtD64) {
+TEST_F(FwdSm90Codegen, HintedShortSequencesTakeOneConsumerAtD64) {
   const auto consumers = [&](int head_dim, int seq) {
     CompileOptions o = options("sm_90a", head_dim);
     if (seq > 0) o.with_shape_hint(4, 8, 8, seq, seq);
     return generate(presets::causal(), o).config.knobs.get("consumers");
   };
-  EXPECT_EQ(consumers(64, 0), 3);  // no hint: the long-sequence choice
-  EXPECT_EQ(consumers(64, 1024), 2);
-  EXPECT_EQ(consumers(64, 1000), 2);
+  EXPECT_EQ(consumers(64, 0), 3);     // no hint: the long-sequence choice
+  EXPECT_EQ(consumers(64, 1024), 1);  // two CTAs per SM
+  EXPECT_EQ(consumers(64, 1000), 1);
   EXPECT_EQ(consumers(64, 1025), 3);
   EXPECT_EQ(consumers(64, 4096), 3);
   EXPECT_EQ(consumers(128, 1024), 2);
