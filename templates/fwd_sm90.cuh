@@ -63,6 +63,12 @@
 #ifndef AJ_HAS_OUTPUT_GATE
 #define AJ_HAS_OUTPUT_GATE 0
 #endif
+// A mask that reads a tensor (doc[b, kv]): a partial tile's key parts (aj_mask_col) are loads,
+// issued before the wait for S so that they land while the tensor cores run (D=64's three
+// consumers have no registers to hold them; at D=256 they spill).
+#ifndef AJ_PREFETCH_MASK_COLS
+#define AJ_PREFETCH_MASK_COLS (AJ_HAS_BLOCK_MASK && AJ_HAS_MASK && AJ_HEAD_DIM == 128)
+#endif
 #if AJ_HAS_OUTPUT_GATE && !defined(AJ_OUTPUT_GATE_PER_ELEMENT)
 #define AJ_OUTPUT_GATE_PER_ELEMENT 0
 #endif
@@ -140,9 +146,24 @@ struct TileWalk {
 // row and key parts computed once (aj_mask_row / aj_mask_col) and paired per element. Element e
 // of column group j sits at row q_row + 8 * (e / 2), key kv_col + 8 j + e % 2 (the wgmma
 // accumulator layout, as mma.sync's).
-template <bool BOUND, bool MASK>
+#if AJ_HAS_MASK
+// The key parts of the columns this thread holds in an S tile (column group j, element c at
+// cols[2 j + c]), clamped into range as mask_scores clamps them.
+__device__ __forceinline__ void load_mask_cols(AjMaskCol (&cols)[2 * NN], int b, int h, int kv_col,
+                                               const AttnjitFwdArgs& args) {
+#pragma unroll
+  for (int j = 0; j < NN; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int kv = kv_col + j * 8 + c;
+      cols[2 * j + c] = aj_mask_col(b, h, kv < args.seq_k ? kv : args.seq_k - 1, args);
+    }
+}
+#endif
+
+template <bool BOUND, bool MASK, bool COLS_GIVEN = false>
 __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
-                                            const AttnjitFwdArgs& args) {
+                                            const AttnjitFwdArgs& args, const AjMaskCol* given = nullptr) {
   (void)b; (void)h; (void)q_row;
   // Hooks only ever see in-range indices (captured tensors may be indexed by them).
   int qc[2];
@@ -159,7 +180,7 @@ __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, in
       const int kv = kv_col + j * 8 + c;
       const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
       AjMaskCol col;
-      if (MASK) col = aj_mask_col(b, h, kvc, args);
+      if (MASK) col = COLS_GIVEN ? given[2 * j + c] : aj_mask_col(b, h, kvc, args);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         bool keep = true;
@@ -326,6 +347,14 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     float row_sum[2] = {0.f, 0.f};
     aj_u32 p[KN][4];
     float s[BN / 2];
+#if AJ_PREFETCH_MASK_COLS
+    AjMaskCol cols[2 * NN];
+    const auto prefetch_cols = [&](int n, int cls) {
+      if (cls == 1) load_mask_cols(cols, b, h, n * BN + 2 * t, args);
+    };
+#else
+    const auto prefetch_cols = [](int, int) {};
+#endif
 
     // Scores of tile n -> probabilities in s (in place), the running max and sum updated;
     // returns through alpha[] the factor the O rows must be scaled by.
@@ -337,7 +366,11 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
 #if AJ_HAS_MASK
       if (cls == 1) {
+#if AJ_PREFETCH_MASK_COLS
+        mask_scores<true, true, true>(s, b, h, q_row, kv_col, args, cols);
+#else
         mask_scores<true, true>(s, b, h, q_row, kv_col, args);
+#endif
       } else
 #endif
           if (n * BN + BN > seq_k) {
@@ -414,6 +447,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       take_turn();
       issue_qk(s, sq, s_k + stage * KV_BYTES);
       pass_turn();
+      prefetch_cols(n, cls);
       aj_wgmma_wait<0>();
       aj_fence_registers(s);
       if (signals) aj_mbar_arrive(bar.k_empty(stage));
@@ -431,6 +465,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
         issue_pv(o, p, s_v + pv_stage * KV_BYTES);
         pass_turn();
+        prefetch_cols(n, cls);
         aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
         aj_fence_registers(s);
         if (signals) aj_mbar_arrive(bar.k_empty(stage));
