@@ -95,6 +95,9 @@ constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
 constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (1 + 4 * ST);  // per stage: (tile << 2) | class, or NO_TILE
 constexpr aj_u32 NO_TILE = 0xffffffffu;
+// Per consumer, two tiles' key parts of the score split (aj_score_col), BN floats each: tile n
+// is written while tile n - 1's may still be read.
+constexpr aj_u32 OFF_COLS = (OFF_TILES + 4 * ST + 15) & ~15u;
 // Registers per thread after setmaxnreg. The CTA keeps the pool it was launched with
 // (LAUNCH_REGS per thread, the __launch_bounds__ cap): the consumers' setmaxnreg.inc waits until
 // the producer's .dec has returned enough of it, so NC * (CONSUMER - LAUNCH) must not exceed
@@ -206,6 +209,36 @@ __device__ __forceinline__ void score_mod_tile(float (&s)[BN / 2], int b, int h,
       const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
       s[4 * j + e] = aj_score_mod(s[4 * j + e] * args.scale, b, h, qc, kvc, args);
     }
+  }
+}
+#endif
+
+#if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
+// score_mod = score + aj_score_col(kv) + aj_score_row(q) (compiler/passes/score_split.cpp):
+// the key part of tile n's BN keys, once per warpgroup (a key per thread) into `table`.
+__device__ __forceinline__ void score_cols_to_shared(aj_u32 table, int ct, int b, int h, int n, int anchor,
+                                                     const AttnjitFwdArgs& args) {
+#pragma unroll
+  for (int k = 0; k < (BN + 127) / 128; ++k) {
+    const int i = ct + 128 * k;
+    if (i < BN) {
+      const int kv = min(n * BN + i, args.seq_k - 1);  // hooks see in-range keys only
+      aj_st_shared_u32(table + 4 * i, __float_as_uint(aj_score_col(b, h, kv, anchor, args)));
+    }
+  }
+}
+
+// S = scale * S + the key part of each column, from the table: one FMA per element. The row
+// part is constant along a row, so softmax ignores it; only the LSE adds it.
+__device__ __forceinline__ void score_split_tile(float (&s)[BN / 2], aj_u32 table, int t, float scale) {
+#pragma unroll
+  for (int j = 0; j < NN; ++j) {
+    float c0, c1;
+    asm volatile("ld.shared.v2.f32 {%0,%1}, [%2];\n" : "=f"(c0), "=f"(c1) : "r"(table + 4 * (8 * j + 2 * t)));
+    s[4 * j + 0] = fmaf(s[4 * j + 0], scale, c0);
+    s[4 * j + 1] = fmaf(s[4 * j + 1], scale, c1);
+    s[4 * j + 2] = fmaf(s[4 * j + 2], scale, c0);
+    s[4 * j + 3] = fmaf(s[4 * j + 3], scale, c1);
   }
 }
 #endif
@@ -355,13 +388,28 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #else
     const auto prefetch_cols = [](int, int) {};
 #endif
+#if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
+    // Tile n's key parts into this consumer's next table, then a barrier of its 128 threads
+    // (after the epilogue's 1..NC and the turns' NC+1..2NC); the softmax reads that table.
+    const aj_u32 cols_tables = base + OFF_COLS + cw * 2 * BN * 4;
+    int cols_buf = 0;
+    const auto split_cols = [&](int n) {
+      score_cols_to_shared(cols_tables + cols_buf * BN * 4, ct, b, h, n, q0, args);
+      aj_named_barrier(1 + 2 * NC + cw, 128);
+    };
+#else
+    const auto split_cols = [](int) {};
+#endif
 
     // Scores of tile n -> probabilities in s (in place), the running max and sum updated;
     // returns through alpha[] the factor the O rows must be scaled by.
     auto softmax = [&](int n, int cls, float (&alpha)[2]) {
       const int kv_col = n * BN + 2 * t;
       (void)cls;
-#if AJ_HAS_SCORE_MOD
+#if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
+      score_split_tile(s, cols_tables + cols_buf * BN * 4, t, args.scale);
+      cols_buf ^= 1;
+#elif AJ_HAS_SCORE_MOD
       score_mod_tile(s, b, h, q_row, kv_col, args);
 #endif
 #if AJ_HAS_MASK
@@ -448,6 +496,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       issue_qk(s, sq, s_k + stage * KV_BYTES);
       pass_turn();
       prefetch_cols(n, cls);
+      split_cols(n);
       aj_wgmma_wait<0>();
       aj_fence_registers(s);
       if (signals) aj_mbar_arrive(bar.k_empty(stage));
@@ -466,6 +515,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         issue_pv(o, p, s_v + pv_stage * KV_BYTES);
         pass_turn();
         prefetch_cols(n, cls);
+        split_cols(n);
         aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
         aj_fence_registers(s);
         if (signals) aj_mbar_arrive(bar.k_empty(stage));
@@ -505,7 +555,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
       const int q = q_row + 8 * r;
       if (args.lse != nullptr && t == 0 && q < seq_q) {
-        const float lse = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+        float lse = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+#if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
+        if (any) lse += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
+#endif
         args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
       }
 #if AJ_HAS_OUTPUT_GATE

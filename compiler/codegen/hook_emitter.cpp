@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
 #include "compiler/mask_analysis.hpp"
 #include "compiler/passes/differentiate.hpp"
+#include "compiler/passes/score_split.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/printer.hpp"
 #include "runtime/driver/templates.hpp"
@@ -229,6 +231,36 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
   return s;
 }
 
+// The additive split of score_mod (compiler/passes/score_split.cpp): when score_mod = score +
+// col(kv) + row(q), aj_score_col and aj_score_row around an anchor row (AJ_SCORE_SPLIT 1), so a
+// kernel can add the key part once per key of a tile and leave the row part to the LSE.
+std::string split_score_hooks(const NodeRef& score, ScalarEmitter& emit, HookFacts& facts) {
+  const std::optional<ir::ScoreSplit> split = ir::split_score_mod(score);
+  facts.score_split = split.has_value();
+  if (!split)
+    return score->op == Op::Score ? "#define AJ_SCORE_SPLIT 0  // no score_mod\n\n"
+                                  : "#define AJ_SCORE_SPLIT 0  // score_mod is not score + (key part) + (row part)\n\n";
+  const ir::LoweredExprs lowered =
+      ir::lower({{"score_col", split->col, Type::Float}, {"score_row", split->row, Type::Float}});
+  std::string s = "// score_mod split: score + aj_score_col(kv) + aj_score_row(q), both around an anchor query row\n";
+  s += "#define AJ_SCORE_SPLIT 1\n";
+  const auto part = [&](const char* name, const char* index, int root) {
+    const NodeRef& n = lowered.roots[static_cast<std::size_t>(root)].root;
+    std::string out = fmt::format("// {}: {}\n", name, ir::print_expr(n));
+    out += fmt::format(
+        "__device__ __forceinline__ float aj_score_{}(int b, int h, int {}, int {}, const AttnjitFwdArgs& args) {{\n",
+        name, index, ir::kAnchorName);
+    out += fmt::format("  (void)b; (void)h; (void){}; (void){}; (void)args;\n", index, ir::kAnchorName);
+    out += emit.leaf_declarations({n}, false);
+    out += scalar_body(lowered.program, lowered.program.roots[static_cast<std::size_t>(root)], emit);
+    return out + "}\n";
+  };
+  s += part("col", "kv", 0);
+  s += part("row", "q", 1);
+  emit.temporaries.clear();
+  return s + "\n";
+}
+
 std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names) {
   const auto a = [&](std::size_t i) { return names.at(n->args[i].get()); };
   const Type arg_type = n->args.empty() ? n->type : n->args[0]->type;
@@ -436,6 +468,8 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   s += emit.leaf_declarations({score}, false);
   s += scalar_body(lowered.program, lowered.program.roots[0], emit);
   s += "}\n\n";
+
+  s += split_score_hooks(score, emit, out.facts);
 
   s += fmt::format("// mask_mod: {}\n", ir::print_expr(mask));
   s += "__device__ __forceinline__ bool aj_mask_mod(int b, int h, int q, int kv, const AttnjitFwdArgs& args) {\n";

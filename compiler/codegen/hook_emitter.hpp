@@ -32,6 +32,7 @@ struct HookFacts {
   bool has_rope = false;                 // AJ_HAS_ROPE: aj_rope_* are emitted
   bool has_output_gate = false;          // AJ_HAS_OUTPUT_GATE: aj_output_gate is emitted
   bool output_gate_per_element = false;  // a rank-4 gate (AJ_OUTPUT_GATE_PER_ELEMENT)
+  bool score_split = false;              // AJ_SCORE_SPLIT: aj_score_col / aj_score_row are emitted
 };
 
 struct EmittedHooks {
@@ -40,7 +41,11 @@ struct EmittedHooks {
 };
 
 // aj_score_mod, aj_mask_mod and aj_tile_class for `variant`, reading parameters and tensors
-// from `slots` of `const AttnjitFwdArgs& args`; then the row hooks, always with their macros
+// from `slots` of `const AttnjitFwdArgs& args`; `#define AJ_SCORE_SPLIT 0/1` and, when 1,
+//          float aj_score_col(int b, int h, int kv, int aj_anchor, const AttnjitFwdArgs& args)
+//          float aj_score_row(int b, int h, int q, int aj_anchor, const AttnjitFwdArgs& args)
+// with score_mod = score + col + row for any anchor row (compiler/passes/score_split.hpp); then the row hooks, always
+// with their macros
 // (`#define AJ_HAS_ROPE 0/1`, `#define AJ_HAS_OUTPUT_GATE 0/1`) and, when on:
 //   RoPE:  AJ_ROPE_DIM (a number, or AJ_HEAD_DIM for the whole head), AJ_ROPE_INTERLEAVED 0/1,
 //          float aj_rope_inv_freq(int j)                             theta^(-2j / AJ_ROPE_DIM)

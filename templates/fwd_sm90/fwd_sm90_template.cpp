@@ -21,6 +21,8 @@ int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages) 
   return 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 + 8 * (1 + 4 * stages) + 4 * stages + 1024;
 }
 
+int fwd_sm90_split_table_bytes(int block_n, int consumers) { return 16 + 2 * consumers * block_n * 4; }
+
 namespace {
 
 // Registers a consumer thread may hold after setmaxnreg (templates/fwd_sm90.cuh), less what the
@@ -107,6 +109,12 @@ class FwdSm90Template : public KernelTemplate {
     EmittedHooks emitted;
     GeneratedUnit unit = start_unit(name(), r, emitted);
     unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages);
+    // A split score_mod's key parts go through per-tile tables where they fit beside the ring
+    // (not at D=128 with 3 stages of 128 keys); elsewhere score_mod runs per element.
+    const int limit = max_shared_memory_for_arch(r.arch) / (consumers == 1 ? 2 : 1) - (consumers == 1 ? 1024 : 0);
+    const bool split_tables = unit.facts.score_split &&
+                              unit.max_dynamic_shared_bytes + fwd_sm90_split_table_bytes(block_n, consumers) <= limit;
+    if (split_tables) unit.max_dynamic_shared_bytes += fwd_sm90_split_table_bytes(block_n, consumers);
     unit.kernel_names = {kKernelName};
     if (unit.facts.mask_reads_tensor)
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
@@ -119,6 +127,7 @@ class FwdSm90Template : public KernelTemplate {
         {"AJ_STAGES", std::to_string(stages)},       {"AJ_PINGPONG", std::to_string(r.knobs.get("pingpong"))},
     };
     if (unit.facts.has_rope) macros.emplace_back("AJ_ROPE_Q_PREPASS", "1");
+    macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
     unit.body = unit_preamble({{"AJ_TANH_APPROX", "1"}});

@@ -84,6 +84,30 @@ TEST_F(FwdSm90Codegen, TanhApproxOnlyInTheSm90Forward) {
   EXPECT_EQ(count(generate(softcap, options("sm_90a", 96)).source, define), 0);  // fwd_sm80 there
 }
 
+TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
+  // ALiBi and the forget gate: the key part from a per-tile table, the row part in the LSE.
+  for (const char* name : {"alibi_causal", "forget_gate"}) {
+    const PreparedKernel k = generate(presets::by_name(name), options("sm_90a", 128));
+    EXPECT_EQ(count(k.source, "#define AJ_SCORE_SPLIT 1"), 1) << name;
+    EXPECT_EQ(count(k.source, "#define AJ_SPLIT_TABLES 1"), 1) << name;
+    EXPECT_EQ(count(k.source, "aj_score_col(b, h, kv, anchor, args)"), 1) << name;
+    EXPECT_EQ(count(k.source, "aj_score_row(b, h, q, q0, args)"), 1) << name;
+    EXPECT_EQ(k.unit.max_dynamic_shared_bytes,
+              fwd_sm90_shared_bytes(128, 128, 2, 2) + fwd_sm90_split_table_bytes(128, 2));
+  }
+  // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
+  const PreparedKernel full = generate(
+      presets::by_name("alibi_causal"),
+      options("sm_90a", 128).with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}}));
+  EXPECT_EQ(count(full.source, "#define AJ_SPLIT_TABLES 0"), 1);
+  EXPECT_EQ(full.unit.max_dynamic_shared_bytes, fwd_sm90_shared_bytes(128, 128, 2, 3));
+  // Soft-cap wraps the score in tanh: no split.
+  const std::string softcap = generate(presets::by_name("softcap_causal"), options("sm_90a", 128)).source;
+  EXPECT_EQ(count(softcap, "#define AJ_SCORE_SPLIT 0"), 1);
+  EXPECT_EQ(count(softcap, "#define AJ_SPLIT_TABLES 0"), 1);
+  EXPECT_EQ(count(softcap, "float aj_score_col("), 0);
+}
+
 TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
   const int limit = 232448;  // sm_90's opt-in shared memory per block
