@@ -555,10 +555,14 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
       const int q = q_row + 8 * r;
       if (args.lse != nullptr && t == 0 && q < seq_q) {
-        float lse = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
+        // ms * ln 2 + ln l, with ms the softmax's rounded max (its rounding cancels against the
+        // one l carries) and a single rounding at the LSE's magnitude: gradients of learned
+        // biases weigh every row's LSE error by the row's key distances.
+        float lse_rest = aj_log2(l) * AJ_LN2;  // small beside the max
 #if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
-        if (any) lse += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
+        lse_rest += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
 #endif
+        const float lse = any ? fmaf(row_max[r] * mult, AJ_LN2, lse_rest) : AJ_NEG_INF;
         args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
       }
 #if AJ_HAS_OUTPUT_GATE

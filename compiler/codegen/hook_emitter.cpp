@@ -234,7 +234,22 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
 // The additive split of score_mod (compiler/passes/score_split.cpp): when score_mod = score +
 // col(kv) + row(q), aj_score_col and aj_score_row around an anchor row (AJ_SCORE_SPLIT 1), so a
 // kernel can add the key part once per key of a tile and leave the row part to the LSE.
+// A float tensor read at an index that neither q nor kv changes (learned ALiBi slopes[h]).
+bool reads_block_uniform_float_tensor(const NodeRef& score) {
+  const auto uses = ir::row_key_dependence(score);
+  for (const auto& n : ir::topological_order({score}))
+    if (n->op == Op::TensorRead && n->type == Type::Float && !uses.at(n.get()).row && !uses.at(n.get()).key)
+      return true;
+  return false;
+}
+
 std::string split_score_hooks(const NodeRef& score, ScalarEmitter& emit, HookFacts& facts) {
+  // Not for learned per-head factors: their gradient sums every row's error in D = rowsum(dO *
+  // O) (O rounded to the output type) times the row's key distances, so it follows O's last
+  // bits, which the split redraws: learned slopes fp16 D=64 GQA went from 1.60 to 2.02 times
+  // the naive error (H200, 2026-11-30). Until the backward computes that term exactly.
+  if (reads_block_uniform_float_tensor(score))
+    return "#define AJ_SCORE_SPLIT 0  // a learned per-head factor (docs/kernels.md, score split)\n\n";
   const std::optional<ir::ScoreSplit> split = ir::split_score_mod(score);
   facts.score_split = split.has_value();
   if (!split)

@@ -101,6 +101,9 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
       options("sm_90a", 128).with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}}));
   EXPECT_EQ(count(full.source, "#define AJ_SPLIT_TABLES 0"), 1);
   EXPECT_EQ(full.unit.max_dynamic_shared_bytes, fwd_sm90_shared_bytes(128, 128, 2, 3));
+  // Learned slopes[h]: not split (their gradient follows O's rounding; see hook_emitter.cpp).
+  EXPECT_EQ(
+      count(generate(presets::by_name("alibi_tensor"), options("sm_90a", 128)).source, "#define AJ_SCORE_SPLIT 0"), 1);
   // Soft-cap wraps the score in tanh: no split.
   const std::string softcap = generate(presets::by_name("softcap_causal"), options("sm_90a", 128)).source;
   EXPECT_EQ(count(softcap, "#define AJ_SCORE_SPLIT 0"), 1);
