@@ -200,9 +200,17 @@ void CpuOptions::validate() const {
   if (block_q < 0 || block_q > 1024)
     throw UserError(
         fmt::format("CpuOptions::block_q is {}; allowed: 0 (chosen per call) or 1 to 1024 query rows", block_q));
-  if (block_kv < cpu::TileClassTable::kSubTile || block_kv > 4096 || block_kv % cpu::TileClassTable::kSubTile != 0)
-    throw UserError(fmt::format("CpuOptions::block_kv is {}; allowed: a multiple of {} from {} to 4096", block_kv,
-                                cpu::TileClassTable::kSubTile, cpu::TileClassTable::kSubTile));
+  if (block_kv != 0 &&
+      (block_kv < cpu::TileClassTable::kSubTile || block_kv > 4096 || block_kv % cpu::TileClassTable::kSubTile != 0))
+    throw UserError(
+        fmt::format("CpuOptions::block_kv is {}; allowed: 0 (chosen per call) or a multiple of {} from {} "
+                    "to 4096",
+                    block_kv, cpu::TileClassTable::kSubTile, cpu::TileClassTable::kSubTile));
+}
+
+int cpu_block_kv(const CpuOptions& options, int head_dim) {
+  if (options.block_kv != 0) return options.block_kv;
+  return head_dim <= 64 ? 512 : 256;
 }
 
 bool cpu_backend_has_jit() {
@@ -323,8 +331,9 @@ CpuAttention::TileClasses CpuAttention::tile_classes(State& st, int batch, int h
   const int requested = st.options.block_q;
   int block_q = requested == 0 ? 64 : requested;
   auto table = std::make_shared<cpu::TileClassTable>(cpu::classify_tiles(
-      st.variant, st.mask, cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv}, bindings,
-      st.options.threads));
+      st.variant, st.mask,
+      cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv != 0 ? st.options.block_kv : 256},
+      bindings, st.options.threads));
   if (requested == 0 && seq_q > 64) {
     // 256 rows while there are still four tasks per worker (K and V are packed once per task:
     // taller tasks pack them less often, and the products run best on tall blocks), else 128.
@@ -476,7 +485,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
   }
 
   // ---- tile classes and tasks ----------------------------------------------------------
-  const int block_kv = st.options.block_kv;
+  const int block_kv = cpu_block_kv(st.options, dim);
   const int threads = st.options.threads;
   const auto t0 = std::chrono::steady_clock::now();
   const auto [table_ptr, block_q, classes_reused] = tile_classes(*state_, batch, heads_q, seq_q, seq_k, bindings);

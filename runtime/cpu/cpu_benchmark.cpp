@@ -62,7 +62,7 @@ BenchResult benchmark_cpu_forward(const CpuAttention& attention, const ForwardPr
   r.template_name = "cpu";
   const CpuOptions& options = attention.options();
   r.schedule =
-      fmt::format("block_q={} block_kv={} hooks={} threads={} gemm={}", options.block_q, options.block_kv,
+      fmt::format("block_q={} block_kv={} hooks={} threads={} gemm={}", options.block_q, cpu_block_kv(options, dim),
                   cpu_hook_source_name(options.hooks == CpuHookSource::Auto
                                            ? (cpu_backend_has_jit() ? CpuHookSource::Jit : CpuHookSource::Interpreted)
                                            : options.hooks),

@@ -427,6 +427,23 @@ TEST(CpuAttention, FullyMaskedRowsGiveZeroAndMinusInfinity) {
 
 // ---- errors and the pool ---------------------------------------------------------------
 
+TEST(CpuAttention, DefaultKeysPerTileFollowTheHeadDim) {
+  EXPECT_EQ(CpuOptions().block_kv, 0);
+  EXPECT_EQ(cpu_block_kv(CpuOptions(), 32), 512);
+  EXPECT_EQ(cpu_block_kv(CpuOptions(), 64), 512);
+  EXPECT_EQ(cpu_block_kv(CpuOptions(), 128), 256);
+  EXPECT_EQ(cpu_block_kv(CpuOptions().with_blocks(0, 192), 64), 192);  // given: kept
+  // Runs of 512 keys over every tile class: full, partial (a band's edges, the diagonal) and
+  // empty, on the default options.
+  ForwardProblem p = gqa(700, 700);  // every row compared: at most 2^20 pairs
+  p.batch = 1;
+  p.heads_q = 2;
+  p.heads_kv = 1;
+  expect_pass(presets::causal(), p, 64, dlpack_bfloat16(), CpuOptions());
+  expect_pass(presets::sliding_window(), p, 64, dlpack_bfloat16(), CpuOptions());
+  expect_pass(presets::document(), p, 64, dlpack_float32(), CpuOptions());
+}
+
 TEST(CpuAttention, RefusesBadInputs) {
   HostTensor q = random_tensor(dlpack_float32(), {1, 4, 8, 64}, 1),
              k = random_tensor(dlpack_float32(), {1, 3, 8, 64}, 2);
