@@ -52,6 +52,7 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --list --export x.json", "only one of"},
       {"tune --preset causal --shape 1,2,x", "is not B,H,Hkv,Sq,Sk,D"},
       {"tune --preset causal --shape 1,2,2,64,64,100", "head_dim 100 is not supported"},
+      {"tune --preset causal --head-dim 128 --shape 1,2,2,64,64,64", "has head_dim 64 but --head-dim is 128"},
       {"tune --shape 1,2,2,64,64,64", "exactly one of --preset NAME or --variant TEXT"},
       {"tune --preset no_such_preset --shape 1,2,2,64,64,64", "no_such_preset"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --threads 0", "--threads 0 is out of range"},

@@ -27,6 +27,7 @@ struct TuneArgs {
   std::vector<std::string> only;  // KNOB=V1,V2,...
   int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
   int reps = 20, warmup = 5;
+  int head_dim = 0;  // --head-dim: a check that every --shape has this D (0: none)
   bool no_check = false, no_store = false, list = false;
   std::string export_path, import_path, db_path;
 };
@@ -166,6 +167,9 @@ void register_tune_command(CLI::App& app) {
                    "the template's space" +
                        knob_space_help());
   tune->add_option("--shape", a->shapes, "B,H,Hkv,Sq,Sk,D (repeatable)");
+  tune->add_option("--head-dim", a->head_dim,
+                   "Optional, as in bench: each --shape's D must equal it (tune takes the head dimension from "
+                   "--shape)");
   tune->add_option("--param", a->kernel.params, "Runtime parameter NAME=VALUE (repeatable)");
   tune->add_option("--threads", a->threads, "NVRTC compile threads")->capture_default_str();
   tune->add_option("--reps", a->reps, "Timed launches per candidate")->capture_default_str();
@@ -214,6 +218,9 @@ void register_tune_command(CLI::App& app) {
       if (!is_supported_head_dim(dim))
         throw UserError(
             fmt::format("--shape '{}': head_dim {} is not supported; allowed: 32, 64, 96, 128, 256", s, dim));
+      if (a->head_dim != 0 && dim != a->head_dim)
+        throw UserError(fmt::format("--shape '{}' has head_dim {} but --head-dim is {}; tune takes D from each --shape",
+                                    s, dim, a->head_dim));
     }
     a->kernel.variant();
     a->kernel.bindings();
