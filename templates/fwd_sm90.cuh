@@ -26,12 +26,13 @@
 //
 // Configuration macros (codegen):
 //   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
-//   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1); AJ_DTYPE_BF16 /
-//   AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
-//   AJ_OUTPUT_GATE_PER_ELEMENT).
+//   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1);
+//   AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
+//   AJ_OUTPUT_GATE_PER_ELEMENT); AJ_SCORE_SPLIT (the hooks: score_mod = score + aj_score_col +
+//   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit).
 // Dynamic shared memory (the host computes the same):
 //   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 4 * AJ_STAGES
-//   + 1024.
+//   + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
 #ifndef ATTNJIT_FWD_SM90_CUH
 #define ATTNJIT_FWD_SM90_CUH
 
