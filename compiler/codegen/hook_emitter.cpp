@@ -231,9 +231,6 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
   return s;
 }
 
-// The additive split of score_mod (compiler/passes/score_split.cpp): when score_mod = score +
-// col(kv) + row(q), aj_score_col and aj_score_row around an anchor row (AJ_SCORE_SPLIT 1), so a
-// kernel can add the key part once per key of a tile and leave the row part to the LSE.
 // A float tensor read at an index that neither q nor kv changes (learned ALiBi slopes[h]).
 bool reads_block_uniform_float_tensor(const NodeRef& score) {
   const auto uses = ir::row_key_dependence(score);
@@ -243,6 +240,9 @@ bool reads_block_uniform_float_tensor(const NodeRef& score) {
   return false;
 }
 
+// The additive split of score_mod (compiler/passes/score_split.cpp): when score_mod = score +
+// col(kv) + row(q), aj_score_col and aj_score_row around an anchor row (AJ_SCORE_SPLIT 1), so a
+// kernel can add the key part once per key of a tile and leave the row part to the LSE.
 std::string split_score_hooks(const NodeRef& score, ScalarEmitter& emit, HookFacts& facts) {
   // Not for learned per-head factors: their gradient sums every row's error in D = rowsum(dO *
   // O) (O rounded to the output type) times the row's key distances, so it follows O's last

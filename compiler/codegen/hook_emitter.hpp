@@ -44,9 +44,9 @@ struct EmittedHooks {
 // from `slots` of `const AttnjitFwdArgs& args`; `#define AJ_SCORE_SPLIT 0/1` and, when 1,
 //          float aj_score_col(int b, int h, int kv, int aj_anchor, const AttnjitFwdArgs& args)
 //          float aj_score_row(int b, int h, int q, int aj_anchor, const AttnjitFwdArgs& args)
-// with score_mod = score + col + row for any anchor row (compiler/passes/score_split.hpp); then the row hooks, always
-// with their macros
-// (`#define AJ_HAS_ROPE 0/1`, `#define AJ_HAS_OUTPUT_GATE 0/1`) and, when on:
+// with score_mod = score + col + row for any anchor row (compiler/passes/score_split.hpp);
+// then the row hooks, always with their macros (`#define AJ_HAS_ROPE 0/1`,
+// `#define AJ_HAS_OUTPUT_GATE 0/1`) and, when on:
 //   RoPE:  AJ_ROPE_DIM (a number, or AJ_HEAD_DIM for the whole head), AJ_ROPE_INTERLEAVED 0/1,
 //          float aj_rope_inv_freq(int j)                             theta^(-2j / AJ_ROPE_DIM)
 //          int aj_rope_q_position(int q, const AttnjitFwdArgs& args)   q + seq_k - seq_q + offset

@@ -330,6 +330,8 @@ CpuAttention::TileClasses CpuAttention::tile_classes(State& st, int batch, int h
   }
   const int requested = st.options.block_q;
   int block_q = requested == 0 ? 64 : requested;
+  // block_kv here only groups sub-tiles for the interval analysis (the classes do not depend
+  // on it); the forward's runs take cpu_block_kv, which needs the head dim.
   auto table = std::make_shared<cpu::TileClassTable>(cpu::classify_tiles(
       st.variant, st.mask,
       cpu::TileProblem{batch, heads_q, seq_q, seq_k, block_q, st.options.block_kv != 0 ? st.options.block_kv : 256},
