@@ -69,6 +69,13 @@ class FwdSm90Template : public KernelTemplate {
     if (r.head_dim == 64 && r.problem && r.problem->seq_q <= 1024)
       return Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}, {"pingpong", 1}};
     if (r.head_dim == 64) return Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}, {"pingpong", 1}};
+    // D=128, short sequences (hinted), plain scores: a third K/V tile in flight (H200,
+    // 2026-11-30, S=1024: causal 401 -> 409, dense 569 -> 568; S=4096 causal 580 -> 584; 16k
+    // 684 -> 680). Not with a score_mod: a split one loses its key-part tables to the third
+    // stage (alibi_causal 500 -> 471 at S=4096).
+    const bool plain_scores = r.variant == nullptr || r.variant->score_mod().node()->op == ir::Op::Score;
+    if (r.head_dim == 128 && r.problem && r.problem->seq_q <= 1024 && plain_scores)
+      return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}};
     return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
   }
 

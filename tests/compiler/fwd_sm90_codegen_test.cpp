@@ -76,6 +76,24 @@ TEST_F(FwdSm90Codegen, HintedShortSequencesTakeOneConsumerAtD64) {
   EXPECT_EQ(consumers(128, 16384), 2);
 }
 
+TEST_F(FwdSm90Codegen, HintedShortSequencesTakeThreeStagesAtD128WithPlainScores) {
+  const auto stages = [&](const char* preset, int head_dim, int seq) {
+    CompileOptions o = options("sm_90a", head_dim);
+    if (seq > 0) o.with_shape_hint(4, 8, 8, seq, seq);
+    return generate(presets::by_name(preset), o).config.knobs.get("stages");
+  };
+  EXPECT_EQ(stages("causal", 128, 0), 2);  // no hint
+  EXPECT_EQ(stages("causal", 128, 1024), 3);
+  EXPECT_EQ(stages("dense", 128, 777), 3);
+  EXPECT_EQ(stages("sliding_window", 128, 1024), 3);
+  EXPECT_EQ(stages("causal", 128, 1025), 2);
+  EXPECT_EQ(stages("causal", 64, 1024), 2);
+  EXPECT_EQ(stages("causal", 256, 1024), 2);
+  // A score_mod keeps two stages: ALiBi's key-part tables need the third stage's room.
+  EXPECT_EQ(stages("alibi_causal", 128, 1024), 2);
+  EXPECT_EQ(stages("softcap", 128, 1024), 2);
+}
+
 TEST_F(FwdSm90Codegen, TanhApproxOnlyInTheSm90Forward) {
   const std::string define = "#define AJ_TANH_APPROX 1";
   const Variant softcap = presets::by_name("softcap_causal");

@@ -139,12 +139,13 @@ KernelSpec schedule_kernel(const Schedule& s) {
   return {presets::sliding_window(), CompileOptions().with_head_dim(64).with_template("fwd_sm80").with_schedule(s)};
 }
 // fwd_sm90's other knob settings (on other GPUs compile declines them: the test skips).
-// Knobs the defaults do not pick at that head dim (D=64 with 2 consumers: the default only
-// when a shape hint says seq_q <= 1024).
+// Knobs the defaults do not pick at that head dim without a shape hint (D=64 with 1 consumer
+// and D=128 with 3 stages of 128 keys are the defaults when a hint says seq_q <= 1024).
 std::vector<std::pair<int, Knobs>> other_sm90_knobs() {
   return {{128, Knobs{{"block_n", 64}, {"consumers", 3}, {"stages", 3}}},
           {128, Knobs{{"block_n", 176}, {"consumers", 2}, {"stages", 2}}},
           {128, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 3}}},
+          {128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}}},
           {64, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}},
           {64, Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}}},
           {128, Knobs{{"block_n", 64}, {"consumers", 1}, {"stages", 2}}}};
