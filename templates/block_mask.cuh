@@ -15,7 +15,9 @@
 // (aj_mask_row: doc[b, q]) are computed once per tile into shared memory: every column
 // reading them from global memory made this kernel 71 us of a 390 us document-causal forward
 // (B=4 H=16 S=4k D=128, H200, 2026-11-29); with them in shared memory 53 us, and with 8 rows
-// between early-exit checks 27 us (same shape and GPU).
+// between early-exit checks 27 us (same shape and GPU). With AJ_MASK_HULL (codegen: the
+// mask's split has int or bool fields) a tile is first decided from the hulls of its fields
+// (the ids' range over its rows and over its keys), so only tiles across a boundary are walked.
 //
 // Configuration macros (defined by codegen, besides the forward kernel's):
 //   AJ_BLOCK_MASK_PER_BATCH  0/1: the mask mentions b (B' = batch), else B' = 1 and b = 0
@@ -44,6 +46,38 @@ extern "C" __global__ void __launch_bounds__(AJ_BM_THREADS) attnjit_block_mask(c
 
   // Uniform across the block (same inputs), so the barriers below are reached by all.
   int cls = aj_tile_class(b, h, q_lo, q_hi, kv_lo, kv_hi, args);
+#if AJ_MASK_HULL
+  // Before any element: the mask over the hulls of the fields (a document id's range over the
+  // tile's rows and over its keys) often decides the tile, so only tiles that straddle a
+  // boundary are walked (codegen: mask_hull_hooks).
+  if (cls == 1) {
+    AjMaskRowIv rows_hull = aj_mask_row_iv_none();
+    AjMaskColIv cols_hull = aj_mask_col_iv_none();
+    for (int r = (int)threadIdx.x; r <= q_hi - q_lo; r += AJ_BM_THREADS)
+      aj_mask_row_iv_add(rows_hull, aj_mask_row(b, h, q_lo + r, args));
+    for (int c = (int)threadIdx.x; c <= kv_hi - kv_lo; c += AJ_BM_THREADS)
+      aj_mask_col_iv_add(cols_hull, aj_mask_col(b, h, kv_lo + c, args));
+#pragma unroll
+    for (int lanes = 16; lanes > 0; lanes >>= 1) {
+      aj_mask_row_iv_join(rows_hull, aj_mask_row_iv_shfl(rows_hull, lanes));
+      aj_mask_col_iv_join(cols_hull, aj_mask_col_iv_shfl(cols_hull, lanes));
+    }
+    __shared__ AjMaskRowIv warp_rows[AJ_BM_THREADS / 32];
+    __shared__ AjMaskColIv warp_cols[AJ_BM_THREADS / 32];
+    if (threadIdx.x % 32 == 0) {
+      warp_rows[threadIdx.x / 32] = rows_hull;
+      warp_cols[threadIdx.x / 32] = cols_hull;
+    }
+    __syncthreads();
+    rows_hull = warp_rows[0];  // every thread joins the warps' hulls: the same class everywhere
+    cols_hull = warp_cols[0];
+    for (int w = 1; w < AJ_BM_THREADS / 32; ++w) {
+      aj_mask_row_iv_join(rows_hull, warp_rows[w]);
+      aj_mask_col_iv_join(cols_hull, warp_cols[w]);
+    }
+    cls = aj_mask_hull_class(rows_hull, cols_hull, b, h, q_lo, q_hi, kv_lo, kv_hi, args);
+  }
+#endif
   if (cls == 1) {
     bool any_true = false, any_false = false;
     if (AJ_BM_THREADS % AJ_BLOCK_N == 0) {

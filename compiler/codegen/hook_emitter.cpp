@@ -148,6 +148,99 @@ std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emi
   return out;
 }
 
+std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names);
+
+// The mask over a whole tile from the hulls of its fields (the block-mask kernel, before it
+// walks elements): the range of each row field over the tile's rows and of each column field
+// over its keys, then the pair evaluated in interval arithmetic with q and kv as the tile's
+// ranges. Sound because every element's fields lie in their hulls: a document mask's tile
+// whose rows and keys all hold one id is full, and one whose ids do not overlap is empty,
+// without reading its 16k elements. Only int and bool fields (the kernel's float fields are
+// rounded where the intervals are exact).
+std::string mask_hull_hooks(const NodeRef& mask, const std::vector<NodeRef>& row_fields,
+                            const std::vector<NodeRef>& col_fields, const std::vector<NodeRef>& pair_nodes,
+                            const ScalarEmitter& emit) {
+  bool usable = !row_fields.empty() || !col_fields.empty();
+  for (const auto* fields : {&row_fields, &col_fields})
+    for (const auto& f : *fields) usable = usable && (f->type == Type::Int || f->type == Type::Bool);
+  if (!usable) return "#define AJ_MASK_HULL 0  // no int or bool fields to take hulls of\n\n";
+  std::string s =
+      "// hulls of the mask's fields over a tile, and the pair's interval over them\n#define AJ_MASK_HULL 1\n";
+  // struct `iv` (a hull per field of `point`), and aj_<prefix>_none / _add / _join / _shfl.
+  const auto side = [&](const char* iv, const char* point, const char* prefix, const std::vector<NodeRef>& fields) {
+    std::string decl, none, add, join, shfl;
+    for (std::size_t i = 0; i < fields.size(); ++i) {
+      if (fields[i]->type == Type::Int) {
+        decl += fmt::format(" AjIv f{};", i);
+        none += fmt::format("{}AjIv{{AJ_INT_MAX, AJ_INT_MIN}}", i ? ", " : "");
+        add +=
+            fmt::format("  a.f{0}.lo = aj_min64(a.f{0}.lo, v.f{0});\n  a.f{0}.hi = aj_max64(a.f{0}.hi, v.f{0});\n", i);
+        join += fmt::format(
+            "  a.f{0}.lo = aj_min64(a.f{0}.lo, o.f{0}.lo);\n  a.f{0}.hi = aj_max64(a.f{0}.hi, o.f{0}.hi);\n", i);
+        shfl += fmt::format(
+            "  o.f{0}.lo = __shfl_xor_sync(0xffffffffu, a.f{0}.lo, lanes);\n"
+            "  o.f{0}.hi = __shfl_xor_sync(0xffffffffu, a.f{0}.hi, lanes);\n",
+            i);
+      } else {
+        decl += fmt::format(" AjBv f{};", i);
+        none += fmt::format("{}AjBv{{false, false}}", i ? ", " : "");
+        add += fmt::format("  a.f{0}.can_false |= !v.f{0};\n  a.f{0}.can_true |= v.f{0};\n", i);
+        join += fmt::format("  a.f{0}.can_false |= o.f{0}.can_false;\n  a.f{0}.can_true |= o.f{0}.can_true;\n", i);
+        shfl += fmt::format(
+            "  o.f{0}.can_false = __shfl_xor_sync(0xffffffffu, (int)a.f{0}.can_false, lanes) != 0;\n"
+            "  o.f{0}.can_true = __shfl_xor_sync(0xffffffffu, (int)a.f{0}.can_true, lanes) != 0;\n",
+            i);
+      }
+    }
+    std::string out = fmt::format("struct {} {{{} }};\n", iv, decl);
+    out += fmt::format("__device__ __forceinline__ {0} aj_{1}_none() {{ return {0}{{{2}}}; }}\n", iv, prefix, none);
+    out +=
+        fmt::format("__device__ __forceinline__ void aj_{0}_add({1}& a, const {2}& v) {{\n  (void)a; (void)v;\n{3}}}\n",
+                    prefix, iv, point, add);
+    out += fmt::format(
+        "__device__ __forceinline__ void aj_{0}_join({1}& a, const {1}& o) {{\n  (void)a; (void)o;\n{2}}}\n", prefix,
+        iv, join);
+    out += fmt::format(
+        "__device__ __forceinline__ {1} aj_{0}_shfl(const {1}& a, int lanes) {{\n  {1} o = a;\n  (void)lanes;\n{2}  "
+        "return o;\n}}\n",
+        prefix, iv, shfl);
+    return out;
+  };
+  s += side("AjMaskRowIv", "AjMaskRow", "mask_row_iv", row_fields);
+  s += side("AjMaskColIv", "AjMaskCol", "mask_col_iv", col_fields);
+  std::unordered_map<const Node*, std::string> names;
+  for (std::size_t i = 0; i < row_fields.size(); ++i) names[row_fields[i].get()] = fmt::format("row.f{}", i);
+  for (std::size_t i = 0; i < col_fields.size(); ++i) names[col_fields[i].get()] = fmt::format("col.f{}", i);
+  s += "__device__ __forceinline__ int aj_mask_hull_class(const AjMaskRowIv& row, const AjMaskColIv& col, int b,\n"
+       "                                                  int h, int q_lo, int q_hi, int kv_lo, int kv_hi,\n"
+       "                                                  const AttnjitFwdArgs& args) {\n"
+       "  (void)row; (void)col; (void)b; (void)h; (void)q_lo; (void)q_hi; (void)kv_lo; (void)kv_hi; (void)args;\n";
+  std::vector<NodeRef> leaves;
+  for (const auto& n : pair_nodes)
+    if (!names.count(n.get()) && (n->op == Op::Index || n->op == Op::Param)) leaves.push_back(n);
+  s += emit.leaf_declarations(leaves, true);
+  const std::set<const Node*> in_pair = [&] {
+    std::set<const Node*> set;
+    for (const auto& n : pair_nodes) set.insert(n.get());
+    return set;
+  }();
+  int next = 0;
+  for (const auto& n : ir::topological_order({mask})) {
+    if (!in_pair.count(n.get()) || names.count(n.get())) continue;
+    if (n->op == Op::Param ||
+        (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
+      names[n.get()] = n->name;
+      continue;
+    }
+    const std::string type = n->type == Type::Int ? "AjIv" : (n->type == Type::Float ? "AjFv" : "AjBv");
+    const std::string name = fmt::format("aj_h{}", next++);
+    s += fmt::format("  const {} {} = {};  // {}\n", type, name, interval_value(n, names), ir::print_expr(n));
+    names[n.get()] = name;
+  }
+  s += fmt::format("  return aj_tile_class_of({});\n}}\n\n", names.at(mask.get()));
+  return s;
+}
+
 // The mask split for tiles. Per element of a tile the mask repeats what its query row or its
 // key determines alone (a document id read, `q + kv_len - q_len`): aj_mask_row and aj_mask_col
 // compute those parts ("fields": computed nodes one side determines, used where the other side
@@ -228,7 +321,7 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
   s += emit.leaf_declarations(pair_leaves, false);
   s += fmt::format("  return {};\n}}\n\n", emit.expr(mask));
   emit.temporaries.clear();
-  return s;
+  return s + mask_hull_hooks(mask, row_fields, col_fields, evaluated({mask}, true), emit);
 }
 
 // A float tensor read at an index that neither q nor kv changes (learned ALiBi slopes[h]).

@@ -243,6 +243,30 @@ TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
   EXPECT_TRUE(contains(causal, "struct AjMaskCol { };")) << causal;
 }
 
+// The hull class (block-mask kernel): the pair in interval arithmetic over the hulls of the
+// int / bool fields, so a tile inside one document is decided without walking it. Causal has
+// no fields; a float field (learned-threshold masks) keeps the element walk alone.
+TEST_F(CodegenTest, MaskHullClassOverTheFieldsOfTheSplit) {
+  const auto source = [&](const std::string& preset) {
+    return generate(presets::by_name(preset), options("sm_80", 64, ElementType::BF16)).source;
+  };
+  const std::string doc = source("document_causal");
+  EXPECT_TRUE(contains(doc, "#define AJ_MASK_HULL 1")) << doc;
+  EXPECT_TRUE(contains(doc, "struct AjMaskRowIv { AjIv f0; AjIv f1; };")) << doc;
+  EXPECT_TRUE(contains(doc, "struct AjMaskColIv { AjIv f0; };")) << doc;
+  EXPECT_TRUE(contains(doc, "aj_iv_cmp(AJ_CMP_EQ, row.f1, col.f0)")) << doc;
+  EXPECT_TRUE(contains(doc, "aj_iv_cmp(AJ_CMP_LE, aj_h0, row.f0)")) << doc;
+  const std::string strided = source("strided");  // a bool field: its two truth values
+  EXPECT_TRUE(contains(strided, "a.f0.can_true |= v.f0;")) << strided;
+  EXPECT_TRUE(contains(source("causal"), "#define AJ_MASK_HULL 0"));
+
+  Variant threshold("threshold");
+  const Tensor level("level", ir::TensorDType::F32, 2);
+  threshold.with_mask_mod(level(b, q) < level(b, kv));
+  const std::string by_float = generate(threshold, options("sm_80", 64, ElementType::BF16)).source;
+  EXPECT_TRUE(contains(by_float, "#define AJ_MASK_HULL 0")) << by_float;
+}
+
 // The block-mask kernel (templates/block_mask.cuh) is emitted exactly when the lowered mask
 // reads a tensor, with a buffer per batch (per head) only when the mask mentions b (h).
 TEST_F(CodegenTest, BlockMaskKernelExactlyWhenTheMaskReadsATensor) {
