@@ -148,7 +148,8 @@ std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emi
   return out;
 }
 
-std::string interval_value(const NodeRef& n, const std::unordered_map<const Node*, std::string>& names);
+std::string interval_statements(const NodeRef& mask, std::unordered_map<const Node*, std::string>& names,
+                                const std::set<const Node*>* only, const char* prefix);
 
 // The mask over a whole tile from the hulls of its fields (the block-mask kernel, before it
 // walks elements): the range of each row field over the tile's rows and of each column field
@@ -219,26 +220,9 @@ std::string mask_hull_hooks(const NodeRef& mask, const std::vector<NodeRef>& row
   for (const auto& n : pair_nodes)
     if (!names.count(n.get()) && (n->op == Op::Index || n->op == Op::Param)) leaves.push_back(n);
   s += emit.leaf_declarations(leaves, true);
-  const std::set<const Node*> in_pair = [&] {
-    std::set<const Node*> set;
-    for (const auto& n : pair_nodes) set.insert(n.get());
-    return set;
-  }();
-  int next = 0;
-  for (const auto& n : ir::topological_order({mask})) {
-    if (!in_pair.count(n.get()) || names.count(n.get())) continue;
-    if (n->op == Op::Param ||
-        (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
-      names[n.get()] = n->name;
-      continue;
-    }
-    const std::string type = n->type == Type::Int ? "AjIv" : (n->type == Type::Float ? "AjFv" : "AjBv");
-    const std::string name = fmt::format("aj_h{}", next++);
-    s += fmt::format("  const {} {} = {};  // {}\n", type, name, interval_value(n, names), ir::print_expr(n));
-    names[n.get()] = name;
-  }
-  s += fmt::format("  return aj_tile_class_of({});\n}}\n\n", names.at(mask.get()));
-  return s;
+  std::set<const Node*> in_pair;
+  for (const auto& n : pair_nodes) in_pair.insert(n.get());
+  return s + interval_statements(mask, names, &in_pair, "aj_h") + "}\n\n";
 }
 
 // The mask split for tiles. Per element of a tile the mask repeats what its query row or its
@@ -416,23 +400,30 @@ std::string interval_value(const NodeRef& n, const std::unordered_map<const Node
   return "aj_fv_unknown()";
 }
 
-std::string interval_body(const NodeRef& normalized_mask, const ScalarEmitter& emit) {
-  std::string out = emit.leaf_declarations({normalized_mask}, true);
-  std::unordered_map<const Node*, std::string> names;
+// The interval of each node of `mask` (those in `only`, when given; nodes already in `names`
+// are given, as the hull's fields), as statements `const AjIv <prefix>N = ...`, then the class.
+std::string interval_statements(const NodeRef& mask, std::unordered_map<const Node*, std::string>& names,
+                                const std::set<const Node*>* only, const char* prefix) {
+  std::string out;
   int next = 0;
-  for (const auto& n : ir::topological_order({normalized_mask})) {
+  for (const auto& n : ir::topological_order({mask})) {
+    if ((only && !only->count(n.get())) || names.count(n.get())) continue;
     if (n->op == Op::Param ||
         (n->op == Op::Index && n->name != "q" && n->name != "kv" && n->name != "b" && n->name != "h")) {
       names[n.get()] = n->name;
       continue;
     }
     const std::string type = n->type == Type::Int ? "AjIv" : (n->type == Type::Float ? "AjFv" : "AjBv");
-    const std::string name = fmt::format("aj_r{}", next++);
+    const std::string name = fmt::format("{}{}", prefix, next++);
     out += fmt::format("  const {} {} = {};  // {}\n", type, name, interval_value(n, names), ir::print_expr(n));
     names[n.get()] = name;
   }
-  out += fmt::format("  return aj_tile_class_of({});\n", names.at(normalized_mask.get()));
-  return out;
+  return out + fmt::format("  return aj_tile_class_of({});\n", names.at(mask.get()));
+}
+
+std::string interval_body(const NodeRef& normalized_mask, const ScalarEmitter& emit) {
+  std::unordered_map<const Node*, std::string> names;
+  return emit.leaf_declarations({normalized_mask}, true) + interval_statements(normalized_mask, names, nullptr, "aj_r");
 }
 
 }  // namespace

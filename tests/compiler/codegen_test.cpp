@@ -66,6 +66,10 @@ class CodegenTest : public ::testing::Test {
   static CompileOptions options(const std::string& arch, int head_dim, ElementType dtype) {
     return CompileOptions().with_arch(arch).with_head_dim(head_dim).with_dtype(dtype).with_cache(cache_);
   }
+  // The generated source of a variant for sm_80, bf16, D=64.
+  static std::string sm80_bf16_d64_source(const Variant& v) {
+    return generate(v, options("sm_80", 64, ElementType::BF16)).source;
+  }
 
   static std::filesystem::path* dir_;
   static runtime::KernelCache* cache_;
@@ -226,9 +230,7 @@ TEST_F(CodegenTest, HooksUseTheUsersNames) {
 // The mask split for tiles: what one query row or one key determines alone is computed once
 // (aj_mask_row / aj_mask_col) and only the pair's own part per element (aj_mask_pair).
 TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
-  const auto source = [&](const std::string& preset) {
-    return generate(presets::by_name(preset), options("sm_80", 64, ElementType::BF16)).source;
-  };
+  const auto source = [&](const std::string& preset) { return sm80_bf16_d64_source(presets::by_name(preset)); };
   const std::string doc = source("document_causal");
   EXPECT_TRUE(contains(doc, "struct AjMaskRow { int f0; int f1; };")) << doc;
   EXPECT_TRUE(contains(doc, "const int f1 = aj_read_i32(doc, aj_offset2(doc, b, f0));")) << doc;
@@ -247,9 +249,7 @@ TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
 // int / bool fields, so a tile inside one document is decided without walking it. Causal has
 // no fields; a float field (learned-threshold masks) keeps the element walk alone.
 TEST_F(CodegenTest, MaskHullClassOverTheFieldsOfTheSplit) {
-  const auto source = [&](const std::string& preset) {
-    return generate(presets::by_name(preset), options("sm_80", 64, ElementType::BF16)).source;
-  };
+  const auto source = [&](const std::string& preset) { return sm80_bf16_d64_source(presets::by_name(preset)); };
   const std::string doc = source("document_causal");
   EXPECT_TRUE(contains(doc, "#define AJ_MASK_HULL 1")) << doc;
   EXPECT_TRUE(contains(doc, "struct AjMaskRowIv { AjIv f0; AjIv f1; };")) << doc;
@@ -263,7 +263,7 @@ TEST_F(CodegenTest, MaskHullClassOverTheFieldsOfTheSplit) {
   Variant threshold("threshold");
   const Tensor level("level", ir::TensorDType::F32, 2);
   threshold.with_mask_mod(level(b, q) < level(b, kv));
-  const std::string by_float = generate(threshold, options("sm_80", 64, ElementType::BF16)).source;
+  const std::string by_float = sm80_bf16_d64_source(threshold);
   EXPECT_TRUE(contains(by_float, "#define AJ_MASK_HULL 0")) << by_float;
 }
 
