@@ -29,7 +29,8 @@
 //   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1);
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
 //   AJ_OUTPUT_GATE_PER_ELEMENT); AJ_SCORE_SPLIT (the hooks: score_mod = score + aj_score_col +
-//   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit).
+//   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit); AJ_SCORE_MOD_RAW
+//   (aj_score_mod_raw: the softmax scale folded into score_mod's first product).
 // Dynamic shared memory (the host computes the same):
 //   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 4 * AJ_STAGES
 //   + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
@@ -208,7 +209,11 @@ __device__ __forceinline__ void score_mod_tile(float (&s)[BN / 2], int b, int h,
       const int kv = kv_col + j * 8 + (e & 1);
       const int qc = q < args.seq_q ? q : args.seq_q - 1;
       const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+#if AJ_SCORE_MOD_RAW
+      s[4 * j + e] = aj_score_mod_raw(s[4 * j + e], args.scale, b, h, qc, kvc, args);
+#else
       s[4 * j + e] = aj_score_mod(s[4 * j + e] * args.scale, b, h, qc, kvc, args);
+#endif
     }
   }
 }

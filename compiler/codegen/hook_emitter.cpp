@@ -129,9 +129,11 @@ class ScalarEmitter {
 };
 
 // One hook body from a straight-line program: temporaries for shared nodes, then the result.
-std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emit) {
+// `given`: nodes emitted as the given text instead (the raw score's folded products).
+std::string scalar_body(const ir::Program& program, int root, ScalarEmitter& emit,
+                        const std::unordered_map<const Node*, std::string>& given = {}) {
   std::string out;
-  emit.temporaries.clear();
+  emit.temporaries = given;
   int next = 0;
   // Only temporaries reachable from this root, in program order.
   std::set<const Node*> reachable;
@@ -306,6 +308,46 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
   s += fmt::format("  return {};\n}}\n\n", emit.expr(mask));
   emit.temporaries.clear();
   return s + mask_hull_hooks(mask, row_fields, col_fields, evaluated({mask}, true), emit);
+}
+
+// score_mod on the raw product q . k, with the softmax scale folded into the factor score is
+// first multiplied or divided by: soft-cap's `score / softcap` becomes `raw * (scale *
+// rcp(softcap))`, one multiply per element instead of two (the factor is computed once per
+// tile). Only when every use of `score` is such a product with a factor that depends on
+// neither q, kv nor the score. fwd_sm90 calls aj_score_mod_raw where AJ_SCORE_MOD_RAW is 1.
+std::string raw_score_hook(const ir::Program& program, int root, ScalarEmitter& emit) {
+  const NodeRef& score_mod = program.instructions[static_cast<std::size_t>(root)].node;
+  const auto uses = ir::row_key_dependence(score_mod);
+  const auto uniform = [&](const NodeRef& n) {
+    for (const auto& m : ir::topological_order({n}))
+      if (m->op == Op::Score) return false;
+    return !uses.at(n.get()).row && !uses.at(n.get()).key;
+  };
+  std::unordered_map<const Node*, std::string> folded;
+  bool foldable = score_mod->op != Op::Score;
+  for (const auto& n : ir::topological_order({score_mod}))
+    for (std::size_t i = 0; i < n->args.size() && foldable; ++i) {
+      if (n->args[i]->op != Op::Score) continue;
+      const bool product = n->op == Op::Mul || (n->op == Op::Div && i == 0);
+      const NodeRef& factor = n->args[1 - i];
+      if (!product || n->args.size() != 2 || factor->op == Op::Score || !uniform(factor)) {
+        foldable = false;
+        break;
+      }
+      folded[n.get()] = n->op == Op::Mul ? fmt::format("(raw * (scale * {}))", emit.expr(factor))
+                                         : fmt::format("(raw * (scale * aj_rcp({})))", emit.expr(factor));
+    }
+  if (!foldable || folded.empty())
+    return "#define AJ_SCORE_MOD_RAW 0  // score_mod does not start with score times a uniform factor\n\n";
+  std::string s = "// score_mod of the raw product: the softmax scale folded into the score's factor\n";
+  s += "#define AJ_SCORE_MOD_RAW 1\n";
+  s += "__device__ __forceinline__ float aj_score_mod_raw(float raw, float scale, int b, int h, int q, int kv,\n"
+       "                                                 const AttnjitFwdArgs& args) {\n";
+  s += "  (void)b; (void)h; (void)q; (void)kv; (void)args;\n";
+  s += emit.leaf_declarations({score_mod}, false);
+  s += scalar_body(program, root, emit, folded);
+  emit.temporaries.clear();
+  return s + "}\n\n";
 }
 
 // A float tensor read at an index that neither q nor kv changes (learned ALiBi slopes[h]).
@@ -568,6 +610,7 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   s += scalar_body(lowered.program, lowered.program.roots[0], emit);
   s += "}\n\n";
 
+  s += raw_score_hook(lowered.program, lowered.program.roots[0], emit);
   s += split_score_hooks(score, emit, out.facts);
 
   s += fmt::format("// mask_mod: {}\n", ir::print_expr(mask));

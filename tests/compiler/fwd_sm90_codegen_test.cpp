@@ -16,6 +16,8 @@
 namespace attnjit {
 namespace {
 
+using namespace attnjit::dsl::vars;  // score, kv
+
 class FwdSm90Codegen : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { temp_ = new TempKernelCache("attnjit_fwd_sm90_codegen_"); }
@@ -100,6 +102,27 @@ TEST_F(FwdSm90Codegen, TanhApproxOnlyInTheSm90Forward) {
   EXPECT_EQ(count(generate(softcap, options("sm_90a", 128)).source, define), 1);
   EXPECT_EQ(count(generate(softcap, options("sm_80", 128)).source, define), 0);
   EXPECT_EQ(count(generate(softcap, options("sm_90a", 96)).source, define), 0);  // fwd_sm80 there
+}
+
+TEST_F(FwdSm90Codegen, SoftmaxScaleFoldsIntoTheScoresFirstProduct) {
+  const auto source = [&](const Variant& v) { return generate(v, options("sm_90a", 128)).source; };
+  // Soft-cap: score / softcap on the raw product, one multiply per element.
+  const std::string softcap = source(presets::by_name("softcap_causal"));
+  EXPECT_EQ(count(softcap, "#define AJ_SCORE_MOD_RAW 1"), 1);
+  EXPECT_EQ(count(softcap, "return (softcap * aj_tanh((raw * (scale * aj_rcp(softcap)))));"), 1) << softcap;
+  // A product with a parameter, in either order.
+  Variant temperature("temperature");
+  temperature.with_score_mod(param_float("inv_t") * score);
+  EXPECT_EQ(count(source(temperature), "return (raw * (scale * inv_t));"), 1) << source(temperature);
+  // Not when score is also used alone, after an add, or times something per key.
+  Variant both("both");
+  both.with_score_mod(score + score * 0.5);
+  EXPECT_EQ(count(source(both), "#define AJ_SCORE_MOD_RAW 0"), 1);
+  EXPECT_EQ(count(source(presets::by_name("alibi_window_softcap")), "#define AJ_SCORE_MOD_RAW 0"), 1);
+  Variant per_key("per_key");
+  per_key.with_score_mod(score * to_float(kv));
+  EXPECT_EQ(count(source(per_key), "#define AJ_SCORE_MOD_RAW 0"), 1);
+  EXPECT_EQ(count(source(presets::by_name("causal")), "#define AJ_SCORE_MOD_RAW 0"), 1);
 }
 
 TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
