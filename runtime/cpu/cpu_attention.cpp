@@ -123,6 +123,7 @@ struct RopeTable {
 // Rows [r0, r0 + rows) of a task's block and the keys [c0, c1) of a run they compute.
 struct RowGroup {
   int r0, rows, c0, c1;
+  int slice = -1;  // the 16-row slice it is, or -1 for the whole block
 };
 
 // The row groups of the run of sub-tiles [first, last) (`cols` keys) for a block of `rows`
@@ -152,7 +153,7 @@ std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint64_
     const int r0 = sl * Table::kSliceRows;
     const int c1 = std::min((hi + 1) * Table::kPanelKeys, cols);
     if (lo * Table::kPanelKeys >= c1) continue;
-    out.push_back({r0, std::min(Table::kSliceRows, rows - r0), lo * Table::kPanelKeys, c1});
+    out.push_back({r0, std::min(Table::kSliceRows, rows - r0), lo * Table::kPanelKeys, c1, sl});
   }
   return out;
 }
@@ -557,6 +558,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
     const int q0 = qb * block_q, rows = std::min(block_q, seq_q - q0);
     const std::uint8_t* classes = table.row(b, h, qb);
     const std::uint64_t* slice_words = table.slice_row(b, h, qb);
+    const std::uint64_t* full_words = table.full_slice_row(b, h, qb);
     Workspace::fit(ws.q, static_cast<std::size_t>(rows) * dim);
     Workspace::fit(ws.s, static_cast<std::size_t>(rows) * block_kv);
     Workspace::fit(ws.o, static_cast<std::size_t>(rows) * width);
@@ -664,16 +666,36 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
           cpu::scores(gr.rows, ncols, dim, product_scale, qf + static_cast<std::int64_t>(gr.r0) * dim, dim,
                       kf + static_cast<std::int64_t>(gr.c0) * dim, sg + gr.c0, block_kv);
 
-        // The hooks, per run of sub-tiles of one class: the mask only on partial ones.
+        // The hooks, per run of sub-tiles of one class: the mask only on partial ones, and in a
+        // 16-row slice only on the 16-key panels the analysis does not prove full for it (a
+        // band's edge then masks a panel per row and slice, not a 64-key sub-tile).
+        const auto hook = [&](int c0, int c1, bool mask) {
+          if (c0 < c1 && (hooks.has_score_mod || mask))
+            hooks.score_tile(sg + c0, block_kv, gr.rows, c1 - c0, b, h, q0 + gr.r0, kv0 + c0, &args, mask ? 1 : 0);
+        };
+        // Whether (this slice, the panel holding run key c) is proven full.
+        const auto panel_full = [&](int c) {
+          const int t = (kv0 + c) / sub, panel = (kv0 + c) % sub / cpu::TileClassTable::kPanelKeys;
+          return (full_words[t] >> (16 * (gr.slice / 4) + 4 * (gr.slice % 4) + panel) & 1u) != 0;
+        };
         if (hooks.has_score_mod || has_mask)
           for (int a = first; a < last;) {
             int z = a + 1;
             while (z < last && classes[z] == classes[a]) ++z;
             const bool partial = classes[a] == static_cast<std::uint8_t>(ir::TileClass::Partial);
             const int c0 = std::max(a * sub - kv0, gr.c0), c1 = std::min(std::min(z * sub, seq_k) - kv0, gr.c1);
-            if (c0 < c1 && (hooks.has_score_mod || (partial && has_mask)))
-              hooks.score_tile(sg + c0, block_kv, gr.rows, c1 - c0, b, h, q0 + gr.r0, kv0 + c0, &args,
-                               partial && has_mask ? 1 : 0);
+            if (!(partial && has_mask && gr.slice >= 0 && full_words)) {
+              hook(c0, c1, partial && has_mask);
+            } else {
+              constexpr int kPanel = cpu::TileClassTable::kPanelKeys;
+              for (int c = c0; c < c1;) {  // c0 is on a panel boundary (kv0 is on a sub-tile's)
+                const bool full = panel_full(c);
+                int e = std::min((c / kPanel + 1) * kPanel, c1);
+                while (e < c1 && panel_full(e) == full) e = std::min(e + kPanel, c1);
+                hook(c, e, !full);
+                c = e;
+              }
+            }
             a = z;
           }
 

@@ -83,6 +83,7 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
   table.classes.assign(static_cast<std::size_t>(table.batches) * table.heads * table.q_blocks * table.sub_tiles, 0);
   if (with_slices) {
     table.slices.assign(table.classes.size(), 0);
+    table.full_slices.assign(table.classes.size(), 0);
     table.slices_per_block = 4;
   }
 
@@ -130,13 +131,15 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
         if (!with_slices) return;
         // (slice, panel) classes inside the partial sub-tiles.
         std::uint64_t* words = &table.slices[static_cast<std::size_t>(task) * table.sub_tiles];
+        std::uint64_t* full_words = &table.full_slices[static_cast<std::size_t>(task) * table.sub_tiles];
         const ir::IntRange block_rows = box.q;
         for (int t = 0; t < table.sub_tiles; ++t) {
           if (out[t] != static_cast<std::uint8_t>(ir::TileClass::Partial)) {
             words[t] = out[t] == static_cast<std::uint8_t>(ir::TileClass::Full) ? 0xffffu : 0u;
+            full_words[t] = words[t];
             continue;
           }
-          std::uint64_t bits = 0;
+          std::uint64_t bits = 0, full_bits = 0;
           for (int sl = 0; sl < 4; ++sl) {
             const std::int64_t r0 = block_rows.lo + sl * TileClassTable::kSliceRows;
             if (r0 > block_rows.hi) break;
@@ -145,12 +148,14 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
               const std::int64_t k0 = static_cast<std::int64_t>(t) * sub + pn * TileClassTable::kPanelKeys;
               if (k0 >= p.seq_k) break;
               box.kv = {k0, std::min<std::int64_t>(k0 + TileClassTable::kPanelKeys - 1, p.seq_k - 1)};
-              if (ir::classify_tile(facts.normalized, box) != ir::TileClass::Empty)
-                bits |= std::uint64_t{1} << (4 * sl + pn);
+              const ir::TileClass cls = ir::classify_tile(facts.normalized, box);
+              if (cls != ir::TileClass::Empty) bits |= std::uint64_t{1} << (4 * sl + pn);
+              if (cls == ir::TileClass::Full) full_bits |= std::uint64_t{1} << (4 * sl + pn);
             }
           }
           box.q = block_rows;
           words[t] = bits;
+          full_words[t] = full_bits;
         }
       },
       threads);
@@ -164,6 +169,7 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
   // Two or four blocks of 4 slices make one of 8 or 16; other merges drop the slices.
   const bool keep_slices = (factor == 2 || factor == 4) && table.slices_per_block == 4;
   out.slices.assign(keep_slices ? out.classes.size() : 0, 0);
+  out.full_slices.assign(keep_slices ? out.classes.size() : 0, 0);
   out.slices_per_block = keep_slices ? 4 * factor : 0;
   for (int b = 0; b < out.batches; ++b)
     for (int h = 0; h < out.heads; ++h)
@@ -176,10 +182,13 @@ TileClassTable merge_q_blocks(const TileClassTable& table, int factor) {
             if (table.row(b, h, qb * factor + k)[s] != first) cls = static_cast<std::uint8_t>(ir::TileClass::Partial);
           merged[s] = cls;
           if (keep_slices) {
-            std::uint64_t word = 0;
-            for (int k = 0; k < factor && qb * factor + k < table.q_blocks; ++k)
+            std::uint64_t word = 0, full_word = 0;
+            for (int k = 0; k < factor && qb * factor + k < table.q_blocks; ++k) {
               word |= table.slice_row(b, h, qb * factor + k)[s] << (16 * k);
+              full_word |= table.full_slice_row(b, h, qb * factor + k)[s] << (16 * k);
+            }
             out.slices[out.offset(b, h, qb) + s] = word;
+            out.full_slices[out.offset(b, h, qb) + s] = full_word;
           }
         }
       }

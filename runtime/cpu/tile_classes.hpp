@@ -39,6 +39,9 @@ struct TileClassTable {
   // k-th 64-row part 16 k bits up); empty otherwise.
   static constexpr int kSliceRows = 16, kPanelKeys = 16, kPanelsPerSubTile = kSubTile / kPanelKeys;
   std::vector<std::uint64_t> slices;
+  // The same bits for the (slice, panel)s the analysis proves full (the mask admits every pair):
+  // inside a partial sub-tile only the other panels need the mask per element.
+  std::vector<std::uint64_t> full_slices;
   int slices_per_block = 0;
 
   // The sub-tiles of one block of rows (b and h ignored where the classes do not depend on them).
@@ -51,6 +54,9 @@ struct TileClassTable {
   std::uint8_t* row(int b, int h, int q_block) { return &classes[offset(b, h, q_block)]; }
   const std::uint64_t* slice_row(int b, int h, int q_block) const {
     return slices.empty() ? nullptr : &slices[offset(b, h, q_block)];
+  }
+  const std::uint64_t* full_slice_row(int b, int h, int q_block) const {
+    return full_slices.empty() ? nullptr : &full_slices[offset(b, h, q_block)];
   }
 };
 

@@ -3,7 +3,8 @@
 // panel, which the CPU forward relies on to skip the panel's products. Checked here against
 // the mask evaluated per element, for masks without tensors (parameters bound), on 64-row
 // blocks and on their merge into 128-row blocks; and the words must do something: a sliding
-// window's partial sub-tiles have cleared bits.
+// window's partial sub-tiles have cleared bits. Likewise a set full bit (full_slices) is a
+// promise that every pair of its (slice, panel) admits, which lets the forward skip the mask.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -33,6 +34,41 @@ bool any_admitted(const ir::NodeRef& mask, ir::EvalEnv env, int q0, int q1, int 
       if (ir::evaluate(mask, env).b) return true;
     }
   return false;
+}
+
+// Whether every (q, kv) of the box admits.
+bool all_admitted(const ir::NodeRef& mask, ir::EvalEnv env, int q0, int q1, int k0, int k1) {
+  for (int q = q0; q < q1; ++q)
+    for (int kv = k0; kv < k1; ++kv) {
+      env.q = q;
+      env.kv = kv;
+      if (!ir::evaluate(mask, env).b) return false;
+    }
+  return true;
+}
+
+// A set full bit is a promise that every pair of its (slice, panel) admits (the forward skips
+// the mask there); returns how many full bits partial sub-tiles hold.
+int expect_full_bits_sound(const TileClassTable& t, const ir::NodeRef& mask, const ir::EvalEnv& env, int block_q,
+                           int seq_q, int seq_k, const std::string& what) {
+  EXPECT_EQ(t.full_slices.size(), t.slices.size()) << what;
+  int in_partial = 0;
+  for (int qb = 0; qb < t.q_blocks; ++qb)
+    for (int st = 0; st < t.sub_tiles; ++st) {
+      const std::uint64_t word = t.full_slice_row(0, 0, qb)[st];
+      EXPECT_EQ(word & ~t.slice_row(0, 0, qb)[st], 0u) << what << ": a full (slice, panel) that is not non-empty";
+      for (int sl = 0; sl < t.slices_per_block; ++sl)
+        for (int pn = 0; pn < TileClassTable::kPanelsPerSubTile; ++pn) {
+          const int bit = 16 * (sl / 4) + 4 * (sl % 4) + pn;
+          const int q0 = qb * block_q + sl * TileClassTable::kSliceRows;
+          const int k0 = st * TileClassTable::kSubTile + pn * TileClassTable::kPanelKeys;
+          if (!(word & (std::uint64_t{1} << bit)) || q0 >= seq_q || k0 >= seq_k) continue;
+          in_partial += t.row(0, 0, qb)[st] == static_cast<std::uint8_t>(ir::TileClass::Partial);
+          EXPECT_TRUE(all_admitted(mask, env, q0, std::min(q0 + 16, seq_q), k0, std::min(k0 + 16, seq_k)))
+              << what << ": q block " << qb << " sub-tile " << st << " slice " << sl << " panel " << pn;
+        }
+    }
+  return in_partial;
 }
 
 void expect_sound(const TileClassTable& t, const ir::NodeRef& mask, const ir::EvalEnv& env, int block_q, int seq_q,
@@ -77,6 +113,12 @@ TEST(CpuTileSlices, ClearedBitsAreEmptyAndWindowsHaveThem) {
     expect_sound(table, lowered.roots[0].root, env, 64, seq_q, seq_k, "64 rows");
     expect_sound(cpu::merge_q_blocks(table, 2), lowered.roots[0].root, env, 128, seq_q, seq_k, "128 rows");
     expect_sound(cpu::merge_q_blocks(table, 4), lowered.roots[0].root, env, 256, seq_q, seq_k, "256 rows");
+    const int full_in_partial =
+        expect_full_bits_sound(table, lowered.roots[0].root, env, 64, seq_q, seq_k, "full, 64 rows");
+    expect_full_bits_sound(cpu::merge_q_blocks(table, 4), lowered.roots[0].root, env, 256, seq_q, seq_k,
+                           "full, 256 rows");
+    // A band's partial sub-tiles are mostly full panels: only those need no mask.
+    if (c.preset == "sliding_window" || c.preset == "causal") EXPECT_GT(full_in_partial, 0);
     // The merged words hold each 64-row part's bits 16 bits apart.
     const TileClassTable four = cpu::merge_q_blocks(table, 4);
     for (int st = 0; st < table.sub_tiles; ++st)
