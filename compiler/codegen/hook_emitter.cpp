@@ -328,12 +328,12 @@ std::string raw_score_hook(const ir::Program& program, int root, ScalarEmitter& 
   for (const auto& n : ir::topological_order({score_mod}))
     for (std::size_t i = 0; i < n->args.size() && foldable; ++i) {
       if (n->args[i]->op != Op::Score) continue;
-      const bool product = n->op == Op::Mul || (n->op == Op::Div && i == 0);
-      const NodeRef& factor = n->args[1 - i];
-      if (!product || n->args.size() != 2 || factor->op == Op::Score || !uniform(factor)) {
+      const bool product = n->args.size() == 2 && (n->op == Op::Mul || (n->op == Op::Div && i == 0));
+      if (!product || n->args[1 - i]->op == Op::Score || !uniform(n->args[1 - i])) {
         foldable = false;
         break;
       }
+      const NodeRef& factor = n->args[1 - i];
       folded[n.get()] = n->op == Op::Mul ? fmt::format("(raw * (scale * {}))", emit.expr(factor))
                                          : fmt::format("(raw * (scale * aj_rcp({})))", emit.expr(factor));
     }

@@ -119,6 +119,9 @@ TEST_F(FwdSm90Codegen, SoftmaxScaleFoldsIntoTheScoresFirstProduct) {
   both.with_score_mod(score + score * 0.5);
   EXPECT_EQ(count(source(both), "#define AJ_SCORE_MOD_RAW 0"), 1);
   EXPECT_EQ(count(source(presets::by_name("alibi_window_softcap")), "#define AJ_SCORE_MOD_RAW 0"), 1);
+  Variant inside("inside");  // score straight into a function
+  inside.with_score_mod(tanh(score));
+  EXPECT_EQ(count(source(inside), "#define AJ_SCORE_MOD_RAW 0"), 1);
   Variant per_key("per_key");
   per_key.with_score_mod(score * to_float(kv));
   EXPECT_EQ(count(source(per_key), "#define AJ_SCORE_MOD_RAW 0"), 1);
