@@ -24,9 +24,10 @@ std::string macro_block(const std::string& title, const std::vector<std::pair<st
 
 std::vector<HookPrototype> attention_hook_prototypes() {
   return {
-      {"aj_score_mod", "float", "float score, int b, int h, int q, int kv, const AttnjitFwdArgs& args"},
-      {"aj_mask_mod", "bool", "int b, int h, int q, int kv, const AttnjitFwdArgs& args"},
-      {"aj_tile_class", "int", "int b, int h, int q_lo, int q_hi, int kv_lo, int kv_hi, const AttnjitFwdArgs& args"},
+      {"aj_score_mod", "float", "float score, int b, int h, int q, int kv, const AttnjitFwdArgs& args", ""},
+      {"aj_mask_mod", "bool", "int b, int h, int q, int kv, const AttnjitFwdArgs& args", ""},
+      {"aj_tile_class", "int", "int b, int h, int q_lo, int q_hi, int kv_lo, int kv_hi, const AttnjitFwdArgs& args",
+       ""},
   };
 }
 
