@@ -7,10 +7,11 @@
 // on the GPU) unless CpuOptions::bf16_products is off; everything else is fp32.
 // Tile classes come from the host interval analysis (compiler/mask_analysis): empty tiles
 // are never computed, full ones skip the mask, and only partial ones evaluate it per
-// element. The variant's score_mod and mask_mod run on whole score tiles through the
-// CpuHooks (compiler/llvm/cpu_hooks.hpp): JIT-compiled by LLVM when attnjit has it, else
-// interpreted. RoPE (on Q and K rows as they are loaded) and the output gate (at the end)
-// are applied in fp32 here. Tasks run on the process's thread pool (runtime/cpu/thread_pool).
+// element (there, each 16-row slice only on the 16-key panels not proven full). The
+// variant's score_mod and mask_mod run on whole score tiles through the CpuHooks
+// (compiler/llvm/cpu_hooks.hpp): JIT-compiled by LLVM when attnjit has it, else interpreted.
+// RoPE (on Q and K rows as they are loaded) and the output gate (at the end) are applied in
+// fp32 here. Tasks run on the process's thread pool (runtime/cpu/thread_pool).
 //
 // Phases are explicit (DESIGN §7.8): compile_cpu builds the hooks; CpuAttention::forward
 // checks every tensor and binding, then runs.
