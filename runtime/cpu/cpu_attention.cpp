@@ -140,8 +140,7 @@ std::vector<RowGroup> row_groups(const std::uint8_t* classes, const std::uint64_
   for (int sl = 0; sl * Table::kSliceRows < rows; ++sl) {
     int lo = -1, hi = -1;  // panels of the run, counted from its first key
     for (int t = first; t < last; ++t) {
-      // Bits of this slice: 4 per slice within a 64-row half, the second half 16 bits up.
-      const std::uint64_t bits = (words[t] >> (16 * (sl / 4) + 4 * (sl % 4))) & 0xfu;
+      const std::uint64_t bits = (words[t] >> Table::slice_bit(sl, 0)) & 0xfu;  // this slice's 4 panels
       for (int pn = 0; pn < Table::kPanelsPerSubTile; ++pn)
         if (bits & (1u << pn)) {
           const int panel = (t - first) * Table::kPanelsPerSubTile + pn;
@@ -676,7 +675,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         // Whether (this slice, the panel holding run key c) is proven full.
         const auto panel_full = [&](int c) {
           const int t = (kv0 + c) / sub, panel = (kv0 + c) % sub / cpu::TileClassTable::kPanelKeys;
-          return (full_words[t] >> (16 * (gr.slice / 4) + 4 * (gr.slice % 4) + panel) & 1u) != 0;
+          return (full_words[t] >> cpu::TileClassTable::slice_bit(gr.slice, panel) & 1u) != 0;
         };
         if (hooks.has_score_mod || has_mask)
           for (int a = first; a < last;) {

@@ -149,8 +149,9 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
               if (k0 >= p.seq_k) break;
               box.kv = {k0, std::min<std::int64_t>(k0 + TileClassTable::kPanelKeys - 1, p.seq_k - 1)};
               const ir::TileClass cls = ir::classify_tile(facts.normalized, box);
-              if (cls != ir::TileClass::Empty) bits |= std::uint64_t{1} << (4 * sl + pn);
-              if (cls == ir::TileClass::Full) full_bits |= std::uint64_t{1} << (4 * sl + pn);
+              const std::uint64_t bit = std::uint64_t{1} << TileClassTable::slice_bit(sl, pn);
+              if (cls != ir::TileClass::Empty) bits |= bit;
+              if (cls == ir::TileClass::Full) full_bits |= bit;
             }
           }
           box.q = block_rows;

@@ -38,6 +38,9 @@ struct TileClassTable {
   // of 64 rows (4 slices, 16 bits) and kept by merge_q_blocks(2) and (4) (8 and 16 slices, the
   // k-th 64-row part 16 k bits up); empty otherwise.
   static constexpr int kSliceRows = 16, kPanelKeys = 16, kPanelsPerSubTile = kSubTile / kPanelKeys;
+  // The bit of (slice, panel) in a sub-tile's word: 4 per slice within a 64-row part, each
+  // further part 16 bits up.
+  static constexpr int slice_bit(int slice, int panel) { return 16 * (slice / 4) + 4 * (slice % 4) + panel; }
   std::vector<std::uint64_t> slices;
   // The same bits for the (slice, panel)s the analysis proves full (the mask admits every pair):
   // inside a partial sub-tile only the other panels need the mask per element.

@@ -70,6 +70,9 @@ class CodegenTest : public ::testing::Test {
   static std::string sm80_bf16_d64_source(const Variant& v) {
     return generate(v, options("sm_80", 64, ElementType::BF16)).source;
   }
+  static std::string sm80_bf16_d64_source(const std::string& preset) {
+    return sm80_bf16_d64_source(presets::by_name(preset));
+  }
 
   static std::filesystem::path* dir_;
   static runtime::KernelCache* cache_;
@@ -230,17 +233,16 @@ TEST_F(CodegenTest, HooksUseTheUsersNames) {
 // The mask split for tiles: what one query row or one key determines alone is computed once
 // (aj_mask_row / aj_mask_col) and only the pair's own part per element (aj_mask_pair).
 TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
-  const auto source = [&](const std::string& preset) { return sm80_bf16_d64_source(presets::by_name(preset)); };
-  const std::string doc = source("document_causal");
+  const std::string doc = sm80_bf16_d64_source("document_causal");
   EXPECT_TRUE(contains(doc, "struct AjMaskRow { int f0; int f1; };")) << doc;
   EXPECT_TRUE(contains(doc, "const int f1 = aj_read_i32(doc, aj_offset2(doc, b, f0));")) << doc;
   EXPECT_TRUE(contains(doc, "const int f0 = aj_read_i32(doc, aj_offset2(doc, b, kv));")) << doc;
   EXPECT_TRUE(contains(doc, "return ((row.f1 == col.f0) && (kv <= row.f0));")) << doc;
   // strided: the key's `(kv + h) % stride == 0` is hoisted; causal has nothing to hoist.
-  const std::string strided = source("strided");
+  const std::string strided = sm80_bf16_d64_source("strided");
   EXPECT_TRUE(contains(strided, "struct AjMaskCol { bool f0; };")) << strided;
   EXPECT_TRUE(contains(strided, "return ((kv <= q) && (((q - kv) < local) || col.f0));")) << strided;
-  const std::string causal = source("causal");
+  const std::string causal = sm80_bf16_d64_source("causal");
   EXPECT_TRUE(contains(causal, "struct AjMaskRow { };")) << causal;
   EXPECT_TRUE(contains(causal, "struct AjMaskCol { };")) << causal;
 }
@@ -249,16 +251,15 @@ TEST_F(CodegenTest, MaskSplitsIntoRowKeyAndPairParts) {
 // int / bool fields, so a tile inside one document is decided without walking it. Causal has
 // no fields; a float field (learned-threshold masks) keeps the element walk alone.
 TEST_F(CodegenTest, MaskHullClassOverTheFieldsOfTheSplit) {
-  const auto source = [&](const std::string& preset) { return sm80_bf16_d64_source(presets::by_name(preset)); };
-  const std::string doc = source("document_causal");
+  const std::string doc = sm80_bf16_d64_source("document_causal");
   EXPECT_TRUE(contains(doc, "#define AJ_MASK_HULL 1")) << doc;
   EXPECT_TRUE(contains(doc, "struct AjMaskRowIv { AjIv f0; AjIv f1; };")) << doc;
   EXPECT_TRUE(contains(doc, "struct AjMaskColIv { AjIv f0; };")) << doc;
   EXPECT_TRUE(contains(doc, "aj_iv_cmp(AJ_CMP_EQ, row.f1, col.f0)")) << doc;
   EXPECT_TRUE(contains(doc, "aj_iv_cmp(AJ_CMP_LE, aj_h0, row.f0)")) << doc;
-  const std::string strided = source("strided");  // a bool field: its two truth values
+  const std::string strided = sm80_bf16_d64_source("strided");  // a bool field: its two truth values
   EXPECT_TRUE(contains(strided, "a.f0.can_true |= v.f0;")) << strided;
-  EXPECT_TRUE(contains(source("causal"), "#define AJ_MASK_HULL 0"));
+  EXPECT_TRUE(contains(sm80_bf16_d64_source("causal"), "#define AJ_MASK_HULL 0"));
 
   Variant threshold("threshold");
   const Tensor level("level", ir::TensorDType::F32, 2);
