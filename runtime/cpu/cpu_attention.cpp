@@ -210,7 +210,7 @@ void CpuOptions::validate() const {
 
 int cpu_block_kv(const CpuOptions& options, int head_dim) {
   if (options.block_kv != 0) return options.block_kv;
-  return head_dim <= 64 ? 512 : 256;
+  return head_dim <= 128 ? 512 : 256;
 }
 
 bool cpu_backend_has_jit() {

@@ -47,7 +47,7 @@ struct CpuOptions {
   // 64-key sub-tiles, so block_kv must be a multiple of 64; blocks of 64 rows, and the 128 or
   // 256 of the default, also get 16-row x 16-key classes inside partial sub-tiles, so a narrow
   // band (a sliding window) or a causal diagonal computes little more than its admitted pairs.
-  // 0 keys: cpu_block_kv picks per call (512 at head dims up to 64, else 256).
+  // 0 keys: cpu_block_kv picks per call (512 at head dims up to 128, else 256).
   int block_q = 0;
   int block_kv = 0;
   // bf16 inputs where the CPU has AVX512_BF16: products of bf16 pairs summed in fp32, with P
@@ -76,8 +76,9 @@ struct CpuOptions {
 };
 
 // The keys per tile a call with this head dim runs: options.block_kv, or when 0, 512 up to
-// D=64 (dense bf16 -5%, a 256-key window -3%, causal unchanged on the development machine) and
-// 256 above (at D=128, 512 made dense and causal 3% slower).
+// D=128 and 256 above. On the AVX-512 development machine (2026-11-30) 512 keys at D=128 made a
+// 256-key window 2-6% faster and causal 1-2% (a band's rows then sit in one run, not two);
+// dense was unchanged. At D=64, 512 made dense bf16 5% faster than 256.
 int cpu_block_kv(const CpuOptions& options, int head_dim);
 
 // Whether the LLVM JIT of the hooks (jit_cpu_hooks) can run: attnjit was configured with

@@ -142,28 +142,46 @@ void pack_rows_bf16(const float* in, std::int64_t ld_in, int rows, int dim, std:
     }
 }
 
-// Word i of a panel's 16 keys is one gather (keys ld words apart: 32-bit offsets, so rows
-// further apart go word by word); keys past `cols` are zero.
+// A panel's 16 keys x `pairs` words, transposed 16 x 16 words at a time in registers (three
+// rounds of in-lane unpacks and 128-bit lane shuffles). Gathers did the same at a word per
+// lane and cost a band (a sliding window, which packs twice the keys per pair of causal) 13%
+// of its time on the development machine. Keys past `cols` and words past `pairs` are zero.
 AJ_BF16 void pack_keys_bf16(const std::uint32_t* rows, std::int64_t ld, int cols, int dim, std::uint32_t* packed) {
   const int pairs = (dim + 1) / 2;
-  if (ld > std::numeric_limits<std::int32_t>::max() / kLanes) {
-    for (int j0 = 0; j0 < cols; j0 += kLanes)
-      for (int i = 0; i < pairs; ++i)
-        for (int j = 0; j < kLanes; ++j)
-          packed[static_cast<std::int64_t>(j0) * pairs + i * kLanes + j] =
-              j0 + j < cols ? rows[static_cast<std::int64_t>(j0 + j) * ld + i] : 0u;
-    return;
-  }
-  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(static_cast<int>(ld)));
   for (int j0 = 0; j0 < cols; j0 += kLanes) {
-    const int n = std::min(kLanes, cols - j0);
-    const __mmask16 keys = n == kLanes ? 0xffff : static_cast<__mmask16>((1u << n) - 1u);
-    const std::uint32_t* first = rows + static_cast<std::int64_t>(j0) * ld;
+    const int keys = std::min(kLanes, cols - j0);
     std::uint32_t* dst = packed + static_cast<std::int64_t>(j0) * pairs;
-    for (int i = 0; i < pairs; ++i)
-      _mm512_storeu_si512(dst + i * kLanes,
-                          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keys, offsets, first + i, 4));
+    for (int i0 = 0; i0 < pairs; i0 += kLanes) {
+      const int words = std::min(kLanes, pairs - i0);
+      const __mmask16 in = words == kLanes ? 0xffff : static_cast<__mmask16>((1u << words) - 1u);
+      __m512i r[kLanes], t[kLanes];
+      for (int j = 0; j < kLanes; ++j)
+        r[j] = j < keys ? _mm512_maskz_loadu_epi32(in, rows + static_cast<std::int64_t>(j0 + j) * ld + i0)
+                        : _mm512_setzero_si512();
+      // Pairs of rows interleaved by word, then by two words: t[4g + c] holds words c, c + 4,
+      // c + 8 and c + 12 (one per 128-bit lane) of rows 4g .. 4g + 3.
+      for (int j = 0; j < kLanes; j += 2) {
+        t[j] = _mm512_unpacklo_epi32(r[j], r[j + 1]);
+        t[j + 1] = _mm512_unpackhi_epi32(r[j], r[j + 1]);
+      }
+      for (int g = 0; g < kLanes; g += 4) {
+        r[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+        r[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+        r[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+        r[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+      }
+      // Word c + 4L of every row: lane L of each group's r[4g + c], groups in order.
+      for (int c = 0; c < 4; ++c) {
+        const __m512i lo01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44),
+                      lo23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+        const __m512i hi01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee),
+                      hi23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+        const __m512i word[4] = {_mm512_shuffle_i32x4(lo01, lo23, 0x88), _mm512_shuffle_i32x4(lo01, lo23, 0xdd),
+                                 _mm512_shuffle_i32x4(hi01, hi23, 0x88), _mm512_shuffle_i32x4(hi01, hi23, 0xdd)};
+        for (int l = 0; l < 4; ++l)
+          if (c + 4 * l < words) _mm512_storeu_si512(dst + static_cast<std::int64_t>(i0 + c + 4 * l) * kLanes, word[l]);
+      }
+    }
   }
 }
 
@@ -238,8 +256,12 @@ AJ_BF16 float exp_shifted_sum_bf16(const float* x, int n, float shift, float sca
     const __mmask16 out = static_cast<__mmask16>((1u << ((left + 1) / 2)) - 1u);
     const __m512 lo = _mm512_maskz_mov_ps(
         m0, exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, x + i), a, c), low)));
-    const __m512 hi = _mm512_maskz_mov_ps(
-        m1, exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, x + i + kLanes), a, c), low)));
+    // A tail of at most 16 keys (a band's 17th panel) leaves the upper vector's exp out.
+    const __m512 hi =
+        m1 == 0
+            ? _mm512_setzero_ps()
+            : _mm512_maskz_mov_ps(
+                  m1, exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, x + i + kLanes), a, c), low)));
     acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
     _mm512_mask_storeu_epi32(words + i / 2, out, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }

@@ -431,7 +431,8 @@ TEST(CpuAttention, DefaultKeysPerTileFollowTheHeadDim) {
   EXPECT_EQ(CpuOptions().block_kv, 0);
   EXPECT_EQ(cpu_block_kv(CpuOptions(), 32), 512);
   EXPECT_EQ(cpu_block_kv(CpuOptions(), 64), 512);
-  EXPECT_EQ(cpu_block_kv(CpuOptions(), 128), 256);
+  EXPECT_EQ(cpu_block_kv(CpuOptions(), 128), 512);
+  EXPECT_EQ(cpu_block_kv(CpuOptions(), 160), 256);
   EXPECT_EQ(cpu_block_kv(CpuOptions().with_blocks(0, 192), 64), 192);  // given: kept
   // Runs of 512 keys over every tile class: full, partial (a band's edges, the diagonal) and
   // empty, on the default options.
