@@ -351,7 +351,8 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
   const runtime::DeviceContext& context = device_context(device);
   if (p->unit.max_dynamic_shared_bytes > context.properties().max_shared_memory_per_block_optin) return nullptr;
   context.make_current();
-  auto loaded = std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit);
+  auto loaded =
+      std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit, context.properties().max_shared_memory_per_block_optin);
   slot = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
   return slot.get();
 }
@@ -390,7 +391,7 @@ Kernel compile(const Variant& variant, const CompileOptions& options) {
                     p.config.template_name, p.config.knobs.str(), p.unit.max_dynamic_shared_bytes, options.device,
                     context.properties().name, limit));
   state->cache = options.cache ? options.cache : &default_kernel_cache();
-  state->loaded = std::make_unique<LoadedUnit>(*p.cached.cubin, p.unit);
+  state->loaded = std::make_unique<LoadedUnit>(*p.cached.cubin, p.unit, limit);
   state->error_record = std::make_unique<runtime::MappedHostBuffer>(sizeof(AttnjitErrorRecord));
   Kernel k;
   k.state_ = std::move(state);

@@ -34,7 +34,7 @@ const KernelState::ExtraUnit& backward_unit(const KernelState& st, const Backwar
                       "allows {}. Use a smaller block_m or fewer warps",
                       prepared->config.template_name, prepared->config.knobs.str(),
                       prepared->unit.max_dynamic_shared_bytes, st.device, limit));
-    auto loaded = std::make_unique<LoadedUnit>(*prepared->cached.cubin, prepared->unit);
+    auto loaded = std::make_unique<LoadedUnit>(*prepared->cached.cubin, prepared->unit, limit);
     unit = std::make_unique<KernelState::ExtraUnit>(KernelState::ExtraUnit{prepared, std::move(loaded)});
   }
   return *unit;

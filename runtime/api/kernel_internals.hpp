@@ -5,6 +5,7 @@
 
 #include <dlpack/dlpack.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -44,11 +45,15 @@ struct LoadedUnit {
   std::unique_ptr<runtime::LoadedLibrary> library;
   std::map<std::string, std::unique_ptr<runtime::KernelFunction>> functions;
 
-  LoadedUnit(const std::string& cubin, const GeneratedUnit& unit) {
+  // `optin_limit`: the device's opt-in shared memory per block. Each kernel may take the unit's
+  // largest dynamic request, less what its own static shared memory leaves of that limit (a
+  // plan's small kernels, such as the block mask's, have static shared memory and need less).
+  LoadedUnit(const std::string& cubin, const GeneratedUnit& unit, int optin_limit) {
     library = std::make_unique<runtime::LoadedLibrary>(cubin);
     for (const auto& name : unit.kernel_names) {
       auto function = std::make_unique<runtime::KernelFunction>(library->kernel(name));
-      function->set_max_dynamic_shared_memory(unit.max_dynamic_shared_bytes);
+      const int static_bytes = function->attribute(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
+      function->set_max_dynamic_shared_memory(std::min(unit.max_dynamic_shared_bytes, optin_limit - static_bytes));
       functions[name] = std::move(function);
     }
   }
@@ -77,7 +82,8 @@ struct KernelState {
           runtime::CacheKeyInputs::for_compile(body, nvrtc),
           [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(body, nvrtc)); },
           runtime::CacheEntryLabels{variant.text(), p.config.template_name + " " + p.config.knobs.str() + " checked"});
-      checked = std::make_unique<LoadedUnit>(*result.cubin, p.unit);
+      checked = std::make_unique<LoadedUnit>(*result.cubin, p.unit,
+                                             device_context(device).properties().max_shared_memory_per_block_optin);
     }
     return *checked;
   }

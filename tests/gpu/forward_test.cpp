@@ -154,6 +154,17 @@ KernelSpec sm90_knob_kernel(int head_dim, const Knobs& k) {
   return {presets::sliding_window(), CompileOptions().with_head_dim(head_dim).with_template("fwd_sm90").with_knobs(k)};
 }
 
+// The largest shared-memory request fwd_sm90 makes at D=128 (block_n 128, two consumers, three
+// stages: within 2 KiB of the opt-in limit) on a mask that reads a tensor: the plan's block-mask
+// kernel, which has static shared memory of its own, must still launch beside it.
+KernelSpec largest_shared_memory_kernel() {
+  return {presets::by_name("document_causal"),
+          CompileOptions()
+              .with_head_dim(128)
+              .with_template("fwd_sm90")
+              .with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}})};
+}
+
 // The kernels each selected test will compile, by "Suite.Test" name.
 std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   std::map<std::string, std::vector<KernelSpec>> kernels;
@@ -168,6 +179,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
     kernels["ForwardEdgeCases.NonDefaultSchedulesAgree"].push_back(schedule_kernel(s));
   for (const auto& [d, k] : other_sm90_knobs())
     kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(d, k));
+  kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
   return kernels;
 }
 
@@ -262,6 +274,16 @@ TEST_F(ForwardEdgeCases, Sm90KnobsAgree) {
     report("sm90 D=" + std::to_string(d) + " " + k.str(), problem, r);
     EXPECT_TRUE(r.pass) << "D=" << d << " " << k.str() << ": " << r.summary();
   }
+}
+
+TEST_F(ForwardEdgeCases, LargestSharedMemoryKnobsLaunchTheBlockMaskToo) {
+  const auto [v, options] = largest_shared_memory_kernel();
+  const Compiled& c = compiled(v, options);
+  if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
+  const ForwardProblem problem{2, 4, 2, 515, 1027};
+  const auto r = check_forward(*c.kernel, problem, preset_scalars(v), 11);
+  report("document_causal D=128 bn128 c2 st3", problem, r);
+  EXPECT_TRUE(r.pass) << r.summary();
 }
 
 // Before any test runs, compiles the kernels of the selected tests of this file on every core
