@@ -339,7 +339,9 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
   co.arch = prepared->config.arch;
   co.template_name = template_name;
   co.ragged = ragged;
-  co.knobs = Knobs();
+  // The compiled knobs when they are this template's (a kernel compiled for fwd_sm80 with chosen
+  // knobs runs its ragged batches with them too), else the template's defaults.
+  co.knobs = template_name == prepared->config.template_name ? prepared->config.knobs : Knobs();
   co.with_shape_hint(hint.batch, hint.heads_q, hint.heads_kv, hint.seq_q, hint.seq_k);
   co.cache = cache;
   std::shared_ptr<const PreparedKernel> p;

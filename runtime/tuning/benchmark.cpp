@@ -475,6 +475,10 @@ BenchResult ForwardBenchmark::time_ragged(const Kernel& kernel, const std::vecto
     kernel.forward_ragged(in.q, in.k, in.v, in.o, &in.lse, batch, st.device_bindings);
   });
   BenchResult r = result_of(kernel, times);
+  if (const PreparedKernel* unit = kernel.prepared_ragged()) {  // what ran: the ragged unit, not the compiled one
+    r.template_name = unit->config.template_name;
+    r.schedule = unit->config.knobs.str();
+  }
   std::map<int, double> density;  // per length: sequences share it
   double pairs = 0.0;
   for (const int len : lengths) {

@@ -58,6 +58,30 @@ TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
     }
 }
 
+// The unit forward_ragged runs: built on the first call, fwd_sm80 with the compiled knobs when the
+// kernel was compiled for fwd_sm80 (a tuned schedule reaches ragged batches), else fwd_sm80's
+// defaults; `attnjit bench --ragged-lengths` reports it instead of the compiled kernel.
+TEST(RaggedUnit, TakesTheCompiledKnobsOnItsOwnTemplate) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  const Knobs chosen{{"block_m", 64}, {"block_n", 32}, {"warps", 4}, {"stages", 2}};
+  const Kernel tuned =
+      compile(presets::causal(), CompileOptions().with_head_dim(64).with_template("fwd_sm80").with_knobs(chosen));
+  const Kernel plain = compile(presets::causal(), CompileOptions().with_head_dim(64));
+  EXPECT_EQ(tuned.prepared_ragged(), nullptr);
+  const RaggedProblem problem{2, 2, {1, 0, 300, 77}, {5, 3, 333, 77}};
+  for (const Kernel* kernel : {&tuned, &plain}) {
+    const ForwardCheckResult r = check_forward_ragged(*kernel, problem, Bindings(), 31);
+    EXPECT_TRUE(r.pass) << r.summary();
+    const PreparedKernel* unit = kernel->prepared_ragged();
+    ASSERT_NE(unit, nullptr);
+    EXPECT_EQ(unit->config.template_name, "fwd_sm80");
+  }
+  EXPECT_EQ(tuned.prepared_ragged()->config.knobs, chosen);
+  if (plain.prepared().config.template_name != "fwd_sm80")  // fwd_sm90 here: its knobs are not fwd_sm80's
+    EXPECT_NE(plain.prepared_ragged()->config.knobs, plain.prepared().config.knobs);
+}
+
 // The argument checks, each a UserError that names what is wrong (before anything is launched).
 TEST(RaggedArguments, BadCallsAreUserErrors) {
   std::string why;

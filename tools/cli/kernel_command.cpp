@@ -127,7 +127,8 @@ void register_kernel_commands(CLI::App& app) {
   bench
       ->add_option("--ragged-lengths", *ragged_lengths,
                    "Time Kernel::forward_ragged on a packed prefill batch: one length (queries = keys) per "
-                   "sequence of --shape's B, each at most its Sq and Sk (comma-separated)")
+                   "sequence of --shape's B, each at most its Sq and Sk (comma-separated). The ragged unit is "
+                   "fwd_sm80's: knob options reach it with --template fwd_sm80; the result names what ran")
       ->delimiter(',');
   bench->add_flag("--json", *json, "One JSON object per shape instead of a table");
   bench->add_flag("--csv", *csv, "CSV (a header line, then one line per shape) instead of a table");
