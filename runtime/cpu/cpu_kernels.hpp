@@ -93,6 +93,12 @@ void pack_values_bf16(const std::uint16_t* base, std::int64_t row_stride, std::i
 // sum is of the fp32 values, as exp_shifted_sum's. Its exp is exp2 of a degree-6 polynomial
 // (relative error ~1e-7, five orders below the bf16 rounding that follows).
 float exp_shifted_sum_bf16(const float* x, int n, float shift, float scale, std::uint32_t* words);
+// max_of and exp_shifted_sum_bf16 of one row of 1..kShortRowKeys keys in one call, the row held
+// in registers between the two: *m_new = max(m_old, scale * max(x)); then, unless that is
+// -inf (P all zero, returns 0), P = exp(scale * x - *m_new) as words and their fp32 sum. A
+// band's 16-row slices (272 keys) paid a second pass over the row and two calls per row.
+constexpr int kShortRowKeys = 320;
+float softmax_short_row_bf16(const float* x, int n, float scale, float m_old, float* m_new, std::uint32_t* words);
 // S = alpha * Q K^T (whole panels written, as scores()); O += P V (width a multiple of 16).
 // Where the CPU has AMX-BF16 tiles (amx_products_available) their whole blocks of 16 rows run on
 // the tiles (runtime/cpu/cpu_kernels_amx.cpp), the rest on vdpbf16ps.

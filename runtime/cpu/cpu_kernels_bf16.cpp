@@ -13,8 +13,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "runtime/cpu/cpu_kernels.hpp"
 
@@ -266,6 +268,57 @@ AJ_BF16 float exp_shifted_sum_bf16(const float* x, int n, float shift, float sca
     _mm512_mask_storeu_epi32(words + i / 2, out, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
   }
   return _mm512_reduce_add_ps(acc);
+}
+
+namespace {
+
+// softmax_short_row_bf16 for a row of V vectors (16 (V - 1) < n <= 16 V keys), held in
+// registers between the max and the exp.
+template <int V>
+AJ_BF16 float short_row(const float* x, int n, float scale, float m_old, float* m_new, std::uint32_t* words) {
+  const int last = n - kLanes * (V - 1);  // 1..16 keys in the last vector
+  const __mmask16 tail = last == kLanes ? 0xffff : static_cast<__mmask16>((1u << last) - 1u);
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 v[V];
+#pragma GCC unroll 32
+  for (int i = 0; i + 1 < V; ++i) v[i] = _mm512_loadu_ps(x + kLanes * i);
+  v[V - 1] = _mm512_mask_loadu_ps(neg_inf, tail, x + kLanes * (V - 1));  // lanes past n: -inf
+  __m512 mx = v[0];
+#pragma GCC unroll 32
+  for (int i = 1; i < V; ++i) mx = _mm512_max_ps(mx, v[i]);
+  const float m = std::max(m_old, _mm512_reduce_max_ps(mx) * scale);
+  *m_new = m;
+  if (m == -std::numeric_limits<float>::infinity()) {  // nothing admitted yet: P = 0
+    std::fill_n(words, (n + 1) / 2, 0u);
+    return 0.0f;
+  }
+  const __m512 a = _mm512_set1_ps(scale * 1.44269504088896341f), c = _mm512_set1_ps(-m * 1.44269504088896341f);
+  const __m512 low = _mm512_set1_ps(-200.0f);
+  __m512 acc = _mm512_setzero_ps();
+#pragma GCC unroll 32
+  for (int i = 0; i < V; i += 2) {
+    const __m512 lo = exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(v[i], a, c), low));
+    const __m512 hi = i + 1 < V ? exp2_lanes(_mm512_max_ps(_mm512_fmadd_ps(v[i + 1], a, c), low)) : _mm512_setzero_ps();
+    acc = _mm512_add_ps(acc, _mm512_add_ps(lo, hi));
+    const int keys = std::min(2 * kLanes, n - kLanes * i);  // this pair of vectors' keys
+    const __mmask16 out = keys == 2 * kLanes ? 0xffff : static_cast<__mmask16>((1u << ((keys + 1) / 2)) - 1u);
+    _mm512_mask_storeu_epi32(words + kLanes * i / 2, out, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+template <int... V>
+constexpr auto short_row_table(std::integer_sequence<int, V...>) {
+  return std::array<float (*)(const float*, int, float, float, float*, std::uint32_t*), sizeof...(V)>{
+      &short_row<V + 1>...};
+}
+
+}  // namespace
+
+AJ_BF16 float softmax_short_row_bf16(const float* x, int n, float scale, float m_old, float* m_new,
+                                     std::uint32_t* words) {
+  static constexpr auto table = short_row_table(std::make_integer_sequence<int, kShortRowKeys / kLanes>());
+  return table[static_cast<std::size_t>((n + kLanes - 1) / kLanes - 1)](x, n, scale, m_old, m_new, words);
 }
 
 AJ_BF16 void scores_bf16(int rows, int cols, int dim, float alpha, const std::uint32_t* q, std::int64_t ldq,

@@ -1,0 +1,76 @@
+// The CPU backend's bf16 kernels (cpu_kernels.hpp) against their definitions:
+// - pack_keys_bf16, word by word: panel p, word i, lane j holds word i of key 16p + j, and keys
+//   past `cols` and words past the row's (dim + 1) / 2 are zero. The shapes cover whole and
+//   partial 16 x 16 blocks in both directions (odd key counts, head dims whose words are not a
+//   multiple of 16) and rows farther apart than they are long.
+// - softmax_short_row_bf16 against max_of + exp_shifted_sum_bf16 (the two calls it replaces for
+//   short rows): every length 1..kShortRowKeys, masked (-inf) keys, a running max above and
+//   below the row's, and rows with nothing admitted.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "runtime/cpu/cpu_kernels.hpp"
+
+namespace attnjit {
+namespace {
+
+TEST(CpuPackKeys, PanelsHoldEveryKeysWordsAndZeroPadding) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16; the bf16 panels are not used";
+  std::mt19937 rng(7);
+  for (const int dim : {2, 30, 64, 96, 128, 256})
+    for (const int cols : {1, 15, 16, 17, 64, 200})
+      for (const int extra : {0, 5}) {
+        const int pairs = (dim + 1) / 2;
+        const std::int64_t ld = pairs + extra;
+        std::vector<std::uint32_t> rows(static_cast<std::size_t>(cols * ld));
+        for (auto& w : rows) w = rng();
+        const int panels = (cols + 15) / 16;
+        std::vector<std::uint32_t> packed(static_cast<std::size_t>(panels) * 16 * pairs, 0xdeadbeefu);
+        cpu::pack_keys_bf16(rows.data(), ld, cols, dim, packed.data());
+        for (int p = 0; p < panels; ++p)
+          for (int i = 0; i < pairs; ++i)
+            for (int j = 0; j < 16; ++j) {
+              const int key = 16 * p + j;
+              const std::uint32_t want = key < cols ? rows[static_cast<std::size_t>(key * ld + i)] : 0u;
+              ASSERT_EQ(packed[static_cast<std::size_t>((p * pairs + i) * 16 + j)], want)
+                  << "dim " << dim << " cols " << cols << " ld " << ld << " panel " << p << " word " << i << " lane "
+                  << j;
+            }
+      }
+}
+
+TEST(CpuShortRow, MatchesMaxThenExpForEveryLength) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16; the bf16 softmax is not used";
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::bernoulli_distribution masked(0.3);
+  const float scale = 0.125f;
+  for (int n = 1; n <= cpu::kShortRowKeys; ++n)
+    for (const float m_old : {kNegInf, -5.0f, 40.0f})
+      for (const bool all_masked : {false, true}) {
+        std::vector<float> x(static_cast<std::size_t>(n));
+        for (auto& e : x) e = all_masked || masked(rng) ? kNegInf : normal(rng);
+        const int words = (n + 1) / 2;
+        std::vector<std::uint32_t> want(static_cast<std::size_t>(words) + 1, 0xabababab), got = want;
+        const float want_m = std::max(m_old, cpu::max_of(x.data(), n) * scale);
+        float want_sum = 0.0f;
+        if (want_m == kNegInf)
+          std::fill_n(want.begin(), words, 0u);
+        else
+          want_sum = cpu::exp_shifted_sum_bf16(x.data(), n, want_m, scale, want.data());
+        float got_m = 0.0f;
+        const float got_sum = cpu::softmax_short_row_bf16(x.data(), n, scale, m_old, &got_m, got.data());
+        ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
+        ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
+        ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old << " (the word past the row must stay as it was)";
+      }
+}
+
+}  // namespace
+}  // namespace attnjit
