@@ -703,9 +703,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
           float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
           std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r) * kv_pairs : nullptr;
-          if (bf16_dot && ncols <= cpu::kShortRowKeys) {  // max and exp in one pass (a band's slices)
+          if (ncols <= cpu::kShortRowKeys) {  // max and exp in one pass (a band's slices)
             float m_new = kNegInf;
-            const float sum = cpu::softmax_short_row_bf16(sr, ncols, post_scale, m[r], &m_new, pr);
+            const float sum = bf16_dot ? cpu::softmax_short_row_bf16(sr, ncols, post_scale, m[r], &m_new, pr)
+                                       : cpu::softmax_short_row(sr, ncols, post_scale, m[r], &m_new);
             if (m_new == kNegInf) continue;  // nothing admitted in this row yet (P written as zeros)
             if (m_new > m[r] && m[r] != kNegInf) {
               const float correction = std::exp(m[r] - m_new);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "compiler/error.hpp"
@@ -149,41 +150,104 @@ AJ_CPU_CLONES float max_of(const float* x, int n) {
   return m;
 }
 
-// exp(x) = 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2, p a degree-7 polynomial (Cephes' expf
-// coefficients; relative error ~2e-7). Inputs below -87.3 (and -inf) give exactly 0.
-AJ_CPU_CLONES float exp_shifted_sum(float* x, int n, float shift, float scale) {
-  constexpr float kLow = -87.33654f, kLog2e = 1.44269504088896341f, kRound = 12582912.0f;  // 1.5 * 2^23
+namespace {
+
+constexpr float kExpLow = -87.33654f;  // exp below it is 0 here
+
+// exp(x) of 16 lanes = 2^n * p(r), x = n ln2 + r (Cody-Waite), |r| <= ln2 / 2, p a degree-7
+// polynomial (Cephes' expf coefficients; relative error ~2e-7). Lanes below kExpLow (and -inf)
+// give exactly 0.
+AJ_INLINE vf exp_lanes(vf v0) {
+  constexpr float kLog2e = 1.44269504088896341f, kRound = 12582912.0f;  // 1.5 * 2^23
   constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  const vi dead = v0 < kExpLow;
+  const vf v = dead ? splat(kExpLow) : v0;
+  const vf fn = (v * kLog2e + kRound) - kRound;  // round to nearest
+  vf r = v - fn * kLn2Hi;
+  r = r - fn * kLn2Lo;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const vi e = (__builtin_convertvector(fn, vi) + 127) << 23;
+  const vf y = p * (vf)e;  // 2^n, by its bits
+  return dead ? splat(0.0f) : y;
+}
+
+AJ_INLINE float exp_tail(float* x, int n, float shift, float scale) {  // the keys past whole vectors
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float v = x[i] * scale - shift;
+    x[i] = v < kExpLow ? 0.0f : __builtin_expf(v);
+    sum += x[i];
+  }
+  return sum;
+}
+
+// softmax_short_row for V whole vectors and n - 16 V (< 16) keys after them.
+template <int V>
+AJ_INLINE float short_row(float* x, int n, float scale, float m_old, float* m_new) {
+  vf v[V > 0 ? V : 1];
+  float mx = -std::numeric_limits<float>::infinity();
+  if constexpr (V > 0) {
+    vf vmax = load(x);
+#pragma GCC unroll 32
+    for (int i = 0; i < V; ++i) {
+      v[i] = load(x + kLanes * i);
+      vmax = v[i] > vmax ? v[i] : vmax;
+    }
+    for (int l = 0; l < kLanes; ++l) mx = std::max(mx, vmax[l]);
+  }
+  for (int i = kLanes * V; i < n; ++i) mx = std::max(mx, x[i]);
+  const float m = std::max(m_old, mx * scale);
+  *m_new = m;
+  if (m == -std::numeric_limits<float>::infinity()) {
+    std::fill_n(x, n, 0.0f);
+    return 0.0f;
+  }
+  float sum = 0.0f;
+  if constexpr (V > 0) {
+    vf acc = splat(0.0f);
+#pragma GCC unroll 32
+    for (int i = 0; i < V; ++i) {
+      const vf y = exp_lanes(v[i] * scale - m);
+      store(x + kLanes * i, y);
+      acc += y;
+    }
+    for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  }
+  return sum + exp_tail(x + kLanes * V, n - kLanes * V, m, scale);
+}
+
+template <int... V>
+AJ_INLINE float short_row_of(std::integer_sequence<int, V...>, float* x, int n, float scale, float m_old,
+                             float* m_new) {
+  float sum = 0.0f;
+  const int whole = n / kLanes;
+  ((whole == V ? (sum = short_row<V>(x, n, scale, m_old, m_new), true) : false) || ...);
+  return sum;
+}
+
+}  // namespace
+
+AJ_CPU_CLONES float exp_shifted_sum(float* x, int n, float shift, float scale) {
   vf acc = splat(0.0f);
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const vf v0 = load(x + i) * scale - shift;
-    const vi dead = v0 < kLow;
-    const vf v = dead ? splat(kLow) : v0;
-    const vf fn = (v * kLog2e + kRound) - kRound;  // round to nearest
-    vf r = v - fn * kLn2Hi;
-    r = r - fn * kLn2Lo;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const vi e = (__builtin_convertvector(fn, vi) + 127) << 23;
-    vf y = p * (vf)e;  // 2^n, by its bits
-    y = dead ? splat(0.0f) : y;
+    const vf y = exp_lanes(load(x + i) * scale - shift);
     store(x + i, y);
     acc += y;
   }
   float sum = 0.0f;
   for (int l = 0; l < kLanes; ++l) sum += acc[l];
-  for (; i < n; ++i) {
-    const float v = x[i] * scale - shift;
-    x[i] = v < kLow ? 0.0f : __builtin_expf(v);
-    sum += x[i];
-  }
-  return sum;
+  return sum + exp_tail(x + i, n - i, shift, scale);
+}
+
+AJ_CPU_CLONES float softmax_short_row(float* x, int n, float scale, float m_old, float* m_new) {
+  return short_row_of(std::make_integer_sequence<int, kShortRowKeys / kLanes + 1>(), x, n, scale, m_old, m_new);
 }
 
 AJ_CPU_CLONES void scale_in_place(float* x, int n, float factor) {

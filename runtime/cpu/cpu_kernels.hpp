@@ -99,6 +99,8 @@ float exp_shifted_sum_bf16(const float* x, int n, float shift, float scale, std:
 // band's 16-row slices (272 keys) paid a second pass over the row and two calls per row.
 constexpr int kShortRowKeys = 320;
 float softmax_short_row_bf16(const float* x, int n, float scale, float m_old, float* m_new, std::uint32_t* words);
+// The same for fp32 products: P = exp(scale * x - *m_new) in place (as exp_shifted_sum's).
+float softmax_short_row(float* x, int n, float scale, float m_old, float* m_new);
 // S = alpha * Q K^T (whole panels written, as scores()); O += P V (width a multiple of 16).
 // Where the CPU has AMX-BF16 tiles (amx_products_available) their whole blocks of 16 rows run on
 // the tiles (runtime/cpu/cpu_kernels_amx.cpp), the rest on vdpbf16ps.

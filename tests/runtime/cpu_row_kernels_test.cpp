@@ -1,11 +1,11 @@
-// The CPU backend's bf16 kernels (cpu_kernels.hpp) against their definitions:
+// The CPU backend's packing and row kernels (cpu_kernels.hpp) against their definitions:
 // - pack_keys_bf16, word by word: panel p, word i, lane j holds word i of key 16p + j, and keys
 //   past `cols` and words past the row's (dim + 1) / 2 are zero. The shapes cover whole and
 //   partial 16 x 16 blocks in both directions (odd key counts, head dims whose words are not a
 //   multiple of 16) and rows farther apart than they are long.
-// - softmax_short_row_bf16 against max_of + exp_shifted_sum_bf16 (the two calls it replaces for
-//   short rows): every length 1..kShortRowKeys, masked (-inf) keys, a running max above and
-//   below the row's, and rows with nothing admitted.
+// - softmax_short_row_bf16 and softmax_short_row (fp32) against max_of + exp_shifted_sum(_bf16),
+//   the two calls they replace for short rows: every length 1..kShortRowKeys, masked (-inf)
+//   keys, a running max above and below the row's, and rows with nothing admitted.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -44,7 +44,7 @@ TEST(CpuPackKeys, PanelsHoldEveryKeysWordsAndZeroPadding) {
       }
 }
 
-TEST(CpuShortRow, MatchesMaxThenExpForEveryLength) {
+TEST(CpuShortRow, Bf16MatchesMaxThenExpForEveryLength) {
   if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16; the bf16 softmax is not used";
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   std::mt19937 rng(11);
@@ -69,6 +69,32 @@ TEST(CpuShortRow, MatchesMaxThenExpForEveryLength) {
         ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
         ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
         ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old << " (the word past the row must stay as it was)";
+      }
+}
+
+TEST(CpuShortRow, Fp32MatchesMaxThenExpForEveryLength) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::bernoulli_distribution masked(0.3);
+  const float scale = 0.125f;
+  for (int n = 1; n <= cpu::kShortRowKeys; ++n)
+    for (const float m_old : {kNegInf, -5.0f, 40.0f})
+      for (const bool all_masked : {false, true}) {
+        std::vector<float> x(static_cast<std::size_t>(n));
+        for (auto& e : x) e = all_masked || masked(rng) ? kNegInf : normal(rng);
+        std::vector<float> want = x, got = x;
+        const float want_m = std::max(m_old, cpu::max_of(x.data(), n) * scale);
+        float want_sum = 0.0f;
+        if (want_m == kNegInf)
+          std::fill(want.begin(), want.end(), 0.0f);
+        else
+          want_sum = cpu::exp_shifted_sum(want.data(), n, want_m, scale);
+        float got_m = 0.0f;
+        const float got_sum = cpu::softmax_short_row(got.data(), n, scale, m_old, &got_m);
+        ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
+        ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
+        ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old;
       }
 }
 
