@@ -44,58 +44,57 @@ TEST(CpuPackKeys, PanelsHoldEveryKeysWordsAndZeroPadding) {
       }
 }
 
-TEST(CpuShortRow, Bf16MatchesMaxThenExpForEveryLength) {
-  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16; the bf16 softmax is not used";
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  std::mt19937 rng(11);
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kScale = 0.125f;
+
+// Calls check(x, m_old, want_m) for every length 1..kShortRowKeys, a running max below, inside
+// and above the row's, with 30% of the keys masked or all of them; want_m is the new running max.
+template <class Check>
+void for_each_short_row(unsigned seed, Check check) {
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::bernoulli_distribution masked(0.3);
-  const float scale = 0.125f;
   for (int n = 1; n <= cpu::kShortRowKeys; ++n)
     for (const float m_old : {kNegInf, -5.0f, 40.0f})
       for (const bool all_masked : {false, true}) {
         std::vector<float> x(static_cast<std::size_t>(n));
         for (auto& e : x) e = all_masked || masked(rng) ? kNegInf : normal(rng);
-        const int words = (n + 1) / 2;
-        std::vector<std::uint32_t> want(static_cast<std::size_t>(words) + 1, 0xabababab), got = want;
-        const float want_m = std::max(m_old, cpu::max_of(x.data(), n) * scale);
-        float want_sum = 0.0f;
-        if (want_m == kNegInf)
-          std::fill_n(want.begin(), words, 0u);
-        else
-          want_sum = cpu::exp_shifted_sum_bf16(x.data(), n, want_m, scale, want.data());
-        float got_m = 0.0f;
-        const float got_sum = cpu::softmax_short_row_bf16(x.data(), n, scale, m_old, &got_m, got.data());
-        ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
-        ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
-        ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old << " (the word past the row must stay as it was)";
+        check(x, m_old, std::max(m_old, cpu::max_of(x.data(), n) * kScale));
+        if (::testing::Test::HasFatalFailure()) return;
       }
 }
 
+TEST(CpuShortRow, Bf16MatchesMaxThenExpForEveryLength) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16; the bf16 softmax is not used";
+  for_each_short_row(11, [](const std::vector<float>& x, float m_old, float want_m) {
+    const int n = static_cast<int>(x.size()), words = (n + 1) / 2;
+    std::vector<std::uint32_t> want(static_cast<std::size_t>(words) + 1, 0xabababab), got = want;
+    float want_sum = 0.0f, got_m = 0.0f;
+    if (want_m == kNegInf)
+      std::fill_n(want.begin(), words, 0u);
+    else
+      want_sum = cpu::exp_shifted_sum_bf16(x.data(), n, want_m, kScale, want.data());
+    const float got_sum = cpu::softmax_short_row_bf16(x.data(), n, kScale, m_old, &got_m, got.data());
+    ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
+    ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
+    ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old << " (the word past the row must stay as it was)";
+  });
+}
+
 TEST(CpuShortRow, Fp32MatchesMaxThenExpForEveryLength) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  std::mt19937 rng(12);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  std::bernoulli_distribution masked(0.3);
-  const float scale = 0.125f;
-  for (int n = 1; n <= cpu::kShortRowKeys; ++n)
-    for (const float m_old : {kNegInf, -5.0f, 40.0f})
-      for (const bool all_masked : {false, true}) {
-        std::vector<float> x(static_cast<std::size_t>(n));
-        for (auto& e : x) e = all_masked || masked(rng) ? kNegInf : normal(rng);
-        std::vector<float> want = x, got = x;
-        const float want_m = std::max(m_old, cpu::max_of(x.data(), n) * scale);
-        float want_sum = 0.0f;
-        if (want_m == kNegInf)
-          std::fill(want.begin(), want.end(), 0.0f);
-        else
-          want_sum = cpu::exp_shifted_sum(want.data(), n, want_m, scale);
-        float got_m = 0.0f;
-        const float got_sum = cpu::softmax_short_row(got.data(), n, scale, m_old, &got_m);
-        ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
-        ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
-        ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old;
-      }
+  for_each_short_row(12, [](const std::vector<float>& x, float m_old, float want_m) {
+    const int n = static_cast<int>(x.size());
+    std::vector<float> want = x, got = x;
+    float want_sum = 0.0f, got_m = 0.0f;
+    if (want_m == kNegInf)
+      std::fill(want.begin(), want.end(), 0.0f);
+    else
+      want_sum = cpu::exp_shifted_sum(want.data(), n, want_m, kScale);
+    const float got_sum = cpu::softmax_short_row(got.data(), n, kScale, m_old, &got_m);
+    ASSERT_EQ(got_m, want_m) << "n " << n << " m_old " << m_old;
+    ASSERT_NEAR(got_sum, want_sum, 1e-6f * std::max(1.0f, want_sum)) << "n " << n << " m_old " << m_old;
+    ASSERT_EQ(got, want) << "n " << n << " m_old " << m_old;
+  });
 }
 
 }  // namespace
