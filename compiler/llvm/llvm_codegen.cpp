@@ -373,26 +373,51 @@ llvm::Value* TileEmitter::key_step(Scope& row, llvm::Value* c, llvm::Value* x, b
   return out;
 }
 
-// The keys of one row, `lanes` at a time. The body is emitted once: the last, partial step
-// runs it on a scratch vector filled by a masked load and written back by a masked store.
+// The keys of one row, `lanes` at a time: first two whole steps per iteration (their
+// independent chains interleave: a soft-cap's tanh is a chain of some 25 dependent
+// operations), then one step per iteration, whose last, partial step runs on a scratch vector
+// filled by a masked load and written back by a masked store.
 void TileEmitter::emit_keys(Scope& row, llvm::Value* row_ptr, bool masked) {
   llvm::Type* f32 = b_.getFloatTy();
   llvm::Type* step_type = lanes_ > 1 ? llvm::FixedVectorType::get(f32, static_cast<unsigned>(lanes_)) : f32;
   llvm::Value* lanes = b_.getInt32(static_cast<std::uint32_t>(lanes_));
-  llvm::BasicBlock* before = b_.GetInsertBlock();
+  llvm::BasicBlock* entry = b_.GetInsertBlock();
+  llvm::BasicBlock* pairs_cond = llvm::BasicBlock::Create(ctx_, "keys.pairs", fn_);
+  llvm::BasicBlock* pairs_body = llvm::BasicBlock::Create(ctx_, "keys.pair", fn_);
   llvm::BasicBlock* cond = llvm::BasicBlock::Create(ctx_, "keys", fn_);
+  llvm::Value* two = b_.getInt32(static_cast<std::uint32_t>(2 * lanes_));
+  llvm::Value* last_start = b_.CreateSub(cols_, lanes, "last_start");
+  b_.CreateBr(pairs_cond);
+
+  b_.SetInsertPoint(pairs_cond);
+  llvm::PHINode* cp = b_.CreatePHI(b_.getInt32Ty(), 2, "cp");
+  cp->addIncoming(b_.getInt32(0), entry);
+  b_.CreateCondBr(b_.CreateICmpSLE(b_.CreateAdd(cp, two), cols_), pairs_body, cond);
+
+  b_.SetInsertPoint(pairs_body);
+  llvm::Value* c1 = b_.CreateAdd(cp, lanes, "c1");
+  llvm::Value* at0 = b_.CreateInBoundsGEP(f32, row_ptr, b_.CreateSExt(cp, b_.getInt64Ty()), "at0");
+  llvm::Value* at1 = b_.CreateInBoundsGEP(f32, row_ptr, b_.CreateSExt(c1, b_.getInt64Ty()), "at1");
+  llvm::Value* x0 = b_.CreateAlignedLoad(step_type, at0, llvm::Align(4), "score0");
+  llvm::Value* x1 = b_.CreateAlignedLoad(step_type, at1, llvm::Align(4), "score1");
+  llvm::Value* y0 = key_step(row, cp, x0, masked);
+  llvm::Value* y1 = key_step(row, c1, x1, masked);
+  b_.CreateAlignedStore(y0, at0, llvm::Align(4));
+  b_.CreateAlignedStore(y1, at1, llvm::Align(4));
+  cp->addIncoming(b_.CreateAdd(cp, two, "cp.next"), b_.GetInsertBlock());
+  b_.CreateBr(pairs_cond);
+
+  llvm::BasicBlock* before = pairs_cond;  // the single steps start where the pairs stopped
+  b_.SetInsertPoint(cond);
   llvm::BasicBlock* pick = llvm::BasicBlock::Create(ctx_, "keys.pick", fn_);
   llvm::BasicBlock* partial = llvm::BasicBlock::Create(ctx_, "keys.partial", fn_);
   llvm::BasicBlock* step = llvm::BasicBlock::Create(ctx_, "keys.step", fn_);
   llvm::BasicBlock* next = llvm::BasicBlock::Create(ctx_, "keys.next", fn_);
   llvm::BasicBlock* write_back = llvm::BasicBlock::Create(ctx_, "keys.write_back", fn_);
   llvm::BasicBlock* done = llvm::BasicBlock::Create(ctx_, "keys.done", fn_);
-  llvm::Value* last_start = b_.CreateSub(cols_, lanes, "last_start");
-  b_.CreateBr(cond);
 
-  b_.SetInsertPoint(cond);
   llvm::PHINode* c = b_.CreatePHI(b_.getInt32Ty(), 2, "c");
-  c->addIncoming(b_.getInt32(0), before);
+  c->addIncoming(cp, before);
   b_.CreateCondBr(b_.CreateICmpSLT(c, cols_), pick, done);
 
   b_.SetInsertPoint(pick);

@@ -177,7 +177,7 @@ struct Tile {
 Tile random_tile(std::mt19937& rng, CpuHookArgs& args) {
   Tile t{};
   t.rows = 1 + static_cast<int>(rng() % 9);
-  t.cols = 1 + static_cast<int>(rng() % 45);
+  t.cols = 1 + static_cast<int>(rng() % 100);  // up to six 16-lane steps: pairs of whole steps, then the rest
   t.ld = t.cols + static_cast<std::int64_t>(rng() % 6);
   t.b = static_cast<int>(rng() % 2);
   t.h = static_cast<int>(rng() % 4);
