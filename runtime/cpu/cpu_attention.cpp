@@ -699,40 +699,35 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
           }
 
         // Online softmax: P = exp(S - m_new) in place (with bf16 products: straight into P's
-        // words, row r's from word 0); O and l rescaled by exp(m_old - m_new).
+        // words, row r's from word 0); O and l rescaled by exp(m_old - m_new). A row that has
+        // admitted nothing yet keeps m = -inf and gets P = 0.
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
           float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
           std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r) * kv_pairs : nullptr;
-          if (ncols <= cpu::kShortRowKeys) {  // max and exp in one pass (a band's slices)
-            float m_new = kNegInf;
-            const float sum = bf16_dot ? cpu::softmax_short_row_bf16(sr, ncols, post_scale, m[r], &m_new, pr)
-                                       : cpu::softmax_short_row(sr, ncols, post_scale, m[r], &m_new);
-            if (m_new == kNegInf) continue;  // nothing admitted in this row yet (P written as zeros)
-            if (m_new > m[r] && m[r] != kNegInf) {
-              const float correction = std::exp(m[r] - m_new);
-              l[r] *= correction;
-              cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
+          float m_new = kNegInf, sum = 0.0f;
+          if (ncols <= cpu::kShortRowKeys) {  // max and exp in one pass, the row in registers (a band's slices)
+            sum = bf16_dot ? cpu::softmax_short_row_bf16(sr, ncols, post_scale, m[r], &m_new, pr)
+                           : cpu::softmax_short_row(sr, ncols, post_scale, m[r], &m_new);
+          } else {
+            m_new = std::max(m[r], cpu::max_of(sr, ncols) * post_scale);
+            if (m_new == kNegInf) {
+              if (bf16_dot)
+                std::fill_n(pr, (ncols + 1) / 2, 0u);
+              else
+                std::fill_n(sr, ncols, 0.0f);
+            } else {
+              sum = bf16_dot ? cpu::exp_shifted_sum_bf16(sr, ncols, m_new, post_scale, pr)
+                             : cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
             }
-            m[r] = m_new;
-            l[r] += sum;
-            continue;
           }
-          const float m_new = std::max(m[r], cpu::max_of(sr, ncols) * post_scale);
-          if (m_new == kNegInf) {  // nothing admitted in this row yet
-            if (bf16_dot)
-              std::fill_n(pr, (ncols + 1) / 2, 0u);
-            else
-              std::fill_n(sr, ncols, 0.0f);
-            continue;
-          }
+          if (m_new == kNegInf) continue;
           if (m_new > m[r] && m[r] != kNegInf) {
             const float correction = std::exp(m[r] - m_new);
             l[r] *= correction;
             cpu::scale_in_place(acc + static_cast<std::int64_t>(r) * width, width, correction);
           }
           m[r] = m_new;
-          l[r] += bf16_dot ? cpu::exp_shifted_sum_bf16(sr, ncols, m_new, post_scale, pr)
-                           : cpu::exp_shifted_sum(sr, ncols, m_new, post_scale);
+          l[r] += sum;
         }
 
         // O += P V over the group's keys, while its P is still in cache.
