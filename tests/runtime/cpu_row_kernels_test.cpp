@@ -2,7 +2,8 @@
 // - pack_keys_bf16, word by word: panel p, word i, lane j holds word i of key 16p + j, and keys
 //   past `cols` and words past the row's (dim + 1) / 2 are zero. The shapes cover whole and
 //   partial 16 x 16 blocks in both directions (odd key counts, head dims whose words are not a
-//   multiple of 16) and rows farther apart than they are long.
+//   multiple of 16) and rows farther apart than they are long. Likewise pack_keys on fp32 keys,
+//   through the transposes and element by element (strided columns).
 // - softmax_short_row_bf16 and softmax_short_row (fp32) against max_of + exp_shifted_sum(_bf16),
 //   the two calls they replace for short rows: every length 1..kShortRowKeys, masked (-inf)
 //   keys, a running max above and below the row's, and rows with nothing admitted.
@@ -40,6 +41,32 @@ TEST(CpuPackKeys, PanelsHoldEveryKeysWordsAndZeroPadding) {
               ASSERT_EQ(packed[static_cast<std::size_t>((p * pairs + i) * 16 + j)], want)
                   << "dim " << dim << " cols " << cols << " ld " << ld << " panel " << p << " word " << i << " lane "
                   << j;
+            }
+      }
+}
+
+// fp32 keys into panels [dim][16] per 16 keys (the register transposes where the CPU has
+// AVX-512 BF16 and the columns are contiguous, element by element otherwise), zero keys after
+// `cols`, against the definition.
+TEST(CpuPackKeys, Fp32PanelsHoldEveryKeyInBothPaths) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const int dim : {1, 40, 64, 128})
+    for (const int cols : {1, 17, 64, 100})
+      for (const int col_stride : {1, 2}) {
+        const std::int64_t row_stride = static_cast<std::int64_t>(dim) * col_stride + 3;
+        std::vector<float> k(static_cast<std::size_t>(cols * row_stride));
+        for (auto& e : k) e = normal(rng);
+        const int panels = (cols + 15) / 16;
+        std::vector<float> packed(static_cast<std::size_t>(panels) * 16 * dim, -7.0f);
+        cpu::pack_keys(cpu::Storage::F32, k.data(), row_stride, col_stride, cols, dim, packed.data());
+        for (int p = 0; p < panels; ++p)
+          for (int d = 0; d < dim; ++d)
+            for (int j = 0; j < 16; ++j) {
+              const int key = 16 * p + j;
+              const float want = key < cols ? k[static_cast<std::size_t>(key * row_stride + d * col_stride)] : 0.0f;
+              ASSERT_EQ(packed[static_cast<std::size_t>((p * dim + d) * 16 + j)], want)
+                  << "dim " << dim << " cols " << cols << " col_stride " << col_stride << " key " << key << " d " << d;
             }
       }
 }
