@@ -331,7 +331,7 @@ void KernelState::require_gpu_unit(const char* what) const {
 const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name, const ProblemShape& hint,
                                                         bool ragged) const {
   std::lock_guard<std::mutex> lock(extra_forward_mutex);
-  const std::string key = template_name + (ragged ? " ragged" : "");
+  const std::string key = forward_unit_key(template_name, ragged);
   if (auto it = extra_forward.find(key); it != extra_forward.end()) return it->second.get();
   auto& slot = extra_forward[key];  // null until built: a decline is remembered
   CompileOptions co = options;
@@ -357,6 +357,12 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
       std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit, context.properties().max_shared_memory_per_block_optin);
   slot = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
   return slot.get();
+}
+
+const KernelState::ExtraUnit* KernelState::built_forward_unit(const std::string& template_name, bool ragged) const {
+  std::lock_guard<std::mutex> lock(extra_forward_mutex);
+  const auto it = extra_forward.find(forward_unit_key(template_name, ragged));
+  return it == extra_forward.end() ? nullptr : it->second.get();
 }
 
 Kernel compile(const Variant& variant, const CompileOptions& options) {

@@ -252,8 +252,8 @@ class Kernel {
   // the last dimension contiguous), o like q, lse f32 [Hq, total_q] contiguous or null. Each
   // sequence computes what forward would for it alone: the hooks see b, q and kv within the
   // sequence and its own q_len and kv_len; a sequence without keys gives O = 0, LSE = -inf.
-  // Runs fwd_sm80 (its ragged unit is built on first use, see prepared_ragged); RoPE and masks that read tensors
-  // are not served yet (UserError). Asynchronous on `stream`.
+  // Runs fwd_sm80 (its ragged unit is built on first use, see prepared_ragged); RoPE and masks
+  // that read tensors are not served yet (UserError). Asynchronous on `stream`.
   void forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                       const RaggedBatch& batch, const Bindings& bindings = {}, void* stream = nullptr,
                       double softmax_scale = 0.0) const;

@@ -105,6 +105,11 @@ struct KernelState {
   mutable std::map<std::string, std::unique_ptr<ExtraUnit>> extra_forward;  // null entry: declined
   // `ragged`: the template's unit for ragged batches (CompileOptions::ragged), kept apart.
   const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint, bool ragged = false) const;
+  // That unit if an earlier forward_unit call built it, else null (never builds).
+  const ExtraUnit* built_forward_unit(const std::string& template_name, bool ragged) const;
+  static std::string forward_unit_key(const std::string& template_name, bool ragged) {
+    return template_name + (ragged ? " ragged" : "");
+  }
 
   // The CPU backend of the variant (runtime/cpu), built on the first forward with host tensors,
   // or by compile() where there is no GPU; then `prepared` and `loaded` stay null and

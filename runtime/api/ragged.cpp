@@ -102,9 +102,8 @@ void Kernel::forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor
 
 const PreparedKernel* Kernel::prepared_ragged() const {
   state_->require_gpu_unit("prepared_ragged()");
-  std::lock_guard<std::mutex> lock(state_->extra_forward_mutex);
-  const auto it = state_->extra_forward.find(std::string(kFallbackForwardTemplate) + " ragged");
-  return it == state_->extra_forward.end() || !it->second ? nullptr : it->second->prepared.get();
+  const KernelState::ExtraUnit* unit = state_->built_forward_unit(kFallbackForwardTemplate, /*ragged=*/true);
+  return unit ? unit->prepared.get() : nullptr;
 }
 
 }  // namespace attnjit

@@ -196,12 +196,11 @@ AJ_INLINE float short_row(float* x, int n, float scale, float m_old, float* m_ne
   vf v[V > 0 ? V : 1];
   float mx = -std::numeric_limits<float>::infinity();
   if constexpr (V > 0) {
-    vf vmax = load(x);
 #pragma GCC unroll 32
-    for (int i = 0; i < V; ++i) {
-      v[i] = load(x + kLanes * i);
-      vmax = v[i] > vmax ? v[i] : vmax;
-    }
+    for (int i = 0; i < V; ++i) v[i] = load(x + kLanes * i);
+    vf vmax = v[0];
+#pragma GCC unroll 32
+    for (int i = 1; i < V; ++i) vmax = v[i] > vmax ? v[i] : vmax;
     for (int l = 0; l < kLanes; ++l) mx = std::max(mx, vmax[l]);
   }
   for (int i = kLanes * V; i < n; ++i) mx = std::max(mx, x[i]);
