@@ -5,7 +5,8 @@
 // multiplies so that results from the largest float down to the subnormals round once. log
 // splits x = 2^e * m with m in [sqrt(1/2), sqrt(2)) (subnormals scaled by 2^23 first) and sums
 // the odd series of 2 atanh(s), s = (m - 1) / (m + 1). tanh is expm1(2|x|) / (expm1(2|x|) + 2)
-// with expm1 = 2^k * expm1(r) + (2^k - 1), accurate for small |x| too.
+// with expm1 = 2^k * expm1(r) + (2^k - 1), accurate for small |x| too; soft-capping runs it on
+// every score, so its expm1(r) is a fitted degree-5 polynomial rather than exp's Taylor one.
 #include "compiler/llvm/llvm_math.hpp"
 
 #include <llvm/IR/Constants.h>
@@ -150,19 +151,31 @@ llvm::Value* emit_log2(llvm::IRBuilderBase& b, llvm::Value* x) {
 }
 
 llvm::Value* emit_tanh(llvm::IRBuilderBase& b, llvm::Value* x) {
-  // |x| >= 9.1 rounds to +-1 in float; clamping keeps 2^k in range.
-  llvm::Value* a = min_f(b, b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x), 9.1);
+  // Soft-capping runs this on every score, so it is counted in operations (23 per vector):
+  // |x| >= 9.1 rounds to +-1 in float, and the clamp is written so that NaN passes through it
+  // (x86's min with the constant first), which makes a separate NaN select unnecessary.
+  llvm::Value* a = b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+  a = b.CreateSelect(b.CreateFCmpOGT(a, fc(x, 9.1)), fc(x, 9.1), a);
   llvm::Value* y = b.CreateFAdd(a, a);
-  auto [k, r] = reduce_ln2(b, y);
-  std::vector<double> c = taylor_exp(8, 1.0);
-  c.erase(c.begin());                                  // expm1(r) = r * (1 + r/2 + r^2/6 + ...)
-  llvm::Value* em = b.CreateFMul(r, horner(b, r, c));  // expm1(r)
-  llvm::Value* two_k = pow2(b, b.CreateFPToSI(k, int_type_of(x)), x->getType());
-  llvm::Value* t = fma(b, two_k, em, b.CreateFSub(two_k, fc(x, 1.0)));  // expm1(y), k in [0, 27]
+  // y = k ln2 + r by the round-to-nearest of adding 1.5 * 2^23: k sits in the sum's low bits,
+  // so 2^k is those bits shifted into the exponent field (k in [0, 27]); defined for NaN too.
+  llvm::Type* it = int_type_of(x);
+  llvm::Value* shifted = fma(b, y, fc(x, kLog2e), fc(x, 0x1.8p23));
+  llvm::Value* k = b.CreateFSub(shifted, fc(x, 0x1.8p23));
+  llvm::Value* r = fma(b, k, fc(x, -kLn2Hi), y);
+  r = fma(b, k, fc(x, -kLn2Lo), r);
+  llvm::Value* two_k = b.CreateBitCast(
+      b.CreateAdd(b.CreateShl(b.CreateBitCast(shifted, it), ic(it, 23)), ic(it, 127 << 23)), x->getType());
+  // expm1(r) = r * q(r), q of degree 5 fitted for relative error on |r| <= ln2 / 2 (2.3e-8
+  // with these float coefficients; tools/math/fit_expm1.py).
+  llvm::Value* em = b.CreateFMul(r, horner(b, r,
+                                           {1.0, 0.4999999701976776, 0.16666506230831146, 0.041667137295007706,
+                                            0.008369066752493382, 0.0013888860121369362}));
+  llvm::Value* t = fma(b, two_k, em, b.CreateFSub(two_k, fc(x, 1.0)));  // expm1(y)
   // (arcp: the function's reciprocal-estimates attribute turns it into rcp14 + one Newton step)
   auto* th = llvm::cast<llvm::Instruction>(b.CreateFDiv(t, b.CreateFAdd(t, fc(x, 2.0))));
   th->setHasAllowReciprocal(true);
-  return keep_nan(b, x, b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, th, x));
+  return b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, th, x);
 }
 
 llvm::Value* emit_sigmoid(llvm::IRBuilderBase& b, llvm::Value* x) {
