@@ -22,7 +22,9 @@
 //   AJ_HEAD_DIM    64 or 128
 //   AJ_BLOCK_N     keys per kv tile: 32 or 64
 //   AJ_STAGES      kv tiles in the cp.async ring: 2 to 4 (AJ_STAGES - 1 loads in flight)
-//   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA
+//   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA (or, when a CTA's
+//                  rows fit in 16, a quarter of each tile's keys for all of them)
+//   AJ_CTAS_PER_SM 2: the __launch_bounds__ minimum, which the host's split rule assumes
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros). With RoPE, the Q rows turn
 //                  once in the ring before they go to registers, and each K tile turns in
 //                  its ring slot once it has landed (a barrier more per tile), pair by pair.
@@ -33,7 +35,7 @@
 #define ATTNJIT_DECODE_SM80_CUH
 
 #if !defined(AJ_HEAD_DIM) || !defined(AJ_BLOCK_N) || !defined(AJ_STAGES) || !defined(AJ_NUM_WARPS) || \
-    !defined(AJ_HAS_SCORE_MOD) || !defined(AJ_HAS_MASK)
+    !defined(AJ_CTAS_PER_SM) || !defined(AJ_HAS_SCORE_MOD) || !defined(AJ_HAS_MASK)
 #error "attnjit decode_sm80: a configuration macro is missing"
 #endif
 #if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128) || !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64) || AJ_NUM_WARPS != 4 || \
@@ -61,6 +63,13 @@ constexpr int NN = BN / 8;
 constexpr int KN = BN / 16;
 constexpr int ND = D / 8;
 constexpr int CPR = D / 8;  // 16-byte chunks per row
+// Whether a tile's keys can be split between the warps in k-steps of 16 (BN = 64).
+constexpr bool KEY_SPLIT = (BN / NW) % 16 == 0;
+
+template <int N>
+struct KeyCount {
+  static constexpr int value = N;
+};
 static_assert(2 * ST * BN >= BM, "the Q rows pass through the ring");
 
 // Block-table entries of a split staged in shared memory (a paged cache): enough for 16k keys
@@ -189,7 +198,8 @@ __device__ __forceinline__ void merge_splits(const AttnjitDecodeArgs& dargs, int
 
 }  // namespace aj_dec
 
-extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(const AttnjitDecodeArgs dargs) {
+extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
+    attnjit_decode(const AttnjitDecodeArgs dargs) {
   using namespace aj_dec;
   extern __shared__ __align__(128) unsigned char aj_smem[];
   const AttnjitFwdArgs& args = dargs.fwd;
@@ -203,9 +213,14 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
   const int n_tiles = (seq_k + BN - 1) / BN;
   const int tile_begin = split * dargs.tiles_per_split;
   const int tile_end = min(n_tiles, tile_begin + dargs.tiles_per_split);
-  // Warps whose 16 rows are all past the tile's rows (a small GQA group at Sq = 1) load and
-  // synchronize but skip the products and the softmax.
-  const bool warp_active = r0 + warp * 16 < rows;
+  // A CTA whose rows fit in 16 (a GQA group of up to 16 heads at Sq = 1, 4 heads at Sq = 4)
+  // splits each kv tile's keys between its warps instead: every warp takes the same 16 rows
+  // and BN / NW keys of each tile, and the warps' partial softmax states are merged at the end.
+  // Otherwise warp w owns rows 16 w .. 16 w + 15 over all keys, and a warp whose rows are all
+  // past the tile's rows loads and synchronizes but skips the products and the softmax.
+  const bool split_keys = KEY_SPLIT && rows - r0 <= 16;
+  const int row_warp = split_keys ? 0 : warp;
+  const bool warp_active = r0 + row_warp * 16 < rows;
 
   // The ring: stage i holds K at s_ring + 2 i BN rows and V after it.
   const aj_u32 s_ring = aj_smem_addr(aj_smem);
@@ -248,7 +263,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
   bool row_ok[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int row = r0 + warp * 16 + g + i * 8;
+    const int row = r0 + row_warp * 16 + g + i * 8;
     row_ok[i] = row < rows;
     row_h[i] = hk * group + (row_ok[i] ? row / seq_q : group - 1);
     row_q[i] = row_ok[i] ? row % seq_q : seq_q - 1;  // hooks only see in-range indices
@@ -278,7 +293,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
     return tile_end;
   };
 
-  const aj_u32 q_lane = (aj_u32)((warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
+  const aj_u32 q_lane = (aj_u32)((row_warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
   const aj_u32 k_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
   const aj_u32 v_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
 
@@ -339,29 +354,32 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
     __syncthreads();  // the turned tile, before any warp reads it
 #endif
 
-    if (warp_active) {
-      float s[NN][4];
+    // S, the hooks, the online softmax and O += P V over KEYS keys of the tile from key koff.
+    const auto tile_math = [&](auto key_count, int koff) {
+      constexpr int KEYS = decltype(key_count)::value;
+      constexpr int NNK = KEYS / 8, KNK = KEYS / 16;
+      float s[NNK][4];
 #pragma unroll
-      for (int j = 0; j < NN; ++j)
+      for (int j = 0; j < NNK; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk)
 #pragma unroll
-        for (int jn = 0; jn < NN / 2; ++jn) {
+        for (int jn = 0; jn < NNK / 2; ++jn) {
           aj_u32 kb[4];
-          aj_ldmatrix_x4(kb, sk + k_lane + jn * 16 * RSB + kk * 32);
+          aj_ldmatrix_x4(kb, sk + k_lane + (koff + jn * 16) * RSB + kk * 32);
           mma(s[2 * jn], qf[kk], kb[0], kb[1]);
           mma(s[2 * jn + 1], qf[kk], kb[2], kb[3]);
         }
 
       // score_mod and masks, per element with its row's head and query.
 #pragma unroll
-      for (int j = 0; j < NN; ++j)
+      for (int j = 0; j < NNK; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int i = e >> 1;
-          const int kv = n * BN + j * 8 + 2 * t + (e & 1);
+          const int kv = n * BN + koff + j * 8 + 2 * t + (e & 1);
           const int kvc = kv < seq_k ? kv : seq_k - 1;
           float v = s[j][e];
 #if AJ_HAS_SCORE_MOD
@@ -375,12 +393,12 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
         }
 
       // Online softmax (exp2 domain), then O += P V.
-      aj_u32 p[KN][4];
+      aj_u32 p[KNK][4];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float mx = row_max[r];
 #pragma unroll
-        for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+        for (int j = 0; j < NNK; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
         mx = fmaxf(mx, aj_shfl_xor(mx, 1));
         mx = fmaxf(mx, aj_shfl_xor(mx, 2));
         const float ms = (mx == AJ_NEG_INF) ? 0.f : mx * mult;
@@ -388,7 +406,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
         row_max[r] = mx;
         float sum = 0.f;
 #pragma unroll
-        for (int j = 0; j < NN; ++j) {
+        for (int j = 0; j < NNK; ++j) {
           s[j][2 * r] = aj_exp2(s[j][2 * r] * mult - ms);
           s[j][2 * r + 1] = aj_exp2(s[j][2 * r + 1] * mult - ms);
           sum += s[j][2 * r] + s[j][2 * r + 1];
@@ -401,26 +419,79 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
         }
       }
 #pragma unroll
-      for (int kk = 0; kk < KN; ++kk) {
+      for (int kk = 0; kk < KNK; ++kk) {
         p[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1]);
         p[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3]);
         p[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         p[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       }
 #pragma unroll
-      for (int kk = 0; kk < KN; ++kk)
+      for (int kk = 0; kk < KNK; ++kk)
 #pragma unroll
         for (int jd = 0; jd < ND / 2; ++jd) {
           aj_u32 vb[4];
-          aj_ldmatrix_x4_trans(vb, sv + v_lane + kk * 16 * RSB + jd * 32);
+          aj_ldmatrix_x4_trans(vb, sv + v_lane + (koff + kk * 16) * RSB + jd * 32);
           mma(o[2 * jd], p[kk], vb[0], vb[1]);
           mma(o[2 * jd + 1], p[kk], vb[2], vb[3]);
         }
+    };
+    if constexpr (KEY_SPLIT) {
+      if (split_keys) tile_math(KeyCount<BN / NW>{}, warp * (BN / NW));
     }
+    if (!split_keys && warp_active) tile_math(KeyCount<BN>{}, 0);
     n = next_tile(n + 1, cls);
     stage = (stage + 1) % ST;
   }
   aj_cp_async_wait<0>();
+
+  if (split_keys) {
+    // The warps' states for the same rows, merged into warp 0 by their maxima: the ring is free
+    // now; warp w > 0 leaves its O, maxima and (per-thread) sums there, lane by lane.
+    constexpr int VALUES = 4 * ND + 4;
+    static_assert((NW - 1) * VALUES * 32 * 4 <= ST * 2 * BN * RSB, "the warps' states fit in the ring");
+    float* merge = reinterpret_cast<float*>(aj_smem);
+    __syncthreads();
+    if (warp > 0) {
+      float* mine = merge + (warp - 1) * VALUES * 32 + lane;
+#pragma unroll
+      for (int j = 0; j < ND; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mine[(4 * j + e) * 32] = o[j][e];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mine[(4 * ND + r) * 32] = row_max[r];
+        mine[(4 * ND + 2 + r) * 32] = row_sum[r];
+      }
+    }
+    __syncthreads();
+    if (warp == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float m = row_max[r];
+        for (int w = 1; w < NW; ++w) m = fmaxf(m, merge[((w - 1) * VALUES + 4 * ND + r) * 32 + lane]);
+        // exp2 of (a state's max - the merged max), 0 for a state that admitted nothing
+        const auto weight = [&](float mw) { return m == AJ_NEG_INF ? 0.f : aj_exp2((mw - m) * mult); };
+        const float own = weight(row_max[r]);
+        row_sum[r] *= own;
+#pragma unroll
+        for (int j = 0; j < ND; ++j) {
+          o[j][2 * r] *= own;
+          o[j][2 * r + 1] *= own;
+        }
+        for (int w = 1; w < NW; ++w) {
+          const float* theirs = merge + (w - 1) * VALUES * 32 + lane;
+          const float c = weight(theirs[(4 * ND + r) * 32]);
+          row_sum[r] += c * theirs[(4 * ND + 2 + r) * 32];
+#pragma unroll
+          for (int j = 0; j < ND; ++j) {
+            o[j][2 * r] += c * theirs[(4 * j + 2 * r) * 32];
+            o[j][2 * r + 1] += c * theirs[(4 * j + 2 * r + 1) * 32];
+          }
+        }
+        row_max[r] = m;
+      }
+    }
+  }
 
   // This split's O (normalized) and LSE per row; a row with no admitted key: O = 0, LSE = -inf.
 #pragma unroll
@@ -428,7 +499,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_decode(c
     float l = row_sum[r];
     l += aj_shfl_xor(l, 1);
     l += aj_shfl_xor(l, 2);
-    if (!row_ok[r]) continue;
+    if (!row_ok[r] || (split_keys && warp > 0)) continue;
     const bool any = l > 0.f;
     const float inv = any ? 1.0f / l : 0.f;
     const aj_i64 row = (((aj_i64)split * args.batch + b) * args.heads_q + row_h[r]) * seq_q + row_q[r];

@@ -31,13 +31,17 @@ int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * bl
 
 // Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints).
 constexpr int kStaticSharedBytes = 1024 * 4;
+constexpr int kCtasPerSm = 2;  // the kernel's __launch_bounds__ minimum (AJ_CTAS_PER_SM)
 
-// CTAs of `shared` bytes resident per SM: at most four (128 threads of up to 128 registers each),
-// fewer where shared memory (the device's opt-in limit per block plus the 1 KiB reserved per CTA,
-// an H100's when unknown) runs out.
+// CTAs of `shared` dynamic bytes resident per SM: at most two, since the kernel holds up to 255
+// registers per thread (209 at D=128, ptxas for sm_90a; __launch_bounds__ promises two), fewer
+// where shared memory (the device's opt-in limit per block plus the 1 KiB reserved per CTA, an
+// H100's when unknown) runs out. Counting past what registers allow sends the split rule beyond
+// one wave: likely why a two-stage ring (three CTAs by shared memory) lost 14-55% to three stages
+// with the rule choosing (H200, 2026-11-30), and won by 1-5% at the same split count.
 int resident_ctas(const ProblemShape& p, int shared) {
   const int per_sm = (p.max_shared_bytes_per_block > 0 ? p.max_shared_bytes_per_block : 227 * 1024) + 1024;
-  return std::clamp(per_sm / (shared + 1024), 1, 4);
+  return std::clamp(per_sm / (shared + kStaticSharedBytes + 1024), 1, kCtasPerSm);
 }
 
 class DecodeSm80Template : public KernelTemplate {
@@ -66,11 +70,13 @@ class DecodeSm80Template : public KernelTemplate {
 
   std::vector<KnobSpec> knob_space(int) const override {
     return {{"block_n", {32, 64}, "keys per kv tile"},
-            {"stages", {3, 2, 4}, "kv tiles in the cp.async ring (stages - 1 loads in flight)"},
+            {"stages", {2, 3, 4}, "kv tiles in the cp.async ring (stages - 1 loads in flight)"},
             {"splits", {0, 1, 2, 4, 8, 16, 32, 64}, "kv splits (0: the fewest that fill the GPU's waves)"}};
   }
   Knobs default_knobs(const TemplateRequest&) const override {
-    return Knobs{{"block_n", 64}, {"stages", 3}, {"splits", 0}};
+    // Two stages: H200, 2026-11-30, B=8 Hq=32 Hkv=8 D=128, splits 4 either way: Sq=1 3349 ->
+    // 3380 GB/s (Sk=8k), 3919 -> 3980 (32k); Sq=4 Sk=8k 2813 -> 2948.
+    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -100,6 +106,7 @@ class DecodeSm80Template : public KernelTemplate {
                               {"AJ_BLOCK_N", std::to_string(block_n)},
                               {"AJ_STAGES", std::to_string(stages)},
                               {"AJ_NUM_WARPS", std::to_string(kWarps)},
+                              {"AJ_CTAS_PER_SM", std::to_string(kCtasPerSm)},
                               {"AJ_PER_SEQUENCE_LENGTHS", "1"},
                               {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
                               {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
