@@ -163,6 +163,9 @@ struct AttnjitFwdSm90Args {
   struct AttnjitTensorMap tma_q;
   struct AttnjitTensorMap tma_k;
   struct AttnjitTensorMap tma_v;
+  // Persistent kernels (AJ_PERSISTENT): the next work item, and the CTAs that ran out of them;
+  // zero at launch, and the last CTA leaves them zero (LaunchPlan::zeroed_bytes).
+  int* work_counters;
 };
 
 #endif  // ATTNJIT_ABI_H

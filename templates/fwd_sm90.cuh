@@ -21,19 +21,24 @@
 //     so one warpgroup's softmax runs while another's GEMMs keep the tensor cores busy. O, the
 //     row maximum and sum stay in registers; the epilogue stages O (normalized, gated) in the
 //     Q tile's shared memory and writes it with 16-byte stores.
+// With AJ_PERSISTENT the grid is a CTA per SM (two with one consumer), and the producer takes
+// work items (query blocks) from a counter in a loop: each item's Q goes to one of AJ_Q_BUFFERS
+// buffers with the item number beside it, its tiles into the same ring, then an end stage whose
+// word is NO_TILE; the consumers free that stage and, after the epilogue, the Q buffer.
 // Shared memory tiles hold 128-byte rows of 64 elements with the 128-byte swizzle (TMA writes
 // them so, wgmma reads them so): a [rows x D] tile is D / 64 chunks of [rows x 64].
 //
 // Configuration macros (codegen):
 //   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
 //   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1);
+//   AJ_PERSISTENT 0 or 1 (default 0) with AJ_Q_BUFFERS 1 or 2;
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
 //   AJ_OUTPUT_GATE_PER_ELEMENT); AJ_SCORE_SPLIT (the hooks: score_mod = score + aj_score_col +
 //   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit); AJ_SCORE_MOD_RAW
 //   (aj_score_mod_raw: the softmax scale folded into score_mod's first product).
-// Dynamic shared memory (the host computes the same):
-//   AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (1 + 4 * AJ_STAGES) + 4 * AJ_STAGES
-//   + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
+// Dynamic shared memory (the host computes the same), with QB = AJ_Q_BUFFERS:
+//   QB * AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (2 * QB + 4 * AJ_STAGES)
+//   + 4 * AJ_STAGES + 4 * QB + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
 #ifndef ATTNJIT_FWD_SM90_CUH
 #define ATTNJIT_FWD_SM90_CUH
 
@@ -65,6 +70,18 @@
 #ifndef AJ_HAS_OUTPUT_GATE
 #define AJ_HAS_OUTPUT_GATE 0
 #endif
+// A CTA per SM (two with one consumer) taking work items from a counter until none are left:
+// the next item's Q and first K / V tiles load while this one ends, where a CTA of its own
+// would wait for them. AJ_Q_BUFFERS 2: the next Q lands beside this item's (1: after it).
+#ifndef AJ_PERSISTENT
+#define AJ_PERSISTENT 0
+#endif
+#ifndef AJ_Q_BUFFERS
+#define AJ_Q_BUFFERS 1
+#endif
+#if !AJ_PERSISTENT && AJ_Q_BUFFERS != 1
+#error "attnjit fwd_sm90: AJ_Q_BUFFERS 2 needs AJ_PERSISTENT"
+#endif
 // A mask that reads a tensor (doc[b, kv]): a partial tile's key parts (aj_mask_col) are loads,
 // issued before the wait for S so that they land while the tensor cores run (D=64's three
 // consumers have no registers to hold them; at D=256 they spill).
@@ -88,18 +105,20 @@ constexpr int NN = BN / 8;   // 8-key column groups of S per thread
 constexpr int KD = D / 16;   // k steps of Q K^T
 constexpr int KN = BN / 16;  // k steps of P V
 constexpr int ND = D / 8;    // 8-wide column groups of O
+constexpr int QB = AJ_Q_BUFFERS;
 constexpr aj_u32 Q_CHUNK = BM * 128;  // bytes of one 64-column chunk of the Q tile
 constexpr aj_u32 KV_CHUNK = BN * 128;
 constexpr aj_u32 Q_BYTES = BM * D * 2;
 constexpr aj_u32 KV_BYTES = BN * D * 2;
-constexpr aj_u32 OFF_K = Q_BYTES;
+constexpr aj_u32 OFF_K = QB * Q_BYTES;
 constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
-constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (1 + 4 * ST);  // per stage: (tile << 2) | class, or NO_TILE
+constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (2 * QB + 4 * ST);  // per stage: (tile << 2) | class, or NO_TILE
+constexpr aj_u32 OFF_ITEMS = OFF_TILES + 4 * ST;                // per Q buffer: its item, or -1 (no more)
 constexpr aj_u32 NO_TILE = 0xffffffffu;
 // Per consumer, two tiles' key parts of the score split (aj_score_col), BN floats each: tile n
 // is written while tile n - 1's may still be read.
-constexpr aj_u32 OFF_COLS = (OFF_TILES + 4 * ST + 15) & ~15u;
+constexpr aj_u32 OFF_COLS = (OFF_ITEMS + 4 * QB + 15) & ~15u;
 // Registers per thread after setmaxnreg. The CTA keeps the pool it was launched with
 // (LAUNCH_REGS per thread, the __launch_bounds__ cap): the consumers' setmaxnreg.inc waits until
 // the producer's .dec has returned enough of it, so NC * (CONSUMER - LAUNCH) must not exceed
@@ -112,15 +131,21 @@ static_assert(BM == 64 * NC, "AJ_BLOCK_M must be 64 * AJ_CONSUMERS");
 
 using namespace aj_sm80;  // pack2 (sm80_dtype.cuh)
 
-// The mbarriers, 8 bytes each after the tiles: Q full, then K full, V full, K empty, V empty
-// per stage.
+// The mbarriers, 8 bytes each after the tiles: Q full and Q empty per Q buffer, then K full,
+// V full, K empty, V empty per stage.
 struct Barriers {
   aj_u32 base;
-  __device__ aj_u32 q_full() const { return base; }
-  __device__ aj_u32 k_full(int s) const { return base + 8 * (1 + s); }
-  __device__ aj_u32 v_full(int s) const { return base + 8 * (1 + ST + s); }
-  __device__ aj_u32 k_empty(int s) const { return base + 8 * (1 + 2 * ST + s); }
-  __device__ aj_u32 v_empty(int s) const { return base + 8 * (1 + 3 * ST + s); }
+  __device__ aj_u32 q_full(int i) const { return base + 8 * i; }
+  __device__ aj_u32 q_empty(int i) const { return base + 8 * (QB + i); }
+  __device__ aj_u32 k_full(int s) const { return base + 8 * (2 * QB + s); }
+  __device__ aj_u32 v_full(int s) const { return base + 8 * (2 * QB + ST + s); }
+  __device__ aj_u32 k_empty(int s) const { return base + 8 * (2 * QB + 2 * ST + s); }
+  __device__ aj_u32 v_empty(int s) const { return base + 8 * (2 * QB + 3 * ST + s); }
+};
+
+// One CTA's share of the grid: a query block of one (batch, head).
+struct WorkItem {
+  int m_block, h, b;
 };
 
 // The kv tiles of one CTA, in the order the producer walks them (and hands them on): the
@@ -288,36 +313,40 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 
   const int tid = threadIdx.x;
   const int wg = tid >> 7;
-  // Heaviest query blocks (causal) first for a better tail.
-  const int m_block = (int)gridDim.x - 1 - (int)blockIdx.x;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
-  const int hk = h / (args.heads_q / args.heads_kv);
   const int seq_q = args.seq_q;
   const int seq_k = args.seq_k;
-  const int q0 = m_block * BM;
+  // Work items (query block, head, batch) in the order a grid of one CTA each launches them:
+  // the query block fastest, heaviest (causal: last) first for a better tail, then the head, so
+  // that the blocks in flight together share K and V in L2.
+  const int m_blocks = (seq_q + BM - 1) / BM;
+  const auto item_of = [&](int i) {
+    WorkItem w;
+    w.m_block = m_blocks - 1 - i % m_blocks;
+    w.h = i / m_blocks % args.heads_q;
+    w.b = i / m_blocks / args.heads_q;
+    return w;
+  };
+#if AJ_PERSISTENT
+  const int items = m_blocks * args.heads_q * args.batch;
+#else
+  (void)item_of;
+  // One CTA per item: the grid is (query block, head, batch).
+  const WorkItem my_item{(int)gridDim.x - 1 - (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z};
+#endif
 
   // Tiles from a 1024-byte aligned base (the 128-byte swizzle's atom).
   const aj_u32 base = (aj_smem_addr(aj_smem) + 1023u) & ~1023u;
   const aj_u32 s_q = base, s_k = base + OFF_K, s_v = base + OFF_V, s_tiles = base + OFF_TILES;
   const Barriers bar{base + OFF_BAR};
-
-  TileWalk walk;
-  walk.b = b;
-  walk.h = h;
-  walk.q0 = q0;
-  walk.q_hi = min(q0 + BM, seq_q) - 1;
-  walk.seq_k = seq_k;
-  walk.n_tiles = (seq_k + BN - 1) / BN;
-  walk.classes = nullptr;
-#if AJ_HAS_BLOCK_MASK
-  if (args.tile_classes != nullptr)
-    walk.classes = args.tile_classes + (aj_i64)b * args.tile_class_stride[0] +
-                   (aj_i64)h * args.tile_class_stride[1] + (aj_i64)m_block * args.tile_class_stride[2];
+#if AJ_PERSISTENT
+  const aj_u32 s_items = base + OFF_ITEMS;
 #endif
 
   if (tid == 0) {
-    aj_mbar_init(bar.q_full(), 1);
+    for (int i = 0; i < QB; ++i) {
+      aj_mbar_init(bar.q_full(i), 1);
+      aj_mbar_init(bar.q_empty(i), 128 * NC);
+    }
     for (int s = 0; s < ST; ++s) {
       aj_mbar_init(bar.k_full(s), 1);
       aj_mbar_init(bar.v_full(s), 1);
@@ -335,31 +364,88 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       aj_tma_prefetch_descriptor(&params.tma_q);
       aj_tma_prefetch_descriptor(&params.tma_k);
       aj_tma_prefetch_descriptor(&params.tma_v);
-      aj_mbar_arrive_expect_tx(bar.q_full(), Q_BYTES);
+      int stage = 0, phase = 0;
+      // One item: its Q into buffer qb, its admitted kv tiles into the ring, then a stage whose
+      // word says the item ends.
+      const auto produce = [&](const WorkItem& w, int qb) {
+        const int hk = w.h / (args.heads_q / args.heads_kv);
+        const int q0 = w.m_block * BM;
+        TileWalk walk;
+        walk.b = w.b;
+        walk.h = w.h;
+        walk.q0 = q0;
+        walk.q_hi = min(q0 + BM, seq_q) - 1;
+        walk.seq_k = seq_k;
+        walk.n_tiles = (seq_k + BN - 1) / BN;
+        walk.classes = nullptr;
+#if AJ_HAS_BLOCK_MASK
+        if (args.tile_classes != nullptr)
+          walk.classes = args.tile_classes + (aj_i64)w.b * args.tile_class_stride[0] +
+                         (aj_i64)w.h * args.tile_class_stride[1] + (aj_i64)w.m_block * args.tile_class_stride[2];
+#endif
+        aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
 #pragma unroll
-      for (int c = 0; c < D / 64; ++c) aj_tma_load_4d(s_q + c * Q_CHUNK, &params.tma_q, bar.q_full(), c * 64, q0, h, b);
-      int stage = 0, phase = 0, cls = 0;
-      for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+        for (int c = 0; c < D / 64; ++c)
+          aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q0, w.h, w.b);
+        int cls = 0;
+        for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+          aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+          // (the arrival releases this store to the consumers' wait)
+          aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
+          aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c)
+            aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64, n * BN, hk,
+                           w.b);
+          aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
+          aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c)
+            aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64, n * BN, hk,
+                           w.b);
+          if (++stage == ST) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
         aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
-        // (the arrival releases this store to the consumers' wait)
-        aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
-        aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
-#pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64, n * BN, hk, b);
+        aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
+        aj_mbar_arrive(bar.k_full(stage));
+#if AJ_PERSISTENT
+        // The end stage is freed like any other, so V's barriers complete it too: they keep the
+        // phase K's do.
         aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
-        aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
-#pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64, n * BN, hk, b);
+        aj_mbar_arrive(bar.v_full(stage));
         if (++stage == ST) {
           stage = 0;
           phase ^= 1;
         }
+#endif
+      };
+#if AJ_PERSISTENT
+      // Items from the launch's counter, one ahead of the consumers per Q buffer; the item number
+      // travels with the Q tile (stored before the arrival that completes with its bytes). The
+      // last CTA to run out puts both counters back to zero for the next launch.
+      int* const counters = params.work_counters;
+      for (int local = 0;; ++local) {
+        const int qb = local % QB;
+        const int item = atomicAdd(counters, 1);
+        aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
+        aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
+        if (item >= items) {
+          aj_mbar_arrive(bar.q_full(qb));
+          break;
+        }
+        produce(item_of(item), qb);
       }
-      aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
-      aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
-      aj_mbar_arrive(bar.k_full(stage));
+      __threadfence();  // this CTA's last fetch, before it counts itself out
+      if (atomicAdd(counters + 1, 1) == (int)gridDim.x - 1) {
+        counters[0] = 0;
+        counters[1] = 0;
+      }
+#else
+      produce(my_item, 0);
+#endif
     }
   } else {
     // ---- consumers: 64 query rows each ------------------------------------------------------
@@ -371,8 +457,17 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const int g = lane >> 2;
     const int t = lane & 3;
     const bool signals = ct == 0;  // frees a stage for this warpgroup
-    const int q_row = q0 + 64 * cw + 16 * warp + g;
-    const aj_u32 sq = s_q + 64 * cw * 128;  // this warpgroup's Q rows in each chunk
+    // The item's batch, head, first query row, this thread's first row and this warpgroup's Q
+    // rows in each chunk of the item's Q buffer (set per item; the lambdas below read them).
+    int b = 0, h = 0, q0 = 0, q_row = 0;
+    aj_u32 sq = 0;
+    const auto start_item = [&](const WorkItem& w, int qb) {
+      b = w.b;
+      h = w.h;
+      q0 = w.m_block * BM;
+      q_row = q0 + 64 * cw + 16 * warp + g;
+      sq = s_q + qb * Q_BYTES + 64 * cw * 128;
+    };
 #if AJ_HAS_SCORE_MOD
     const float mult = AJ_LOG2E;
 #else
@@ -380,10 +475,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
 
     float o[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float row_max[2] = {AJ_NEG_INF, AJ_NEG_INF};
-    float row_sum[2] = {0.f, 0.f};
+    float row_max[2], row_sum[2];
     aj_u32 p[KN][4];
     float s[BN / 2];
 #if AJ_PREFETCH_MASK_COLS
@@ -491,124 +583,159 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       return word != NO_TILE;
     };
 
-    aj_mbar_wait(bar.q_full(), 0);  // also before the epilogue reuses the Q tile
-    int stage = 0, phase = 0, n = 0, cls = 0;
-    if (next_tile(stage, phase, n, cls)) {
-      // Every consumer sees the same tiles, so each takes the same number of turns; the last
-      // one's first arrival lets consumer 0 start, and its last arrival is left out.
-      if (cw == NC - 1) pass_turn();
-      // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
-      take_turn();
-      issue_qk(s, sq, s_k + stage * KV_BYTES);
-      pass_turn();
-      prefetch_cols(n, cls);
-      split_cols(n);
-      aj_wgmma_wait<0>();
-      aj_fence_registers(s);
-      if (signals) aj_mbar_arrive(bar.k_empty(stage));
-      float alpha[2];
-      softmax(n, cls, alpha);
-      to_fragments();
-      int pv_stage = stage, pv_phase = phase;
-      if (++stage == ST) {
-        stage = 0;
-        phase ^= 1;
+    int stage = 0, phase = 0;
+#if AJ_PERSISTENT
+    for (int local = 0;; ++local) {
+      const int qb = local % QB;
+      aj_mbar_wait(bar.q_full(qb), local / QB & 1);  // also before the epilogue reuses the Q tile
+      const int item = (int)aj_ld_shared_u32(s_items + 4 * qb);
+      if (item < 0) break;
+      start_item(item_of(item), qb);
+#else
+    {
+      start_item(my_item, 0);
+      aj_mbar_wait(bar.q_full(0), 0);  // also before the epilogue reuses the Q tile
+#endif
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        row_max[r] = AJ_NEG_INF;
+        row_sum[r] = 0.f;
       }
-      while (next_tile(stage, phase, n, cls)) {
+      int n = 0, cls = 0;
+      if (next_tile(stage, phase, n, cls)) {
+        // Every consumer sees the same tiles, so each takes the same number of turns; the last
+        // one's first arrival lets consumer 0 start, and its last arrival is left out.
+        if (cw == NC - 1) pass_turn();
+        // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
         take_turn();
         issue_qk(s, sq, s_k + stage * KV_BYTES);
-        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
-        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
         pass_turn();
         prefetch_cols(n, cls);
         split_cols(n);
-        aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
+        aj_wgmma_wait<0>();
         aj_fence_registers(s);
         if (signals) aj_mbar_arrive(bar.k_empty(stage));
+        float alpha[2];
         softmax(n, cls, alpha);
-        aj_wgmma_wait<0>();
-        aj_fence_registers(o);
-        keep_registers(p);  // the wgmma read them until here
-        if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
-        rescale(alpha);
         to_fragments();
-        pv_stage = stage;
-        pv_phase = phase;
+        int pv_stage = stage, pv_phase = phase;
         if (++stage == ST) {
           stage = 0;
           phase ^= 1;
         }
+        while (next_tile(stage, phase, n, cls)) {
+          take_turn();
+          issue_qk(s, sq, s_k + stage * KV_BYTES);
+          aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+          issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+          pass_turn();
+          prefetch_cols(n, cls);
+          split_cols(n);
+          aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
+          aj_fence_registers(s);
+          if (signals) aj_mbar_arrive(bar.k_empty(stage));
+          softmax(n, cls, alpha);
+          aj_wgmma_wait<0>();
+          aj_fence_registers(o);
+          keep_registers(p);  // the wgmma read them until here
+          if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
+          rescale(alpha);
+          to_fragments();
+          pv_stage = stage;
+          pv_phase = phase;
+          if (++stage == ST) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+        take_turn();
+        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        if (cw != NC - 1) pass_turn();
+        aj_wgmma_wait<0>();
+        aj_fence_registers(o);
+        keep_registers(p);
+        if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
       }
-      take_turn();
-      aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
-      issue_pv(o, p, s_v + pv_stage * KV_BYTES);
-      if (cw != NC - 1) pass_turn();
-      aj_wgmma_wait<0>();
-      aj_fence_registers(o);
-      keep_registers(p);
-      if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
-    }
 
-    // ---- epilogue: normalize, LSE, gate; stage in this warpgroup's Q rows; 16-byte stores ----
-    aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+      // ---- epilogue: normalize, LSE, gate; stage in this warpgroup's Q rows; 16-byte stores ----
+      aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float l = row_sum[r];
-      l += aj_shfl_xor(l, 1);
-      l += aj_shfl_xor(l, 2);
-      const bool any = l > 0.f;
-      const float inv = any ? 1.0f / l : 0.f;
-      const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
-      const int q = q_row + 8 * r;
-      if (args.lse != nullptr && t == 0 && q < seq_q) {
-        // ms * ln 2 + ln l, with ms the softmax's rounded max (its rounding cancels against the
-        // one l carries) and a single rounding at the LSE's magnitude: gradients of learned
-        // biases weigh every row's LSE error by the row's key distances.
-        float lse_rest = aj_log2(l) * AJ_LN2;  // small beside the max
+      for (int r = 0; r < 2; ++r) {
+        float l = row_sum[r];
+        l += aj_shfl_xor(l, 1);
+        l += aj_shfl_xor(l, 2);
+        const bool any = l > 0.f;
+        const float inv = any ? 1.0f / l : 0.f;
+        const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
+        const int q = q_row + 8 * r;
+        if (args.lse != nullptr && t == 0 && q < seq_q) {
+          // ms * ln 2 + ln l, with ms the softmax's rounded max (its rounding cancels against the
+          // one l carries) and a single rounding at the LSE's magnitude: gradients of learned
+          // biases weigh every row's LSE error by the row's key distances.
+          float lse_rest = aj_log2(l) * AJ_LN2;  // small beside the max
 #if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
-        lse_rest += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
+          lse_rest += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
 #endif
-        const float lse = any ? fmaf(row_max[r] * mult, AJ_LN2, lse_rest) : AJ_NEG_INF;
-        args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
-      }
+          const float lse = any ? fmaf(row_max[r] * mult, AJ_LN2, lse_rest) : AJ_NEG_INF;
+          args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
+        }
 #if AJ_HAS_OUTPUT_GATE
-      // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range.
-      const int qg = q < seq_q ? q : seq_q - 1;
+        // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range.
+        const int qg = q < seq_q ? q : seq_q - 1;
 #if !AJ_OUTPUT_GATE_PER_ELEMENT
-      const float row_gate = aj_output_gate(b, h, qg, 0, args);
+        const float row_gate = aj_output_gate(b, h, qg, 0, args);
 #endif
 #endif
-      const aj_u32 row_addr = sq + lrow * 128;
+        const aj_u32 row_addr = sq + lrow * 128;
 #pragma unroll
-      for (int j = 0; j < ND; ++j) {
-        float o0 = o[4 * j + 2 * r] * inv, o1 = o[4 * j + 2 * r + 1] * inv;
+        for (int j = 0; j < ND; ++j) {
+          float o0 = o[4 * j + 2 * r] * inv, o1 = o[4 * j + 2 * r + 1] * inv;
 #if AJ_HAS_OUTPUT_GATE
 #if AJ_OUTPUT_GATE_PER_ELEMENT
-        o0 *= aj_output_gate(b, h, qg, j * 8 + 2 * t, args);
-        o1 *= aj_output_gate(b, h, qg, j * 8 + 2 * t + 1, args);
+          o0 *= aj_output_gate(b, h, qg, j * 8 + 2 * t, args);
+          o1 *= aj_output_gate(b, h, qg, j * 8 + 2 * t + 1, args);
 #else
-        o0 *= row_gate;
-        o1 *= row_gate;
+          o0 *= row_gate;
+          o1 *= row_gate;
 #endif
 #endif
-        // Column group j: chunk j / 8, 16-byte slot (j % 8) XOR (row % 8), as the Q tile.
-        aj_st_shared_u32(row_addr + (j >> 3) * Q_CHUNK + (((j & 7) ^ (lrow & 7)) << 4) + 4 * t, pack2(o0, o1));
+          // Column group j: chunk j / 8, 16-byte slot (j % 8) XOR (row % 8), as the Q tile.
+          aj_st_shared_u32(row_addr + (j >> 3) * Q_CHUNK + (((j & 7) ^ (lrow & 7)) << 4) + 4 * t, pack2(o0, o1));
+        }
       }
-    }
-    aj_named_barrier(1 + cw, 128);
-    constexpr int TOTAL = 64 * ND;  // 16-byte pieces of this warpgroup's rows
+      aj_named_barrier(1 + cw, 128);
+#if AJ_PERSISTENT
+      // The item's end stage (the word NO_TILE), freed for the next item's tiles once every thread
+      // of the warpgroup has read its word (the barrier above).
+      if (signals) {
+        aj_mbar_arrive(bar.k_empty(stage));
+        aj_mbar_arrive(bar.v_empty(stage));
+      }
+      if (++stage == ST) {
+        stage = 0;
+        phase ^= 1;
+      }
+#endif
+      constexpr int TOTAL = 64 * ND;  // 16-byte pieces of this warpgroup's rows
 #pragma unroll
-    for (int i = 0; i < TOTAL / 128; ++i) {
-      const int idx = ct + i * 128;
-      const int lrow = idx / ND;
-      const int cc = idx % ND;
-      const int q = q0 + 64 * cw + lrow;
-      if (q < seq_q) {
-        aj_u32 v[4];
-        aj_ld_shared_v4(sq + lrow * 128 + (cc >> 3) * Q_CHUNK + (((cc & 7) ^ (lrow & 7)) << 4), v);
-        aj_st_global_v4(og + (aj_i64)q * args.o_stride[2] + cc * 8, v);
+      for (int i = 0; i < TOTAL / 128; ++i) {
+        const int idx = ct + i * 128;
+        const int lrow = idx / ND;
+        const int cc = idx % ND;
+        const int q = q0 + 64 * cw + lrow;
+        if (q < seq_q) {
+          aj_u32 v[4];
+          aj_ld_shared_v4(sq + lrow * 128 + (cc >> 3) * Q_CHUNK + (((cc & 7) ^ (lrow & 7)) << 4), v);
+          aj_st_global_v4(og + (aj_i64)q * args.o_stride[2] + cc * 8, v);
+        }
       }
-    }
+#if AJ_PERSISTENT
+      aj_mbar_arrive(bar.q_empty(qb));  // this thread's reads of the staged O are done
+#endif
+    }  // item
   }
 }
 

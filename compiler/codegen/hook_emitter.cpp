@@ -470,6 +470,10 @@ std::string interval_body(const NodeRef& normalized_mask, const ScalarEmitter& e
 
 }  // namespace
 
+bool score_mod_splits(const ir::NodeRef& score_mod) {
+  return !reads_block_uniform_float_tensor(score_mod) && ir::split_score_mod(score_mod).has_value();
+}
+
 std::string comment_block(const std::string& text, const std::string& prefix) {
   std::string out;
   std::size_t start = 0;

@@ -67,6 +67,10 @@ struct EmittedGradHook {
 };
 EmittedGradHook emit_score_mod_grad_hook(const Variant& variant, const ArgumentSlots& slots);
 
+// Whether a forward unit of this score_mod gets the additive split (HookFacts::score_split):
+// score_mod = score + col(kv) + row(q), and no learned per-head factor.
+bool score_mod_splits(const ir::NodeRef& score_mod);
+
 // `text` with every line prefixed (for comment blocks in generated code).
 std::string comment_block(const std::string& text, const std::string& prefix);
 

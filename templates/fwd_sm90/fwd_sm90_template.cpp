@@ -4,10 +4,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
 #include "compiler/codegen.hpp"
+#include "compiler/codegen/hook_emitter.hpp"
 #include "compiler/error.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/driver/templates.hpp"
@@ -17,13 +19,34 @@
 
 namespace attnjit {
 
-int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages) {
-  return 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 + 8 * (1 + 4 * stages) + 4 * stages + 1024;
+int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages, int q_buffers) {
+  return q_buffers * 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 +
+         8 * (2 * q_buffers + 4 * stages) + 4 * stages + 4 * q_buffers + 1024;
 }
 
 int fwd_sm90_split_table_bytes(int block_n, int consumers) { return 16 + 2 * consumers * block_n * 4; }
 
 namespace {
+
+bool reads_tensor(const ir::NodeRef& expr) {
+  for (const auto& n : ir::topological_order({expr}))
+    if (n->op == ir::Op::TensorRead) return true;
+  return false;
+}
+
+int persistent_knob(const Knobs& knobs) {
+  const auto& v = knobs.values();
+  return v.count("persistent") ? v.at("persistent") : 0;
+}
+
+// Q buffers of a plan: two for a persistent kernel where they fit beside the ring (the next
+// item's Q lands while this one's is in use), else one.
+int q_buffers(const Knobs& knobs, int head_dim, int max_shared_bytes) {
+  if (!persistent_knob(knobs)) return 1;
+  const int consumers = knobs.get("consumers");
+  const int limit = consumers == 1 ? max_shared_bytes / 2 - 1024 : max_shared_bytes;
+  return fwd_sm90_shared_bytes(head_dim, knobs.get("block_n"), consumers, knobs.get("stages"), 2) <= limit ? 2 : 1;
+}
 
 // Registers a consumer thread may hold after setmaxnreg (templates/fwd_sm90.cuh), less what the
 // indexing, the softmax and the hooks need beside the S, P and O accumulators.
@@ -49,16 +72,33 @@ class FwdSm90Template : public KernelTemplate {
   }
 
   std::vector<KnobSpec> knob_space(int) const override {
-    return {
-        {"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
-        {"consumers",
-         {2, 3, 1},
-         "consumer warpgroups, 64 query rows each (block_m = 64 * consumers); 1: two CTAs per SM instead of turns"},
-        {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
-        {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"}};
+    return {{"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
+            {"consumers",
+             {2, 3, 1},
+             "consumer warpgroups, 64 query rows each (block_m = 64 * consumers); 1: two CTAs per SM instead of turns"},
+            {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
+            {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"},
+            {"persistent",
+             {0, 1},
+             "1: a CTA per SM (two with one consumer) takes query blocks from a counter, the next block's Q and first "
+             "K / V loading while this one ends"}};
   }
 
   Knobs default_knobs(const TemplateRequest& r) const override {
+    Knobs k = default_schedule(r);
+    // A split score_mod computed from the indices alone (ALiBi) runs persistent: H200,
+    // 2026-11-30, TFLOP/s with the knob off / on: alibi_causal D=128 S=4k 497.5 / 523.9, S=1k
+    // 362.2 / 393.6, D=64 S=4k 350.4 / 359.7, alibi D=128 S=4k 599.0 / 606.7. Everything else
+    // measured lost or tied: forget_gate (its key part reads a tensor) 459.3 / 443.3, causal D=128
+    // 4k 574 / 554, the 1024-window 399 / 393, document_causal 287 / 287, dense D=256 747 / 625.
+    const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
+                       !reads_tensor(r.variant->score_mod().node());
+    k.set("persistent", split && r.head_dim != 256 && k.get("consumers") != 1 ? 1 : 0);
+    return k;
+  }
+
+ private:
+  Knobs default_schedule(const TemplateRequest& r) const {
     // At D=64 the softmax weighs as much as the GEMMs: a third consumer hides it (H200,
     // 2026-11-29: dense 375 -> 475 TFLOP/s, causal 302 -> 327 at S=4096).
     if (r.head_dim == 256) return Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
@@ -79,6 +119,7 @@ class FwdSm90Template : public KernelTemplate {
     return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
   }
 
+ public:
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
     const int block_n = knobs.get("block_n"), consumers = knobs.get("consumers"), stages = knobs.get("stages");
     if (block_n % 16 != 0 || block_n < 16 || block_n > 256)
@@ -88,6 +129,8 @@ class FwdSm90Template : public KernelTemplate {
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
     if (const auto& v = knobs.values(); v.count("pingpong") && v.at("pingpong") != 0 && v.at("pingpong") != 1)
       return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
+    if (const int p = persistent_knob(knobs); p != 0 && p != 1)
+      return Support::invalid(fmt::format("persistent {} is not 0 or 1", p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -95,7 +138,7 @@ class FwdSm90Template : public KernelTemplate {
           "block_n {} with head_dim {} needs {} accumulator registers per thread; {} consumers leave {} (use a "
           "smaller block_n or 2 consumers)",
           block_n, head_dim, accumulators, consumers, accumulator_budget(consumers)));
-    const int bytes = fwd_sm90_shared_bytes(head_dim, block_n, consumers, stages);
+    const int bytes = fwd_sm90_shared_bytes(head_dim, block_n, consumers, stages, 1);
     if (bytes > max_shared_bytes)
       return Support::invalid(fmt::format(
           "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}", block_n,
@@ -113,9 +156,11 @@ class FwdSm90Template : public KernelTemplate {
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
     const int block_n = r.knobs.get("block_n"), consumers = r.knobs.get("consumers"), stages = r.knobs.get("stages");
+    const int persistent = persistent_knob(r.knobs);
+    const int queries = q_buffers(r.knobs, r.head_dim, max_shared_memory_for_arch(r.arch));
     EmittedHooks emitted;
     GeneratedUnit unit = start_unit(name(), r, emitted);
-    unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages);
+    unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages, queries);
     // A split score_mod's key parts go through per-tile tables where they fit beside the ring
     // (not at D=128 with 3 stages of 128 keys); elsewhere score_mod runs per element.
     const int limit = max_shared_memory_for_arch(r.arch) / (consumers == 1 ? 2 : 1) - (consumers == 1 ? 1024 : 0);
@@ -129,9 +174,10 @@ class FwdSm90Template : public KernelTemplate {
     if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), {kRopeQKernelName, kRopeKKernelName});
 
     std::vector<std::pair<std::string, std::string>> macros = {
-        {"AJ_HEAD_DIM", std::to_string(r.head_dim)}, {"AJ_BLOCK_M", std::to_string(64 * consumers)},
-        {"AJ_BLOCK_N", std::to_string(block_n)},     {"AJ_CONSUMERS", std::to_string(consumers)},
-        {"AJ_STAGES", std::to_string(stages)},       {"AJ_PINGPONG", std::to_string(r.knobs.get("pingpong"))},
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},   {"AJ_BLOCK_M", std::to_string(64 * consumers)},
+        {"AJ_BLOCK_N", std::to_string(block_n)},       {"AJ_CONSUMERS", std::to_string(consumers)},
+        {"AJ_STAGES", std::to_string(stages)},         {"AJ_PINGPONG", std::to_string(r.knobs.get("pingpong"))},
+        {"AJ_PERSISTENT", std::to_string(persistent)}, {"AJ_Q_BUFFERS", std::to_string(queries)},
     };
     if (unit.facts.has_rope) macros.emplace_back("AJ_ROPE_Q_PREPASS", "1");
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
@@ -233,6 +279,17 @@ class FwdSm90Template : public KernelTemplate {
     fwd.role = "forward";
     fwd.grid = {static_cast<unsigned>((p.seq_q + block_m - 1) / block_m), static_cast<unsigned>(p.heads_q),
                 static_cast<unsigned>(p.batch)};
+    if (persistent_knob(unit.knobs)) {
+      // As many CTAs as fit at once (or items), each taking items until the counter runs out.
+      const long long items = static_cast<long long>(fwd.grid.x) * fwd.grid.y * fwd.grid.z;
+      const long long resident = static_cast<long long>(p.multiprocessors_or_default()) * (consumers == 1 ? 2 : 1);
+      fwd.grid = {static_cast<unsigned>(std::max(1LL, std::min(items, resident))), 1, 1};
+      plan.zeroed_bytes = 2 * sizeof(int);
+      plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
+        // Bound through the forward block, the first member of AttnjitFwdSm90Args.
+        reinterpret_cast<AttnjitFwdSm90Args&>(args).work_counters = reinterpret_cast<int*>(counters);
+      };
+    }
     fwd.block = {static_cast<unsigned>(128 * (consumers + 1)), 1, 1};
     fwd.dynamic_shared_bytes = unit.max_dynamic_shared_bytes;
     plan.kernels.push_back(fwd);

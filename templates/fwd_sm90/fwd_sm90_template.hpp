@@ -20,7 +20,7 @@ std::unique_ptr<KernelTemplate> make_fwd_sm90_template();
 std::string wgmma_wrappers(ElementType dtype, int block_n, int head_dim);
 
 // Dynamic shared memory of the kernel (templates/fwd_sm90.cuh states the same formula).
-int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages);
+int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages, int q_buffers = 1);
 // ... plus this for a split score_mod's key-part tables (AJ_SPLIT_TABLES), where they fit.
 int fwd_sm90_split_table_bytes(int block_n, int consumers);
 

@@ -51,9 +51,9 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
                 .config.template_name,
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 pingpong=1 stages=3");
+            "block_n=128 consumers=2 persistent=0 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 pingpong=0 stages=2");
+            "block_n=128 consumers=3 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -136,14 +136,22 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
     EXPECT_EQ(count(k.source, "#define AJ_SPLIT_TABLES 1"), 1) << name;
     EXPECT_EQ(count(k.source, "aj_score_col(b, h, kv, anchor, args)"), 1) << name;
     EXPECT_EQ(count(k.source, "aj_score_row(b, h, q, q0, args)"), 1) << name;
+    // ALiBi persistent by default, with a second Q buffer beside the tables; not the forget
+    // gate, whose key part reads a tensor (it measured slower so).
+    const bool alibi = std::string(name) == "alibi_causal";
+    EXPECT_EQ(count(k.source, "#define AJ_PERSISTENT 1"), alibi ? 1 : 0) << name;
     EXPECT_EQ(k.unit.max_dynamic_shared_bytes,
-              fwd_sm90_shared_bytes(128, 128, 2, 2) + fwd_sm90_split_table_bytes(128, 2));
+              fwd_sm90_shared_bytes(128, 128, 2, 2, alibi ? 2 : 1) + fwd_sm90_split_table_bytes(128, 2));
   }
+  // Not split, not persistent by default: a grid of one CTA per query block.
+  EXPECT_EQ(count(generate(presets::causal(), options("sm_90a", 128)).source, "#define AJ_PERSISTENT 1"), 0);
   // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
   const PreparedKernel full = generate(
       presets::by_name("alibi_causal"),
       options("sm_90a", 128).with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}}));
   EXPECT_EQ(count(full.source, "#define AJ_SPLIT_TABLES 0"), 1);
+  EXPECT_EQ(count(full.source, "#define AJ_PERSISTENT 1"), 1);
+  EXPECT_EQ(count(full.source, "#define AJ_Q_BUFFERS 2"), 0);  // a second Q buffer does not fit
   EXPECT_EQ(full.unit.max_dynamic_shared_bytes, fwd_sm90_shared_bytes(128, 128, 2, 3));
   // Learned slopes[h]: not split (their gradient follows O's rounding; see hook_emitter.cpp).
   EXPECT_EQ(
@@ -181,8 +189,11 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   EXPECT_NE(check(176, 3, 2, 128).reason().find("accumulator registers"), std::string::npos);
   // Q 64 KiB + 4 stages of 32 KiB K and V at D=256: past the limit.
   EXPECT_NE(check(64, 2, 4, 256).reason().find("shared memory"), std::string::npos);
-  // Q, K and V tiles, the mbarriers, each stage's tile word, the alignment slack.
-  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 9 + 4 * 2 + 1024);
+  // Q, K and V tiles, the mbarriers (Q full / empty, four per stage), each stage's tile word, the
+  // Q buffer's item word, the alignment slack; a persistent plan's second Q buffer.
+  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 10 + 4 * 2 + 4 + 1024);
+  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2, 2) - fwd_sm90_shared_bytes(128, 128, 2, 2),
+            128 * 128 * 2 + 8 * 2 + 4);
 }
 
 TEST_F(FwdSm90Codegen, WgmmaWrappersCarryEveryAccumulator) {

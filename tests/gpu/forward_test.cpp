@@ -165,6 +165,23 @@ KernelSpec largest_shared_memory_kernel() {
               .with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}})};
 }
 
+// fwd_sm90 with the persistent schedule (a CTA per SM taking query blocks from a counter): two Q
+// buffers (causal D=128, the window at D=64 with three consumers, D=256), one (alibi_causal with
+// three stages and its key-part tables), two CTAs per SM (one consumer), a block mask.
+std::vector<KernelSpec> persistent_kernels() {
+  const auto spec = [](const char* preset, int d, Knobs k) {
+    k.set("persistent", 1);
+    return KernelSpec{presets::by_name(preset),
+                      CompileOptions().with_head_dim(d).with_template("fwd_sm90").with_knobs(std::move(k))};
+  };
+  return {spec("causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}),
+          spec("sliding_window", 64, Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}}),
+          spec("alibi_causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}}),
+          spec("causal", 64, Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}}),
+          spec("document_causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}),
+          spec("dense", 256, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}})};
+}
+
 // The kernels each selected test will compile, by "Suite.Test" name.
 std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   std::map<std::string, std::vector<KernelSpec>> kernels;
@@ -180,6 +197,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   for (const auto& [d, k] : other_sm90_knobs())
     kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(d, k));
   kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
+  kernels["ForwardEdgeCases.PersistentScheduleAgrees"] = persistent_kernels();
   return kernels;
 }
 
@@ -284,6 +302,23 @@ TEST_F(ForwardEdgeCases, LargestSharedMemoryKnobsLaunchTheBlockMaskToo) {
   const auto r = check_forward(*c.kernel, problem, preset_scalars(v), 11);
   report("document_causal D=128 bn128 c2 st3", problem, r);
   EXPECT_TRUE(r.pass) << r.summary();
+}
+
+// More query blocks than CTAs (each CTA takes several, one Q buffer or two), then fewer (most
+// CTAs find the counter past the end at once): the second launch also shows that the first left
+// the counters at zero.
+TEST_F(ForwardEdgeCases, PersistentScheduleAgrees) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  for (const auto& [v, options] : persistent_kernels()) {
+    const Compiled& c = compiled(v, options);
+    if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
+    const std::string label = v.name() + " D=" + std::to_string(options.head_dim) + " persistent";
+    for (const ForwardProblem& problem : {ForwardProblem{2, 16, 4, 1000, 1537}, ForwardProblem{1, 2, 2, 257, 333}}) {
+      const auto r = check_forward(*c.kernel, problem, preset_scalars(v), 21);
+      report(label, problem, r);
+      EXPECT_TRUE(r.pass) << label << " " << problem.str() << ": " << r.summary();
+    }
+  }
 }
 
 // Before any test runs, compiles the kernels of the selected tests of this file on every core
