@@ -247,6 +247,9 @@ class Kernel {
   // Asynchronous on `stream`.
   void forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLTensor& o, const DLTensor* lse,
                         const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
+  // The unit forward_kv_cache and forward's decode-shaped calls (Sq <= 16, no template forced)
+  // run (decode_sm80), or null before one of them built it.
+  const PreparedKernel* prepared_decode() const;
 
   // A ragged batch: q [total_q, Hq, D], k and v [total_k, Hkv, D] (any token and head strides,
   // the last dimension contiguous), o like q, lse f32 [Hq, total_q] contiguous or null. Each

@@ -121,4 +121,11 @@ void Kernel::forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLT
   state_->run_plan(*decode->prepared, *decode->loaded, args, problem, stream, nullptr, fill_pages);
 }
 
+const PreparedKernel* Kernel::prepared_decode() const {
+  state_->require_gpu_unit("prepared_decode()");
+  if (prepared().config.template_name == kDecodeTemplateName) return &prepared();
+  const KernelState::ExtraUnit* unit = state_->built_forward_unit(kDecodeTemplateName, /*ragged=*/false);
+  return unit ? unit->prepared.get() : nullptr;
+}
+
 }  // namespace attnjit

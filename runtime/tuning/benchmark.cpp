@@ -19,9 +19,16 @@
 #include "compiler/pipeline.hpp"
 #include "runtime/api/dlpack_view.hpp"
 #include "runtime/driver/cuda_driver.hpp"
+#include "templates/decode_sm80/decode_sm80_template.hpp"
 
 namespace attnjit {
 namespace {
+
+// The template and knobs of the unit that ran, where it is not the compiled one.
+void name_unit(BenchResult& r, const PreparedKernel& unit) {
+  r.template_name = unit.config.template_name;
+  r.schedule = unit.config.knobs.str();
+}
 
 // One set of device inputs (Q, K, V, O, LSE) with DLPack views.
 struct DeviceProblem {
@@ -380,6 +387,9 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   });
   BenchResult r = result_of(kernel, times);
   if (prebuilt) r.pass = "forward, block mask prebuilt";
+  // A decode shape that forward routed to the decode unit: name what ran.
+  if (const PreparedKernel* decode = kernel.prepared_decode(); decode != nullptr && st.p.seq_q <= kDecodeMaxSeqQ)
+    name_unit(r, *decode);
   return r;
 }
 
@@ -431,6 +441,7 @@ BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size)
                             st.device_bindings);
   });
   BenchResult r = result_of(kernel, times);
+  if (const PreparedKernel* decode = kernel.prepared_decode()) name_unit(r, *decode);  // what ran
   r.pass = page_size > 0 ? fmt::format("forward_kv_cache pages of {}", page_size) : "forward_kv_cache contiguous";
   return r;
 }
@@ -475,11 +486,8 @@ BenchResult ForwardBenchmark::time_ragged(const Kernel& kernel, const std::vecto
     kernel.forward_ragged(in.q, in.k, in.v, in.o, &in.lse, batch, st.device_bindings);
   });
   BenchResult r = result_of(kernel, times);
-  if (const PreparedKernel* unit = kernel.prepared_ragged()) {  // what ran: the ragged unit, not the compiled one
-    r.template_name = unit->config.template_name;
-    r.schedule = unit->config.knobs.str();
-  }
-  std::map<int, double> density;  // per length: sequences share it
+  if (const PreparedKernel* unit = kernel.prepared_ragged()) name_unit(r, *unit);  // what ran, not the compiled one
+  std::map<int, double> density;                                                   // per length: sequences share it
   double pairs = 0.0;
   for (const int len : lengths) {
     if (len == 0) continue;

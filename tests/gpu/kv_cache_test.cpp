@@ -87,8 +87,13 @@ TEST(KvCacheArguments, BadCallsAreUserErrors) {
   good.seq_lens = lens.view;
   good.block_table = table.view;
   const DLTensor qv = q.view, ov = o.view;
+  EXPECT_EQ(kernel.prepared_decode(), nullptr);  // built on first use
   EXPECT_NO_THROW(kernel.forward_kv_cache(qv, good, ov, nullptr));
   synchronize_device(0);
+  // What ran, for reports (attnjit bench --kv-cache): the decode unit, not the compiled one.
+  ASSERT_NE(kernel.prepared_decode(), nullptr);
+  EXPECT_EQ(kernel.prepared_decode()->config.template_name, "decode_sm80");
+  EXPECT_NE(kernel.prepared().config.template_name, "decode_sm80");
 
   const auto expect_error = [&](const KvCache& cache, const DLTensor& qq, const DLTensor& oo, const std::string& says) {
     try {
