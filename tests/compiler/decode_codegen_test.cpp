@@ -89,6 +89,16 @@ TEST_F(DecodeCodegen, SplitsFillTheMachineAndKeepATilePerSplit) {
   // Partial O (fp32) and LSE per split and row.
   const std::size_t rows = 2ull * 64 * 4 * splits;
   EXPECT_GE(plan.workspace_bytes, rows * 128 * 4 + rows * 4);
+
+  // The default ring (two stages, 70 KiB) would fit three CTAs per SM by shared memory, but the
+  // kernel's registers hold two: 64 CTAs per split on 132 SMs fill one wave with 4 splits, where
+  // counting three per SM chose 6 (a wave and a half).
+  const PreparedKernel d = generate(presets::dense(), options("sm_90a", 128, 1).with_template(kDecodeTemplateName));
+  EXPECT_EQ(d.config.knobs.get("stages"), 2);
+  ProblemShape decode{8, 32, 8, 1, 32768};
+  decode.multiprocessors = 132;
+  decode.max_shared_bytes_per_block = 227 * 1024;
+  EXPECT_EQ(d.launch_plan(decode).kernels[0].grid.x, 4u);
 }
 
 // KV-cache calls give each sequence its own kv_len: the decode unit turns that on, every other
