@@ -226,6 +226,34 @@ TEST_F(FwdSm90Codegen, LaunchPlanCarriesTheTensorMapsAndTheBlockMask) {
   EXPECT_EQ(with_mask.kernels[0].role, "block_mask");
   EXPECT_EQ(with_mask.kernels[0].grid.x, (1000u + 79) / 80);  // block_n 80 at D=256
   EXPECT_GT(with_mask.block_mask_bytes, 0u);
+  EXPECT_EQ(plan.zeroed_bytes, 0u);  // one CTA per query block: no work counter
+}
+
+TEST_F(FwdSm90Codegen, PersistentPlanLaunchesACtaPerSmWithItsCounters) {
+  const PreparedKernel p = generate(presets::by_name("alibi_causal"), options("sm_90a", 128));
+  ASSERT_EQ(p.config.knobs.get("persistent"), 1);
+  ProblemShape big{4, 16, 16, 4096, 4096};
+  big.multiprocessors = 132;
+  const LaunchPlan plan = p.launch_plan(big);
+  ASSERT_EQ(plan.kernels.size(), 1u);
+  // 32 query blocks x 16 heads x 4 sequences = 2048 items on 132 SMs, one CTA each.
+  EXPECT_EQ(plan.kernels[0].grid.x, 132u);
+  EXPECT_EQ(plan.kernels[0].grid.y, 1u);
+  EXPECT_EQ(plan.kernels[0].grid.z, 1u);
+  // The next item and the CTAs that ran out: zeroed by the runtime, bound into the block.
+  ASSERT_EQ(plan.zeroed_bytes, 2 * sizeof(int));
+  AttnjitFwdSm90Args block{};
+  plan.bind_zeroed(block.fwd, 0x1000);
+  EXPECT_EQ(block.work_counters, reinterpret_cast<int*>(0x1000));
+  // Fewer items than SMs: a CTA per item.
+  ProblemShape small{1, 2, 2, 257, 333};
+  small.multiprocessors = 132;
+  EXPECT_EQ(p.launch_plan(small).kernels[0].grid.x, 3u * 2);  // 3 blocks of 128 rows x 2 heads
+  // With one consumer, two CTAs per SM.
+  const PreparedKernel one = generate(
+      presets::by_name("alibi_causal"),
+      options("sm_90a", 64).with_knobs(Knobs{{"consumers", 1}, {"block_n", 128}, {"stages", 2}, {"persistent", 1}}));
+  EXPECT_EQ(one.launch_plan(big).kernels[0].grid.x, 264u);
 }
 
 TEST_F(FwdSm90Codegen, RopeTurnsQAndKInPrepassesTheTmaReads) {
