@@ -441,7 +441,8 @@ BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size)
                             st.device_bindings);
   });
   BenchResult r = result_of(kernel, times);
-  if (const PreparedKernel* decode = kernel.prepared_decode()) name_unit(r, *decode);  // what ran
+  // What ran: the decode unit, not the compiled one.
+  if (const PreparedKernel* decode = kernel.prepared_decode()) name_unit(r, *decode);
   r.pass = page_size > 0 ? fmt::format("forward_kv_cache pages of {}", page_size) : "forward_kv_cache contiguous";
   return r;
 }
@@ -486,8 +487,9 @@ BenchResult ForwardBenchmark::time_ragged(const Kernel& kernel, const std::vecto
     kernel.forward_ragged(in.q, in.k, in.v, in.o, &in.lse, batch, st.device_bindings);
   });
   BenchResult r = result_of(kernel, times);
-  if (const PreparedKernel* unit = kernel.prepared_ragged()) name_unit(r, *unit);  // what ran, not the compiled one
-  std::map<int, double> density;                                                   // per length: sequences share it
+  // What ran: the ragged unit, not the compiled one.
+  if (const PreparedKernel* unit = kernel.prepared_ragged()) name_unit(r, *unit);
+  std::map<int, double> density;  // per length: sequences share it
   double pairs = 0.0;
   for (const int len : lengths) {
     if (len == 0) continue;

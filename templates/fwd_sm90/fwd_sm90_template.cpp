@@ -28,10 +28,11 @@ int fwd_sm90_split_table_bytes(int block_n, int consumers) { return 16 + 2 * con
 
 namespace {
 
-bool reads_tensor(const ir::NodeRef& expr) {
-  for (const auto& n : ir::topological_order({expr}))
-    if (n->op == ir::Op::TensorRead) return true;
-  return false;
+// One consumer runs two CTAs per SM (the kernel's CTAS_PER_SM), each with half the shared
+// memory less the 1 KiB the SM reserves per CTA.
+int ctas_per_sm(int consumers) { return consumers == 1 ? 2 : 1; }
+int cta_shared_limit(int max_shared_bytes, int consumers) {
+  return consumers == 1 ? max_shared_bytes / 2 - 1024 : max_shared_bytes;
 }
 
 int persistent_knob(const Knobs& knobs) {
@@ -44,8 +45,8 @@ int persistent_knob(const Knobs& knobs) {
 int q_buffers(const Knobs& knobs, int head_dim, int max_shared_bytes) {
   if (!persistent_knob(knobs)) return 1;
   const int consumers = knobs.get("consumers");
-  const int limit = consumers == 1 ? max_shared_bytes / 2 - 1024 : max_shared_bytes;
-  return fwd_sm90_shared_bytes(head_dim, knobs.get("block_n"), consumers, knobs.get("stages"), 2) <= limit ? 2 : 1;
+  const int two = fwd_sm90_shared_bytes(head_dim, knobs.get("block_n"), consumers, knobs.get("stages"), 2);
+  return two <= cta_shared_limit(max_shared_bytes, consumers) ? 2 : 1;
 }
 
 // Registers a consumer thread may hold after setmaxnreg (templates/fwd_sm90.cuh), less what the
@@ -92,7 +93,7 @@ class FwdSm90Template : public KernelTemplate {
     // measured lost or tied: forget_gate (its key part reads a tensor) 459.3 / 443.3, causal D=128
     // 4k 574 / 554, the 1024-window 399 / 393, document_causal 287 / 287, dense D=256 747 / 625.
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
-                       !reads_tensor(r.variant->score_mod().node());
+                       ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     k.set("persistent", split && r.head_dim != 256 && k.get("consumers") != 1 ? 1 : 0);
     return k;
   }
@@ -144,11 +145,11 @@ class FwdSm90Template : public KernelTemplate {
           "block_n {}, consumers {}, stages {} at head_dim {} need {} bytes of shared memory; the limit is {}", block_n,
           consumers, stages, head_dim, bytes, max_shared_bytes));
     // One consumer is there to run two CTAs per SM: both must fit (1 KB per CTA is reserved).
-    if (consumers == 1 && bytes > max_shared_bytes / 2 - 1024)
+    if (consumers == 1 && bytes > cta_shared_limit(max_shared_bytes, consumers))
       return Support::invalid(fmt::format(
           "consumers 1 runs two CTAs per SM: block_n {}, stages {} at head_dim {} need {} bytes of shared memory "
           "each; at most {} fit twice (use a smaller block_n)",
-          block_n, stages, head_dim, bytes, max_shared_bytes / 2 - 1024));
+          block_n, stages, head_dim, bytes, cta_shared_limit(max_shared_bytes, consumers)));
     return Support::yes();
   }
 
@@ -163,7 +164,7 @@ class FwdSm90Template : public KernelTemplate {
     unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages, queries);
     // A split score_mod's key parts go through per-tile tables where they fit beside the ring
     // (not at D=128 with 3 stages of 128 keys); elsewhere score_mod runs per element.
-    const int limit = max_shared_memory_for_arch(r.arch) / (consumers == 1 ? 2 : 1) - (consumers == 1 ? 1024 : 0);
+    const int limit = cta_shared_limit(max_shared_memory_for_arch(r.arch), consumers);
     const bool split_tables = unit.facts.score_split &&
                               unit.max_dynamic_shared_bytes + fwd_sm90_split_table_bytes(block_n, consumers) <= limit;
     if (split_tables) unit.max_dynamic_shared_bytes += fwd_sm90_split_table_bytes(block_n, consumers);
@@ -282,7 +283,7 @@ class FwdSm90Template : public KernelTemplate {
     if (persistent_knob(unit.knobs)) {
       // As many CTAs as fit at once (or items), each taking items until the counter runs out.
       const long long items = static_cast<long long>(fwd.grid.x) * fwd.grid.y * fwd.grid.z;
-      const long long resident = static_cast<long long>(p.multiprocessors_or_default()) * (consumers == 1 ? 2 : 1);
+      const long long resident = static_cast<long long>(p.multiprocessors_or_default()) * ctas_per_sm(consumers);
       fwd.grid = {static_cast<unsigned>(std::max(1LL, std::min(items, resident))), 1, 1};
       plan.zeroed_bytes = 2 * sizeof(int);
       plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
