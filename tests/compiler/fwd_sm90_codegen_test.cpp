@@ -185,6 +185,12 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
                 .reason()
                 .find("pingpong 2"),
             std::string::npos);
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"persistent", 2}}, 128, limit)
+                .reason()
+                .find("persistent 2 is not 0 or 1"),
+            std::string::npos);
+  EXPECT_TRUE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"persistent", 1}}, 128, limit)
+                  .supported());
   // S + P + O accumulators past what 160 registers leave (3 consumers).
   EXPECT_NE(check(176, 3, 2, 128).reason().find("accumulator registers"), std::string::npos);
   // Q 64 KiB + 4 stages of 32 KiB K and V at D=256: past the limit.
