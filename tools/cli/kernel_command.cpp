@@ -249,7 +249,9 @@ void register_kernel_commands(CLI::App& app) {
       p.heads_kv = problem->heads_kv;
       p.seq_q = problem->seq_q;
       p.capacity = problem->seq_k;
-      const ForwardCheckResult r = check_forward_kv_cache(compile(v, args->options()), p, args->bindings(), *seed);
+      CompileOptions o = args->options();  // the shape hint lets a forced decode template accept the request
+      o.with_shape_hint(p.batch, p.heads_q, p.heads_kv, p.seq_q, p.capacity);
+      const ForwardCheckResult r = check_forward_kv_cache(compile(v, o), p, args->bindings(), *seed);
       fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, p.str(), r.summary());
       if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
       return;
@@ -257,7 +259,9 @@ void register_kernel_commands(CLI::App& app) {
     if (!args->backward) {
       if (backward->deterministic || !backward->tensor_gradients.empty() || backward->runs != 0)
         throw UserError("--deterministic, --tensor-grad and --runs apply to the backward check; add --backward");
-      const ForwardCheckResult r = check_forward(v, args->options(), *problem, args->bindings(), *seed);
+      CompileOptions o = args->options();  // as bench: tuned knobs for this shape; a decode template accepts it
+      o.with_shape_hint(problem->batch, problem->heads_q, problem->heads_kv, problem->seq_q, problem->seq_k);
+      const ForwardCheckResult r = check_forward(v, o, *problem, args->bindings(), *seed);
       fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, problem->str(), r.summary());
       if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
       return;

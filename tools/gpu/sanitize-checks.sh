@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# compute-sanitizer (memcheck, then racecheck) over `attnjit check` calls that each run one
+# kernel on one small shape: the decode unit (key split between warps, forced splits, paged
+# and contiguous caches) and fwd_sm90's persistent schedule. Quicker than the reduced GPU suite
+# under the sanitizer, for a kernel that just changed. Run on the device machine:
+#   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
+# Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
+# any run reported an error or failed.
+set -uo pipefail
+attnjit=${ATTNJIT:-build-gpu/attnjit}
+sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+log_dir=${OUT:-/tmp}/sanitize-checks
+mkdir -p "$log_dir"
+decode="--batch 2 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 4097"
+checks=(
+  "decode_default|--preset causal_bottom_right $decode"
+  "decode_alibi_splits4|--preset alibi --template decode_sm80 --splits 4 $decode"
+  "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
+  "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
+  "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
+  "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
+  "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
+  "persistent_causal_1q|--preset causal --arch sm_90a --persistent 1 --consumers 1 --block-n 64 --seq-q 1000 --seq-k 1537"
+  "persistent_d256|--preset alibi --arch sm_90a --persistent 1 --head-dim 256 --seq-q 513 --seq-k 777"
+)
+status=0
+for tool in memcheck racecheck; do
+  for entry in "${checks[@]}"; do
+    name=${entry%%|*}
+    args=${entry#*|}
+    log="$log_dir/${tool}_$name.log"
+    # shellcheck disable=SC2086  # args is a word list on purpose
+    "$sanitizer" --tool "$tool" --print-limit 20 "$attnjit" check $args >"$log" 2>&1
+    rc=$?
+    errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) error.*/\1/p; s/.*RACECHECK SUMMARY: .*(\([0-9]*\) error.*/\1/p' "$log" |
+      awk '{ n += $1; seen = 1 } END { if (seen) print n; else print "?" }')
+    printf '%-10s %-28s errors %-3s rc %s\n' "$tool" "$name" "$errors" "$rc"
+    if [ "$errors" != 0 ] || [ "$rc" != 0 ]; then
+      status=1
+      tail -n 15 "$log"
+    fi
+  done
+done
+exit "$status"
