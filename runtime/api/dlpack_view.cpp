@@ -127,8 +127,12 @@ std::int64_t load_as_int(const DLTensor& t, std::int64_t i) {
 }
 
 HostTensor::HostTensor(DLDataType dtype, std::vector<std::int64_t> shape) : shape_(std::move(shape)) {
-  storage_.resize(static_cast<std::size_t>(numel()) * ((dtype.bits + 7) / 8));
-  tensor_.data = storage_.data();
+  // 64-byte aligned, as framework tensors are (PyTorch's CPU allocator aligns to 64): kernels
+  // that read rows in place see the alignment they will see in use.
+  storage_.resize(static_cast<std::size_t>(numel()) * ((dtype.bits + 7) / 8) + kAlignment - 1);
+  const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
+  offset_ = (kAlignment - address % kAlignment) % kAlignment;
+  tensor_.data = storage_.data() + offset_;
   tensor_.device = DLDevice{kDLCPU, 0};
   tensor_.ndim = static_cast<int>(shape_.size());
   tensor_.dtype = dtype;
@@ -138,8 +142,11 @@ HostTensor::HostTensor(DLDataType dtype, std::vector<std::int64_t> shape) : shap
 }
 
 HostTensor::HostTensor(HostTensor&& other) noexcept
-    : shape_(std::move(other.shape_)), storage_(std::move(other.storage_)), tensor_(other.tensor_) {
-  tensor_.data = storage_.data();  // vector moves keep the buffer, but re-point to be explicit
+    : shape_(std::move(other.shape_)),
+      storage_(std::move(other.storage_)),
+      offset_(other.offset_),
+      tensor_(other.tensor_) {
+  tensor_.data = storage_.data() + offset_;  // vector moves keep the buffer, but re-point to be explicit
   tensor_.shape = shape_.data();
   other.tensor_ = DLTensor{};
 }
@@ -152,7 +159,7 @@ std::int64_t HostTensor::numel() const {
 
 void HostTensor::set(std::int64_t i, double value) {
   const DLDataType d = tensor_.dtype;
-  auto* base = storage_.data();
+  auto* base = static_cast<unsigned char*>(tensor_.data);
   if (d.code == kDLFloat && d.bits == 32)
     reinterpret_cast<float*>(base)[i] = static_cast<float>(value);
   else if (d.code == kDLFloat && d.bits == 64)

@@ -38,14 +38,16 @@ class HostTensor {
   HostTensor& operator=(HostTensor&&) = delete;
   DLTensor& dl() { return tensor_; }
   const DLTensor& dl() const { return tensor_; }
-  void* data() { return storage_.data(); }
+  void* data() { return tensor_.data; }
   std::int64_t numel() const;
   void set(std::int64_t i, double value);  // rounds to the storage dtype
   double get(std::int64_t i) const;
 
  private:
+  static constexpr std::size_t kAlignment = 64;
   std::vector<std::int64_t> shape_;
   std::vector<unsigned char> storage_;
+  std::size_t offset_ = 0;  // of the aligned first element in storage_
   DLTensor tensor_{};
 };
 

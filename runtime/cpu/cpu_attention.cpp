@@ -655,7 +655,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       // band's edge then costs about half a sub-tile instead of a whole one).
       const auto groups = row_groups(classes, slice_words, table.slices_per_block, first, last, rows, cols);
       for (const RowGroup& gr : groups) {
-        float* sg = s + static_cast<std::int64_t>(gr.r0) * block_kv;
+        // S and P of the group from the scratch's first rows, whichever rows it is: a band's 16
+        // slices then reuse one L1-sized scratch instead of each writing rows of their own, which
+        // pushed K and V out of the caches between slices.
+        float* sg = s;
         const int ncols = gr.c1 - gr.c0;
         // S = scale * Q K^T over the group's keys.
         if (bf16_dot)
@@ -702,8 +705,8 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         // words, row r's from word 0); O and l rescaled by exp(m_old - m_new). A row that has
         // admitted nothing yet keeps m = -inf and gets P = 0.
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
-          float* sr = s + static_cast<std::int64_t>(r) * block_kv + gr.c0;
-          std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r) * kv_pairs : nullptr;
+          float* sr = sg + static_cast<std::int64_t>(r - gr.r0) * block_kv + gr.c0;
+          std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r - gr.r0) * kv_pairs : nullptr;
           float m_new = kNegInf, sum = 0.0f;
           if (ncols <= cpu::kShortRowKeys) {  // max and exp in one pass, the row in registers (a band's slices)
             sum = bf16_dot ? cpu::softmax_short_row_bf16(sr, ncols, post_scale, m[r], &m_new, pr)
@@ -732,7 +735,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
 
         // O += P V over the group's keys, while its P is still in cache.
         if (bf16_dot) {
-          std::uint32_t* pg = ws.p2.data() + static_cast<std::int64_t>(gr.r0) * kv_pairs;
+          std::uint32_t* pg = ws.p2.data();
           const int keys = gr.c1 - gr.c0, used = (keys + 1) / 2;  // P's words: written by the softmax
           // With AMX: whole steps of 16 pairs, the padding pairs zero (V is zero or finite there).
           const int padded = amx ? std::min((used + 15) / 16 * 16, kv_pairs) : used;
