@@ -128,7 +128,7 @@ struct AttnjitBwdArgs {
 // AttnjitBwdArgs. Workspace: each split's O (normalized, fp32) and LSE per query row.
 struct AttnjitDecodeArgs {
   struct AttnjitFwdArgs fwd;
-  float* partial_o;    // [splits, batch, heads_q, seq_q, head_dim]
+  float* partial_o;    // [splits, batch, heads_q, seq_q, head_dim] (stream-K: see slot_rows)
   float* partial_lse;  // [splits, batch, heads_q, seq_q]
   // Splits finished per (sequence, kv head, row block), [batch, heads_kv, row_blocks]: zero
   // before a launch, and the last split to finish sets its counter back to zero.
@@ -136,6 +136,9 @@ struct AttnjitDecodeArgs {
   int splits;           // kv splits (grid x of attnjit_decode)
   int tiles_per_split;  // kv tiles of AJ_BLOCK_N keys per split
   int row_blocks;       // tiles of 16 * AJ_NUM_WARPS (query head, query) rows per kv head
+  // Stream-K (AJ_STREAM_K): partial_o / partial_lse hold 2 * gridDim.x slots of slot_rows rows
+  // (two per CTA: its range's first piece and its last), splits and tiles_per_split unused.
+  int slot_rows;
 
   // A paged KV cache: K and V are pages [num_pages, page_size, heads_kv, head_dim] (fwd.k_stride
   // and v_stride then hold the page, head and in-page row strides), and key j of sequence b

@@ -25,6 +25,10 @@
 //   AJ_NUM_WARPS   4: each warp owns 16 rows, AJ_NUM_WARPS * 16 rows per CTA (or, when a CTA's
 //                  rows fit in 16, a quarter of each tile's keys for all of them)
 //   AJ_CTAS_PER_SM 2: the __launch_bounds__ minimum, which the host's split rule assumes
+//   AJ_STREAM_K    0: split-K as above; 1: stream-K (LeanAttention): a 1-D grid, CTA c takes
+//                  the c-th of gridDim.x equal ranges of all (sequence, kv head, row block)
+//                  kv tiles laid end to end, a piece per unit its range touches; each unit's
+//                  pieces merge as the splits do. Lengths that differ keep every CTA busy.
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros). With RoPE, the Q rows turn
 //                  once in the ring before they go to registers, and each K tile turns in
 //                  its ring slot once it has landed (a barrier more per tile), pair by pair.
@@ -41,6 +45,10 @@
 #if !(AJ_HEAD_DIM == 64 || AJ_HEAD_DIM == 128) || !(AJ_BLOCK_N == 32 || AJ_BLOCK_N == 64) || AJ_NUM_WARPS != 4 || \
     AJ_STAGES < 2 || AJ_STAGES > 4
 #error "attnjit decode_sm80: AJ_HEAD_DIM 64 or 128, AJ_BLOCK_N 32 or 64, AJ_STAGES 2..4, AJ_NUM_WARPS 4"
+#endif
+
+#ifndef AJ_STREAM_K
+#define AJ_STREAM_K 0
 #endif
 
 namespace aj_dec {
@@ -157,19 +165,22 @@ __device__ __forceinline__ void rope_rows(unsigned char* tile, const Position& p
 }
 #endif
 
-// Query row (b, h, q): the splits' O and LSE merged by their LSE, then the output gate; one
-// warp per row. The partials were written by other CTAs of this launch: read through L2.
-__device__ __forceinline__ void merge_splits(const AttnjitDecodeArgs& dargs, int b, int h, int q, int lane) {
+// Query row (b, h, q): the pieces' O and LSE merged by their LSE, then the output gate; one
+// warp per row. `at(k)` is where piece k's LSE for this row lies in partial_lse (its O row at
+// D times that in partial_o). The partials were written by other CTAs of this launch: read
+// through L2.
+template <typename PieceAt>
+__device__ __forceinline__ void merge_pieces(const AttnjitDecodeArgs& dargs, int b, int h, int q, int lane, int pieces,
+                                             const PieceAt& at) {
   const AttnjitFwdArgs& args = dargs.fwd;
-  const aj_i64 rows = (aj_i64)args.batch * args.heads_q * args.seq_q;
   const aj_i64 row = ((aj_i64)b * args.heads_q + h) * args.seq_q + q;
   float m = AJ_NEG_INF;
-  for (int s = lane; s < dargs.splits; s += 32) m = fmaxf(m, __ldcg(dargs.partial_lse + s * rows + row));
+  for (int s = lane; s < pieces; s += 32) m = fmaxf(m, __ldcg(dargs.partial_lse + at(s)));
 #pragma unroll
   for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, aj_shfl_xor(m, k));
   float total = 0.f;
   if (m != AJ_NEG_INF)
-    for (int s = lane; s < dargs.splits; s += 32) total += expf(__ldcg(dargs.partial_lse + s * rows + row) - m);
+    for (int s = lane; s < pieces; s += 32) total += expf(__ldcg(dargs.partial_lse + at(s)) - m);
 #pragma unroll
   for (int k = 16; k > 0; k >>= 1) total += aj_shfl_xor(total, k);
   const float lse = m == AJ_NEG_INF ? AJ_NEG_INF : m + logf(total);
@@ -181,9 +192,10 @@ __device__ __forceinline__ void merge_splits(const AttnjitDecodeArgs& dargs, int
   for (int d = lane; d < D; d += 32) {
     float acc = 0.f;
     if (lse != AJ_NEG_INF)
-      for (int s = 0; s < dargs.splits; ++s) {
-        const float w = expf(__ldcg(dargs.partial_lse + s * rows + row) - lse);
-        if (w > 0.f) acc += w * __ldcg(dargs.partial_o + (s * rows + row) * D + d);
+      for (int s = 0; s < pieces; ++s) {
+        const aj_i64 i = at(s);
+        const float w = expf(__ldcg(dargs.partial_lse + i) - lse);
+        if (w > 0.f) acc += w * __ldcg(dargs.partial_o + i * D + d);
       }
 #if AJ_HAS_OUTPUT_GATE
 #if AJ_OUTPUT_GATE_PER_ELEMENT
@@ -196,23 +208,37 @@ __device__ __forceinline__ void merge_splits(const AttnjitDecodeArgs& dargs, int
   }
 }
 
-}  // namespace aj_dec
+// One CTA's share of one (sequence, kv head, row block): kv tiles [tile_begin, tile_end) of
+// it, written as piece `piece` of `pieces` (partial O and LSE at partial slot `slot`); the
+// piece that arrives last merges all of them. Split-K: piece = slot = the split. Stream-K: the
+// pieces are consecutive CTAs from `first_cta`, piece 0 in slot `first_slot`, piece k > 0 in
+// slot 2 (first_cta + k) (the first piece of its CTA's range).
+struct Piece {
+  int b, hk, rb;
+  int tile_begin, tile_end;
+  int pieces, slot;
+  int first_cta, first_slot;  // stream-K only
+};
 
-extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
-    attnjit_decode(const AttnjitDecodeArgs dargs) {
-  using namespace aj_dec;
+__device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, const Piece& piece) {
   extern __shared__ __align__(128) unsigned char aj_smem[];
   const AttnjitFwdArgs& args = dargs.fwd;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int split = blockIdx.x, b = blockIdx.z;
-  const int hk = blockIdx.y / dargs.row_blocks, rb = blockIdx.y % dargs.row_blocks;
+  const int b = piece.b, hk = piece.hk, rb = piece.rb;
   const int group = args.heads_q / args.heads_kv;
   const int seq_q = args.seq_q, seq_k = aj_seq_len_k(b, args);
   const int rows = group * seq_q;
   const int r0 = rb * BM;
-  const int n_tiles = (seq_k + BN - 1) / BN;
-  const int tile_begin = split * dargs.tiles_per_split;
-  const int tile_end = min(n_tiles, tile_begin + dargs.tiles_per_split);
+  const int tile_begin = piece.tile_begin, tile_end = piece.tile_end;
+  // Where piece k's partial row `row` (of this row block's rows) lies in partial_lse.
+  const auto partial_at = [&](int k, int row) -> aj_i64 {
+#if AJ_STREAM_K
+    const int slot = k == 0 ? piece.first_slot : 2 * (piece.first_cta + k);
+    return (aj_i64)slot * dargs.slot_rows + (row - r0);
+#else
+    return (((aj_i64)k * args.batch + b) * args.heads_kv + hk) * rows + row;
+#endif
+  };
   // A CTA whose rows fit in 16 (a GQA group of up to 16 heads at Sq = 1, 4 heads at Sq = 4)
   // splits each kv tile's keys between its warps instead: every warp takes the same 16 rows
   // and BN / NW keys of each tile, and the warps' partial softmax states are merged at the end.
@@ -502,7 +528,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
     if (!row_ok[r] || (split_keys && warp > 0)) continue;
     const bool any = l > 0.f;
     const float inv = any ? 1.0f / l : 0.f;
-    const aj_i64 row = (((aj_i64)split * args.batch + b) * args.heads_q + row_h[r]) * seq_q + row_q[r];
+    const aj_i64 row = partial_at(piece.slot, r0 + row_warp * 16 + g + r * 8);
     if (t == 0) dargs.partial_lse[row] = any ? (row_max[r] * mult + aj_log2(l)) * AJ_LN2 : AJ_NEG_INF;
     float* out = dargs.partial_o + row * D;
 #pragma unroll
@@ -512,21 +538,129 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
     }
   }
 
-  // The last split of this (sequence, kv head, row block) to arrive merges them all: every
+  // The last piece of this (sequence, kv head, row block) to arrive merges them all: every
   // thread's partial stores are fenced before thread 0 counts the CTA in.
   __shared__ bool s_last;
   __threadfence();
   __syncthreads();
   if (tid == 0) {
     int* counter = dargs.split_counters + ((aj_i64)b * args.heads_kv + hk) * dargs.row_blocks + rb;
-    s_last = atomicAdd(counter, 1) == dargs.splits - 1;
-    if (s_last) atomicExch(counter, 0);  // every split has counted: ready for the next launch
+    s_last = atomicAdd(counter, 1) == piece.pieces - 1;
+    if (s_last) atomicExch(counter, 0);  // every piece has counted: ready for the next launch
   }
   __syncthreads();
   if (!s_last) return;
   __threadfence();
   for (int row = r0 + warp; row < min(r0 + BM, rows); row += NW)
-    merge_splits(dargs, b, hk * group + row / seq_q, row % seq_q, lane);
+    merge_pieces(dargs, b, hk * group + row / seq_q, row % seq_q, lane, piece.pieces,
+                 [&](int k) { return partial_at(k, row); });
+}
+
+#if AJ_STREAM_K
+// Stream-K: the kv tiles of every (sequence, kv head, row block), sequence-major, cut into
+// gridDim.x equal ranges, one per CTA (LeanAttention's schedule): sequences of any lengths
+// keep every CTA equally busy. Tiles per sequence come from the lengths on the device, so the
+// CTAs first sum them over the batch (at most STREAM_K_MAX_BATCH sequences).
+constexpr int STREAM_K_MAX_BATCH = 1024;
+
+// prefix[b] = kv tiles of all units of sequences before b (prefix[batch] = all of them).
+__device__ __forceinline__ void tile_prefix(const AttnjitFwdArgs& args, int units_per_sequence, long long* prefix) {
+  const int tid = threadIdx.x, lane = tid & 31;
+  constexpr int PER = (STREAM_K_MAX_BATCH + NT - 1) / NT;
+  const int first = tid * PER;
+  long long mine[PER];
+  long long sum = 0;
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int b = first + i;
+    mine[i] = b < args.batch ? (long long)((aj_seq_len_k(b, args) + BN - 1) / BN) * units_per_sequence : 0;
+    sum += mine[i];
+  }
+  // Inclusive scan of the threads' sums: within each warp, then the warps' totals.
+  __shared__ long long s_warp[NW];
+#pragma unroll
+  for (int k = 1; k < 32; k <<= 1) {
+    const long long other = __shfl_up_sync(0xffffffffu, sum, k);
+    if (lane >= k) sum += other;
+  }
+  if (lane == 31) s_warp[tid >> 5] = sum;
+  __syncthreads();
+  for (int w = 0; w < (tid >> 5); ++w) sum += s_warp[w];
+  long long at = sum;  // inclusive: tiles up to the end of this thread's sequences
+#pragma unroll
+  for (int i = PER - 1; i >= 0; --i) {
+    at -= mine[i];
+    if (first + i < args.batch) prefix[first + i] = at;
+  }
+  if (tid == NT - 1) prefix[args.batch] = sum;  // the last thread's inclusive sum: every tile
+  __syncthreads();
+}
+#endif
+
+}  // namespace aj_dec
+
+extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
+    attnjit_decode(const AttnjitDecodeArgs dargs) {
+  using namespace aj_dec;
+#if !AJ_STREAM_K
+  // Split-K: grid (splits, heads_kv * row_blocks, batch); split s takes tiles_per_split tiles.
+  const int n_tiles = (aj_seq_len_k(blockIdx.z, dargs.fwd) + BN - 1) / BN;
+  const int tile_begin = blockIdx.x * dargs.tiles_per_split;
+  Piece piece{(int)blockIdx.z, (int)(blockIdx.y / dargs.row_blocks), (int)(blockIdx.y % dargs.row_blocks),
+              tile_begin, min(n_tiles, tile_begin + dargs.tiles_per_split), dargs.splits, (int)blockIdx.x, 0, 0};
+  decode_piece(dargs, piece);
+#else
+  const AttnjitFwdArgs& args = dargs.fwd;
+  const int units = args.heads_kv * dargs.row_blocks;  // per sequence
+  __shared__ long long s_prefix[STREAM_K_MAX_BATCH + 1];
+  tile_prefix(args, units, s_prefix);
+  const long long total = s_prefix[args.batch];
+  // Sequences without keys get O = 0 and LSE = -inf here: no tile leads a CTA to them.
+  for (int b = blockIdx.x; b < args.batch; b += gridDim.x) {
+    if (s_prefix[b + 1] != s_prefix[b]) continue;
+    const int rows = args.heads_q * args.seq_q;
+    for (int i = threadIdx.x; i < rows * D; i += NT) {
+      const int h = i / D / args.seq_q, q = i / D % args.seq_q;
+      ((aj_u16*)args.o)[b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2] + i % D] = 0;
+      if (args.lse != nullptr && i % D == 0) args.lse[((aj_i64)b * args.heads_q + h) * args.seq_q + q] = AJ_NEG_INF;
+    }
+  }
+  // At most one CTA per tile, so that every CTA's range holds one tile or more.
+  const long long ctas = min((long long)gridDim.x, total);
+  const long long cta = blockIdx.x;
+  if (cta >= ctas) return;
+  const auto start = [&](long long c) { return c * total / ctas; };  // first tile of CTA c
+  const auto owner = [&](long long x) { return ((x + 1) * ctas + total - 1) / total - 1; };  // CTA of tile x
+  const long long t0 = start(cta), t1 = start(cta + 1);
+  // The sequence holding tile t0: the last b with prefix[b] <= t0 (one with tiles).
+  int lo = 0, hi = args.batch - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (s_prefix[mid] <= t0) lo = mid; else hi = mid - 1;
+  }
+  int b = lo;
+  for (long long x = t0; x < t1;) {
+    while (s_prefix[b + 1] <= x) ++b;  // past sequences that end here (or have no tiles)
+    const long long n_tiles = (s_prefix[b + 1] - s_prefix[b]) / units;
+    const long long unit = (x - s_prefix[b]) / n_tiles;  // kv head and row block within sequence b
+    const long long u0 = s_prefix[b] + unit * n_tiles, u1 = u0 + n_tiles;
+    const long long end = min(u1, t1);
+    const long long first_cta = owner(u0);
+    Piece piece;
+    piece.b = b;
+    piece.hk = (int)(unit / dargs.row_blocks);
+    piece.rb = (int)(unit % dargs.row_blocks);
+    piece.tile_begin = (int)(x - u0);
+    piece.tile_end = (int)(end - u0);
+    piece.pieces = (int)(owner(u1 - 1) - first_cta + 1);
+    piece.first_cta = (int)first_cta;
+    piece.first_slot = 2 * (int)first_cta + (u0 == start(first_cta) ? 0 : 1);
+    piece.slot = (int)(cta - first_cta);
+    __syncthreads();  // the last piece's reads of shared memory are done
+    decode_piece(dargs, piece);
+    x = end;
+  }
+#endif
 }
 
 #endif  // ATTNJIT_DECODE_SM80_CUH

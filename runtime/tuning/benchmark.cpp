@@ -393,15 +393,23 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   return r;
 }
 
-BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size) {
+BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size, const std::vector<int>& seq_lens) {
   State& st = *state_;
   const ForwardProblem& p = st.p;
+  if (!seq_lens.empty()) {
+    if (static_cast<int>(seq_lens.size()) != p.batch)
+      throw UserError(fmt::format("{} lengths for {} sequences; give one per sequence", seq_lens.size(), p.batch));
+    for (const int len : seq_lens)
+      if (len < 0 || len > p.seq_k)
+        throw UserError(fmt::format("length {} is not in 0..{} (the cache's Sk)", len, p.seq_k));
+  }
   if (page_size < 0 || (page_size > 0 && static_cast<std::int64_t>(p.batch) * p.seq_k < page_size))
     throw UserError(fmt::format("page size {} does not fit {} keys", page_size, p.batch * p.seq_k));
   const int pages_per_seq = page_size > 0 ? (p.seq_k + page_size - 1) / page_size : 0;
   // Whole pages the K (and V) buffer of each input set holds.
   const std::int64_t num_pages = page_size > 0 ? static_cast<std::int64_t>(p.batch) * p.seq_k / page_size : 0;
   std::vector<std::int32_t> lens(static_cast<std::size_t>(p.batch), p.seq_k), table;
+  if (!seq_lens.empty()) lens.assign(seq_lens.begin(), seq_lens.end());
   if (page_size > 0) {
     std::vector<std::int32_t> order(static_cast<std::size_t>(num_pages));
     std::iota(order.begin(), order.end(), 0);
@@ -444,6 +452,15 @@ BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size)
   // What ran: the decode unit, not the compiled one.
   if (const PreparedKernel* decode = kernel.prepared_decode()) name_unit(r, *decode);
   r.pass = page_size > 0 ? fmt::format("forward_kv_cache pages of {}", page_size) : "forward_kv_cache contiguous";
+  if (!seq_lens.empty()) {  // the K and V bytes of the keys in use, and Q and O
+    double keys = 0.0;
+    for (const int len : seq_lens) keys += len;
+    const double element = 2.0;  // bf16 / fp16
+    const double bytes = element * (2.0 * keys * p.heads_kv * st.dim +
+                                    2.0 * static_cast<double>(p.batch) * p.heads_q * p.seq_q * st.dim);
+    r.bandwidth_gbs = bytes / (r.median_ms * 1e-3) / 1e9;
+    r.pass += fmt::format(", lengths given ({} keys in all)", static_cast<long long>(keys));
+  }
   return r;
 }
 

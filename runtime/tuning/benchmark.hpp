@@ -75,7 +75,9 @@ class ForwardBenchmark {
   // contiguous cache (page_size 0), or K and V read as pages of `page_size` keys
   // [B * seq_k / page_size, page_size, Hkv, D] in a shuffled block table (the values in a page
   // do not matter to the time). Needs seq_q <= 16.
-  BenchResult time_kv_cache(const Kernel& kernel, int page_size);
+  // `seq_lens` (B entries, each at most Sk; empty: every sequence at Sk): keys in use per
+  // sequence; GB/s then count the K and V bytes of those lengths.
+  BenchResult time_kv_cache(const Kernel& kernel, int page_size, const std::vector<int>& seq_lens = {});
   // Kernel::forward_ragged on a packed batch of `lengths.size()` (= batch) prefill sequences,
   // sequence b with lengths[b] queries and keys (each at most seq_q and seq_k), in views of the
   // same buffers. TFLOP/s count each sequence's admitted pairs; set beside time() of the

@@ -29,8 +29,10 @@ int row_blocks(const ProblemShape& p) {
 // The ring of K and V tiles (the Q rows pass through it first).
 int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * block_n * (head_dim + 8) * 2; }
 
-// Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints).
-constexpr int kStaticSharedBytes = 1024 * 4;
+// Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints),
+// with stream-K also the batch's tile prefix (STREAM_K_MAX_BATCH + 1 longs) and four warp sums.
+constexpr int kStreamKMaxBatch = 1024;  // STREAM_K_MAX_BATCH
+int static_shared_bytes(bool stream_k) { return 1024 * 4 + (stream_k ? (kStreamKMaxBatch + 1 + 4) * 8 : 0); }
 constexpr int kCtasPerSm = 2;  // the kernel's __launch_bounds__ minimum (AJ_CTAS_PER_SM)
 
 // CTAs of `shared` dynamic bytes resident per SM: at most two, since the kernel holds up to 255
@@ -39,9 +41,9 @@ constexpr int kCtasPerSm = 2;  // the kernel's __launch_bounds__ minimum (AJ_CTA
 // H100's when unknown) runs out. Counting past what registers allow sends the split rule beyond
 // one wave: likely why a two-stage ring (three CTAs by shared memory) lost 14-55% to three stages
 // with the rule choosing (H200, 2026-11-30), and won by 1-5% at the same split count.
-int resident_ctas(const ProblemShape& p, int shared) {
+int resident_ctas(const ProblemShape& p, int shared, bool stream_k) {
   const int per_sm = (p.max_shared_bytes_per_block > 0 ? p.max_shared_bytes_per_block : 227 * 1024) + 1024;
-  return std::clamp(per_sm / (shared + kStaticSharedBytes + 1024), 1, kCtasPerSm);
+  return std::clamp(per_sm / (shared + static_shared_bytes(stream_k) + 1024), 1, kCtasPerSm);
 }
 
 class DecodeSm80Template : public KernelTemplate {
@@ -71,12 +73,16 @@ class DecodeSm80Template : public KernelTemplate {
   std::vector<KnobSpec> knob_space(int) const override {
     return {{"block_n", {32, 64}, "keys per kv tile"},
             {"stages", {2, 3, 4}, "kv tiles in the cp.async ring (stages - 1 loads in flight)"},
-            {"splits", {0, 1, 2, 4, 8, 16, 32, 64}, "kv splits (0: the fewest that fill the GPU's waves)"}};
+            {"splits", {0, 1, 2, 4, 8, 16, 32, 64}, "kv splits (0: the fewest that fill the GPU's waves)"},
+            {"stream_k",
+             {0, 1},
+             "1: a CTA per resident slot, each taking an equal range of all sequences' kv tiles (LeanAttention), "
+             "however their lengths differ; splits unused"}};
   }
   Knobs default_knobs(const TemplateRequest&) const override {
     // Two stages: H200, 2026-11-30, B=8 Hq=32 Hkv=8 D=128, splits 4 either way: Sq=1 3349 ->
     // 3380 GB/s (Sk=8k), 3919 -> 3980 (32k); Sq=4 Sk=8k 2813 -> 2948.
-    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}};
+    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -84,6 +90,8 @@ class DecodeSm80Template : public KernelTemplate {
     if (block_n != 32 && block_n != 64) return Support::invalid(fmt::format("block_n {} is not 32 or 64", block_n));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
     if (splits < 0 || splits > 1024) return Support::invalid(fmt::format("splits {} is not in 0..1024", splits));
+    if (const int stream_k = knobs.get("stream_k"); stream_k != 0 && stream_k != 1)
+      return Support::invalid(fmt::format("stream_k {} is not 0 or 1", stream_k));
     const int shared = shared_bytes(head_dim, block_n, stages);
     if (shared > max_shared_bytes)
       return Support::invalid(
@@ -107,6 +115,7 @@ class DecodeSm80Template : public KernelTemplate {
                               {"AJ_STAGES", std::to_string(stages)},
                               {"AJ_NUM_WARPS", std::to_string(kWarps)},
                               {"AJ_CTAS_PER_SM", std::to_string(kCtasPerSm)},
+                              {"AJ_STREAM_K", std::to_string(r.knobs.get("stream_k"))},
                               {"AJ_PER_SEQUENCE_LENGTHS", "1"},
                               {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
                               {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
@@ -122,9 +131,10 @@ class DecodeSm80Template : public KernelTemplate {
     const int block_n = unit.knobs.get("block_n");
     const int head_dim = unit.head_dim;
     const int n_tiles = (p.seq_k + block_n - 1) / block_n;
-    const int splits_wanted =
-        decode_splits(p, block_n, unit.knobs.get("splits"),
-                      p.multiprocessors_or_default() * resident_ctas(p, unit.max_dynamic_shared_bytes));
+    const bool stream_k = unit.knobs.get("stream_k") == 1;
+    const int slots = p.multiprocessors_or_default() * resident_ctas(p, unit.max_dynamic_shared_bytes, stream_k);
+    if (stream_k) return stream_k_plan(unit, p, slots);
+    const int splits_wanted = decode_splits(p, block_n, unit.knobs.get("splits"), slots);
     const int tiles_per_split = (n_tiles + splits_wanted - 1) / splits_wanted;
     const int splits = (n_tiles + tiles_per_split - 1) / tiles_per_split;
     const int blocks = row_blocks(p);
@@ -153,6 +163,47 @@ class DecodeSm80Template : public KernelTemplate {
          {kWarps * 32, 1, 1},
          {},
          unit.max_dynamic_shared_bytes});
+    return plan;
+  }
+
+ private:
+  // Stream-K: one CTA per resident slot (fewer when the capacity holds fewer tiles; the kernel
+  // also idles CTAs past the tiles the lengths hold), two partial slots per CTA.
+  static LaunchPlan stream_k_plan(const GeneratedUnit& unit, const ProblemShape& p, int slots) {
+    if (p.batch > kStreamKMaxBatch)
+      throw UserError(
+          fmt::format("decode_sm80 stream_k=1 takes at most {} sequences; this call has {} (use stream_k=0)",
+                      kStreamKMaxBatch, p.batch));
+    const int block_n = unit.knobs.get("block_n");
+    const int blocks = row_blocks(p);
+    const long long tiles =
+        static_cast<long long>(std::max(1, (p.seq_k + block_n - 1) / block_n)) * p.batch * p.heads_kv * blocks;
+    const int ctas = static_cast<int>(std::min<long long>(slots, tiles));
+    const int slot_rows = std::min(kRowsPerCta, p.heads_q / p.heads_kv * p.seq_q);
+    const std::size_t rows = static_cast<std::size_t>(2) * ctas * slot_rows;
+    const std::size_t o_bytes = workspace_aligned(rows * unit.head_dim * 4);
+    LaunchPlan plan;
+    plan.workspace_bytes = o_bytes + rows * 4;
+    plan.args_bytes = sizeof(AttnjitDecodeArgs);
+    plan.zeroed_bytes = static_cast<std::size_t>(p.batch) * p.heads_kv * blocks * sizeof(int);
+    plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
+      reinterpret_cast<AttnjitDecodeArgs&>(args).split_counters = reinterpret_cast<int*>(counters);
+    };
+    plan.bind_workspace = [o_bytes, slot_rows, blocks](AttnjitFwdArgs& args, std::uint64_t w) {
+      auto& d = reinterpret_cast<AttnjitDecodeArgs&>(args);
+      d.partial_o = reinterpret_cast<float*>(w);
+      d.partial_lse = reinterpret_cast<float*>(w + o_bytes);
+      d.splits = 0;
+      d.tiles_per_split = 0;
+      d.row_blocks = blocks;
+      d.slot_rows = slot_rows;
+    };
+    plan.kernels.push_back({"attnjit_decode",
+                            "decode",
+                            {static_cast<unsigned>(ctas), 1, 1},
+                            {kWarps * 32, 1, 1},
+                            {},
+                            unit.max_dynamic_shared_bytes});
     return plan;
   }
 };

@@ -129,6 +129,42 @@ TEST_F(DecodeCodegen, EveryStageCountCompiles) {
                UserError);
 }
 
+// Stream-K: a 1-D grid of one CTA per resident slot (fewer when the capacity holds fewer kv
+// tiles), two partial slots per CTA; it compiles for both architectures without spills (a few
+// bytes where the split-K unit spills too); more sequences than its prefix holds is a UserError.
+TEST_F(DecodeCodegen, StreamKPlansACtaPerSlotAndCompiles) {
+  const Knobs stream_k{{"stream_k", 1}};
+  for (const char* arch : {"sm_80", "sm_90a"})
+    for (const char* preset : {"alibi_causal", "document_causal", "softcap"})
+      for (int d : {64, 128}) {
+        SCOPED_TRACE(std::string(arch) + " " + preset + " d=" + std::to_string(d));
+        const PreparedKernel p = prepare(presets::by_name(preset),
+                                         options(arch, d, 1).with_template(kDecodeTemplateName).with_knobs(stream_k));
+        EXPECT_EQ(p.config.knobs.get("stream_k"), 1);
+        EXPECT_NE(p.unit.body.find("#define AJ_STREAM_K 1"), std::string::npos);
+        EXPECT_LE(p.cached.metadata->resources.worst_case().spill_store_bytes, 64);
+      }
+  const PreparedKernel p = generate(presets::by_name("alibi_causal"),
+                                    options("sm_90a", 128, 1).with_template(kDecodeTemplateName).with_knobs(stream_k));
+  ProblemShape decode{8, 32, 8, 1, 32768};
+  decode.multiprocessors = 132;
+  decode.max_shared_bytes_per_block = 227 * 1024;
+  const LaunchPlan plan = p.launch_plan(decode);
+  ASSERT_EQ(plan.kernels.size(), 1u);
+  EXPECT_EQ(plan.kernels[0].grid.x, 264u);  // two per SM, as the split-K rule counts
+  EXPECT_EQ(plan.kernels[0].grid.y, 1u);
+  EXPECT_EQ(plan.kernels[0].grid.z, 1u);
+  EXPECT_GE(plan.workspace_bytes, 2ull * 264 * 4 * (128 * 4 + 4));  // 4 rows: the GQA group at Sq = 1
+  EXPECT_EQ(plan.zeroed_bytes, 8u * 8 * 1 * sizeof(int));           // a counter per (sequence, kv head, row block)
+  ProblemShape short_cache{1, 32, 8, 1, 100};                       // 2 tiles x 8 kv heads
+  short_cache.multiprocessors = 132;
+  EXPECT_EQ(p.launch_plan(short_cache).kernels[0].grid.x, 16u);
+  EXPECT_THROW(p.launch_plan(ProblemShape{1025, 32, 8, 1, 100}), UserError);
+  EXPECT_THROW(generate(presets::causal(),
+                        options("sm_80", 128, 1).with_template(kDecodeTemplateName).with_knobs(Knobs{{"stream_k", 2}})),
+               UserError);
+}
+
 class DecodeCompile : public DecodeCodegen, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(DecodeCompile, EveryServedPresetCompiles) {

@@ -71,6 +71,43 @@ TEST_P(KvCachePreset, PassesTheTwoTimesRule) {
 INSTANTIATE_TEST_SUITE_P(Registry, KvCachePreset, ::testing::ValuesIn(decode_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
 
+// Stream-K (the decode unit's knob stream_k = 1): all sequences' kv tiles cut into equal CTA
+// ranges, so a range may hold the end of one (sequence, kv head) and the start of the next, or
+// the middle of one long sequence that many CTAs share. Lengths that differ widely (0, 1, 32k),
+// more sequences than CTAs, fewer tiles than CTAs, paged and contiguous, Sq = 1 and 4.
+TEST(KvCacheStreamK, PassesTheTwoTimesRule) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  std::mt19937 rng(5);
+  std::vector<int> many(300);  // 300 sequences of 0 to 700 keys, one in ten empty
+  for (int& len : many) len = rng() % 10 == 0 ? 0 : static_cast<int>(rng() % 700);
+  const std::vector<KvCacheProblem> problems = {
+      {4, 32, 8, 1, {0, 1, 32768 - 5, 100}, 0, 0},
+      {3, 8, 2, 4, {5000, 0, 17}, 0, 48},
+      {2, 4, 4, 1, {1, 2}, 0, 16},  // fewer tiles than CTAs: one CTA per tile
+      {300, 8, 2, 1, many, 704, 64},
+      {2, 64, 4, 4, {3001, 4097}, 0, 0},  // 64 rows per kv head: a CTA's whole row block
+  };
+  for (const char* preset : {"causal_bottom_right", "alibi", "softcap", "document_causal"}) {
+    const Variant variant = presets::by_name(preset);
+    for (int head_dim : {64, 128}) {
+      const Kernel kernel = compile(variant, CompileOptions()
+                                                 .with_head_dim(head_dim)
+                                                 .with_template(kDecodeTemplateName)
+                                                 .with_knobs(Knobs{{"stream_k", 1}})
+                                                 .with_shape_hint(4, 32, 8, 1, 32768));
+      ASSERT_EQ(kernel.prepared().config.knobs.get("stream_k"), 1);
+      for (const auto& problem : problems) {
+        if (reduced_suite() && problem.batch == 300) continue;
+        const ForwardCheckResult r = check_forward_kv_cache(kernel, problem, preset_scalars(variant), 29);
+        std::printf("[ result ] stream_k %s D=%d %s: %s\n", preset, head_dim, problem.str().c_str(),
+                    r.summary().c_str());
+        EXPECT_TRUE(r.pass) << preset << " D=" << head_dim << " " << problem.str() << ": " << r.summary();
+      }
+    }
+  }
+}
+
 // The argument checks, each a UserError that names what is wrong.
 TEST(KvCacheArguments, BadCallsAreUserErrors) {
   std::string why;

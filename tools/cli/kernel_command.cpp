@@ -123,6 +123,12 @@ void register_kernel_commands(CLI::App& app) {
                   "Time Kernel::forward_kv_cache (every sequence at Sk keys, Sq <= 16) instead of forward");
   bench->add_option("--page-size", *page_size, "With --kv-cache: K and V as pages of this many keys")
       ->capture_default_str();
+  auto kv_lengths = std::make_shared<std::vector<int>>();
+  bench
+      ->add_option("--kv-lens", *kv_lengths,
+                   "With --kv-cache: keys in use per sequence (B entries, each at most Sk), e.g. 32768,100,0,5000; "
+                   "GB/s then count the K and V bytes of these lengths")
+      ->delimiter(',');
   auto ragged_lengths = std::make_shared<std::vector<int>>();
   bench
       ->add_option("--ragged-lengths", *ragged_lengths,
@@ -137,10 +143,11 @@ void register_kernel_commands(CLI::App& app) {
       ->check(CLI::IsMember({"gpu", "cpu"}))
       ->capture_default_str();
   bench->callback([args, shapes, bench_options, json, csv, deterministic, tensor_grads, device, kv_cache, page_size,
-                   ragged_lengths] {
+                   kv_lengths, ragged_lengths] {
     if ((*deterministic || !tensor_grads->empty()) && !args->backward)
       throw UserError("--deterministic and --tensor-grad apply to --backward only");
-    if (*page_size != 0 && !*kv_cache) throw UserError("--page-size applies to --kv-cache");
+    if ((*page_size != 0 || !kv_lengths->empty()) && !*kv_cache)
+      throw UserError("--page-size and --kv-lens apply to --kv-cache");
     if (*kv_cache && (args->backward || *device == "cpu"))
       throw UserError("--kv-cache times the GPU forward only; drop --backward and --device cpu");
     if (!ragged_lengths->empty() && (args->backward || *device == "cpu" || *kv_cache))
@@ -167,7 +174,8 @@ void register_kernel_commands(CLI::App& app) {
       if (*kv_cache || !ragged_lengths->empty()) {
         const Kernel kernel = compile(v, o);
         ForwardBenchmark fixture(v, o.dtype, o.head_dim, problem, args->bindings(), *bench_options);
-        r = *kv_cache ? fixture.time_kv_cache(kernel, *page_size) : fixture.time_ragged(kernel, *ragged_lengths);
+        r = *kv_cache ? fixture.time_kv_cache(kernel, *page_size, *kv_lengths)
+                      : fixture.time_ragged(kernel, *ragged_lengths);
       } else {
         r = args->backward
                 ? benchmark_backward(v, o, problem, args->bindings(), *deterministic, *tensor_grads, *bench_options)

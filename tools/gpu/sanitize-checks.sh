@@ -4,6 +4,7 @@
 # and contiguous caches) and fwd_sm90's persistent schedule. Quicker than the reduced GPU suite
 # under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
+# ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k).
 # Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
 # any run reported an error or failed.
 set -uo pipefail
@@ -15,6 +16,8 @@ decode="--batch 2 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 4097"
 checks=(
   "decode_default|--preset causal_bottom_right $decode"
   "decode_alibi_splits4|--preset alibi --template decode_sm80 --splits 4 $decode"
+  "decode_stream_k_paged|--preset alibi --template decode_sm80 --stream-k 1 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4999 --page-size 48"
+  "decode_stream_k|--preset softcap --param softcap=20 --template decode_sm80 --stream-k 1 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001 --seq-lens 3001 7 0 1500"
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
@@ -28,6 +31,7 @@ for tool in memcheck racecheck; do
   for entry in "${checks[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
+    [[ "$name" =~ ${ONLY:-.} ]] || continue
     log="$log_dir/${tool}_$name.log"
     # shellcheck disable=SC2086  # args is a word list on purpose
     "$sanitizer" --tool "$tool" --print-limit 20 "$attnjit" check $args >"$log" 2>&1
