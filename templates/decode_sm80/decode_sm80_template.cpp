@@ -46,6 +46,19 @@ int resident_ctas(const ProblemShape& p, int shared, bool stream_k) {
   return std::clamp(per_sm / (shared + static_shared_bytes(stream_k) + 1024), 1, kCtasPerSm);
 }
 
+// A plan's workspace (partial O and LSE), argument block and one zeroed counter of pieces per
+// (sequence, kv head, row block), for either schedule.
+LaunchPlan plan_with_counters(const ProblemShape& p, int blocks, std::size_t workspace_bytes) {
+  LaunchPlan plan;
+  plan.workspace_bytes = workspace_bytes;
+  plan.args_bytes = sizeof(AttnjitDecodeArgs);
+  plan.zeroed_bytes = static_cast<std::size_t>(p.batch) * p.heads_kv * blocks * sizeof(int);
+  plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
+    reinterpret_cast<AttnjitDecodeArgs&>(args).split_counters = reinterpret_cast<int*>(counters);
+  };
+  return plan;
+}
+
 class DecodeSm80Template : public KernelTemplate {
  public:
   std::string name() const override { return kDecodeTemplateName; }
@@ -140,13 +153,7 @@ class DecodeSm80Template : public KernelTemplate {
     const int blocks = row_blocks(p);
     const std::size_t rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * splits;
     const std::size_t o_bytes = workspace_aligned(rows * head_dim * 4);
-    LaunchPlan plan;
-    plan.workspace_bytes = o_bytes + rows * 4;
-    plan.args_bytes = sizeof(AttnjitDecodeArgs);
-    plan.zeroed_bytes = static_cast<std::size_t>(p.batch) * p.heads_kv * blocks * sizeof(int);
-    plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
-      reinterpret_cast<AttnjitDecodeArgs&>(args).split_counters = reinterpret_cast<int*>(counters);
-    };
+    LaunchPlan plan = plan_with_counters(p, blocks, o_bytes + rows * 4);
     plan.bind_workspace = [o_bytes, splits, tiles_per_split, blocks](AttnjitFwdArgs& args, std::uint64_t w) {
       // Bound through the forward block, the first member of AttnjitDecodeArgs.
       auto& d = reinterpret_cast<AttnjitDecodeArgs&>(args);
@@ -182,13 +189,7 @@ class DecodeSm80Template : public KernelTemplate {
     const int slot_rows = std::min(kRowsPerCta, p.heads_q / p.heads_kv * p.seq_q);
     const std::size_t rows = static_cast<std::size_t>(2) * ctas * slot_rows;
     const std::size_t o_bytes = workspace_aligned(rows * unit.head_dim * 4);
-    LaunchPlan plan;
-    plan.workspace_bytes = o_bytes + rows * 4;
-    plan.args_bytes = sizeof(AttnjitDecodeArgs);
-    plan.zeroed_bytes = static_cast<std::size_t>(p.batch) * p.heads_kv * blocks * sizeof(int);
-    plan.bind_zeroed = [](AttnjitFwdArgs& args, std::uint64_t counters) {
-      reinterpret_cast<AttnjitDecodeArgs&>(args).split_counters = reinterpret_cast<int*>(counters);
-    };
+    LaunchPlan plan = plan_with_counters(p, blocks, o_bytes + rows * 4);
     plan.bind_workspace = [o_bytes, slot_rows, blocks](AttnjitFwdArgs& args, std::uint64_t w) {
       auto& d = reinterpret_cast<AttnjitDecodeArgs&>(args);
       d.partial_o = reinterpret_cast<float*>(w);
