@@ -124,6 +124,20 @@ TEST_F(KernelCliTest, CompileReportsResourcesThenHitsTheDiskCache) {
   EXPECT_EQ(run("cache verify").exit_code, 0);
 }
 
+// The decode template serves decode shapes only, so it compiles by name only with a shape:
+// --shape gives the hint (and D).
+TEST_F(KernelCliTest, CompileTakesAShapeHint) {
+  const std::string decode = "compile --preset alibi_causal --template decode_sm80 --arch sm_80 --stream-k 1";
+  const auto without = run(decode);
+  EXPECT_EQ(without.exit_code, 1) << without.err;
+  EXPECT_TRUE(contains(without.err, "shape hint")) << without.err;
+  const auto with = run(decode + " --shape 2,8,2,1,999,64");
+  ASSERT_EQ(with.exit_code, 0) << with.err;
+  EXPECT_TRUE(contains(line_starting(with.out, "template:"), "decode_sm80")) << with.out;
+  EXPECT_TRUE(contains(line_starting(with.out, "knobs:"), "stream_k=1")) << with.out;
+  EXPECT_TRUE(contains(line_starting(with.out, "head_dim/dtype:"), "64")) << with.out;
+}
+
 TEST_F(KernelCliTest, EmitNeedsExactlyOneVariantSource) {
   const auto none = run("emit --arch sm_80 --head-dim 64");
   EXPECT_NE(none.exit_code, 0);

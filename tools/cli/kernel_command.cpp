@@ -88,9 +88,18 @@ void register_kernel_commands(CLI::App& app) {
   add_kernel_options(compile_cmd, *args);
   auto measure = std::make_shared<int>(0);
   compile_cmd->add_option("--measure", *measure, "Also time N cold compiles and N disk-cache hits; print the medians");
-  compile_cmd->callback([args, measure] {
+  auto hint = std::make_shared<std::string>();
+  compile_cmd->add_option("--shape", *hint,
+                          "B,H,Hkv,Sq,Sk,D: the shape the kernel is for (a shape hint: tuned knobs for it; the decode "
+                          "template needs one); D replaces --head-dim");
+  compile_cmd->callback([args, measure, hint] {
     const Variant v = args->variant();
-    const CompileOptions o = args->options();
+    CompileOptions o = args->options();
+    if (!hint->empty()) {
+      const auto [problem, dim] = parse_shape(*hint);
+      o.head_dim = dim;
+      o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
+    }
     print_compile_report(prepare(v, o));
     if (*measure > 0) measure_compile(v, o, *measure);
   });
