@@ -360,6 +360,13 @@ AJ_BF16 void accumulate_pv_bf16(int rows, int width, int k, const std::uint32_t*
     return;
   }
   int j = 0;
+  // Rows of 128 floats or more: 8 rows x 2 vectors, so that a 32-column slab of V (17 KiB over
+  // a band's 136 key pairs) stays in L1 while every 8 rows pass; 4 x 4 read a 64-column slab
+  // (35 KiB) from L2 for every 4 rows. Development machine, D=128 bf16, alternating libraries:
+  // window 3.43 -> 3.16 ms, causal 11.18 -> 10.84, dense 22.6 -> 21.1. At D=64 (the whole row
+  // 4 vectors) 4 x 4 stays (window 1.73 against 1.77).
+  if (width >= 128)
+    for (; j + 2 <= vectors; j += 2) pv_rows<8, 2>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
   for (; j + 4 <= vectors; j += 4) pv_rows<4, 4>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
   for (; j < vectors; ++j) pv_rows<4, 1>(rows, width, pairs, p, ldp, v + j * kLanes, o + j * kLanes, ldo);
 }

@@ -216,6 +216,17 @@ TEST(CpuAttention, Bf16ProductsPassAndCanBeTurnedOff) {
   EXPECT_GT(differ, 0);
 }
 
+// Rows of 128 floats or more take P V's 8-row, 2-vector micro-tiles (fewer than 8 rows left at
+// a slice's or block's end go one by one): odd lengths, a band's slices, GQA.
+TEST(CpuAttention, Bf16ProductsAtWideHeadDims) {
+  if (!cpu::bf16_products_available()) GTEST_SKIP() << "this CPU has no AVX512_BF16: " << cpu::gemm_backend();
+  for (const int dim : {128, 256}) {
+    expect_pass(presets::sliding_window(), gqa(67, 131), dim, dlpack_bfloat16(), CpuOptions());
+    expect_pass(presets::by_name("alibi_causal"), gqa(131, 67), dim, dlpack_bfloat16(), CpuOptions());
+    expect_pass(presets::dense(), gqa(29, 131), dim, dlpack_bfloat16(), CpuOptions().with_blocks(13, 128));
+  }
+}
+
 // The bf16 path's softmax writes P's words itself (exp2 polynomial, then bf16): each
 // probability must be the bf16 rounding of the exact exp, or its neighbour where the exact
 // value lies within the polynomial's error of a rounding tie; -inf gives exactly 0; an odd
