@@ -755,13 +755,20 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
     }
 
     // O / l, the gate, one rounding into o; LSE = m + log(l). Fully masked rows: 0 and -inf.
+    // Without a gate the store divides by l as it rounds (l[r] becomes 1 / l; one pass over O).
     for (int r = 0; r < rows; ++r) {
       float* ar = acc + static_cast<std::int64_t>(r) * width;
       const bool masked = !(l[r] > 0.0f);
+      if (lse_base)
+        lse_base[b * lse_strides[0] + h * lse_strides[1] + (q0 + r) * lse_strides[2]] =
+            masked ? kNegInf : m[r] + std::log(l[r]);
       if (masked)
         std::fill_n(ar, dim_v, 0.0f);
+      else if (!gate)
+        l[r] = 1.0f / l[r];
       else
         cpu::scale_in_place(ar, dim_v, 1.0f / l[r]);
+      if (masked) l[r] = 1.0f;
       if (gate && !masked) {
         const std::int64_t g0 = b * gate_strides[0] + h * gate_strides[1] + (q0 + r) * gate_strides[2];
         for (int d = 0; d < dim_v; ++d) {
@@ -769,13 +776,10 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
           ar[d] *= static_cast<float>(1.0 / (1.0 + std::exp(-g)));
         }
       }
-      if (lse_base)
-        lse_base[b * lse_strides[0] + h * lse_strides[1] + (q0 + r) * lse_strides[2]] =
-            masked ? kNegInf : m[r] + std::log(l[r]);
     }
     char* out = o_base + (b * ov.stride[0] + h * ov.stride[1] + static_cast<std::int64_t>(q0) * ov.stride[2]) *
                              static_cast<std::int64_t>(ov.element_bytes);
-    cpu::store_tile(ov.storage, acc, width, rows, dim_v, out, ov.stride[2], ov.stride[3]);
+    cpu::store_tile(ov.storage, acc, width, rows, dim_v, out, ov.stride[2], ov.stride[3], gate ? nullptr : l);
   };
   cpu::ThreadPool::instance().parallel_for(tasks, run_task, threads);
 }

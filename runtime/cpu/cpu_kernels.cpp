@@ -99,21 +99,22 @@ AJ_CPU_CLONES void load_tile(Storage storage, const void* base, std::int64_t row
 }
 
 AJ_CPU_CLONES void store_tile(Storage storage, const float* in, std::int64_t ld, int rows, int cols, void* base,
-                              std::int64_t row_stride, std::int64_t col_stride) {
+                              std::int64_t row_stride, std::int64_t col_stride, const float* row_scale) {
   for (int r = 0; r < rows; ++r) {
     const float* src = in + r * ld;
+    const float f = row_scale ? row_scale[r] : 1.0f;
     switch (storage) {
       case Storage::F32: {
         float* dst = static_cast<float*>(base) + r * row_stride;
-        if (col_stride == 1)  // the fp32 window's O stores ran element by element (2% of its time)
+        if (col_stride == 1 && !row_scale)  // the fp32 window's O stores ran element by element (2% of its time)
           std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(cols));
         else
-          for (int c = 0; c < cols; ++c) dst[c * col_stride] = src[c];
+          for (int c = 0; c < cols; ++c) dst[c * col_stride] = src[c] * f;
         break;
       }
       case Storage::F16: {
         _Float16* dst = static_cast<_Float16*>(base) + r * row_stride;
-        for (int c = 0; c < cols; ++c) dst[c * col_stride] = static_cast<_Float16>(src[c]);
+        for (int c = 0; c < cols; ++c) dst[c * col_stride] = static_cast<_Float16>(src[c] * f);
         break;
       }
       case Storage::BF16: {
@@ -121,10 +122,10 @@ AJ_CPU_CLONES void store_tile(Storage storage, const float* in, std::int64_t ld,
         int c = 0;
         if (col_stride == 1)  // whole vectors: a band's or a short row's store was 3% of its call
           for (; c + kLanes <= cols; c += kLanes) {
-            const vh h = float_to_bf16(load(src + c));
+            const vh h = float_to_bf16(load(src + c) * f);
             std::memcpy(dst + c, &h, sizeof h);
           }
-        for (; c < cols; ++c) dst[c * col_stride] = float_to_bf16(src[c]);
+        for (; c < cols; ++c) dst[c * col_stride] = float_to_bf16(src[c] * f);
         break;
       }
     }

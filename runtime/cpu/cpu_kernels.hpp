@@ -19,9 +19,10 @@ enum class Storage : int { F32, F16, BF16 };
 // out[r * ld + c] = element (r, c) of a rows x cols tile at `base` (strides in elements).
 void load_tile(Storage storage, const void* base, std::int64_t row_stride, std::int64_t col_stride, int rows, int cols,
                float* out, std::int64_t ld);
-// Element (r, c) of the tile at `base` = in[r * ld + c] rounded (to nearest even) once.
+// Element (r, c) of the tile at `base` = in[r * ld + c] (times row_scale[r] when given, in
+// fp32) rounded (to nearest even) once.
 void store_tile(Storage storage, const float* in, std::int64_t ld, int rows, int cols, void* base,
-                std::int64_t row_stride, std::int64_t col_stride);
+                std::int64_t row_stride, std::int64_t col_stride, const float* row_scale = nullptr);
 
 // Keys per panel of a packed K tile: panel p holds keys 16p .. 16p + 15 as [dim][16].
 constexpr int kKeyPanel = 16;
