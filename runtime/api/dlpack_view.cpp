@@ -131,8 +131,7 @@ HostTensor::HostTensor(DLDataType dtype, std::vector<std::int64_t> shape) : shap
   // that read rows in place see the alignment they will see in use.
   storage_.resize(static_cast<std::size_t>(numel()) * ((dtype.bits + 7) / 8) + kAlignment - 1);
   const auto address = reinterpret_cast<std::uintptr_t>(storage_.data());
-  offset_ = (kAlignment - address % kAlignment) % kAlignment;
-  tensor_.data = storage_.data() + offset_;
+  tensor_.data = storage_.data() + (kAlignment - address % kAlignment) % kAlignment;
   tensor_.device = DLDevice{kDLCPU, 0};
   tensor_.ndim = static_cast<int>(shape_.size());
   tensor_.dtype = dtype;
@@ -142,12 +141,8 @@ HostTensor::HostTensor(DLDataType dtype, std::vector<std::int64_t> shape) : shap
 }
 
 HostTensor::HostTensor(HostTensor&& other) noexcept
-    : shape_(std::move(other.shape_)),
-      storage_(std::move(other.storage_)),
-      offset_(other.offset_),
-      tensor_(other.tensor_) {
-  tensor_.data = storage_.data() + offset_;  // vector moves keep the buffer, but re-point to be explicit
-  tensor_.shape = shape_.data();
+    : shape_(std::move(other.shape_)), storage_(std::move(other.storage_)), tensor_(other.tensor_) {
+  tensor_.shape = shape_.data();  // (a vector move keeps its buffer, so tensor_.data stays valid)
   other.tensor_ = DLTensor{};
 }
 

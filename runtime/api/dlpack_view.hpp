@@ -46,8 +46,7 @@ class HostTensor {
  private:
   static constexpr std::size_t kAlignment = 64;
   std::vector<std::int64_t> shape_;
-  std::vector<unsigned char> storage_;
-  std::size_t offset_ = 0;  // of the aligned first element in storage_
+  std::vector<unsigned char> storage_;  // tensor_.data: its first 64-byte aligned byte
   DLTensor tensor_{};
 };
 

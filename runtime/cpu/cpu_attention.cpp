@@ -655,25 +655,24 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       // band's edge then costs about half a sub-tile instead of a whole one).
       const auto groups = row_groups(classes, slice_words, table.slices_per_block, first, last, rows, cols);
       for (const RowGroup& gr : groups) {
-        // S and P of the group from the scratch's first rows, whichever rows it is: a band's 16
-        // slices then reuse one L1-sized scratch instead of each writing rows of their own, which
-        // pushed K and V out of the caches between slices.
-        float* sg = s;
+        // S (and P) of every group start at the scratch's first row, whichever rows it holds: a
+        // band's 16 slices then reuse one L1-sized scratch instead of each writing rows of their
+        // own, which pushed K and V out of the caches between slices.
         const int ncols = gr.c1 - gr.c0;
         // S = scale * Q K^T over the group's keys.
         if (bf16_dot)
           cpu::scores_bf16(gr.rows, ncols, dim, product_scale, ws.q2.data() + static_cast<std::int64_t>(gr.r0) * pairs,
-                           pairs, k2 + static_cast<std::int64_t>(gr.c0) * pairs, sg + gr.c0, block_kv);
+                           pairs, k2 + static_cast<std::int64_t>(gr.c0) * pairs, s + gr.c0, block_kv);
         else
           cpu::scores(gr.rows, ncols, dim, product_scale, qf + static_cast<std::int64_t>(gr.r0) * dim, dim,
-                      kf + static_cast<std::int64_t>(gr.c0) * dim, sg + gr.c0, block_kv);
+                      kf + static_cast<std::int64_t>(gr.c0) * dim, s + gr.c0, block_kv);
 
         // The hooks, per run of sub-tiles of one class: the mask only on partial ones, and in a
         // 16-row slice only on the 16-key panels the analysis does not prove full for it (a
         // band's edge then masks a panel per row and slice, not a 64-key sub-tile).
         const auto hook = [&](int c0, int c1, bool mask) {
           if (c0 < c1 && (hooks.has_score_mod || mask))
-            hooks.score_tile(sg + c0, block_kv, gr.rows, c1 - c0, b, h, q0 + gr.r0, kv0 + c0, &args, mask ? 1 : 0);
+            hooks.score_tile(s + c0, block_kv, gr.rows, c1 - c0, b, h, q0 + gr.r0, kv0 + c0, &args, mask ? 1 : 0);
         };
         // Whether (this slice, the panel holding run key c) is proven full.
         const auto panel_full = [&](int c) {
@@ -705,7 +704,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
         // words, row r's from word 0); O and l rescaled by exp(m_old - m_new). A row that has
         // admitted nothing yet keeps m = -inf and gets P = 0.
         for (int r = gr.r0; r < gr.r0 + gr.rows; ++r) {
-          float* sr = sg + static_cast<std::int64_t>(r - gr.r0) * block_kv + gr.c0;
+          float* sr = s + static_cast<std::int64_t>(r - gr.r0) * block_kv + gr.c0;
           std::uint32_t* pr = bf16_dot ? ws.p2.data() + static_cast<std::int64_t>(r - gr.r0) * kv_pairs : nullptr;
           float m_new = kNegInf, sum = 0.0f;
           if (ncols <= cpu::kShortRowKeys) {  // max and exp in one pass, the row in registers (a band's slices)
@@ -746,7 +745,7 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
                                   v2 + static_cast<std::int64_t>(gr.c0 / 2) * width,
                                   acc + static_cast<std::int64_t>(gr.r0) * width, width);
         } else {
-          cpu::accumulate_pv(gr.rows, width, gr.c1 - gr.c0, sg + gr.c0, block_kv,
+          cpu::accumulate_pv(gr.rows, width, gr.c1 - gr.c0, s + gr.c0, block_kv,
                              vp + static_cast<std::int64_t>(gr.c0) * ldv, ldv,
                              acc + static_cast<std::int64_t>(gr.r0) * width, width);
         }
@@ -762,14 +761,13 @@ void CpuAttention::forward(const DLTensor& q, const DLTensor& k, const DLTensor&
       if (lse_base)
         lse_base[b * lse_strides[0] + h * lse_strides[1] + (q0 + r) * lse_strides[2]] =
             masked ? kNegInf : m[r] + std::log(l[r]);
-      if (masked)
+      if (masked) {
         std::fill_n(ar, dim_v, 0.0f);
-      else if (!gate)
+        l[r] = 1.0f;  // the store's factor
+      } else if (!gate) {
         l[r] = 1.0f / l[r];
-      else
+      } else {
         cpu::scale_in_place(ar, dim_v, 1.0f / l[r]);
-      if (masked) l[r] = 1.0f;
-      if (gate && !masked) {
         const std::int64_t g0 = b * gate_strides[0] + h * gate_strides[1] + (q0 + r) * gate_strides[2];
         for (int d = 0; d < dim_v; ++d) {
           const double g = load_as_double(*gate, g0 + (gate->ndim == 4 ? d * gate_strides[3] : 0));

@@ -123,4 +123,11 @@ inline std::pair<ForwardProblem, int> parse_shape(const std::string& text) {
   return {ForwardProblem{v[0], v[1], v[2], v[3], v[4]}, v[5]};
 }
 
+// `o` with `p` as its shape hint: the tuning database's knobs for that shape, and what a decode
+// template needs to accept the request.
+inline CompileOptions hinted(CompileOptions o, const ForwardProblem& p) {
+  o.with_shape_hint(p.batch, p.heads_q, p.heads_kv, p.seq_q, p.seq_k);
+  return o;
+}
+
 }  // namespace attnjit::cli

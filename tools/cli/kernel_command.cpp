@@ -97,8 +97,8 @@ void register_kernel_commands(CLI::App& app) {
     CompileOptions o = args->options();
     if (!hint->empty()) {
       const auto [problem, dim] = parse_shape(*hint);
+      o = hinted(o, problem);
       o.head_dim = dim;
-      o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
     }
     print_compile_report(prepare(v, o));
     if (*measure > 0) measure_compile(v, o, *measure);
@@ -177,8 +177,8 @@ void register_kernel_commands(CLI::App& app) {
       auto [problem, dim] = parse_shape(text);
       KernelArgs a = *args;
       a.head_dim = dim;
-      CompileOptions o = a.options();  // with no schedule override, the tuning database's for this shape
-      o.with_shape_hint(problem.batch, problem.heads_q, problem.heads_kv, problem.seq_q, problem.seq_k);
+      // With no schedule override, the tuning database's knobs for this shape.
+      const CompileOptions o = hinted(a.options(), problem);
       BenchResult r;
       if (*kv_cache || !ragged_lengths->empty()) {
         const Kernel kernel = compile(v, o);
@@ -276,9 +276,8 @@ void register_kernel_commands(CLI::App& app) {
     if (!args->backward) {
       if (backward->deterministic || !backward->tensor_gradients.empty() || backward->runs != 0)
         throw UserError("--deterministic, --tensor-grad and --runs apply to the backward check; add --backward");
-      CompileOptions o = args->options();  // as bench: tuned knobs for this shape; a decode template accepts it
-      o.with_shape_hint(problem->batch, problem->heads_q, problem->heads_kv, problem->seq_q, problem->seq_k);
-      const ForwardCheckResult r = check_forward(v, o, *problem, args->bindings(), *seed);
+      const ForwardCheckResult r =
+          check_forward(v, hinted(args->options(), *problem), *problem, args->bindings(), *seed);
       fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, problem->str(), r.summary());
       if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
       return;
