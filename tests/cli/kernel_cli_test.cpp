@@ -138,6 +138,15 @@ TEST_F(KernelCliTest, CompileTakesAShapeHint) {
   EXPECT_TRUE(contains(line_starting(with.out, "head_dim/dtype:"), "64")) << with.out;
 }
 
+// KV-cache options without --kv-cache are refused before anything compiles, naming the remedy.
+TEST_F(KernelCliTest, BenchKvCacheOptionsNeedKvCache) {
+  for (const std::string option : {"--kv-lens 5000,7", "--page-size 16"}) {
+    const auto r = run("bench --preset causal --shape 2,8,2,1,5000,64 " + option);
+    EXPECT_EQ(r.exit_code, 1) << option << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "apply to --kv-cache")) << option << ": " << r.err;
+  }
+}
+
 TEST_F(KernelCliTest, EmitNeedsExactlyOneVariantSource) {
   const auto none = run("emit --arch sm_80 --head-dim 64");
   EXPECT_NE(none.exit_code, 0);
