@@ -168,7 +168,9 @@ __device__ __forceinline__ void rope_rows(unsigned char* tile, const Position& p
 // Query row (b, h, q): the pieces' O and LSE merged by their LSE, then the output gate; one
 // warp per row. `at(k)` is where piece k's LSE for this row lies in partial_lse (its O row at
 // D times that in partial_o). The partials were written by other CTAs of this launch: read
-// through L2.
+// through L2. Lane l holds piece l's weight (32 pieces a round) and owns D / 32 adjacent
+// columns, one vector load per piece: the pieces' loads are independent and issued together,
+// not one L2 round trip per (piece, column) as a column loop over pieces would.
 template <typename PieceAt>
 __device__ __forceinline__ void merge_pieces(const AttnjitDecodeArgs& dargs, int b, int h, int q, int lane, int pieces,
                                              const PieceAt& at) {
@@ -185,26 +187,46 @@ __device__ __forceinline__ void merge_pieces(const AttnjitDecodeArgs& dargs, int
   for (int k = 16; k > 0; k >>= 1) total += aj_shfl_xor(total, k);
   const float lse = m == AJ_NEG_INF ? AJ_NEG_INF : m + logf(total);
   if (args.lse != nullptr && lane == 0) args.lse[row] = lse;
-  aj_u16* out = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2];
+
+  constexpr int E = D / 32;  // 2 or 4 columns per lane
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) acc[e] = 0.f;
+  if (lse != AJ_NEG_INF)
+    for (int s0 = 0; s0 < pieces; s0 += 32) {
+      const int mine = s0 + lane;
+      const float w = mine < pieces ? expf(__ldcg(dargs.partial_lse + at(mine)) - lse) : 0.f;
+      const int count = min(32, pieces - s0);
+#pragma unroll 4
+      for (int j = 0; j < count; ++j) {
+        const float wj = __shfl_sync(0xffffffffu, w, j);
+        const float* src = dargs.partial_o + at(s0 + j) * D + lane * E;
+        float x[E];
+        if constexpr (E == 4) {
+          const float4 v = __ldcg(reinterpret_cast<const float4*>(src));
+          x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+        } else {
+          const float2 v = __ldcg(reinterpret_cast<const float2*>(src));
+          x[0] = v.x, x[1] = v.y;
+        }
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[e] += wj * x[e];
+      }
+    }
+  aj_u16* out = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1] + q * args.o_stride[2] + lane * E;
 #if AJ_HAS_OUTPUT_GATE && !AJ_OUTPUT_GATE_PER_ELEMENT
   const float row_gate = aj_output_gate(b, h, q, 0, args);
 #endif
-  for (int d = lane; d < D; d += 32) {
-    float acc = 0.f;
-    if (lse != AJ_NEG_INF)
-      for (int s = 0; s < pieces; ++s) {
-        const aj_i64 i = at(s);
-        const float w = expf(__ldcg(dargs.partial_lse + i) - lse);
-        if (w > 0.f) acc += w * __ldcg(dargs.partial_o + i * D + d);
-      }
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
 #if AJ_HAS_OUTPUT_GATE
 #if AJ_OUTPUT_GATE_PER_ELEMENT
-    acc *= aj_output_gate(b, h, q, d, args);
+    acc[e] *= aj_output_gate(b, h, q, lane * E + e, args);
 #else
-    acc *= row_gate;
+    acc[e] *= row_gate;
 #endif
 #endif
-    out[d] = store_element(acc);
+    out[e] = store_element(acc[e]);
   }
 }
 
