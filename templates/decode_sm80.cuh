@@ -586,16 +586,21 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 constexpr int STREAM_K_MAX_BATCH = 1024;
 
 // prefix[b] = kv tiles of all units of sequences before b (prefix[batch] = all of them).
-__device__ __forceinline__ void tile_prefix(const AttnjitFwdArgs& args, int units_per_sequence, long long* prefix) {
+// Returns whether every sequence has as many tiles as the first.
+__device__ __forceinline__ bool tile_prefix(const AttnjitFwdArgs& args, int units_per_sequence, long long* prefix) {
   const int tid = threadIdx.x, lane = tid & 31;
   constexpr int PER = (STREAM_K_MAX_BATCH + NT - 1) / NT;
   const int first = tid * PER;
   long long mine[PER];
   long long sum = 0;
+  const int first_tiles = (aj_seq_len_k(0, args) + BN - 1) / BN;
+  bool same = true;
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int b = first + i;
-    mine[i] = b < args.batch ? (long long)((aj_seq_len_k(b, args) + BN - 1) / BN) * units_per_sequence : 0;
+    const int tiles = b < args.batch ? (aj_seq_len_k(b, args) + BN - 1) / BN : first_tiles;
+    same = same && tiles == first_tiles;
+    mine[i] = b < args.batch ? (long long)tiles * units_per_sequence : 0;
     sum += mine[i];
   }
   // Inclusive scan of the threads' sums: within each warp, then the warps' totals.
@@ -606,7 +611,7 @@ __device__ __forceinline__ void tile_prefix(const AttnjitFwdArgs& args, int unit
     if (lane >= k) sum += other;
   }
   if (lane == 31) s_warp[tid >> 5] = sum;
-  __syncthreads();
+  const bool uniform = __syncthreads_and(same);
   for (int w = 0; w < (tid >> 5); ++w) sum += s_warp[w];
   long long at = sum;  // inclusive: tiles up to the end of this thread's sequences
 #pragma unroll
@@ -616,7 +621,40 @@ __device__ __forceinline__ void tile_prefix(const AttnjitFwdArgs& args, int unit
   }
   if (tid == NT - 1) prefix[args.batch] = sum;  // the last thread's inclusive sum: every tile
   __syncthreads();
+  return uniform;
 }
+
+// The CTAs' ranges of the `total` tiles: CTA c takes [start(c), start(c + 1)); owner(x) is the
+// CTA whose range holds tile x. Equal ranges cut across units (stream-K), unless every unit has
+// the same `unit_tiles` and a split layout (each unit cut into `per_unit` ranges of `per_piece`
+// tiles, no range crossing a unit's end) is as balanced: then a CTA runs one piece, never two
+// with a pipeline start each, as split-K does for equal lengths.
+struct Ranges {
+  long long total, ctas;
+  long long unit_tiles = 0;
+  int per_unit = 0, per_piece = 0;  // split layout when per_unit > 0
+
+  __device__ Ranges(long long total_tiles, long long grid, bool uniform, long long units) : total(total_tiles) {
+    ctas = min(grid, total);  // at most one CTA per tile: every range holds one tile or more
+    if (!uniform || total == 0 || units > grid) return;
+    unit_tiles = total / units;
+    const long long split = grid / units;
+    const long long piece = (unit_tiles + split - 1) / split;
+    // One tile of slack for the second pipeline start a crossing range pays.
+    if (piece > (total + ctas - 1) / ctas + 1) return;
+    per_piece = (int)piece;
+    per_unit = (int)((unit_tiles + piece - 1) / piece);
+  }
+  __device__ long long start(long long c) const {
+    if (per_unit == 0) return c * total / ctas;
+    if (c >= (total / unit_tiles) * per_unit) return total;
+    return (c / per_unit) * unit_tiles + min(unit_tiles, (c % per_unit) * (long long)per_piece);
+  }
+  __device__ long long owner(long long x) const {
+    if (per_unit == 0) return ((x + 1) * ctas + total - 1) / total - 1;
+    return (x / unit_tiles) * per_unit + (x % unit_tiles) / per_piece;
+  }
+};
 #endif
 
 }  // namespace aj_dec
@@ -635,7 +673,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
   const AttnjitFwdArgs& args = dargs.fwd;
   const int units = args.heads_kv * dargs.row_blocks;  // per sequence
   __shared__ long long s_prefix[STREAM_K_MAX_BATCH + 1];
-  tile_prefix(args, units, s_prefix);
+  const bool uniform = tile_prefix(args, units, s_prefix);
   const long long total = s_prefix[args.batch];
   // Sequences without keys get O = 0 and LSE = -inf here: no tile leads a CTA to them.
   for (int b = blockIdx.x; b < args.batch; b += gridDim.x) {
@@ -647,13 +685,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
       if (args.lse != nullptr && i % D == 0) args.lse[((aj_i64)b * args.heads_q + h) * args.seq_q + q] = AJ_NEG_INF;
     }
   }
-  // At most one CTA per tile, so that every CTA's range holds one tile or more.
-  const long long ctas = min((long long)gridDim.x, total);
+  const Ranges ranges(total, gridDim.x, uniform, (long long)args.batch * units);
   const long long cta = blockIdx.x;
-  if (cta >= ctas) return;
-  const auto start = [&](long long c) { return c * total / ctas; };  // first tile of CTA c
-  const auto owner = [&](long long x) { return ((x + 1) * ctas + total - 1) / total - 1; };  // CTA of tile x
-  const long long t0 = start(cta), t1 = start(cta + 1);
+  if (cta >= ranges.ctas) return;
+  const long long t0 = ranges.start(cta), t1 = ranges.start(cta + 1);
+  if (t0 >= t1) return;
   // The sequence holding tile t0: the last b with prefix[b] <= t0 (one with tiles).
   int lo = 0, hi = args.batch - 1;
   while (lo < hi) {
@@ -667,16 +703,16 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
     const long long unit = (x - s_prefix[b]) / n_tiles;  // kv head and row block within sequence b
     const long long u0 = s_prefix[b] + unit * n_tiles, u1 = u0 + n_tiles;
     const long long end = min(u1, t1);
-    const long long first_cta = owner(u0);
+    const long long first_cta = ranges.owner(u0);
     Piece piece;
     piece.b = b;
     piece.hk = (int)(unit / dargs.row_blocks);
     piece.rb = (int)(unit % dargs.row_blocks);
     piece.tile_begin = (int)(x - u0);
     piece.tile_end = (int)(end - u0);
-    piece.pieces = (int)(owner(u1 - 1) - first_cta + 1);
+    piece.pieces = (int)(ranges.owner(u1 - 1) - first_cta + 1);
     piece.first_cta = (int)first_cta;
-    piece.first_slot = 2 * (int)first_cta + (u0 == start(first_cta) ? 0 : 1);
+    piece.first_slot = 2 * (int)first_cta + (u0 == ranges.start(first_cta) ? 0 : 1);
     piece.slot = (int)(cta - first_cta);
     __syncthreads();  // the last piece's reads of shared memory are done
     decode_piece(dargs, piece);

@@ -329,9 +329,9 @@ void KernelState::require_gpu_unit(const char* what) const {
 }
 
 const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& template_name, const ProblemShape& hint,
-                                                        bool ragged) const {
+                                                        bool ragged, const Knobs& knobs) const {
   std::lock_guard<std::mutex> lock(extra_forward_mutex);
-  const std::string key = forward_unit_key(template_name, ragged);
+  const std::string key = forward_unit_key(template_name, ragged, knobs);
   if (auto it = extra_forward.find(key); it != extra_forward.end()) return it->second.get();
   auto& slot = extra_forward[key];  // null until built: a decline is remembered
   CompileOptions co = options;
@@ -342,6 +342,7 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
   // The compiled knobs when they are this template's (a kernel compiled for fwd_sm80 with chosen
   // knobs runs its ragged batches with them too), else the template's defaults.
   co.knobs = template_name == prepared->config.template_name ? prepared->config.knobs : Knobs();
+  for (const auto& [name, value] : knobs.values()) co.knobs.set(name, value);
   co.with_shape_hint(hint.batch, hint.heads_q, hint.heads_kv, hint.seq_q, hint.seq_k);
   co.cache = cache;
   std::shared_ptr<const PreparedKernel> p;
@@ -357,6 +358,13 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
       std::make_unique<LoadedUnit>(*p->cached.cubin, p->unit, context.properties().max_shared_memory_per_block_optin);
   slot = std::make_unique<ExtraUnit>(ExtraUnit{std::move(p), std::move(loaded)});
   return slot.get();
+}
+
+const KernelState::ExtraUnit* KernelState::decode_unit(const ProblemShape& hint) const {
+  const ExtraUnit* unit = forward_unit(kDecodeTemplateName, hint);
+  if (unit != nullptr && unit->prepared->config.knobs.get("stream_k") == 1 && hint.batch > kDecodeStreamKMaxBatch)
+    return forward_unit(kDecodeTemplateName, hint, /*ragged=*/false, Knobs{{"stream_k", 0}});
+  return unit;
 }
 
 const KernelState::ExtraUnit* KernelState::built_forward_unit(const std::string& template_name, bool ragged) const {
@@ -429,12 +437,12 @@ void Kernel::forward(const DLTensor& q, const DLTensor& k, const DLTensor& v, co
   problem.max_shared_bytes_per_block = device_context(device).properties().max_shared_memory_per_block_optin;
   const bool unproven =
       !p.unit.slots.tensors.empty() && first_unproven_read(state_->variant, problem, p.config.head_dim, bindings);
-  // A decode shape goes to the split-K decode unit (built on first use; ATTNJIT_DECODE=0 keeps it off),
+  // A decode shape goes to the decode unit (built on first use; ATTNJIT_DECODE=0 keeps it off),
   // unless a template was forced, a block mask was given, or the reads need the checked twin.
   if (decode_routing_enabled() && !unproven && block_mask == nullptr && problem.seq_q <= kDecodeMaxSeqQ &&
       state_->options.template_name.empty() && p.config.template_name != kDecodeTemplateName) {
     const ProblemShape hint{problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k};
-    if (const KernelState::ExtraUnit* decode = state_->forward_unit(kDecodeTemplateName, hint)) {
+    if (const KernelState::ExtraUnit* decode = state_->decode_unit(hint)) {
       state_->run_plan(*decode->prepared, *decode->loaded, args, problem, stream, nullptr);
       return;
     }

@@ -104,12 +104,17 @@ struct KernelState {
   mutable std::mutex extra_forward_mutex;
   mutable std::map<std::string, std::unique_ptr<ExtraUnit>> extra_forward;  // null entry: declined
   // `ragged`: the template's unit for ragged batches (CompileOptions::ragged), kept apart.
-  const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint, bool ragged = false) const;
+  // `knobs`: knobs that override the template's defaults, a unit of their own.
+  const ExtraUnit* forward_unit(const std::string& template_name, const ProblemShape& hint, bool ragged = false,
+                                const Knobs& knobs = Knobs()) const;
   // That unit if an earlier forward_unit call built it, else null (never builds).
   const ExtraUnit* built_forward_unit(const std::string& template_name, bool ragged) const;
-  static std::string forward_unit_key(const std::string& template_name, bool ragged) {
-    return template_name + (ragged ? " ragged" : "");
+  static std::string forward_unit_key(const std::string& template_name, bool ragged, const Knobs& knobs = Knobs()) {
+    return template_name + (ragged ? " ragged" : "") + (knobs.empty() ? "" : " " + knobs.str());
   }
+  // The decode unit for a call of `hint`'s shape: the template's default (stream-K), or a split-K
+  // unit beside it for a batch larger than stream-K takes. Null when the template declines.
+  const ExtraUnit* decode_unit(const ProblemShape& hint) const;
 
   // The CPU backend of the variant (runtime/cpu), built on the first forward with host tensors,
   // or by compile() where there is no GPU; then `prepared` and `loaded` stay null and

@@ -1,5 +1,5 @@
 // Kernel::forward_kv_cache: decode steps against a paged or contiguous KV cache with per-sequence
-// lengths, run by the split-K decode template (templates/decode_sm80.cuh).
+// lengths, run by the decode template (templates/decode_sm80.cuh): stream-K by default.
 #include <fmt/format.h>
 
 #include <string>
@@ -105,7 +105,7 @@ void Kernel::forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLT
   const ProblemShape problem =
       state_->bound_problem(args, bindings, fmt::format("bind tensors that cover the capacity, {} keys", capacity));
   const ProblemShape hint{problem.batch, problem.heads_q, problem.heads_kv, 1, problem.seq_k};
-  const KernelState::ExtraUnit* decode = state_->forward_unit(kDecodeTemplateName, hint);
+  const KernelState::ExtraUnit* decode = state_->decode_unit(hint);
   if (decode == nullptr)
     throw UserError(fmt::format("the decode template does not serve variant '{}' at head_dim {} on this device",
                                 state_->variant.name(), p.config.head_dim));

@@ -31,8 +31,7 @@ int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * bl
 
 // Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints),
 // with stream-K also the batch's tile prefix (STREAM_K_MAX_BATCH + 1 longs) and four warp sums.
-constexpr int kStreamKMaxBatch = 1024;  // STREAM_K_MAX_BATCH
-int static_shared_bytes(bool stream_k) { return 1024 * 4 + (stream_k ? (kStreamKMaxBatch + 1 + 4) * 8 : 0); }
+int static_shared_bytes(bool stream_k) { return 1024 * 4 + (stream_k ? (kDecodeStreamKMaxBatch + 1 + 4) * 8 : 0); }
 constexpr int kCtasPerSm = 2;  // the kernel's __launch_bounds__ minimum (AJ_CTAS_PER_SM)
 
 // CTAs of `shared` dynamic bytes resident per SM: at most two, since the kernel holds up to 255
@@ -63,7 +62,8 @@ class DecodeSm80Template : public KernelTemplate {
  public:
   std::string name() const override { return kDecodeTemplateName; }
   std::string description() const override {
-    return "decode: split-K over the kv sequence with an LSE combine, a GQA group's query heads packed into "
+    return "decode: stream-K (or split-K) over the kv sequences with an LSE combine, a GQA group's query heads packed "
+           "into "
            "one tile (mma.sync); sm_80 and newer, for Sq <= 16";
   }
   std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
@@ -90,12 +90,15 @@ class DecodeSm80Template : public KernelTemplate {
             {"stream_k",
              {0, 1},
              "1: a CTA per resident slot, each taking an equal range of all sequences' kv tiles (LeanAttention), "
-             "however their lengths differ; splits unused"}};
+             "however their lengths differ (a split layout when every sequence has as many tiles and it is as "
+             "balanced); 0: split-K, each sequence's capacity cut into `splits`; splits unused with 1"}};
   }
-  Knobs default_knobs(const TemplateRequest&) const override {
+  Knobs default_knobs(const TemplateRequest& r) const override {
     // Two stages: H200, 2026-11-30, B=8 Hq=32 Hkv=8 D=128, splits 4 either way: Sq=1 3349 ->
     // 3380 GB/s (Sk=8k), 3919 -> 3980 (32k); Sq=4 Sk=8k 2813 -> 2948.
-    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", 0}};
+    // Stream-K unless the hinted batch is past what it takes (docs/kernels.md has the numbers).
+    const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
+    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -177,10 +180,10 @@ class DecodeSm80Template : public KernelTemplate {
   // Stream-K: one CTA per resident slot (fewer when the capacity holds fewer tiles; the kernel
   // also idles CTAs past the tiles the lengths hold), two partial slots per CTA.
   static LaunchPlan stream_k_plan(const GeneratedUnit& unit, const ProblemShape& p, int slots) {
-    if (p.batch > kStreamKMaxBatch)
+    if (p.batch > kDecodeStreamKMaxBatch)
       throw UserError(
           fmt::format("decode_sm80 stream_k=1 takes at most {} sequences; this call has {} (use stream_k=0)",
-                      kStreamKMaxBatch, p.batch));
+                      kDecodeStreamKMaxBatch, p.batch));
     const int block_n = unit.knobs.get("block_n");
     const int blocks = row_blocks(p);
     const long long tiles =

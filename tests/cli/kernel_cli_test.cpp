@@ -126,7 +126,7 @@ TEST_F(KernelCliTest, CompileReportsResourcesThenHitsTheDiskCache) {
 
 // The decode template serves decode shapes only, so it compiles by name only with a shape:
 // --shape gives the hint (and D).
-TEST_F(KernelCliTest, CompileTakesAShapeHint) {
+TEST_F(KernelCliTest, CompileAndEmitTakeAShapeHint) {
   const std::string decode = "compile --preset alibi_causal --template decode_sm80 --arch sm_80 --stream-k 1";
   const auto without = run(decode);
   EXPECT_EQ(without.exit_code, 1) << without.err;
@@ -136,6 +136,13 @@ TEST_F(KernelCliTest, CompileTakesAShapeHint) {
   EXPECT_TRUE(contains(line_starting(with.out, "template:"), "decode_sm80")) << with.out;
   EXPECT_TRUE(contains(line_starting(with.out, "knobs:"), "stream_k=1")) << with.out;
   EXPECT_TRUE(contains(line_starting(with.out, "head_dim/dtype:"), "64")) << with.out;
+  // emit takes the same hint: the decode unit's source, with the hint's head dim.
+  const std::string emit = "emit --preset alibi_causal --template decode_sm80 --arch sm_80";
+  EXPECT_EQ(run(emit).exit_code, 1);
+  const auto source = run(emit + " --shape 2,8,2,1,999,64");
+  ASSERT_EQ(source.exit_code, 0) << source.err;
+  EXPECT_TRUE(contains(source.out, "#define AJ_HEAD_DIM 64")) << source.out.substr(0, 2000);
+  EXPECT_TRUE(contains(source.out, "attnjit_decode")) << source.out.substr(0, 2000);
 }
 
 // KV-cache options without --kv-cache are refused before anything compiles, naming the remedy.

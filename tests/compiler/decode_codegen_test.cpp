@@ -75,7 +75,9 @@ TEST_F(DecodeCodegen, SplitsFillTheMachineAndKeepATilePerSplit) {
       EXPECT_EQ((tiles + per_split - 1) / per_split, s) << p.str();
     }
 
-  const PreparedKernel p = generate(presets::causal(), options("sm_90a", 128, 4).with_template(kDecodeTemplateName));
+  const Knobs split_k{{"stream_k", 0}};
+  const PreparedKernel p =
+      generate(presets::causal(), options("sm_90a", 128, 4).with_template(kDecodeTemplateName).with_knobs(split_k));
   const LaunchPlan plan = p.launch_plan(ProblemShape{2, 64, 4, 4, 1000});  // group 16 x Sq 4 = 64 rows
   // The last split to finish merges: no combine kernel.
   ASSERT_EQ(plan.kernels.size(), 1u);
@@ -93,7 +95,8 @@ TEST_F(DecodeCodegen, SplitsFillTheMachineAndKeepATilePerSplit) {
   // The default ring (two stages, 70 KiB) would fit three CTAs per SM by shared memory, but the
   // kernel's registers hold two: 64 CTAs per split on 132 SMs fill one wave with 4 splits, where
   // counting three per SM chose 6 (a wave and a half).
-  const PreparedKernel d = generate(presets::dense(), options("sm_90a", 128, 1).with_template(kDecodeTemplateName));
+  const PreparedKernel d =
+      generate(presets::dense(), options("sm_90a", 128, 1).with_template(kDecodeTemplateName).with_knobs(split_k));
   EXPECT_EQ(d.config.knobs.get("stages"), 2);
   ProblemShape decode{8, 32, 8, 1, 32768};
   decode.multiprocessors = 132;
@@ -160,6 +163,18 @@ TEST_F(DecodeCodegen, StreamKPlansACtaPerSlotAndCompiles) {
   short_cache.multiprocessors = 132;
   EXPECT_EQ(p.launch_plan(short_cache).kernels[0].grid.x, 16u);
   EXPECT_THROW(p.launch_plan(ProblemShape{1025, 32, 8, 1, 100}), UserError);
+  // The default for a hinted batch it takes; split-K past that.
+  const auto default_stream_k = [](int batch) {
+    const CompileOptions o = CompileOptions()
+                                 .with_arch("sm_90a")
+                                 .with_head_dim(128)
+                                 .with_cache(temp_->cache())
+                                 .with_template(kDecodeTemplateName)
+                                 .with_shape_hint(batch, 32, 8, 1, 4096);
+    return generate(presets::causal(), o).config.knobs.get("stream_k");
+  };
+  EXPECT_EQ(default_stream_k(kDecodeStreamKMaxBatch), 1);
+  EXPECT_EQ(default_stream_k(kDecodeStreamKMaxBatch + 1), 0);
   EXPECT_THROW(generate(presets::causal(),
                         options("sm_80", 128, 1).with_template(kDecodeTemplateName).with_knobs(Knobs{{"stream_k", 2}})),
                UserError);

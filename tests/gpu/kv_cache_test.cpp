@@ -71,11 +71,14 @@ TEST_P(KvCachePreset, PassesTheTwoTimesRule) {
 INSTANTIATE_TEST_SUITE_P(Registry, KvCachePreset, ::testing::ValuesIn(decode_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
 
-// Stream-K (the decode unit's knob stream_k = 1): all sequences' kv tiles cut into equal CTA
-// ranges, so a range may hold the end of one (sequence, kv head) and the start of the next, or
-// the middle of one long sequence that many CTAs share. Lengths that differ widely (0, 1, 32k),
-// more sequences than CTAs, fewer tiles than CTAs, paged and contiguous, Sq = 1 and 4.
-TEST(KvCacheStreamK, PassesTheTwoTimesRule) {
+// The decode unit's two schedules on lengths that test them. Stream-K (knob stream_k = 1, the
+// default): all sequences' kv tiles cut into equal CTA ranges, so a range may hold the end of
+// one (sequence, kv head) and the start of the next, or the middle of one long sequence that
+// many CTAs share; equal lengths take the split layout (each range inside one unit). Split-K
+// (stream_k = 0, automatic and forced split counts): each capacity cut alike, splits past a
+// sequence's end empty. Lengths that differ widely (0, 1, 32k), more sequences than CTAs, fewer
+// tiles than CTAs, equal lengths with spare capacity, paged and contiguous, Sq = 1 and 4.
+TEST(KvCacheSchedules, PassTheTwoTimesRule) {
   std::string why;
   if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   std::mt19937 rng(5);
@@ -87,25 +90,58 @@ TEST(KvCacheStreamK, PassesTheTwoTimesRule) {
       {2, 4, 4, 1, {1, 2}, 0, 16},  // fewer tiles than CTAs: one CTA per tile
       {300, 8, 2, 1, many, 704, 64},
       {2, 64, 4, 4, {3001, 4097}, 0, 0},  // 64 rows per kv head: a CTA's whole row block
+      {3, 32, 8, 4, {4097, 4097, 4097}, 0, 48},
+      {8, 16, 2, 1, std::vector<int>(8, 2000), 8192, 0},
   };
-  for (const char* preset : {"causal_bottom_right", "alibi", "softcap", "document_causal"}) {
+  const std::vector<std::pair<const char*, Knobs>> schedules = {
+      {"causal_bottom_right", Knobs{{"stream_k", 1}}},
+      {"alibi", Knobs{{"stream_k", 1}}},
+      {"softcap", Knobs{{"stream_k", 1}}},
+      {"document_causal", Knobs{{"stream_k", 1}}},
+      {"alibi", Knobs{{"stream_k", 0}}},
+      {"document_causal", Knobs{{"stream_k", 0}, {"splits", 4}}},
+  };
+  for (const auto& [preset, knobs] : schedules) {
     const Variant variant = presets::by_name(preset);
     for (int head_dim : {64, 128}) {
+      if (knobs.get("stream_k") == 0 && head_dim == 64) continue;  // split-K: one head dim
       const Kernel kernel = compile(variant, CompileOptions()
                                                  .with_head_dim(head_dim)
                                                  .with_template(kDecodeTemplateName)
-                                                 .with_knobs(Knobs{{"stream_k", 1}})
+                                                 .with_knobs(knobs)
                                                  .with_shape_hint(4, 32, 8, 1, 32768));
-      ASSERT_EQ(kernel.prepared().config.knobs.get("stream_k"), 1);
+      ASSERT_EQ(kernel.prepared().config.knobs.get("stream_k"), knobs.get("stream_k"));
       for (const auto& problem : problems) {
         if (reduced_suite() && problem.batch == 300) continue;
         const ForwardCheckResult r = check_forward_kv_cache(kernel, problem, preset_scalars(variant), 29);
-        std::printf("[ result ] stream_k %s D=%d %s: %s\n", preset, head_dim, problem.str().c_str(),
+        std::printf("[ result ] %s %s D=%d %s: %s\n", knobs.str().c_str(), preset, head_dim, problem.str().c_str(),
                     r.summary().c_str());
-        EXPECT_TRUE(r.pass) << preset << " D=" << head_dim << " " << problem.str() << ": " << r.summary();
+        EXPECT_TRUE(r.pass) << knobs.str() << " " << preset << " D=" << head_dim << " " << problem.str() << ": "
+                            << r.summary();
       }
     }
   }
+}
+
+// A batch larger than stream-K takes runs split-K through the same call (a unit of its own),
+// and the default unit is stream-K.
+TEST(KvCacheLargeBatch, RunsSplitKPastStreamKsBatch) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  std::mt19937 rng(7);
+  std::vector<int> lens(kDecodeStreamKMaxBatch + 76);
+  for (int& len : lens) len = static_cast<int>(rng() % 300);
+  const Variant variant = presets::by_name("alibi");
+  const Kernel kernel = compile(variant, CompileOptions().with_head_dim(64));
+  const KvCacheProblem small{4, 8, 2, 1, {100, 0, 3000, 7}, 0, 16};
+  const KvCacheProblem large{static_cast<int>(lens.size()), 8, 2, 1, lens, 320, 16};
+  for (const auto& problem : {small, large}) {
+    const ForwardCheckResult r = check_forward_kv_cache(kernel, problem, preset_scalars(variant), 31);
+    std::printf("[ result ] batch %d: %s\n", problem.batch, r.summary().c_str());
+    EXPECT_TRUE(r.pass) << problem.str() << ": " << r.summary();
+  }
+  ASSERT_NE(kernel.prepared_decode(), nullptr);
+  EXPECT_EQ(kernel.prepared_decode()->config.knobs.get("stream_k"), 1);
 }
 
 // The argument checks, each a UserError that names what is wrong.

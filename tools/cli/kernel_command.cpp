@@ -76,11 +76,28 @@ void measure_compile(const Variant& v, const CompileOptions& base, int runs) {
 void register_kernel_commands(CLI::App& app) {
   auto args = std::make_shared<KernelArgs>();
 
+  // --shape for emit and compile: a hint (tuned knobs for it; the decode template needs one).
+  auto hint = std::make_shared<std::string>();
+  const auto add_hint = [hint](CLI::App* command) {
+    command->add_option("--shape", *hint,
+                        "B,H,Hkv,Sq,Sk,D: the shape the kernel is for (a shape hint: tuned knobs for it; the decode "
+                        "template needs one); D replaces --head-dim");
+  };
+  const auto hinted_options = [args, hint] {
+    CompileOptions o = args->options();
+    if (hint->empty()) return o;
+    const auto [problem, dim] = parse_shape(*hint);
+    o = hinted(o, problem);
+    o.head_dim = dim;
+    return o;
+  };
+
   auto* emit = app.add_subcommand("emit", "Print the generated CUDA source (--arch cpu: the CPU hooks' LLVM IR)");
   add_kernel_options(emit, *args);
-  emit->callback([args] {
+  add_hint(emit);
+  emit->callback([args, hinted_options] {
     if (args->arch == "cpu") return fmt::print("{}", cpu_hooks_llvm_ir(args->variant(), {}, /*optimized=*/true));
-    fmt::print("{}", generate(args->variant(), args->options()).source);
+    fmt::print("{}", generate(args->variant(), hinted_options()).source);
   });
 
   auto* compile_cmd =
@@ -88,18 +105,10 @@ void register_kernel_commands(CLI::App& app) {
   add_kernel_options(compile_cmd, *args);
   auto measure = std::make_shared<int>(0);
   compile_cmd->add_option("--measure", *measure, "Also time N cold compiles and N disk-cache hits; print the medians");
-  auto hint = std::make_shared<std::string>();
-  compile_cmd->add_option("--shape", *hint,
-                          "B,H,Hkv,Sq,Sk,D: the shape the kernel is for (a shape hint: tuned knobs for it; the decode "
-                          "template needs one); D replaces --head-dim");
-  compile_cmd->callback([args, measure, hint] {
+  add_hint(compile_cmd);
+  compile_cmd->callback([args, measure, hinted_options] {
     const Variant v = args->variant();
-    CompileOptions o = args->options();
-    if (!hint->empty()) {
-      const auto [problem, dim] = parse_shape(*hint);
-      o = hinted(o, problem);
-      o.head_dim = dim;
-    }
+    const CompileOptions o = hinted_options();
     print_compile_report(prepare(v, o));
     if (*measure > 0) measure_compile(v, o, *measure);
   });
