@@ -2,7 +2,8 @@
 // query heads of a GQA group packed as rows of one tile).
 //
 // Pasted last into the generated unit, after abi.h, common.cuh, hooks.cuh, the
-// configuration macros, the hooks, sm80_dtype.cuh and rope_pairs.cuh. One kernel:
+// configuration macros, the hooks, sm80_dtype.cuh, rope_pairs.cuh and decode_schedule.h (the
+// pieces and stream-K's ranges, shared with the host tests). One kernel:
 //   attnjit_decode   grid (splits, heads_kv * row_blocks, batch), 32 * AJ_NUM_WARPS threads.
 //                    The rows of a kv head's tile are (query head of the group, query) pairs,
 //                    row = g * seq_q + q: every K and V byte is read once per kv head and
@@ -230,17 +231,8 @@ __device__ __forceinline__ void merge_pieces(const AttnjitDecodeArgs& dargs, int
   }
 }
 
-// One CTA's share of one (sequence, kv head, row block): kv tiles [tile_begin, tile_end) of
-// it, written as piece `piece` of `pieces` (partial O and LSE at partial slot `slot`); the
-// piece that arrives last merges all of them. Split-K: piece = slot = the split. Stream-K: the
-// pieces are consecutive CTAs from `first_cta`, piece 0 in slot `first_slot`, piece k > 0 in
-// slot 2 (first_cta + k) (the first piece of its CTA's range).
-struct Piece {
-  int b, hk, rb;
-  int tile_begin, tile_end;
-  int pieces, slot;
-  int first_cta, first_slot;  // stream-K only
-};
+// The pieces (AjDecodePiece) and the stream-K ranges are templates/decode_schedule.h's.
+using Piece = AjDecodePiece;
 
 __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, const Piece& piece) {
   extern __shared__ __align__(128) unsigned char aj_smem[];
@@ -255,8 +247,7 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
   // Where piece k's partial row `row` (of this row block's rows) lies in partial_lse.
   const auto partial_at = [&](int k, int row) -> aj_i64 {
 #if AJ_STREAM_K
-    const int slot = k == 0 ? piece.first_slot : 2 * (piece.first_cta + k);
-    return (aj_i64)slot * dargs.slot_rows + (row - r0);
+    return (aj_i64)aj_decode_piece_slot(piece, k) * dargs.slot_rows + (row - r0);
 #else
     return (((aj_i64)k * args.batch + b) * args.heads_kv + hk) * rows + row;
 #endif
@@ -583,7 +574,7 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 // gridDim.x equal ranges, one per CTA (LeanAttention's schedule): sequences of any lengths
 // keep every CTA equally busy. Tiles per sequence come from the lengths on the device, so the
 // CTAs first sum them over the batch (at most STREAM_K_MAX_BATCH sequences).
-constexpr int STREAM_K_MAX_BATCH = 1024;
+constexpr int STREAM_K_MAX_BATCH = AJ_STREAM_K_MAX_BATCH;
 
 // prefix[b] = kv tiles of all units of sequences before b (prefix[batch] = all of them).
 // Returns whether every sequence has as many tiles as the first.
@@ -623,38 +614,6 @@ __device__ __forceinline__ bool tile_prefix(const AttnjitFwdArgs& args, int unit
   __syncthreads();
   return uniform;
 }
-
-// The CTAs' ranges of the `total` tiles: CTA c takes [start(c), start(c + 1)); owner(x) is the
-// CTA whose range holds tile x. Equal ranges cut across units (stream-K), unless every unit has
-// the same `unit_tiles` and a split layout (each unit cut into `per_unit` ranges of `per_piece`
-// tiles, no range crossing a unit's end) is as balanced: then a CTA runs one piece, never two
-// with a pipeline start each, as split-K does for equal lengths.
-struct Ranges {
-  long long total, ctas;
-  long long unit_tiles = 0;
-  int per_unit = 0, per_piece = 0;  // split layout when per_unit > 0
-
-  __device__ Ranges(long long total_tiles, long long grid, bool uniform, long long units) : total(total_tiles) {
-    ctas = min(grid, total);  // at most one CTA per tile: every range holds one tile or more
-    if (!uniform || total == 0 || units > grid) return;
-    unit_tiles = total / units;
-    const long long split = grid / units;
-    const long long piece = (unit_tiles + split - 1) / split;
-    // One tile of slack for the second pipeline start a crossing range pays.
-    if (piece > (total + ctas - 1) / ctas + 1) return;
-    per_piece = (int)piece;
-    per_unit = (int)((unit_tiles + piece - 1) / piece);
-  }
-  __device__ long long start(long long c) const {
-    if (per_unit == 0) return c * total / ctas;
-    if (c >= (total / unit_tiles) * per_unit) return total;
-    return (c / per_unit) * unit_tiles + min(unit_tiles, (c % per_unit) * (long long)per_piece);
-  }
-  __device__ long long owner(long long x) const {
-    if (per_unit == 0) return ((x + 1) * ctas + total - 1) / total - 1;
-    return (x / unit_tiles) * per_unit + (x % unit_tiles) / per_piece;
-  }
-};
 #endif
 
 }  // namespace aj_dec
@@ -685,38 +644,17 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32, AJ_CTAS_PER_SM)
       if (args.lse != nullptr && i % D == 0) args.lse[((aj_i64)b * args.heads_q + h) * args.seq_q + q] = AJ_NEG_INF;
     }
   }
-  const Ranges ranges(total, gridDim.x, uniform, (long long)args.batch * units);
+  const AjDecodeRanges ranges = aj_decode_ranges(total, gridDim.x, uniform, (long long)args.batch * units);
   const long long cta = blockIdx.x;
   if (cta >= ranges.ctas) return;
-  const long long t0 = ranges.start(cta), t1 = ranges.start(cta + 1);
+  const long long t0 = aj_decode_start(ranges, cta), t1 = aj_decode_start(ranges, cta + 1);
   if (t0 >= t1) return;
-  // The sequence holding tile t0: the last b with prefix[b] <= t0 (one with tiles).
-  int lo = 0, hi = args.batch - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (s_prefix[mid] <= t0) lo = mid; else hi = mid - 1;
-  }
-  int b = lo;
+  int b = aj_decode_sequence_of(s_prefix, args.batch, t0);
   for (long long x = t0; x < t1;) {
-    while (s_prefix[b + 1] <= x) ++b;  // past sequences that end here (or have no tiles)
-    const long long n_tiles = (s_prefix[b + 1] - s_prefix[b]) / units;
-    const long long unit = (x - s_prefix[b]) / n_tiles;  // kv head and row block within sequence b
-    const long long u0 = s_prefix[b] + unit * n_tiles, u1 = u0 + n_tiles;
-    const long long end = min(u1, t1);
-    const long long first_cta = ranges.owner(u0);
     Piece piece;
-    piece.b = b;
-    piece.hk = (int)(unit / dargs.row_blocks);
-    piece.rb = (int)(unit % dargs.row_blocks);
-    piece.tile_begin = (int)(x - u0);
-    piece.tile_end = (int)(end - u0);
-    piece.pieces = (int)(ranges.owner(u1 - 1) - first_cta + 1);
-    piece.first_cta = (int)first_cta;
-    piece.first_slot = 2 * (int)first_cta + (u0 == ranges.start(first_cta) ? 0 : 1);
-    piece.slot = (int)(cta - first_cta);
+    x = aj_decode_next_piece(ranges, s_prefix, units, dargs.row_blocks, cta, x, t1, b, piece);
     __syncthreads();  // the last piece's reads of shared memory are done
     decode_piece(dargs, piece);
-    x = end;
   }
 #endif
 }

@@ -1,4 +1,4 @@
-// The split-K decode template's descriptor (see decode_sm80_template.hpp).
+// The decode template's descriptor (see decode_sm80_template.hpp).
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
 #include <fmt/format.h>
@@ -13,6 +13,7 @@
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
+#include "templates/decode_schedule.h"
 
 namespace attnjit {
 
@@ -31,6 +32,7 @@ int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * bl
 
 // Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints),
 // with stream-K also the batch's tile prefix (STREAM_K_MAX_BATCH + 1 longs) and four warp sums.
+static_assert(kDecodeStreamKMaxBatch == AJ_STREAM_K_MAX_BATCH, "the host's limit is the kernel's prefix size");
 int static_shared_bytes(bool stream_k) { return 1024 * 4 + (stream_k ? (kDecodeStreamKMaxBatch + 1 + 4) * 8 : 0); }
 constexpr int kCtasPerSm = 2;  // the kernel's __launch_bounds__ minimum (AJ_CTAS_PER_SM)
 
@@ -139,6 +141,7 @@ class DecodeSm80Template : public KernelTemplate {
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("rope_pairs.cuh");
+    unit.body += runtime::load_template("decode_schedule.h");
     unit.body += runtime::load_template("decode_sm80.cuh");
     return unit;
   }

@@ -20,7 +20,7 @@ std::unique_ptr<KernelTemplate> make_decode_sm80_template();
 inline constexpr const char* kDecodeTemplateName = "decode_sm80";
 inline constexpr int kDecodeMaxSeqQ = 16;
 // The most sequences a stream-K launch takes (each CTA keeps the batch's tile prefix in shared
-// memory: STREAM_K_MAX_BATCH in decode_sm80.cuh); larger batches run split-K.
+// memory: AJ_STREAM_K_MAX_BATCH in templates/decode_schedule.h, checked equal); larger batches run split-K.
 inline constexpr int kDecodeStreamKMaxBatch = 1024;
 
 // Kernel::forward sends Sq <= 16 to this template unless ATTNJIT_DECODE=0 is in the environment.
