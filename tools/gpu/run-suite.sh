@@ -9,6 +9,8 @@
 #      over the reduced GPU suite (ATTNJIT_GPU_REDUCED=1: one small case per preset, which
 #      runs the forward kernel and, for masks that read a tensor, the block-mask kernel), then
 #      tools/gpu/sanitize-checks.sh (the decode unit, fwd_sm90's persistent schedule).
+# On a machine of two or more GPUs the tests run one shard per GPU side by side (about half
+# the time: the suite fits one call there), and memcheck and racecheck one GPU each.
 # Environment: GTEST_FILTER (GPU tests), TESTS_TIMEOUT (seconds, default 3000), SKIP_BENCH=1,
 # BENCH_QUICK=1, PEERS_ONLY=forward,dense,flex,rope,backward,decode,ragged (comma list: one
 # pass's peer tables), PEERS_SEQS=16384 (dense grid lengths), GTEST_TOTAL_SHARDS=2 with
@@ -23,7 +25,7 @@ for arg in "$@"; do
   case "$arg" in
     --sanitize) sanitize=1 ;;
     -h | --help)
-      sed -n '2,19p' "$0"
+      sed -n '2,21p' "$0"
       exit 0
       ;;
     *)
@@ -51,21 +53,44 @@ end_part() {  # part name, result
   echo "   ($1: ${seconds} s)"
   table+=("$1|$seconds|$2")
 }
-# "N passed, N failed, N skipped" from a gtest log.
+# "N passed, N failed, N skipped" from gtest logs (summed over the logs given: one per shard).
 gtest_counts() {
-  local passed failed skipped
-  passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\..*/\1/p' "$1" | tail -n 1)
-  failed=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) tests\{0,1\}, listed below.*/\1/p' "$1" | tail -n 1)
-  skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) tests\{0,1\}, listed below.*/\1/p' "$1" | tail -n 1)
-  echo "${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+  local passed=0 failed=0 skipped=0 log n
+  for log in "$@"; do
+    n=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) tests\{0,1\}\..*/\1/p' "$log" | tail -n 1)
+    passed=$((passed + ${n:-0}))
+    n=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) tests\{0,1\}, listed below.*/\1/p' "$log" | tail -n 1)
+    failed=$((failed + ${n:-0}))
+    n=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) tests\{0,1\}, listed below.*/\1/p' "$log" | tail -n 1)
+    skipped=$((skipped + ${n:-0}))
+  done
+  echo "$passed passed, $failed failed, $skipped skipped"
 }
+# GPUs on this machine: with two or more (and no shard asked for), the GPU tests run one
+# GoogleTest shard per GPU side by side, and the two sanitizer tools one GPU each.
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+[ "${gpus:-0}" -ge 1 ] || gpus=1
 
 start_part "GPU tests"
-timeout "${TESTS_TIMEOUT:-3000}" "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
-  >"$out/gpu_tests.log" 2>&1
-tests_rc=$?
+if [ -z "${GTEST_TOTAL_SHARDS:-}" ] && [ "$gpus" -gt 1 ]; then
+  pids=()
+  for ((i = 0; i < gpus; ++i)); do
+    CUDA_VISIBLE_DEVICES=$i GTEST_TOTAL_SHARDS=$gpus GTEST_SHARD_INDEX=$i timeout "${TESTS_TIMEOUT:-3000}" \
+      "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/gpu_tests.$i.log" 2>&1 &
+    pids+=($!)
+  done
+  tests_rc=0
+  for pid in "${pids[@]}"; do wait "$pid" || tests_rc=$?; done
+  shard_logs=("$out"/gpu_tests.[0-9]*.log)
+  cat "${shard_logs[@]}" >"$out/gpu_tests.log"
+else
+  timeout "${TESTS_TIMEOUT:-3000}" "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} \
+    >"$out/gpu_tests.log" 2>&1
+  tests_rc=$?
+  shard_logs=("$out/gpu_tests.log")
+fi
 grep -E '^\[ result|FAILED|PASSED|SKIPPED|tests ran' "$out/gpu_tests.log" | tail -n 300 >"$out/gpu_results.txt"
-end_part "GPU tests" "$(gtest_counts "$out/gpu_tests.log") (rc $tests_rc)"
+end_part "GPU tests" "$(gtest_counts "${shard_logs[@]}") (rc $tests_rc, $gpus GPU(s))"
 
 start_part "compile timings"
 "$build/attnjit" compile --preset alibi_causal --arch sm_90a --head-dim 128 --measure 5 2>/dev/null | tee "$out/compile.txt"
@@ -82,11 +107,21 @@ fi
 sanitize_rc=0
 if [ "$sanitize" = 1 ]; then
   sanitizer=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+  # With two GPUs, racecheck runs on the second while memcheck runs on the first.
+  if [ "$gpus" -gt 1 ]; then
+    ATTNJIT_GPU_REDUCED=1 CUDA_VISIBLE_DEVICES=1 "$sanitizer" --tool racecheck --print-limit 50 \
+      "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/sanitize_racecheck.log" 2>&1 &
+    racecheck_pid=$!
+  fi
   for tool in memcheck racecheck; do
     start_part "$tool (reduced suite)"
     log="$out/sanitize_$tool.log"
-    ATTNJIT_GPU_REDUCED=1 "$sanitizer" --tool "$tool" --print-limit 50 \
-      "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$log" 2>&1
+    if [ "$tool" = racecheck ] && [ "$gpus" -gt 1 ]; then
+      wait "$racecheck_pid"
+    else
+      ATTNJIT_GPU_REDUCED=1 CUDA_VISIBLE_DEVICES=0 "$sanitizer" --tool "$tool" --print-limit 50 \
+        "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$log" 2>&1
+    fi
     rc=$?
     # memcheck: "ERROR SUMMARY: N errors"; racecheck: "RACECHECK SUMMARY: .. (N errors, M warnings)".
     errors=$(sed -n 's/.*ERROR SUMMARY: \([0-9]*\) error.*/\1/p; s/.*RACECHECK SUMMARY: .*(\([0-9]*\) error.*/\1/p' "$log" |
