@@ -64,9 +64,8 @@ class DecodeSm80Template : public KernelTemplate {
  public:
   std::string name() const override { return kDecodeTemplateName; }
   std::string description() const override {
-    return "decode: stream-K (or split-K) over the kv sequences with an LSE combine, a GQA group's query heads packed "
-           "into "
-           "one tile (mma.sync); sm_80 and newer, for Sq <= 16";
+    return "decode: stream-K (or split-K) over the kv sequences with an LSE merge, a GQA group's query heads "
+           "packed into one tile (mma.sync); sm_80 and newer, for Sq <= 16";
   }
   std::vector<std::string> archs() const override { return runtime::supported_architectures(); }
   // Below fwd_sm80 for compile(): decode units are built by Kernel::forward for Sq <= 16
