@@ -51,6 +51,15 @@ std::vector<KnobCandidate> enumerate_knobs(const KernelTemplate& t, int head_dim
   return out;
 }
 
+std::map<std::string, std::vector<int>> with_untuned_knobs_fixed(const KernelTemplate& t, int head_dim,
+                                                                 const Knobs& defaults,
+                                                                 std::map<std::string, std::vector<int>> restrict_to) {
+  for (const KnobSpec& k : t.knob_space(head_dim))
+    if (!k.tuned && restrict_to.count(k.name) == 0 && defaults.has(k.name))
+      restrict_to[k.name] = {defaults.get(k.name)};
+  return restrict_to;
+}
+
 std::vector<Knobs> feasible_knobs(const KernelTemplate& t, int head_dim, int max_shared_bytes,
                                   const std::map<std::string, std::vector<int>>& restrict_to) {
   std::vector<Knobs> out;

@@ -29,6 +29,12 @@ struct KnobCandidate {
 std::vector<KnobCandidate> enumerate_knobs(const KernelTemplate& t, int head_dim, int max_shared_bytes,
                                            const std::map<std::string, std::vector<int>>& restrict_to = {});
 
+// `restrict_to` plus, for every knob the autotuner must not choose (KnobSpec::tuned false) and
+// `restrict_to` leaves open, the one value `defaults` gives it.
+std::map<std::string, std::vector<int>> with_untuned_knobs_fixed(const KernelTemplate& t, int head_dim,
+                                                                 const Knobs& defaults,
+                                                                 std::map<std::string, std::vector<int>> restrict_to);
+
 // The feasible ones only, in the same order.
 std::vector<Knobs> feasible_knobs(const KernelTemplate& t, int head_dim, int max_shared_bytes,
                                   const std::map<std::string, std::vector<int>>& restrict_to = {});

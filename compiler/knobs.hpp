@@ -41,6 +41,10 @@ struct KnobSpec {
   std::string name;         // also the CLI flag: --block-m for block_m
   std::vector<int> values;  // allowed values, in the order the autotuner tries them
   std::string help;
+  // False: the autotuner keeps the template's default unless `--only` names the knob, since its
+  // best value depends on what the tuner's timing cannot see (decode_sm80's stream_k: the
+  // lengths in a KV cache; equal full lengths favour split-K, real caches stream-K).
+  bool tuned = true;
 };
 
 }  // namespace attnjit

@@ -85,7 +85,8 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   result.default_knobs = t.default_knobs(request);
 
   std::vector<Knobs> feasible;
-  for (auto& c : enumerate_knobs(t, fixed.head_dim, smem_limit, options.restrict_to)) {
+  const auto restrict_to = with_untuned_knobs_fixed(t, fixed.head_dim, result.default_knobs, options.restrict_to);
+  for (auto& c : enumerate_knobs(t, fixed.head_dim, smem_limit, restrict_to)) {
     if (c.feasible)
       feasible.push_back(c.knobs);
     else

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
+#include <vector>
 
 #include "compiler/error.hpp"
 #include "compiler/schedule.hpp"
@@ -169,6 +171,31 @@ TEST(KnobSpace, ARestrictionOfAKnobTheTemplateLacksNamesItsKnobs) {
     EXPECT_TRUE(contains(e.what(), "knob 'block_n'")) << e.what();
     EXPECT_TRUE(contains(e.what(), "32, 64, 128")) << e.what();
   }
+}
+
+// A knob whose best value the tuner's timing cannot see (decode_sm80's stream_k: equal full
+// lengths favour split-K, KV caches stream-K) stays at the request's default unless named.
+TEST(KnobSpace, UntunedKnobsKeepTheirDefaultUnlessNamed) {
+  const KernelTemplate& decode = TemplateRegistry::instance().get("decode_sm80");
+  const auto space = decode.knob_space(128);
+  const auto stream_k =
+      std::find_if(space.begin(), space.end(), [](const KnobSpec& k) { return k.name == "stream_k"; });
+  ASSERT_NE(stream_k, space.end());
+  EXPECT_FALSE(stream_k->tuned);
+  for (const int value : {0, 1}) {
+    const Knobs defaults{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", value}};
+    const auto fixed = with_untuned_knobs_fixed(decode, 128, defaults, {{"stages", {2, 3}}});
+    ASSERT_EQ(fixed.size(), 2u);
+    EXPECT_EQ(fixed.at("stream_k"), std::vector<int>{value});
+    EXPECT_EQ(fixed.at("stages"), (std::vector<int>{2, 3}));  // a given restriction stays
+    for (const Knobs& k : feasible_knobs(decode, 128, 227 * 1024, fixed)) EXPECT_EQ(k.get("stream_k"), value);
+  }
+  // Named, it is searched like any knob; the tuned knobs stay open.
+  const Knobs defaults{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", 1}};
+  EXPECT_EQ(with_untuned_knobs_fixed(decode, 128, defaults, {{"stream_k", {0, 1}}}).at("stream_k"),
+            (std::vector<int>{0, 1}));
+  EXPECT_EQ(with_untuned_knobs_fixed(decode, 128, defaults, {}).count("splits"), 0u);
+  EXPECT_TRUE(with_untuned_knobs_fixed(fwd_sm80(), 64, default_knobs_for(64), {}).empty());
 }
 
 }  // namespace
