@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -361,7 +362,11 @@ const KernelState::ExtraUnit* KernelState::forward_unit(const std::string& templ
 }
 
 const KernelState::ExtraUnit* KernelState::decode_unit(const ProblemShape& hint) const {
-  const ExtraUnit* unit = forward_unit(kDecodeTemplateName, hint);
+  // The default unit is built from the first call's hint; a batch past stream-K's would make its
+  // default knobs split-K for every later call, so that one hints at most stream-K's batch.
+  ProblemShape default_hint = hint;
+  default_hint.batch = std::min(hint.batch, kDecodeStreamKMaxBatch);
+  const ExtraUnit* unit = forward_unit(kDecodeTemplateName, default_hint);
   if (unit != nullptr && unit->prepared->config.knobs.get("stream_k") == 1 && hint.batch > kDecodeStreamKMaxBatch)
     return forward_unit(kDecodeTemplateName, hint, /*ragged=*/false, Knobs{{"stream_k", 0}});
   return unit;

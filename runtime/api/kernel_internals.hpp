@@ -112,8 +112,9 @@ struct KernelState {
   static std::string forward_unit_key(const std::string& template_name, bool ragged, const Knobs& knobs = Knobs()) {
     return template_name + (ragged ? " ragged" : "") + (knobs.empty() ? "" : " " + knobs.str());
   }
-  // The decode unit for a call of `hint`'s shape: the template's default (stream-K), or a split-K
-  // unit beside it for a batch larger than stream-K takes. Null when the template declines.
+  // The decode unit for a call of `hint`'s shape: the template's default (stream-K, whatever the
+  // first call's batch), or a split-K unit beside it for a batch larger than stream-K takes.
+  // Null when the template declines.
   const ExtraUnit* decode_unit(const ProblemShape& hint) const;
 
   // The CPU backend of the variant (runtime/cpu), built on the first forward with host tensors,

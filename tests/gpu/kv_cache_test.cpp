@@ -124,7 +124,7 @@ TEST(KvCacheSchedules, PassTheTwoTimesRule) {
 }
 
 // A batch larger than stream-K takes runs split-K through the same call (a unit of its own),
-// and the default unit is stream-K.
+// and the default unit is stream-K, whichever call comes first.
 TEST(KvCacheLargeBatch, RunsSplitKPastStreamKsBatch) {
   std::string why;
   if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
@@ -142,6 +142,14 @@ TEST(KvCacheLargeBatch, RunsSplitKPastStreamKsBatch) {
   }
   ASSERT_NE(kernel.prepared_decode(), nullptr);
   EXPECT_EQ(kernel.prepared_decode()->config.knobs.get("stream_k"), 1);
+  // The large batch first: the default unit is still stream-K for the smaller calls after it.
+  const Kernel large_first = compile(variant, CompileOptions().with_head_dim(64));
+  for (const auto& problem : {large, small}) {
+    const ForwardCheckResult r = check_forward_kv_cache(large_first, problem, preset_scalars(variant), 37);
+    EXPECT_TRUE(r.pass) << "large first, " << problem.str() << ": " << r.summary();
+  }
+  ASSERT_NE(large_first.prepared_decode(), nullptr);
+  EXPECT_EQ(large_first.prepared_decode()->config.knobs.get("stream_k"), 1);
 }
 
 // The argument checks, each a UserError that names what is wrong.
