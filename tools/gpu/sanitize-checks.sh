@@ -15,7 +15,7 @@ mkdir -p "$log_dir"
 decode="--batch 2 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 4097"
 checks=(
   "decode_default|--preset causal_bottom_right $decode"
-  "decode_alibi_splits4|--preset alibi --template decode_sm80 --splits 4 $decode"
+  "decode_alibi_splits4|--preset alibi --template decode_sm80 --stream-k 0 --splits 4 $decode"
   "decode_stream_k_paged|--preset alibi --template decode_sm80 --stream-k 1 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4999 --page-size 48"
   "decode_stream_k|--preset softcap --param softcap=20 --template decode_sm80 --stream-k 1 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001 --seq-lens 3001 7 0 1500"
   "decode_split_k_paged|--preset causal_bottom_right --template decode_sm80 --stream-k 0 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
