@@ -280,8 +280,19 @@ def decode_table(binary, rows, flex=True):
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "decode_sm80"])
             row["attnjit"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             row["attnjit_error"] = r.get("error")
+            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
+                              extra=["--template", "decode_sm80", "--stream-k", "0"])
+            row["attnjit_split_k"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
             row["attnjit_fwd"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            # A cache a quarter full (every sequence at Sk / 4 keys): stream-K (the default) against
+            # split-K, whose splits are sized by the capacity; GB/s over the keys in use.
+            quarter = ",".join([str(sk // 4)] * b)
+            for key, schedule in (("quarter_stream_k", "1"), ("quarter_split_k", "0")):
+                r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
+                                  extra=["--template", "decode_sm80", "--kv-cache", "--kv-lens", quarter,
+                                         "--stream-k", schedule])
+                row[key] = kv_bytes / 4 / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             # Kernel::forward_kv_cache on the same bytes: contiguous with per-sequence lengths, and paged.
             for key, extra in (("kv_contig", ["--kv-cache"]), ("kv_page16", ["--kv-cache", "--page-size", "16"]),
                                ("kv_page128", ["--kv-cache", "--page-size", "128"])):
@@ -376,14 +387,16 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit decode_sm80 | kv-cache contiguous | paged 16 | paged 128 | kv-cache RoPE | "
-              "attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | "
-              "paged 16/contiguous |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | split-K | kv-cache contiguous | paged 16 | paged 128 | "
+              "kv-cache RoPE | quarter full: stream-K | split-K | attnjit fwd_sm80 | FA2 (SDPA flash) | "
+              "cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
-                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('kv_contig'))} | "
+                print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_split_k'))} | "
+                      f"{fmt(r.get('kv_contig'))} | "
                       f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
+                      f"{fmt(r.get('quarter_stream_k'))} | {fmt(r.get('quarter_split_k'))} | "
                       f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
                       f"{ratio(r.get('kv_page16'), r.get('kv_contig'))} |")
