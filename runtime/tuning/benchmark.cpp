@@ -452,14 +452,13 @@ BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size,
   // What ran: the decode unit, not the compiled one.
   if (const PreparedKernel* decode = kernel.prepared_decode()) name_unit(r, *decode);
   r.pass = page_size > 0 ? fmt::format("forward_kv_cache pages of {}", page_size) : "forward_kv_cache contiguous";
-  if (!seq_lens.empty()) {  // the K and V bytes of the keys in use, and Q and O
-    double keys = 0.0;
+  if (!seq_lens.empty()) {  // as set_bytes counts them, with the keys in use: Q and O, K and V
+    std::int64_t keys = 0;
     for (const int len : seq_lens) keys += len;
-    const double element = 2.0;  // bf16 / fp16
-    const double bytes = element * (2.0 * keys * p.heads_kv * st.dim +
-                                    2.0 * static_cast<double>(p.batch) * p.heads_q * p.seq_q * st.dim);
-    r.bandwidth_gbs = bytes / (r.median_ms * 1e-3) / 1e9;
-    r.pass += fmt::format(", lengths given ({} keys in all)", static_cast<long long>(keys));
+    const std::size_t bytes = DeviceProblem::bytes({p.batch, p.heads_q, p.seq_q, st.dim}, 2) * 2 +
+                              DeviceProblem::bytes({keys, p.heads_kv, st.dim}, 2) * 2;
+    r.bandwidth_gbs = static_cast<double>(bytes) / (r.median_ms * 1e-3) / 1e9;
+    r.pass += fmt::format(", lengths given ({} keys in all)", keys);
   }
   return r;
 }

@@ -165,12 +165,8 @@ TEST_F(DecodeCodegen, StreamKPlansACtaPerSlotAndCompiles) {
   EXPECT_THROW(p.launch_plan(ProblemShape{1025, 32, 8, 1, 100}), UserError);
   // The default for a hinted batch it takes; split-K past that.
   const auto default_stream_k = [](int batch) {
-    const CompileOptions o = CompileOptions()
-                                 .with_arch("sm_90a")
-                                 .with_head_dim(128)
-                                 .with_cache(temp_->cache())
-                                 .with_template(kDecodeTemplateName)
-                                 .with_shape_hint(batch, 32, 8, 1, 4096);
+    const CompileOptions o =
+        options("sm_90a", 128, 1).with_template(kDecodeTemplateName).with_shape_hint(batch, 32, 8, 1, 4096);
     return generate(presets::causal(), o).config.knobs.get("stream_k");
   };
   EXPECT_EQ(default_stream_k(kDecodeStreamKMaxBatch), 1);

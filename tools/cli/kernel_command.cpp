@@ -275,9 +275,9 @@ void register_kernel_commands(CLI::App& app) {
       p.heads_kv = problem->heads_kv;
       p.seq_q = problem->seq_q;
       p.capacity = problem->seq_k;
-      CompileOptions o = args->options();  // the shape hint lets a forced decode template accept the request
-      o.with_shape_hint(p.batch, p.heads_q, p.heads_kv, p.seq_q, p.capacity);
-      const ForwardCheckResult r = check_forward_kv_cache(compile(v, o), p, args->bindings(), *seed);
+      // The shape hint (Sk = the capacity) lets a forced decode template accept the request.
+      const ForwardCheckResult r =
+          check_forward_kv_cache(compile(v, hinted(args->options(), *problem)), p, args->bindings(), *seed);
       fmt::print("{} D={} {} {}: {}\n", v.name(), args->head_dim, args->dtype, p.str(), r.summary());
       if (!r.pass) throw UserError("check failed: the kernel's error exceeds twice the naive computation's");
       return;
