@@ -393,16 +393,18 @@ BenchResult ForwardBenchmark::time(const Kernel& kernel) {
   return r;
 }
 
+void check_kv_cache_lengths(const std::vector<int>& seq_lens, const ForwardProblem& p) {
+  if (static_cast<int>(seq_lens.size()) != p.batch)
+    throw UserError(fmt::format("{} lengths for {} sequences; give one per sequence", seq_lens.size(), p.batch));
+  for (const int len : seq_lens)
+    if (len < 0 || len > p.seq_k)
+      throw UserError(fmt::format("length {} is not in 0..{} (the cache's Sk)", len, p.seq_k));
+}
+
 BenchResult ForwardBenchmark::time_kv_cache(const Kernel& kernel, int page_size, const std::vector<int>& seq_lens) {
   State& st = *state_;
   const ForwardProblem& p = st.p;
-  if (!seq_lens.empty()) {
-    if (static_cast<int>(seq_lens.size()) != p.batch)
-      throw UserError(fmt::format("{} lengths for {} sequences; give one per sequence", seq_lens.size(), p.batch));
-    for (const int len : seq_lens)
-      if (len < 0 || len > p.seq_k)
-        throw UserError(fmt::format("length {} is not in 0..{} (the cache's Sk)", len, p.seq_k));
-  }
+  if (!seq_lens.empty()) check_kv_cache_lengths(seq_lens, p);
   if (page_size < 0 || (page_size > 0 && static_cast<std::int64_t>(p.batch) * p.seq_k < page_size))
     throw UserError(fmt::format("page size {} does not fit {} keys", page_size, p.batch * p.seq_k));
   const int pages_per_seq = page_size > 0 ? (p.seq_k + page_size - 1) / page_size : 0;

@@ -49,6 +49,11 @@ struct BenchResult {
   static std::string csv_header();
 };
 
+// The keys in use per sequence that `ForwardBenchmark::time_kv_cache` (`attnjit bench
+// --kv-lens`) takes: one per sequence of `problem`, each in 0..Sk; a UserError naming the bad
+// count or length otherwise.
+void check_kv_cache_lengths(const std::vector<int>& seq_lens, const ForwardProblem& problem);
+
 // Fraction of (b, h, q, kv) pairs the mask admits; exact via tile classes and per-element
 // evaluation of partial tiles, or estimated from evenly spaced query rows when exact
 // counting would evaluate more than `max_evaluations` elements.
