@@ -106,42 +106,43 @@ struct KvSource {
 };
 
 // Keys [key0, key0 + BN) of K and V into shared memory at `sk` and `sv`; keys past `keys` are
-// zero-filled. A thread copies the same 16-byte column of rows tid / CPR + i * (NT / CPR), so
-// with pages it divides once per tile and steps through the pages from there.
+// zero-filled. A thread copies one 16-byte column of RPT consecutive rows (tid / CPR) * RPT + i:
+// its source pointers step one row at a time, and with pages they are set from the block table
+// where its rows enter a page, which for a page size that RPT divides is once per tile.
 __device__ __forceinline__ void load_kv(aj_u32 sk, aj_u32 sv, const KvSource& src, int key0, int keys, int tid) {
-  static_assert(NT % CPR == 0 && (BN * CPR) % NT == 0, "each thread copies one column of evenly spaced rows");
-  constexpr int STEP = NT / CPR;
-  const int r0 = tid / CPR, c = tid % CPR;
+  constexpr int RPT = BN * CPR / NT;  // rows per thread
+  static_assert(NT % CPR == 0 && (BN * CPR) % NT == 0, "each thread copies one column of a run of rows");
+  const int r0 = tid / CPR * RPT, c = tid % CPR;
   const aj_u32 column = (aj_u32)(r0 * RSB + c * 16);
   int key = key0 + r0;
-  int page = 0, offset = 0;
-  if (src.table != nullptr) {
+  const bool paged = src.table != nullptr;
+  int page = 0, offset = key;
+  if (paged) {
     page = key / src.page_size;
     offset = key - page * src.page_size;
   }
+  // This thread's rows of K and V: set from the block table where `stale`, else stepped.
+  const aj_u16 *kp = src.k + c * 8 + (aj_i64)offset * src.k_row, *vp = src.v + c * 8 + (aj_i64)offset * src.v_row;
+  bool stale = paged;
 #pragma unroll
-  for (int i = 0; i < BN * CPR / NT; ++i) {
+  for (int i = 0; i < RPT; ++i) {
     const bool ok = key < keys;
-    const aj_u16 *kp = src.k + c * 8, *vp = src.v + c * 8;
-    if (ok) {
-      if (src.table == nullptr) {
-        kp += (aj_i64)key * src.k_row;
-        vp += (aj_i64)key * src.v_row;
-      } else {
-        const aj_i64 at = src.page(page);
-        kp += at * src.k_page + (aj_i64)offset * src.k_row;
-        vp += at * src.v_page + (aj_i64)offset * src.v_row;
-      }
+    if (ok && stale) {
+      const aj_i64 at = src.page(page);
+      kp = src.k + c * 8 + at * src.k_page + (aj_i64)offset * src.k_row;
+      vp = src.v + c * 8 + at * src.v_page + (aj_i64)offset * src.v_row;
+      stale = false;
     }
-    aj_cp_async_16(sk + column + i * STEP * RSB, kp, ok ? 16 : 0);
-    aj_cp_async_16(sv + column + i * STEP * RSB, vp, ok ? 16 : 0);
-    key += STEP;
-    offset += STEP;
-    if (src.table != nullptr)
-      while (offset >= src.page_size) {
-        offset -= src.page_size;
-        ++page;
-      }
+    aj_cp_async_16(sk + column + i * RSB, ok ? kp : src.k, ok ? 16 : 0);
+    aj_cp_async_16(sv + column + i * RSB, ok ? vp : src.v, ok ? 16 : 0);
+    ++key;
+    kp += src.k_row;
+    vp += src.v_row;
+    if (paged && ++offset == src.page_size) {
+      offset = 0;
+      ++page;
+      stale = true;
+    }
   }
 }
 
