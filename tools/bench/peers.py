@@ -249,12 +249,12 @@ ROPE_DECODE = ('variant "rope_decode"; rope: theta=10000.0, dim=0, layout=half; 
                'mask: kv <= q + kv_len - q_len;')
 
 
-def decode_table(binary, rows, flex=True):
-    """Decode: Sq query rows against Sk cached keys, B=8, 32 query heads on 8 kv heads, D=128;
-    bandwidth over the K and V bytes (what a decode step must read), GB/s. flex=False leaves
-    FlexAttention out (its compiles take most of this table's time)."""
+def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
+    """Decode: Sq query rows against Sk cached keys (each of `sks`), B=8, 32 query heads on 8 kv
+    heads, D=128; bandwidth over the K and V bytes (what a decode step must read), GB/s.
+    flex=False leaves FlexAttention out (its compiles take most of this table's time)."""
     b, hq, hkv, d = 8, 32, 8, 128
-    for sk in (8192, 32768):
+    for sk in sks:
         k, v = (torch.randn(b, hkv, sk, d, device="cuda", dtype=DTYPE) for _ in range(2))
         kv_bytes = 2 * b * hkv * sk * d * 2
         for sq in (1, 4):
@@ -469,6 +469,8 @@ def main():
                     "backward, decode, ragged (default: all)")
     ap.add_argument("--seqs", help="comma-separated sequence lengths of the dense/causal grids (default: 1k, 4k, 16k; "
                     "--quick: 1k, 4k)")
+    ap.add_argument("--decode-seqs", help="comma-separated cached-key counts of the decode table (default: 8192,32768; "
+                    "one each on two GPUs halves its time)")
     args = ap.parse_args()
     parts = {"dense", "flex", "rope", "backward", "decode", "ragged"}
     only = set(args.only.split(",")) if args.only else parts | {"forward"}
@@ -491,7 +493,8 @@ def main():
         backward_grid(args.attnjit, rows, args.quick)
         flex_backward(args.attnjit, rows)
     if "decode" in only:
-        decode_table(args.attnjit, rows, flex=not args.quick)
+        sks = [int(x) for x in args.decode_seqs.split(",")] if args.decode_seqs else (8192, 32768)
+        decode_table(args.attnjit, rows, flex=not args.quick, sks=sks)
     if "ragged" in only:
         ragged_table(args.attnjit, rows)
     if args.out:
