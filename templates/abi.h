@@ -79,10 +79,11 @@ struct AttnjitFwdArgs {
   // cu_seqlens_q[b + 1]) of Q and O, its keys rows [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of K
   // and V (the batch strides are 0, the seq strides step through the packed tokens); seq_q and
   // seq_k are the longest lengths, LSE is [heads_q, total_q]. Null in every other call; read only
-  // by units built with AJ_RAGGED 1.
+  // by units built with AJ_RAGGED 1. total_k: K's and V's tokens (fwd_sm90's tensor maps).
   const int* cu_seqlens_q;
   const int* cu_seqlens_k;
   int total_q;
+  int total_k;
 };
 
 // The backward pass's argument block (templates/bwd_sm80.cuh). `fwd` comes first, so a

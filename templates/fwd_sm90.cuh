@@ -35,7 +35,11 @@
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
 //   AJ_OUTPUT_GATE_PER_ELEMENT); AJ_SCORE_SPLIT (the hooks: score_mod = score + aj_score_col +
 //   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit); AJ_SCORE_MOD_RAW
-//   (aj_score_mod_raw: the softmax scale folded into score_mod's first product).
+//   (aj_score_mod_raw: the softmax scale folded into score_mod's first product); AJ_RAGGED 1
+//   (with AJ_PER_SEQUENCE_LENGTHS 1): a ragged batch (AttnjitFwdArgs::cu_seqlens_q / _k), the
+//   tensor maps over the packed tokens with a batch of 1, each item's rows offset by its
+//   sequence's start and bounded by its own lengths (rows of the next sequence the TMA brings
+//   into a tile are masked as keys and never stored as queries).
 // Dynamic shared memory (the host computes the same), with QB = AJ_Q_BUFFERS:
 //   QB * AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (2 * QB + 4 * AJ_STAGES)
 //   + 4 * AJ_STAGES + 4 * QB + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
@@ -75,6 +79,9 @@
 // would wait for them. AJ_Q_BUFFERS 2: the next Q lands beside this item's (1: after it).
 #ifndef AJ_PERSISTENT
 #define AJ_PERSISTENT 0
+#endif
+#ifndef AJ_RAGGED
+#define AJ_RAGGED 0
 #endif
 #ifndef AJ_Q_BUFFERS
 #define AJ_Q_BUFFERS 1
@@ -148,6 +155,16 @@ struct WorkItem {
   int m_block, h, b;
 };
 
+// Queries and keys of sequence b where `args` is in scope: the longest (every sequence alike)
+// or, in a ragged batch, its own (macros: the other units keep the plain fields, code and all).
+#if AJ_RAGGED
+#define AJ_SEQ_Q_OF(b) aj_seq_len_q((b), args)
+#define AJ_SEQ_K_OF(b) aj_seq_len_k((b), args)
+#else
+#define AJ_SEQ_Q_OF(b) args.seq_q
+#define AJ_SEQ_K_OF(b) args.seq_k
+#endif
+
 // The kv tiles of one CTA, in the order the producer walks them (and hands them on): the
 // tile classes (0 empty, 1 partial, 2 full) from the block mask when one is bound, else from
 // the variant's interval analysis (aj_tile_class) over the CTA's query rows.
@@ -186,7 +203,7 @@ __device__ __forceinline__ void load_mask_cols(AjMaskCol (&cols)[2 * NN], int b,
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const int kv = kv_col + j * 8 + c;
-      cols[2 * j + c] = aj_mask_col(b, h, kv < args.seq_k ? kv : args.seq_k - 1, args);
+      cols[2 * j + c] = aj_mask_col(b, h, kv < AJ_SEQ_K_OF(b) ? kv : AJ_SEQ_K_OF(b) - 1, args);
     }
 }
 #endif
@@ -200,7 +217,7 @@ __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, in
   AjMaskRow rows[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    qc[r] = min(q_row + 8 * r, args.seq_q - 1);
+    qc[r] = min(q_row + 8 * r, AJ_SEQ_Q_OF(b) - 1);
     if (MASK) rows[r] = aj_mask_row(b, h, qc[r], args);
   }
 #pragma unroll
@@ -208,13 +225,13 @@ __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, in
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const int kv = kv_col + j * 8 + c;
-      const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+      const int kvc = kv < AJ_SEQ_K_OF(b) ? kv : AJ_SEQ_K_OF(b) - 1;
       AjMaskCol col;
       if (MASK) col = COLS_GIVEN ? given[2 * j + c] : aj_mask_col(b, h, kvc, args);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         bool keep = true;
-        if (BOUND) keep = kv < args.seq_k;
+        if (BOUND) keep = kv < AJ_SEQ_K_OF(b);
         if (MASK) keep = keep && aj_mask_pair(rows[r], col, b, h, qc[r], kvc, args);
         s[4 * j + 2 * r + c] = keep ? s[4 * j + 2 * r + c] : AJ_NEG_INF;
       }
@@ -232,8 +249,8 @@ __device__ __forceinline__ void score_mod_tile(float (&s)[BN / 2], int b, int h,
     for (int e = 0; e < 4; ++e) {
       const int q = q_row + (e >> 1) * 8;
       const int kv = kv_col + j * 8 + (e & 1);
-      const int qc = q < args.seq_q ? q : args.seq_q - 1;
-      const int kvc = kv < args.seq_k ? kv : args.seq_k - 1;
+      const int qc = q < AJ_SEQ_Q_OF(b) ? q : AJ_SEQ_Q_OF(b) - 1;
+      const int kvc = kv < AJ_SEQ_K_OF(b) ? kv : AJ_SEQ_K_OF(b) - 1;
 #if AJ_SCORE_MOD_RAW
       s[4 * j + e] = aj_score_mod_raw(s[4 * j + e], args.scale, b, h, qc, kvc, args);
 #else
@@ -253,7 +270,7 @@ __device__ __forceinline__ void score_cols_to_shared(aj_u32 table, int ct, int b
   for (int k = 0; k < (BN + 127) / 128; ++k) {
     const int i = ct + 128 * k;
     if (i < BN) {
-      const int kv = min(n * BN + i, args.seq_k - 1);  // hooks see in-range keys only
+      const int kv = min(n * BN + i, AJ_SEQ_K_OF(b) - 1);  // hooks see in-range keys only
       aj_st_shared_u32(table + 4 * i, __float_as_uint(aj_score_col(b, h, kv, anchor, args)));
     }
   }
@@ -374,9 +391,20 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         walk.b = w.b;
         walk.h = w.h;
         walk.q0 = q0;
+#if AJ_RAGGED
+        // The sequence's rows start at its offsets in the packed tokens (the maps' batch is 1); a
+        // short sequence has no rows in the later query blocks.
+        const int w_seq_q = AJ_SEQ_Q_OF(w.b), w_seq_k = AJ_SEQ_K_OF(w.b);
+        const int q_start = args.cu_seqlens_q[w.b], k_start = args.cu_seqlens_k[w.b], map_b = 0;
+        walk.q_hi = min(q0 + BM, w_seq_q) - 1;
+        walk.seq_k = w_seq_k;
+        walk.n_tiles = q0 < w_seq_q ? (w_seq_k + BN - 1) / BN : 0;
+#else
+        const int q_start = 0, k_start = 0, map_b = w.b;
         walk.q_hi = min(q0 + BM, seq_q) - 1;
         walk.seq_k = seq_k;
         walk.n_tiles = (seq_k + BN - 1) / BN;
+#endif
         walk.classes = nullptr;
 #if AJ_HAS_BLOCK_MASK
         if (args.tile_classes != nullptr)
@@ -386,7 +414,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
 #pragma unroll
         for (int c = 0; c < D / 64; ++c)
-          aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q0, w.h, w.b);
+          aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q_start + q0, w.h,
+                         map_b);
         int cls = 0;
         for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
@@ -395,14 +424,14 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
 #pragma unroll
           for (int c = 0; c < D / 64; ++c)
-            aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64, n * BN, hk,
-                           w.b);
+            aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64,
+                           k_start + n * BN, hk, map_b);
           aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
           aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
 #pragma unroll
           for (int c = 0; c < D / 64; ++c)
-            aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64, n * BN, hk,
-                           w.b);
+            aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64,
+                           k_start + n * BN, hk, map_b);
           if (++stage == ST) {
             stage = 0;
             phase ^= 1;
@@ -460,10 +489,21 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     // The item's batch, head, first query row, this thread's first row and this warpgroup's Q
     // rows in each chunk of the item's Q buffer (set per item; the lambdas below read them).
     int b = 0, h = 0, q0 = 0, q_row = 0;
+#if AJ_RAGGED
+    // The item's sequence: its queries and keys, its first row in the packed Q / O.
+    int item_seq_q = 0, item_seq_k = 0, q_start = 0;
+#else
+    const int item_seq_q = seq_q, item_seq_k = seq_k;
+#endif
     aj_u32 sq = 0;
     const auto start_item = [&](const WorkItem& w, int qb) {
       b = w.b;
       h = w.h;
+#if AJ_RAGGED
+      item_seq_q = AJ_SEQ_Q_OF(b);
+      item_seq_k = AJ_SEQ_K_OF(b);
+      q_start = args.cu_seqlens_q[b];
+#endif
       q0 = w.m_block * BM;
       q_row = q0 + 64 * cw + 16 * warp + g;
       sq = s_q + qb * Q_BYTES + 64 * cw * 128;
@@ -519,7 +559,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
       } else
 #endif
-          if (n * BN + BN > seq_k) {
+          if (n * BN + BN > item_seq_k) {
         mask_scores<true, false>(s, b, h, q_row, kv_col, args);
       }
 #pragma unroll
@@ -662,6 +702,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 
       // ---- epilogue: normalize, LSE, gate; stage in this warpgroup's Q rows; 16-byte stores ----
       aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+#if AJ_RAGGED
+      og += (aj_i64)q_start * args.o_stride[2];
+#endif
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float l = row_sum[r];
@@ -671,7 +714,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         const float inv = any ? 1.0f / l : 0.f;
         const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
         const int q = q_row + 8 * r;
-        if (args.lse != nullptr && t == 0 && q < seq_q) {
+        if (args.lse != nullptr && t == 0 && q < item_seq_q) {
           // ms * ln 2 + ln l, with ms the softmax's rounded max (its rounding cancels against the
           // one l carries) and a single rounding at the LSE's magnitude: gradients of learned
           // biases weigh every row's LSE error by the row's key distances.
@@ -680,11 +723,15 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           lse_rest += aj_score_row(b, h, q, q0, args);  // the row part softmax left out
 #endif
           const float lse = any ? fmaf(row_max[r] * mult, AJ_LN2, lse_rest) : AJ_NEG_INF;
+#if AJ_RAGGED
+          args.lse[(aj_i64)h * args.total_q + q_start + q] = lse;  // [heads_q, total_q]
+#else
           args.lse[((aj_i64)b * args.heads_q + h) * seq_q + q] = lse;
+#endif
         }
 #if AJ_HAS_OUTPUT_GATE
         // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range.
-        const int qg = q < seq_q ? q : seq_q - 1;
+        const int qg = q < item_seq_q ? q : item_seq_q - 1;
 #if !AJ_OUTPUT_GATE_PER_ELEMENT
         const float row_gate = aj_output_gate(b, h, qg, 0, args);
 #endif
@@ -726,7 +773,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         const int lrow = idx / ND;
         const int cc = idx % ND;
         const int q = q0 + 64 * cw + lrow;
-        if (q < seq_q) {
+        if (q < item_seq_q) {
           aj_u32 v[4];
           aj_ld_shared_v4(sq + lrow * 128 + (cc >> 3) * Q_CHUNK + (((cc & 7) ^ (lrow & 7)) << 4), v);
           aj_st_global_v4(og + (aj_i64)q * args.o_stride[2] + cc * 8, v);

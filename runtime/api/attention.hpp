@@ -41,7 +41,7 @@ struct CompileOptions {
   // UserError naming the template's knobs.
   Knobs knobs;
   std::optional<ShapeHint> shape_hint;  // the shape the kernel will mostly run on: selects tuned knobs
-  bool ragged = false;                  // the unit for ragged batches (Kernel::forward_ragged builds it; fwd_sm80 only)
+  bool ragged = false;  // the unit for ragged batches (Kernel::forward_ragged builds it; fwd_sm80, fwd_sm90)
   runtime::KernelCache* cache = nullptr;  // empty: the process-wide cache (ATTNJIT_CACHE_DIR, ...)
   int device = 0;                         // CUDA device ordinal the kernel is loaded and launched on (and "auto" asks)
   // Forward, or Backward: prepare/generate build the backward unit (`attnjit compile
@@ -255,13 +255,15 @@ class Kernel {
   // the last dimension contiguous), o like q, lse f32 [Hq, total_q] contiguous or null. Each
   // sequence computes what forward would for it alone: the hooks see b, q and kv within the
   // sequence and its own q_len and kv_len; a sequence without keys gives O = 0, LSE = -inf.
-  // Runs fwd_sm80 (its ragged unit is built on first use, see prepared_ragged); RoPE and masks
-  // that read tensors are not served yet (UserError). Asynchronous on `stream`.
+  // Runs fwd_sm80 (its ragged unit is built on first use, see prepared_ragged), or fwd_sm90's
+  // ragged unit for a kernel compiled for fwd_sm90 when ATTNJIT_RAGGED_SM90=1 is set (opt-in until
+  // it has run on a GPU; fwd_sm80 where it declines, as for RoPE); masks that read tensors are
+  // not served yet (UserError). Asynchronous on `stream`.
   void forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                       const RaggedBatch& batch, const Bindings& bindings = {}, void* stream = nullptr,
                       double softmax_scale = 0.0) const;
-  // The unit forward_ragged runs (fwd_sm80: the compiled knobs when this kernel was compiled
-  // for fwd_sm80, else its defaults), or null before the first forward_ragged call built it.
+  // The unit forward_ragged runs (the compiled knobs when this kernel was compiled for its
+  // template, else that template's defaults), or null before the first forward_ragged call built it.
   const PreparedKernel* prepared_ragged() const;
 
   // Gradients of a forward call: q, k, v and o, lse as forward took and gave them (lse is

@@ -1,7 +1,10 @@
 // Kernel::forward_ragged: packed sequences with cumulative lengths, run by fwd_sm80's ragged
-// unit (templates/fwd_sm80.cuh with AJ_RAGGED 1).
+// unit (templates/fwd_sm80.cuh with AJ_RAGGED 1), or by fwd_sm90's (templates/fwd_sm90.cuh with
+// AJ_RAGGED 1) for a kernel compiled for fwd_sm90 when ATTNJIT_RAGGED_SM90=1 is set: that path
+// has not run on a GPU yet, so it is opt-in until the GPU suite has passed on it.
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -10,6 +13,7 @@
 #include "runtime/api/dlpack_view.hpp"
 #include "runtime/api/kernel_internals.hpp"
 #include "templates/fwd_sm80/fwd_sm80_template.hpp"
+#include "templates/fwd_sm90/fwd_sm90_template.hpp"
 
 namespace attnjit {
 
@@ -42,6 +46,13 @@ const int* cumulative_lengths(const DLTensor& t, const char* name, std::int64_t 
     throw UserError(fmt::format("{} must be a contiguous int32 tensor of {} entries (batch + 1); got {} of shape {}",
                                 name, batch + 1, dlpack_dtype_name(t.dtype), shape_string(dlpack_shape(t))));
   return reinterpret_cast<const int*>(static_cast<const char*>(t.data) + t.byte_offset);
+}
+
+// The template whose ragged unit runs first: the compiled kernel's fwd_sm90 where it is opted
+// into (ATTNJIT_RAGGED_SM90=1), else fwd_sm80.
+bool ragged_on_hopper(const PreparedKernel& compiled) {
+  const char* opt_in = std::getenv("ATTNJIT_RAGGED_SM90");
+  return compiled.config.template_name == kFwdSm90TemplateName && opt_in != nullptr && std::string(opt_in) == "1";
 }
 
 }  // namespace
@@ -90,6 +101,12 @@ void Kernel::forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor
   const ProblemShape problem = state_->bound_problem(
       args, bindings,
       fmt::format("bind tensors that cover sequences of {} queries and {} keys", args.seq_q, args.seq_k));
+  args.total_k = static_cast<int>(k.shape[0]);
+  if (ragged_on_hopper(p)) {
+    // fwd_sm90's unit where it serves the variant and the TMA can read the tensors; else fwd_sm80's.
+    if (const KernelState::ExtraUnit* hopper = state_->forward_unit(kFwdSm90TemplateName, problem, /*ragged=*/true))
+      if (state_->run_plan(*hopper->prepared, *hopper->loaded, args, problem, stream, nullptr).empty()) return;
+  }
   const KernelState::ExtraUnit* unit = state_->forward_unit(kFallbackForwardTemplate, problem, /*ragged=*/true);
   if (unit == nullptr)
     throw UserError(
@@ -102,6 +119,9 @@ void Kernel::forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor
 
 const PreparedKernel* Kernel::prepared_ragged() const {
   state_->require_gpu_unit("prepared_ragged()");
+  if (ragged_on_hopper(*state_->prepared))
+    if (const KernelState::ExtraUnit* hopper = state_->built_forward_unit(kFwdSm90TemplateName, /*ragged=*/true))
+      return hopper->prepared.get();
   const KernelState::ExtraUnit* unit = state_->built_forward_unit(kFallbackForwardTemplate, /*ragged=*/true);
   return unit ? unit->prepared.get() : nullptr;
 }

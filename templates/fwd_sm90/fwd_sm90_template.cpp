@@ -11,6 +11,7 @@
 #include "compiler/codegen.hpp"
 #include "compiler/codegen/hook_emitter.hpp"
 #include "compiler/error.hpp"
+#include "compiler/ir.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -66,7 +67,17 @@ class FwdSm90Template : public KernelTemplate {
   int priority() const override { return 1; }
 
   Support can_implement(const TemplateRequest& r) const override {
-    if (r.ragged) return Support::no("ragged batches are served by fwd_sm80");
+    if (r.ragged) {
+      if (r.variant->rope())
+        return Support::no(
+            "ragged batches with RoPE are served by fwd_sm80 (the pre-passes here write one padded "
+            "layout)");
+      for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
+        if (n->op == ir::Op::TensorRead)
+          return Support::no(
+              "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
+              "are built for one padded shape)");
+    }
     if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
       return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
     return rope_fits_head(r);
@@ -181,6 +192,10 @@ class FwdSm90Template : public KernelTemplate {
         {"AJ_PERSISTENT", std::to_string(persistent)}, {"AJ_Q_BUFFERS", std::to_string(queries)},
     };
     if (unit.facts.has_rope) macros.emplace_back("AJ_ROPE_Q_PREPASS", "1");
+    if (r.ragged) {  // per-sequence offsets and lengths (Kernel::forward_ragged)
+      macros.emplace_back("AJ_RAGGED", "1");
+      macros.emplace_back("AJ_PER_SEQUENCE_LENGTHS", "1");
+    }
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
@@ -247,17 +262,20 @@ class FwdSm90Template : public KernelTemplate {
       const long long rope_k_stride[3] = {static_cast<long long>(f.heads_kv) * f.seq_k * head_dim,
                                           static_cast<long long>(f.seq_k) * head_dim, head_dim};
       const bool rope = f.rope_q != nullptr;
+      // A ragged batch: the packed tokens as one sequence (its batch stride is 0, extent 1).
+      const bool ragged = f.cu_seqlens_q != nullptr;
+      const int q_rows = ragged ? f.total_q : f.seq_q, kv_rows = ragged ? f.total_k : f.seq_k;
       const Operand operands[] = {
-          {"q", rope ? f.rope_q : f.q, rope ? rope_q_stride : f.q_stride, f.heads_q, f.seq_q,
+          {"q", rope ? f.rope_q : f.q, rope ? rope_q_stride : f.q_stride, f.heads_q, q_rows,
            static_cast<unsigned>(block_m), &a.tma_q},
-          {"k", rope ? f.rope_k : f.k, rope ? rope_k_stride : f.k_stride, f.heads_kv, f.seq_k,
+          {"k", rope ? f.rope_k : f.k, rope ? rope_k_stride : f.k_stride, f.heads_kv, kv_rows,
            static_cast<unsigned>(block_n), &a.tma_k},
-          {"v", f.v, f.v_stride, f.heads_kv, f.seq_k, static_cast<unsigned>(block_n), &a.tma_v}};
+          {"v", f.v, f.v_stride, f.heads_kv, kv_rows, static_cast<unsigned>(block_n), &a.tma_v}};
       for (const Operand& o : operands) {
         runtime::TensorMap4d t;
         t.address = reinterpret_cast<std::uint64_t>(o.data);
         const std::uint64_t extent[3] = {static_cast<std::uint64_t>(o.seq), static_cast<std::uint64_t>(o.heads),
-                                         static_cast<std::uint64_t>(f.batch)};
+                                         static_cast<std::uint64_t>(ragged ? 1 : f.batch)};
         t.dims[0] = static_cast<std::uint64_t>(head_dim);
         // Strides of [seq, head, batch] in bytes; a dimension of extent 1 is never stepped, so
         // any stride will do there: give it a legal one.

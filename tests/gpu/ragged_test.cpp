@@ -2,10 +2,12 @@
 // preset it serves whose hooks do not name the batch index (runtime/reference/ragged_check.hpp),
 // bf16 and fp16, D = 64 and 128, GQA 1:1 and 4:1, packed sequences of random lengths that
 // include 0 and 1 queries or keys (and queries without keys), by FlashAttention's rule against the fp64 reference run
-// per sequence (outputs poisoned first). Then the argument checks. Skips without a GPU.
+// per sequence (outputs poisoned first). Then fwd_sm90's ragged unit (opted into with
+// ATTNJIT_RAGGED_SM90=1) on a Hopper GPU, the same way, and the argument checks. Skips without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,6 +23,19 @@
 namespace attnjit {
 namespace {
 
+// Two packed batches of random lengths for 2 kv heads of `group` query heads each, with 0 and 1
+// queries or keys among them. Every sequence with keys has at least as many keys as queries:
+// bottom-right aligned variants put a sequence's queries at its last positions (more queries
+// than keys would read tensors before its start).
+std::vector<RaggedProblem> random_problems(std::mt19937& rng, int group) {
+  const auto len = [&](int most) { return std::uniform_int_distribution<int>(2, most)(rng); };
+  const int a = len(400), c = len(1500);
+  return {
+      {2 * group, 2, {1, 0, a, 77, len(200)}, {5, 3, a + len(100), 77, 0}},
+      {2 * group, 2, {c, 1}, {c + len(300), 1}},
+  };
+}
+
 class RaggedPreset : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
@@ -33,16 +48,7 @@ TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
       const int dim = index++ % 2 ? 128 : 64;
       Kernel kernel = compile(variant, CompileOptions().with_head_dim(dim).with_dtype(dtype));
       std::mt19937 rng(static_cast<unsigned>(index * 131 + GetParam().size()));
-      const auto len = [&](int most) { return std::uniform_int_distribution<int>(2, most)(rng); };
-      // Every sequence with keys has at least as many keys as queries: bottom-right aligned
-      // variants put a sequence's queries at its last positions (more queries than keys would
-      // read tensors before its start).
-      const int a = len(400), c = len(1500);
-      const std::vector<RaggedProblem> problems = {
-          {2 * group, 2, {1, 0, a, 77, len(200)}, {5, 3, a + len(100), 77, 0}},
-          {2 * group, 2, {c, 1}, {c + len(300), 1}},
-      };
-      for (const auto& problem : problems) {
+      for (const auto& problem : random_problems(rng, group)) {
         try {
           const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 29);
           std::printf("[ result ] %-22s %s D=%d %s: %s\n", GetParam().c_str(), element_type_name(dtype).c_str(), dim,
@@ -52,6 +58,51 @@ TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
           const std::string what = e.what();
           if (what.find("not served") != std::string::npos || what.find("names the batch index") != std::string::npos)
             GTEST_SKIP() << what;
+          throw;
+        }
+      }
+    }
+}
+
+// ATTNJIT_RAGGED_SM90=1 for one test's lifetime.
+struct RaggedOnHopper {
+  RaggedOnHopper() { setenv("ATTNJIT_RAGGED_SM90", "1", 1); }
+  ~RaggedOnHopper() { unsetenv("ATTNJIT_RAGGED_SM90"); }
+};
+
+class RaggedHopperPreset : public ::testing::TestWithParam<std::string> {};
+
+// fwd_sm90's ragged unit: head dims 64 / 128 / 256 in turn, persistent and not, bf16 and fp16,
+// GQA 1:1 and 4:1, the sequences of RaggedPreset (0 and 1 queries or keys among them).
+TEST_P(RaggedHopperPreset, PassesTheTwoTimesRule) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  const Variant variant = presets::by_name(GetParam());
+  if (compile(variant, CompileOptions().with_head_dim(128)).prepared().config.template_name != "fwd_sm90")
+    GTEST_SKIP() << "not a Hopper GPU: fwd_sm90 does not run here";
+  if (variant.rope() || GetParam().find("document") != std::string::npos)
+    GTEST_SKIP() << "fwd_sm90 declines ragged batches of this preset (RoPE or a mask reading a tensor)";
+  const RaggedOnHopper opt_in;
+  int index = 0;
+  for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
+    for (const int group : {1, 4}) {
+      const int dim = index % 3 == 0 ? 64 : index % 3 == 1 ? 128 : 256;
+      const Knobs knobs{{"persistent", index % 2}};
+      ++index;
+      Kernel kernel = compile(
+          variant, CompileOptions().with_head_dim(dim).with_dtype(dtype).with_template("fwd_sm90").with_knobs(knobs));
+      std::mt19937 rng(static_cast<unsigned>(index * 173 + GetParam().size()));
+      for (const auto& problem : random_problems(rng, group)) {
+        try {
+          const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 37);
+          std::printf("[ result ] %-22s fwd_sm90 %s D=%d persistent=%d %s: %s\n", GetParam().c_str(),
+                      element_type_name(dtype).c_str(), dim, knobs.get("persistent"), problem.str().c_str(),
+                      r.summary().c_str());
+          EXPECT_TRUE(r.pass) << problem.str() << ": " << r.summary();
+          ASSERT_NE(kernel.prepared_ragged(), nullptr);
+          EXPECT_EQ(kernel.prepared_ragged()->config.template_name, "fwd_sm90");
+        } catch (const UserError& e) {
+          if (std::string(e.what()).find("names the batch index") != std::string::npos) GTEST_SKIP() << e.what();
           throw;
         }
       }
@@ -125,6 +176,11 @@ TEST(RaggedArguments, BadCallsAreUserErrors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, RaggedPreset, ::testing::ValuesIn([] {
+                           std::vector<std::string> names;
+                           for (const auto& p : presets::registry()) names.push_back(p.name);
+                           return names;
+                         }()));
+INSTANTIATE_TEST_SUITE_P(Registry, RaggedHopperPreset, ::testing::ValuesIn([] {
                            std::vector<std::string> names;
                            for (const auto& p : presets::registry()) names.push_back(p.name);
                            return names;
