@@ -730,8 +730,13 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
         }
 #if AJ_HAS_OUTPUT_GATE
-        // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range.
+        // O *= sigmoid(gate) in fp32 before the one rounding; rows past seq_q read in range
+        // (row 0 for a ragged batch's sequence without queries, whose rows are never stored).
+#if AJ_RAGGED
+        const int qg = q < item_seq_q ? q : max(item_seq_q - 1, 0);
+#else
         const int qg = q < item_seq_q ? q : item_seq_q - 1;
+#endif
 #if !AJ_OUTPUT_GATE_PER_ELEMENT
         const float row_gate = aj_output_gate(b, h, qg, 0, args);
 #endif
