@@ -349,6 +349,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   (void)item_of;
   // One CTA per item: the grid is (query block, head, batch).
   const WorkItem my_item{(int)gridDim.x - 1 - (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z};
+#if AJ_RAGGED
+  // The grid covers the longest sequence: a shorter one's later query blocks have no rows.
+  if (my_item.m_block * BM >= AJ_SEQ_Q_OF(my_item.b)) return;
+#endif
 #endif
 
   // Tiles from a 1024-byte aligned base (the 128-byte swizzle's atom).
@@ -458,7 +462,14 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       int* const counters = params.work_counters;
       for (int local = 0;; ++local) {
         const int qb = local % QB;
+#if AJ_RAGGED
+        // Items past their sequence's queries (the item space covers the longest) are skipped.
+        int item = atomicAdd(counters, 1);
+        while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
+          item = atomicAdd(counters, 1);
+#else
         const int item = atomicAdd(counters, 1);
+#endif
         aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
         aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
         if (item >= items) {
