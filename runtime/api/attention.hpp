@@ -248,7 +248,8 @@ class Kernel {
   void forward_kv_cache(const DLTensor& q, const KvCache& cache, const DLTensor& o, const DLTensor* lse,
                         const Bindings& bindings = {}, void* stream = nullptr, double softmax_scale = 0.0) const;
   // The unit forward_kv_cache and forward's decode-shaped calls (Sq <= 16, no template forced)
-  // run (decode_sm80), or null before one of them built it.
+  // run (decode_sm80), or null before one of them built it. A call of more than 1024 sequences
+  // (stream-K's limit) runs a split-K unit built beside it; this still names the default one.
   const PreparedKernel* prepared_decode() const;
 
   // A ragged batch: q [total_q, Hq, D], k and v [total_k, Hkv, D] (any token and head strides,
