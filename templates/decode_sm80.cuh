@@ -33,6 +33,12 @@
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros). With RoPE, the Q rows turn
 //                  once in the ring before they go to registers, and each K tile turns in
 //                  its ring slot once it has landed (a barrier more per tile), pair by pair.
+//   AJ_ROPE_STEPPED 0 or 1 (the knob rope_steps; default 0): with 1, and when the threads divide
+//                  into whole rows of rotated pairs, each thread turns one pair j of every
+//                  (NT / pairs)-th row of a K tile: a sin/cos of its first row per tile, the next
+//                  rows by a complex multiply with (cos, sin) of the step, whose angle w_j times
+//                  the row stride it computes once (key positions are kv + an offset per
+//                  sequence, so rows of a tile are consecutive positions).
 // Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes (dynamic), the ring of
 // K and V tiles, whose first slots the Q rows pass through before it starts; 4 KiB (static) for
 // a paged split's block-table entries.
@@ -50,6 +56,9 @@
 
 #ifndef AJ_STREAM_K
 #define AJ_STREAM_K 0
+#endif
+#ifndef AJ_ROPE_STEPPED
+#define AJ_ROPE_STEPPED 0
 #endif
 
 namespace aj_dec {
@@ -163,6 +172,46 @@ __device__ __forceinline__ void rope_rows(unsigned char* tile, const Position& p
     rope_turn_approx(x0, x1, position(r), j);
     row[e0] = store_element(x0);
     row[e1] = store_element(x1);
+  }
+}
+#endif
+
+#if AJ_HAS_ROPE
+// Stepped K turns (AJ_ROPE_STEPPED): thread tid owns rotated pair tid % ROPE_PAIRS of the rows
+// tid / ROPE_PAIRS + k * ROPE_STRIDE.
+constexpr int ROPE_PAIRS = AJ_ROPE_DIM / 2;
+constexpr bool KV_ROPE_STEPPED = AJ_ROPE_STEPPED && NT % ROPE_PAIRS == 0;
+constexpr int ROPE_STRIDE = KV_ROPE_STEPPED ? NT / ROPE_PAIRS : 1;
+
+// This thread's pair: its frequency w and the turn by ROPE_STRIDE positions.
+struct RopeSteps {
+  float w, step_cos, step_sin;
+};
+__device__ __forceinline__ RopeSteps rope_steps_of(int tid) {
+  RopeSteps st;
+  st.w = aj_rope_inv_freq(tid % ROPE_PAIRS);
+  sincosf((float)ROPE_STRIDE * st.w, &st.step_sin, &st.step_cos);  // a power of two times w: exact
+  return st;
+}
+
+// RoPE on the K tile at `tile` (RSB-byte rows) whose row r sits at position pos0 + r: this
+// thread's pair of its rows, rounded in place as rope_rows stores them.
+__device__ __forceinline__ void rope_kv_tile(unsigned char* tile, int pos0, const RopeSteps& st, int tid) {
+  const int j = tid % ROPE_PAIRS, r0 = tid / ROPE_PAIRS;
+  int e0, e1;
+  bool turns;
+  rope_pair(j, e0, e1, turns);
+  float sn, cs;
+  rope_sincos((float)(pos0 + r0) * st.w, sn, cs);
+#pragma unroll
+  for (int r = r0; r < BN; r += ROPE_STRIDE) {
+    aj_u16* row = reinterpret_cast<aj_u16*>(tile + r * RSB);
+    const float x0 = load_element(row + e0), x1 = load_element(row + e1);
+    row[e0] = store_element(x0 * cs - x1 * sn);
+    row[e1] = store_element(x1 * cs + x0 * sn);
+    const float next_cs = cs * st.step_cos - sn * st.step_sin;
+    sn = sn * st.step_cos + cs * st.step_sin;
+    cs = next_cs;
   }
 }
 #endif
@@ -342,6 +391,7 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 #if AJ_HAS_ROPE
   rope_rows<BM>(aj_smem, [&](int r) { return r0 + r < rows ? aj_rope_q_position(b, (r0 + r) % seq_q, args) : 0; }, tid);
   __syncthreads();
+  const RopeSteps rope_steps = KV_ROPE_STEPPED ? rope_steps_of(tid) : RopeSteps{};
 #endif
   aj_u32 qf[KD][4];
 #pragma unroll
@@ -390,7 +440,11 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
     const aj_u32 sk = s_ring + 2 * stage * BN * RSB, sv = sk + BN * RSB;
 #if AJ_HAS_ROPE
     const int key0 = n * BN;
-    rope_rows<BN>(aj_smem + 2 * stage * BN * RSB, [&](int r) { return aj_rope_kv_position(b, key0 + r, args); }, tid);
+    if constexpr (KV_ROPE_STEPPED)
+      rope_kv_tile(aj_smem + 2 * stage * BN * RSB, aj_rope_kv_position(b, key0, args), rope_steps, tid);
+    else
+      rope_rows<BN>(aj_smem + 2 * stage * BN * RSB, [&](int r) { return aj_rope_kv_position(b, key0 + r, args); },
+                    tid);
     __syncthreads();  // the turned tile, before any warp reads it
 #endif
 

@@ -95,6 +95,12 @@ class DecodeSm80Template : public KernelTemplate {
              "balanced); 0: split-K, each sequence's capacity cut into `splits`; splits unused with 1. Not tuned "
              "unless --only names it: tuning times equal full lengths, where split-K wins by 3-6%, and KV caches "
              "are rarely that",
+             /*tuned=*/false},
+            {"rope_steps",
+             {0, 1},
+             "RoPE variants: 1 turns each K tile with one sin/cos per thread and tile, the rows after it stepped by a "
+             "complex multiply (fewer instructions than 0's sin/cos per pair; not yet measured on a GPU, so not "
+             "tuned); no effect without RoPE",
              /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& r) const override {
@@ -102,7 +108,7 @@ class DecodeSm80Template : public KernelTemplate {
     // 3380 GB/s (Sk=8k), 3919 -> 3980 (32k); Sq=4 Sk=8k 2813 -> 2948.
     // Stream-K unless the hinted batch is past what it takes (docs/kernels.md has the numbers).
     const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
-    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}};
+    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}, {"rope_steps", 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -112,6 +118,8 @@ class DecodeSm80Template : public KernelTemplate {
     if (splits < 0 || splits > 1024) return Support::invalid(fmt::format("splits {} is not in 0..1024", splits));
     if (const int stream_k = knobs.get("stream_k"); stream_k != 0 && stream_k != 1)
       return Support::invalid(fmt::format("stream_k {} is not 0 or 1", stream_k));
+    if (const int steps = knobs.get("rope_steps"); steps != 0 && steps != 1)
+      return Support::invalid(fmt::format("rope_steps {} is not 0 or 1", steps));
     const int shared = shared_bytes(head_dim, block_n, stages);
     if (shared > max_shared_bytes)
       return Support::invalid(
@@ -129,17 +137,19 @@ class DecodeSm80Template : public KernelTemplate {
     unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n, stages);
     unit.kernel_names = {"attnjit_decode"};
     unit.body = unit_preamble();
-    unit.body += macro_block("decode_sm80 knobs and the variant's facts",
-                             {{"AJ_HEAD_DIM", std::to_string(r.head_dim)},
-                              {"AJ_BLOCK_N", std::to_string(block_n)},
-                              {"AJ_STAGES", std::to_string(stages)},
-                              {"AJ_NUM_WARPS", std::to_string(kWarps)},
-                              {"AJ_CTAS_PER_SM", std::to_string(kCtasPerSm)},
-                              {"AJ_STREAM_K", std::to_string(r.knobs.get("stream_k"))},
-                              {"AJ_PER_SEQUENCE_LENGTHS", "1"},
-                              {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
-                              {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
-                              {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}});
+    std::vector<std::pair<std::string, std::string>> macros = {
+        {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
+        {"AJ_BLOCK_N", std::to_string(block_n)},
+        {"AJ_STAGES", std::to_string(stages)},
+        {"AJ_NUM_WARPS", std::to_string(kWarps)},
+        {"AJ_CTAS_PER_SM", std::to_string(kCtasPerSm)},
+        {"AJ_STREAM_K", std::to_string(r.knobs.get("stream_k"))},
+        {"AJ_PER_SEQUENCE_LENGTHS", "1"},
+        {r.dtype == ElementType::BF16 ? "AJ_DTYPE_BF16" : "AJ_DTYPE_FP16", "1"},
+        {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
+        {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}};
+    if (unit.facts.has_rope && r.knobs.get("rope_steps") == 1) macros.emplace_back("AJ_ROPE_STEPPED", "1");
+    unit.body += macro_block("decode_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");
     unit.body += runtime::load_template("rope_pairs.cuh");

@@ -116,6 +116,30 @@ TEST_F(DecodeCodegen, OnlyTheDecodeUnitSeesPerSequenceLengths) {
   EXPECT_NE(forward.unit.body.find("#define AJ_PER_SEQUENCE_LENGTHS 0"), std::string::npos);
 }
 
+// rope_steps: RoPE units get AJ_ROPE_STEPPED with 1 (and compile for both architectures, D 64
+// and 128, without spills); 0, the default, and variants without RoPE get nothing new.
+TEST_F(DecodeCodegen, RopeStepsTurnsOnTheSteppedKTurns) {
+  const auto decode = [](CompileOptions o, int steps) {
+    return o.with_template(kDecodeTemplateName).with_knobs(Knobs{{"rope_steps", steps}});
+  };
+  const Variant rope = presets::by_name("rope_causal");
+  EXPECT_EQ(generate(rope, options("sm_80", 128, 1).with_template(kDecodeTemplateName)).config.knobs.get("rope_steps"),
+            0);
+  EXPECT_EQ(generate(rope, decode(options("sm_80", 128, 1), 0)).unit.body.find("#define AJ_ROPE_STEPPED 1"),
+            std::string::npos);
+  EXPECT_EQ(
+      generate(presets::causal(), decode(options("sm_80", 128, 1), 1)).unit.body.find("#define AJ_ROPE_STEPPED 1"),
+      std::string::npos);
+  for (const char* arch : {"sm_80", "sm_90a"})
+    for (const int dim : {64, 128}) {
+      SCOPED_TRACE(std::string(arch) + " D=" + std::to_string(dim));
+      const PreparedKernel p = prepare(rope, decode(options(arch, dim, 4), 1));
+      EXPECT_NE(p.unit.body.find("#define AJ_ROPE_STEPPED 1"), std::string::npos);
+      EXPECT_EQ(p.cached.metadata->resources.worst_case().spill_store_bytes, 0);
+    }
+  EXPECT_THROW(generate(rope, decode(options("sm_80", 128, 1), 2)), UserError);
+}
+
 // Each ring depth compiles for both architectures without spills; a bad one is a UserError.
 TEST_F(DecodeCodegen, EveryStageCountCompiles) {
   for (const char* arch : {"sm_80", "sm_90a"})

@@ -305,6 +305,11 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
             # causal: a decode step's queries see the whole cache.
             r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [], extra=["--variant", ROPE_DECODE, "--kv-cache"])
             row["kv_rope"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            # The same with the stepped K turns (knob rope_steps 1, not the default yet).
+            r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [],
+                              extra=["--variant", ROPE_DECODE, "--kv-cache", "--template", "decode_sm80",
+                                     "--rope-steps", "1"])
+            row["kv_rope_steps"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             rows.append(row)
             print(json.dumps(row), flush=True)
         del k, v
@@ -393,14 +398,15 @@ def print_tables(rows, device):
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
         print("| Sk | Sq | attnjit decode_sm80 | split-K | kv-cache contiguous | paged 16 | paged 128 | "
-              "kv-cache RoPE | quarter full: stream-K | split-K | attnjit fwd_sm80 | FA2 (SDPA flash) | "
-              "cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "kv-cache RoPE | RoPE, rope_steps 1 | quarter full: stream-K | split-K | attnjit fwd_sm80 | "
+              "FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
                 print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_split_k'))} | "
                       f"{fmt(r.get('kv_contig'))} | "
                       f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
+                      f"{fmt(r.get('kv_rope_steps'))} | "
                       f"{fmt(r.get('quarter_stream_k'))} | {fmt(r.get('quarter_split_k'))} | "
                       f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
