@@ -4,7 +4,8 @@
 # forced splits, paged and contiguous caches) and fwd_sm90's persistent schedule. Quicker than
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
-# ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k).
+# ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal runs fwd_sm80's
+# ragged unit, or on a Hopper GPU with ATTNJIT_RAGGED_SM90=1 in the environment fwd_sm90's.
 # Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
 # any run reported an error or failed.
 set -uo pipefail
@@ -23,6 +24,7 @@ checks=(
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
+  "ragged_causal|--preset causal_bottom_right --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
   "persistent_causal_1q|--preset causal --arch sm_90a --persistent 1 --consumers 1 --block-n 64 --seq-q 1000 --seq-k 1537"
