@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "compiler/codegen.hpp"
+#include "compiler/ir.hpp"
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -75,6 +76,15 @@ GeneratedUnit BlockMaskTemplate::generate(const TemplateRequest& request) const 
   unit.body += hook_section(hooks(), emitted);
   unit.body += fragment(unit.facts);
   return unit;
+}
+
+Support BlockMaskTemplate::ragged_support(const TemplateRequest& request) {
+  for (const auto& n : ir::topological_order({request.variant->mask_mod().node()}))
+    if (n->op == ir::Op::TensorRead)
+      return Support::no(
+          "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
+          "are built for one padded shape)");
+  return Support::yes();
 }
 
 BlockMaskLayout BlockMaskTemplate::layout(const HookFacts& facts, int block_m, int block_n,

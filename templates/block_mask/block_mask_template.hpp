@@ -51,6 +51,9 @@ class BlockMaskTemplate : public KernelTemplate {
   // AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK.
   static std::vector<std::pair<std::string, std::string>> forward_fact_macros(ElementType dtype,
                                                                               const HookFacts& facts);
+  // A forward template's answer for a ragged batch of this variant: not served when its mask
+  // reads a tensor (the tile classes are built for one padded shape), else yes.
+  static Support ragged_support(const TemplateRequest& request);
   static BlockMaskLayout layout(const HookFacts& facts, int block_m, int block_n, const ProblemShape& problem);
   static KernelLaunch launch(const BlockMaskLayout& layout);
   static void bind(AttnjitFwdArgs& args, std::uint64_t workspace, const BlockMaskLayout& layout);

@@ -9,7 +9,6 @@
 
 #include "compiler/codegen.hpp"
 #include "compiler/error.hpp"
-#include "compiler/ir.hpp"
 #include "runtime/driver/nvrtc_compiler.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -34,13 +33,7 @@ class FwdSm80Template : public KernelTemplate {
     if (!is_supported_head_dim(r.head_dim))
       return Support::no(fmt::format("head_dim {} is not one of 32, 64, 96, 128, 256", r.head_dim));
     if (Support fits = rope_fits_head(r); !fits.supported()) return fits;
-    if (r.ragged) {
-      for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
-        if (n->op == ir::Op::TensorRead)
-          return Support::no(
-              "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
-              "are built for one padded shape)");
-    }
+    if (r.ragged) return BlockMaskTemplate::ragged_support(r);
     return Support::yes();
   }
 

@@ -72,11 +72,7 @@ class FwdSm90Template : public KernelTemplate {
         return Support::no(
             "ragged batches with RoPE are served by fwd_sm80 (the pre-passes here write one padded "
             "layout)");
-      for (const auto& n : ir::topological_order({r.variant->mask_mod().node()}))
-        if (n->op == ir::Op::TensorRead)
-          return Support::no(
-              "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
-              "are built for one padded shape)");
+      if (Support mask = BlockMaskTemplate::ragged_support(r); !mask.supported()) return mask;
     }
     if (r.head_dim != 64 && r.head_dim != 128 && r.head_dim != 256)
       return Support::no(fmt::format("head_dim {} is not 64, 128 or 256", r.head_dim));
