@@ -97,18 +97,20 @@ class DecodeSm80Template : public KernelTemplate {
              "are rarely that",
              /*tuned=*/false},
             {"rope_steps",
-             {0, 1},
+             {1, 0},
              "RoPE variants: 1 turns each K tile with one sin/cos per thread and tile, the rows after it stepped by a "
-             "complex multiply (fewer instructions than 0's sin/cos per pair; not yet measured on a GPU, so not "
-             "tuned); no effect without RoPE",
+             "complex multiply; 0 a sin/cos per pair and row (H200: 1.8-1.9x slower). Not tuned: 1 won at 8k and "
+             "32k keys; no effect without RoPE",
              /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& r) const override {
     // Two stages: H200, 2026-11-30, B=8 Hq=32 Hkv=8 D=128, splits 4 either way: Sq=1 3349 ->
     // 3380 GB/s (Sk=8k), 3919 -> 3980 (32k); Sq=4 Sk=8k 2813 -> 2948.
     // Stream-K unless the hinted batch is past what it takes (docs/kernels.md has the numbers).
+    // RoPE's stepped K turns: H200, 2026-11-30, rope_decode B=8 Hq=32 Hkv=8 D=128 Sq=1: 817 ->
+    // 1464 GB/s (Sk=8k), 844 -> 1584 (32k).
     const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
-    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}, {"rope_steps", 0}};
+    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}, {"rope_steps", 1}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {

@@ -116,15 +116,15 @@ TEST_F(DecodeCodegen, OnlyTheDecodeUnitSeesPerSequenceLengths) {
   EXPECT_NE(forward.unit.body.find("#define AJ_PER_SEQUENCE_LENGTHS 0"), std::string::npos);
 }
 
-// rope_steps: RoPE units get AJ_ROPE_STEPPED with 1 (and compile for both architectures, D 64
-// and 128, without spills); 0, the default, and variants without RoPE get nothing new.
+// rope_steps: RoPE units get AJ_ROPE_STEPPED with 1, the default (and compile for both
+// architectures, D 64 and 128, without spills); 0 and variants without RoPE get nothing new.
 TEST_F(DecodeCodegen, RopeStepsTurnsOnTheSteppedKTurns) {
   const auto decode = [](CompileOptions o, int steps) {
     return o.with_template(kDecodeTemplateName).with_knobs(Knobs{{"rope_steps", steps}});
   };
   const Variant rope = presets::by_name("rope_causal");
   EXPECT_EQ(generate(rope, options("sm_80", 128, 1).with_template(kDecodeTemplateName)).config.knobs.get("rope_steps"),
-            0);
+            1);
   EXPECT_EQ(generate(rope, decode(options("sm_80", 128, 1), 0)).unit.body.find("#define AJ_ROPE_STEPPED 1"),
             std::string::npos);
   EXPECT_EQ(

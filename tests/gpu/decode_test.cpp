@@ -81,8 +81,8 @@ TEST_P(DecodePreset, PassesTheTwoTimesRule) {
   }
 }
 
-// The stepped K turns (knob rope_steps 1, not the default yet): rope_causal in the decode shapes
-// above, bf16 and fp16, D = 64 and 128, GQA 1:1, 4:1 and 8:1.
+// RoPE's turns a sin/cos per pair and row (knob rope_steps 0; the default 1 runs in DecodePreset):
+// rope_causal in the decode shapes above, bf16 and fp16, D = 64 and 128, GQA 1:1, 4:1 and 8:1.
 TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
   const auto& driver = runtime::Driver::instance();
   if (!driver.available() || driver.device_count() == 0)
@@ -95,8 +95,8 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
                                                  .with_dtype(dtype)
                                                  .with_template(kDecodeTemplateName)
                                                  .with_shape_hint(1, 8, 8, 1, 4096)
-                                                 .with_knobs(Knobs{{"rope_steps", 1}}));
-      EXPECT_EQ(kernel.prepared().config.knobs.get("rope_steps"), 1);
+                                                 .with_knobs(Knobs{{"rope_steps", 0}}));
+      EXPECT_EQ(kernel.prepared().config.knobs.get("rope_steps"), 0);
       for (const int group : {1, 4, 8})
         for (const auto& [seq_q, seq_k] : std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
           const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
