@@ -256,10 +256,10 @@ class Kernel {
   // the last dimension contiguous), o like q, lse f32 [Hq, total_q] contiguous or null. Each
   // sequence computes what forward would for it alone: the hooks see b, q and kv within the
   // sequence and its own q_len and kv_len; a sequence without keys gives O = 0, LSE = -inf.
-  // Runs fwd_sm80 (its ragged unit is built on first use, see prepared_ragged), or fwd_sm90's
-  // ragged unit for a kernel compiled for fwd_sm90 when ATTNJIT_RAGGED_SM90=1 is set (opt-in until
-  // it has run on a GPU; fwd_sm80 where it declines, as for RoPE); masks that read tensors are
-  // not served yet (UserError). Asynchronous on `stream`.
+  // Runs fwd_sm90's ragged unit for a kernel compiled for fwd_sm90 (ATTNJIT_RAGGED_SM90=0 in the
+  // environment opts out), else, or where it declines (RoPE), fwd_sm80's (built on first use, see
+  // prepared_ragged); masks that read tensors are not served yet (UserError). Asynchronous on
+  // `stream`.
   void forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                       const RaggedBatch& batch, const Bindings& bindings = {}, void* stream = nullptr,
                       double softmax_scale = 0.0) const;

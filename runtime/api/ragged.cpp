@@ -1,7 +1,7 @@
 // Kernel::forward_ragged: packed sequences with cumulative lengths, run by fwd_sm80's ragged
 // unit (templates/fwd_sm80.cuh with AJ_RAGGED 1), or by fwd_sm90's (templates/fwd_sm90.cuh with
-// AJ_RAGGED 1) for a kernel compiled for fwd_sm90 when ATTNJIT_RAGGED_SM90=1 is set: that path
-// has not run on a GPU yet, so it is opt-in until the GPU suite has passed on it.
+// AJ_RAGGED 1) for a kernel compiled for fwd_sm90 (ATTNJIT_RAGGED_SM90=0 in the environment
+// opts out, to fwd_sm80's).
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -48,11 +48,11 @@ const int* cumulative_lengths(const DLTensor& t, const char* name, std::int64_t 
   return reinterpret_cast<const int*>(static_cast<const char*>(t.data) + t.byte_offset);
 }
 
-// The template whose ragged unit runs first: the compiled kernel's fwd_sm90 where it is opted
-// into (ATTNJIT_RAGGED_SM90=1), else fwd_sm80.
+// The template whose ragged unit runs first: the compiled kernel's fwd_sm90 unless opted out of
+// (ATTNJIT_RAGGED_SM90=0), else fwd_sm80.
 bool ragged_on_hopper(const PreparedKernel& compiled) {
-  const char* opt_in = std::getenv("ATTNJIT_RAGGED_SM90");
-  return compiled.config.template_name == kFwdSm90TemplateName && opt_in != nullptr && std::string(opt_in) == "1";
+  const char* opt_out = std::getenv("ATTNJIT_RAGGED_SM90");
+  return compiled.config.template_name == kFwdSm90TemplateName && !(opt_out != nullptr && std::string(opt_out) == "0");
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
-// GPU tests of Kernel::forward_ragged (runtime/api/ragged.cpp, fwd_sm80 with AJ_RAGGED): every
-// preset it serves whose hooks do not name the batch index (runtime/reference/ragged_check.hpp),
-// bf16 and fp16, D = 64 and 128, GQA 1:1 and 4:1, packed sequences of random lengths that
-// include 0 and 1 queries or keys (and queries without keys), by FlashAttention's rule against the fp64 reference run
-// per sequence (outputs poisoned first). Then fwd_sm90's ragged unit (opted into with
-// ATTNJIT_RAGGED_SM90=1) on a Hopper GPU, the same way, and the argument checks. Skips without a GPU.
+// GPU tests of Kernel::forward_ragged (runtime/api/ragged.cpp; the ragged units of fwd_sm80 and
+// fwd_sm90, AJ_RAGGED): every preset it serves whose hooks do not name the batch index
+// (runtime/reference/ragged_check.hpp), bf16 and fp16, D = 64 and 128, GQA 1:1 and 4:1, packed
+// sequences of random lengths that include 0 and 1 queries or keys (and queries without keys),
+// by FlashAttention's rule against the fp64 reference run per sequence (outputs poisoned first):
+// kernels compiled for the device's default template, then for fwd_sm90 on a Hopper GPU (head
+// dims 64 / 128 / 256), then fwd_sm80's unit opted into there, and the argument checks. Skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -26,12 +28,13 @@ namespace {
 // Two packed batches of random lengths for 2 kv heads of `group` query heads each, with 0 and 1
 // queries or keys among them. Every sequence with keys has at least as many keys as queries:
 // bottom-right aligned variants put a sequence's queries at its last positions (more queries
-// than keys would read tensors before its start).
+// than keys would read tensors before its start), and the sequence without keys has no more
+// queries than the longest has keys (the reference sizes captured tensors by the longest ones).
 std::vector<RaggedProblem> random_problems(std::mt19937& rng, int group) {
   const auto len = [&](int most) { return std::uniform_int_distribution<int>(2, most)(rng); };
   const int a = len(400), c = len(1500);
   return {
-      {2 * group, 2, {1, 0, a, 77, len(200)}, {5, 3, a + len(100), 77, 0}},
+      {2 * group, 2, {1, 0, a, 77, len(77)}, {5, 3, a + len(100), 77, 0}},
       {2 * group, 2, {c, 1}, {c + len(300), 1}},
   };
 }
@@ -64,10 +67,10 @@ TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
     }
 }
 
-// ATTNJIT_RAGGED_SM90=1 for one test's lifetime.
-struct RaggedOnHopper {
-  RaggedOnHopper() { setenv("ATTNJIT_RAGGED_SM90", "1", 1); }
-  ~RaggedOnHopper() { unsetenv("ATTNJIT_RAGGED_SM90"); }
+// ATTNJIT_RAGGED_SM90=0 (fwd_sm80's ragged unit for every kernel) for one test's lifetime.
+struct RaggedOffHopper {
+  RaggedOffHopper() { setenv("ATTNJIT_RAGGED_SM90", "0", 1); }
+  ~RaggedOffHopper() { unsetenv("ATTNJIT_RAGGED_SM90"); }
 };
 
 class RaggedHopperPreset : public ::testing::TestWithParam<std::string> {};
@@ -83,7 +86,6 @@ TEST_P(RaggedHopperPreset, PassesTheTwoTimesRule) {
     GTEST_SKIP() << "not a Hopper GPU (" << arch << "): fwd_sm90 does not run here";
   if (variant.rope() || GetParam().find("document") != std::string::npos)
     GTEST_SKIP() << "fwd_sm90 declines ragged batches of this preset (RoPE or a mask reading a tensor)";
-  const RaggedOnHopper opt_in;
   int index = 0;
   for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
     for (const int group : {1, 4}) {
@@ -110,9 +112,10 @@ TEST_P(RaggedHopperPreset, PassesTheTwoTimesRule) {
     }
 }
 
-// The unit forward_ragged runs: built on the first call, fwd_sm80 with the compiled knobs when the
-// kernel was compiled for fwd_sm80 (a tuned schedule reaches ragged batches), else fwd_sm80's
-// defaults; `attnjit bench --ragged-lengths` reports it instead of the compiled kernel.
+// The unit forward_ragged runs: built on the first call, the compiled template's (fwd_sm80 or
+// fwd_sm90) with the compiled knobs, so a tuned schedule reaches ragged batches; with
+// ATTNJIT_RAGGED_SM90=0 a fwd_sm90 kernel's is fwd_sm80's, with that template's defaults.
+// `attnjit bench --ragged-lengths` reports it instead of the compiled kernel.
 TEST(RaggedUnit, TakesTheCompiledKnobsOnItsOwnTemplate) {
   std::string why;
   if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
@@ -127,11 +130,18 @@ TEST(RaggedUnit, TakesTheCompiledKnobsOnItsOwnTemplate) {
     EXPECT_TRUE(r.pass) << r.summary();
     const PreparedKernel* unit = kernel->prepared_ragged();
     ASSERT_NE(unit, nullptr);
-    EXPECT_EQ(unit->config.template_name, "fwd_sm80");
+    EXPECT_EQ(unit->config.template_name, kernel->prepared().config.template_name);
+    EXPECT_EQ(unit->config.knobs, kernel->prepared().config.knobs);
   }
   EXPECT_EQ(tuned.prepared_ragged()->config.knobs, chosen);
-  if (plain.prepared().config.template_name != "fwd_sm80")  // fwd_sm90 here: its knobs are not fwd_sm80's
-    EXPECT_NE(plain.prepared_ragged()->config.knobs, plain.prepared().config.knobs);
+  if (plain.prepared().config.template_name != "fwd_sm90") return;
+  const RaggedOffHopper opt_out;
+  const Kernel fallback = compile(presets::causal(), CompileOptions().with_head_dim(64));
+  const ForwardCheckResult r = check_forward_ragged(fallback, problem, Bindings(), 37);
+  EXPECT_TRUE(r.pass) << r.summary();
+  ASSERT_NE(fallback.prepared_ragged(), nullptr);
+  EXPECT_EQ(fallback.prepared_ragged()->config.template_name, "fwd_sm80");
+  EXPECT_NE(fallback.prepared_ragged()->config.knobs, fallback.prepared().config.knobs);
 }
 
 // The argument checks, each a UserError that names what is wrong (before anything is launched).

@@ -316,7 +316,8 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
 
 
 # A packed prefill batch (Kernel::forward_ragged) against the same batch padded to its longest
-# sequence: TFLOP/s over each one's admitted pairs (the padded batch's include the padding).
+# sequence: TFLOP/s over each one's admitted pairs (the padded batch's include the padding); and
+# against one call per sequence (the same pairs, the time of the calls summed).
 RAGGED_LENGTHS = (3001, 517, 4096, 1234, 2048, 777, 3500, 1999)
 
 
@@ -328,10 +329,16 @@ def ragged_table(binary, rows):
         row = {"table": "ragged", "preset": preset, "lengths": lengths}
         r = attnjit_bench(binary, preset, shape, [], extra=["--ragged-lengths", lengths])
         row["ragged"], row["ragged_template"], row["ragged_error"] = r.get("tflops"), r.get("template"), r.get("error")
-        # fwd_sm90's ragged unit, opted into until the GPU suite has passed on it.
-        r = attnjit_bench(binary, preset, shape, [], extra=["--ragged-lengths", lengths], env={"ATTNJIT_RAGGED_SM90": "1"})
-        row["ragged_sm90"], row["ragged_sm90_template"] = r.get("tflops"), r.get("template")
-        row["ragged_sm90_error"] = r.get("error")
+        # fwd_sm80's ragged unit, opted into on Hopper.
+        r = attnjit_bench(binary, preset, shape, [], extra=["--ragged-lengths", lengths], env={"ATTNJIT_RAGGED_SM90": "0"})
+        row["ragged_sm80"], row["ragged_sm80_template"] = r.get("tflops"), r.get("template")
+        row["ragged_sm80_error"] = r.get("error")
+        flops, ms = 0.0, 0.0
+        for n in RAGGED_LENGTHS:
+            r = attnjit_bench(binary, preset, (1, h, h, n, n, d), [])
+            flops += 4.0 * h * d * (n * (n + 1) / 2 if preset == "causal" else n * n)
+            ms = ms + r["median_ms"] if ms is not None and r.get("median_ms") else None
+        row["per_sequence"] = flops / (ms * 1e-3) / 1e12 if ms else None
         r = attnjit_bench(binary, preset, shape, [], extra=["--template", "fwd_sm80"])
         row["padded_sm80"], row["padded_sm80_error"] = r.get("tflops"), r.get("error")
         r = attnjit_bench(binary, preset, shape, [])
@@ -417,19 +424,20 @@ def print_tables(rows, device):
     if any(r["table"] == "ragged" for r in rows):
         print(f"\n## Ragged prefill, {device}, B={len(RAGGED_LENGTHS)} H=16 D=128 bf16, lengths "
               f"{','.join(map(str, RAGGED_LENGTHS))}, TFLOP/s over admitted pairs\n")
-        print("| preset | ragged (template) | ragged, ATTNJIT_RAGGED_SM90=1 (template) | padded, fwd_sm80 | "
-              "padded, default (template) | ragged/padded fwd_sm80 | ragged/padded default | opt-in/padded default |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| preset | ragged (template) | ragged, ATTNJIT_RAGGED_SM90=0 (template) | padded, fwd_sm80 | "
+              "padded, default (template) | a call per sequence, default | ragged/padded default | "
+              "ragged/a call per sequence | fwd_sm80: ragged/padded |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "ragged":
                 print(f"| {r['preset']} | {fmt(r['ragged'])} ({r.get('ragged_template') or '—'}) | "
-                      f"{fmt(r.get('ragged_sm90'))} ({r.get('ragged_sm90_template') or '—'}) | "
+                      f"{fmt(r.get('ragged_sm80'))} ({r.get('ragged_sm80_template') or '—'}) | "
                       f"{fmt(r['padded_sm80'])} | {fmt(r['padded'])} ({r.get('padded_template') or '—'}) | "
-                      f"{ratio(r['ragged'], r['padded_sm80'])} | {ratio(r['ragged'], r['padded'])} | "
-                      f"{ratio(r.get('ragged_sm90'), r['padded'])} |")
-                for key in ("ragged_error", "ragged_sm90_error"):
+                      f"{fmt(r.get('per_sequence'))} | {ratio(r['ragged'], r['padded'])} | "
+                      f"{ratio(r['ragged'], r.get('per_sequence'))} | {ratio(r.get('ragged_sm80'), r['padded_sm80'])} |")
+                for key in ("ragged_error", "ragged_sm80_error"):
                     if r.get(key):
-                        print(f"|   {key}: {r[key][:150]} | | | | | | | |")
+                        print(f"|   {key}: {r[key][:150]} | | | | | | | | |")
     for r in rows:
         if r.get("attnjit_error") or r.get("attnjit_det_error"):
             print("attnjit error:", r.get("variant", r.get("S")), r.get("attnjit_error") or r.get("attnjit_det_error"))

@@ -5,7 +5,7 @@
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal runs fwd_sm80's
-# ragged unit, or on a Hopper GPU with ATTNJIT_RAGGED_SM90=1 in the environment fwd_sm90's.
+# ragged unit, or on a Hopper GPU fwd_sm90's (ATTNJIT_RAGGED_SM90=0 in the environment: fwd_sm80's).
 # Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
 # any run reported an error or failed.
 set -uo pipefail
@@ -20,7 +20,8 @@ checks=(
   "decode_stream_k_paged|--preset alibi --template decode_sm80 --stream-k 1 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4999 --page-size 48"
   "decode_stream_k|--preset softcap --param softcap=20 --template decode_sm80 --stream-k 1 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001 --seq-lens 3001 7 0 1500"
   "decode_split_k_paged|--preset causal_bottom_right --template decode_sm80 --stream-k 0 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
-  "decode_rope_steps|--preset rope_causal --template decode_sm80 --rope-steps 1 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
+  "decode_rope_steps|--preset rope_causal --template decode_sm80 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
+  "decode_rope_pairs|--preset rope_causal --template decode_sm80 --rope-steps 0 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
