@@ -33,13 +33,18 @@
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK  0 or 1 (and the row-hook macros). With RoPE, the Q rows turn
 //                  once in the ring before they go to registers, and each K tile turns in
 //                  its ring slot once it has landed (a barrier more per tile), pair by pair.
-//   AJ_ROPE_STEPPED 0 or 1 (the knob rope_steps; default 0): with 1, and when the threads divide
+//   AJ_ROPE_STEPPED 0 or 1 (the knob rope_steps, default 1): with 1, and when the threads divide
 //                  into whole rows of rotated pairs, each thread turns one pair j of every
 //                  (NT / pairs)-th row of a K tile: a sin/cos of its first row per tile, the next
 //                  rows by a complex multiply with (cos, sin) of the step, whose angle w_j times
 //                  the row stride it computes once (key positions are kv + an offset per
 //                  sequence, so rows of a tile are consecutive positions).
-// Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + 8) * 2 bytes (dynamic), the ring of
+//   AJ_ROW_PAD     8, 16 or 0 (the knob row_pad; default 8): elements between shared-memory rows
+//                  past the head dim. 8 keeps ldmatrix conflict-free, but an odd row then starts
+//                  16 bytes into a 32-byte sector while its global source is 32-byte aligned;
+//                  16 aligns every row with its source (ldmatrix then has 2-way conflicts); 0
+//                  aligns every row and XORs its 16-byte chunk index with row % 8 (conflict-free).
+// Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + AJ_ROW_PAD) * 2 bytes (dynamic), the ring of
 // K and V tiles, whose first slots the Q rows pass through before it starts; 4 KiB (static) for
 // a paged split's block-table entries.
 #ifndef ATTNJIT_DECODE_SM80_CUH
@@ -60,6 +65,12 @@
 #ifndef AJ_ROPE_STEPPED
 #define AJ_ROPE_STEPPED 0
 #endif
+#ifndef AJ_ROW_PAD
+#define AJ_ROW_PAD 8
+#endif
+#if AJ_ROW_PAD != 8 && AJ_ROW_PAD != 16 && AJ_ROW_PAD != 0
+#error "attnjit decode_sm80: AJ_ROW_PAD 0, 8 or 16"
+#endif
 
 namespace aj_dec {
 
@@ -74,13 +85,27 @@ constexpr int ST = AJ_STAGES;
 constexpr int NW = AJ_NUM_WARPS;
 constexpr int NT = NW * 32;
 constexpr int BM = 16 * NW;  // rows per CTA
-constexpr int RS = D + 8;    // shared-memory row stride, elements
+constexpr int RS = D + AJ_ROW_PAD;  // shared-memory row stride, elements
 constexpr int RSB = RS * 2;
 constexpr int KD = D / 16;
 constexpr int NN = BN / 8;
 constexpr int KN = BN / 16;
 constexpr int ND = D / 8;
 constexpr int CPR = D / 8;  // 16-byte chunks per row
+
+#if AJ_ROW_PAD == 0
+static_assert(CPR >= 8, "the swizzle permutes 8 chunks of a row");
+// The swizzled layout: where 16-byte chunk `chunk` of row `row` of a tile (or of the Q rows)
+// lies, in bytes from its start; `key` is row % 8, which callers often know without the row.
+// (The padded layouts keep their own address arithmetic, the instructions measured.)
+__device__ __forceinline__ aj_u32 chunk_at(int row, int chunk, int key) {
+  return (aj_u32)(row * RSB + ((chunk ^ key) << 4));
+}
+// Element e of row `row` of a tile at `tile`.
+__device__ __forceinline__ aj_u16* element_at(unsigned char* tile, int row, int e) {
+  return reinterpret_cast<aj_u16*>(tile + chunk_at(row, e >> 3, row & 7)) + (e & 7);
+}
+#endif
 // Whether a tile's keys can be split between the warps in k-steps of 16 (BN = 64).
 constexpr bool KEY_SPLIT = (BN / NW) % 16 == 0;
 
@@ -122,7 +147,9 @@ __device__ __forceinline__ void load_kv(aj_u32 sk, aj_u32 sv, const KvSource& sr
   constexpr int RPT = BN * CPR / NT;  // rows per thread
   static_assert(NT % CPR == 0 && (BN * CPR) % NT == 0, "each thread copies one column of a run of rows");
   const int r0 = tid / CPR * RPT, c = tid % CPR;
+#if AJ_ROW_PAD != 0
   const aj_u32 column = (aj_u32)(r0 * RSB + c * 16);
+#endif
   int key = key0 + r0;
   const bool paged = src.table != nullptr;
   int page = 0, offset = key;
@@ -142,8 +169,14 @@ __device__ __forceinline__ void load_kv(aj_u32 sk, aj_u32 sv, const KvSource& sr
       vp = src.v + c * 8 + at * src.v_page + (aj_i64)offset * src.v_row;
       stale = false;
     }
+#if AJ_ROW_PAD == 0
+    const aj_u32 at = chunk_at(r0 + i, c, (r0 + i) & 7);
+    aj_cp_async_16(sk + at, ok ? kp : src.k, ok ? 16 : 0);
+    aj_cp_async_16(sv + at, ok ? vp : src.v, ok ? 16 : 0);
+#else
     aj_cp_async_16(sk + column + i * RSB, ok ? kp : src.k, ok ? 16 : 0);
     aj_cp_async_16(sv + column + i * RSB, ok ? vp : src.v, ok ? 16 : 0);
+#endif
     ++key;
     kp += src.k_row;
     vp += src.v_row;
@@ -167,11 +200,19 @@ __device__ __forceinline__ void rope_rows(unsigned char* tile, const Position& p
     int e0, e1;
     bool turns;
     rope_pair(j, e0, e1, turns);
+#if AJ_ROW_PAD == 0
+    aj_u16 *p0 = element_at(tile, r, e0), *p1 = element_at(tile, r, e1);
+    float x0 = load_element(p0), x1 = load_element(p1);
+    rope_turn_approx(x0, x1, position(r), j);
+    *p0 = store_element(x0);
+    *p1 = store_element(x1);
+#else
     aj_u16* row = reinterpret_cast<aj_u16*>(tile + r * RSB);
     float x0 = load_element(row + e0), x1 = load_element(row + e1);
     rope_turn_approx(x0, x1, position(r), j);
     row[e0] = store_element(x0);
     row[e1] = store_element(x1);
+#endif
   }
 }
 #endif
@@ -205,10 +246,17 @@ __device__ __forceinline__ void rope_kv_tile(unsigned char* tile, int pos0, cons
   rope_sincos((float)(pos0 + r0) * st.w, sn, cs);
 #pragma unroll
   for (int r = r0; r < BN; r += ROPE_STRIDE) {
+#if AJ_ROW_PAD == 0
+    aj_u16 *p0 = element_at(tile, r, e0), *p1 = element_at(tile, r, e1);
+    const float x0 = load_element(p0), x1 = load_element(p1);
+    *p0 = store_element(x0 * cs - x1 * sn);
+    *p1 = store_element(x1 * cs + x0 * sn);
+#else
     aj_u16* row = reinterpret_cast<aj_u16*>(tile + r * RSB);
     const float x0 = load_element(row + e0), x1 = load_element(row + e1);
     row[e0] = store_element(x0 * cs - x1 * sn);
     row[e1] = store_element(x1 * cs + x0 * sn);
+#endif
     const float next_cs = cs * st.step_cos - sn * st.step_sin;
     sn = sn * st.step_cos + cs * st.step_sin;
     cs = next_cs;
@@ -341,7 +389,11 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
     const int r = idx / CPR, c = idx % CPR, row = r0 + r;
     const bool ok = row < rows;
     const int h = hk * group + (ok ? row / seq_q : 0), q = ok ? row % seq_q : 0;
+#if AJ_ROW_PAD == 0
+    aj_cp_async_16(s_ring + chunk_at(r, c, r & 7),
+#else
     aj_cp_async_16(s_ring + r * RSB + c * 16,
+#endif
                    (const aj_u16*)args.q + b * args.q_stride[0] + h * args.q_stride[1] + q * args.q_stride[2] + c * 8,
                    ok ? 16 : 0);
   }
@@ -382,9 +434,17 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
     return tile_end;
   };
 
+#if AJ_ROW_PAD == 0
+  // This lane's ldmatrix rows and chunks (Q, K, V^T); each row is lane % 8 modulo 8.
+  const int q_lane_row = row_warp * 16 + (lane & 15), q_lane_chunk = lane >> 4;
+  const int k_lane_row = (lane & 7) + ((lane >> 4) << 3), k_lane_chunk = (lane >> 3) & 1;
+  const int v_lane_row = (lane & 7) + (((lane >> 3) & 1) << 3), v_lane_chunk = lane >> 4;
+  const int lane_key = lane & 7;
+#else
   const aj_u32 q_lane = (aj_u32)((row_warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
   const aj_u32 k_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
   const aj_u32 v_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+#endif
 
   aj_cp_async_wait<0>();
   __syncthreads();
@@ -395,7 +455,12 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 #endif
   aj_u32 qf[KD][4];
 #pragma unroll
-  for (int kk = 0; kk < KD; ++kk) aj_ldmatrix_x4(qf[kk], s_ring + q_lane + kk * 32);
+  for (int kk = 0; kk < KD; ++kk)
+#if AJ_ROW_PAD == 0
+    aj_ldmatrix_x4(qf[kk], s_ring + chunk_at(q_lane_row, q_lane_chunk + 2 * kk, lane_key));
+#else
+    aj_ldmatrix_x4(qf[kk], s_ring + q_lane + kk * 32);
+#endif
   __syncthreads();  // the ring may now overwrite the Q rows
 
   // Prologue: the first ST - 1 admitted tiles in flight, one commit group per slot (empty
@@ -462,7 +527,11 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 #pragma unroll
         for (int jn = 0; jn < NNK / 2; ++jn) {
           aj_u32 kb[4];
+#if AJ_ROW_PAD == 0
+          aj_ldmatrix_x4(kb, sk + chunk_at(k_lane_row + koff + jn * 16, k_lane_chunk + 2 * kk, lane_key));
+#else
           aj_ldmatrix_x4(kb, sk + k_lane + (koff + jn * 16) * RSB + kk * 32);
+#endif
           mma(s[2 * jn], qf[kk], kb[0], kb[1]);
           mma(s[2 * jn + 1], qf[kk], kb[2], kb[3]);
         }
@@ -524,7 +593,11 @@ __device__ __forceinline__ void decode_piece(const AttnjitDecodeArgs& dargs, con
 #pragma unroll
         for (int jd = 0; jd < ND / 2; ++jd) {
           aj_u32 vb[4];
+#if AJ_ROW_PAD == 0
+          aj_ldmatrix_x4_trans(vb, sv + chunk_at(v_lane_row + koff + kk * 16, v_lane_chunk + 2 * jd, lane_key));
+#else
           aj_ldmatrix_x4_trans(vb, sv + v_lane + (koff + kk * 16) * RSB + jd * 32);
+#endif
           mma(o[2 * jd], p[kk], vb[0], vb[1]);
           mma(o[2 * jd + 1], p[kk], vb[2], vb[3]);
         }

@@ -28,7 +28,9 @@ int row_blocks(const ProblemShape& p) {
 }
 
 // The ring of K and V tiles (the Q rows pass through it first).
-int shared_bytes(int head_dim, int block_n, int stages) { return stages * 2 * block_n * (head_dim + 8) * 2; }
+int shared_bytes(int head_dim, int block_n, int stages, int row_pad) {
+  return stages * 2 * block_n * (head_dim + row_pad) * 2;
+}
 
 // Static shared memory of attnjit_decode: a paged split's block-table entries (TABLE_CACHE ints),
 // with stream-K also the batch's tile prefix (STREAM_K_MAX_BATCH + 1 longs) and four warp sums.
@@ -101,6 +103,14 @@ class DecodeSm80Template : public KernelTemplate {
              "RoPE variants: 1 turns each K tile with one sin/cos per thread and tile, the rows after it stepped by a "
              "complex multiply; 0 a sin/cos per pair and row (H200: 1.8-1.9x slower). Not tuned: 1 won at 8k and "
              "32k keys; no effect without RoPE",
+             /*tuned=*/false},
+            {"row_pad",
+             {8, 16, 0},
+             "elements between shared-memory rows past the head dim: 8 keeps ldmatrix free of bank conflicts but "
+             "starts every other row 16 bytes into a 32-byte sector while its global source is 32-byte aligned "
+             "(the suspected cause of the copies asking L2 for 1.5x the sectors on an H200); 16 aligns every row "
+             "(ldmatrix 2-way conflicts); 0 aligns every row and swizzles its 16-byte chunks by row (no "
+             "conflicts). Not yet measured on a GPU, so not tuned",
              /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& r) const override {
@@ -110,7 +120,8 @@ class DecodeSm80Template : public KernelTemplate {
     // RoPE's stepped K turns: H200, 2026-11-30, rope_decode B=8 Hq=32 Hkv=8 D=128 Sq=1: 817 ->
     // 1464 GB/s (Sk=8k), 844 -> 1584 (32k).
     const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
-    return Knobs{{"block_n", 64}, {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0}, {"rope_steps", 1}};
+    return Knobs{{"block_n", 64},   {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0},
+                 {"rope_steps", 1}, {"row_pad", 8}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -122,7 +133,10 @@ class DecodeSm80Template : public KernelTemplate {
       return Support::invalid(fmt::format("stream_k {} is not 0 or 1", stream_k));
     if (const int steps = knobs.get("rope_steps"); steps != 0 && steps != 1)
       return Support::invalid(fmt::format("rope_steps {} is not 0 or 1", steps));
-    const int shared = shared_bytes(head_dim, block_n, stages);
+    const int row_pad = knobs.get("row_pad");
+    if (row_pad != 8 && row_pad != 16 && row_pad != 0)
+      return Support::invalid(fmt::format("row_pad {} is not 8, 16 or 0", row_pad));
+    const int shared = shared_bytes(head_dim, block_n, stages, row_pad);
     if (shared > max_shared_bytes)
       return Support::invalid(
           fmt::format("decode_sm80 block_n={} stages={} needs {} bytes of shared memory; the limit is {}", block_n,
@@ -136,7 +150,8 @@ class DecodeSm80Template : public KernelTemplate {
     EmittedHooks emitted;
     GeneratedUnit unit = start_unit(name(), r, emitted);
     const int block_n = r.knobs.get("block_n"), stages = r.knobs.get("stages");
-    unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n, stages);
+    const int row_pad = r.knobs.get("row_pad");
+    unit.max_dynamic_shared_bytes = shared_bytes(r.head_dim, block_n, stages, row_pad);
     unit.kernel_names = {"attnjit_decode"};
     unit.body = unit_preamble();
     std::vector<std::pair<std::string, std::string>> macros = {
@@ -151,6 +166,7 @@ class DecodeSm80Template : public KernelTemplate {
         {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
         {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}};
     if (unit.facts.has_rope && r.knobs.get("rope_steps") == 1) macros.emplace_back("AJ_ROPE_STEPPED", "1");
+    if (row_pad != 8) macros.emplace_back("AJ_ROW_PAD", std::to_string(row_pad));
     unit.body += macro_block("decode_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");

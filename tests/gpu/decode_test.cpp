@@ -108,6 +108,38 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
     }
 }
 
+// Shared rows aligned to 32 bytes (knob row_pad 16: padded; 0: swizzled; not the default yet):
+// ALiBi-causal and RoPE in the decode shapes above, bf16 and fp16, D = 64 and 128, GQA 1:1, 4:1
+// and 8:1.
+TEST(DecodeRowPad, PassesTheTwoTimesRule) {
+  const auto& driver = runtime::Driver::instance();
+  if (!driver.available() || driver.device_count() == 0)
+    GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
+  for (const int pad : {16, 0})
+    for (const char* preset : {"alibi_causal", "rope_causal"}) {
+      const Variant variant = presets::by_name(preset);
+      for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
+        for (const int head_dim : {64, 128}) {
+          const Kernel kernel = compile(variant, CompileOptions()
+                                                     .with_head_dim(head_dim)
+                                                     .with_dtype(dtype)
+                                                     .with_template(kDecodeTemplateName)
+                                                     .with_shape_hint(1, 8, 8, 1, 4096)
+                                                     .with_knobs(Knobs{{"row_pad", pad}}));
+          EXPECT_EQ(kernel.prepared().config.knobs.get("row_pad"), pad);
+          for (const int group : {1, 4, 8})
+            for (const auto& [seq_q, seq_k] :
+                 std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
+              const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
+              const ForwardCheckResult r = check_forward(kernel, problem, preset_scalars(variant), 23);
+              std::printf("[ result ] row_pad %d %s %s D=%d %s: %s\n", pad, preset, element_type_name(dtype).c_str(),
+                          head_dim, problem.str().c_str(), r.summary().c_str());
+              EXPECT_TRUE(r.pass) << "row_pad " << pad << " " << preset << " " << problem.str() << ": " << r.summary();
+            }
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Registry, DecodePreset, ::testing::ValuesIn(decode_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return decode_case_name(info.param); });
 

@@ -284,6 +284,14 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
                               extra=["--template", "decode_sm80", "--stream-k", "0"])
             row["attnjit_split_k"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            # Shared rows aligned to 32 bytes (knob row_pad 16: padded, 0: swizzled; not the default yet),
+            # contiguous and paged.
+            for key, extra in (("attnjit_row_pad16", ["--template", "decode_sm80", "--row-pad", "16"]),
+                               ("attnjit_row_pad0", ["--template", "decode_sm80", "--row-pad", "0"]),
+                               ("kv_page16_row_pad16", ["--kv-cache", "--page-size", "16", "--template", "decode_sm80",
+                                                        "--row-pad", "16"])):
+                r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=extra)
+                row[key] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
             row["attnjit_fwd"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             # A cache a quarter full (every sequence at Sk / 4 keys): stream-K (the default) against
@@ -305,10 +313,10 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
             # causal: a decode step's queries see the whole cache.
             r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [], extra=["--variant", ROPE_DECODE, "--kv-cache"])
             row["kv_rope"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
-            # The same with the stepped K turns (knob rope_steps 1, not the default yet).
+            # The same with a sin/cos per pair and row (knob rope_steps 0; the default steps them).
             r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [],
                               extra=["--variant", ROPE_DECODE, "--kv-cache", "--template", "decode_sm80",
-                                     "--rope-steps", "1"])
+                                     "--rope-steps", "0"])
             row["kv_rope_steps"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -404,19 +412,22 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit decode_sm80 | split-K | kv-cache contiguous | paged 16 | paged 128 | "
-              "kv-cache RoPE | RoPE, rope_steps 1 | quarter full: stream-K | split-K | attnjit fwd_sm80 | "
-              "FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | paged 16/contiguous |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | split-K | row_pad 16 | row_pad 0 | kv-cache contiguous | paged 16 | "
+              "paged 16, row_pad 16 | paged 128 | kv-cache RoPE | RoPE, rope_steps 0 | quarter full: stream-K | "
+              "split-K | attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | "
+              "row_pad 16/cuDNN | row_pad 0/cuDNN | paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
                 print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_split_k'))} | "
-                      f"{fmt(r.get('kv_contig'))} | "
-                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
+                      f"{fmt(r.get('attnjit_row_pad16'))} | {fmt(r.get('attnjit_row_pad0'))} | {fmt(r.get('kv_contig'))} | "
+                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page16_row_pad16'))} | "
+                      f"{fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
                       f"{fmt(r.get('kv_rope_steps'))} | "
                       f"{fmt(r.get('quarter_stream_k'))} | {fmt(r.get('quarter_split_k'))} | "
                       f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
+                      f"{ratio(r.get('attnjit_row_pad16'), r['cudnn'])} | {ratio(r.get('attnjit_row_pad0'), r['cudnn'])} | "
                       f"{ratio(r.get('kv_page16'), r.get('kv_contig'))} |")
                 for key in ("kv_contig", "kv_page16", "kv_page128"):
                     if r.get(key + "_error"):
