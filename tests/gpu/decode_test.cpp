@@ -81,13 +81,10 @@ TEST_P(DecodePreset, PassesTheTwoTimesRule) {
   }
 }
 
-// RoPE's turns a sin/cos per pair and row (knob rope_steps 0; the default 1 runs in DecodePreset):
-// rope_causal in the decode shapes above, bf16 and fp16, D = 64 and 128, GQA 1:1, 4:1 and 8:1.
-TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
-  const auto& driver = runtime::Driver::instance();
-  if (!driver.available() || driver.device_count() == 0)
-    GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
-  const Variant variant = presets::by_name("rope_causal");
+// The decode unit of `variant` with one knob set (`knob` = `value`), bf16 and fp16, D = 64 and
+// 128, against the reference in the decode shapes above with GQA 1:1, 4:1 and 8:1.
+void check_decode_knob(const std::string& preset, const std::string& knob, int value, unsigned seed) {
+  const Variant variant = presets::by_name(preset);
   for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
     for (const int head_dim : {64, 128}) {
       const Kernel kernel = compile(variant, CompileOptions()
@@ -95,49 +92,40 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
                                                  .with_dtype(dtype)
                                                  .with_template(kDecodeTemplateName)
                                                  .with_shape_hint(1, 8, 8, 1, 4096)
-                                                 .with_knobs(Knobs{{"rope_steps", 0}}));
-      EXPECT_EQ(kernel.prepared().config.knobs.get("rope_steps"), 0);
+                                                 .with_knobs(Knobs{{knob, value}}));
+      EXPECT_EQ(kernel.prepared().config.knobs.get(knob), value);
       for (const int group : {1, 4, 8})
         for (const auto& [seq_q, seq_k] : std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
           const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
-          const ForwardCheckResult r = check_forward(kernel, problem, preset_scalars(variant), 19);
-          std::printf("[ result ] rope_steps %s D=%d %s: %s\n", element_type_name(dtype).c_str(), head_dim,
-                      problem.str().c_str(), r.summary().c_str());
-          EXPECT_TRUE(r.pass) << problem.str() << ": " << r.summary();
+          const ForwardCheckResult r = check_forward(kernel, problem, preset_scalars(variant), seed);
+          std::printf("[ result ] %s %d %s %s D=%d %s: %s\n", knob.c_str(), value, preset.c_str(),
+                      element_type_name(dtype).c_str(), head_dim, problem.str().c_str(), r.summary().c_str());
+          EXPECT_TRUE(r.pass) << knob << " " << value << " " << preset << " " << problem.str() << ": " << r.summary();
         }
     }
 }
 
-// Shared rows aligned to 32 bytes (knob row_pad 16: padded; 0: swizzled; not the default yet):
-// ALiBi-causal and RoPE in the decode shapes above, bf16 and fp16, D = 64 and 128, GQA 1:1, 4:1
-// and 8:1.
-TEST(DecodeRowPad, PassesTheTwoTimesRule) {
+bool skip_without_gpu(std::string& why) {
   const auto& driver = runtime::Driver::instance();
-  if (!driver.available() || driver.device_count() == 0)
-    GTEST_SKIP() << "no GPU: " << (driver.available() ? "no CUDA device" : driver.unavailable_reason());
+  if (driver.available() && driver.device_count() > 0) return false;
+  why = driver.available() ? "no CUDA device" : driver.unavailable_reason();
+  return true;
+}
+
+// RoPE's turns a sin/cos per pair and row (knob rope_steps 0; the default 1 runs in DecodePreset).
+TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
+  std::string why;
+  if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  check_decode_knob("rope_causal", "rope_steps", 0, 19);
+}
+
+// Shared rows aligned to 32 bytes (knob row_pad 16: padded; 0: swizzled; not the default yet),
+// with ALiBi-causal and with RoPE (whose turns address the rows too).
+TEST(DecodeRowPad, PassesTheTwoTimesRule) {
+  std::string why;
+  if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
   for (const int pad : {16, 0})
-    for (const char* preset : {"alibi_causal", "rope_causal"}) {
-      const Variant variant = presets::by_name(preset);
-      for (const ElementType dtype : {ElementType::BF16, ElementType::FP16})
-        for (const int head_dim : {64, 128}) {
-          const Kernel kernel = compile(variant, CompileOptions()
-                                                     .with_head_dim(head_dim)
-                                                     .with_dtype(dtype)
-                                                     .with_template(kDecodeTemplateName)
-                                                     .with_shape_hint(1, 8, 8, 1, 4096)
-                                                     .with_knobs(Knobs{{"row_pad", pad}}));
-          EXPECT_EQ(kernel.prepared().config.knobs.get("row_pad"), pad);
-          for (const int group : {1, 4, 8})
-            for (const auto& [seq_q, seq_k] :
-                 std::vector<std::pair<int, int>>{{1, 1}, {1, 4097}, {4, 333}, {16, 1537}}) {
-              const ForwardProblem problem{2, 2 * group, 2, seq_q, seq_k};
-              const ForwardCheckResult r = check_forward(kernel, problem, preset_scalars(variant), 23);
-              std::printf("[ result ] row_pad %d %s %s D=%d %s: %s\n", pad, preset, element_type_name(dtype).c_str(),
-                          head_dim, problem.str().c_str(), r.summary().c_str());
-              EXPECT_TRUE(r.pass) << "row_pad " << pad << " " << preset << " " << problem.str() << ": " << r.summary();
-            }
-        }
-    }
+    for (const char* preset : {"alibi_causal", "rope_causal"}) check_decode_knob(preset, "row_pad", pad, 23);
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, DecodePreset, ::testing::ValuesIn(decode_cases()),
