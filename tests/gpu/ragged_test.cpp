@@ -39,6 +39,12 @@ std::vector<RaggedProblem> random_problems(std::mt19937& rng, int group) {
   };
 }
 
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  for (const auto& p : presets::registry()) names.push_back(p.name);
+  return names;
+}
+
 class RaggedPreset : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RaggedPreset, PassesTheTwoTimesRule) {
@@ -186,16 +192,8 @@ TEST(RaggedArguments, BadCallsAreUserErrors) {
   expect_error(q.view, &lse_t.view, good, "lse must be a contiguous f32 CUDA tensor of shape [4, 10]");
 }
 
-INSTANTIATE_TEST_SUITE_P(Registry, RaggedPreset, ::testing::ValuesIn([] {
-                           std::vector<std::string> names;
-                           for (const auto& p : presets::registry()) names.push_back(p.name);
-                           return names;
-                         }()));
-INSTANTIATE_TEST_SUITE_P(Registry, RaggedHopperPreset, ::testing::ValuesIn([] {
-                           std::vector<std::string> names;
-                           for (const auto& p : presets::registry()) names.push_back(p.name);
-                           return names;
-                         }()));
+INSTANTIATE_TEST_SUITE_P(Registry, RaggedPreset, ::testing::ValuesIn(preset_names()));
+INSTANTIATE_TEST_SUITE_P(Registry, RaggedHopperPreset, ::testing::ValuesIn(preset_names()));
 
 }  // namespace
 }  // namespace attnjit

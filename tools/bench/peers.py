@@ -250,6 +250,11 @@ ROPE_DECODE = ('variant "rope_decode"; rope: theta=10000.0, dim=0, layout=half; 
                'mask: kv <= q + kv_len - q_len;')
 
 
+def gb_per_s(r, nbytes):
+    """GB/s of an attnjit_bench row over `nbytes`, or None when it did not run."""
+    return nbytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+
+
 def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
     """Decode: Sq query rows against Sk cached keys (each of `sks`), B=8, 32 query heads on 8 kv
     heads, D=128; bandwidth over the K and V bytes (what a decode step must read), GB/s.
@@ -279,11 +284,11 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
             except Exception as e:
                 row["flex"], row["flex_error"] = None, str(e)[:200]
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "decode_sm80"])
-            row["attnjit"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["attnjit"] = gb_per_s(r, kv_bytes)
             row["attnjit_error"] = r.get("error")
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
                               extra=["--template", "decode_sm80", "--stream-k", "0"])
-            row["attnjit_split_k"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["attnjit_split_k"] = gb_per_s(r, kv_bytes)
             # Shared rows aligned to 32 bytes (knob row_pad 16: padded, 0: swizzled; not the default yet),
             # contiguous and paged.
             for key, extra in (("attnjit_row_pad16", ["--template", "decode_sm80", "--row-pad", "16"]),
@@ -291,9 +296,9 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
                                ("kv_page16_row_pad16", ["--kv-cache", "--page-size", "16", "--template", "decode_sm80",
                                                         "--row-pad", "16"])):
                 r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=extra)
-                row[key] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+                row[key] = gb_per_s(r, kv_bytes)
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
-            row["attnjit_fwd"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["attnjit_fwd"] = gb_per_s(r, kv_bytes)
             # A cache a quarter full (every sequence at Sk / 4 keys): stream-K (the default) against
             # split-K, whose splits are sized by the capacity; GB/s over the keys in use.
             quarter = ",".join([str(sk // 4)] * b)
@@ -301,23 +306,23 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
                 r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
                                   extra=["--template", "decode_sm80", "--kv-cache", "--kv-lens", quarter,
                                          "--stream-k", schedule])
-                row[key] = kv_bytes / 4 / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+                row[key] = gb_per_s(r, kv_bytes / 4)
             # Kernel::forward_kv_cache on the same bytes: contiguous with per-sequence lengths, and paged.
             for key, extra in (("kv_contig", ["--kv-cache"]), ("kv_page16", ["--kv-cache", "--page-size", "16"]),
                                ("kv_page128", ["--kv-cache", "--page-size", "128"])):
                 r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=extra)
-                row[key] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+                row[key] = gb_per_s(r, kv_bytes)
                 if r.get("error"):
                     row[key + "_error"] = r["error"]
             # RoPE turned inside the decode kernel (Q once, each K tile in shared memory), bottom-right
             # causal: a decode step's queries see the whole cache.
             r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [], extra=["--variant", ROPE_DECODE, "--kv-cache"])
-            row["kv_rope"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["kv_rope"] = gb_per_s(r, kv_bytes)
             # The same with a sin/cos per pair and row (knob rope_steps 0; the default steps them).
             r = attnjit_bench(binary, None, (b, hq, hkv, sq, sk, d), [],
                               extra=["--variant", ROPE_DECODE, "--kv-cache", "--template", "decode_sm80",
                                      "--rope-steps", "0"])
-            row["kv_rope_steps"] = kv_bytes / (r["median_ms"] * 1e-3) / 1e9 if r.get("median_ms") else None
+            row["kv_rope_pairs"] = gb_per_s(r, kv_bytes)
             rows.append(row)
             print(json.dumps(row), flush=True)
         del k, v
@@ -341,12 +346,9 @@ def ragged_table(binary, rows):
         r = attnjit_bench(binary, preset, shape, [], extra=["--ragged-lengths", lengths], env={"ATTNJIT_RAGGED_SM90": "0"})
         row["ragged_sm80"], row["ragged_sm80_template"] = r.get("tflops"), r.get("template")
         row["ragged_sm80_error"] = r.get("error")
-        flops, ms = 0.0, 0.0
-        for n in RAGGED_LENGTHS:
-            r = attnjit_bench(binary, preset, (1, h, h, n, n, d), [])
-            flops += 4.0 * h * d * (n * (n + 1) / 2 if preset == "causal" else n * n)
-            ms = ms + r["median_ms"] if ms is not None and r.get("median_ms") else None
-        row["per_sequence"] = flops / (ms * 1e-3) / 1e12 if ms else None
+        times = [attnjit_bench(binary, preset, (1, h, h, n, n, d), []).get("median_ms") for n in RAGGED_LENGTHS]
+        flops = sum(4.0 * h * d * (n * (n + 1) / 2 if preset == "causal" else n * n) for n in RAGGED_LENGTHS)
+        row["per_sequence"] = flops / (sum(times) * 1e-3) / 1e12 if all(times) else None
         r = attnjit_bench(binary, preset, shape, [], extra=["--template", "fwd_sm80"])
         row["padded_sm80"], row["padded_sm80_error"] = r.get("tflops"), r.get("error")
         r = attnjit_bench(binary, preset, shape, [])
@@ -423,7 +425,7 @@ def print_tables(rows, device):
                       f"{fmt(r.get('attnjit_row_pad16'))} | {fmt(r.get('attnjit_row_pad0'))} | {fmt(r.get('kv_contig'))} | "
                       f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page16_row_pad16'))} | "
                       f"{fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
-                      f"{fmt(r.get('kv_rope_steps'))} | "
+                      f"{fmt(r.get('kv_rope_pairs'))} | "
                       f"{fmt(r.get('quarter_stream_k'))} | {fmt(r.get('quarter_split_k'))} | "
                       f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
