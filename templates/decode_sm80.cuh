@@ -39,11 +39,12 @@
 //                  rows by a complex multiply with (cos, sin) of the step, whose angle w_j times
 //                  the row stride it computes once (key positions are kv + an offset per
 //                  sequence, so rows of a tile are consecutive positions).
-//   AJ_ROW_PAD     8, 16 or 0 (the knob row_pad; default 8): elements between shared-memory rows
-//                  past the head dim. 8 keeps ldmatrix conflict-free, but an odd row then starts
-//                  16 bytes into a 32-byte sector while its global source is 32-byte aligned;
-//                  16 aligns every row with its source (ldmatrix then has 2-way conflicts); 0
-//                  aligns every row and XORs its 16-byte chunk index with row % 8 (conflict-free).
+//   AJ_ROW_PAD     0, 8 or 16 (the knob row_pad; default 0): elements between shared-memory rows
+//                  past the head dim. 0 aligns every row with its 32-byte aligned global source
+//                  and XORs its 16-byte chunk index with row % 8 (ldmatrix conflict-free); 8 keeps
+//                  ldmatrix conflict-free by padding, but an odd row then starts 16 bytes into a
+//                  32-byte sector, and the copies ask L2 for 1.5x the sectors; 16 aligns every
+//                  row by padding (ldmatrix then has 2-way conflicts).
 // Shared memory: AJ_STAGES * 2 * AJ_BLOCK_N * (AJ_HEAD_DIM + AJ_ROW_PAD) * 2 bytes (dynamic), the ring of
 // K and V tiles, whose first slots the Q rows pass through before it starts; 4 KiB (static) for
 // a paged split's block-table entries.
@@ -66,7 +67,7 @@
 #define AJ_ROPE_STEPPED 0
 #endif
 #ifndef AJ_ROW_PAD
-#define AJ_ROW_PAD 8
+#define AJ_ROW_PAD 0
 #endif
 #if AJ_ROW_PAD != 8 && AJ_ROW_PAD != 16 && AJ_ROW_PAD != 0
 #error "attnjit decode_sm80: AJ_ROW_PAD 0, 8 or 16"
@@ -97,7 +98,7 @@ constexpr int CPR = D / 8;  // 16-byte chunks per row
 static_assert(CPR >= 8, "the swizzle permutes 8 chunks of a row");
 // The swizzled layout: where 16-byte chunk `chunk` of row `row` of a tile (or of the Q rows)
 // lies, in bytes from its start; `key` is row % 8, which callers often know without the row.
-// (The padded layouts keep their own address arithmetic, the instructions measured.)
+// (The padded layouts keep the address arithmetic they had as the default, before 2026-11-30.)
 __device__ __forceinline__ aj_u32 chunk_at(int row, int chunk, int key) {
   return (aj_u32)(row * RSB + ((chunk ^ key) << 4));
 }

@@ -105,12 +105,13 @@ class DecodeSm80Template : public KernelTemplate {
              "32k keys; no effect without RoPE",
              /*tuned=*/false},
             {"row_pad",
-             {8, 16, 0},
-             "elements between shared-memory rows past the head dim: 8 keeps ldmatrix free of bank conflicts but "
-             "starts every other row 16 bytes into a 32-byte sector while its global source is 32-byte aligned "
-             "(the suspected cause of the copies asking L2 for 1.5x the sectors on an H200); 16 aligns every row "
-             "(ldmatrix 2-way conflicts); 0 aligns every row and swizzles its 16-byte chunks by row (no "
-             "conflicts). Not yet measured on a GPU, so not tuned",
+             {0, 8, 16},
+             "elements between shared-memory rows past the head dim: 0 rows D apart, their 16-byte chunks swizzled "
+             "by row (every row 32-byte aligned like its global source, ldmatrix conflict-free); 8 padded, "
+             "conflict-free, but every other row 16 bytes off its source's alignment (the copies ask L2 for 1.5x "
+             "the sectors); 16 padded and aligned (ldmatrix 2-way conflicts). Not tuned: 0 won everywhere measured "
+             "(H200, B=8 Hq=32 Hkv=8: D=128 Sk=32k 3910 -> 4156 GB/s, 8k 3276 -> 3494, paged 16 3829 -> 3929, "
+             "D=64 8k 2461 -> 2525)",
              /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& r) const override {
@@ -119,9 +120,11 @@ class DecodeSm80Template : public KernelTemplate {
     // Stream-K unless the hinted batch is past what it takes (docs/kernels.md has the numbers).
     // RoPE's stepped K turns: H200, 2026-11-30, rope_decode B=8 Hq=32 Hkv=8 D=128 Sq=1: 817 ->
     // 1464 GB/s (Sk=8k), 844 -> 1584 (32k).
+    // Swizzled rows (row_pad 0): H200, 2026-11-30, dense Sq=1: 3910 -> 4156 GB/s (Sk=32k), 3276
+    // -> 3494 (8k); L2 sectors per copy the ideal 16 per warp instead of 24 on average.
     const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
     return Knobs{{"block_n", 64},   {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0},
-                 {"rope_steps", 1}, {"row_pad", 8}};
+                 {"rope_steps", 1}, {"row_pad", 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {
@@ -134,8 +137,8 @@ class DecodeSm80Template : public KernelTemplate {
     if (const int steps = knobs.get("rope_steps"); steps != 0 && steps != 1)
       return Support::invalid(fmt::format("rope_steps {} is not 0 or 1", steps));
     const int row_pad = knobs.get("row_pad");
-    if (row_pad != 8 && row_pad != 16 && row_pad != 0)
-      return Support::invalid(fmt::format("row_pad {} is not 8, 16 or 0", row_pad));
+    if (row_pad != 0 && row_pad != 8 && row_pad != 16)
+      return Support::invalid(fmt::format("row_pad {} is not 0, 8 or 16", row_pad));
     const int shared = shared_bytes(head_dim, block_n, stages, row_pad);
     if (shared > max_shared_bytes)
       return Support::invalid(
@@ -166,7 +169,7 @@ class DecodeSm80Template : public KernelTemplate {
         {"AJ_HAS_SCORE_MOD", unit.facts.has_score_mod ? "1" : "0"},
         {"AJ_HAS_MASK", unit.facts.has_mask ? "1" : "0"}};
     if (unit.facts.has_rope && r.knobs.get("rope_steps") == 1) macros.emplace_back("AJ_ROPE_STEPPED", "1");
-    if (row_pad != 8) macros.emplace_back("AJ_ROW_PAD", std::to_string(row_pad));
+    if (row_pad != 0) macros.emplace_back("AJ_ROW_PAD", std::to_string(row_pad));
     unit.body += macro_block("decode_sm80 knobs and the variant's facts", macros);
     unit.body += hook_section(hooks(), emitted);
     unit.body += runtime::load_template("sm80_dtype.cuh");

@@ -140,24 +140,24 @@ TEST_F(DecodeCodegen, RopeStepsTurnsOnTheSteppedKTurns) {
   EXPECT_THROW(generate(rope, decode(options("sm_80", 128, 1), 2)), UserError);
 }
 
-// row_pad: 16 and 0 define AJ_ROW_PAD and size the ring for their rows (the default 8 defines
+// row_pad: 8 and 16 define AJ_ROW_PAD and size the ring for their rows (the default 0 defines
 // nothing new); both compile for both architectures, D 64 and 128, with RoPE and without, with
 // no spills; any other value is a UserError.
 TEST_F(DecodeCodegen, RowPadAlignsEveryRow) {
   const auto decode = [](CompileOptions o, int pad) {
     return o.with_template(kDecodeTemplateName).with_knobs(Knobs{{"row_pad", pad}});
   };
-  const GeneratedUnit plain = generate(presets::causal(), decode(options("sm_80", 128, 1), 8)).unit;
+  const GeneratedUnit swizzled = generate(presets::causal(), decode(options("sm_80", 128, 1), 0)).unit;
   EXPECT_EQ(generate(presets::causal(), options("sm_80", 128, 1).with_template(kDecodeTemplateName))
                 .config.knobs.get("row_pad"),
-            8);
-  for (const int pad : {16, 0}) {
+            0);
+  for (const int pad : {8, 16}) {
     const GeneratedUnit unit = generate(presets::causal(), decode(options("sm_80", 128, 1), pad)).unit;
-    const std::string define = "#define AJ_ROW_PAD " + std::to_string(pad);
-    EXPECT_EQ(plain.body.find(define + "\n"), std::string::npos);
-    EXPECT_NE(unit.body.find(define + "\n"), std::string::npos);
-    // 2 stages of K and V, 64 rows each, (pad - 8) more elements of 2 bytes per row
-    EXPECT_EQ(unit.max_dynamic_shared_bytes - plain.max_dynamic_shared_bytes, 2 * 2 * 64 * (pad - 8) * 2);
+    const std::string define = "#define AJ_ROW_PAD " + std::to_string(pad) + "\n";
+    EXPECT_EQ(swizzled.body.find(define), std::string::npos);
+    EXPECT_NE(unit.body.find(define), std::string::npos);
+    // 2 stages of K and V, 64 rows each, `pad` more elements of 2 bytes per row
+    EXPECT_EQ(unit.max_dynamic_shared_bytes - swizzled.max_dynamic_shared_bytes, 2 * 2 * 64 * pad * 2);
     for (const char* arch : {"sm_80", "sm_90a"})
       for (const int dim : {64, 128})
         for (const char* preset : {"alibi_causal", "rope_causal"}) {

@@ -184,18 +184,18 @@ TEST(KnobSpace, UntunedKnobsKeepTheirDefaultUnlessNamed) {
   EXPECT_FALSE(stream_k->tuned);
   for (const int value : {0, 1}) {
     const Knobs defaults{{"block_n", 64},     {"stages", 2},     {"splits", 0},
-                         {"stream_k", value}, {"rope_steps", 1}, {"row_pad", 8}};
+                         {"stream_k", value}, {"rope_steps", 1}, {"row_pad", 0}};
     const auto fixed = with_untuned_knobs_fixed(decode, 128, defaults, {{"stages", {2, 3}}});
     ASSERT_EQ(fixed.size(), 4u);
     EXPECT_EQ(fixed.at("stream_k"), std::vector<int>{value});
     EXPECT_EQ(fixed.at("rope_steps"), std::vector<int>{1});
-    EXPECT_EQ(fixed.at("row_pad"), std::vector<int>{8});
+    EXPECT_EQ(fixed.at("row_pad"), std::vector<int>{0});
     EXPECT_EQ(fixed.at("stages"), (std::vector<int>{2, 3}));  // a given restriction stays
     for (const Knobs& k : feasible_knobs(decode, 128, 227 * 1024, fixed)) EXPECT_EQ(k.get("stream_k"), value);
   }
   // Named, it is searched like any knob; the tuned knobs stay open.
   const Knobs defaults{{"block_n", 64}, {"stages", 2},     {"splits", 0},
-                       {"stream_k", 1}, {"rope_steps", 1}, {"row_pad", 8}};
+                       {"stream_k", 1}, {"rope_steps", 1}, {"row_pad", 0}};
   EXPECT_EQ(with_untuned_knobs_fixed(decode, 128, defaults, {{"stream_k", {0, 1}}}).at("stream_k"),
             (std::vector<int>{0, 1}));
   EXPECT_EQ(with_untuned_knobs_fixed(decode, 128, defaults, {}).count("splits"), 0u);

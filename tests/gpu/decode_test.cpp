@@ -119,12 +119,12 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
   check_decode_knob("rope_causal", "rope_steps", 0, 19);
 }
 
-// Shared rows aligned to 32 bytes (knob row_pad 16: padded; 0: swizzled; not the default yet),
-// with ALiBi-causal and with RoPE (whose turns address the rows too).
+// Padded shared rows (knob row_pad 8: the layout before the swizzled default; 16: padded and
+// aligned), with ALiBi-causal and with RoPE (whose turns address the rows too).
 TEST(DecodeRowPad, PassesTheTwoTimesRule) {
   std::string why;
   if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
-  for (const int pad : {16, 0})
+  for (const int pad : {8, 16})
     for (const char* preset : {"alibi_causal", "rope_causal"}) check_decode_knob(preset, "row_pad", pad, 23);
 }
 

@@ -289,14 +289,10 @@ def decode_table(binary, rows, flex=True, sks=(8192, 32768)):
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
                               extra=["--template", "decode_sm80", "--stream-k", "0"])
             row["attnjit_split_k"] = gb_per_s(r, kv_bytes)
-            # Shared rows aligned to 32 bytes (knob row_pad 16: padded, 0: swizzled; not the default yet),
-            # contiguous and paged.
-            for key, extra in (("attnjit_row_pad16", ["--template", "decode_sm80", "--row-pad", "16"]),
-                               ("attnjit_row_pad0", ["--template", "decode_sm80", "--row-pad", "0"]),
-                               ("kv_page16_row_pad16", ["--kv-cache", "--page-size", "16", "--template", "decode_sm80",
-                                                        "--row-pad", "16"])):
-                r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=extra)
-                row[key] = gb_per_s(r, kv_bytes)
+            # Padded shared rows (knob row_pad 8, the layout before the swizzled default), contiguous.
+            r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [],
+                              extra=["--template", "decode_sm80", "--row-pad", "8"])
+            row["attnjit_row_pad8"] = gb_per_s(r, kv_bytes)
             r = attnjit_bench(binary, "dense", (b, hq, hkv, sq, sk, d), [], extra=["--template", "fwd_sm80"])
             row["attnjit_fwd"] = gb_per_s(r, kv_bytes)
             # A cache a quarter full (every sequence at Sk / 4 keys): stream-K (the default) against
@@ -414,22 +410,20 @@ def print_tables(rows, device):
                     print(f"|   Flex error: {r['flex_error'][:150]} | | | | | |")
     if any(r["table"] == "decode" for r in rows):
         print(f"\n## Decode, {device}, B=8 Hq=32 Hkv=8 D=128 bf16, GB/s over the K and V bytes\n")
-        print("| Sk | Sq | attnjit decode_sm80 | split-K | row_pad 16 | row_pad 0 | kv-cache contiguous | paged 16 | "
-              "paged 16, row_pad 16 | paged 128 | kv-cache RoPE | RoPE, rope_steps 0 | quarter full: stream-K | "
-              "split-K | attnjit fwd_sm80 | FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | "
-              "row_pad 16/cuDNN | row_pad 0/cuDNN | paged 16/contiguous |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| Sk | Sq | attnjit decode_sm80 | split-K | row_pad 8 | kv-cache contiguous | paged 16 | paged 128 | "
+              "kv-cache RoPE | RoPE, rope_steps 0 | quarter full: stream-K | split-K | attnjit fwd_sm80 | "
+              "FA2 (SDPA flash) | cuDNN (SDPA) | FlexAttention | decode/cuDNN | row_pad 8/cuDNN | paged 16/contiguous |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["table"] == "decode":
                 print(f"| {r['Sk']} | {r['Sq']} | {fmt(r['attnjit'])} | {fmt(r.get('attnjit_split_k'))} | "
-                      f"{fmt(r.get('attnjit_row_pad16'))} | {fmt(r.get('attnjit_row_pad0'))} | {fmt(r.get('kv_contig'))} | "
-                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page16_row_pad16'))} | "
-                      f"{fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
+                      f"{fmt(r.get('attnjit_row_pad8'))} | {fmt(r.get('kv_contig'))} | "
+                      f"{fmt(r.get('kv_page16'))} | {fmt(r.get('kv_page128'))} | {fmt(r.get('kv_rope'))} | "
                       f"{fmt(r.get('kv_rope_pairs'))} | "
                       f"{fmt(r.get('quarter_stream_k'))} | {fmt(r.get('quarter_split_k'))} | "
                       f"{fmt(r.get('attnjit_fwd'))} | "
                       f"{fmt(r['fa2'])} | {fmt(r['cudnn'])} | {fmt(r['flex'])} | {ratio(r['attnjit'], r['cudnn'])} | "
-                      f"{ratio(r.get('attnjit_row_pad16'), r['cudnn'])} | {ratio(r.get('attnjit_row_pad0'), r['cudnn'])} | "
+                      f"{ratio(r.get('attnjit_row_pad8'), r['cudnn'])} | "
                       f"{ratio(r.get('kv_page16'), r.get('kv_contig'))} |")
                 for key in ("kv_contig", "kv_page16", "kv_page128"):
                     if r.get(key + "_error"):

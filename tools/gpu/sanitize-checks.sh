@@ -22,7 +22,7 @@ checks=(
   "decode_split_k_paged|--preset causal_bottom_right --template decode_sm80 --stream-k 0 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "decode_rope_steps|--preset rope_causal --template decode_sm80 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "decode_rope_pairs|--preset rope_causal --template decode_sm80 --rope-steps 0 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
-  "decode_row_pad0_rope|--preset rope_causal --template decode_sm80 --row-pad 0 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
+  "decode_row_pad8_rope|--preset rope_causal --template decode_sm80 --row-pad 8 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "decode_row_pad16_paged|--preset alibi --template decode_sm80 --row-pad 16 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4999 --page-size 48"
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
