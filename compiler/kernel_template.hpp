@@ -149,6 +149,12 @@ struct GeneratedUnit {
   std::vector<std::string> tensor_gradients;  // backward: the captured tensors that get a gradient
 };
 
+// Spill stores (bytes) above which prepare() compiles a template's spill_fallback_knobs instead
+// of its default knobs. Not 0: alibi_causal's backward at D=128 (sm_90a) spills 12 bytes at
+// block_m 64 and still runs 222 TFLOP/s against 199 at the fallback's block_m 32 (H200,
+// 2026-11-30); the variants that fall back spill 32-536.
+inline constexpr int kSpillFallbackBytes = 16;
+
 class KernelTemplate {
  public:
   virtual ~KernelTemplate() = default;
@@ -165,8 +171,9 @@ class KernelTemplate {
   virtual std::vector<KnobSpec> knob_space(int head_dim) const = 0;
   // The measured default for a request (its knobs are ignored).
   virtual Knobs default_knobs(const TemplateRequest& request) const = 0;
-  // Knobs to compile instead when the default ones spill registers (a variant whose hooks need
-  // more registers than the default tile leaves), or none: prepare() then keeps the default.
+  // Knobs to compile instead when the default ones spill more than kSpillFallbackBytes (a
+  // variant whose hooks need more registers than the default tile leaves), or none: prepare()
+  // then keeps the default.
   virtual std::optional<Knobs> spill_fallback_knobs(const Knobs& /*spilling*/) const { return std::nullopt; }
   // Supported, or Invalid naming the knob, its value and what is allowed (the autotuner
   // prunes with it; `max_shared_bytes` is the device's or the arch's opt-in limit).

@@ -17,6 +17,12 @@
 //   AJ_BLOCK_M     32 or 64        query rows per step of the kv block's loop
 //   AJ_NUM_WARPS   4 or 8          each warp owns 16 keys: AJ_BLOCK_N = 16 * AJ_NUM_WARPS
 //   AJ_STAGES      1 or 2          Q / dO buffers (2: the next step's rows load meanwhile)
+//   AJ_ROW_PAD     0 or 8 (the knob row_pad; default 0): elements between the shared-memory rows
+//                  of K, V, Q and dO past the head dim. 0: rows D apart (32-byte aligned like
+//                  their global sources) with 16-byte chunk c of row r at c ^ (r % 8), which keeps
+//                  ldmatrix conflict-free; 8: padded rows, conflict-free too, but every other row
+//                  16 bytes off its source's 32-byte alignment (the copies then ask L2 for 1.5x
+//                  the sectors, H200 ncu).
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16  exactly one defined to 1
 //   AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_TENSOR_GRADS  0 or 1
 //   AJ_HAS_BLOCK_MASK, AJ_BLOCK_N  a mask that reads tensors: attnjit_block_mask (block_mask.cuh,
@@ -28,7 +34,7 @@
 //   kernel and the gate's gradient.
 //
 // Shared memory, bytes: K and V (2 * BN rows), Q and dO (2 * STAGES * BM rows) of
-// (AJ_HEAD_DIM + 8) elements, dS^T (BN rows of BM + 8), LSE and D (2 * STAGES * BM floats).
+// (AJ_HEAD_DIM + AJ_ROW_PAD) elements, dS^T (BN rows of BM + 8), LSE and D (2 * STAGES * BM floats).
 #ifndef ATTNJIT_BWD_SM80_CUH
 #define ATTNJIT_BWD_SM80_CUH
 
@@ -58,6 +64,13 @@
 #define AJ_HAS_OUTPUT_GATE 0
 #endif
 
+#ifndef AJ_ROW_PAD
+#define AJ_ROW_PAD 0
+#endif
+#if AJ_ROW_PAD != 0 && AJ_ROW_PAD != 8
+#error "attnjit bwd_sm80: AJ_ROW_PAD 0 or 8"
+#endif
+
 namespace aj_bwd {
 
 template <bool B>
@@ -70,7 +83,7 @@ constexpr int BM = AJ_BLOCK_M;  // query rows per step
 constexpr int NW = AJ_NUM_WARPS;
 constexpr int NT = NW * 32;
 constexpr int BN = 16 * NW;  // keys per CTA, 16 per warp
-constexpr int RS = D + 8;    // row stride of K, V, Q, dO in shared memory, elements
+constexpr int RS = D + AJ_ROW_PAD;  // row stride of K, V, Q, dO in shared memory, elements
 constexpr int RSB = RS * 2;
 constexpr int PSB = (BM + 8) * 2;  // row stride of dS^T, bytes
 constexpr int KD = D / 16;         // k steps over the head dimension
@@ -95,6 +108,29 @@ constexpr int SMEM_DELTA = SMEM_LSE + AJ_STAGES * BM * 4;
 constexpr int SMEM_BYTES = SMEM_DELTA + AJ_STAGES * BM * 4;
 
 using namespace aj_sm80;  // mma, pack2, load_element, store_element (sm80_dtype.cuh)
+
+// Where 16-byte chunk c of row r of K, V, Q or dO lies, bytes from the tile's start.
+__device__ __forceinline__ aj_u32 chunk_at(int r, int c) {
+#if AJ_ROW_PAD == 0
+  return (aj_u32)(r * RSB + ((c ^ (r & 7)) << 4));
+#else
+  return (aj_u32)(r * RSB + c * 16);
+#endif
+}
+// A lane's ldmatrix offset (chunk_at of its row and first chunk) moved `bytes` (a multiple of 32,
+// within the row) to the right: with swizzled rows the chunk index's bits above the lane's own
+// are XORed, which is the same as adding them before the swizzle (RSB a power of two). The XOR
+// is issued beside its ldmatrix (volatile): hoisted, every offset of an unrolled loop would hold
+// a register, and block_m 64 would spill.
+__device__ __forceinline__ aj_u32 right_of(aj_u32 lane_offset, int bytes) {
+#if AJ_ROW_PAD == 0
+  aj_u32 moved;
+  asm volatile("xor.b32 %0, %1, %2;" : "=r"(moved) : "r"(lane_offset), "r"(bytes));
+  return moved;
+#else
+  return lane_offset + (aj_u32)bytes;
+#endif
+}
 #if AJ_HAS_ROPE
 using namespace aj_rope;  // rope_pair, rope_turn (rope_pairs.cuh)
 #endif
@@ -115,7 +151,7 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
     const int r = r0 + i * ROW_STEP;
     if (ROWS % ROW_STEP == 0 || r < ROWS) {
       const bool ok = row0 + r < nrows;
-      aj_cp_async_16(sbase + r * RSB + c * 16, ok ? src : g, ok ? 16 : 0);
+      aj_cp_async_16(sbase + chunk_at(r, c), ok ? src : g, ok ? 16 : 0);
     }
   }
 }
@@ -364,9 +400,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 
   // Per-lane ldmatrix offsets (bytes): A from [m][k] rows; B from [n][k] rows (also A from
   // [k][m] rows with .trans); B from [k][n] rows with .trans.
-  const aj_u32 a_lane = (aj_u32)((warp * 16 + (lane & 15)) * RSB + (lane >> 4) * 16);
-  const aj_u32 nk_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * RSB + ((lane >> 3) & 1) * 16);
-  const aj_u32 kn_lane = (aj_u32)(((lane & 7) + (((lane >> 3) & 1) << 3)) * RSB + (lane >> 4) * 16);
+  // Columns move through right_of, rows by multiples of 8 (row % 8, the swizzle's key, kept)
+  // added after it.
+  const aj_u32 a_lane = chunk_at(warp * 16 + (lane & 15), lane >> 4);
+  const aj_u32 nk_lane = chunk_at((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
+  const aj_u32 kn_lane = chunk_at((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4);
   const aj_u32 dsT_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * PSB + ((lane >> 3) & 1) * 16);
 
   float dk[ND][4], dv[ND][4];
@@ -411,13 +449,13 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
     for (int kk = 0; kk < KD; ++kk) {
       aj_u32 ka[4], va[4];
-      aj_ldmatrix_x4(ka, s_k + a_lane + kk * 32);
-      aj_ldmatrix_x4(va, s_v + a_lane + kk * 32);
+      aj_ldmatrix_x4(ka, s_k + right_of(a_lane, kk * 32));
+      aj_ldmatrix_x4(va, s_v + right_of(a_lane, kk * 32));
 #pragma unroll
       for (int jn = 0; jn < NQ / 2; ++jn) {
         aj_u32 qb[4], ob[4];
-        aj_ldmatrix_x4(qb, sq + nk_lane + jn * 16 * RSB + kk * 32);
-        aj_ldmatrix_x4(ob, sdo + nk_lane + jn * 16 * RSB + kk * 32);
+        aj_ldmatrix_x4(qb, sq + right_of(nk_lane, kk * 32) + jn * 16 * RSB);
+        aj_ldmatrix_x4(ob, sdo + right_of(nk_lane, kk * 32) + jn * 16 * RSB);
         mma(s[2 * jn], ka, qb[0], qb[1]);
         mma(s[2 * jn + 1], ka, qb[2], qb[3]);
         mma(dp[2 * jn], va, ob[0], ob[1]);
@@ -509,8 +547,8 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
       for (int jd = 0; jd < ND / 2; ++jd) {
         aj_u32 ob[4], qb[4];
-        aj_ldmatrix_x4_trans(ob, sdo + kn_lane + kk * 16 * RSB + jd * 32);
-        aj_ldmatrix_x4_trans(qb, sq + kn_lane + kk * 16 * RSB + jd * 32);
+        aj_ldmatrix_x4_trans(ob, sdo + right_of(kn_lane, jd * 32) + kk * 16 * RSB);
+        aj_ldmatrix_x4_trans(qb, sq + right_of(kn_lane, jd * 32) + kk * 16 * RSB);
         mma(dv[2 * jd], pa, ob[0], ob[1]);
         mma(dv[2 * jd + 1], pa, ob[2], ob[3]);
         mma(dk[2 * jd], da, qb[0], qb[1]);
@@ -533,7 +571,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
         for (int jd = 0; jd < DQ_ND / 2; ++jd) {
           aj_u32 kb[4];
-          aj_ldmatrix_x4_trans(kb, s_k + kn_lane + kk * 16 * RSB + dq_part * DQ_COLS * 2 + jd * 32);
+          aj_ldmatrix_x4_trans(kb, s_k + right_of(kn_lane, dq_part * DQ_COLS * 2 + jd * 32) + kk * 16 * RSB);
           mma(dq[2 * jd], a, kb[0], kb[1]);
           mma(dq[2 * jd + 1], a, kb[2], kb[3]);
         }

@@ -275,9 +275,8 @@ PreparedKernel prepare(const Variant& variant, const CompileOptions& options) {
   p.cached = cache.get_or_compile(
       inputs, [&] { return runtime::CompiledKernel::from(runtime::compile_to_cubin(p.source, nvrtc)); },
       runtime::CacheEntryLabels{variant.text(), p.config.template_name + " " + p.config.knobs.str()});
-  // Default knobs that spill (more than a register or two) give way to the template's
-  // fallback; knobs the caller or the tuner chose are kept as they are.
-  constexpr int kSpillFallbackBytes = 8;
+  // Default knobs that spill (more than a few registers) give way to the template's fallback;
+  // knobs the caller or the tuner chose are kept as they are.
   if (options.knobs.empty() && !p.config.tuned && p.cached.metadata &&
       p.cached.metadata->resources.worst_case().spill_store_bytes > kSpillFallbackBytes)
     if (const auto fallback = p.kernel_template->spill_fallback_knobs(p.config.knobs)) {

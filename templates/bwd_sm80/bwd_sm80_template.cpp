@@ -17,9 +17,9 @@
 
 namespace attnjit {
 
-int bwd_sm80_shared_bytes(int head_dim, int block_m, int warps, int stages) {
+int bwd_sm80_shared_bytes(int head_dim, int block_m, int warps, int stages, int row_pad) {
   const int block_n = 16 * warps;
-  const int row_bytes = (head_dim + 8) * 2;
+  const int row_bytes = (head_dim + row_pad) * 2;
   return 2 * block_n * row_bytes + 2 * stages * block_m * row_bytes + block_n * (block_m + 8) * 2 +
          2 * stages * block_m * 4;
 }
@@ -62,7 +62,14 @@ class BwdSm80Template : public KernelTemplate {
   std::vector<KnobSpec> knob_space(int) const override {
     return {{"block_m", {32, 64}, "query rows per step of a kv block's loop"},
             {"warps", {4, 8}, "warps per CTA; each owns 16 keys (block_n = 16 * warps)"},
-            {"stages", {1, 2}, "Q / dO buffers in shared memory (2: the next step's rows load meanwhile)"}};
+            {"stages", {1, 2}, "Q / dO buffers in shared memory (2: the next step's rows load meanwhile)"},
+            {"row_pad",
+             {0, 8},
+             "elements between the shared-memory rows of K, V, Q and dO past the head dim: 0 rows D apart, their "
+             "16-byte chunks swizzled by row (32-byte aligned like their sources, ldmatrix conflict-free); 8 "
+             "padded (every other row 16 bytes off its source's alignment: the copies ask L2 for 1.5x the sectors). "
+             "Not tuned",
+             /*tuned=*/false}};
   }
 
   // block_m 64: dense and causal at D=128 run 9-10% faster than with 32 on an H200
@@ -73,6 +80,7 @@ class BwdSm80Template : public KernelTemplate {
     k.set("block_m", 64);
     k.set("warps", 8);
     k.set("stages", 2);
+    k.set("row_pad", 0);
     return k;
   }
   std::optional<Knobs> spill_fallback_knobs(const Knobs& spilling) const override {
@@ -87,7 +95,9 @@ class BwdSm80Template : public KernelTemplate {
     if (block_m != 32 && block_m != 64) return Support::invalid(fmt::format("block_m {} is not 32 or 64", block_m));
     if (warps != 4 && warps != 8) return Support::invalid(fmt::format("warps {} is not 4 or 8", warps));
     if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
-    const int bytes = bwd_sm80_shared_bytes(head_dim, block_m, warps, stages);
+    const int row_pad = knobs.get("row_pad");
+    if (row_pad != 0 && row_pad != 8) return Support::invalid(fmt::format("row_pad {} is not 0 or 8", row_pad));
+    const int bytes = bwd_sm80_shared_bytes(head_dim, block_m, warps, stages, row_pad);
     if (bytes > max_shared_bytes)
       return Support::invalid(
           fmt::format("bwd_sm80 block_m={} warps={} stages={} at head_dim {} needs {} bytes of "
@@ -111,7 +121,8 @@ class BwdSm80Template : public KernelTemplate {
     unit.tensor_gradients = grad.grad_tensors;
     if (const auto& gate = r.variant->output_gate()) unit.tensor_gradients.push_back(gate->tensor);
     const int block_m = r.knobs.get("block_m"), warps = r.knobs.get("warps"), stages = r.knobs.get("stages");
-    unit.max_dynamic_shared_bytes = bwd_sm80_shared_bytes(r.head_dim, block_m, warps, stages);
+    const int row_pad = r.knobs.get("row_pad");
+    unit.max_dynamic_shared_bytes = bwd_sm80_shared_bytes(r.head_dim, block_m, warps, stages, row_pad);
     unit.kernel_names = {"attnjit_bwd_preprocess", "attnjit_bwd", "attnjit_bwd_postprocess"};
     if (unit.facts.mask_reads_tensor)  // tile classes first, at this template's tile sizes
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
@@ -119,7 +130,7 @@ class BwdSm80Template : public KernelTemplate {
       unit.kernel_names.insert(unit.kernel_names.begin(), kRopeKernel);
       unit.kernel_names.insert(unit.kernel_names.end() - 1, kRopeDkKernel);  // in plan order
     }
-    const std::vector<std::pair<std::string, std::string>> macros = {
+    std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)},
         {"AJ_BLOCK_M", std::to_string(block_m)},
         {"AJ_NUM_WARPS", std::to_string(warps)},
@@ -130,6 +141,7 @@ class BwdSm80Template : public KernelTemplate {
         {"AJ_HAS_BLOCK_MASK", unit.facts.mask_reads_tensor ? "1" : "0"},
         {"AJ_BLOCK_N", std::to_string(16 * warps)},  // (for the block-mask kernel's tiles)
     };
+    if (row_pad != 0) macros.emplace_back("AJ_ROW_PAD", std::to_string(row_pad));
     // The special-function unit bounds a soft-capped backward (P's exp2 and the tanh per
     // score): tanh's exponential goes to the FMA pipe (H200, 2026-11-29: soft-cap causal D=128
     // 185 -> 194 TFLOP/s; the forward, bound by instruction issue instead, lost 12% with it).

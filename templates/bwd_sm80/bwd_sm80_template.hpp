@@ -13,6 +13,6 @@ namespace attnjit {
 std::unique_ptr<KernelTemplate> make_bwd_sm80_template();
 
 // Dynamic shared memory of the main kernel for these knobs (the formula of bwd_sm80.cuh).
-int bwd_sm80_shared_bytes(int head_dim, int block_m, int warps, int stages);
+int bwd_sm80_shared_bytes(int head_dim, int block_m, int warps, int stages, int row_pad);
 
 }  // namespace attnjit
