@@ -143,9 +143,16 @@ BackwardCheckResult compare_backward(const HostGradients& got, const ReferenceGr
 BackwardCheckResult check_backward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
                                    const Bindings& scalars, std::uint64_t seed, const BackwardCheckOptions& check) {
   check.validate(variant);  // before the GPU is touched
+  // The template and knobs in `options` choose the backward (as `attnjit bench --backward`); the
+  // forward that produces O and LSE is the default one.
+  BackwardCheckOptions backward = check;
+  if (backward.template_name.empty()) backward.template_name = options.template_name;
+  if (backward.knobs.empty()) backward.knobs = options.knobs;
   CompileOptions forward = options;
   forward.with_role(TemplateRole::Forward);
-  return check_backward(compile(variant, forward), problem, scalars, seed, check);
+  forward.template_name.clear();
+  forward.knobs = Knobs();
+  return check_backward(compile(variant, forward), problem, scalars, seed, backward);
 }
 
 BackwardCheckResult check_backward(const Kernel& kernel, const ForwardProblem& p, const Bindings& scalars,

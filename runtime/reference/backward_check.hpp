@@ -104,7 +104,8 @@ struct BackwardCheckResult {
   std::string summary() const;
 };
 
-// Compiles (forward; the backward unit is built on first use) and checks.
+// Compiles (the default forward; the backward unit, of the template and knobs in `options` unless
+// `check` names them, is built on first use) and checks.
 BackwardCheckResult check_backward(const Variant& variant, const CompileOptions& options, const ForwardProblem& problem,
                                    const Bindings& scalars, std::uint64_t seed, const BackwardCheckOptions& check = {});
 // The same check of an already compiled kernel. Needs a GPU (RuntimeFailure without one).

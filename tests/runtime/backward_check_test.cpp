@@ -207,6 +207,11 @@ TEST(BackwardCheck, WithoutAGpuItFailsCleanlyAfterCheckingTheOptions) {
   EXPECT_THROW(
       check_backward(presets::causal(), CompileOptions().with_head_dim(64), ForwardProblem{1, 2, 2, 64, 64}, {}, 1),
       RuntimeFailure);
+  // Knobs in the options are the backward's (no forward template has row_pad): the GPU's absence
+  // is still what stops it, not a knob error.
+  EXPECT_THROW(check_backward(presets::causal(), CompileOptions().with_head_dim(64).with_knobs(Knobs{{"row_pad", 8}}),
+                              ForwardProblem{1, 2, 2, 64, 64}, {}, 1),
+               RuntimeFailure);
 }
 
 }  // namespace

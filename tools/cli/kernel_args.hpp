@@ -89,7 +89,9 @@ inline void add_kernel_options(CLI::App* cmd, KernelArgs& a) {
   cmd->add_option("--head-dim", a.head_dim, "Head dimension: 32, 64, 96, 128, 256")->capture_default_str();
   cmd->add_option("--dtype", a.dtype, "bf16 or fp16")->capture_default_str();
   cmd->add_option("--template", a.template_name, "Kernel template (see `attnjit templates`); default: the best one");
-  cmd->add_flag("--backward", a.backward, "The backward pass (dQ, dK, dV and captured-tensor gradients)");
+  cmd->add_flag("--backward", a.backward,
+                "The backward pass (dQ, dK, dV and captured-tensor gradients); --template and knob options then choose "
+                "the backward's (the forward is the default one)");
   // One flag per knob of any registered template (--block-m for block_m); a flag the chosen
   // template does not have is a UserError naming the template's knobs.
   std::map<std::string, std::string> help;
