@@ -39,8 +39,8 @@
 //                  rows by a complex multiply with (cos, sin) of the step, whose angle w_j times
 //                  the row stride it computes once (key positions are kv + an offset per
 //                  sequence, so rows of a tile are consecutive positions).
-//   AJ_ROW_PAD     0, 8 or 16 (the knob row_pad; default 0): elements between shared-memory rows
-//                  past the head dim. 0 aligns every row with its 32-byte aligned global source
+//   AJ_ROW_PAD     0, 8 or 16 (the knob row_pad; default 0, with RoPE 8): elements between rows
+//                  of shared memory past the head dim. 0 aligns every row with its global source
 //                  and XORs its 16-byte chunk index with row % 8 (ldmatrix conflict-free); 8 keeps
 //                  ldmatrix conflict-free by padding, but an odd row then starts 16 bytes into a
 //                  32-byte sector, and the copies ask L2 for 1.5x the sectors; 16 aligns every

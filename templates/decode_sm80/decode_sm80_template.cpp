@@ -109,9 +109,9 @@ class DecodeSm80Template : public KernelTemplate {
              "elements between shared-memory rows past the head dim: 0 rows D apart, their 16-byte chunks swizzled "
              "by row (every row 32-byte aligned like its global source, ldmatrix conflict-free); 8 padded, "
              "conflict-free, but every other row 16 bytes off its source's alignment (the copies ask L2 for 1.5x "
-             "the sectors); 16 padded and aligned (ldmatrix 2-way conflicts). Not tuned: 0 won everywhere measured "
-             "(H200, B=8 Hq=32 Hkv=8: D=128 Sk=32k 3910 -> 4156 GB/s, 8k 3276 -> 3494, paged 16 3829 -> 3929, "
-             "D=64 8k 2461 -> 2525)",
+             "the sectors); 16 padded and aligned (ldmatrix 2-way conflicts). Not tuned: 0 won without RoPE (H200, "
+             "B=8 Hq=32 Hkv=8: D=128 Sk=32k 3910 -> 4156 GB/s, 8k 3276 -> 3494, paged 16 3829 -> 3929, D=64 8k "
+             "2461 -> 2525), 8 with RoPE (1467 against 1390 at 8k), each the default there",
              /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& r) const override {
@@ -121,10 +121,14 @@ class DecodeSm80Template : public KernelTemplate {
     // RoPE's stepped K turns: H200, 2026-11-30, rope_decode B=8 Hq=32 Hkv=8 D=128 Sq=1: 817 ->
     // 1464 GB/s (Sk=8k), 844 -> 1584 (32k).
     // Swizzled rows (row_pad 0): H200, 2026-11-30, dense Sq=1: 3910 -> 4156 GB/s (Sk=32k), 3276
-    // -> 3494 (8k); L2 sectors per copy the ideal 16 per warp instead of 24 on average.
+    // -> 3494 (8k); L2 sectors per copy the ideal 16 per warp instead of 24 on average. Not with
+    // RoPE, whose turns address single elements of the rows: rope_decode 1467 -> 1390 (8k), 1600
+    // -> 1539 (32k) swizzled, so padded rows stay its default.
     const bool stream_k = !r.problem || r.problem->batch <= kDecodeStreamKMaxBatch;
-    return Knobs{{"block_n", 64},   {"stages", 2}, {"splits", 0}, {"stream_k", stream_k ? 1 : 0},
-                 {"rope_steps", 1}, {"row_pad", 0}};
+    const bool rope = r.variant && r.variant->rope().has_value();
+    return Knobs{{"block_n", 64},   {"stages", 2},
+                 {"splits", 0},     {"stream_k", stream_k ? 1 : 0},
+                 {"rope_steps", 1}, {"row_pad", rope ? 8 : 0}};
   }
 
   Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const override {

@@ -151,6 +151,9 @@ TEST_F(DecodeCodegen, RowPadAlignsEveryRow) {
   EXPECT_EQ(generate(presets::causal(), options("sm_80", 128, 1).with_template(kDecodeTemplateName))
                 .config.knobs.get("row_pad"),
             0);
+  EXPECT_EQ(generate(presets::by_name("rope_causal"), options("sm_80", 128, 1).with_template(kDecodeTemplateName))
+                .config.knobs.get("row_pad"),
+            8);  // RoPE's turns address single elements: padded rows are its default
   for (const int pad : {8, 16}) {
     const GeneratedUnit unit = generate(presets::causal(), decode(options("sm_80", 128, 1), pad)).unit;
     const std::string define = "#define AJ_ROW_PAD " + std::to_string(pad) + "\n";

@@ -119,12 +119,13 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
   check_decode_knob("rope_causal", "rope_steps", 0, 19);
 }
 
-// Padded shared rows (knob row_pad 8: the layout before the swizzled default; 16: padded and
-// aligned), with ALiBi-causal and with RoPE (whose turns address the rows too).
+// Every shared-memory row layout (knob row_pad 0: swizzled, the default without RoPE; 8: padded,
+// RoPE's default; 16: padded and aligned), with ALiBi-causal and with RoPE (whose turns address
+// the rows too).
 TEST(DecodeRowPad, PassesTheTwoTimesRule) {
   std::string why;
   if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
-  for (const int pad : {8, 16})
+  for (const int pad : {0, 8, 16})
     for (const char* preset : {"alibi_causal", "rope_causal"}) check_decode_knob(preset, "row_pad", pad, 23);
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # compute-sanitizer (memcheck, then racecheck) over `attnjit check` calls that each run one
 # kernel on one small shape: the decode unit (key split between warps, stream-K and split-K,
-# forced splits, paged and contiguous caches) and fwd_sm90's persistent schedule. Quicker than
+# forced splits, paged and contiguous caches), the backward (GQA, ALiBi, both shared-memory layouts) and
+# fwd_sm90's persistent schedule. Quicker than
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal runs fwd_sm80's
@@ -22,12 +23,15 @@ checks=(
   "decode_split_k_paged|--preset causal_bottom_right --template decode_sm80 --stream-k 0 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "decode_rope_steps|--preset rope_causal --template decode_sm80 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "decode_rope_pairs|--preset rope_causal --template decode_sm80 --rope-steps 0 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
-  "decode_row_pad8_rope|--preset rope_causal --template decode_sm80 --row-pad 8 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
+  "decode_row_pad0_rope|--preset rope_causal --template decode_sm80 --row-pad 0 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "decode_row_pad16_paged|--preset alibi --template decode_sm80 --row-pad 16 --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4999 --page-size 48"
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
   "ragged_causal|--preset causal_bottom_right --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
+  "bwd_causal_gqa|--backward --preset causal --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
+  "bwd_alibi_d64|--backward --preset alibi_causal --head-dim 64 --heads 4 --seq-q 257 --seq-k 190"
+  "bwd_softcap_row_pad8|--backward --preset softcap_causal --param softcap=20 --row-pad 8 --head-dim 128 --heads 4 --seq-q 200 --seq-k 257"
   "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
   "persistent_causal_1q|--preset causal --arch sm_90a --persistent 1 --consumers 1 --block-n 64 --seq-q 1000 --seq-k 1537"
