@@ -152,7 +152,7 @@ struct GeneratedUnit {
 // Spill stores (bytes) above which prepare() compiles a template's spill_fallback_knobs instead
 // of its default knobs. Not 0: alibi_causal's backward at D=128 (sm_90a) spills 12 bytes at
 // block_m 64 and still runs 222 TFLOP/s against 199 at the fallback's block_m 32 (H200,
-// 2026-11-30); the variants that fall back spill 32-536.
+// 2026-11-30); the variants that fall back spill 28-304 there.
 inline constexpr int kSpillFallbackBytes = 16;
 
 class KernelTemplate {
