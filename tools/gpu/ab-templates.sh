@@ -7,9 +7,12 @@
 #   tools/gpu/ab-templates.sh /path/to/main/templates 3 -- --preset causal --head-dim 128 \
 #       --shape 4,16,16,4096,4096,128
 # Environment: ATTNJIT (the binary; default build-gpu/attnjit).
+# Only for kernel text changes: the binary's template descriptors (shared-memory sizes, macros)
+# apply to both sides, so a change of layout or knobs needs the knob in one binary instead (a
+# padded-row kernel run with a swizzled layout's shared-memory size faults).
 set -euo pipefail
 if [ $# -lt 3 ] || [ "$3" != "--" ]; then
-  sed -n '2,9p' "$0"
+  sed -n '2,12p' "$0"
   exit 2
 fi
 dir=$1 rounds=$2
