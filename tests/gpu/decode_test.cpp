@@ -21,6 +21,7 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "support/decode_cases.hpp"
+#include "support/gpu_present.hpp"
 #include "support/preset_scalars.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
@@ -105,17 +106,10 @@ void check_decode_knob(const std::string& preset, const std::string& knob, int v
     }
 }
 
-bool skip_without_gpu(std::string& why) {
-  const auto& driver = runtime::Driver::instance();
-  if (driver.available() && driver.device_count() > 0) return false;
-  why = driver.available() ? "no CUDA device" : driver.unavailable_reason();
-  return true;
-}
-
 // RoPE's turns a sin/cos per pair and row (knob rope_steps 0; the default 1 runs in DecodePreset).
 TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
   std::string why;
-  if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   check_decode_knob("rope_causal", "rope_steps", 0, 19);
 }
 
@@ -124,7 +118,7 @@ TEST(DecodeRopeSteps, PassesTheTwoTimesRule) {
 // the rows too).
 TEST(DecodeRowPad, PassesTheTwoTimesRule) {
   std::string why;
-  if (skip_without_gpu(why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   for (const int pad : {0, 8, 16})
     for (const char* preset : {"alibi_causal", "rope_causal"}) check_decode_knob(preset, "row_pad", pad, 23);
 }
