@@ -72,13 +72,16 @@ class BwdSm80Template : public KernelTemplate {
              /*tuned=*/false}};
   }
 
-  // block_m 64: dense and causal at D=128 run 9-10% faster than with 32 on an H200
-  // (docs/perf-notes.md). Variants whose hooks need more registers spill there at D=128
-  // (soft-cap with causal, forget gate, shifted sparse): prepare() then compiles them at block_m 32.
-  Knobs default_knobs(const TemplateRequest&) const override {
+  // D=128: block_m 64 and 8 warps (128 keys per CTA); dense and causal run 9-10% faster than with
+  // block_m 32 on an H200. D=64: block_m 32 and 4 warps (64 keys per CTA), 4-6% faster dense and
+  // 7-17% causal at S 1k-16k (docs/perf-notes.md, eighteenth session). Variants whose hooks need
+  // more registers spill at block_m 64 (forget gate, shifted sparse, document masks at D=128):
+  // prepare() then compiles them at block_m 32.
+  Knobs default_knobs(const TemplateRequest& request) const override {
+    const bool narrow_head = request.head_dim <= 64;
     Knobs k;
-    k.set("block_m", 64);
-    k.set("warps", 8);
+    k.set("block_m", narrow_head ? 32 : 64);
+    k.set("warps", narrow_head ? 4 : 8);
     k.set("stages", 2);
     k.set("row_pad", 0);
     return k;

@@ -152,6 +152,9 @@ INSTANTIATE_TEST_SUITE_P(Archs, BackwardCompile, ::testing::Values("sm_80", "sm_
 TEST_F(BackwardCodegen, SpillingDefaultKnobsFallBack) {
   const auto d128 = options("sm_90a", 128, ElementType::BF16);
   EXPECT_EQ(prepare(presets::causal(), d128).config.knobs.get("block_m"), 64);
+  // D=64's default is block_m 32 already: nothing to fall back to.
+  EXPECT_EQ(prepare(presets::causal(), options("sm_90a", 64, ElementType::BF16)).config.knobs.str(),
+            "block_m=32 row_pad=0 stages=2 warps=4");
   const Variant gate = presets::by_name("forget_gate");
   const PreparedKernel fallen = prepare(gate, d128);
   EXPECT_EQ(fallen.config.knobs.get("block_m"), 32);
@@ -171,8 +174,10 @@ TEST_F(BackwardCodegen, RowPadChoosesTheSharedLayout) {
   EXPECT_EQ(swizzled.config.knobs.get("row_pad"), 0);
   EXPECT_EQ(count(swizzled.unit.body, "#define AJ_ROW_PAD 8\n"), 0u);
   EXPECT_EQ(count(padded.unit.body, "#define AJ_ROW_PAD 8\n"), 1u);
-  // block_m 64, 8 warps (128 keys), 2 stages: 2 * 128 + 2 * 2 * 64 = 512 rows, 8 elements longer
-  EXPECT_EQ(padded.unit.max_dynamic_shared_bytes - swizzled.unit.max_dynamic_shared_bytes, 512 * 8 * 2);
+  // D=64's defaults, block_m 32, 4 warps (64 keys), 2 stages: 2 * 64 + 2 * 2 * 32 = 256 rows, 8
+  // elements longer
+  EXPECT_EQ(padded.config.knobs.str(), "block_m=32 row_pad=8 stages=2 warps=4");
+  EXPECT_EQ(padded.unit.max_dynamic_shared_bytes - swizzled.unit.max_dynamic_shared_bytes, 256 * 8 * 2);
   for (const char* arch : {"sm_80", "sm_90a"})
     for (const int dim : {64, 128})
       for (const int pad : {0, 8}) {
