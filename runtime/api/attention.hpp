@@ -159,7 +159,8 @@ struct BackwardOptions {
   // tensor of the captured tensor's shape (any strides), overwritten. A name the variant
   // does not read with a gradient (an integer tensor, a mask-only tensor) is a UserError.
   std::map<std::string, DLTensor> tensor_gradients;
-  // The backward template and knob overrides (`attnjit templates`); empty: the default.
+  // The backward template and knob overrides (`attnjit templates`); no knobs: the ones `attnjit
+  // tune --backward` stored for the shape hint the kernel was compiled with, else the defaults.
   std::string template_name;
   Knobs knobs;
 

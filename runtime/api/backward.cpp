@@ -1,6 +1,7 @@
 // Kernel::backward (see attention.hpp): the backward unit, built and loaded on first use per
-// template and knobs; the argument checks; the captured-tensor gradient accumulators; the
-// launch plan (preprocess, main kernel, postprocess).
+// template and knobs (without knobs: those `attnjit tune --backward` stored for the shape the
+// kernel was compiled for, else the template's defaults); the argument checks; the captured-tensor gradient
+// accumulators; the launch plan (preprocess, main kernel, postprocess).
 #include <fmt/format.h>
 
 #include "runtime/api/attention.hpp"
@@ -21,8 +22,7 @@ const KernelState::ExtraUnit& backward_unit(const KernelState& st, const Backwar
     co.role = TemplateRole::Backward;
     co.arch = st.prepared->config.arch;
     co.template_name = options.template_name;
-    co.knobs = options.knobs;
-    co.shape_hint.reset();
+    co.knobs = options.knobs;  // none: the tuning database's for the kernel's shape hint, else the defaults
     co.cache = st.cache;
     const runtime::DeviceContext& context = device_context(st.device);
     context.make_current();

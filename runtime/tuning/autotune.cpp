@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <future>
+#include <memory>
 #include <thread>
 
 #include "compiler/error.hpp"
@@ -45,10 +47,15 @@ ForwardProblem check_problem_for(const ForwardProblem& p, int max_seq) {
   return c;
 }
 
-TuneResult tune_forward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
-                        const Bindings& scalars, const TuneOptions& options) {
+namespace {
+
+// The search of tune_forward (role Forward) and tune_backward (role Backward).
+TuneResult tune_role(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
+                     const Bindings& scalars, const TuneOptions& options, TemplateRole role) {
   options.validate();
+  const bool backward = role == TemplateRole::Backward;
   CompileOptions fixed = base;
+  fixed.role = role;
   fixed.knobs = Knobs();  // each candidate sets every knob of the chosen template
   // The problem is the shape hint, so that every candidate sees the request a later compile
   // with this hint sees (the hint selects tuned knobs only when no knob is given).
@@ -72,8 +79,10 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   result.head_dim = fixed.head_dim;
   result.arch = fixed.arch;
   result.dtype = element_type_name(fixed.dtype);
+  result.backward = backward;
 
   TemplateRequest request;
+  request.role = role;
   request.variant = &variant;
   request.arch = fixed.arch;
   request.head_dim = fixed.head_dim;
@@ -83,6 +92,12 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   fixed.template_name = t.name();  // every candidate, the default and the check use this template
   result.template_name = t.name();
   result.default_knobs = t.default_knobs(request);
+  if (backward) {
+    // What Kernel::backward runs without a record: prepare() may fall back from spilling defaults.
+    CompileOptions d = fixed;
+    d.shape_hint.reset();
+    result.default_knobs = prepare(variant, d).config.knobs;
+  }
 
   std::vector<Knobs> feasible;
   const auto restrict_to = with_untuned_knobs_fixed(t, fixed.head_dim, result.default_knobs, options.restrict_to);
@@ -126,11 +141,28 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   } join_pool{pool, next, feasible.size()};
 
   ForwardBenchmark bench(variant, fixed.dtype, fixed.head_dim, problem, scalars, options.bench);
-  {
-    CompileOptions o = fixed;
-    o.with_knobs(result.default_knobs);
-    result.default_result = bench.time(compile(variant, o));
+  // The backward's candidates all run after one forward kernel (its defaults for this shape).
+  std::shared_ptr<const Kernel> forward_kernel;
+  if (backward) {
+    CompileOptions f = fixed;
+    f.role = TemplateRole::Forward;
+    f.template_name.clear();
+    forward_kernel = std::make_shared<const Kernel>(compile(variant, f));
   }
+  // A timer for one knob set, its kernel compiled (or its backward unit built) once.
+  const auto timer_for = [&](const Knobs& knobs) -> std::function<BenchResult()> {
+    if (backward) {
+      BackwardOptions b;
+      b.template_name = fixed.template_name;
+      b.knobs = knobs;
+      return [&bench, forward_kernel, b] { return bench.time_backward(*forward_kernel, b); };
+    }
+    CompileOptions o = fixed;
+    o.with_knobs(knobs);
+    auto kernel = std::make_shared<const Kernel>(compile(variant, o));
+    return [&bench, kernel] { return bench.time(*kernel); };
+  };
+  result.default_result = timer_for(result.default_knobs)();
 
   TuneProgress progress;
   progress.total = static_cast<int>(feasible.size());
@@ -147,9 +179,7 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
         c.tflops = result.default_result.tflops;
       } else {
         try {
-          CompileOptions o = fixed;
-          o.with_knobs(c.knobs);
-          const BenchResult r = bench.time(compile(variant, o));
+          const BenchResult r = timer_for(c.knobs)();
           c.ms = r.median_ms;
           c.tflops = r.tflops;
         } catch (const std::exception& e) {
@@ -180,8 +210,13 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
     if (options.check) {
       CompileOptions o = fixed;
       o.with_knobs(c.knobs);
-      result.check = check_forward(variant, o, result.check_problem, scalars, options.check_seed);
-      if (!result.check->pass) continue;
+      if (backward) {
+        result.backward_check = check_backward(variant, o, result.check_problem, scalars, options.check_seed);
+        if (!result.backward_check->pass) continue;
+      } else {
+        result.check = check_forward(variant, o, result.check_problem, scalars, options.check_seed);
+        if (!result.check->pass) continue;
+      }
     }
     result.best = c;
     break;
@@ -189,12 +224,9 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
   // Confirm: time the default and the winner again, alternating, and keep each one's best
   // median, so that the reported pair is measured under the same conditions.
   if (result.best && !(result.best->knobs == result.default_knobs)) {
-    CompileOptions od = fixed, ob = fixed;
-    od.with_knobs(result.default_knobs);
-    ob.with_knobs(result.best->knobs);
-    const Kernel kd = compile(variant, od), kb = compile(variant, ob);
+    const auto time_default = timer_for(result.default_knobs), time_best = timer_for(result.best->knobs);
     for (int round = 0; round < 3; ++round) {
-      const BenchResult rd = bench.time(kd), rb = bench.time(kb);
+      const BenchResult rd = time_default(), rb = time_best();
       if (rd.median_ms < result.default_result.median_ms) result.default_result = rd;
       if (rb.median_ms < result.best->ms) {
         result.best->ms = rb.median_ms;
@@ -218,6 +250,18 @@ TuneResult tune_forward(const Variant& variant, const CompileOptions& base, cons
     result.stored = true;
   }
   return result;
+}
+
+}  // namespace
+
+TuneResult tune_forward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
+                        const Bindings& scalars, const TuneOptions& options) {
+  return tune_role(variant, base, problem, scalars, options, TemplateRole::Forward);
+}
+
+TuneResult tune_backward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
+                         const Bindings& scalars, const TuneOptions& options) {
+  return tune_role(variant, base, problem, scalars, options, TemplateRole::Backward);
 }
 
 }  // namespace attnjit

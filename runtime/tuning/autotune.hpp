@@ -6,7 +6,8 @@
 // to compile or launch scores infinity and the search goes on. The winner is checked
 // against the CPU reference (check_forward, on a smaller problem of the same kind when the
 // shape is large) before it is stored in the tuning database under the template's name.
-// Only the knobs change.
+// Only the knobs change. tune_backward does the same for a backward template (bwd_sm80):
+// Kernel::backward of one forward kernel with each candidate's knobs, check_backward.
 #pragma once
 
 #include <functional>
@@ -19,6 +20,7 @@
 #include "compiler/knob_space.hpp"
 #include "runtime/api/attention.hpp"
 #include "runtime/cache/tuning_db.hpp"
+#include "runtime/reference/backward_check.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "runtime/tuning/benchmark.hpp"
 
@@ -62,10 +64,12 @@ struct TuneResult {
   Knobs default_knobs;         // its default for the request
   BenchResult default_result;  // the default knobs, timed in the same run
   std::optional<TuneCandidate> best;
-  std::vector<TuneCandidate> candidates;    // compiled and timed (or failed)
-  std::vector<KnobCandidate> pruned;        // infeasible, with the reason
-  std::optional<ForwardCheckResult> check;  // the winner's check, when run
+  std::vector<TuneCandidate> candidates;              // compiled and timed (or failed)
+  std::vector<KnobCandidate> pruned;                  // infeasible, with the reason
+  std::optional<ForwardCheckResult> check;            // the winner's check, when run (tune_forward)
+  std::optional<BackwardCheckResult> backward_check;  // the same for tune_backward
   ForwardProblem check_problem;
+  bool backward = false;  // tune_backward's result: times are of Kernel::backward
   bool stored = false;
   double speedup() const { return best && best->ms > 0 ? default_result.median_ms / best->ms : 0.0; }
 };
@@ -79,5 +83,15 @@ ForwardProblem check_problem_for(const ForwardProblem& problem, int max_seq);
 // and its shape hint is replaced by `problem`.
 TuneResult tune_forward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
                         const Bindings& scalars, const TuneOptions& options = {});
+
+// The backward's knobs (template role Backward; `base.template_name` may name one, e.g.
+// bwd_sm80). The forward that gives O and LSE is compiled once with its own defaults for this
+// shape; each candidate times Kernel::backward (fp32 atomics; the deterministic mode takes the
+// same knobs) after it. The default is the knob set Kernel::backward uses without a tuning
+// record (the template's fallback included where its defaults spill). The record is stored
+// under the backward template's name: a kernel compiled with this shape hint finds it in
+// Kernel::backward, as compile() finds a forward record.
+TuneResult tune_backward(const Variant& variant, const CompileOptions& base, const ForwardProblem& problem,
+                         const Bindings& scalars, const TuneOptions& options = {});
 
 }  // namespace attnjit

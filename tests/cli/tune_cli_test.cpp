@@ -66,7 +66,13 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64,x", "is not KNOB=V1,V2"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --only =64", "is not KNOB=V1,V2"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --only block_m=64 --only block_m=128", "knob 'block_m' twice"},
-      {"tune --preset causal --shape 1,2,2,64,64,64 --only unroll=2,4", "no kernel template has a knob 'unroll'"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --only unroll=2,4", "no forward template has a knob 'unroll'"},
+      // --backward searches the backward template's knobs, and a named template must be of that role.
+      {"tune --preset causal --shape 1,2,2,64,64,64 --backward --only block_n=64",
+       "no backward template has a knob 'block_n'; the knobs are: block_m, row_pad, stages, warps"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --backward --template fwd_sm80",
+       "--template fwd_sm80 is not a backward template"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --template bwd_sm80", "add --backward for bwd_sm80"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template fwd_sm80 --only splits=2",
        "template 'fwd_sm80' has no knob 'splits' to restrict; its knobs are: block_m, block_n, warps, stages"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template no_such_template",
@@ -86,6 +92,8 @@ TEST_F(TuneCliTest, HelpListsTheKnobSpaces) {
   EXPECT_TRUE(contains(r.out, "--only")) << r.out;
   EXPECT_TRUE(contains(r.out, "--template")) << r.out;
   EXPECT_TRUE(contains(r.out, "fwd_sm80: block_m (64,128)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "bwd_sm80: block_m (32,64)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "--backward")) << r.out;
 }
 
 TEST_F(TuneCliTest, ListExportImport) {

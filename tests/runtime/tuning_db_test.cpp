@@ -518,6 +518,39 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedScheduleForTheHintedBucket) {
   EXPECT_EQ(generate(causal, o).config.knobs, Schedule::default_for(64).to_knobs());
 }
 
+// A backward record (template bwd_sm80, `attnjit tune --backward`) is found for a backward
+// request with a shape hint in its bucket, as a forward record is; the two roles' records do
+// not mix.
+TEST_F(TuningDbTest, GenerateUsesTheTunedBackwardKnobsForTheHintedBucket) {
+  const auto path = dir_ / "tuning.sqlite";
+  ::setenv("ATTNJIT_TUNING_DB", path.c_str(), 1);
+  const Variant causal = presets::causal();
+  CompileOptions backward;
+  backward.with_head_dim(128).with_arch("sm_90a").with_role(TemplateRole::Backward);
+  backward.with_shape_hint(4, 16, 16, 1024, 1024);
+  CompileOptions forward = backward;
+  forward.with_role(TemplateRole::Forward);
+  const Knobs defaults = generate(causal, backward).config.knobs;
+  EXPECT_EQ(defaults.str(), "block_m=64 row_pad=0 stages=2 warps=8");
+  const Knobs forward_defaults = generate(causal, forward).config.knobs;
+  const Knobs tuned = Knobs::parse("block_m=64 row_pad=0 stages=2 warps=4");
+  {
+    TuningDatabase db(path);
+    TuningRecord r;
+    r.key = TuningKey::make(causal, "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
+    r.template_name = "bwd_sm80";
+    r.knobs = tuned;
+    db.put(r);
+  }
+  const PreparedKernel p = generate(causal, backward);
+  EXPECT_EQ(p.config.knobs, tuned);
+  EXPECT_TRUE(p.config.tuned);
+  EXPECT_EQ(generate(causal, forward).config.knobs, forward_defaults);  // not the forward's record
+  CompileOptions other_bucket = backward;
+  other_bucket.with_shape_hint(4, 16, 16, 8192, 8192);
+  EXPECT_EQ(generate(causal, other_bucket).config.knobs, defaults);
+}
+
 TEST_F(TuningDbTest, GenerateFallsBackToTheDefaultWhenTheDatabaseIsUnusable) {
   const Variant causal = presets::causal();
   CompileOptions o;

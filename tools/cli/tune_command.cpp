@@ -1,6 +1,7 @@
 // `attnjit tune`: search the chosen kernel template's knob space (all of it, or the values
 // `--only KNOB=V1,V2` keeps) for a variant on one or more shapes and store the winners in the
-// tuning database; `--list`, `--export FILE`, `--import FILE` manage it.
+// tuning database (`--backward`: the backward template's knobs); `--list`, `--export FILE`,
+// `--import FILE` manage it.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -29,6 +31,7 @@ struct TuneArgs {
   int reps = 20, warmup = 5;
   int head_dim = 0;  // --head-dim: a check that every --shape has this D (0: none)
   bool no_check = false, no_store = false, list = false;
+  bool backward = false;  // --backward: the backward template's knobs
   std::string export_path, import_path, db_path;
 };
 
@@ -67,11 +70,11 @@ std::map<std::string, std::vector<int>> parse_only(const std::vector<std::string
   return out;
 }
 
-// The knob space of every forward template, for --only's help.
+// The knob space of every forward and backward template, for --only's help.
 std::string knob_space_help() {
   std::string out;
   for (const auto& t : TemplateRegistry::instance().all()) {
-    if (t->role() != TemplateRole::Forward) continue;
+    if (t->role() != TemplateRole::Forward && t->role() != TemplateRole::Backward) continue;
     std::string knobs;
     for (const auto& k : t->knob_space(128))
       knobs += fmt::format("{}{} ({})", knobs.empty() ? "" : ", ", k.name, fmt::join(k.values, ","));
@@ -127,9 +130,16 @@ void tune_shapes(const TuneArgs& a) {
     o.check = !a.no_check;
     o.database = db.get();
     o.on_progress = [tty](const TuneProgress& p) { print_progress(p, tty); };
-    fmt::print("== tune {} D={} {} on {}\n", v.name(), dim, a.kernel.dtype, problem.str());
+    fmt::print("== tune {}{} D={} {} on {}\n", a.backward ? "the backward of " : "", v.name(), dim, a.kernel.dtype,
+               problem.str());
     std::fflush(stdout);
-    const TuneResult r = tune_forward(v, base, problem, scalars, o);
+    const TuneResult r =
+        a.backward ? tune_backward(v, base, problem, scalars, o) : tune_forward(v, base, problem, scalars, o);
+    const auto check_summary = [&r]() -> std::optional<std::string> {
+      if (r.check) return r.check->summary();
+      if (r.backward_check) return r.backward_check->summary();
+      return std::nullopt;
+    };
     fmt::print("arch {}, template {}: {} candidates compiled, {} pruned before compiling\n", r.arch, r.template_name,
                r.candidates.size(), r.pruned.size());
     for (const auto& p : r.pruned) fmt::print("  pruned {}: {}\n", p.knobs.str(), p.reason);
@@ -139,12 +149,12 @@ void tune_shapes(const TuneArgs& a) {
                r.default_result.tflops);
     if (!r.best) {
       fmt::print("no candidate ran and passed the check; nothing stored\n");
-      if (r.check) fmt::print("check ({}): {}\n", r.check_problem.str(), r.check->summary());
+      if (const auto check = check_summary()) fmt::print("check ({}): {}\n", r.check_problem.str(), *check);
       continue;
     }
     fmt::print("best    {:<40} {:>9.4f} ms {:>7.1f} TFLOP/s ({:.3f}x the default{})\n", r.best->knobs.str(), r.best->ms,
                r.best->tflops, r.speedup(), r.best->knobs == r.default_knobs ? "; the heuristic is already best" : "");
-    if (r.check) fmt::print("check   {}: {}\n", r.check_problem.str(), r.check->summary());
+    if (const auto check = check_summary()) fmt::print("check   {}: {}\n", r.check_problem.str(), *check);
     if (r.stored) fmt::print("stored in {}\n", db->path().string());
     std::fflush(stdout);
   }
@@ -162,6 +172,9 @@ void register_tune_command(CLI::App& app) {
   tune->add_option("--dtype", a->kernel.dtype, "bf16 or fp16")->capture_default_str();
   tune->add_option("--template", a->kernel.template_name,
                    "Kernel template whose knobs are searched (see `attnjit templates`); default: the best one");
+  tune->add_flag("--backward", a->backward,
+                 "Tune the backward (Kernel::backward after the default forward; template bwd_sm80): its record is "
+                 "used by a kernel compiled for the shape's bucket");
   tune->add_option("--only", a->only,
                    "Try only these values of a knob, KNOB=V1,V2,... (repeatable); the others take every value of "
                    "the template's space" +
@@ -225,6 +238,14 @@ void register_tune_command(CLI::App& app) {
     a->kernel.variant();
     a->kernel.bindings();
     a->kernel.options();  // an unknown --template or --dtype
+    const TemplateRole role = a->backward ? TemplateRole::Backward : TemplateRole::Forward;
+    if (!a->kernel.template_name.empty()) {
+      const KernelTemplate& named = TemplateRegistry::instance().get(a->kernel.template_name);
+      if (named.role() != role)
+        throw UserError(fmt::format("--template {} is not a {} template{}", named.name(),
+                                    a->backward ? "backward" : "forward",
+                                    a->backward ? "; --backward tunes bwd_sm80" : "; add --backward for bwd_sm80"));
+    }
     const auto only = parse_only(a->only);
     if (!only.empty()) {
       // A knob no template has, or (with --template) one the template lacks, fails before the search.
@@ -234,14 +255,14 @@ void register_tune_command(CLI::App& app) {
       } else {
         std::set<std::string> knobs;
         for (const auto& t : TemplateRegistry::instance().all())
-          if (t->role() == TemplateRole::Forward)
+          if (t->role() == role)
             for (const auto& k : t->knob_space(128)) knobs.insert(k.name);
         for (const auto& [name, values] : only)
           if (!knobs.count(name))
             throw UserError(
-                fmt::format("--only {}: no kernel template has a knob '{}'; the knobs are: {} (see "
+                fmt::format("--only {}: no {} template has a knob '{}'; the knobs are: {} (see "
                             "`attnjit templates`)",
-                            name, name, fmt::join(knobs, ", ")));
+                            name, a->backward ? "backward" : "forward", name, fmt::join(knobs, ", ")));
       }
     }
     tune_shapes(*a);
