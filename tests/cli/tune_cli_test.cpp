@@ -1,5 +1,6 @@
 // `attnjit tune` without a GPU: argument errors, --list / --export / --import on a temporary
-// database, and a corrupt database file (clear error, file untouched). Also `bench --json --csv`.
+// database, and a corrupt database file (clear error, file untouched); a backward record used by
+// `compile --backward`. Also `bench --json --csv`.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "dsl/presets.hpp"
 #include "runtime/cache/tuning_db.hpp"
 #include "support/process.hpp"
 
@@ -94,6 +96,28 @@ TEST_F(TuneCliTest, HelpListsTheKnobSpaces) {
   EXPECT_TRUE(contains(r.out, "fwd_sm80: block_m (64,128)")) << r.out;
   EXPECT_TRUE(contains(r.out, "bwd_sm80: block_m (32,64)")) << r.out;
   EXPECT_TRUE(contains(r.out, "--backward")) << r.out;
+}
+
+// A record `tune --backward` would store (template bwd_sm80) is what `compile --backward`
+// builds for a shape in its bucket; another bucket gets the defaults.
+TEST_F(TuneCliTest, CompileBackwardTakesTheRecordOfItsShapesBucket) {
+  {
+    TuningDatabase d(db());
+    TuningRecord r;
+    r.key = TuningKey::make(presets::causal(), "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
+    r.template_name = "bwd_sm80";
+    r.knobs = Knobs::parse("block_m=64 row_pad=0 stages=2 warps=4");
+    r.variant_name = "causal";
+    d.put(r);
+  }
+  const auto tuned = run("compile --backward --preset causal --arch sm_90a --shape 4,16,16,1000,1000,128");
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
+  EXPECT_TRUE(contains(tuned.out, "template:       bwd_sm80 (tuned knobs)")) << tuned.out;
+  EXPECT_TRUE(contains(tuned.out, "knobs:          block_m=64 row_pad=0 stages=2 warps=4")) << tuned.out;
+  const auto other = run("compile --backward --preset causal --arch sm_90a --shape 4,16,16,8192,8192,128");
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_TRUE(contains(other.out, "knobs:          block_m=64 row_pad=0 stages=2 warps=8")) << other.out;
+  EXPECT_FALSE(contains(other.out, "tuned knobs")) << other.out;
 }
 
 TEST_F(TuneCliTest, ListExportImport) {
