@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tools/gpu/ncu_summary.py on a small hand-made source-page export: the stall shares, the
-opcode mix and the hottest instruction it reports follow from the rows below; a file without
-the export's header is refused."""
+opcode mix, the hottest instruction and the regions (--regions) it reports follow from the rows
+below; a file without the export's header is refused."""
 import os
 import subprocess
 import sys
@@ -18,11 +18,11 @@ ROWS = [
 ]
 
 
-def run(text):
+def run(text, *extra):
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
         f.write(text)
     try:
-        return subprocess.run([sys.executable, SCRIPT, f.name, "--top", "1"], capture_output=True, text=True)
+        return subprocess.run([sys.executable, SCRIPT, f.name, "--top", "1", *extra], capture_output=True, text=True)
     finally:
         os.unlink(f.name)
 
@@ -43,6 +43,12 @@ def main():
     for line in expect:
         assert line in out, f"missing {line!r} in:\n{out}"
     assert "HMMA.16816" not in out.split("hottest")[1], out  # --top 1: only the barrier
+    assert "regions of" not in out, out  # only with --regions
+    # --regions 2: rows 0-1 (the HMMA and the LDG: 40 of 100 samples, 400 of 500 instructions),
+    # then row 2 (the barrier).
+    regions = run(export, "--regions", "2").stdout.split("regions of 2 instructions")[1]
+    assert "      0  40.0%  80.0%  HMMAx1 LDGx1" in regions, regions
+    assert "      2  60.0%  20.0%  BARx1" in regions, regions
     bad = run('"Address","Something else"\n"0x10","x"\n')
     assert bad.returncode != 0 and "no 'Source'" in bad.stderr, bad
     print("ncu_summary: ok")

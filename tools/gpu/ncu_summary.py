@@ -5,12 +5,14 @@ Make the export on the GPU machine (tools/gpu/profile-kernel.sh does both steps)
     ncu --set full --import-source no -k regex:NAME -c 1 -o prof COMMAND
     ncu -i prof.ncu-rep --page source --csv --print-source sass > prof_sass.csv
 then, anywhere:
-    tools/gpu/ncu_summary.py prof_sass.csv [--top 20]
+    tools/gpu/ncu_summary.py prof_sass.csv [--top 20] [--regions 60]
 
 Prints the instruction count, the share of warp-stall samples per reason, the instruction mix
 (share of executed instructions and of stall samples per opcode), and the hottest instructions
 with their main stall reasons: enough to see whether a kernel waits on memory, on barriers or
-on its own arithmetic, and where.
+on its own arithmetic, and where. With --regions N, also the shares per run of N consecutive
+SASS instructions in address order, each with the landmark opcodes it holds (barrier waits,
+wgmma, global stores, exits): the prologue, main loop and epilogue of a kernel side by side.
 """
 import argparse
 import collections
@@ -36,6 +38,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", help="the source-page export (--page source --csv --print-source sass)")
     parser.add_argument("--top", type=int, default=20, help="hottest instructions to list")
+    parser.add_argument("--regions", type=int, default=0, metavar="N",
+                        help="also list stall samples and instructions per N consecutive instructions")
     args = parser.parse_args()
     rows = list(csv.reader(open(args.csv, newline="")))
     header_at = next((i for i, r in enumerate(rows) if "Source" in r and "Instructions Executed" in r), None)
@@ -73,6 +77,25 @@ def main():
         why = " ".join(f"{k}:{100 * v / s:.0f}%" for v, k in reasons if v > 0)
         print(f"  {i:5d} {100 * s / total_samples:5.1f}% {number(r, index, 'Instructions Executed'):10.3g}  "
               f"{r[index['Source']].strip()[:64]:64s} {why}")
+    if args.regions > 0:
+        print_regions(data, index, samples_key, total_samples, total_inst, args.regions)
+
+
+# Opcodes that locate a region in a kernel: waits and barriers, tensor-core issue, special
+# functions, memory traffic, the end of a thread.
+LANDMARKS = ("SYNCS", "BAR", "HGMMA", "HMMA", "WARPGROUP", "MUFU", "LDG", "STG", "LDS", "STS", "LDSM", "UTMALDG",
+             "UTMASTG", "SHFL", "USETMAXREG", "EXIT")
+
+
+def print_regions(data, index, samples_key, total_samples, total_inst, size):
+    print(f"\nregions of {size} instructions: first line, share of samples, share of instructions, landmarks")
+    for start in range(0, len(data), size):
+        block = data[start:start + size]
+        samples = sum(number(r, index, samples_key) for r in block)
+        inst = sum(number(r, index, "Instructions Executed") for r in block)
+        marks = collections.Counter(op for op in (opcode(r[index["Source"]].strip()) for r in block) if op in LANDMARKS)
+        where = " ".join(f"{op}x{n}" for op, n in sorted(marks.items()))
+        print(f"  {start:5d} {100 * samples / total_samples:5.1f}% {100 * inst / total_inst:5.1f}%  {where}")
 
 
 if __name__ == "__main__":

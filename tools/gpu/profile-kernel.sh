@@ -24,4 +24,4 @@ ncu -i "$prefix.ncu-rep" --page raw 2>&1 |
   grep -E "sm__(inst_executed_pipe_[a-z0-9_]+|pipe_[a-z0-9_]+_cycles_active)\.avg\.pct_of_peak_sustained_active " |
   sort -k3 -g -r | head -n 10
 ncu -i "$prefix.ncu-rep" --page source --csv --print-source sass >"${prefix}_sass.csv"
-python3 "$here/ncu_summary.py" "${prefix}_sass.csv" | tee "${prefix}_summary.txt"
+python3 "$here/ncu_summary.py" "${prefix}_sass.csv" --regions 120 | tee "${prefix}_summary.txt"
