@@ -259,8 +259,8 @@ class Kernel {
   // sequence and its own q_len and kv_len; a sequence without keys gives O = 0, LSE = -inf.
   // Runs fwd_sm90's ragged unit for a kernel compiled for fwd_sm90 (ATTNJIT_RAGGED_SM90=0 in the
   // environment opts out), else, or where it declines (RoPE), fwd_sm80's (built on first use, see
-  // prepared_ragged); masks that read tensors are not served yet (UserError). Asynchronous on
-  // `stream`.
+  // prepared_ragged). A mask that reads tensors launches the block-mask kernel first, its tile
+  // classes per sequence over the longest sequence's tiles. Asynchronous on `stream`.
   void forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor& v, const DLTensor& o, const DLTensor* lse,
                       const RaggedBatch& batch, const Bindings& bindings = {}, void* stream = nullptr,
                       double softmax_scale = 0.0) const;

@@ -111,7 +111,7 @@ void Kernel::forward_ragged(const DLTensor& q, const DLTensor& k, const DLTensor
   if (unit == nullptr)
     throw UserError(
         fmt::format("variant '{}' at head_dim {}: ragged batches are not served for it (fwd_sm80 declines "
-                    "masks that read tensors; see `attnjit templates`)",
+                    "it; see `attnjit templates`)",
                     state_->variant.name(), p.config.head_dim));
   const std::string declined = state_->run_plan(*unit->prepared, *unit->loaded, args, problem, stream, nullptr);
   if (!declined.empty()) throw UserError(fmt::format("forward_ragged: {}", declined));

@@ -78,14 +78,11 @@ GeneratedUnit BlockMaskTemplate::generate(const TemplateRequest& request) const 
   return unit;
 }
 
-Support BlockMaskTemplate::ragged_support(const TemplateRequest& request) {
-  for (const auto& n : ir::topological_order({request.variant->mask_mod().node()}))
-    if (n->op == ir::Op::TensorRead)
-      return Support::no(
-          "ragged batches with a mask that reads a tensor are not served yet (its tile classes "
-          "are built for one padded shape)");
-  return Support::yes();
-}
+// A ragged batch's tile classes are built over (sequence, the longest sequence's tiles): the
+// hooks see each sequence's index and positions, and the elements past a sequence's end can
+// only widen a class (empty and full hold for the real elements too); the forward kernels
+// bound every tile by the sequence's own lengths whatever its class.
+Support BlockMaskTemplate::ragged_support(const TemplateRequest&) { return Support::yes(); }
 
 BlockMaskLayout BlockMaskTemplate::layout(const HookFacts& facts, int block_m, int block_n,
                                           const ProblemShape& problem) {

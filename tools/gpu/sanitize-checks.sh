@@ -5,8 +5,9 @@
 # fwd_sm90's persistent schedule. Quicker than
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
-# ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal runs fwd_sm80's
-# ragged unit, or on a Hopper GPU fwd_sm90's (ATTNJIT_RAGGED_SM90=0 in the environment: fwd_sm80's).
+# ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal and
+# ragged_document (the block-mask kernel first) run fwd_sm80's ragged unit, or on a Hopper GPU
+# fwd_sm90's (ATTNJIT_RAGGED_SM90=0 in the environment: fwd_sm80's).
 # Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
 # any run reported an error or failed.
 set -uo pipefail
@@ -29,6 +30,7 @@ checks=(
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
   "ragged_causal|--preset causal_bottom_right --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
+  "ragged_document|--preset document_causal --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "bwd_causal_gqa|--backward --preset causal --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_alibi_d64|--backward --preset alibi_causal --head-dim 64 --heads 4 --seq-q 257 --seq-k 190"
   "bwd_softcap_row_pad8|--backward --preset softcap_causal --param softcap=20 --row-pad 8 --head-dim 128 --heads 4 --seq-q 200 --seq-k 257"
