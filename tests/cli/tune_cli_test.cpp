@@ -73,8 +73,10 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --preset causal --shape 1,2,2,64,64,64 --backward --only block_n=64",
        "no backward template has a knob 'block_n'; the knobs are: block_m, row_pad, stages, warps"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --backward --template fwd_sm80",
-       "--template fwd_sm80 is not a backward template"},
-      {"tune --preset causal --shape 1,2,2,64,64,64 --template bwd_sm80", "add --backward for bwd_sm80"},
+       "--template fwd_sm80 is a forward template; tune searches backward templates"},
+      {"tune --preset causal --shape 1,2,2,64,64,64 --template bwd_sm80",
+       "is a backward template; tune searches "
+       "forward templates (add --backward for it)"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template fwd_sm80 --only splits=2",
        "template 'fwd_sm80' has no knob 'splits' to restrict; its knobs are: block_m, block_n, warps, stages"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --template no_such_template",

@@ -242,9 +242,9 @@ void register_tune_command(CLI::App& app) {
     if (!a->kernel.template_name.empty()) {
       const KernelTemplate& named = TemplateRegistry::instance().get(a->kernel.template_name);
       if (named.role() != role)
-        throw UserError(fmt::format("--template {} is not a {} template{}", named.name(),
-                                    a->backward ? "backward" : "forward",
-                                    a->backward ? "; --backward tunes bwd_sm80" : "; add --backward for bwd_sm80"));
+        throw UserError(fmt::format("--template {} is a {} template; tune searches {} templates{}", named.name(),
+                                    template_role_name(named.role()), template_role_name(role),
+                                    named.role() == TemplateRole::Backward ? " (add --backward for it)" : ""));
     }
     const auto only = parse_only(a->only);
     if (!only.empty()) {
