@@ -187,6 +187,37 @@ __device__ __forceinline__ aj_i64 dq_block_offset(int b, int h, int m, int heads
   return (((aj_i64)b * heads_q + h) * m_blocks + m) * (BM * D);
 }
 
+#if AJ_HAS_BLOCK_MASK
+// A mask that reads tensors: an edge step's bounds and mask tests of this thread's S^T fragment
+// (keys kv_base + 8 (e / 2), queries q0 + 8 j + 2 t + e % 2), bit j * 4 + e, computed before S
+// and dP hold registers. Beside S, dP, dK and dV the tests' temporaries made such masks spill
+// at block_m 64 (document D=128 on sm_90a: 92 bytes, 4 so), and fall back to block_m 32.
+__device__ __forceinline__ aj_u32 edge_keep_bits(int cls, int b, int h, int q0, int kv_base, int t, int seq_q,
+                                                 int seq_k, const AttnjitFwdArgs& args) {
+  static_assert(NQ * 4 <= 32, "one bit per element of a thread's S^T fragment");
+  AjMaskCol cols[2];
+  if (cls == 1)
+    for (int r = 0; r < 2; ++r) cols[r] = aj_mask_col(b, h, min(kv_base + 8 * r, seq_k - 1), args);
+  aj_u32 bits = 0u;
+#pragma unroll
+  for (int j = 0; j < NQ; ++j) {
+    AjMaskRow rows[2];
+    if (cls == 1)
+      for (int c = 0; c < 2; ++c) rows[c] = aj_mask_row(b, h, min(q0 + j * 8 + 2 * t + c, seq_q - 1), args);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int kv = kv_base + (e >> 1) * 8, q = q0 + j * 8 + 2 * t + (e & 1);
+      bool keep = kv < seq_k;
+      if (cls == 1)
+        keep = keep && aj_mask_pair(rows[e & 1], cols[e >> 1], b, h, q < seq_q ? q : seq_q - 1,
+                                    kv < seq_k ? kv : seq_k - 1, args);
+      bits |= (keep ? 1u : 0u) << (j * 4 + e);
+    }
+  }
+  return bits;
+}
+#endif
+
 }  // namespace aj_bwd
 
 #if AJ_HAS_ROPE
@@ -439,6 +470,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     const aj_u32 sq = s_q + stage * BM * RSB, sdo = s_do + stage * BM * RSB;
     const float* lse2 = s_lse + stage * BM;
     const float* delta = s_delta + stage * BM;
+#if AJ_HAS_BLOCK_MASK
+    const bool edge_step = cls == 1 || kv0 + BN > seq_k || q0 + BM > seq_q;
+    const aj_u32 keep_bits =
+        edge_step ? edge_keep_bits(cls, b, h, q0, kv0 + warp * 16 + g, t, seq_q, seq_k, args) : ~0u;
+#endif
 
     // ---- S^T = K Q^T and dP^T = V dO^T (this warp's 16 keys x BM queries) --------------
     float s[NQ][4], dp[NQ][4];
@@ -470,7 +506,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     const int kv_base = kv0 + warp * 16 + g;
     auto grad_tile = [&](auto edge_tag) {
       constexpr bool EDGE = decltype(edge_tag)::value;
-#if AJ_HAS_MASK
+#if AJ_HAS_MASK && !AJ_HAS_BLOCK_MASK
       // The mask's key parts of this thread's two keys, its row parts per query pair below.
       AjMaskCol cols[2];
       if (EDGE && cls == 1)
@@ -480,7 +516,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       for (int j = 0; j < NQ; ++j) {
         const float2 lse_pair = *(const float2*)(lse2 + j * 8 + 2 * t);
         const float2 delta_pair = *(const float2*)(delta + j * 8 + 2 * t);
-#if AJ_HAS_MASK
+#if AJ_HAS_MASK && !AJ_HAS_BLOCK_MASK
         AjMaskRow rows[2];
         if (EDGE && cls == 1)
           for (int c = 0; c < 2; ++c) rows[c] = aj_mask_row(b, h, min(q0 + j * 8 + 2 * t + c, seq_q - 1), args);
@@ -496,9 +532,13 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
           if (EDGE) {
             qc = q < seq_q ? q : seq_q - 1;  // hooks only see in-range indices
             kvc = kv < seq_k ? kv : seq_k - 1;
+#if AJ_HAS_BLOCK_MASK
+            keep = (keep_bits >> (j * 4 + e)) & 1u;
+#else
             keep = kv < seq_k;
 #if AJ_HAS_MASK
             if (cls == 1) keep = keep && aj_mask_pair(rows[e & 1], cols[e >> 1], b, h, qc, kvc, args);
+#endif
 #endif
           }
           (void)qc, (void)kvc;

@@ -152,6 +152,11 @@ INSTANTIATE_TEST_SUITE_P(Archs, BackwardCompile, ::testing::Values("sm_80", "sm_
 TEST_F(BackwardCodegen, SpillingDefaultKnobsFallBack) {
   const auto d128 = options("sm_90a", 128, ElementType::BF16);
   EXPECT_EQ(prepare(presets::causal(), d128).config.knobs.get("block_m"), 64);
+  // A mask that reads tensors tests its edge steps before S and dP hold registers: document
+  // keeps block_m 64 at D=128 (its tests beside S, dP, dK and dV spilled 92 bytes there).
+  const PreparedKernel document = prepare(presets::by_name("document"), d128);
+  EXPECT_EQ(document.config.knobs.get("block_m"), 64);
+  EXPECT_LE(document.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
   // D=64's default is block_m 32 already: nothing to fall back to.
   EXPECT_EQ(prepare(presets::causal(), options("sm_90a", 64, ElementType::BF16)).config.knobs.str(),
             "block_m=32 row_pad=0 stages=2 warps=4");
