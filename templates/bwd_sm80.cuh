@@ -191,7 +191,8 @@ __device__ __forceinline__ aj_i64 dq_block_offset(int b, int h, int m, int heads
 // A mask that reads tensors: an edge step's bounds and mask tests of this thread's S^T fragment
 // (keys kv_base + 8 (e / 2), queries q0 + 8 j + 2 t + e % 2), bit j * 4 + e, computed before S
 // and dP hold registers. Beside S, dP, dK and dV the tests' temporaries made such masks spill
-// at block_m 64 (document D=128 on sm_90a: 92 bytes, 4 so), and fall back to block_m 32.
+// at block_m 64 (document D=128 on sm_90a: 92 bytes, 4 so), and fall back to block_m 32. The
+// other masks keep the same tests inline in grad_tile (their instructions, measured, unchanged).
 __device__ __forceinline__ aj_u32 edge_keep_bits(int cls, int b, int h, int q0, int kv_base, int t, int seq_q,
                                                  int seq_k, const AttnjitFwdArgs& args) {
   static_assert(NQ * 4 <= 32, "one bit per element of a thread's S^T fragment");

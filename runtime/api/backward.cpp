@@ -1,7 +1,7 @@
 // Kernel::backward (see attention.hpp): the backward unit, built and loaded on first use per
 // template and knobs (without knobs: those `attnjit tune --backward` stored for the shape the
-// kernel was compiled for, else the template's defaults); the argument checks; the captured-tensor gradient
-// accumulators; the launch plan (preprocess, main kernel, postprocess).
+// kernel was compiled for, else the template's defaults); the argument checks; the
+// captured-tensor gradient accumulators; the launch plan (preprocess, main kernel, postprocess).
 #include <fmt/format.h>
 
 #include "runtime/api/attention.hpp"

@@ -15,6 +15,7 @@
 #include "runtime/reference/backward_check.hpp"
 #include "runtime/tuning/autotune.hpp"
 #include "support/gpu_present.hpp"
+#include "support/scoped_env.hpp"
 
 namespace attnjit {
 namespace {
@@ -26,22 +27,17 @@ class ScopedTuningDb {
       : dir_(std::filesystem::temp_directory_path() / ("attnjit_tune_backward_" + std::to_string(::getpid()))) {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    if (const char* old = std::getenv("ATTNJIT_TUNING_DB")) saved_ = old;
     ::setenv("ATTNJIT_TUNING_DB", path().c_str(), 1);
   }
   ~ScopedTuningDb() {
-    if (saved_)
-      ::setenv("ATTNJIT_TUNING_DB", saved_->c_str(), 1);
-    else
-      ::unsetenv("ATTNJIT_TUNING_DB");
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
   std::filesystem::path path() const { return dir_ / "tuning.sqlite"; }
 
  private:
+  ScopedEnvRestore saved_{"ATTNJIT_TUNING_DB"};  // before the folder: restored after it is gone
   std::filesystem::path dir_;
-  std::optional<std::string> saved_;
 };
 
 TEST(TuneBackward, StoresACheckedWinnerThatKernelBackwardRuns) {

@@ -19,6 +19,7 @@
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
+#include "support/scoped_env.hpp"
 
 namespace attnjit {
 namespace {
@@ -105,19 +106,13 @@ class TuningDbTest : public ::testing::Test {
                                                      ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    const char* old = std::getenv("ATTNJIT_TUNING_DB");
-    saved_env_ = old ? std::optional<std::string>(old) : std::nullopt;
   }
   void TearDown() override {
-    if (saved_env_)
-      ::setenv("ATTNJIT_TUNING_DB", saved_env_->c_str(), 1);
-    else
-      ::unsetenv("ATTNJIT_TUNING_DB");
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
   std::filesystem::path dir_;
-  std::optional<std::string> saved_env_;
+  ScopedEnvRestore saved_env_{"ATTNJIT_TUNING_DB"};  // the tests point it at their own files
 };
 
 TEST(TuningKey, BucketsArePowersOfTwoAndGqaIsItsOwnBucket) {

@@ -262,7 +262,7 @@ void register_tune_command(CLI::App& app) {
             throw UserError(
                 fmt::format("--only {}: no {} template has a knob '{}'; the knobs are: {} (see "
                             "`attnjit templates`)",
-                            name, a->backward ? "backward" : "forward", name, fmt::join(knobs, ", ")));
+                            name, template_role_name(role), name, fmt::join(knobs, ", ")));
       }
     }
     tune_shapes(*a);
