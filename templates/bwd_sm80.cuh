@@ -70,6 +70,13 @@
 #if AJ_ROW_PAD != 0 && AJ_ROW_PAD != 8
 #error "attnjit bwd_sm80: AJ_ROW_PAD 0 or 8"
 #endif
+// AJ_WGMMA 1: template bwd_sm90 (sm_90a), the products by wgmma (bwd_sm90.cuh, pasted before).
+#ifndef AJ_WGMMA
+#define AJ_WGMMA 0
+#endif
+#ifndef AJ_BWD90_P_BEFORE_DP
+#define AJ_BWD90_P_BEFORE_DP 0
+#endif
 
 namespace aj_bwd {
 
@@ -85,7 +92,7 @@ constexpr int NT = NW * 32;
 constexpr int BN = 16 * NW;  // keys per CTA, 16 per warp
 constexpr int RS = D + AJ_ROW_PAD;  // row stride of K, V, Q, dO in shared memory, elements
 constexpr int RSB = RS * 2;
-constexpr int PSB = (BM + 8) * 2;  // row stride of dS^T, bytes
+constexpr int PSB = AJ_WGMMA ? BM * 2 : (BM + 8) * 2;  // row stride of dS^T, bytes
 constexpr int KD = D / 16;         // k steps over the head dimension
 constexpr int NQ = BM / 8;         // 8-column tiles of S^T (query columns)
 constexpr int KQ = BM / 16;        // k steps over query rows (dV, dK)
@@ -131,6 +138,15 @@ __device__ __forceinline__ aj_u32 right_of(aj_u32 lane_offset, int bytes) {
   return lane_offset + (aj_u32)bytes;
 #endif
 }
+// Where 16-byte chunk c of row r of a ROWS-row tile of K, V, Q or dO lies.
+template <int ROWS>
+__device__ __forceinline__ aj_u32 tile_at(int r, int c) {
+#if AJ_WGMMA
+  return aj_bwd90::tile_chunk_at<ROWS>(r, c);  // wgmma's 128-byte-swizzled chunks of 64 columns
+#else
+  return chunk_at(r, c);
+#endif
+}
 #if AJ_HAS_ROPE
 using namespace aj_rope;  // rope_pair, rope_turn (rope_pairs.cuh)
 #endif
@@ -151,7 +167,7 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
     const int r = r0 + i * ROW_STEP;
     if (ROWS % ROW_STEP == 0 || r < ROWS) {
       const bool ok = row0 + r < nrows;
-      aj_cp_async_16(sbase + chunk_at(r, c), ok ? src : g, ok ? 16 : 0);
+      aj_cp_async_16(sbase + tile_at<ROWS>(r, c), ok ? src : g, ok ? 16 : 0);
     }
   }
 }
@@ -347,11 +363,17 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   const int kv_hi = min(kv0 + BN, seq_k) - 1;
   const int m_blocks = (seq_q + BM - 1) / BM;
 
+#if AJ_WGMMA
+  const aj_u32 s_base = (aj_smem_addr(aj_smem) + 1023u) & ~1023u;  // the swizzle's atom
+  unsigned char* const smem = aj_smem + (s_base - aj_smem_addr(aj_smem));
+#else
   const aj_u32 s_base = aj_smem_addr(aj_smem);
+  unsigned char* const smem = aj_smem;
+#endif
   const aj_u32 s_k = s_base + SMEM_K, s_v = s_base + SMEM_V, s_q = s_base + SMEM_Q, s_do = s_base + SMEM_DO,
                s_ds = s_base + SMEM_DS;
-  float* s_lse = (float*)(aj_smem + SMEM_LSE);
-  float* s_delta = (float*)(aj_smem + SMEM_DELTA);
+  float* s_lse = (float*)(smem + SMEM_LSE);
+  float* s_delta = (float*)(smem + SMEM_DELTA);
 
 #if AJ_HAS_ROPE
   const aj_u16* kg = (const aj_u16*)args.rope_k + ((aj_i64)b * args.heads_kv + hk) * (aj_i64)seq_k * D;
@@ -434,10 +456,12 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   // [k][m] rows with .trans); B from [k][n] rows with .trans.
   // Columns move through right_of, rows by multiples of 8 (row % 8, the swizzle's key, kept)
   // added after it.
+#if !AJ_WGMMA
   const aj_u32 a_lane = chunk_at(warp * 16 + (lane & 15), lane >> 4);
   const aj_u32 nk_lane = chunk_at((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
   const aj_u32 kn_lane = chunk_at((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4);
   const aj_u32 dsT_lane = (aj_u32)(((lane & 7) + ((lane >> 4) << 3)) * PSB + ((lane >> 3) & 1) * 16);
+#endif
 
   float dk[ND][4], dv[ND][4];
 #pragma unroll
@@ -465,6 +489,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #else
     aj_cp_async_wait<0>();
 #endif
+#if AJ_WGMMA
+    aj_bwd90::fence_async_shared();  // the copies, before wgmma reads them
+#endif
     __syncthreads();
     const int h = step.h, cls = step.cls;
     const int q0 = step.m * BM;
@@ -479,6 +506,10 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 
     // ---- S^T = K Q^T and dP^T = V dO^T (this warp's 16 keys x BM queries) --------------
     float s[NQ][4], dp[NQ][4];
+#if AJ_WGMMA
+    aj_bwd90::issue_scores(aj_bwd90::flat(s), aj_bwd90::flat(dp), s_k, s_v, sq, sdo, warp >> 2);
+    aj_bwd90::wait_scores(aj_bwd90::flat(s), aj_bwd90::flat(dp));  // (or S^T only: AJ_BWD90_P_BEFORE_DP)
+#else
 #pragma unroll
     for (int j = 0; j < NQ; ++j)
 #pragma unroll
@@ -499,14 +530,16 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
         mma(dp[2 * jn + 1], va, ob[2], ob[3]);
       }
     }
+#endif
 
     // ---- P = exp(score_mod(s) - LSE), masked; dS = P (dP - D) chained through score_mod --
     // Branch-free per element (exp2 of every element, masked ones selected away). Only edge
     // steps (a partial tile class, keys past seq_k or query rows past seq_q) clamp indices and
     // test bounds and the mask: the choice is made once per step, not per element.
     const int kv_base = kv0 + warp * 16 + g;
-    auto grad_tile = [&](auto edge_tag) {
+    auto grad_tile = [&](auto edge_tag, auto p_only_tag) {
       constexpr bool EDGE = decltype(edge_tag)::value;
+      constexpr bool P_ONLY = decltype(p_only_tag)::value;  // P into s; dS later (grad_ds)
 #if AJ_HAS_MASK && !AJ_HAS_BLOCK_MASK
       // The mask's key parts of this thread's two keys, its row parts per query pair below.
       AjMaskCol cols[2];
@@ -550,6 +583,10 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
           float p = aj_exp2(s[j][e] * args.scale_log2 - row_lse);
 #endif
           if (EDGE) p = keep ? p : 0.f;
+          if constexpr (P_ONLY) {
+            s[j][e] = p;
+            continue;
+          }
           float ds = p * (dp[j][e] - row_delta);
 #if AJ_HAS_SCORE_MOD && AJ_HAS_TENSOR_GRADS
           if (ds != 0.f) ds = aj_score_mod_grad(raw, ds, b, h, qc, kvc, bargs);  // (it adds into tensor gradients)
@@ -562,12 +599,38 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
         }
       }
     };
+#if AJ_BWD90_P_BEFORE_DP
+    // P while the tensor cores compute dP^T; then dS = P (dP - D) (bwd_sm90.cuh says when).
     if (cls == 1 || kv0 + BN > seq_k || q0 + BM > seq_q)
-      grad_tile(aj_bool_tag<true>{});
+      grad_tile(aj_bool_tag<true>{}, aj_bool_tag<true>{});
     else
-      grad_tile(aj_bool_tag<false>{});
+      grad_tile(aj_bool_tag<false>{}, aj_bool_tag<true>{});
+    aj_bwd90::wait_dp(aj_bwd90::flat(dp));
+#pragma unroll
+    for (int j = 0; j < NQ; ++j) {
+      const float2 delta_pair = *(const float2*)(delta + j * 8 + 2 * t);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dp[j][e] = s[j][e] * (dp[j][e] - ((e & 1) ? delta_pair.y : delta_pair.x));
+    }
+#else
+    if (cls == 1 || kv0 + BN > seq_k || q0 + BM > seq_q)
+      grad_tile(aj_bool_tag<true>{}, aj_bool_tag<false>{});
+    else
+      grad_tile(aj_bool_tag<false>{}, aj_bool_tag<false>{});
+#endif
 
     // ---- dV += P^T dO, dK += dS^T Q ----------------------------------------------------
+#if AJ_WGMMA
+    aj_u32 pa[KQ][4], da[KQ][4];
+#pragma unroll
+    for (int kk = 0; kk < KQ; ++kk) {
+      aj_bwd90::a_fragment(pa[kk], s, kk);
+      aj_bwd90::a_fragment(da[kk], dp, kk);
+      aj_bwd90::store_ds(s_ds, da[kk], kk, warp * 16 + g, t);  // dS^T, for dQ = dS K below
+    }
+    aj_bwd90::issue_dv_dk(aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq, sdo);
+    aj_bwd90::fence_async_shared();  // dS^T, before wgmma reads it
+#else
 #pragma unroll
     for (int kk = 0; kk < KQ; ++kk) {
       aj_u32 pa[4], da[4];
@@ -596,11 +659,15 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
         mma(dk[2 * jd + 1], da, qb[2], qb[3]);
       }
     }
+#endif
     __syncthreads();  // dS^T complete
 
     // ---- dQ += dS K (this warp's 16 query rows x DQ_COLS columns), into the accumulator ---
     {
       float dq[DQ_ND][4];
+#if AJ_WGMMA
+      aj_bwd90::dq(aj_bwd90::flat(dq), s_ds, s_k, warp >> 2, aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da);
+#else
 #pragma unroll
       for (int j = 0; j < DQ_ND; ++j)
 #pragma unroll
@@ -617,6 +684,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
           mma(dq[2 * jd + 1], a, kb[2], kb[3]);
         }
       }
+#endif
       // Into this warp's slots of the block (dq_slot), padding rows included (their sums are 0).
       const aj_i64 block = dq_block_offset(b, h, step.m, args.heads_q, seq_q) + warp * (DQ_ND * 4 * 32);
       if (bargs.deterministic) {

@@ -3,6 +3,7 @@
 #include "compiler/kernel_template.hpp"
 #include "templates/block_mask/block_mask_template.hpp"
 #include "templates/bwd_sm80/bwd_sm80_template.hpp"
+#include "templates/bwd_sm90/bwd_sm90_template.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 #include "templates/fwd_sm80/fwd_sm80_template.hpp"
 #include "templates/fwd_sm90/fwd_sm90_template.hpp"
@@ -14,6 +15,7 @@ void register_builtin_templates(TemplateRegistry& registry) {
   registry.add(make_fwd_sm90_template());
   registry.add(make_block_mask_template());
   registry.add(make_bwd_sm80_template());
+  registry.add(make_bwd_sm90_template());
   registry.add(make_decode_sm80_template());
 }
 

@@ -4,6 +4,9 @@
 // captured-tensor gradient accumulators; the launch plan (preprocess, main kernel, postprocess).
 #include <fmt/format.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "runtime/api/attention.hpp"
 #include "runtime/api/dlpack_view.hpp"
 #include "runtime/api/kernel_internals.hpp"
@@ -14,14 +17,23 @@ using namespace detail;
 
 namespace {
 
+// The backward template a call names, else ATTNJIT_BACKWARD_TEMPLATE's (e.g. bwd_sm80 on a
+// Hopper GPU, where bwd_sm90 comes first), else none: the registry picks.
+std::string backward_template_name(const BackwardOptions& options) {
+  if (!options.template_name.empty()) return options.template_name;
+  const char* env = std::getenv("ATTNJIT_BACKWARD_TEMPLATE");
+  return env != nullptr ? env : "";
+}
+
 const KernelState::ExtraUnit& backward_unit(const KernelState& st, const BackwardOptions& options) {
+  const std::string template_name = backward_template_name(options);
   std::lock_guard<std::mutex> lock(st.backward_mutex);
-  auto& unit = st.backward_units[options.template_name + "|" + options.knobs.str()];
+  auto& unit = st.backward_units[template_name + "|" + options.knobs.str()];
   if (!unit) {
     CompileOptions co = st.options;
     co.role = TemplateRole::Backward;
     co.arch = st.prepared->config.arch;
-    co.template_name = options.template_name;
+    co.template_name = template_name;
     co.knobs = options.knobs;  // none: the tuning database's for the kernel's shape hint, else the defaults
     co.cache = st.cache;
     const runtime::DeviceContext& context = device_context(st.device);

@@ -18,6 +18,9 @@ std::unique_ptr<KernelTemplate> make_fwd_sm90_template();
 // memory, K-major) and aj_wgmma_rs_pv (m64 n`head_dim` k16, A from registers, B transposed),
 // fp32 accumulators, for the unit's dtype. Generated because the operand lists depend on N.
 std::string wgmma_wrappers(ElementType dtype, int block_n, int head_dim);
+// aj_wgmma_ss_tt: m64 n`n` k16 with both operands MN-major in shared memory (the backward's
+// dQ = dS K, templates/bwd_sm90.cuh).
+std::string wgmma_ss_transposed_wrapper(ElementType dtype, int n);
 
 // Dynamic shared memory of the kernel (templates/fwd_sm90.cuh states the same formula).
 int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages, int q_buffers = 1);

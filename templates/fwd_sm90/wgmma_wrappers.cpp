@@ -59,4 +59,22 @@ std::string wgmma_wrappers(ElementType dtype, int block_n, int head_dim) {
   return out;
 }
 
+std::string wgmma_ss_transposed_wrapper(ElementType dtype, int n) {
+  const std::string type = dtype == ElementType::BF16 ? "bf16" : "f16";
+  const int c = n / 2;  // accumulators per thread
+  return fmt::format(
+      "// D[64 x {n}] (+)= A[64 x 16] B[16 x {n}], both MN-major in shared memory (read transposed); "
+      "accumulate = 0 overwrites.\n"
+      "__device__ __forceinline__ void aj_wgmma_ss_tt(float (&d)[{c}], aj_u64 desc_a, aj_u64 desc_b, int "
+      "accumulate) {{\n"
+      "  asm volatile(\n"
+      "      \"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{acc}, 0;\\n\"\n"
+      "      \"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {regs}, %{da}, %{db}, p, 1, 1, 1, 1;\\n}}\\n\"\n"
+      "      : {cons}\n"
+      "      : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n"
+      "}}\n",
+      fmt::arg("n", n), fmt::arg("c", c), fmt::arg("t", type), fmt::arg("regs", operand_list(0, c)), fmt::arg("da", c),
+      fmt::arg("db", c + 1), fmt::arg("acc", c + 2), fmt::arg("cons", accumulator_constraints(c)));
+}
+
 }  // namespace attnjit

@@ -100,23 +100,23 @@ TEST_F(TuneCliTest, HelpListsTheKnobSpaces) {
   EXPECT_TRUE(contains(r.out, "--backward")) << r.out;
 }
 
-// A record `tune --backward` would store (template bwd_sm80) is what `compile --backward`
-// builds for a shape in its bucket; another bucket gets the defaults.
+// A record `tune --backward` would store (template bwd_sm80, the backward for sm_80) is what
+// `compile --backward` builds for a shape in its bucket; another bucket gets the defaults.
 TEST_F(TuneCliTest, CompileBackwardTakesTheRecordOfItsShapesBucket) {
   {
     TuningDatabase d(db());
     TuningRecord r;
-    r.key = TuningKey::make(presets::causal(), "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
+    r.key = TuningKey::make(presets::causal(), "sm_80", ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
     r.template_name = "bwd_sm80";
     r.knobs = Knobs::parse("block_m=64 row_pad=0 stages=2 warps=4");
     r.variant_name = "causal";
     d.put(r);
   }
-  const auto tuned = run("compile --backward --preset causal --arch sm_90a --shape 4,16,16,1000,1000,128");
+  const auto tuned = run("compile --backward --preset causal --arch sm_80 --shape 4,16,16,1000,1000,128");
   ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
   EXPECT_TRUE(contains(tuned.out, "template:       bwd_sm80 (tuned knobs)")) << tuned.out;
   EXPECT_TRUE(contains(tuned.out, "knobs:          block_m=64 row_pad=0 stages=2 warps=4")) << tuned.out;
-  const auto other = run("compile --backward --preset causal --arch sm_90a --shape 4,16,16,8192,8192,128");
+  const auto other = run("compile --backward --preset causal --arch sm_80 --shape 4,16,16,8192,8192,128");
   ASSERT_EQ(other.exit_code, 0) << other.err;
   EXPECT_TRUE(contains(other.out, "knobs:          block_m=64 row_pad=0 stages=2 warps=8")) << other.out;
   EXPECT_FALSE(contains(other.out, "tuned knobs")) << other.out;

@@ -513,15 +513,15 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedScheduleForTheHintedBucket) {
   EXPECT_EQ(generate(causal, o).config.knobs, Schedule::default_for(64).to_knobs());
 }
 
-// A backward record (template bwd_sm80, `attnjit tune --backward`) is found for a backward
-// request with a shape hint in its bucket, as a forward record is; the two roles' records do
-// not mix.
+// A backward record (`attnjit tune --backward`) is found for a backward request with a shape
+// hint in its bucket, as a forward record is, under the template the request selects (bwd_sm80
+// for sm_80); the two roles' records do not mix, nor do two templates'.
 TEST_F(TuningDbTest, GenerateUsesTheTunedBackwardKnobsForTheHintedBucket) {
   const auto path = dir_ / "tuning.sqlite";
   ::setenv("ATTNJIT_TUNING_DB", path.c_str(), 1);
   const Variant causal = presets::causal();
   CompileOptions backward;
-  backward.with_head_dim(128).with_arch("sm_90a").with_role(TemplateRole::Backward);
+  backward.with_head_dim(128).with_arch("sm_80").with_role(TemplateRole::Backward);
   backward.with_shape_hint(4, 16, 16, 1024, 1024);
   CompileOptions forward = backward;
   forward.with_role(TemplateRole::Forward);
@@ -529,14 +529,15 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedBackwardKnobsForTheHintedBucket) {
   EXPECT_EQ(defaults.str(), "block_m=64 row_pad=0 stages=2 warps=8");
   const Knobs forward_defaults = generate(causal, forward).config.knobs;
   const Knobs tuned = Knobs::parse("block_m=64 row_pad=0 stages=2 warps=4");
-  {
+  const auto put_bwd_sm80_record = [&](const char* arch) {
     TuningDatabase db(path);
     TuningRecord r;
-    r.key = TuningKey::make(causal, "sm_90a", ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
+    r.key = TuningKey::make(causal, arch, ElementType::BF16, 128, ShapeHint{4, 16, 16, 1024, 1024});
     r.template_name = "bwd_sm80";
     r.knobs = tuned;
     db.put(r);
-  }
+  };
+  put_bwd_sm80_record("sm_80");
   const PreparedKernel p = generate(causal, backward);
   EXPECT_EQ(p.config.knobs, tuned);
   EXPECT_TRUE(p.config.tuned);
@@ -544,6 +545,14 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedBackwardKnobsForTheHintedBucket) {
   CompileOptions other_bucket = backward;
   other_bucket.with_shape_hint(4, 16, 16, 8192, 8192);
   EXPECT_EQ(generate(causal, other_bucket).config.knobs, defaults);
+  // bwd_sm90 (first on sm_90a) does not take bwd_sm80's record for the same bucket.
+  put_bwd_sm80_record("sm_90a");
+  CompileOptions hopper = backward;
+  hopper.with_arch("sm_90a");
+  const PreparedKernel h = generate(causal, hopper);
+  EXPECT_EQ(h.config.template_name, "bwd_sm90");
+  EXPECT_EQ(h.config.knobs.str(), "block_m=64 row_pad=0 stages=2 warps=8");
+  EXPECT_FALSE(h.config.tuned);
 }
 
 TEST_F(TuningDbTest, GenerateFallsBackToTheDefaultWhenTheDatabaseIsUnusable) {

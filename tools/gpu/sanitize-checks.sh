@@ -33,6 +33,7 @@ checks=(
   "ragged_document|--preset document_causal --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "bwd_causal_gqa|--backward --preset causal --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_alibi_d64|--backward --preset alibi_causal --head-dim 64 --heads 4 --seq-q 257 --seq-k 190"
+  "bwd_document_d128|--backward --preset document --head-dim 128 --heads 4 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_softcap_row_pad8|--backward --preset softcap_causal --param softcap=20 --row-pad 8 --head-dim 128 --heads 4 --seq-q 200 --seq-k 257"
   "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"

@@ -1,0 +1,159 @@
+// attnjit backward on sm_90a (template bwd_sm90): the five products of bwd_sm80.cuh's main
+// kernel by wgmma instead of ldmatrix + mma.sync. Pasted before bwd_sm80.cuh (with
+// sm90_primitives.cuh and the unit's wgmma wrappers before it), whose kernels call these
+// functions where AJ_WGMMA is 1; everything else (steps, tile classes, hooks, dQ accumulator,
+// epilogue) is bwd_sm80's.
+//
+// Why the same kernel fits: a warpgroup's m64 accumulator gives warp w (of 4) rows 16w..16w+15
+// in mma.sync's C-fragment layout, one m16n8 fragment per 8 columns. So with a warpgroup per 64
+// keys the S^T, dP^T, dK and dV fragments of warp (4 * warpgroup + w) are exactly bwd_sm80's
+// (16 keys per warp), and with dQ's head-dim columns split between the warpgroups (64 each),
+// dQ's fragments are exactly bwd_sm80's dq tiles (QT = 4 row tiles x DQ_PARTS column parts).
+//
+// Shared memory: K, V, Q, dO and dS^T tiles in the 128-byte-swizzled layout wgmma reads
+// (D / 64 chunks of [rows x 64], 16-byte chunk c of a 128-byte row r at c ^ (r % 8), 1024-byte
+// aligned); for D = 64 that is bwd_sm80's row_pad 0 layout. The copies are bwd_sm80's cp.async
+// rows, each thread fencing its copies to the async proxy (fence.proxy.async) before the CTA's
+// barrier; wgmma then reads:
+//   S^T  = K_wg Q^T     m64 n64  A = K (K-major), B = Q (K-major)
+//   dP^T = V_wg dO^T    m64 n64  A = V, B = dO
+//   dV  += P^T dO       m64 nD   A = P^T (registers), B = dO (MN-major, transposed)
+//   dK  += dS^T Q       m64 nD   A = dS^T (registers), B = Q (transposed)
+//   dQ   = dS K_cols    m64 n64  A = dS (dS^T stored, MN-major), B = K's 64 columns of this
+//                                warpgroup (MN-major)
+// Configuration (codegen, bwd_sm90 knobs): AJ_WGMMA 1, AJ_BLOCK_M 64, AJ_ROW_PAD 0, and
+// AJ_NUM_WARPS = D / 16 (a warpgroup per 64 keys and per 64 columns of dQ).
+#ifndef ATTNJIT_BWD_SM90_CUH
+#define ATTNJIT_BWD_SM90_CUH
+
+#if AJ_BLOCK_M != 64 || (defined(AJ_ROW_PAD) && AJ_ROW_PAD != 0) || AJ_HEAD_DIM != 16 * AJ_NUM_WARPS
+#error "attnjit bwd_sm90: block_m 64, row_pad 0 and AJ_NUM_WARPS = AJ_HEAD_DIM / 16"
+#endif
+
+// P computed while the tensor cores still compute dP^T (waiting for S^T alone), then dS: only
+// without a score_mod (its gradient needs the raw score beside dP) and at D=64. H200,
+// 2026-12-01, causal 4k: D=64 282 -> 300 TFLOP/s; D=128 354 -> 338 (at 255 registers), so
+// D=128 waits for both and runs one pass.
+#define AJ_BWD90_P_BEFORE_DP (!AJ_HAS_SCORE_MOD && AJ_HEAD_DIM == 64)
+
+namespace aj_bwd90 {
+
+constexpr int D = AJ_HEAD_DIM;
+constexpr int BM = AJ_BLOCK_M;
+constexpr int BN = 16 * AJ_NUM_WARPS;
+constexpr aj_u32 KV_CHUNK = BN * 128;  // bytes of one 64-column chunk of K or V
+constexpr aj_u32 Q_CHUNK = BM * 128;   // of Q or dO
+constexpr aj_u32 ROWS16 = 16 * 128;    // 16 rows of a chunk: one k step over rows
+
+// Where 16-byte chunk c of row r of a ROWS-row tile lies, bytes from the tile's start.
+template <int ROWS>
+__device__ __forceinline__ aj_u32 tile_chunk_at(int r, int c) {
+  return (aj_u32)((c >> 3) * (ROWS * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+// An [N][4] fragment array as the flat accumulator list a wgmma wrapper takes (same storage).
+template <int N>
+__device__ __forceinline__ float (&flat(float (&x)[N][4]))[N * 4] {
+  return reinterpret_cast<float(&)[N * 4]>(x);
+}
+
+// The A fragment of k step kk (columns 16kk..16kk+15) of accumulator fragments x, rounded to
+// the input type (mma.sync's m16k16 A layout, which wgmma takes from registers per warp).
+template <int N>
+__device__ __forceinline__ void a_fragment(aj_u32 (&a)[4], const float (&x)[N][4], int kk) {
+  a[0] = aj_sm80::pack2(x[2 * kk][0], x[2 * kk][1]);
+  a[1] = aj_sm80::pack2(x[2 * kk][2], x[2 * kk][3]);
+  a[2] = aj_sm80::pack2(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+  a[3] = aj_sm80::pack2(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+}
+
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// S^T (scores) and dP^T of warpgroup wg's 64 keys against the step's BM queries (two groups,
+// S^T first, where P comes before dP^T's wait).
+__device__ __forceinline__ void issue_scores(float (&s)[BM / 2], float (&dp)[BM / 2], aj_u32 s_k, aj_u32 s_v,
+                                             aj_u32 sq, aj_u32 sdo, int wg) {
+  const aj_u32 rows = (aj_u32)wg * 64 * 128;
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const aj_u32 a = (kk >> 2) * KV_CHUNK + rows + (kk & 3) * 32, b = (kk >> 2) * Q_CHUNK + (kk & 3) * 32;
+    aj_wgmma_ss_qk(s, aj_smem_desc_sw128(s_k + a, 16, 1024), aj_smem_desc_sw128(sq + b, 16, 1024), kk > 0);
+  }
+#if AJ_BWD90_P_BEFORE_DP
+  aj_wgmma_commit();  // S^T's own group, waited for first
+#endif
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const aj_u32 a = (kk >> 2) * KV_CHUNK + rows + (kk & 3) * 32, b = (kk >> 2) * Q_CHUNK + (kk & 3) * 32;
+    aj_wgmma_ss_qk(dp, aj_smem_desc_sw128(s_v + a, 16, 1024), aj_smem_desc_sw128(sdo + b, 16, 1024), kk > 0);
+  }
+  aj_wgmma_commit();
+}
+// Waits for S^T, and for dP^T too unless P comes first (AJ_BWD90_P_BEFORE_DP; then wait_dp).
+__device__ __forceinline__ void wait_scores(float (&s)[BM / 2], float (&dp)[BM / 2]) {
+#if AJ_BWD90_P_BEFORE_DP
+  aj_wgmma_wait<1>();
+#else
+  aj_wgmma_wait<0>();
+  aj_fence_registers(dp);
+#endif
+  aj_fence_registers(s);
+}
+__device__ __forceinline__ void wait_dp(float (&dp)[BM / 2]) {
+  aj_wgmma_wait<0>();
+  aj_fence_registers(dp);
+}
+
+// dV += P^T dO and dK += dS^T Q, P^T and dS^T as A fragments (k step kk: queries 16kk..16kk+15).
+// Issued, not waited for: the registers of p and ds must stay unchanged until dq() has waited.
+__device__ __forceinline__ void issue_dv_dk(float (&dv)[D / 2], float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4],
+                                            const aj_u32 (&ds)[BM / 16][4], aj_u32 sq, aj_u32 sdo) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dv, p[kk], aj_smem_desc_sw128(sdo + kk * ROWS16, Q_CHUNK, 1024));
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
+  aj_wgmma_commit();
+}
+
+// The thread's dS^T pairs (A-fragment k step kk, rows key_row and key_row + 8) into the dS^T
+// tile [BN keys x BM queries], which dq() reads as dS.
+__device__ __forceinline__ void store_ds(aj_u32 s_ds, const aj_u32 (&ds)[4], int kk, int key_row, int t) {
+  const int r0 = key_row, r1 = key_row + 8, c = kk * 2;  // c: 16-byte chunk of queries 16kk..16kk+7
+  aj_st_shared_u32(s_ds + r0 * 128 + (((c) ^ (r0 & 7)) << 4) + 4 * t, ds[0]);
+  aj_st_shared_u32(s_ds + r1 * 128 + (((c) ^ (r1 & 7)) << 4) + 4 * t, ds[1]);
+  aj_st_shared_u32(s_ds + r0 * 128 + (((c + 1) ^ (r0 & 7)) << 4) + 4 * t, ds[2]);
+  aj_st_shared_u32(s_ds + r1 * 128 + (((c + 1) ^ (r1 & 7)) << 4) + 4 * t, ds[3]);
+}
+
+template <int N>
+__device__ __forceinline__ void keep_registers(const aj_u32 (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" ::"r"(r[i][e]) : "memory");
+}
+
+// dQ[BM x 64] = dS K[:, 64 wg .. 64 wg + 63] over the CTA's BN keys (dS^T complete in shared
+// memory); waits for it and for issue_dv_dk's products, whose A fragments (p, ds) the
+// compiler must not reuse before then.
+__device__ __forceinline__ void dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg, float (&dv)[D / 2],
+                                   float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4], const aj_u32 (&ds)[BM / 16][4]) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk)
+    aj_wgmma_ss_tt(acc, aj_smem_desc_sw128(s_ds + kk * ROWS16, Q_CHUNK, 1024),
+                   aj_smem_desc_sw128(s_k + wg * KV_CHUNK + kk * ROWS16, KV_CHUNK, 1024), kk > 0);
+  aj_wgmma_commit();
+  aj_wgmma_wait<0>();
+  aj_fence_registers(acc);
+  aj_fence_registers(dv);
+  aj_fence_registers(dk);
+  keep_registers(p);
+  keep_registers(ds);
+}
+
+}  // namespace aj_bwd90
+
+#endif  // ATTNJIT_BWD_SM90_CUH
