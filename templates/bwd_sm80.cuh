@@ -77,6 +77,9 @@
 #ifndef AJ_BWD90_P_BEFORE_DP
 #define AJ_BWD90_P_BEFORE_DP 0
 #endif
+#ifndef AJ_BWD90_LOAD_AFTER_BARRIER
+#define AJ_BWD90_LOAD_AFTER_BARRIER 0
+#endif
 
 namespace aj_bwd {
 
@@ -479,7 +482,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 
   while (step.h < h_end) {
     const Step next = after(step);
-#if AJ_STAGES == 2
+#if AJ_BWD90_LOAD_AFTER_BARRIER
+    aj_cp_async_wait<0>();  // this step's rows, copied since the last step's first barrier
+#elif AJ_STAGES == 2
     if (next.h < h_end) {
       load_step(next, stage ^ 1);
       aj_cp_async_wait<1>();
@@ -493,6 +498,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     aj_bwd90::fence_async_shared();  // the copies, before wgmma reads them
 #endif
     __syncthreads();
+#if AJ_BWD90_LOAD_AFTER_BARRIER
+    if (next.h < h_end) load_step(next, stage ^ 1);  // (every reader of that buffer is past the barrier)
+#endif
     const int h = step.h, cls = step.cls;
     const int q0 = step.m * BM;
     const aj_u32 sq = s_q + stage * BM * RSB, sdo = s_do + stage * BM * RSB;
@@ -710,7 +718,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #if AJ_STAGES == 2
     if (next.h < h_end) store_row_stats(stage ^ 1);  // (that buffer's last reader was the step before)
 #endif
+#if !AJ_BWD90_LOAD_AFTER_BARRIER
     __syncthreads();  // dS^T, Q and dO of this stage may be overwritten
+#endif
 #if AJ_STAGES == 1
     if (next.h < h_end) {
       load_step(next, 0);

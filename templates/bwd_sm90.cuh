@@ -36,6 +36,12 @@
 // D=128 waits for both and runs one pass.
 #define AJ_BWD90_P_BEFORE_DP (!AJ_HAS_SCORE_MOD && AJ_HEAD_DIM == 64)
 
+// Two stages: the next step's copies are issued after this step's first barrier, which every
+// reader of their buffer (the step before) has passed, so the step needs no barrier at its end
+// (two per step instead of three). The dS^T tile, the row statistics and the other stage follow
+// the same argument: their last readers finished before that barrier.
+#define AJ_BWD90_LOAD_AFTER_BARRIER (AJ_STAGES == 2)
+
 namespace aj_bwd90 {
 
 constexpr int D = AJ_HEAD_DIM;
