@@ -80,6 +80,9 @@
 #ifndef AJ_BWD90_LOAD_AFTER_BARRIER
 #define AJ_BWD90_LOAD_AFTER_BARRIER 0
 #endif
+#ifndef AJ_BWD90_DQ_BULK
+#define AJ_BWD90_DQ_BULK 0
+#endif
 
 namespace aj_bwd {
 
@@ -377,6 +380,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
                s_ds = s_base + SMEM_DS;
   float* s_lse = (float*)(smem + SMEM_LSE);
   float* s_delta = (float*)(smem + SMEM_DELTA);
+#if AJ_BWD90_DQ_BULK
+  const aj_u32 s_dq_stage = s_base + aj_bwd90::SMEM_DQ_STAGE + warp * aj_bwd90::DQ_STAGE_BYTES;
+#endif
 
 #if AJ_HAS_ROPE
   const aj_u16* kg = (const aj_u16*)args.rope_k + ((aj_i64)b * args.heads_kv + hk) * (aj_i64)seq_k * D;
@@ -695,6 +701,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #endif
       // Into this warp's slots of the block (dq_slot), padding rows included (their sums are 0).
       const aj_i64 block = dq_block_offset(b, h, step.m, args.heads_q, seq_q) + warp * (DQ_ND * 4 * 32);
+#if AJ_BWD90_DQ_BULK
+      aj_bwd90::dq_bulk_add(bargs, block, dq, lane, s_dq_stage);
+#else
       if (bargs.deterministic) {
         unsigned long long* acc = (unsigned long long*)bargs.dq_accum + block + lane;
 #pragma unroll
@@ -714,6 +723,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
           for (int e = 0; e < 4; ++e) atomicAdd(acc + (j * 4 + e) * 32, dq[j][e]);
 #endif
       }
+#endif
     }
 #if AJ_STAGES == 2
     if (next.h < h_end) store_row_stats(stage ^ 1);  // (that buffer's last reader was the step before)
@@ -733,6 +743,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   }
   aj_cp_async_commit();  // K and V, when there was no step at all
   aj_cp_async_wait<0>();
+#if AJ_BWD90_DQ_BULK
+  aj_bwd90::dq_bulk_drain(lane);
+#endif
 
   // ---- epilogue: dK (times the softmax scale) and dV of this warp's 16 keys --------------
   aj_u16* dkg = (aj_u16*)bargs.dk + b * bargs.dk_stride[0] + hk * bargs.dk_stride[1];

@@ -42,6 +42,15 @@
 // the same argument: their last readers finished before that barrier.
 #define AJ_BWD90_LOAD_AFTER_BARRIER (AJ_STAGES == 2)
 
+// AJ_DQ_BULK 1 (knob dq_bulk): a warp's dQ sums of a step (its 1024 slots of the accumulator,
+// contiguous in dq_slot's order) go through a shared-memory staging area and one bulk reduce
+// (cp.reduce.async.bulk .add.f32, or .add.u64 for the fixed point), issued by lane 0, instead
+// of 8 vector or 32 fixed-point atomics per thread.
+#ifndef AJ_DQ_BULK
+#define AJ_DQ_BULK 0
+#endif
+#define AJ_BWD90_DQ_BULK AJ_DQ_BULK
+
 namespace aj_bwd90 {
 
 constexpr int D = AJ_HEAD_DIM;
@@ -159,6 +168,55 @@ __device__ __forceinline__ void dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, in
   keep_registers(p);
   keep_registers(ds);
 }
+
+#if AJ_DQ_BULK
+// Staging areas, one per warp, after the LSE and D rows (bwd_sm80.cuh's SMEM_BYTES): 1024 slots
+// of 8 bytes (the fixed point's; fp32 uses half).
+constexpr aj_u32 DQ_STAGE_BYTES = 1024 * 8;
+constexpr aj_u32 SMEM_DQ_STAGE = (aj_u32)(2 * BN * D * 2 + 2 * AJ_STAGES * BM * D * 2 + BN * BM * 2 + 2 * AJ_STAGES * BM * 4);
+
+// This warp's dQ sums into the accumulator at `block` (its first slot): staged in dq_slot's order,
+// then one bulk reduce. The staging area's previous reduce must have read it first.
+__device__ __forceinline__ void dq_bulk_add(const AttnjitBwdArgs& bargs, aj_i64 block, const float (&dq)[8][4], int lane,
+                                            aj_u32 stage) {
+  if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  __syncwarp();
+  if (bargs.deterministic) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const long long fixed = __float2ll_rn(dq[j][e] * 4294967296.0f);  // aj_accumulate_fixed's units
+        asm volatile("st.shared.u64 [%0], %1;\n" ::"r"(stage + ((j * 4 + e) * 32 + lane) * 8), "l"(fixed) : "memory");
+      }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(stage + (j * 32 + lane) * 16), "f"(dq[j][0]),
+                   "f"(dq[j][1]), "f"(dq[j][2]), "f"(dq[j][3])
+                   : "memory");
+  }
+  fence_async_shared();
+  __syncwarp();
+  if (lane == 0) {
+    if (bargs.deterministic)
+      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64 [%0], [%1], 8192;\n" ::"l"(
+                       (unsigned long long*)bargs.dq_accum + block),
+                   "r"(stage)
+                   : "memory");
+    else
+      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], 4096;\n" ::"l"(
+                       (float*)bargs.dq_accum + block),
+                   "r"(stage)
+                   : "memory");
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+  }
+}
+// Before the CTA ends: its reduces complete (their shared memory is read, their sums written).
+__device__ __forceinline__ void dq_bulk_drain(int lane) {
+  if (lane == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+#endif
 
 }  // namespace aj_bwd90
 

@@ -13,13 +13,15 @@
 
 namespace attnjit {
 
-int bwd_sm90_shared_bytes(int head_dim, int stages) {
+int bwd_sm90_shared_bytes(int head_dim, int stages, int dq_bulk) {
   constexpr int block_m = 64;
   const int block_n = head_dim;  // a warpgroup (64 keys) per 64 head-dim columns of dQ
-  // K and V, Q and dO per stage, dS^T (block_n x block_m), LSE and D per stage, and the slack
-  // that aligns the tiles to the swizzle's 1024-byte atom.
+  const int warps = head_dim / 16;
+  // K and V, Q and dO per stage, dS^T (block_n x block_m), LSE and D per stage, with dq_bulk a
+  // dQ staging area per warp (1024 slots of 8 bytes), and the slack that aligns the tiles to the
+  // swizzle's 1024-byte atom.
   return 2 * block_n * head_dim * 2 + 2 * stages * block_m * head_dim * 2 + block_n * block_m * 2 +
-         2 * stages * block_m * 4 + 1024;
+         2 * stages * block_m * 4 + (dq_bulk ? warps * 1024 * 8 : 0) + 1024;
 }
 
 namespace {
@@ -53,7 +55,11 @@ class BwdSm90Template : public BwdSm80Template {
     return {{"block_m", {64}, "query rows per step (wgmma's m64 for dQ)"},
             {"warps", {head_dim / 16}, "warps per CTA: a warpgroup per 64 keys and per 64 head-dim columns"},
             {"stages", {1, 2}, "Q / dO buffers in shared memory (2: the next step's rows load meanwhile)"},
-            {"row_pad", {0}, "always 0: wgmma reads 128-byte-swizzled tiles", /*tuned=*/false}};
+            {"row_pad", {0}, "always 0: wgmma reads 128-byte-swizzled tiles", /*tuned=*/false},
+            {"dq_bulk",
+             {0, 1},
+             "1: a warp's dQ sums of a step through shared memory and one bulk reduce (cp.reduce.async.bulk) "
+             "instead of per-thread atomics"}};
   }
   Knobs default_knobs(const TemplateRequest& request) const override {
     Knobs k;
@@ -61,6 +67,7 @@ class BwdSm90Template : public BwdSm80Template {
     k.set("warps", request.head_dim / 16);
     k.set("stages", 2);
     k.set("row_pad", 0);
+    k.set("dq_bulk", 0);  // not yet measured on a GPU (2026-12-01)
     return k;
   }
   std::optional<Knobs> spill_fallback_knobs(const Knobs&) const override { return std::nullopt; }
@@ -75,6 +82,8 @@ class BwdSm90Template : public BwdSm80Template {
           fmt::format("bwd_sm90 runs {} warps at head_dim {} (got {}); --template bwd_sm80 takes 4 or 8", head_dim / 16,
                       head_dim, warps));
     if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
+    if (const int bulk = knobs.get("dq_bulk"); bulk != 0 && bulk != 1)
+      return Support::invalid(fmt::format("dq_bulk {} is not 0 or 1", bulk));
     if (const int row_pad = knobs.get("row_pad"); row_pad != 0)
       return Support::invalid(
           fmt::format("bwd_sm90 runs row_pad 0 only (got {}); --template bwd_sm80 takes 8", row_pad));
@@ -83,10 +92,11 @@ class BwdSm90Template : public BwdSm80Template {
 
  protected:
   int shared_bytes(int head_dim, const Knobs& knobs) const override {
-    return bwd_sm90_shared_bytes(head_dim, knobs.get("stages"));
+    return bwd_sm90_shared_bytes(head_dim, knobs.get("stages"), knobs.get("dq_bulk"));
   }
   std::string product_section(const TemplateRequest& r) const override {
     std::string out = "#define AJ_WGMMA 1\n";
+    if (r.knobs.get("dq_bulk")) out += "#define AJ_DQ_BULK 1\n";
     out += runtime::load_template("sm90_primitives.cuh");
     out += wgmma_wrappers(r.dtype, /*block_n=*/64, r.head_dim);  // S^T, dP^T: n = block_m; dV, dK: n = D
     out += wgmma_ss_transposed_wrapper(r.dtype, 64);             // dQ: n = 64 columns per warpgroup

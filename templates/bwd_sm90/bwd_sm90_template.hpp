@@ -12,6 +12,6 @@ namespace attnjit {
 std::unique_ptr<KernelTemplate> make_bwd_sm90_template();
 
 // Dynamic shared memory of the main kernel (templates/bwd_sm90.cuh's layout).
-int bwd_sm90_shared_bytes(int head_dim, int stages);
+int bwd_sm90_shared_bytes(int head_dim, int stages, int dq_bulk);
 
 }  // namespace attnjit

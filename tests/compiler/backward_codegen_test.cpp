@@ -93,7 +93,7 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     SCOPED_TRACE("D=" + std::to_string(d));
     const PreparedKernel p = generate(presets::causal(), options("sm_90a", d, ElementType::BF16));
     EXPECT_EQ(p.config.template_name, "bwd_sm90");
-    EXPECT_EQ(p.config.knobs.str(), fmt::format("block_m=64 row_pad=0 stages=2 warps={}", d / 16));
+    EXPECT_EQ(p.config.knobs.str(), fmt::format("block_m=64 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
     EXPECT_EQ(count(p.unit.body, "#define AJ_WGMMA 1\n"), 1u);
     EXPECT_LT(p.unit.body.find("#define AJ_WGMMA 1"), p.unit.body.find("#define ATTNJIT_BWD_SM80_CUH"));
     EXPECT_TRUE(contains(p.unit.body, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16")) << "S^T, dP^T, dQ";
@@ -103,6 +103,19 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     // K, V, Q and dO per stage, dS^T, LSE and D, the 1024-byte alignment slack.
     EXPECT_EQ(p.unit.max_dynamic_shared_bytes, 2 * d * d * 2 + 2 * 2 * 64 * d * 2 + d * 64 * 2 + 2 * 2 * 64 * 4 + 1024);
     EXPECT_EQ(p.launch_plan(ProblemShape{2, 8, 2, 1000, 1000}).kernels[1].block.x, static_cast<unsigned>(2 * d));
+  }
+  // dq_bulk: a staging area per warp (1024 slots of 8 bytes) and bulk reduces; compiles for both dims.
+  for (const int d : {64, 128}) {
+    const PreparedKernel bulk =
+        prepare(presets::causal(), options("sm_90a", d, ElementType::BF16).with_knobs(Knobs::parse("dq_bulk=1")));
+    EXPECT_EQ(bulk.config.template_name, "bwd_sm90");
+    EXPECT_EQ(count(bulk.unit.body, "#define AJ_DQ_BULK 1\n"), 1u);
+    EXPECT_TRUE(contains(bulk.unit.body, "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.u64"));
+    EXPECT_EQ(bulk.unit.max_dynamic_shared_bytes,
+              generate(presets::causal(), options("sm_90a", d, ElementType::BF16)).unit.max_dynamic_shared_bytes +
+                  d / 16 * 1024 * 8);
+    ASSERT_TRUE(bulk.cached.metadata);
+    EXPECT_LE(bulk.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
   }
   const PreparedKernel sm80_arch = generate(presets::causal(), options("sm_80", 128, ElementType::BF16));
   EXPECT_EQ(sm80_arch.config.template_name, "bwd_sm80");

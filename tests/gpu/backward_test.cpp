@@ -171,5 +171,23 @@ TEST_F(Backward, OtherKnobsAgree) {
   }
 }
 
+// bwd_sm90's dq_bulk (a warp's dQ sums through shared memory and one bulk reduce): the 2x rule
+// with fp32 sums, and with the fixed point bit-identical over 3 runs, at both head dims, GQA.
+TEST_F(Backward, DqBulkReduceAgrees) {
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "bwd_sm90 needs sm_90a; this GPU is " << arch;
+  for (const int d : {64, 128}) {
+    const Compiled& c = compiled("causal", ElementType::BF16, d);
+    ASSERT_TRUE(c.kernel) << c.not_supported;
+    const auto bulk = BackwardCheckOptions().with_template("bwd_sm90").with_knobs(Knobs::parse("dq_bulk=1"));
+    report("causal dq_bulk D=" + std::to_string(d),
+           check_backward(*c.kernel, ForwardProblem{2, 8, 2, 513, 769}, {}, 5, bulk));
+    const auto r = check_backward(*c.kernel, ForwardProblem{2, 8, 2, 513, 769}, {}, 6,
+                                  BackwardCheckOptions(bulk).with_deterministic(true).with_runs(3));
+    EXPECT_TRUE(r.deterministic_identical) << "D=" << d;
+    report("causal dq_bulk deterministic x3 D=" + std::to_string(d), r);
+  }
+}
+
 }  // namespace
 }  // namespace attnjit
