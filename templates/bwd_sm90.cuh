@@ -21,8 +21,8 @@
 //   dK  += dS^T Q       m64 nD   A = dS^T (registers), B = Q (transposed)
 //   dQ   = dS K_cols    m64 n64  A = dS (dS^T stored, MN-major), B = K's 64 columns of this
 //                                warpgroup (MN-major)
-// Configuration (codegen, bwd_sm90 knobs): AJ_WGMMA 1, AJ_BLOCK_M 64, AJ_ROW_PAD 0, and
-// AJ_NUM_WARPS = D / 16 (a warpgroup per 64 keys and per 64 columns of dQ).
+// Configuration (codegen, bwd_sm90 knobs): AJ_WGMMA 1, AJ_BLOCK_M 64, AJ_ROW_PAD 0,
+// AJ_NUM_WARPS = D / 16 (a warpgroup per 64 keys and per 64 columns of dQ), AJ_DQ_BULK 0 or 1.
 #ifndef ATTNJIT_BWD_SM90_CUH
 #define ATTNJIT_BWD_SM90_CUH
 
