@@ -171,6 +171,23 @@ TEST_F(Backward, OtherKnobsAgree) {
   }
 }
 
+// On Hopper, where bwd_sm90 serves BackwardPreset, bwd_sm80 named by the call still passes on a
+// sample of the presets (both head dims, GQA 4:1, each hook kind: mask, score_mod, tensor mask,
+// RoPE, gate).
+TEST_F(Backward, Sm80StillAgreesOnHopper) {
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "elsewhere bwd_sm80 serves BackwardPreset itself; this GPU is " << arch;
+  for (const char* preset : {"causal", "softcap_causal", "document_causal", "rope_causal", "gated_causal"})
+    for (const int d : {64, 128}) {
+      const Compiled& c = compiled(preset, ElementType::BF16, d);
+      ASSERT_TRUE(c.kernel) << c.not_supported;
+      const Variant variant = presets::by_name(preset);
+      const auto check = BackwardCheckOptions().with_all_tensor_gradients(variant).with_template("bwd_sm80");
+      report(std::string(preset) + " bwd_sm80 D=" + std::to_string(d),
+             check_backward(*c.kernel, ForwardProblem{2, 8, 2, 257, 333}, preset_scalars(variant), 13, check));
+    }
+}
+
 // bwd_sm90's dq_bulk (a warp's dQ sums through shared memory and one bulk reduce): the 2x rule
 // with fp32 sums, and with the fixed point bit-identical over 3 runs, at both head dims, GQA.
 TEST_F(Backward, DqBulkReduceAgrees) {
