@@ -53,7 +53,9 @@ class BwdSm90Template : public BwdSm80Template {
   // per 64 keys and per 64 columns of dQ (warps = head_dim / 16).
   std::vector<KnobSpec> knob_space(int head_dim) const override {
     return {{"block_m", {64}, "query rows per step (wgmma's m64 for dQ)"},
-            {"warps", {head_dim / 16}, "warps per CTA: a warpgroup per 64 keys and per 64 head-dim columns"},
+            {"warps",
+             {head_dim / 16},
+             "head_dim / 16 warps per CTA: a warpgroup per 64 keys and per 64 head-dim columns of dQ"},
             {"stages", {1, 2}, "Q / dO buffers in shared memory (2: the next step's rows load meanwhile)"},
             {"row_pad", {0}, "always 0: wgmma reads 128-byte-swizzled tiles", /*tuned=*/false},
             {"dq_bulk",
