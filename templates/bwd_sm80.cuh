@@ -34,7 +34,8 @@
 //   kernel and the gate's gradient.
 //
 // Shared memory, bytes: K and V (2 * BN rows), Q and dO (2 * STAGES * BM rows) of
-// (AJ_HEAD_DIM + AJ_ROW_PAD) elements, dS^T (BN rows of BM + 8), LSE and D (2 * STAGES * BM floats).
+// (AJ_HEAD_DIM + AJ_ROW_PAD) elements, dS^T (BN rows of BM + 8; BM with AJ_WGMMA), LSE and D
+// (2 * STAGES * BM floats); bwd_sm90.cuh's dQ staging (AJ_DQ_BULK) after them.
 #ifndef ATTNJIT_BWD_SM80_CUH
 #define ATTNJIT_BWD_SM80_CUH
 
@@ -192,6 +193,10 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
 #define AJ_DQ_VECTOR_ADDS 0
 #endif
 static_assert(QT * DQ_PARTS == NW, "every warp owns exactly one 16-row tile of dQ");
+#if AJ_WGMMA && AJ_BWD90_DQ_BULK
+static_assert(aj_bwd90::SMEM_DQ_STAGE == SMEM_BYTES, "dQ staging right after the LSE and D rows");
+static_assert(DQ_ND * 4 * 32 == 1024, "a warp's dQ slots: one 1024-slot staging area");
+#endif
 __device__ __forceinline__ int dq_slot(int row, int col, bool vector_adds) {
   const int qt = row >> 4, g = row & 7, r = (row >> 3) & 1;
   const int part = col / DQ_COLS, c = col % DQ_COLS;
@@ -484,7 +489,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     store_row_stats(0);
   }
   int stage = 0;
+#if !AJ_WGMMA
   const int dq_qt = warp % QT, dq_part = warp / QT;  // this warp's tile of dQ
+#endif
 
   while (step.h < h_end) {
     const Step next = after(step);
@@ -743,9 +750,6 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   }
   aj_cp_async_commit();  // K and V, when there was no step at all
   aj_cp_async_wait<0>();
-#if AJ_BWD90_DQ_BULK
-  aj_bwd90::dq_bulk_drain(lane);
-#endif
 
   // ---- epilogue: dK (times the softmax scale) and dV of this warp's 16 keys --------------
   aj_u16* dkg = (aj_u16*)bargs.dk + b * bargs.dk_stride[0] + hk * bargs.dk_stride[1];
@@ -768,6 +772,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       *(aj_u32*)(dvg + kv * bargs.dv_stride[2] + d) = pack2(dv[j][2 * r], dv[j][2 * r + 1]);
     }
   }
+#if AJ_BWD90_DQ_BULK
+  aj_bwd90::dq_bulk_drain(lane);  // (after the epilogue's stores: only the staging must outlive it)
+#endif
 }
 
 // ---- dQ (times the softmax scale) and the tensor gradients from their accumulators ---------

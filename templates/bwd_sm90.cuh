@@ -212,9 +212,10 @@ __device__ __forceinline__ void dq_bulk_add(const AttnjitBwdArgs& bargs, aj_i64 
     asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
   }
 }
-// Before the CTA ends: its reduces complete (their shared memory is read, their sums written).
+// Before the CTA ends: its reduces have read their shared memory (the writes complete with the
+// grid, as TMA stores' do).
 __device__ __forceinline__ void dq_bulk_drain(int lane) {
-  if (lane == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
 }
 #endif
 
