@@ -560,7 +560,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     const int kv_base = kv0 + warp * 16 + g;
     auto grad_tile = [&](auto edge_tag, auto p_only_tag) {
       constexpr bool EDGE = decltype(edge_tag)::value;
-      constexpr bool P_ONLY = decltype(p_only_tag)::value;  // P into s; dS later (grad_ds)
+      constexpr bool P_ONLY = decltype(p_only_tag)::value;  // P into s; dS after dP^T is waited for
 #if AJ_HAS_MASK && !AJ_HAS_BLOCK_MASK
       // The mask's key parts of this thread's two keys, its row parts per query pair below.
       AjMaskCol cols[2];
