@@ -84,6 +84,9 @@
 #ifndef AJ_BWD90_DQ_BULK
 #define AJ_BWD90_DQ_BULK 0
 #endif
+#ifndef AJ_BWD90_DQ_BEFORE_DK
+#define AJ_BWD90_DQ_BEFORE_DK 0
+#endif
 
 namespace aj_bwd {
 
@@ -649,7 +652,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       aj_bwd90::a_fragment(da[kk], dp, kk);
       aj_bwd90::store_ds(s_ds, da[kk], kk, warp * 16 + g, t);  // dS^T, for dQ = dS K below
     }
+#if AJ_BWD90_DQ_BEFORE_DK
+    aj_bwd90::issue_dv(aj_bwd90::flat(dv), pa, sdo);  // (dK after dQ, below)
+#else
     aj_bwd90::issue_dv_dk(aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq, sdo);
+#endif
     aj_bwd90::fence_async_shared();  // dS^T, before wgmma reads it
 #else
 #pragma unroll
@@ -687,7 +694,11 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     {
       float dq[DQ_ND][4];
 #if AJ_WGMMA
+#if AJ_BWD90_DQ_BEFORE_DK
+      aj_bwd90::dq_then_dk(aj_bwd90::flat(dq), s_ds, s_k, warp >> 2, aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq);
+#else
       aj_bwd90::dq(aj_bwd90::flat(dq), s_ds, s_k, warp >> 2, aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da);
+#endif
 #else
 #pragma unroll
       for (int j = 0; j < DQ_ND; ++j)
@@ -732,6 +743,9 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       }
 #endif
     }
+#if AJ_BWD90_DQ_BEFORE_DK
+    aj_bwd90::finish_dk(aj_bwd90::flat(dk), da);
+#endif
 #if AJ_STAGES == 2
     if (next.h < h_end) store_row_stats(stage ^ 1);  // (that buffer's last reader was the step before)
 #endif

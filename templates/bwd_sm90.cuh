@@ -51,6 +51,14 @@
 #endif
 #define AJ_BWD90_DQ_BULK AJ_DQ_BULK
 
+// AJ_DQ_BEFORE_DK 1 (knob dq_before_dk): the step's last products in the order dV, dQ, dK, so that
+// dQ's adds (atomics or bulk) run while the tensor cores compute dK; 0: dV and dK, then dQ, all
+// waited for before the adds.
+#ifndef AJ_DQ_BEFORE_DK
+#define AJ_DQ_BEFORE_DK 0
+#endif
+#define AJ_BWD90_DQ_BEFORE_DK AJ_DQ_BEFORE_DK
+
 namespace aj_bwd90 {
 
 constexpr int D = AJ_HEAD_DIM;
@@ -129,6 +137,14 @@ __device__ __forceinline__ void issue_dv_dk(float (&dv)[D / 2], float (&dk)[D / 
   for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dv, p[kk], aj_smem_desc_sw128(sdo + kk * ROWS16, Q_CHUNK, 1024));
 #pragma unroll
   for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
+  aj_wgmma_commit();
+}
+
+// dV += P^T dO alone (AJ_DQ_BEFORE_DK: dK follows dQ, in dq_then_dk).
+__device__ __forceinline__ void issue_dv(float (&dv)[D / 2], const aj_u32 (&p)[BM / 16][4], aj_u32 sdo) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dv, p[kk], aj_smem_desc_sw128(sdo + kk * ROWS16, Q_CHUNK, 1024));
   aj_wgmma_commit();
 }
 
@@ -216,6 +232,34 @@ __device__ __forceinline__ void dq_bulk_add(const AttnjitBwdArgs& bargs, aj_i64 
 // grid, as TMA stores' do).
 __device__ __forceinline__ void dq_bulk_drain(int lane) {
   if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+#endif
+
+#if AJ_DQ_BEFORE_DK
+// dQ, then dK += dS^T Q behind it; waits for dQ (and the dV before it) only: the caller adds dQ
+// while dK runs, then calls finish_dk.
+__device__ __forceinline__ void dq_then_dk(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg, float (&dv)[D / 2],
+                                           float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4],
+                                           const aj_u32 (&ds)[BM / 16][4], aj_u32 sq) {
+  aj_wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk)
+    aj_wgmma_ss_tt(acc, aj_smem_desc_sw128(s_ds + kk * ROWS16, Q_CHUNK, 1024),
+                   aj_smem_desc_sw128(s_k + wg * KV_CHUNK + kk * ROWS16, KV_CHUNK, 1024), kk > 0);
+  aj_wgmma_commit();
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
+  aj_wgmma_commit();
+  aj_wgmma_wait<1>();
+  aj_fence_registers(acc);
+  aj_fence_registers(dv);
+  keep_registers(p);
+}
+// dK done: its accumulators readable, its A fragments (ds) free.
+__device__ __forceinline__ void finish_dk(float (&dk)[D / 2], const aj_u32 (&ds)[BM / 16][4]) {
+  aj_wgmma_wait<0>();
+  aj_fence_registers(dk);
+  keep_registers(ds);
 }
 #endif
 

@@ -61,7 +61,11 @@ class BwdSm90Template : public BwdSm80Template {
             {"dq_bulk",
              {0, 1},
              "1: a warp's dQ sums of a step through shared memory and one bulk reduce (cp.reduce.async.bulk) "
-             "instead of per-thread atomics"}};
+             "instead of per-thread atomics"},
+            {"dq_before_dk",
+             {0, 1},
+             "1: the step's last products in the order dV, dQ, dK, so that dQ's adds run while the tensor cores "
+             "compute dK"}};
   }
   Knobs default_knobs(const TemplateRequest& request) const override {
     Knobs k;
@@ -69,7 +73,8 @@ class BwdSm90Template : public BwdSm80Template {
     k.set("warps", request.head_dim / 16);
     k.set("stages", 2);
     k.set("row_pad", 0);
-    k.set("dq_bulk", 0);  // not yet measured on a GPU (2026-12-01)
+    k.set("dq_bulk", 0);       // not yet measured on a GPU (2026-12-01)
+    k.set("dq_before_dk", 0);  // not yet measured on a GPU (2026-12-01)
     return k;
   }
   std::optional<Knobs> spill_fallback_knobs(const Knobs&) const override { return std::nullopt; }
@@ -84,8 +89,9 @@ class BwdSm90Template : public BwdSm80Template {
           fmt::format("bwd_sm90 runs {} warps at head_dim {} (got {}); --template bwd_sm80 takes 4 or 8", head_dim / 16,
                       head_dim, warps));
     if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
-    if (const int bulk = knobs.get("dq_bulk"); bulk != 0 && bulk != 1)
-      return Support::invalid(fmt::format("dq_bulk {} is not 0 or 1", bulk));
+    for (const char* knob : {"dq_bulk", "dq_before_dk"})
+      if (const int v = knobs.get(knob); v != 0 && v != 1)
+        return Support::invalid(fmt::format("{} {} is not 0 or 1", knob, v));
     if (const int row_pad = knobs.get("row_pad"); row_pad != 0)
       return Support::invalid(
           fmt::format("bwd_sm90 runs row_pad 0 only (got {}); --template bwd_sm80 takes 8", row_pad));
@@ -99,6 +105,7 @@ class BwdSm90Template : public BwdSm80Template {
   std::string product_section(const TemplateRequest& r) const override {
     std::string out = "#define AJ_WGMMA 1\n";
     if (r.knobs.get("dq_bulk")) out += "#define AJ_DQ_BULK 1\n";
+    if (r.knobs.get("dq_before_dk")) out += "#define AJ_DQ_BEFORE_DK 1\n";
     out += runtime::load_template("sm90_primitives.cuh");
     out += wgmma_wrappers(r.dtype, /*block_n=*/64, r.head_dim);  // S^T, dP^T: n = block_m; dV, dK: n = D
     out += wgmma_ss_transposed_wrapper(r.dtype, 64);             // dQ: n = 64 columns per warpgroup

@@ -93,7 +93,8 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     SCOPED_TRACE("D=" + std::to_string(d));
     const PreparedKernel p = generate(presets::causal(), options("sm_90a", d, ElementType::BF16));
     EXPECT_EQ(p.config.template_name, "bwd_sm90");
-    EXPECT_EQ(p.config.knobs.str(), fmt::format("block_m=64 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
+    EXPECT_EQ(p.config.knobs.str(),
+              fmt::format("block_m=64 dq_before_dk=0 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
     EXPECT_EQ(count(p.unit.body, "#define AJ_WGMMA 1\n"), 1u);
     EXPECT_LT(p.unit.body.find("#define AJ_WGMMA 1"), p.unit.body.find("#define ATTNJIT_BWD_SM80_CUH"));
     EXPECT_TRUE(contains(p.unit.body, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16")) << "S^T, dP^T, dQ";
@@ -116,6 +117,15 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
                   d / 16 * 1024 * 8);
     ASSERT_TRUE(bulk.cached.metadata);
     EXPECT_LE(bulk.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
+  }
+  // dq_before_dk: dV, then dQ and dK, dQ waited for alone; with and without dq_bulk.
+  for (const char* knobs : {"dq_before_dk=1", "dq_before_dk=1 dq_bulk=1"}) {
+    SCOPED_TRACE(knobs);
+    const PreparedKernel order =
+        prepare(presets::causal(), options("sm_90a", 128, ElementType::BF16).with_knobs(Knobs::parse(knobs)));
+    EXPECT_EQ(count(order.unit.body, "#define AJ_DQ_BEFORE_DK 1\n"), 1u);
+    ASSERT_TRUE(order.cached.metadata);
+    EXPECT_LE(order.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
   }
   const PreparedKernel sm80_arch = generate(presets::causal(), options("sm_80", 128, ElementType::BF16));
   EXPECT_EQ(sm80_arch.config.template_name, "bwd_sm80");

@@ -188,6 +188,21 @@ TEST_F(Backward, Sm80StillAgreesOnHopper) {
     }
 }
 
+// bwd_sm90's dq_before_dk (dV, dQ, dK, dQ's adds while dK runs), alone and with dq_bulk, with a
+// score_mod and GQA.
+TEST_F(Backward, DqBeforeDkAgrees) {
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "bwd_sm90 needs sm_90a; this GPU is " << arch;
+  for (const char* knobs : {"dq_before_dk=1", "dq_before_dk=1 dq_bulk=1"})
+    for (const int d : {64, 128}) {
+      const Compiled& c = compiled("alibi_causal", ElementType::FP16, d);
+      ASSERT_TRUE(c.kernel) << c.not_supported;
+      const auto check = BackwardCheckOptions().with_template("bwd_sm90").with_knobs(Knobs::parse(knobs));
+      report(std::string("alibi_causal ") + knobs + " D=" + std::to_string(d),
+             check_backward(*c.kernel, ForwardProblem{2, 8, 2, 257, 333}, {}, 7, check));
+    }
+}
+
 // bwd_sm90's dq_bulk (a warp's dQ sums through shared memory and one bulk reduce): the 2x rule
 // with fp32 sums, and with the fixed point bit-identical over 3 runs, at both head dims, GQA.
 TEST_F(Backward, DqBulkReduceAgrees) {
