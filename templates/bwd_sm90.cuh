@@ -167,16 +167,20 @@ __device__ __forceinline__ void keep_registers(const aj_u32 (&r)[N][4]) {
 }
 
 // dQ[BM x 64] = dS K[:, 64 wg .. 64 wg + 63] over the CTA's BN keys (dS^T complete in shared
-// memory); waits for it and for issue_dv_dk's products, whose A fragments (p, ds) the
-// compiler must not reuse before then.
-__device__ __forceinline__ void dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg, float (&dv)[D / 2],
-                                   float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4], const aj_u32 (&ds)[BM / 16][4]) {
+// memory), issued as one group.
+__device__ __forceinline__ void issue_dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg) {
   aj_wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < BN / 16; ++kk)
     aj_wgmma_ss_tt(acc, aj_smem_desc_sw128(s_ds + kk * ROWS16, Q_CHUNK, 1024),
                    aj_smem_desc_sw128(s_k + wg * KV_CHUNK + kk * ROWS16, KV_CHUNK, 1024), kk > 0);
   aj_wgmma_commit();
+}
+// dQ, waited for with issue_dv_dk's products, whose A fragments (p, ds) the compiler must not
+// reuse before then.
+__device__ __forceinline__ void dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg, float (&dv)[D / 2],
+                                   float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4], const aj_u32 (&ds)[BM / 16][4]) {
+  issue_dq(acc, s_ds, s_k, wg);
   aj_wgmma_wait<0>();
   aj_fence_registers(acc);
   aj_fence_registers(dv);
@@ -241,12 +245,7 @@ __device__ __forceinline__ void dq_bulk_drain(int lane) {
 __device__ __forceinline__ void dq_then_dk(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg, float (&dv)[D / 2],
                                            float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4],
                                            const aj_u32 (&ds)[BM / 16][4], aj_u32 sq) {
-  aj_wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk)
-    aj_wgmma_ss_tt(acc, aj_smem_desc_sw128(s_ds + kk * ROWS16, Q_CHUNK, 1024),
-                   aj_smem_desc_sw128(s_k + wg * KV_CHUNK + kk * ROWS16, KV_CHUNK, 1024), kk > 0);
-  aj_wgmma_commit();
+  issue_dq(acc, s_ds, s_k, wg);
 #pragma unroll
   for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
   aj_wgmma_commit();
