@@ -81,11 +81,11 @@
 #ifndef AJ_BWD90_LOAD_AFTER_BARRIER
 #define AJ_BWD90_LOAD_AFTER_BARRIER 0
 #endif
-#ifndef AJ_BWD90_DQ_BULK
-#define AJ_BWD90_DQ_BULK 0
+#ifndef AJ_DQ_BULK
+#define AJ_DQ_BULK 0
 #endif
-#ifndef AJ_BWD90_DQ_BEFORE_DK
-#define AJ_BWD90_DQ_BEFORE_DK 0
+#ifndef AJ_DQ_BEFORE_DK
+#define AJ_DQ_BEFORE_DK 0
 #endif
 
 namespace aj_bwd {
@@ -196,7 +196,7 @@ __device__ __forceinline__ void load_rows(aj_u32 sbase, const aj_u16* g, aj_i64 
 #define AJ_DQ_VECTOR_ADDS 0
 #endif
 static_assert(QT * DQ_PARTS == NW, "every warp owns exactly one 16-row tile of dQ");
-#if AJ_WGMMA && AJ_BWD90_DQ_BULK
+#if AJ_WGMMA && AJ_DQ_BULK
 static_assert(aj_bwd90::SMEM_DQ_STAGE == SMEM_BYTES, "dQ staging right after the LSE and D rows");
 static_assert(DQ_ND * 4 * 32 == 1024, "a warp's dQ slots: one 1024-slot staging area");
 #endif
@@ -388,7 +388,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
                s_ds = s_base + SMEM_DS;
   float* s_lse = (float*)(smem + SMEM_LSE);
   float* s_delta = (float*)(smem + SMEM_DELTA);
-#if AJ_BWD90_DQ_BULK
+#if AJ_DQ_BULK
   const aj_u32 s_dq_stage = s_base + aj_bwd90::SMEM_DQ_STAGE + warp * aj_bwd90::DQ_STAGE_BYTES;
 #endif
 
@@ -652,7 +652,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       aj_bwd90::a_fragment(da[kk], dp, kk);
       aj_bwd90::store_ds(s_ds, da[kk], kk, warp * 16 + g, t);  // dS^T, for dQ = dS K below
     }
-#if AJ_BWD90_DQ_BEFORE_DK
+#if AJ_DQ_BEFORE_DK
     aj_bwd90::issue_dv(aj_bwd90::flat(dv), pa, sdo);  // (dK after dQ, below)
 #else
     aj_bwd90::issue_dv_dk(aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq, sdo);
@@ -694,7 +694,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     {
       float dq[DQ_ND][4];
 #if AJ_WGMMA
-#if AJ_BWD90_DQ_BEFORE_DK
+#if AJ_DQ_BEFORE_DK
       aj_bwd90::dq_then_dk(aj_bwd90::flat(dq), s_ds, s_k, warp >> 2, aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq);
 #else
       aj_bwd90::dq(aj_bwd90::flat(dq), s_ds, s_k, warp >> 2, aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da);
@@ -719,7 +719,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #endif
       // Into this warp's slots of the block (dq_slot), padding rows included (their sums are 0).
       const aj_i64 block = dq_block_offset(b, h, step.m, args.heads_q, seq_q) + warp * (DQ_ND * 4 * 32);
-#if AJ_BWD90_DQ_BULK
+#if AJ_DQ_BULK
       aj_bwd90::dq_bulk_add(bargs, block, dq, lane, s_dq_stage);
 #else
       if (bargs.deterministic) {
@@ -743,7 +743,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       }
 #endif
     }
-#if AJ_BWD90_DQ_BEFORE_DK
+#if AJ_DQ_BEFORE_DK
     aj_bwd90::finish_dk(aj_bwd90::flat(dk), da);
 #endif
 #if AJ_STAGES == 2
@@ -786,7 +786,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
       *(aj_u32*)(dvg + kv * bargs.dv_stride[2] + d) = pack2(dv[j][2 * r], dv[j][2 * r + 1]);
     }
   }
-#if AJ_BWD90_DQ_BULK
+#if AJ_DQ_BULK
   aj_bwd90::dq_bulk_drain(lane);  // (after the epilogue's stores: only the staging must outlive it)
 #endif
 }

@@ -49,7 +49,6 @@
 #ifndef AJ_DQ_BULK
 #define AJ_DQ_BULK 0
 #endif
-#define AJ_BWD90_DQ_BULK AJ_DQ_BULK
 
 // AJ_DQ_BEFORE_DK 1 (knob dq_before_dk): the step's last products in the order dV, dQ, dK, so that
 // dQ's adds (atomics or bulk) run while the tensor cores compute dK; 0: dV and dK, then dQ, all
@@ -57,7 +56,6 @@
 #ifndef AJ_DQ_BEFORE_DK
 #define AJ_DQ_BEFORE_DK 0
 #endif
-#define AJ_BWD90_DQ_BEFORE_DK AJ_DQ_BEFORE_DK
 
 namespace aj_bwd90 {
 
