@@ -410,23 +410,27 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     int h, m, cls;
   };
   const int h_end = (hk + 1) * group;
-  auto next_step = [&](int h, int m) -> Step {
-    for (; h < h_end; ++h, m = 0)
-      for (; m < m_blocks; ++m) {
+  auto tile_class_at = [&](int h, int m) -> int {
 #if AJ_HAS_BLOCK_MASK
-        // A mask that reads tensors: the classes attnjit_block_mask built for these tiles.
-        if (args.tile_classes != nullptr) {
-          const int cls = args.tile_classes[(aj_i64)b * args.tile_class_stride[0] +
-                                            (aj_i64)h * args.tile_class_stride[1] +
-                                            (aj_i64)m * args.tile_class_stride[2] + n_block];
-          if (cls != 0) return {h, m, cls};
-          continue;
-        }
+    // A mask that reads tensors: the classes attnjit_block_mask built for these tiles.
+    if (args.tile_classes != nullptr)
+      return args.tile_classes[(aj_i64)b * args.tile_class_stride[0] + (aj_i64)h * args.tile_class_stride[1] +
+                               (aj_i64)m * args.tile_class_stride[2] + n_block];
 #endif
-        const int q0 = m * BM;
-        const int cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
-        if (cls != 0) return {h, m, cls};
-      }
+    const int q0 = m * BM;
+    return aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
+  };
+  // A warp-wide walk over each head's query blocks (AjTileChunk); every warp computes the same
+  // steps, so they agree across the CTA without a barrier.
+  AjTileChunk chunk;
+  int chunk_h = -1;
+  auto next_step = [&](int h, int m) -> Step {
+    for (; h < h_end; ++h, m = 0) {
+      if (h != chunk_h) chunk = AjTileChunk{}, chunk_h = h;
+      int cls = 0;
+      m = chunk.next(m, m_blocks, cls, [&](int i) { return tile_class_at(h, i); });
+      if (m < m_blocks) return {h, m, cls};
+    }
     return {h_end, 0, 0};
   };
   auto after = [&](const Step& st) { return next_step(st.h, st.m + 1); };

@@ -235,4 +235,36 @@ __device__ __forceinline__ float aj_tanh(float x) {
 #endif
 }
 
+// ---------------------------------------------------------------------------------
+// Walking the tiles of a row (a query block's kv tiles, a kv block's query blocks) to the
+// admitted ones, a warp at a time: lane i classifies tile first + i, so a run of empty tiles
+// costs one classification per lane instead of one per tile in a row (a window's or a
+// document's block, whose first admitted tile lies dozens of empty ones in, waited that long
+// before its first copy). Every lane of the warp calls next() with the same arguments.
+struct AjTileChunk {
+  int first = -32;  // the chunk: tiles first .. first + 31
+  int cls = 0;      // this lane's tile's class (0 empty, 1 partial, 2 full)
+  aj_u32 bits = 0;  // the chunk's non-empty tiles
+  // The first non-empty tile of n .. end - 1 (end: none) and its class; class_at(i) classifies tile i.
+  template <class ClassAt>
+  __device__ __forceinline__ int next(int n, int end, int& cls_out, const ClassAt& class_at) {
+    while (n < end) {
+      if (n < first || n >= first + 32) {
+        first = n;
+        const int mine = n + (int)(threadIdx.x & 31);
+        cls = mine < end ? class_at(mine) : 0;
+        bits = __ballot_sync(~0u, cls != 0);
+      }
+      const aj_u32 ahead = bits >> (n - first);
+      if (ahead != 0) {
+        const int i = n - first + __ffs((int)ahead) - 1;
+        cls_out = __shfl_sync(~0u, cls, i);
+        return first + i;
+      }
+      n = first + 32;
+    }
+    return end;
+  }
+};
+
 #endif  // ATTNJIT_COMMON_CUH

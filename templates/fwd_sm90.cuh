@@ -167,25 +167,22 @@ struct WorkItem {
 
 // The kv tiles of one CTA, in the order the producer walks them (and hands them on): the
 // tile classes (0 empty, 1 partial, 2 full) from the block mask when one is bound, else from
-// the variant's interval analysis (aj_tile_class) over the CTA's query rows.
+// the variant's interval analysis (aj_tile_class) over the CTA's query rows. The producer warp
+// walks them together (AjTileChunk).
 struct TileWalk {
   int b, h, q0, q_hi, seq_k, n_tiles;
   const unsigned char* classes;
-  __device__ int next(int n, int& cls, const AttnjitFwdArgs& args) const {
-    for (; n < n_tiles; ++n) {
+  AjTileChunk chunk;
+  __device__ int class_at(int n, const AttnjitFwdArgs& args) const {
 #if AJ_HAS_BLOCK_MASK
-      if (classes != nullptr) {
-        cls = classes[n];
-        if (cls != 0) return n;
-        continue;
-      }
+    if (classes != nullptr) return classes[n];
 #endif
-      const int kv_lo = n * BN;
-      const int kv_hi = min(kv_lo + BN, seq_k) - 1;
-      cls = aj_tile_class(b, h, q0, q_hi, kv_lo, kv_hi, args);
-      if (cls != 0) return n;
-    }
-    return n_tiles;
+    const int kv_lo = n * BN;
+    return aj_tile_class(b, h, q0, q_hi, kv_lo, min(kv_lo + BN, seq_k) - 1, args);
+  }
+  // The first admitted tile from n on (n_tiles: none) and its class; every lane of the warp calls it.
+  __device__ int next(int n, int& cls, const AttnjitFwdArgs& args) {
+    return chunk.next(n, n_tiles, cls, [&](int i) { return class_at(i, args); });
   }
 };
 
@@ -381,10 +378,13 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   if (wg == 0) {
     // ---- producer -------------------------------------------------------------------------
     aj_regs_release<PRODUCER_REGS>();
-    if (tid == 0) {
-      aj_tma_prefetch_descriptor(&params.tma_q);
-      aj_tma_prefetch_descriptor(&params.tma_k);
-      aj_tma_prefetch_descriptor(&params.tma_v);
+    if (tid < 32) {  // the producer warp: all lanes walk the tiles (TileWalk), lane 0 issues
+      const bool leader = tid == 0;
+      if (leader) {
+        aj_tma_prefetch_descriptor(&params.tma_q);
+        aj_tma_prefetch_descriptor(&params.tma_k);
+        aj_tma_prefetch_descriptor(&params.tma_v);
+      }
       int stage = 0, phase = 0;
       // One item: its Q into buffer qb, its admitted kv tiles into the ring, then a stage whose
       // word says the item ends.
@@ -415,13 +415,16 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           walk.classes = args.tile_classes + (aj_i64)w.b * args.tile_class_stride[0] +
                          (aj_i64)w.h * args.tile_class_stride[1] + (aj_i64)w.m_block * args.tile_class_stride[2];
 #endif
-        aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
+        if (leader) {
+          aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
 #pragma unroll
-        for (int c = 0; c < D / 64; ++c)
-          aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q_start + q0, w.h,
-                         map_b);
+          for (int c = 0; c < D / 64; ++c)
+            aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q_start + q0,
+                           w.h, map_b);
+        }
         int cls = 0;
         for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+          if (!leader) continue;  // (the other lanes only walk)
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
           // (the arrival releases this store to the consumers' wait)
           aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
@@ -441,6 +444,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
             phase ^= 1;
           }
         }
+        if (!leader) return;
         aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
         aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
         aj_mbar_arrive(bar.k_full(stage));
@@ -462,26 +466,28 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       int* const counters = params.work_counters;
       for (int local = 0;; ++local) {
         const int qb = local % QB;
-#if AJ_RAGGED
-        // Items past their sequence's queries (the item space covers the longest) are skipped.
-        int item = atomicAdd(counters, 1);
-        while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
+        int item = 0;
+        if (leader) {
           item = atomicAdd(counters, 1);
-#else
-        const int item = atomicAdd(counters, 1);
+#if AJ_RAGGED
+          // Items past their sequence's queries (the item space covers the longest) are skipped.
+          while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
+            item = atomicAdd(counters, 1);
 #endif
-        aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
-        aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
-        if (item >= items) {
-          aj_mbar_arrive(bar.q_full(qb));
-          break;
+          aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
+          aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
+          if (item >= items) aj_mbar_arrive(bar.q_full(qb));
         }
+        item = __shfl_sync(~0u, item, 0);
+        if (item >= items) break;
         produce(item_of(item), qb);
       }
-      __threadfence();  // this CTA's last fetch, before it counts itself out
-      if (atomicAdd(counters + 1, 1) == (int)gridDim.x - 1) {
-        counters[0] = 0;
-        counters[1] = 0;
+      if (leader) {
+        __threadfence();  // this CTA's last fetch, before it counts itself out
+        if (atomicAdd(counters + 1, 1) == (int)gridDim.x - 1) {
+          counters[0] = 0;
+          counters[1] = 0;
+        }
       }
 #else
       produce(my_item, 0);
