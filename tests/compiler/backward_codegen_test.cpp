@@ -94,7 +94,7 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     const PreparedKernel p = generate(presets::causal(), options("sm_90a", d, ElementType::BF16));
     EXPECT_EQ(p.config.template_name, "bwd_sm90");
     EXPECT_EQ(p.config.knobs.str(),
-              fmt::format("block_m=64 dq_before_dk=0 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
+              fmt::format("block_m=64 dq_before_dk=1 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
     EXPECT_EQ(count(p.unit.body, "#define AJ_WGMMA 1\n"), 1u);
     EXPECT_LT(p.unit.body.find("#define AJ_WGMMA 1"), p.unit.body.find("#define ATTNJIT_BWD_SM80_CUH"));
     EXPECT_TRUE(contains(p.unit.body, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16")) << "S^T, dP^T, dQ";
@@ -118,12 +118,12 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     ASSERT_TRUE(bulk.cached.metadata);
     EXPECT_LE(bulk.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
   }
-  // dq_before_dk: dV, then dQ and dK, dQ waited for alone; with and without dq_bulk.
-  for (const char* knobs : {"dq_before_dk=1", "dq_before_dk=1 dq_bulk=1"}) {
+  // dq_before_dk (default 1): dV, then dQ and dK, dQ waited for alone; 0: dV and dK, then dQ.
+  for (const char* knobs : {"dq_before_dk=0", "dq_before_dk=1 dq_bulk=1"}) {
     SCOPED_TRACE(knobs);
     const PreparedKernel order =
         prepare(presets::causal(), options("sm_90a", 128, ElementType::BF16).with_knobs(Knobs::parse(knobs)));
-    EXPECT_EQ(count(order.unit.body, "#define AJ_DQ_BEFORE_DK 1\n"), 1u);
+    EXPECT_EQ(count(order.unit.body, "#define AJ_DQ_BEFORE_DK 1\n"), Knobs::parse(knobs).get("dq_before_dk") ? 1u : 0u);
     ASSERT_TRUE(order.cached.metadata);
     EXPECT_LE(order.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
   }
