@@ -314,17 +314,21 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_preprocess(const A
     const aj_i64 row = ((aj_i64)b * f.heads_q + h) * f.seq_q + q;
     float sum = 0.f;
 #if AJ_HAS_OUTPUT_GATE
-    // O = O_attn * s with s = sigmoid(gate): D = rowsum(dO * O) is unchanged, the main kernel
-    // takes dO * s (the gradient of O_attn), and d gate = dO * O * (1 - s) (summed over d for a
-    // rank-3 gate), written straight into the caller's fp32 gradient when asked for.
+    // O = O_attn * s with s = sigmoid(gate): the main kernel takes dO * s (the gradient of
+    // O_attn), rounded to the storage type, and d gate = dO * O * (1 - s) (summed over d for a
+    // rank-3 gate), written straight into the caller's fp32 gradient when asked for. D =
+    // rowsum(dO * O) in exact arithmetic; computed here from that rounded dO * s and O / s
+    // (O_attn), so that it matches the dP the main kernel computes from the same dO * s: from
+    // the unrounded dO * O, dK's error reached twice the naive computation's (H200, seed 13).
     aj_u16* d_o_gated = (aj_u16*)args.d_out_gated + row * D;
     float* d_gate = args.tensor_grad[AJ_OUTPUT_GATE_SLOT];
     const aj_i64* gs = args.tensor_grad_stride[AJ_OUTPUT_GATE_SLOT];
     float gate_sum = 0.f;
     for (int d = lane; d < D; d += 32) {
       const float od = load_element(o + d), dod = load_element(d_o + d), sg = aj_output_gate(b, h, q, d, f);
-      sum += od * dod;
-      d_o_gated[d] = store_element(dod * sg);
+      const aj_u16 dog = store_element(dod * sg);
+      d_o_gated[d] = dog;
+      if (sg > 0.f) sum += load_element(&dog) * (od / sg);  // (s = 0: dO * s and O are 0)
 #if AJ_OUTPUT_GATE_PER_ELEMENT
       if (d_gate != nullptr) d_gate[b * gs[0] + h * gs[1] + q * gs[2] + d * gs[3]] = dod * od * (1.f - sg);
 #else

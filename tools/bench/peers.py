@@ -22,6 +22,10 @@ from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 import triton.testing
 
 DTYPE = torch.bfloat16
+# Every FlexAttention variant is its own compiled graph: the forward table and the backward's
+# in one process pass dynamo's default limit (8), past which flex_attention silently runs
+# unfused (2026-12-01: the backward's Flex rows at 4-13 TFLOP/s).
+torch._dynamo.config.recompile_limit = 64
 
 
 def tflops(b, h, sq, sk, d, density, ms):
