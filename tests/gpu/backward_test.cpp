@@ -171,6 +171,19 @@ TEST_F(Backward, OtherKnobsAgree) {
   }
 }
 
+// Kv blocks whose query blocks span more than one of the step walk's 32-block chunks
+// (AjTileChunk), with long runs of empty tiles before the first admitted one: 41 query blocks of
+// 64 rows, a window of 256 keys, documents of random lengths (about four per sequence).
+TEST_F(Backward, LongRowsWalkSeveralChunks) {
+  for (const char* preset : {"sliding_window", "document_causal"}) {
+    const Compiled& c = compiled(preset, ElementType::BF16, 64);
+    ASSERT_TRUE(c.kernel) << c.not_supported;
+    report(std::string(preset) + " S=2600",
+           check_backward(*c.kernel, ForwardProblem{1, 2, 2, 2600, 2600}, preset_scalars(presets::by_name(preset)), 17,
+                          BackwardCheckOptions()));
+  }
+}
+
 // On Hopper, where bwd_sm90 serves BackwardPreset, bwd_sm80 named by the call still passes on a
 // sample of the presets (both head dims, GQA 4:1, each hook kind: mask, score_mod, tensor mask,
 // RoPE, gate).

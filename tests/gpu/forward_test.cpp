@@ -165,6 +165,15 @@ KernelSpec largest_shared_memory_kernel() {
               .with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}})};
 }
 
+// Query blocks whose kv tiles span several of the tile walk's 32-tile chunks (AjTileChunk), the
+// admitted ones after long runs of empty tiles: a window of 256 keys at 9000 and documents of
+// random lengths (about four per sequence), on the chosen template and on fwd_sm80.
+std::vector<KernelSpec> long_row_kernels() {
+  return {{presets::sliding_window(), CompileOptions().with_head_dim(64)},
+          {presets::sliding_window(), CompileOptions().with_head_dim(64).with_template("fwd_sm80")},
+          {presets::by_name("document_causal"), CompileOptions().with_head_dim(128)}};
+}
+
 // fwd_sm90 with the persistent schedule (a CTA per SM taking query blocks from a counter): two Q
 // buffers (causal D=128, the window at D=64 with three consumers, D=256), one (alibi_causal with
 // three stages and its key-part tables), two CTAs per SM (one consumer), a block mask.
@@ -198,6 +207,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
     kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(d, k));
   kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
   kernels["ForwardEdgeCases.PersistentScheduleAgrees"] = persistent_kernels();
+  kernels["ForwardEdgeCases.LongRowsWalkSeveralChunks"] = long_row_kernels();
   return kernels;
 }
 
@@ -318,6 +328,18 @@ TEST_F(ForwardEdgeCases, PersistentScheduleAgrees) {
       report(label, problem, r);
       EXPECT_TRUE(r.pass) << label << " " << problem.str() << ": " << r.summary();
     }
+  }
+}
+
+TEST_F(ForwardEdgeCases, LongRowsWalkSeveralChunks) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  for (const KernelSpec& spec : long_row_kernels()) {
+    const Kernel& kernel = kernel_of(spec);
+    const std::string label = spec.first.name() + " " + kernel.prepared().config.template_name;
+    const ForwardProblem problem{1, 2, 2, 9000, 9000};
+    const auto r = check_forward(kernel, problem, preset_scalars(spec.first), 23);
+    report(label, problem, r);
+    EXPECT_TRUE(r.pass) << label << ": " << r.summary();
   }
 }
 
