@@ -156,14 +156,6 @@ __device__ __forceinline__ void store_ds(aj_u32 s_ds, const aj_u32 (&ds)[4], int
   aj_st_shared_u32(s_ds + r1 * 128 + (((c + 1) ^ (r1 & 7)) << 4) + 4 * t, ds[3]);
 }
 
-template <int N>
-__device__ __forceinline__ void keep_registers(const aj_u32 (&r)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" ::"r"(r[i][e]) : "memory");
-}
-
 // dQ[BM x 64] = dS K[:, 64 wg .. 64 wg + 63] over the CTA's BN keys (dS^T complete in shared
 // memory), issued as one group.
 __device__ __forceinline__ void issue_dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, int wg) {
@@ -183,8 +175,8 @@ __device__ __forceinline__ void dq(float (&acc)[32], aj_u32 s_ds, aj_u32 s_k, in
   aj_fence_registers(acc);
   aj_fence_registers(dv);
   aj_fence_registers(dk);
-  keep_registers(p);
-  keep_registers(ds);
+  aj_keep_registers(p);
+  aj_keep_registers(ds);
 }
 
 #if AJ_DQ_BULK
@@ -250,13 +242,13 @@ __device__ __forceinline__ void dq_then_dk(float (&acc)[32], aj_u32 s_ds, aj_u32
   aj_wgmma_wait<1>();
   aj_fence_registers(acc);
   aj_fence_registers(dv);
-  keep_registers(p);
+  aj_keep_registers(p);
 }
 // dK done: its accumulators readable, its A fragments (ds) free.
 __device__ __forceinline__ void finish_dk(float (&dk)[D / 2], const aj_u32 (&ds)[BM / 16][4]) {
   aj_wgmma_wait<0>();
   aj_fence_registers(dk);
-  keep_registers(ds);
+  aj_keep_registers(ds);
 }
 #endif
 

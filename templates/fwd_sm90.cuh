@@ -309,14 +309,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN
   aj_wgmma_commit();
 }
 
-template <int N>
-__device__ __forceinline__ void keep_registers(aj_u32 (&r)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
-}
-
 }  // namespace aj_fwd90
 
 extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM)
@@ -696,7 +688,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           softmax(n, cls, alpha);
           aj_wgmma_wait<0>();
           aj_fence_registers(o);
-          keep_registers(p);  // the wgmma read them until here
+          aj_keep_registers(p);  // the wgmma read them until here
           if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
           rescale(alpha);
           to_fragments();
@@ -713,7 +705,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         if (cw != NC - 1) pass_turn();
         aj_wgmma_wait<0>();
         aj_fence_registers(o);
-        keep_registers(p);
+        aj_keep_registers(p);
         if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
       }
 

@@ -62,6 +62,15 @@ __device__ __forceinline__ void aj_fence_registers(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// Keeps a wgmma's register A fragments alive until here (called after the wait for the wgmma
+// that reads them): the compiler may not reuse their registers before.
+template <int N>
+__device__ __forceinline__ void aj_keep_registers(const aj_u32 (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" ::"r"(r[i][e]) : "memory");
+}
 
 // Shared-memory matrix descriptor for a 128-byte-swizzled operand (the layout TMA writes with
 // CU_TENSOR_MAP_SWIZZLE_128B: 128-byte rows, 16-byte chunks XOR the row index mod 8, atoms of
