@@ -123,6 +123,9 @@ struct AttnjitBwdArgs {
   // 1: fixed-point accumulation, whose sums do not depend on the order of the additions,
   // so results are bit-identical run to run; 0: fp32 atomics (faster, order-dependent).
   int deterministic;
+  // With bwd_sm90's dq_ordered (workspace): per (batch, query head, query block), how many warps
+  // of the kv blocks have added their dQ there, deterministic calls taking turns in a fixed order.
+  int* dq_turns;
 };
 
 // The split-K decode kernel's argument block (templates/decode_sm80.cuh); `fwd` first, as in

@@ -68,6 +68,13 @@
 #ifndef AJ_ROW_PAD
 #define AJ_ROW_PAD 0
 #endif
+// AJ_DQ_ORDERED 1 (bwd_sm90's knob dq_ordered): deterministic calls add dQ in fp32, the kv
+// blocks of a query block taking turns in descending order (a counter per query block,
+// AttnjitBwdArgs::dq_turns), instead of order-free fixed-point atomics; the CTAs run last kv
+// block first, so a CTA only waits for CTAs started before it.
+#ifndef AJ_DQ_ORDERED
+#define AJ_DQ_ORDERED 0
+#endif
 #if AJ_ROW_PAD != 0 && AJ_ROW_PAD != 8
 #error "attnjit bwd_sm80: AJ_ROW_PAD 0 or 8"
 #endif
@@ -211,6 +218,27 @@ __device__ __forceinline__ void add_f32x4(float* p, const float (&v)[4]) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(p), "f"(v[0]), "f"(v[1]), "f"(v[2]), "f"(v[3])
                : "memory");
 }
+#if AJ_DQ_ORDERED
+#if !AJ_DQ_VECTOR_ADDS
+#error "attnjit bwd: AJ_DQ_ORDERED needs sm_90's vector adds"
+#endif
+// Ordered dQ: waits until the query block's turn counter reaches `target` (acquire: the adds
+// the counter counts are visible after it).
+__device__ __forceinline__ void wait_turn(const int* turn, int target) {
+  for (;;) {
+    int seen;
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(seen) : "l"(turn) : "memory");
+    if (seen >= target) return;
+    asm volatile("nanosleep.u32 64;" ::: "memory");
+  }
+}
+// After the warp's adds (ordered before this lane's fence by the __syncwarp before the call):
+// they become visible before the count does.
+__device__ __forceinline__ void pass_turn(int* turn) {
+  __threadfence();
+  atomicAdd(turn, 1);
+}
+#endif
 // Offset of query block m's accumulator (blocks of BM * D elements, per (b, h)).
 __device__ __forceinline__ aj_i64 dq_block_offset(int b, int h, int m, int heads_q, int seq_q) {
   const int m_blocks = (seq_q + BM - 1) / BM;
@@ -356,6 +384,11 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_preprocess(const A
     const aj_i64 lo = (aj_i64)blockIdx.x * 16 * D, hi = blockIdx.x + 1 == gridDim.x ? end : lo + 16 * D;
     unsigned long long* acc = (unsigned long long*)args.dq_accum + block0;
     for (aj_i64 i = lo + threadIdx.x; i < hi; i += 128) acc[i] = 0ull;
+#if AJ_DQ_ORDERED
+    // The turn counter of the query block whose first rows are this CTA's.
+    if (threadIdx.x == 0 && blockIdx.x * 16 % BM == 0)
+      args.dq_turns[((aj_i64)b * f.heads_q + h) * ((f.seq_q + BM - 1) / BM) + blockIdx.x * 16 / BM] = 0;
+#endif
   }
 #if AJ_HAS_TENSOR_GRADS
   const aj_i64 threads = (aj_i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x;
@@ -374,11 +407,16 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
   extern __shared__ __align__(128) unsigned char aj_smem[];
   const AttnjitFwdArgs& args = bargs.fwd;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+#if AJ_DQ_ORDERED
+  // Deterministic: kv blocks add dQ last block first, and the CTAs start in that order.
+  const int n_block = bargs.deterministic ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x;
+#else
+  const int n_block = blockIdx.x;
+#endif
+  const int hk = blockIdx.y, b = blockIdx.z;
   const int group = args.heads_q / args.heads_kv;
   const int seq_q = args.seq_q, seq_k = args.seq_k;
   const int kv0 = n_block * BN;
-  const int kv_hi = min(kv0 + BN, seq_k) - 1;
   const int m_blocks = (seq_q + BM - 1) / BM;
 
 #if AJ_WGMMA
@@ -414,16 +452,19 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     int h, m, cls;
   };
   const int h_end = (hk + 1) * group;
-  auto tile_class_at = [&](int h, int m) -> int {
+  // The class of tile (query block m, kv block n) of head h.
+  auto tile_class_of = [&](int h, int m, int n) -> int {
 #if AJ_HAS_BLOCK_MASK
     // A mask that reads tensors: the classes attnjit_block_mask built for these tiles.
     if (args.tile_classes != nullptr)
       return args.tile_classes[(aj_i64)b * args.tile_class_stride[0] + (aj_i64)h * args.tile_class_stride[1] +
-                               (aj_i64)m * args.tile_class_stride[2] + n_block];
+                               (aj_i64)m * args.tile_class_stride[2] + n];
 #endif
     const int q0 = m * BM;
-    return aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
+    return aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, n * BN, min(n * BN + BN, seq_k) - 1, args);
   };
+  const int h_begin = hk * group;
+#if AJ_WGMMA
   // A warp-wide walk over each head's query blocks (AjTileChunk); every warp computes the same
   // steps, so they agree across the CTA without a barrier.
   AjTileChunk chunk;
@@ -432,12 +473,45 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     for (; h < h_end; ++h, m = 0) {
       if (h != chunk_h) chunk = AjTileChunk{}, chunk_h = h;
       int cls = 0;
-      m = chunk.next(m, m_blocks, cls, [&](int i) { return tile_class_at(h, i); });
+      m = chunk.next(m, m_blocks, cls, [&](int i) { return tile_class_of(h, i, n_block); });
       if (m < m_blocks) return {h, m, cls};
     }
     return {h_end, 0, 0};
   };
+#else
+  // A tile at a time, every thread: the warp-wide walk's registers made bwd_sm80's D=128 kernels
+  // spill (document: 8 -> 36 bytes, past the fallback's limit).
+  const int kv_hi = min(kv0 + BN, seq_k) - 1;
+  auto next_step = [&](int h, int m) -> Step {
+    for (; h < h_end; ++h, m = 0)
+      for (; m < m_blocks; ++m) {
+#if AJ_HAS_BLOCK_MASK
+        if (args.tile_classes != nullptr) {
+          const int cls = tile_class_of(h, m, n_block);
+          if (cls != 0) return {h, m, cls};
+          continue;
+        }
+#endif
+        const int q0 = m * BM;
+        const int cls = aj_tile_class(b, h, q0, min(q0 + BM, seq_q) - 1, kv0, kv_hi, args);
+        if (cls != 0) return {h, m, cls};
+      }
+    return {h_end, 0, 0};
+  };
+#endif
   auto after = [&](const Step& st) { return next_step(st.h, st.m + 1); };
+#if AJ_DQ_ORDERED
+  // How many kv blocks after this one add to query block m of head h (their tiles there are not
+  // empty): 32 classified at once, a lane each.
+  auto kv_blocks_after = [&](int h, int m) -> int {
+    int count = 0;
+    for (int first = n_block + 1; first < (int)gridDim.x; first += 32) {
+      const int n = first + lane;
+      count += __popc(__ballot_sync(~0u, n < (int)gridDim.x && tile_class_of(h, m, n) != 0));
+    }
+    return count;
+  };
+#endif
   // Q and dO of a step into buffer `stage` (cp.async); its LSE and D into registers of the
   // first BM threads, stored by store_row_stats once the loads have landed.
   float row_lse = 0.f, row_delta = 0.f;
@@ -494,7 +568,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.f;
 
-  Step step = next_step(hk * group, 0);
+  Step step = next_step(h_begin, 0);
   if (step.h < h_end) {
     load_step(step, 0);
     store_row_stats(0);
@@ -730,6 +804,21 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #if AJ_DQ_BULK
       aj_bwd90::dq_bulk_add(bargs, block, dq, lane, s_dq_stage);
 #else
+#if AJ_DQ_ORDERED
+      if (bargs.deterministic) {
+        // This warp's turn at the query block: after every warp of the kv blocks above this one
+        // that add to it (warp-uniform count); then fp32 adds, then the turn passes on.
+        int* const turn = bargs.dq_turns + ((aj_i64)b * args.heads_q + h) * m_blocks + step.m;
+        const int before = kv_blocks_after(h, step.m);
+        if (lane == 0) wait_turn(turn, before * AJ_NUM_WARPS);
+        __syncwarp();
+        float* acc = (float*)bargs.dq_accum + block + lane * 4;
+#pragma unroll
+        for (int j = 0; j < DQ_ND; ++j) add_f32x4(acc + j * 128, dq[j]);
+        __syncwarp();
+        if (lane == 0) pass_turn(turn);
+      } else
+#endif
       if (bargs.deterministic) {
         unsigned long long* acc = (unsigned long long*)bargs.dq_accum + block + lane;
 #pragma unroll
@@ -805,7 +894,10 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
   using namespace aj_bwd;
   const AttnjitFwdArgs& f = args.fwd;
   const int h = blockIdx.y, b = blockIdx.z;
-  const bool vector_adds = AJ_DQ_VECTOR_ADDS && !args.deterministic;  // the main kernel's dQ order
+  // The main kernel's dQ: fixed point in scalar slots when deterministic (unless the kv blocks
+  // took turns, AJ_DQ_ORDERED: fp32), else fp32, in vector slots on sm_90.
+  const int fixed_dq = args.deterministic && !AJ_DQ_ORDERED;
+  const bool vector_adds = AJ_DQ_VECTOR_ADDS && !fixed_dq;
 #if AJ_HAS_ROPE
   // dQ in the rotated frame, turned back pair by pair.
   for (int i = threadIdx.x; i < 16 * (D / 2); i += 128) {
@@ -815,8 +907,8 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
     bool turns;
     rope_pair(j, e0, e1, turns);
     const aj_i64 block = dq_block_offset(b, h, q / BM, f.heads_q, f.seq_q);
-    float x0 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e0, vector_adds), args.deterministic) * f.scale;
-    float x1 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e1, vector_adds), args.deterministic) * f.scale;
+    float x0 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e0, vector_adds), fixed_dq) * f.scale;
+    float x1 = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, e1, vector_adds), fixed_dq) * f.scale;
     if (turns) rope_turn(x0, x1, aj_rope_q_position(b, q, f), j, -1.f);
     aj_u16* out = (aj_u16*)args.dq + b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2];
     out[e0] = store_element(x0);
@@ -827,7 +919,7 @@ extern "C" __global__ void __launch_bounds__(128) attnjit_bwd_postprocess(const 
     const int q = blockIdx.x * 16 + i / D, d = i % D;
     if (q >= f.seq_q) break;
     const aj_i64 block = dq_block_offset(b, h, q / BM, f.heads_q, f.seq_q);
-    const float v = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, d, vector_adds), args.deterministic) * f.scale;
+    const float v = aj_accumulated(args.dq_accum, block + dq_slot(q % BM, d, vector_adds), fixed_dq) * f.scale;
     ((aj_u16*)args.dq)[b * args.dq_stride[0] + h * args.dq_stride[1] + q * args.dq_stride[2] + d] = store_element(v);
   }
 #endif

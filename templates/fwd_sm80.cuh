@@ -491,16 +491,24 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32)
           : args.tile_classes + (aj_i64)b * args.tile_class_stride[0] + (aj_i64)h * args.tile_class_stride[1] +
                 (aj_i64)m_block * args.tile_class_stride[2];
 #endif
-  // A warp-wide walk (AjTileChunk): every warp computes the same tiles.
-  AjTileChunk chunk;
+  // A tile at a time, every thread: the warp-wide walk (AjTileChunk) made this kernel spill at
+  // D=128 on sm_80 (soft-cap 0 -> 32 bytes, ALiBi and the window 0 -> 8), not measured on an
+  // sm_80 GPU, so the walk that served there stays.
   auto next_tile = [&](int n, int& cls) -> int {
-    return chunk.next(n, n_tiles, cls, [&](int i) -> int {
+    for (; n < n_tiles; ++n) {
 #if AJ_HAS_BLOCK_MASK
-      if (tile_classes != nullptr) return tile_classes[i];
+      if (tile_classes != nullptr) {
+        cls = tile_classes[n];
+        if (cls != 0) return n;
+        continue;
+      }
 #endif
-      const int kv_lo = i * BN;
-      return aj_tile_class(b, h, q0, q_hi, kv_lo, min(kv_lo + BN, seq_k) - 1, args);
-    });
+      const int kv_lo = n * BN;
+      const int kv_hi = min(kv_lo + BN, seq_k) - 1;
+      cls = aj_tile_class(b, h, q0, q_hi, kv_lo, kv_hi, args);
+      if (cls != 0) return n;
+    }
+    return n_tiles;
   };
 
   int cls = 0;

@@ -167,15 +167,15 @@ GeneratedUnit BwdSm80Template::generate(const TemplateRequest& r) const {
 }
 
 // Workspace, each part 256-aligned: D (a float per query row) | the dQ accumulator (8 bytes
-// per element, query rows padded to whole blocks) | with RoPE: Q and K rotated, dK rotated
-// (fp32) | with the gate: dO * s | with a mask that reads tensors: the tile classes.
+// per element, query rows padded to whole blocks) | with dq_ordered: an int per query block | with RoPE: Q and K
+// rotated, dK rotated (fp32) | with the gate: dO * s | with a mask that reads tensors: the tile classes.
 LaunchPlan BwdSm80Template::launch_plan(const GeneratedUnit& unit, const ProblemShape& p) const {
   const int warps = unit.knobs.get("warps");
   const std::size_t head_dim = static_cast<std::size_t>(unit.head_dim);
   const std::size_t q_rows = static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q;
   const std::size_t k_rows = static_cast<std::size_t>(p.batch) * p.heads_kv * p.seq_k;
   struct Parts {
-    std::size_t delta = 0, dq_accum = 0, rope_q = 0, rope_k = 0, dk_rotated = 0, d_out_gated = 0;
+    std::size_t delta = 0, dq_accum = 0, dq_turns = 0, rope_q = 0, rope_k = 0, dk_rotated = 0, d_out_gated = 0;
   } at;
   std::size_t end = 0;
   const auto part = [&end](std::size_t bytes) {
@@ -189,6 +189,9 @@ LaunchPlan BwdSm80Template::launch_plan(const GeneratedUnit& unit, const Problem
   const std::size_t padded_q_rows =
       static_cast<std::size_t>(p.batch) * p.heads_q * ((p.seq_q + block_m - 1) / block_m * block_m);
   at.dq_accum = part(padded_q_rows * head_dim * 8);
+  // bwd_sm90's dq_ordered: a turn counter per query block.
+  const bool ordered = unit.knobs.has("dq_ordered") && unit.knobs.get("dq_ordered") != 0;
+  if (ordered) at.dq_turns = part(padded_q_rows / block_m * 4);
   const bool rope = unit.facts.has_rope, gate = unit.facts.has_output_gate;
   if (rope) {
     at.rope_q = part(q_rows * head_dim * 2);
@@ -204,11 +207,12 @@ LaunchPlan BwdSm80Template::launch_plan(const GeneratedUnit& unit, const Problem
   }
   LaunchPlan plan;
   plan.workspace_bytes = end;
-  plan.bind_workspace = [at, rope, gate, mask, mask_at](AttnjitFwdArgs& args, std::uint64_t w) {
+  plan.bind_workspace = [at, ordered, rope, gate, mask, mask_at](AttnjitFwdArgs& args, std::uint64_t w) {
     // A launch plan binds through the forward block, the first member of AttnjitBwdArgs.
     auto& bargs = reinterpret_cast<AttnjitBwdArgs&>(args);
     bargs.delta = reinterpret_cast<float*>(w + at.delta);
     bargs.dq_accum = reinterpret_cast<void*>(w + at.dq_accum);
+    if (ordered) bargs.dq_turns = reinterpret_cast<int*>(w + at.dq_turns);
     if (rope) {
       bargs.rope_q = reinterpret_cast<void*>(w + at.rope_q);
       bargs.fwd.rope_k = reinterpret_cast<void*>(w + at.rope_k);

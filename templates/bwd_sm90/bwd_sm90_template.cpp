@@ -65,7 +65,12 @@ class BwdSm90Template : public BwdSm80Template {
             {"dq_before_dk",
              {0, 1},
              "1: the step's last products in the order dV, dQ, dK, so that dQ's adds run while the tensor cores "
-             "compute dK"}};
+             "compute dK"},
+            {"dq_ordered",
+             {0, 1},
+             "1: deterministic calls add dQ in fp32, the kv blocks of a query block taking turns in a fixed order, "
+             "instead of fixed-point atomics (no effect on other calls)",
+             /*tuned=*/false}};
   }
   Knobs default_knobs(const TemplateRequest& request) const override {
     Knobs k;
@@ -77,6 +82,7 @@ class BwdSm90Template : public BwdSm80Template {
     // causal +4%); dq_before_dk 1 won 7-9% at D=128 (356 -> 383, 427 -> 463 TFLOP/s), 2% at D=64.
     k.set("dq_bulk", 0);
     k.set("dq_before_dk", 1);
+    k.set("dq_ordered", 0);  // not yet measured on a GPU (2026-12-01)
     return k;
   }
   std::optional<Knobs> spill_fallback_knobs(const Knobs&) const override { return std::nullopt; }
@@ -91,9 +97,11 @@ class BwdSm90Template : public BwdSm80Template {
           fmt::format("bwd_sm90 runs {} warps at head_dim {} (got {}); --template bwd_sm80 takes 4 or 8", head_dim / 16,
                       head_dim, warps));
     if (stages != 1 && stages != 2) return Support::invalid(fmt::format("stages {} is not 1 or 2", stages));
-    for (const char* knob : {"dq_bulk", "dq_before_dk"})
+    for (const char* knob : {"dq_bulk", "dq_before_dk", "dq_ordered"})
       if (const int v = knobs.get(knob); v != 0 && v != 1)
         return Support::invalid(fmt::format("{} {} is not 0 or 1", knob, v));
+    if (knobs.get("dq_bulk") && knobs.get("dq_ordered"))
+      return Support::invalid("dq_bulk and dq_ordered are two ways of adding dQ; choose one");
     if (const int row_pad = knobs.get("row_pad"); row_pad != 0)
       return Support::invalid(
           fmt::format("bwd_sm90 runs row_pad 0 only (got {}); --template bwd_sm80 takes 8", row_pad));
@@ -108,6 +116,7 @@ class BwdSm90Template : public BwdSm80Template {
     std::string out = "#define AJ_WGMMA 1\n";
     if (r.knobs.get("dq_bulk")) out += "#define AJ_DQ_BULK 1\n";
     if (r.knobs.get("dq_before_dk")) out += "#define AJ_DQ_BEFORE_DK 1\n";
+    if (r.knobs.get("dq_ordered")) out += "#define AJ_DQ_ORDERED 1\n";
     out += runtime::load_template("sm90_primitives.cuh");
     out += wgmma_wrappers(r.dtype, /*block_n=*/64, r.head_dim);  // S^T, dP^T: n = block_m; dV, dK: n = D
     out += wgmma_ss_transposed_wrapper(r.dtype, 64);             // dQ: n = 64 columns per warpgroup

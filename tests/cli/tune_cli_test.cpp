@@ -71,7 +71,8 @@ TEST_F(TuneCliTest, ArgumentErrorsNameTheFix) {
       {"tune --preset causal --shape 1,2,2,64,64,64 --only unroll=2,4", "no forward template has a knob 'unroll'"},
       // --backward searches the backward template's knobs, and a named template must be of that role.
       {"tune --preset causal --shape 1,2,2,64,64,64 --backward --only block_n=64",
-       "no backward template has a knob 'block_n'; the knobs are: block_m, dq_before_dk, dq_bulk, row_pad, stages, "
+       "no backward template has a knob 'block_n'; the knobs are: block_m, dq_before_dk, dq_bulk, dq_ordered, row_pad, "
+       "stages, "
        "warps"},
       {"tune --preset causal --shape 1,2,2,64,64,64 --backward --template fwd_sm80",
        "--template fwd_sm80 is a forward template; tune searches backward templates"},

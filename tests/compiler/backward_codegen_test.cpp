@@ -94,7 +94,7 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     const PreparedKernel p = generate(presets::causal(), options("sm_90a", d, ElementType::BF16));
     EXPECT_EQ(p.config.template_name, "bwd_sm90");
     EXPECT_EQ(p.config.knobs.str(),
-              fmt::format("block_m=64 dq_before_dk=1 dq_bulk=0 row_pad=0 stages=2 warps={}", d / 16));
+              fmt::format("block_m=64 dq_before_dk=1 dq_bulk=0 dq_ordered=0 row_pad=0 stages=2 warps={}", d / 16));
     EXPECT_EQ(count(p.unit.body, "#define AJ_WGMMA 1\n"), 1u);
     EXPECT_LT(p.unit.body.find("#define AJ_WGMMA 1"), p.unit.body.find("#define ATTNJIT_BWD_SM80_CUH"));
     EXPECT_TRUE(contains(p.unit.body, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16")) << "S^T, dP^T, dQ";
@@ -147,6 +147,34 @@ TEST_F(BackwardCodegen, HopperRunsTheProductsByWgmma) {
     ADD_FAILURE() << "bwd_sm90 compiled for sm_80";
   } catch (const UserError& e) {
     EXPECT_TRUE(contains(e.what(), "does not compile for sm_80")) << e.what();
+  }
+}
+
+// dq_ordered: deterministic calls add dQ in fp32 with the kv blocks taking turns per query block
+// (a counter each in the workspace, zeroed by the preprocess); compiles with spills within the
+// limit at both head dims and with a mask that reads tensors; it and dq_bulk exclude each other.
+TEST_F(BackwardCodegen, OrderedDqTakesTurns) {
+  for (const auto& [preset, d] : {std::pair{"causal", 64}, {"causal", 128}, {"document_causal", 128}}) {
+    SCOPED_TRACE(fmt::format("{} D={}", preset, d));
+    const auto base = options("sm_90a", d, ElementType::BF16);
+    const PreparedKernel ordered =
+        prepare(presets::by_name(preset), CompileOptions(base).with_knobs(Knobs::parse("dq_ordered=1")));
+    EXPECT_EQ(ordered.config.template_name, "bwd_sm90");
+    EXPECT_EQ(count(ordered.unit.body, "#define AJ_DQ_ORDERED 1\n"), 1u);
+    ASSERT_TRUE(ordered.cached.metadata);
+    EXPECT_LE(ordered.cached.metadata->resources.worst_case().spill_store_bytes, kSpillFallbackBytes);
+    const PreparedKernel plain = generate(presets::by_name(preset), base);
+    EXPECT_EQ(count(plain.unit.body, "#define AJ_DQ_ORDERED 1\n"), 0u);
+    // One int per query block of 64 rows: 2 x 8 x ceil(1000 / 64) = 256 counters, 1 KiB.
+    const ProblemShape shape{2, 8, 2, 1000, 1000};
+    EXPECT_EQ(ordered.launch_plan(shape).workspace_bytes, plain.launch_plan(shape).workspace_bytes + 1024);
+  }
+  try {
+    generate(presets::causal(),
+             options("sm_90a", 128, ElementType::BF16).with_knobs(Knobs::parse("dq_ordered=1 dq_bulk=1")));
+    ADD_FAILURE() << "dq_ordered with dq_bulk accepted";
+  } catch (const UserError& e) {
+    EXPECT_TRUE(contains(e.what(), "dq_bulk and dq_ordered are two ways of adding dQ")) << e.what();
   }
 }
 

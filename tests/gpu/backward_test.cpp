@@ -234,5 +234,28 @@ TEST_F(Backward, DqBulkReduceAgrees) {
   }
 }
 
+// bwd_sm90's dq_ordered (deterministic dQ in fp32, the kv blocks taking turns per query block):
+// bit-identical over 3 runs and the 2x rule, at both head dims with GQA, and on a mask that reads
+// tensors (its turns counted from the block mask's classes), over more kv blocks than a warp
+// classifies at once (Sk = 4500: 36 kv blocks of 128 keys).
+TEST_F(Backward, DqOrderedIsDeterministic) {
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "bwd_sm90 needs sm_90a; this GPU is " << arch;
+  const auto ordered = BackwardCheckOptions()
+                           .with_template("bwd_sm90")
+                           .with_knobs(Knobs::parse("dq_ordered=1"))
+                           .with_deterministic(true)
+                           .with_runs(3);
+  for (const auto& [preset, d, problem] : {std::tuple{"causal", 64, ForwardProblem{2, 8, 2, 513, 769}},
+                                           {"causal", 128, ForwardProblem{2, 8, 2, 513, 769}},
+                                           {"document_causal", 128, ForwardProblem{1, 4, 2, 700, 4500}}}) {
+    const Compiled& c = compiled(preset, ElementType::BF16, d);
+    ASSERT_TRUE(c.kernel) << c.not_supported;
+    const auto r = check_backward(*c.kernel, problem, preset_scalars(presets::by_name(preset)), 8, ordered);
+    EXPECT_TRUE(r.deterministic_identical) << preset << " D=" << d;
+    report(std::string(preset) + " dq_ordered deterministic x3 D=" + std::to_string(d), r);
+  }
+}
+
 }  // namespace
 }  // namespace attnjit

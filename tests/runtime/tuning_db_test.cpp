@@ -551,7 +551,7 @@ TEST_F(TuningDbTest, GenerateUsesTheTunedBackwardKnobsForTheHintedBucket) {
   hopper.with_arch("sm_90a");
   const PreparedKernel h = generate(causal, hopper);
   EXPECT_EQ(h.config.template_name, "bwd_sm90");
-  EXPECT_EQ(h.config.knobs.str(), "block_m=64 dq_before_dk=1 dq_bulk=0 row_pad=0 stages=2 warps=8");
+  EXPECT_EQ(h.config.knobs.str(), "block_m=64 dq_before_dk=1 dq_bulk=0 dq_ordered=0 row_pad=0 stages=2 warps=8");
   EXPECT_FALSE(h.config.tuned);
 }
 
