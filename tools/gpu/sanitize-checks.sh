@@ -2,7 +2,7 @@
 # compute-sanitizer (memcheck, then racecheck) over `attnjit check` calls that each run one
 # kernel on one small shape: the decode unit (key split between warps, stream-K and split-K,
 # forced splits, paged and contiguous caches), the backward (GQA, ALiBi, both shared-memory layouts,
-# bwd_sm90's dq_bulk) and fwd_sm90's persistent schedule (those two need a Hopper GPU). Quicker than
+# bwd_sm90's dq_bulk and dq_ordered) and fwd_sm90's persistent schedule (those two need a Hopper GPU). Quicker than
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal and
@@ -37,6 +37,7 @@ checks=(
   "bwd_dq_bulk|--backward --preset causal --dq-bulk 1 --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_dq_bulk_deterministic|--backward --deterministic --preset causal --dq-bulk 1 --head-dim 64 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_dq_before_dk|--backward --preset alibi_causal --dq-before-dk 1 --dq-bulk 1 --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
+  "bwd_dq_ordered_deterministic|--backward --deterministic --preset causal --dq-ordered 1 --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_softcap_row_pad8|--backward --preset softcap_causal --param softcap=20 --row-pad 8 --head-dim 128 --heads 4 --seq-q 200 --seq-k 257"
   "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
