@@ -126,23 +126,27 @@ __device__ __forceinline__ void wait_dp(float (&dp)[BM / 2]) {
   aj_fence_registers(dp);
 }
 
-// dV += P^T dO and dK += dS^T Q, P^T and dS^T as A fragments (k step kk: queries 16kk..16kk+15).
-// Issued, not waited for: the registers of p and ds must stay unchanged until dq() has waited.
+// acc += A^T B over the step's BM queries: A^T as register A fragments (k step kk: queries
+// 16kk..16kk+15), B = the step's dO or Q tile read transposed. dV = P^T dO, dK = dS^T Q.
+__device__ __forceinline__ void products_over_queries(float (&acc)[D / 2], const aj_u32 (&a)[BM / 16][4], aj_u32 b) {
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(acc, a[kk], aj_smem_desc_sw128(b + kk * ROWS16, Q_CHUNK, 1024));
+}
+
+// dV += P^T dO and dK += dS^T Q as one group. Issued, not waited for: the registers of p and ds
+// must stay unchanged until dq() has waited.
 __device__ __forceinline__ void issue_dv_dk(float (&dv)[D / 2], float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4],
                                             const aj_u32 (&ds)[BM / 16][4], aj_u32 sq, aj_u32 sdo) {
   aj_wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dv, p[kk], aj_smem_desc_sw128(sdo + kk * ROWS16, Q_CHUNK, 1024));
-#pragma unroll
-  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
+  products_over_queries(dv, p, sdo);
+  products_over_queries(dk, ds, sq);
   aj_wgmma_commit();
 }
 
 // dV += P^T dO alone (AJ_DQ_BEFORE_DK: dK follows dQ, in dq_then_dk).
 __device__ __forceinline__ void issue_dv(float (&dv)[D / 2], const aj_u32 (&p)[BM / 16][4], aj_u32 sdo) {
   aj_wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dv, p[kk], aj_smem_desc_sw128(sdo + kk * ROWS16, Q_CHUNK, 1024));
+  products_over_queries(dv, p, sdo);
   aj_wgmma_commit();
 }
 
@@ -236,8 +240,7 @@ __device__ __forceinline__ void dq_then_dk(float (&acc)[32], aj_u32 s_ds, aj_u32
                                            float (&dk)[D / 2], const aj_u32 (&p)[BM / 16][4],
                                            const aj_u32 (&ds)[BM / 16][4], aj_u32 sq) {
   issue_dq(acc, s_ds, s_k, wg);
-#pragma unroll
-  for (int kk = 0; kk < BM / 16; ++kk) aj_wgmma_rs_pv(dk, ds[kk], aj_smem_desc_sw128(sq + kk * ROWS16, Q_CHUNK, 1024));
+  products_over_queries(dk, ds, sq);
   aj_wgmma_commit();
   aj_wgmma_wait<1>();
   aj_fence_registers(acc);
