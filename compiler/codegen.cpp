@@ -40,12 +40,14 @@ std::vector<HookPrototype> row_hook_prototypes() {
   };
 }
 
-GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted) {
+GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted,
+                         bool run_masks) {
   GeneratedUnit unit;
   unit.template_name = template_name;
   unit.head_dim = request.head_dim;
   unit.knobs = request.knobs;
   unit.slots = assign_slots(*request.variant);
+  if (run_masks) add_run_slots(*request.variant, unit.slots);
   emitted = emit_hooks(*request.variant, unit.slots);
   unit.facts = emitted.facts;
   return unit;

@@ -17,7 +17,10 @@ namespace attnjit {
 // The start of every template's generate(): the template's name, the request's head dim and
 // knobs, the variant's argument slots, and its hooks emitted into `emitted` (the unit keeps
 // their facts).
-GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted);
+// `run_masks`: the template reads a document mask's runs (BlockMaskTemplate::runs_section and
+// add_runs) where the mask has one (add_run_slots).
+GeneratedUnit start_unit(const std::string& template_name, const TemplateRequest& request, EmittedHooks& emitted,
+                         bool run_masks = false);
 
 // abi.h, common.cuh and hooks.cuh: what every generated unit starts with; `helper_macros`
 // (e.g. AJ_TANH_ON_FMA 1) are defined ahead of them, as choices among the shared helpers.

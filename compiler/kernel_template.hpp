@@ -119,6 +119,12 @@ struct LaunchPlan {
   // prebuilt one is used (its kernels are then skipped) and how one is built on its own.
   std::size_t block_mask_bytes = 0;
   std::function<void(AttnjitFwdArgs&, std::uint64_t tile_classes)> bind_block_mask;
+  // A tensor derived from a bound one by the plan's kernel of role "tensor_runs" (the runs of a
+  // document mask's ids, HookFacts::runs_slot): its args.tensors[] slot and its source's. The
+  // runtime sizes it from the bound source ([size0, size1, 2] i32, after the workspace) and
+  // binds it. -1: none.
+  int runs_slot = -1;
+  int runs_source = -1;
   // Counters between the CTAs of a launch (e.g. which split finishes last), which the kernels
   // leave at zero: the runtime keeps them per stream, zeroed once when allocated, apart from
   // the workspace. 0: none.

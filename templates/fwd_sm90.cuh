@@ -92,6 +92,11 @@
 // A mask that reads a tensor (doc[b, kv]): a partial tile's key parts (aj_mask_col) are loads,
 // issued before the wait for S so that they land while the tensor cores run (D=64's three
 // consumers have no registers to hold them; at D=256 they spill).
+// With AJ_MASK_RUNS (a document mask read through its rows' runs) only for the work items
+// whose runs are not valid.
+#ifndef AJ_MASK_RUNS
+#define AJ_MASK_RUNS 0
+#endif
 #ifndef AJ_PREFETCH_MASK_COLS
 #define AJ_PREFETCH_MASK_COLS (AJ_HAS_BLOCK_MASK && AJ_HAS_MASK && AJ_HEAD_DIM == 128)
 #endif
@@ -205,36 +210,76 @@ __device__ __forceinline__ void load_mask_cols(AjMaskCol (&cols)[2 * NN], int b,
 }
 #endif
 
-template <bool BOUND, bool MASK, bool COLS_GIVEN = false>
-__device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
-                                            const AttnjitFwdArgs& args, const AjMaskCol* given = nullptr) {
-  (void)b; (void)h; (void)q_row;
-  // Hooks only ever see in-range indices (captured tensors may be indexed by them).
-  int qc[2];
-  AjMaskRow rows[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    qc[r] = min(q_row + 8 * r, AJ_SEQ_Q_OF(b) - 1);
-    if (MASK) rows[r] = aj_mask_row(b, h, qc[r], args);
-  }
+// Every element of this thread's S tile through one split of the mask (codegen:
+// split_mask_hooks): Row / Col its types, col_of(i, kv) element i's key part, pair(row, col, q,
+// kv) the element's mask.
+template <bool BOUND, bool MASK, class Row, class Col, class ColOf, class Pair>
+__device__ __forceinline__ void mask_pairs(float (&s)[BN / 2], int seq_k, const int (&qc)[2], const Row (&rows)[2],
+                                           int kv_col, ColOf col_of, Pair pair) {
 #pragma unroll
   for (int j = 0; j < NN; ++j) {
 #pragma unroll
     for (int c = 0; c < 2; ++c) {
       const int kv = kv_col + j * 8 + c;
-      const int kvc = kv < AJ_SEQ_K_OF(b) ? kv : AJ_SEQ_K_OF(b) - 1;
-      AjMaskCol col;
-      if (MASK) col = COLS_GIVEN ? given[2 * j + c] : aj_mask_col(b, h, kvc, args);
+      const int kvc = kv < seq_k ? kv : seq_k - 1;
+      Col col;
+      if (MASK) col = col_of(2 * j + c, kvc);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         bool keep = true;
-        if (BOUND) keep = kv < AJ_SEQ_K_OF(b);
-        if (MASK) keep = keep && aj_mask_pair(rows[r], col, b, h, qc[r], kvc, args);
+        if (BOUND) keep = kv < seq_k;
+        if (MASK) keep = keep && pair(rows[r], col, qc[r], kvc);
         s[4 * j + 2 * r + c] = keep ? s[4 * j + 2 * r + c] : AJ_NEG_INF;
       }
       (void)col;
     }
   }
+}
+
+#if AJ_MASK_RUNS
+// Whether the rows of a work item read a document mask through their runs: valid for all rows
+// of the id tensor or for none (compiler/passes/run_equality.hpp), so uniform per warp.
+__device__ __forceinline__ bool rows_runs_valid(int b, int h, int q_row, const AttnjitFwdArgs& args) {
+  bool ok = true;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) ok = ok && aj_mask_runs_ok(b, h, min(q_row + 8 * r, AJ_SEQ_Q_OF(b) - 1), args);
+  return __all_sync(0xffffffffu, ok);
+}
+#endif
+
+// RUNS: the rows' runs are valid (rows_runs_valid): a document mask's pair reads no key's id.
+template <bool BOUND, bool MASK, bool COLS_GIVEN = false>
+__device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
+                                            const AttnjitFwdArgs& args, const AjMaskCol* given = nullptr,
+                                            bool runs = false) {
+  (void)b; (void)h; (void)q_row; (void)given; (void)runs;
+  // Hooks only ever see in-range indices (captured tensors may be indexed by them).
+  int qc[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) qc[r] = min(q_row + 8 * r, AJ_SEQ_Q_OF(b) - 1);
+#if AJ_MASK_RUNS
+  if (MASK && runs) {
+    AjMaskRow_runs rows[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) rows[r] = aj_mask_row_runs(b, h, qc[r], args);
+    mask_pairs<BOUND, MASK, AjMaskRow_runs, AjMaskCol_runs>(
+        s, AJ_SEQ_K_OF(b), qc, rows, kv_col, [&](int, int kv) { return aj_mask_col_runs(b, h, kv, args); },
+        [&](const AjMaskRow_runs& row, const AjMaskCol_runs& col, int q, int kv) {
+          return aj_mask_pair_runs(row, col, b, h, q, kv, args);
+        });
+    return;
+  }
+#endif
+  AjMaskRow rows[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+    if (MASK) rows[r] = aj_mask_row(b, h, qc[r], args);
+  mask_pairs<BOUND, MASK, AjMaskRow, AjMaskCol>(
+      s, AJ_SEQ_K_OF(b), qc, rows, kv_col,
+      [&](int i, int kv) { return COLS_GIVEN ? given[i] : aj_mask_col(b, h, kv, args); },
+      [&](const AjMaskRow& row, const AjMaskCol& col, int q, int kv) {
+        return aj_mask_pair(row, col, b, h, q, kv, args);
+      });
 }
 
 #if AJ_HAS_SCORE_MOD
@@ -505,6 +550,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const int item_seq_q = seq_q, item_seq_k = seq_k;
 #endif
     aj_u32 sq = 0;
+    bool runs = false;  // AJ_MASK_RUNS: this item's rows read the mask through their runs
     const auto start_item = [&](const WorkItem& w, int qb) {
       b = w.b;
       h = w.h;
@@ -516,6 +562,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       q0 = w.m_block * BM;
       q_row = q0 + 64 * cw + 16 * warp + g;
       sq = s_q + qb * Q_BYTES + 64 * cw * 128;
+#if AJ_MASK_RUNS
+      runs = rows_runs_valid(b, h, q_row, args);
+#endif
     };
 #if AJ_HAS_SCORE_MOD
     const float mult = AJ_LOG2E;
@@ -530,7 +579,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_PREFETCH_MASK_COLS
     AjMaskCol cols[2 * NN];
     const auto prefetch_cols = [&](int n, int cls) {
-      if (cls == 1) load_mask_cols(cols, b, h, n * BN + 2 * t, args);
+      if (cls == 1 && !runs) load_mask_cols(cols, b, h, n * BN + 2 * t, args);
     };
 #else
     const auto prefetch_cols = [](int, int) {};
@@ -562,9 +611,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_HAS_MASK
       if (cls == 1) {
 #if AJ_PREFETCH_MASK_COLS
-        mask_scores<true, true, true>(s, b, h, q_row, kv_col, args, cols);
+        mask_scores<true, true, true>(s, b, h, q_row, kv_col, args, cols, runs);
 #else
-        mask_scores<true, true>(s, b, h, q_row, kv_col, args);
+        mask_scores<true, true>(s, b, h, q_row, kv_col, args, nullptr, runs);
 #endif
       } else
 #endif

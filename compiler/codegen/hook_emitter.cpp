@@ -11,6 +11,7 @@
 
 #include "compiler/mask_analysis.hpp"
 #include "compiler/passes/differentiate.hpp"
+#include "compiler/passes/run_equality.hpp"
 #include "compiler/passes/score_split.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/printer.hpp"
@@ -121,6 +122,10 @@ class ScalarEmitter {
     for (std::size_t i = 0; i < slots_.tensors.size(); ++i)
       if (tensors.count(slots_.tensors[i].name))
         out += fmt::format("  const AttnjitTensorArg& {} = args.tensors[{}];\n", slots_.tensors[i].name, i);
+    for (std::size_t i = 0; i < slots_.derived.size(); ++i)
+      if (tensors.count(slots_.derived[i].name))
+        out += fmt::format("  const AttnjitTensorArg& {} = args.tensors[{}];  // derived (the runtime computes it)\n",
+                           slots_.derived[i].name, slots_.tensors.size() + i);
     return out;
   }
 
@@ -230,8 +235,10 @@ std::string mask_hull_hooks(const NodeRef& mask, const std::vector<NodeRef>& row
 // The mask split for tiles. Per element of a tile the mask repeats what its query row or its
 // key determines alone (a document id read, `q + kv_len - q_len`): aj_mask_row and aj_mask_col
 // compute those parts ("fields": computed nodes one side determines, used where the other side
-// is needed too), once per row and per key; aj_mask_pair combines them per element.
-std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
+// is needed too), once per row and per key; aj_mask_pair combines them per element. `suffix`
+// names a second split of another form of the mask (AjMaskRow<suffix>, aj_mask_pair<suffix>,
+// ...), which gets no hull hooks.
+std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit, const std::string& suffix = "") {
   using Uses = ir::RowKeyDependence;
   const auto uses = ir::row_key_dependence(mask);
   const auto order = ir::topological_order({mask});
@@ -272,7 +279,8 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
     }
     return out;
   };
-  const auto side = [&](const char* type, const char* index, const std::vector<NodeRef>& fields) {
+  const std::string row_type = "AjMaskRow" + suffix, col_type = "AjMaskCol" + suffix;
+  const auto side = [&](const std::string& type, const char* index, const std::vector<NodeRef>& fields) {
     std::string fields_decl, body, values;
     emit.temporaries.clear();
     for (std::size_t i = 0; i < fields.size(); ++i) {
@@ -284,21 +292,23 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
     }
     std::string out = fmt::format("struct {} {{{} }};\n", type, fields_decl);
     out += fmt::format(
-        "__device__ __forceinline__ {0} aj_mask_{1}(int b, int h, int {2}, const AttnjitFwdArgs& args) {{\n", type,
-        std::string(index) == "q" ? "row" : "col", index);
+        "__device__ __forceinline__ {0} aj_mask_{1}{3}(int b, int h, int {2}, const AttnjitFwdArgs& args) {{\n", type,
+        std::string(index) == "q" ? "row" : "col", index, suffix);
     out += fmt::format("  (void)b; (void)h; (void){}; (void)args;\n", index);
     out += emit.leaf_declarations(evaluated(fields, false), false) + body;
     out += fmt::format("  return {}{{{}}};\n}}\n", type, values);
     return out;
   };
   std::string s = "// mask_mod split for tiles: the parts one query row or one key determines, then the pair\n";
-  s += side("AjMaskRow", "q", row_fields);
-  s += side("AjMaskCol", "kv", col_fields);
+  s += side(row_type, "q", row_fields);
+  s += side(col_type, "kv", col_fields);
   emit.temporaries.clear();
   for (std::size_t i = 0; i < row_fields.size(); ++i) emit.temporaries[row_fields[i].get()] = fmt::format("row.f{}", i);
   for (std::size_t i = 0; i < col_fields.size(); ++i) emit.temporaries[col_fields[i].get()] = fmt::format("col.f{}", i);
-  s += "__device__ __forceinline__ bool aj_mask_pair(const AjMaskRow& row, const AjMaskCol& col, int b, int h, int q,\n"
-       "                                             int kv, const AttnjitFwdArgs& args) {\n";
+  s += fmt::format(
+      "__device__ __forceinline__ bool aj_mask_pair{}(const {}& row, const {}& col, int b, int h, int q, int kv,\n"
+      "                                             const AttnjitFwdArgs& args) {{\n",
+      suffix, row_type, col_type);
   s += "  (void)row; (void)col; (void)b; (void)h; (void)q; (void)kv; (void)args;\n";
   std::vector<NodeRef> pair_leaves;  // what the pair reads itself, outside the fields
   for (const auto& n : evaluated({mask}, true))
@@ -307,6 +317,7 @@ std::string split_mask_hooks(const NodeRef& mask, ScalarEmitter& emit) {
   s += emit.leaf_declarations(pair_leaves, false);
   s += fmt::format("  return {};\n}}\n\n", emit.expr(mask));
   emit.temporaries.clear();
+  if (!suffix.empty()) return s;
   return s + mask_hull_hooks(mask, row_fields, col_fields, evaluated({mask}, true), emit);
 }
 
@@ -499,6 +510,17 @@ ArgumentSlots assign_slots(const Variant& variant) {
   return slots;
 }
 
+bool add_run_slots(const Variant& variant, ArgumentSlots& slots) {
+  if (!slots.derived.empty() || slots.tensors.size() >= kMaxTensors) return false;
+  const ir::LoweredExprs lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), Type::Bool}});
+  const auto runs = ir::rewrite_run_equality(lowered.roots[0].root);
+  if (!runs) return false;
+  for (const auto& t : slots.tensors)
+    if (t.name == runs->runs) return false;  // the user took the name
+  slots.derived.push_back(TensorDecl{runs->runs, ir::TensorDType::I32, 3});
+  return true;
+}
+
 namespace {
 
 // The slot of int parameter `name` in args.int_params (InternalError if slots lack it).
@@ -623,6 +645,25 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
   s += scalar_body(lowered.program, lowered.program.roots[1], emit);
   s += "}\n\n";
   s += split_mask_hooks(mask, emit);
+  // Templates that asked for it (add_run_slots): a document mask's compare as the row's run
+  // too, for the rows whose ids are monotone.
+  std::optional<ir::RunEquality> runs;
+  if (!slots.derived.empty()) runs = ir::rewrite_run_equality(mask);
+  if (runs && runs->runs == slots.derived[0].name) {
+    out.facts.runs_source = static_cast<int>(tensor_slot(slots, runs->tensor));
+    out.facts.runs_slot = static_cast<int>(slots.tensors.size());
+    s += fmt::format(
+        "// {0}[i, j]: the run of {1} holding position j of row i (lo, hi), or lo > hi everywhere in a row of\n"
+        "// {1} that is not monotone (compiler/passes/run_equality.hpp, templates/tensor_runs.cuh). Where\n"
+        "// aj_mask_runs_ok holds, the mask is {2}\n",
+        runs->runs, runs->tensor, ir::print_expr(runs->fast_mask));
+    s += "#define AJ_MASK_RUNS 1\n";
+    s += "__device__ __forceinline__ bool aj_mask_runs_ok(int b, int h, int q, const AttnjitFwdArgs& args) {\n";
+    s += "  (void)b; (void)h; (void)q; (void)args;\n";
+    s += emit.leaf_declarations({runs->monotone}, false);
+    s += fmt::format("  return {};\n}}\n", emit.expr(runs->monotone));
+    s += split_mask_hooks(runs->fast_mask, emit, "_runs");
+  }
 
   s += fmt::format("// tile class by interval arithmetic over: {}\n", ir::print_expr(normalized));
   s += "// 0 = empty (skip), 1 = partial (mask per element), 2 = full (no mask)\n";

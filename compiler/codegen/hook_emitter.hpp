@@ -16,11 +16,19 @@ struct ArgumentSlots {
   std::vector<ParamDecl> int_params;    // args.int_params[i]
   std::vector<ParamDecl> float_params;  // args.float_params[i]
   std::vector<TensorDecl> tensors;      // args.tensors[i]
+  // Tensors the runtime derives from bound ones before the kernels run, in the slots after
+  // `tensors`: the runs of a document mask's id tensor (add_run_slots).
+  std::vector<TensorDecl> derived;  // args.tensors[tensors.size() + i]
 };
 
 // Slot assignment (also used when binding arguments at launch). UserError when the variant
 // has more parameters or tensors than the ABI holds.
 ArgumentSlots assign_slots(const Variant& variant);
+
+// For templates that take document masks as per-row key intervals (compiler/passes/
+// run_equality.hpp): adds the derived runs tensor to `slots` when the mask has a run equality
+// and a slot is free; emit_hooks then emits the rewritten mask split. Returns whether it did.
+bool add_run_slots(const Variant& variant, ArgumentSlots& slots);
 
 // What the emitted hooks tell a template about the variant.
 struct HookFacts {
@@ -33,6 +41,10 @@ struct HookFacts {
   bool has_output_gate = false;          // AJ_HAS_OUTPUT_GATE: aj_output_gate is emitted
   bool output_gate_per_element = false;  // a rank-4 gate (AJ_OUTPUT_GATE_PER_ELEMENT)
   bool score_split = false;              // AJ_SCORE_SPLIT: aj_score_col / aj_score_row are emitted
+  // The mask split reads the runs of tensor slot runs_source from slot runs_slot (-1: none),
+  // which the template's plan computes first (templates/tensor_runs.cuh).
+  int runs_source = -1;
+  int runs_slot = -1;
 };
 
 struct EmittedHooks {

@@ -133,6 +133,27 @@ void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings
   }
 }
 
+// The runs of a document mask's ids (LaunchPlan::runs_slot): [size0, size1, 2] i32 of the
+// bound id tensor `source`, contiguous.
+std::size_t runs_tensor_bytes(const AttnjitTensorArg& source) {
+  return static_cast<std::size_t>(source.size[0]) * static_cast<std::size_t>(source.size[1]) * 2 * sizeof(int);
+}
+
+void bind_runs_tensor(AttnjitFwdArgs& args, const LaunchPlan& plan, std::uint64_t address) {
+  const AttnjitTensorArg& source = args.tensors[plan.runs_source];
+  AttnjitTensorArg& runs = args.tensors[plan.runs_slot];
+  runs = AttnjitTensorArg{};
+  runs.data = reinterpret_cast<const void*>(address);
+  runs.size[0] = source.size[0];
+  runs.size[1] = source.size[1];
+  runs.size[2] = 2;
+  runs.size[3] = 1;
+  runs.stride[0] = 2LL * source.size[1];
+  runs.stride[1] = 2;
+  runs.stride[2] = 1;
+  runs.slot = plan.runs_slot;
+}
+
 // q, k, v (and o, when given) checked against each other and the kernel (shapes, dtype,
 // device, strides), lse when given; the forward argument block for them, without the
 // variant's parameters and tensors.
@@ -511,15 +532,27 @@ std::string KernelState::run_plan(const PreparedKernel& p, const LoadedUnit& uni
         block_mask->problem_.str(), block_mask->built_by_.substr(0, 12), problem.str(), p.cache_key.substr(0, 12)));
   // The block mask is the workspace's last part, so with a prebuilt one the scratch is shorter.
   const std::size_t scratch_bytes = plan.workspace_bytes - (prebuilt ? plan.block_mask_bytes : 0);
+  // Runs of a document mask's ids: the prebuilt mask's (computed with its classes, from the same
+  // ids), else computed per call after the scratch, sized by the bound id tensor.
+  const bool prebuilt_runs = prebuilt && block_mask->runs_ != nullptr;
+  const std::size_t runs_at = workspace_aligned(scratch_bytes);
+  const std::size_t runs_bytes =
+      plan.runs_slot >= 0 && !prebuilt_runs ? runs_tensor_bytes(args.tensors[plan.runs_source]) : 0;
   std::lock_guard<std::mutex> lock(scratch_mutex);
-  if (scratch_bytes > 0) plan.bind_workspace(args, scratch_for(stream, scratch_bytes));
+  const std::uint64_t scratch = scratch_bytes + runs_bytes > 0 ? scratch_for(stream, runs_at + runs_bytes) : 0;
+  if (scratch_bytes > 0) plan.bind_workspace(args, scratch);
+  if (runs_bytes > 0) bind_runs_tensor(args, plan, scratch + runs_at);
+  if (prebuilt_runs) bind_runs_tensor(args, plan, block_mask->runs_->device_pointer());
   if (prebuilt) plan.bind_block_mask(args, block_mask->buffer_->device_pointer());
   if (plan.zeroed_bytes > 0) plan.bind_zeroed(args, zeroed_for(stream, plan.zeroed_bytes));
   if (fill_template_fields) fill_template_fields(block);
   if (plan.finish_args)
     if (std::string why = plan.finish_args(block); !why.empty()) return why;
-  for (const auto& launch : plan.kernels)
-    if (!prebuilt || launch.role != BlockMaskTemplate::kRole) this->launch(unit, launch, block, stream);
+  for (const auto& launch : plan.kernels) {
+    if (prebuilt && launch.role == BlockMaskTemplate::kRole) continue;
+    if (prebuilt_runs && launch.role == BlockMaskTemplate::kRunsRole) continue;
+    this->launch(unit, launch, block, stream);
+  }
   return {};
 }
 
@@ -555,10 +588,20 @@ BlockMask Kernel::build_block_mask(int batch, int heads_q, int seq_q, int seq_k,
   device_context(state_->device).make_current();
   auto buffer = std::make_shared<runtime::DeviceBuffer>(plan.block_mask_bytes);
   plan.bind_block_mask(args, buffer->device_pointer());
+  // The classes of a mask that reads runs come from runs of these bindings (kept with the mask:
+  // the launches are asynchronous).
+  std::shared_ptr<runtime::DeviceBuffer> runs;
+  if (plan.runs_slot >= 0) {
+    runs = std::make_shared<runtime::DeviceBuffer>(
+        std::max<std::size_t>(runs_tensor_bytes(args.tensors[plan.runs_source]), 1));
+    bind_runs_tensor(args, plan, runs->device_pointer());
+  }
   for (const auto& launch : plan.kernels)
-    if (launch.role == BlockMaskTemplate::kRole) state_->launch(*state_->loaded, launch, &args, stream);
+    if (launch.role == BlockMaskTemplate::kRole || launch.role == BlockMaskTemplate::kRunsRole)
+      state_->launch(*state_->loaded, launch, &args, stream);
   BlockMask mask;
   mask.buffer_ = std::move(buffer);
+  mask.runs_ = std::move(runs);
   mask.problem_ = problem;
   mask.built_by_ = p.cache_key;
   mask.device_ = state_->device;

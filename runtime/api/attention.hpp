@@ -144,6 +144,9 @@ class BlockMask {
   friend class Kernel;
   friend struct detail::KernelState;
   std::shared_ptr<const runtime::DeviceBuffer> buffer_;
+  // A document mask's runs (compiler/passes/run_equality.hpp) computed with the classes from the
+  // same ids; forward calls given this mask read them instead of computing their own.
+  std::shared_ptr<const runtime::DeviceBuffer> runs_;
   ProblemShape problem_;
   int device_ = 0;
   std::string built_by_;  // the cache key of the kernel that built it

@@ -39,6 +39,9 @@ AttnjitFwdArgs attention_arguments(const DLTensor& q, const DLTensor& k, const D
                                    double softmax_scale);
 // Runtime parameters and captured tensors into their slots of the argument block.
 void bind_variant_arguments(const ArgumentSlots& slots, const Bindings& bindings, AttnjitFwdArgs& args, int device);
+// The derived runs tensor of a plan (LaunchPlan::runs_slot): its bytes, and its argument at `address`.
+std::size_t runs_tensor_bytes(const AttnjitTensorArg& source);
+void bind_runs_tensor(AttnjitFwdArgs& args, const LaunchPlan& plan, std::uint64_t address);
 
 // A loaded unit's entry points by name.
 struct LoadedUnit {

@@ -40,7 +40,8 @@ void MirroredTensor::use_bshd_strides() {
 
 void MirroredTensor::poison() { device.fill_bytes(0xff); }
 
-void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng) {
+void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng,
+                   bool ids_out_of_order) {
   std::normal_distribution<double> normal(0.0, 1.0);
   const std::int64_t n = t.numel();
   switch (ir::value_type_of(dtype)) {
@@ -50,7 +51,11 @@ void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::
     case ir::Type::Int: {  // non-decreasing ids along the last axis, like document ids
       const std::int64_t row = shape.back();
       std::bernoulli_distribution new_id(std::min(1.0, 4.0 / static_cast<double>(row)));
-      for (std::int64_t i = 0; i < n; ++i) t.set(i, (i % row == 0) ? 0 : t.get(i - 1) + (new_id(rng) ? 1 : 0));
+      std::int64_t id = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        id = (i % row == 0) ? 0 : id + (new_id(rng) ? 1 : 0);
+        t.set(i, static_cast<double>(ids_out_of_order ? id % 2 : id));
+      }
       break;
     }
     case ir::Type::Bool: {
@@ -72,7 +77,7 @@ CapturedTensors make_captured_tensors(const Variant& variant, const ForwardProbl
   for (const auto& decl : variant.tensors()) {
     auto t = std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype),
                                               covering_tensor_shape(variant, decl, problem, scalars, head_dim));
-    fill_captured(t->host, decl.dtype, t->shape, rng);
+    fill_captured(t->host, decl.dtype, t->shape, rng, problem.ids_out_of_order);
     t->upload();
     out.host.set(decl.name, t->host.dl());
     out.device.set(decl.name, t->device_view);

@@ -41,8 +41,10 @@ struct MirroredTensor {
 };
 
 // Random contents for a captured tensor of this dtype: floats 0.5 * N(0, 1); integers
-// non-decreasing along the last axis, like document ids; bools fair coins.
-void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng);
+// non-decreasing along the last axis, like document ids (with `ids_out_of_order`, those ids
+// mod 2: runs of alternating ids); bools fair coins.
+void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng,
+                   bool ids_out_of_order = false);
 
 // N(0, 1) in every element (rounded to the tensor's dtype).
 void fill_normal(HostTensor& t, std::mt19937_64& rng);

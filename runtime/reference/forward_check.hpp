@@ -21,7 +21,11 @@ namespace attnjit {
 struct ForwardProblem {
   int batch = 1, heads_q = 4, heads_kv = 4, seq_q = 1000, seq_k = 1537;
   bool bshd_layout = false;  // Q, K, V, O as [B, S, H, D] memory viewed through strides
-  std::string str() const;   // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
+  // Int captured tensors (document ids) in runs whose ids are not monotone, one id in several
+  // runs (0, 1, 0, 1, ...), instead of non-decreasing: the path where a kernel cannot take a
+  // document's keys as one interval (compiler/passes/run_equality.hpp).
+  bool ids_out_of_order = false;
+  std::string str() const;  // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
 };
 
 struct ForwardCheckResult {

@@ -114,6 +114,27 @@ void BlockMaskTemplate::bind(AttnjitFwdArgs& args, std::uint64_t workspace, cons
   for (int i = 0; i < 3; ++i) args.tile_class_stride[i] = l.stride[i];
 }
 
+std::string BlockMaskTemplate::runs_section(const HookFacts& facts) {
+  if (facts.runs_slot < 0) return {};
+  return "\n// the mask reads runs: attnjit_tensor_runs computes them from the id tensor first\n" +
+         macro_block("tensor runs", {{"AJ_RUNS_SOURCE", std::to_string(facts.runs_source)},
+                                     {"AJ_RUNS_SLOT", std::to_string(facts.runs_slot)}}) +
+         runtime::load_template("tensor_runs.cuh");
+}
+
+// Any grid serves (the kernel takes its items in a loop): two CTAs per SM.
+void BlockMaskTemplate::add_runs(const HookFacts& facts, const ProblemShape& problem, LaunchPlan& plan) {
+  if (facts.runs_slot < 0) return;
+  KernelLaunch k;
+  k.kernel = kRunsKernelName;
+  k.role = kRunsRole;
+  k.grid = {static_cast<unsigned>(2 * problem.multiprocessors_or_default()), 1, 1};
+  k.block = {256, 1, 1};
+  plan.kernels.insert(plan.kernels.begin(), k);
+  plan.runs_slot = facts.runs_slot;
+  plan.runs_source = facts.runs_source;
+}
+
 LaunchPlan BlockMaskTemplate::launch_plan(const GeneratedUnit& unit, const ProblemShape& problem) const {
   const BlockMaskLayout l = layout(unit.facts, unit.knobs.get("block_m"), unit.knobs.get("block_n"), problem);
   LaunchPlan plan;

@@ -27,6 +27,9 @@ class BlockMaskTemplate : public KernelTemplate {
  public:
   static constexpr const char* kKernelName = "attnjit_block_mask";
   static constexpr const char* kRole = "block_mask";
+  // The runs of a document mask's ids (templates/tensor_runs.cuh), before the block mask.
+  static constexpr const char* kRunsKernelName = "attnjit_tensor_runs";
+  static constexpr const char* kRunsRole = "tensor_runs";
 
   std::string name() const override { return "block_mask"; }
   std::string description() const override {
@@ -57,6 +60,11 @@ class BlockMaskTemplate : public KernelTemplate {
   static BlockMaskLayout layout(const HookFacts& facts, int block_m, int block_n, const ProblemShape& problem);
   static KernelLaunch launch(const BlockMaskLayout& layout);
   static void bind(AttnjitFwdArgs& args, std::uint64_t workspace, const BlockMaskLayout& layout);
+  // A unit whose mask split reads runs (HookFacts::runs_slot >= 0, compiler/passes/
+  // run_equality.hpp): the pre-pass's source under a comment, its launch (first in the plan),
+  // and the plan's runs slots; nothing otherwise.
+  static std::string runs_section(const HookFacts& facts);
+  static void add_runs(const HookFacts& facts, const ProblemShape& problem, LaunchPlan& plan);
 };
 
 std::unique_ptr<KernelTemplate> make_block_mask_template();

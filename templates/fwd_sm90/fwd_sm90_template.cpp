@@ -41,6 +41,16 @@ int persistent_knob(const Knobs& knobs) {
   return v.count("persistent") ? v.at("persistent") : 0;
 }
 
+// A document mask's ids read as per-row runs (compiler/passes/run_equality.hpp), by default at
+// D=64 and 128 (H200, 2026-12-02, S=4096 TFLOP/s off / on, 3 documents: D=128 document_causal
+// 294 -> 321, with a prebuilt block mask 312 -> 362, 8 documents 210 -> 208, at 16k 445 -> 462,
+// document 401 -> 423; D=64 document_causal 131 -> 167, document 199 -> 253). D=256 is not
+// measured yet.
+int runs_knob(const Knobs& knobs, int head_dim) {
+  const auto& v = knobs.values();
+  return v.count("doc_runs") ? v.at("doc_runs") : (head_dim <= 128 ? 1 : 0);
+}
+
 // Q buffers of a plan: two for a persistent kernel where they fit beside the ring (the next
 // item's Q lands while this one's is in use), else one.
 int q_buffers(const Knobs& knobs, int head_dim, int max_shared_bytes) {
@@ -80,16 +90,23 @@ class FwdSm90Template : public KernelTemplate {
   }
 
   std::vector<KnobSpec> knob_space(int) const override {
-    return {{"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
-            {"consumers",
-             {2, 3, 1},
-             "consumer warpgroups, 64 query rows each (block_m = 64 * consumers); 1: two CTAs per SM instead of turns"},
-            {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
-            {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"},
-            {"persistent",
-             {0, 1},
-             "1: a CTA per SM (two with one consumer) takes query blocks from a counter, the next block's Q and first "
-             "K / V loading while this one ends"}};
+    return {
+        {"block_n", {64, 80, 96, 112, 128, 144, 160, 176}, "keys per kv tile"},
+        {"consumers",
+         {2, 3, 1},
+         "consumer warpgroups, 64 query rows each (block_m = 64 * consumers); 1: two CTAs per SM instead of turns"},
+        {"stages", {2, 3}, "K/V tiles in flight in the shared-memory ring"},
+        {"pingpong", {1, 0}, "consumers take turns issuing their GEMMs, so one's softmax overlaps another's GEMMs"},
+        {"persistent",
+         {0, 1},
+         "1: a CTA per SM (two with one consumer) takes query blocks from a counter, the next block's Q and first "
+         "K / V loading while this one ends"},
+        {"doc_runs",
+         {1, 0},
+         "document masks (ids[b, q] == ids[b, kv]): 1 reads each row's run of equal ids from a pre-pass, so a partial "
+         "tile loads no key's id where the ids are sorted (default 1 at head_dim 64 and 128, 0 at 256); no effect on "
+         "other masks. Not tuned unless --only names it",
+         /*tuned=*/false}};
   }
 
   Knobs default_knobs(const TemplateRequest& r) const override {
@@ -102,6 +119,7 @@ class FwdSm90Template : public KernelTemplate {
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
                        ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     k.set("persistent", split && r.head_dim != 256 && k.get("consumers") != 1 ? 1 : 0);
+    k.set("doc_runs", runs_knob(k, r.head_dim));
     return k;
   }
 
@@ -139,6 +157,8 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
     if (const int p = persistent_knob(knobs); p != 0 && p != 1)
       return Support::invalid(fmt::format("persistent {} is not 0 or 1", p));
+    if (const int p = runs_knob(knobs, head_dim); p != 0 && p != 1)
+      return Support::invalid(fmt::format("doc_runs {} is not 0 or 1", p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -167,7 +187,7 @@ class FwdSm90Template : public KernelTemplate {
     const int persistent = persistent_knob(r.knobs);
     const int queries = q_buffers(r.knobs, r.head_dim, max_shared_memory_for_arch(r.arch));
     EmittedHooks emitted;
-    GeneratedUnit unit = start_unit(name(), r, emitted);
+    GeneratedUnit unit = start_unit(name(), r, emitted, runs_knob(r.knobs, r.head_dim) == 1);
     unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages, queries);
     // A split score_mod's key parts go through per-tile tables where they fit beside the ring
     // (not at D=128 with 3 stages of 128 keys); elsewhere score_mod runs per element.
@@ -180,6 +200,8 @@ class FwdSm90Template : public KernelTemplate {
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kKernelName);
     // RoPE: Q and K turned once into the workspace by pre-passes; the TMA copies those.
     if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), {kRopeQKernelName, kRopeKKernelName});
+    if (unit.facts.runs_slot >= 0)
+      unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kRunsKernelName);
 
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)},   {"AJ_BLOCK_M", std::to_string(64 * consumers)},
@@ -205,6 +227,7 @@ class FwdSm90Template : public KernelTemplate {
     unit.body += runtime::load_template("rope_pairs.cuh");
     unit.body += runtime::load_template("rope_prepass.cuh");
     unit.body += BlockMaskTemplate::forward_section(unit.facts);
+    unit.body += BlockMaskTemplate::runs_section(unit.facts);
     return unit;
   }
 
@@ -240,6 +263,7 @@ class FwdSm90Template : public KernelTemplate {
         }
         if (mask) BlockMaskTemplate::bind(args, w + rope_q_bytes + rope_k_bytes, *mask);
       };
+    BlockMaskTemplate::add_runs(unit.facts, p, plan);
     plan.args_bytes = sizeof(AttnjitFwdSm90Args);
     plan.finish_args = [block_m, block_n, head_dim](void* block) -> std::string {
       auto& a = *static_cast<AttnjitFwdSm90Args*>(block);

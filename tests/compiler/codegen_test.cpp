@@ -285,13 +285,21 @@ TEST_F(CodegenTest, BlockMaskKernelExactlyWhenTheMaskReadsATensor) {
   EXPECT_GE(with_block_mask, 3);  // document, document_causal, document.sliding_window
 
   const PreparedKernel dc = prepare(presets::by_name("document_causal"), options("sm_90a", 128, ElementType::BF16));
-  EXPECT_EQ(dc.unit.kernel_names, (std::vector<std::string>{"attnjit_block_mask", "attnjit_fwd"}));
+  // fwd_sm90 computes the document ids' runs first (compiler/passes/run_equality.hpp).
+  EXPECT_EQ(dc.unit.kernel_names,
+            (std::vector<std::string>{"attnjit_tensor_runs", "attnjit_block_mask", "attnjit_fwd"}));
   EXPECT_TRUE(dc.unit.facts.mask_uses_batch);
   EXPECT_FALSE(dc.unit.facts.mask_uses_head);
   EXPECT_TRUE(contains(dc.source, "#define AJ_BLOCK_MASK_PER_BATCH 1\n#define AJ_BLOCK_MASK_PER_HEAD 0\n"));
   ASSERT_TRUE(dc.cached.cubin);
   EXPECT_TRUE(contains(*dc.cached.cubin, "attnjit_block_mask")) << "the cubin lacks the block-mask kernel";
   EXPECT_TRUE(contains(*dc.cached.cubin, "attnjit_fwd"));
+  EXPECT_TRUE(contains(*dc.cached.cubin, "attnjit_tensor_runs"));
+  const PreparedKernel no_runs = generate(presets::by_name("document_causal"),
+                                          options("sm_90a", 128, ElementType::BF16).with_knobs(Knobs{{"doc_runs", 0}}));
+  EXPECT_EQ(no_runs.unit.kernel_names, (std::vector<std::string>{"attnjit_block_mask", "attnjit_fwd"}));
+  EXPECT_FALSE(contains(no_runs.source, "#define AJ_MASK_RUNS 1"));
+  EXPECT_TRUE(contains(dc.source, "#define AJ_MASK_RUNS 1"));
 
   for (const char* preset : {"causal", "sliding_window", "alibi_tensor", "relative_bias", "forget_gate"}) {
     const PreparedKernel p = generate(presets::by_name(preset), options("sm_80", 64, ElementType::FP16));

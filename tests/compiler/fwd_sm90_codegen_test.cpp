@@ -51,9 +51,9 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
                 .config.template_name,
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 persistent=0 pingpong=1 stages=3");
+            "block_n=128 consumers=2 doc_runs=1 persistent=0 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 persistent=0 pingpong=0 stages=2");
+            "block_n=128 consumers=3 doc_runs=1 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));

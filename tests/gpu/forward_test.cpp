@@ -343,6 +343,24 @@ TEST_F(ForwardEdgeCases, LongRowsWalkSeveralChunks) {
   }
 }
 
+// Document masks at D=128, where fwd_sm90 takes a document's keys as the interval of its ids'
+// run (compiler/passes/run_equality.hpp): ids in order (the intervals; several run-kernel
+// chunks per row at Sk=2600) and ids out of order (0, 1, 0, 1 runs: every row falls back to
+// comparing ids), odd lengths, Sq < Sk.
+TEST_F(ForwardEdgeCases, DocumentRunsAndIdsOutOfOrder) {
+  for (const char* preset : {"document", "document_causal"}) {
+    const Kernel& kernel = kernel_of({presets::by_name(preset), CompileOptions().with_head_dim(128)});
+    for (const bool out_of_order : {false, true}) {
+      ForwardProblem problem{2, 4, 2, 1001, 2600};
+      problem.ids_out_of_order = out_of_order;
+      const std::string label = std::string(preset) + (out_of_order ? " ids out of order" : " ids in order");
+      const auto r = check_forward(kernel, problem, {}, 31);
+      report(label, problem, r);
+      EXPECT_TRUE(r.pass) << label << ": " << r.summary();
+    }
+  }
+}
+
 // Before any test runs, compiles the kernels of the selected tests of this file on every core
 // (NVRTC, up to seconds per kernel, dominated the suite when done one test at a time); the
 // tests then take them from the memo. A kernel that fails here for another reason than a

@@ -39,6 +39,7 @@ checks=(
   "bwd_dq_before_dk|--backward --preset alibi_causal --dq-before-dk 1 --dq-bulk 1 --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_dq_ordered_deterministic|--backward --deterministic --preset causal --dq-ordered 1 --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"
   "bwd_softcap_row_pad8|--backward --preset softcap_causal --param softcap=20 --row-pad 8 --head-dim 128 --heads 4 --seq-q 200 --seq-k 257"
+  "fwd_sm90_document_runs|--preset document_causal --arch sm_90a --head-dim 128 --heads 4 --heads-kv 2 --seq-q 1001 --seq-k 2600"
   "fwd_sm90_default_causal|--preset causal --arch sm_90a --seq-q 1000 --seq-k 1537"
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
   "persistent_causal_1q|--preset causal --arch sm_90a --persistent 1 --consumers 1 --block-n 64 --seq-q 1000 --seq-k 1537"

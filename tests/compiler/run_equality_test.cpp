@@ -1,0 +1,128 @@
+// Document masks as per-row key intervals (compiler/passes/run_equality.hpp): which compares
+// are rewritten, and that the rewritten mask equals the original at every (q, kv), reads
+// clamped into the tensor as the GPU clamps them, beside runs computed as
+// templates/tensor_runs.cuh defines them, for ids in order (up, down, constant) and out of
+// order (where the rewritten mask falls back to the compare), and that the fast form (no key
+// read) is exact wherever the runs are valid.
+#include "compiler/passes/run_equality.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "compiler/eval.hpp"
+#include "compiler/printer.hpp"
+#include "dsl/expr.hpp"
+#include "dsl/presets.hpp"
+
+namespace attnjit {
+namespace {
+
+using namespace attnjit::dsl::vars;
+using ir::rewrite_run_equality;
+
+const Tensor doc("doc", ir::TensorDType::I32, 2);
+
+// The runs of one row of ids as the pre-pass writes them: (lo, hi) per position, INT_MIN /
+// INT_MAX at the row's ends, lo > hi everywhere when the ids are not monotone.
+std::vector<std::pair<int, int>> runs_of(const std::vector<int>& ids) {
+  const int n = static_cast<int>(ids.size());
+  const int first = ids.front(), last = ids.back();
+  bool monotone = true;
+  for (int j = 1; j < n; ++j)
+    monotone &= first < last ? ids[j] >= ids[j - 1] : (first > last ? ids[j] <= ids[j - 1] : ids[j] == ids[j - 1]);
+  std::vector<std::pair<int, int>> out(ids.size(), {INT_MAX, INT_MIN});
+  if (!monotone) return out;
+  for (int j = 0; j < n; ++j) {
+    int lo = j, hi = j;
+    while (lo > 0 && ids[lo - 1] == ids[j]) --lo;
+    while (hi + 1 < n && ids[hi + 1] == ids[j]) ++hi;
+    out[j] = {lo == 0 ? INT_MIN : lo, hi == n - 1 ? INT_MAX : hi};
+  }
+  return out;
+}
+
+// Both masks at every (q, kv) of a window around the ids' row (out-of-range reads clamp).
+void expect_equal_everywhere(const ir::NodeRef& mask, const std::vector<int>& ids, int q_len) {
+  const auto rewritten = rewrite_run_equality(mask);
+  ASSERT_TRUE(rewritten.has_value());
+  const auto runs = runs_of(ids);
+  const auto clamp = [&](std::int64_t i, std::int64_t size) { return std::clamp<std::int64_t>(i, 0, size - 1); };
+  ir::EvalEnv env;
+  env.q_len = q_len;
+  env.kv_len = static_cast<std::int64_t>(ids.size());
+  env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> at) {
+    const std::int64_t j = clamp(at[1], env.kv_len);
+    if (read.name == "doc") return ir::Value::of_int(ids[static_cast<std::size_t>(j)]);
+    EXPECT_EQ(read.name, rewritten->runs);
+    const auto& r = runs[static_cast<std::size_t>(j)];
+    return ir::Value::of_int(clamp(at[2], 2) == 0 ? r.first : r.second);
+  };
+  int admitted = 0;
+  for (env.q = -2; env.q < q_len + 2; ++env.q)
+    for (env.kv = -3; env.kv < env.kv_len + 3; ++env.kv) {
+      const bool want = ir::evaluate(mask, env).b;
+      ASSERT_EQ(ir::evaluate(rewritten->mask, env).b, want) << "q " << env.q << " kv " << env.kv;
+      // The kernel's fast form (no key read) wherever the row's runs are valid, and they are
+      // valid at every row or at none.
+      const bool runs_valid = ir::evaluate(rewritten->monotone, env).b;
+      ASSERT_EQ(runs_valid, runs[0].first <= runs[0].second) << "q " << env.q;
+      if (runs_valid) ASSERT_EQ(ir::evaluate(rewritten->fast_mask, env).b, want) << "q " << env.q << " kv " << env.kv;
+      admitted += want;
+    }
+  EXPECT_GT(admitted, 0);
+}
+
+TEST(RunEquality, RewritesTheDocumentPresets) {
+  for (const char* name : {"document", "document_causal"}) {
+    const auto r = rewrite_run_equality(presets::by_name(name).mask_mod().node());
+    ASSERT_TRUE(r.has_value()) << name;
+    EXPECT_EQ(r->tensor, "doc");
+    EXPECT_EQ(r->runs, "aj_runs_doc");
+    const std::string row = "q + kv_len - q_len";  // both presets align the query to the keys' end
+    EXPECT_EQ(ir::print_expr(r->monotone), "aj_runs_doc[b, " + row + ", 0] <= aj_runs_doc[b, " + row + ", 1]");
+    if (std::string(name) == "document_causal")  // the row's two upper bounds merged: two fields, not three
+      EXPECT_EQ(ir::print_expr(r->fast_mask),
+                "kv >= aj_runs_doc[b, " + row + ", 0] && kv <= min(aj_runs_doc[b, " + row + ", 1], " + row + ")");
+    for (const auto& n : ir::topological_order({r->fast_mask}))
+      EXPECT_FALSE(n->op == ir::Op::TensorRead && n->name == "doc") << ir::print_expr(r->fast_mask);
+  }
+}
+
+TEST(RunEquality, LeavesOtherComparesAlone) {
+  const Tensor scores("s", ir::TensorDType::F32, 2);
+  const Tensor ids3("ids", ir::TensorDType::I32, 3);
+  for (const Expr& mask : {doc(b, q) == doc(b, kv + 1),      // the key's index is not kv itself
+                           doc(b, q) == doc(h, kv),          // different rows
+                           doc(q, q) == doc(q, kv),          // the row index uses q
+                           doc(b, kv - 1) == doc(b, kv),     // the query side reads by kv
+                           scores(b, q) == scores(b, kv),    // not int ids
+                           ids3(b, h, q) == ids3(b, h, kv),  // not rank 2
+                           doc(b, q) <= doc(b, kv)})         // not an equality
+    EXPECT_FALSE(rewrite_run_equality(mask.node()).has_value()) << ir::print_expr(mask.node());
+}
+
+TEST(RunEquality, EqualsTheCompareForIdsInAndOutOfOrder) {
+  const Expr shifted = q + kv_len - q_len;
+  const std::vector<ir::NodeRef> masks = {
+      (doc(b, q) == doc(b, kv)).node(),
+      (doc(b, shifted) == doc(b, kv) && kv <= shifted).node(),
+      (doc(b, kv) == doc(b, q / 2) || kv == 0).node(),
+  };
+  const std::vector<std::vector<int>> rows = {
+      {0, 0, 0, 1, 1, 2, 2, 2, 2, 3},  // up
+      {5, 5, 3, 3, 3, 1, 0, 0, 0, 0},  // down
+      {4, 4, 4, 4, 4, 4, 4},           // one run
+      {0, 0, 1, 1, 0, 0, 2, 2, 1},     // out of order: 0 and 1 come back
+      {7},
+  };
+  for (const auto& mask : masks)
+    for (const auto& ids : rows)
+      for (const int q_len : {static_cast<int>(ids.size()), 3}) expect_equal_everywhere(mask, ids, q_len);
+}
+
+}  // namespace
+}  // namespace attnjit
