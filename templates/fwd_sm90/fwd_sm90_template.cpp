@@ -41,14 +41,14 @@ int persistent_knob(const Knobs& knobs) {
   return v.count("persistent") ? v.at("persistent") : 0;
 }
 
-// A document mask's ids read as per-row runs (compiler/passes/run_equality.hpp), by default at
-// D=64 and 128 (H200, 2026-12-02, S=4096 TFLOP/s off / on, 3 documents: D=128 document_causal
-// 294 -> 321, with a prebuilt block mask 312 -> 362, 8 documents 210 -> 208, at 16k 445 -> 462,
-// document 401 -> 423; D=64 document_causal 131 -> 167, document 199 -> 253). D=256 is not
-// measured yet.
-int runs_knob(const Knobs& knobs, int head_dim) {
+// A document mask's ids read as per-row runs (compiler/passes/run_equality.hpp), by default
+// (H200, 2026-12-02, S=4096 TFLOP/s off / on, 3 documents: D=128 document_causal 294 -> 321,
+// with a prebuilt block mask 312 -> 362, 8 documents 210 -> 208, at 16k 445 -> 462, document
+// 401 -> 423; D=64 document_causal 131 -> 167, document 199 -> 253; D=256 document_causal
+// 346 -> 381, one round).
+int runs_knob(const Knobs& knobs) {
   const auto& v = knobs.values();
-  return v.count("doc_runs") ? v.at("doc_runs") : (head_dim <= 128 ? 1 : 0);
+  return v.count("doc_runs") ? v.at("doc_runs") : 1;
 }
 
 // Q buffers of a plan: two for a persistent kernel where they fit beside the ring (the next
@@ -104,8 +104,7 @@ class FwdSm90Template : public KernelTemplate {
         {"doc_runs",
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv]): 1 reads each row's run of equal ids from a pre-pass, so a partial "
-         "tile loads no key's id where the ids are sorted (default 1 at head_dim 64 and 128, 0 at 256); no effect on "
-         "other masks. Not tuned unless --only names it",
+         "tile loads no key's id where the ids are sorted; no effect on other masks. Not tuned unless --only names it",
          /*tuned=*/false}};
   }
 
@@ -119,7 +118,7 @@ class FwdSm90Template : public KernelTemplate {
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
                        ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     k.set("persistent", split && r.head_dim != 256 && k.get("consumers") != 1 ? 1 : 0);
-    k.set("doc_runs", runs_knob(k, r.head_dim));
+    k.set("doc_runs", runs_knob(k));
     return k;
   }
 
@@ -157,7 +156,7 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
     if (const int p = persistent_knob(knobs); p != 0 && p != 1)
       return Support::invalid(fmt::format("persistent {} is not 0 or 1", p));
-    if (const int p = runs_knob(knobs, head_dim); p != 0 && p != 1)
+    if (const int p = runs_knob(knobs); p != 0 && p != 1)
       return Support::invalid(fmt::format("doc_runs {} is not 0 or 1", p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
@@ -187,7 +186,7 @@ class FwdSm90Template : public KernelTemplate {
     const int persistent = persistent_knob(r.knobs);
     const int queries = q_buffers(r.knobs, r.head_dim, max_shared_memory_for_arch(r.arch));
     EmittedHooks emitted;
-    GeneratedUnit unit = start_unit(name(), r, emitted, runs_knob(r.knobs, r.head_dim) == 1);
+    GeneratedUnit unit = start_unit(name(), r, emitted, runs_knob(r.knobs) == 1);
     unit.max_dynamic_shared_bytes = fwd_sm90_shared_bytes(r.head_dim, block_n, consumers, stages, queries);
     // A split score_mod's key parts go through per-tile tables where they fit beside the ring
     // (not at D=128 with 3 stages of 128 keys); elsewhere score_mod runs per element.

@@ -225,12 +225,16 @@ TEST_F(FwdSm90Codegen, LaunchPlanCarriesTheTensorMapsAndTheBlockMask) {
   EXPECT_EQ(plan.args_bytes, sizeof(AttnjitFwdSm90Args));
   EXPECT_TRUE(static_cast<bool>(plan.finish_args));
   EXPECT_EQ(plan.workspace_bytes, 0u);
-  // A mask that reads a tensor: the block-mask kernel first, tiles of 128 x block_n.
+  // A mask that reads a tensor: the block-mask kernel first, tiles of 128 x block_n; a document
+  // mask's runs before it, into a slot after the variant's tensors.
   const PreparedKernel doc = generate(presets::by_name("document_causal"), options("sm_90a", 256));
   const LaunchPlan with_mask = doc.launch_plan(ProblemShape{1, 8, 8, 1000, 1000});
-  ASSERT_EQ(with_mask.kernels.size(), 2u);
-  EXPECT_EQ(with_mask.kernels[0].role, "block_mask");
-  EXPECT_EQ(with_mask.kernels[0].grid.x, (1000u + 79) / 80);  // block_n 80 at D=256
+  ASSERT_EQ(with_mask.kernels.size(), 3u);
+  EXPECT_EQ(with_mask.kernels[0].kernel, "attnjit_tensor_runs");
+  EXPECT_EQ(with_mask.runs_source, 0);
+  EXPECT_EQ(with_mask.runs_slot, 1);
+  EXPECT_EQ(with_mask.kernels[1].role, "block_mask");
+  EXPECT_EQ(with_mask.kernels[1].grid.x, (1000u + 79) / 80);  // block_n 80 at D=256
   EXPECT_GT(with_mask.block_mask_bytes, 0u);
   EXPECT_EQ(plan.zeroed_bytes, 0u);  // one CTA per query block: no work counter
 }
