@@ -133,6 +133,13 @@ class FwdSm90Template : public KernelTemplate {
     // 239 -> 261, dense 380 -> 390; 2 -> 1, 2026-11-30: causal 276 -> 294, dense 393 -> 418).
     if (r.head_dim == 64 && r.problem && r.problem->seq_q <= 1024)
       return Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}, {"pingpong", 1}};
+    // A mask that reads a tensor (documents) at D=64: two consumers, 128-row query blocks whose
+    // short rows waste less (H200, 2026-12-02, document_causal S=4096, 3 documents: 3 -> 2
+    // consumers 166 -> 190 TFLOP/s; not measured on other such masks).
+    const bool mask_reads_tensor =
+        r.variant != nullptr && !ir::index_uses(r.variant->mask_mod().node()).tensors.empty();
+    if (r.head_dim == 64 && mask_reads_tensor)
+      return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"pingpong", 1}};
     if (r.head_dim == 64) return Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}, {"pingpong", 1}};
     // D=128, short sequences (hinted), plain scores: a third K/V tile in flight (H200,
     // 2026-11-30, S=1024: causal 401 -> 409, dense 569 -> 568; S=4096 causal 580 -> 584; 16k
