@@ -247,7 +247,7 @@ __device__ __forceinline__ bool rows_runs_valid(int b, int h, int q_row, const A
 }
 #endif
 
-// RUNS: the rows' runs are valid (rows_runs_valid): a document mask's pair reads no key's id.
+// `runs`: the rows' runs are valid (rows_runs_valid), so a document mask's pair reads no key's id.
 template <bool BOUND, bool MASK, bool COLS_GIVEN = false>
 __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
                                             const AttnjitFwdArgs& args, const AjMaskCol* given = nullptr,
