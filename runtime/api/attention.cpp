@@ -318,6 +318,15 @@ void BlockMask::copy_to_host(void* host, std::size_t bytes) const {
   buffer_->copy_to_host(host, bytes);
 }
 
+std::size_t BlockMask::runs_size_bytes() const { return runs_ ? runs_->size_bytes() : 0; }
+void BlockMask::copy_runs_to_host(void* host, std::size_t bytes) const {
+  if (!runs_ || bytes > runs_->size_bytes())
+    throw UserError(
+        fmt::format("BlockMask::copy_runs_to_host: {} bytes asked, the mask holds {}", bytes, runs_size_bytes()));
+  device_context(device_).make_current();
+  runs_->copy_to_host(host, bytes);
+}
+
 void synchronize_device(int device) { device_context(device).synchronize(); }
 
 const PreparedKernel& Kernel::prepared() const {

@@ -139,6 +139,11 @@ class BlockMask {
   // or 1, H' = heads_q or 1 (templates/block_mask/block_mask_template.hpp).
   std::uint64_t device_address() const;
   void copy_to_host(void* host, std::size_t bytes) const;  // synchronous; for tests and inspection
+  // A document mask's runs, built with the classes where the kernel reads them (fwd_sm90, knob
+  // doc_runs; 0 bytes otherwise): int32 [size0, size1, 2] of the id tensor, (lo, hi) per
+  // position (compiler/passes/run_equality.hpp). Synchronous; for tests and inspection.
+  std::size_t runs_size_bytes() const;
+  void copy_runs_to_host(void* host, std::size_t bytes) const;
 
  private:
   friend class Kernel;

@@ -17,6 +17,7 @@
 #include "compiler/printer.hpp"
 #include "dsl/expr.hpp"
 #include "dsl/presets.hpp"
+#include "support/document_runs.hpp"
 
 namespace attnjit {
 namespace {
@@ -26,30 +27,11 @@ using ir::rewrite_run_equality;
 
 const Tensor doc("doc", ir::TensorDType::I32, 2);
 
-// The runs of one row of ids as the pre-pass writes them: (lo, hi) per position, INT_MIN /
-// INT_MAX at the row's ends, lo > hi everywhere when the ids are not monotone.
-std::vector<std::pair<int, int>> runs_of(const std::vector<int>& ids) {
-  const int n = static_cast<int>(ids.size());
-  const int first = ids.front(), last = ids.back();
-  bool monotone = true;
-  for (int j = 1; j < n; ++j)
-    monotone &= first < last ? ids[j] >= ids[j - 1] : (first > last ? ids[j] <= ids[j - 1] : ids[j] == ids[j - 1]);
-  std::vector<std::pair<int, int>> out(ids.size(), {INT_MAX, INT_MIN});
-  if (!monotone) return out;
-  for (int j = 0; j < n; ++j) {
-    int lo = j, hi = j;
-    while (lo > 0 && ids[lo - 1] == ids[j]) --lo;
-    while (hi + 1 < n && ids[hi + 1] == ids[j]) ++hi;
-    out[j] = {lo == 0 ? INT_MIN : lo, hi == n - 1 ? INT_MAX : hi};
-  }
-  return out;
-}
-
 // Both masks at every (q, kv) of a window around the ids' row (out-of-range reads clamp).
 void expect_equal_everywhere(const ir::NodeRef& mask, const std::vector<int>& ids, int q_len) {
   const auto rewritten = rewrite_run_equality(mask);
   ASSERT_TRUE(rewritten.has_value());
-  const auto runs = runs_of(ids);
+  const auto runs = document_runs(ids);
   const auto clamp = [&](std::int64_t i, std::int64_t size) { return std::clamp<std::int64_t>(i, 0, size - 1); };
   ir::EvalEnv env;
   env.q_len = q_len;

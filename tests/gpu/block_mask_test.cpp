@@ -1,5 +1,6 @@
 // GPU tests of the block mask (templates/block_mask.cuh, Kernel::build_block_mask): the tile
-// classes of a mask that reads a tensor match a brute-force CPU classification; forward with
+// classes of a mask that reads a tensor match a brute-force CPU classification, and a document
+// mask's runs (templates/tensor_runs.cuh) the CPU's; forward with
 // a prebuilt BlockMask writes the same bytes as forward that builds its own; and, for the
 // record (docs/kernels.md), the block-mask kernel's time against the attention kernel's on
 // the benchmark shape. Skips with a message without a GPU. The timing is left out of the
@@ -18,6 +19,8 @@
 #include "runtime/api/attention.hpp"
 #include "runtime/api/dlpack_view.hpp"
 #include "runtime/driver/cuda_driver.hpp"
+#include "support/document_runs.hpp"
+#include "templates/fwd_sm90/fwd_sm90_template.hpp"
 
 namespace attnjit {
 namespace {
@@ -80,22 +83,64 @@ void fill_random(const DeviceTensor& t, std::mt19937& rng, std::int64_t period =
   t.buffer.copy_from_host(h.data(), t.buffer.size_bytes());
 }
 
-void classes_match_brute_force_and_prebuilt_matches_per_call(int D);
+void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs& knobs);
 
-// At D=64 the mask compares ids per element; at D=128 (fwd_sm90) it reads the ids' runs, which
-// the block-mask kernel's classes come from too.
-TEST_F(BlockMaskGpu, ClassesMatchBruteForceAndPrebuiltMatchesPerCall) {
-  for (const int D : {64, 128}) {
-    SCOPED_TRACE("D=" + std::to_string(D));
-    classes_match_brute_force_and_prebuilt_matches_per_call(D);
+// The runs a BlockMask holds (none where the kernel reads no runs) against the CPU's, row by row.
+void expect_runs_match(const BlockMask& mask, const std::vector<int>& ids, int batch, int seq_k) {
+  if (mask.runs_size_bytes() == 0) return;
+  std::vector<int> runs(static_cast<std::size_t>(batch) * seq_k * 2);
+  ASSERT_GE(mask.runs_size_bytes(), runs.size() * sizeof(int));
+  mask.copy_runs_to_host(runs.data(), runs.size() * sizeof(int));
+  for (int b = 0; b < batch; ++b) {
+    const auto want = document_runs(ids.data() + static_cast<std::size_t>(b) * seq_k, seq_k);
+    for (int j = 0; j < seq_k; ++j) {
+      const std::size_t at = (static_cast<std::size_t>(b) * seq_k + j) * 2;
+      ASSERT_EQ(runs[at], want[static_cast<std::size_t>(j)].first) << "lo, row " << b << " position " << j;
+      ASSERT_EQ(runs[at + 1], want[static_cast<std::size_t>(j)].second) << "hi, row " << b << " position " << j;
+    }
   }
 }
 
-void classes_match_brute_force_and_prebuilt_matches_per_call(int D) {
+// The defaults read the ids' runs on fwd_sm90 (knob doc_runs) and compare ids per element on
+// fwd_sm80; doc_runs 0 compares them on fwd_sm90 too. The classes come from the same hooks.
+TEST_F(BlockMaskGpu, ClassesMatchBruteForceAndPrebuiltMatchesPerCall) {
+  for (const int D : {64, 128}) {
+    SCOPED_TRACE("D=" + std::to_string(D));
+    classes_match_brute_force_and_prebuilt_matches_per_call(D, Knobs{});
+  }
+  const Kernel probe = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(64));
+  if (probe.prepared().config.template_name == kFwdSm90TemplateName) {
+    SCOPED_TRACE("D=64 doc_runs=0");
+    classes_match_brute_force_and_prebuilt_matches_per_call(64, Knobs{{"doc_runs", 0}});
+  }
+}
+
+// The runs pre-pass on rows in order, a row out of order (its runs all lo > hi: the kernel
+// compares ids there) and a row of one document.
+TEST_F(BlockMaskGpu, RunsMatchTheReferenceInAndOutOfOrder) {
+  const int B = 3, H = 2, S = 3001;
+  const Kernel kernel = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(128));
+  if (kernel.prepared().unit.facts.runs_slot < 0)
+    GTEST_SKIP() << "template " << kernel.prepared().config.template_name << " reads no runs";
+  std::mt19937 rng(5);
+  std::vector<int> ids = document_ids(B, S, 7, rng);
+  for (int j = 0; j < S; ++j) ids[static_cast<std::size_t>(S) + j] = (j / 100) % 3;  // ids come back
+  for (int j = 0; j < S; ++j) ids[2 * static_cast<std::size_t>(S) + j] = 42;
+  DeviceTensor doc({B, S}, DLDataType{kDLInt, 32, 1});
+  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
+  Bindings bindings;
+  bindings.set("doc", doc.view);
+  const BlockMask mask = kernel.build_block_mask(B, H, S, S, bindings);
+  ASSERT_GT(mask.runs_size_bytes(), 0u);
+  expect_runs_match(mask, ids, B, S);
+}
+
+void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs& knobs) {
   const int B = 2, H = 3, Sq = 1000, Sk = 1537;
   std::mt19937 rng(7);
-  const Kernel kernel =
-      compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D).with_dtype(ElementType::BF16));
+  CompileOptions options = CompileOptions().with_head_dim(D).with_dtype(ElementType::BF16);
+  if (!knobs.empty()) options = options.with_knobs(knobs);
+  const Kernel kernel = compile(presets::by_name("document_causal"), options);
   ASSERT_TRUE(kernel.has_block_mask());
   const auto& facts = kernel.prepared().unit.facts;
   EXPECT_TRUE(facts.mask_uses_batch);
@@ -108,6 +153,8 @@ void classes_match_brute_force_and_prebuilt_matches_per_call(int D) {
   bindings.set("doc", doc.view);
 
   const BlockMask mask = kernel.build_block_mask(B, H, Sq, Sk, bindings);
+  EXPECT_EQ(mask.runs_size_bytes() > 0, kernel.prepared().unit.facts.runs_slot >= 0);
+  expect_runs_match(mask, ids, B, Sk);
   // The forward template's tile: fwd_sm80 names its rows block_m; fwd_sm90 has 64 per consumer warpgroup.
   const auto& knobs = kernel.prepared().config.knobs;
   const int bm = knobs.values().count("block_m") ? knobs.get("block_m") : 64 * knobs.get("consumers");
