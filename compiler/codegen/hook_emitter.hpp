@@ -27,7 +27,8 @@ ArgumentSlots assign_slots(const Variant& variant);
 
 // For templates that take document masks as per-row key intervals (compiler/passes/
 // run_equality.hpp): adds the derived runs tensor to `slots` when the mask has a run equality
-// and a slot is free; emit_hooks then emits the rewritten mask split. Returns whether it did.
+// and a slot is free; emit_hooks then emits a second split of the mask through the runs
+// (AJ_MASK_RUNS, aj_mask_pair_runs) beside the usual one. Returns whether it did.
 bool add_run_slots(const Variant& variant, ArgumentSlots& slots);
 
 // What the emitted hooks tell a template about the variant.
