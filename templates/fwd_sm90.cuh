@@ -460,7 +460,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
                            w.h, map_b);
         }
         int cls = 0;
-        for (int n = walk.next(0, cls, args); n < walk.n_tiles; n = walk.next(n + 1, cls, args)) {
+        // (one call of walk.next: the tile classes' code inlined once)
+        for (int n = -1;;) {
+          n = walk.next(n + 1, cls, args);
+          if (n >= walk.n_tiles) break;
           if (!leader) continue;  // (the other lanes only walk)
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
           // (the arrival releases this store to the consumers' wait)
@@ -706,24 +709,35 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         // Every consumer sees the same tiles, so each takes the same number of turns; the last
         // one's first arrival lets consumer 0 start, and its last arrival is left out.
         if (cw == NC - 1) pass_turn();
-        // First tile: S, softmax; its P V waits for the next tile's S to be issued first.
+        // Per tile n: softmax(n) runs while P(n-1) V(n-1) does; then S(n+1) and P(n) V(n) are
+        // issued. The loop starts at the softmax, so one body serves every tile: a single copy
+        // of the softmax and the hooks (compile time), and the GEMMs on no branch of their own
+        // (ptxas serializes a wgmma behind a branch, or behind a wait it cannot count).
         take_turn();
         issue_qk(s, sq, s_k + stage * KV_BYTES);
         pass_turn();
         prefetch_cols(n, cls);
         split_cols(n);
         aj_wgmma_wait<0>();
-        aj_fence_registers(s);
-        if (signals) aj_mbar_arrive(bar.k_empty(stage));
+        int pv_stage = -1, pv_phase = 0;
         float alpha[2];
-        softmax(n, cls, alpha);
-        to_fragments();
-        int pv_stage = stage, pv_phase = phase;
-        if (++stage == ST) {
-          stage = 0;
-          phase ^= 1;
-        }
-        while (next_tile(stage, phase, n, cls)) {
+        for (;;) {
+          aj_fence_registers(s);
+          if (signals) aj_mbar_arrive(bar.k_empty(stage));
+          softmax(n, cls, alpha);
+          aj_wgmma_wait<0>();
+          aj_fence_registers(o);
+          aj_keep_registers(p);  // the wgmma read them until here
+          if (signals && pv_stage >= 0) aj_mbar_arrive(bar.v_empty(pv_stage));
+          rescale(alpha);  // the first tile's alpha is 0, and O still 0
+          to_fragments();
+          pv_stage = stage;
+          pv_phase = phase;
+          if (++stage == ST) {
+            stage = 0;
+            phase ^= 1;
+          }
+          if (!next_tile(stage, phase, n, cls)) break;
           take_turn();
           issue_qk(s, sq, s_k + stage * KV_BYTES);
           aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
@@ -732,21 +746,6 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           prefetch_cols(n, cls);
           split_cols(n);
           aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
-          aj_fence_registers(s);
-          if (signals) aj_mbar_arrive(bar.k_empty(stage));
-          softmax(n, cls, alpha);
-          aj_wgmma_wait<0>();
-          aj_fence_registers(o);
-          aj_keep_registers(p);  // the wgmma read them until here
-          if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
-          rescale(alpha);
-          to_fragments();
-          pv_stage = stage;
-          pv_phase = phase;
-          if (++stage == ST) {
-            stage = 0;
-            phase ^= 1;
-          }
         }
         take_turn();
         aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
