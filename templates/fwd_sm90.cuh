@@ -21,10 +21,12 @@
 //     so one warpgroup's softmax runs while another's GEMMs keep the tensor cores busy. O, the
 //     row maximum and sum stay in registers; the epilogue stages O (normalized, gated) in the
 //     Q tile's shared memory and writes it with 16-byte stores.
-// With AJ_PERSISTENT the grid is a CTA per SM (two with one consumer), and the producer takes
-// work items (query blocks) from a counter in a loop: each item's Q goes to one of AJ_Q_BUFFERS
-// buffers with the item number beside it, its tiles into the same ring, then an end stage whose
-// word is NO_TILE; the consumers free that stage and, after the epilogue, the Q buffer.
+// With AJ_PERSISTENT the grid is a CTA per SM (two with one consumer), and a Q thread (warp 1
+// of the producer warpgroup) takes work items (query blocks) from a counter in a loop: each
+// item's Q goes to one of AJ_Q_BUFFERS buffers as soon as it is free, with the item number
+// beside it; the K / V warp walks the items in the same order, their tiles into the same ring,
+// each followed by an end stage whose word is NO_TILE; the consumers free that stage and, after
+// the epilogue, the Q buffer.
 // Shared memory tiles hold 128-byte rows of 64 elements with the 128-byte swizzle (TMA writes
 // them so, wgmma reads them so): a [rows x D] tile is D / 64 chunks of [rows x 64].
 //
@@ -41,7 +43,7 @@
 //   sequence's start and bounded by its own lengths (rows of the next sequence the TMA brings
 //   into a tile are masked as keys and never stored as queries).
 // Dynamic shared memory (the host computes the same), with QB = AJ_Q_BUFFERS:
-//   QB * AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (2 * QB + 4 * AJ_STAGES)
+//   QB * AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (3 * QB + 4 * AJ_STAGES + 1)
 //   + 4 * AJ_STAGES + 4 * QB + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
 #ifndef ATTNJIT_FWD_SM90_CUH
 #define ATTNJIT_FWD_SM90_CUH
@@ -125,7 +127,7 @@ constexpr aj_u32 KV_BYTES = BN * D * 2;
 constexpr aj_u32 OFF_K = QB * Q_BYTES;
 constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
-constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (2 * QB + 4 * ST);  // per stage: (tile << 2) | class, or NO_TILE
+constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (3 * QB + 4 * ST + 1);  // per stage: (tile << 2) | class, or NO_TILE
 constexpr aj_u32 OFF_ITEMS = OFF_TILES + 4 * ST;                // per Q buffer: its item, or -1 (no more)
 constexpr aj_u32 NO_TILE = 0xffffffffu;
 // Per consumer, two tiles' key parts of the score split (aj_score_col), BN floats each: tile n
@@ -144,7 +146,9 @@ static_assert(BM == 64 * NC, "AJ_BLOCK_M must be 64 * AJ_CONSUMERS");
 using namespace aj_sm80;  // pack2 (sm80_dtype.cuh)
 
 // The mbarriers, 8 bytes each after the tiles: Q full and Q empty per Q buffer, then K full,
-// V full, K empty, V empty per stage.
+// V full, K empty, V empty per stage, then item full per Q buffer (persistent: the item number
+// is in shared memory, before its Q has landed) and walk done (the K / V warp has issued an
+// item's last tile).
 struct Barriers {
   aj_u32 base;
   __device__ aj_u32 q_full(int i) const { return base + 8 * i; }
@@ -153,6 +157,8 @@ struct Barriers {
   __device__ aj_u32 v_full(int s) const { return base + 8 * (2 * QB + ST + s); }
   __device__ aj_u32 k_empty(int s) const { return base + 8 * (2 * QB + 2 * ST + s); }
   __device__ aj_u32 v_empty(int s) const { return base + 8 * (2 * QB + 3 * ST + s); }
+  __device__ aj_u32 item_full(int i) const { return base + 8 * (2 * QB + 4 * ST + i); }
+  __device__ aj_u32 walk_done() const { return base + 8 * (3 * QB + 4 * ST); }
 };
 
 // One CTA's share of the grid: a query block of one (batch, head).
@@ -401,7 +407,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     for (int i = 0; i < QB; ++i) {
       aj_mbar_init(bar.q_full(i), 1);
       aj_mbar_init(bar.q_empty(i), 128 * NC);
+      aj_mbar_init(bar.item_full(i), 1);
     }
+    aj_mbar_init(bar.walk_done(), 1);
     for (int s = 0; s < ST; ++s) {
       aj_mbar_init(bar.k_full(s), 1);
       aj_mbar_init(bar.v_full(s), 1);
@@ -415,17 +423,34 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   if (wg == 0) {
     // ---- producer -------------------------------------------------------------------------
     aj_regs_release<PRODUCER_REGS>();
-    if (tid < 32) {  // the producer warp: all lanes walk the tiles (TileWalk), lane 0 issues
+    // An item's Q tile into buffer qb, completing q_full(qb) with its bytes.
+    const auto load_q = [&](const WorkItem& w, int qb) {
+#if AJ_RAGGED
+      const int q_start = args.cu_seqlens_q[w.b], map_b = 0;  // the packed tokens (the maps' batch is 1)
+#else
+      const int q_start = 0, map_b = w.b;
+#endif
+      aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c)
+        aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64,
+                       q_start + w.m_block * BM, w.h, map_b);
+    };
+    (void)load_q;
+    if (tid < 32) {  // the K / V warp: all lanes walk the tiles (TileWalk), lane 0 issues
       const bool leader = tid == 0;
       if (leader) {
+#if !AJ_PERSISTENT
         aj_tma_prefetch_descriptor(&params.tma_q);
+#endif
         aj_tma_prefetch_descriptor(&params.tma_k);
         aj_tma_prefetch_descriptor(&params.tma_v);
       }
       int stage = 0, phase = 0;
-      // One item: its Q into buffer qb, its admitted kv tiles into the ring, then a stage whose
-      // word says the item ends.
+      // One item: its Q into buffer qb (persistent: the Q thread's), its admitted kv tiles into
+      // the ring, then a stage whose word says the item ends.
       const auto produce = [&](const WorkItem& w, int qb) {
+        (void)qb;
         const int hk = w.h / (args.heads_q / args.heads_kv);
         const int q0 = w.m_block * BM;
         TileWalk walk;
@@ -436,12 +461,12 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         // The sequence's rows start at its offsets in the packed tokens (the maps' batch is 1); a
         // short sequence has no rows in the later query blocks.
         const int w_seq_q = AJ_SEQ_Q_OF(w.b), w_seq_k = AJ_SEQ_K_OF(w.b);
-        const int q_start = args.cu_seqlens_q[w.b], k_start = args.cu_seqlens_k[w.b], map_b = 0;
+        const int k_start = args.cu_seqlens_k[w.b], map_b = 0;
         walk.q_hi = min(q0 + BM, w_seq_q) - 1;
         walk.seq_k = w_seq_k;
         walk.n_tiles = q0 < w_seq_q ? (w_seq_k + BN - 1) / BN : 0;
 #else
-        const int q_start = 0, k_start = 0, map_b = w.b;
+        const int k_start = 0, map_b = w.b;
         walk.q_hi = min(q0 + BM, seq_q) - 1;
         walk.seq_k = seq_k;
         walk.n_tiles = (seq_k + BN - 1) / BN;
@@ -452,13 +477,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           walk.classes = args.tile_classes + (aj_i64)w.b * args.tile_class_stride[0] +
                          (aj_i64)w.h * args.tile_class_stride[1] + (aj_i64)w.m_block * args.tile_class_stride[2];
 #endif
-        if (leader) {
-          aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
-#pragma unroll
-          for (int c = 0; c < D / 64; ++c)
-            aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q_start + q0,
-                           w.h, map_b);
-        }
+#if !AJ_PERSISTENT
+        if (leader) load_q(w, qb);
+#endif
         int cls = 0;
         // (one call of walk.next: the tile classes' code inlined once)
         for (int n = -1;;) {
@@ -485,6 +506,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           }
         }
         if (!leader) return;
+#if AJ_PERSISTENT
+        aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
+#endif
         aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
         aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
         aj_mbar_arrive(bar.k_full(stage));
@@ -500,39 +524,58 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
       };
 #if AJ_PERSISTENT
-      // Items from the launch's counter, one ahead of the consumers per Q buffer; the item number
-      // travels with the Q tile (stored before the arrival that completes with its bytes). The
-      // last CTA to run out puts both counters back to zero for the next launch.
-      int* const counters = params.work_counters;
+      // The items the Q thread fetched, in order, each announced on item_full before its Q lands.
       for (int local = 0;; ++local) {
         const int qb = local % QB;
-        int item = 0;
-        if (leader) {
-          item = atomicAdd(counters, 1);
-#if AJ_RAGGED
-          // Items past their sequence's queries (the item space covers the longest) are skipped.
-          while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
-            item = atomicAdd(counters, 1);
-#endif
-          aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
-          aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
-          if (item >= items) aj_mbar_arrive(bar.q_full(qb));
-        }
-        item = __shfl_sync(~0u, item, 0);
-        if (item >= items) break;
+        aj_mbar_wait(bar.item_full(qb), local / QB & 1);
+        const int item = (int)aj_ld_shared_u32(s_items + 4 * qb);
+        if (item < 0) break;
         produce(item_of(item), qb);
-      }
-      if (leader) {
-        __threadfence();  // this CTA's last fetch, before it counts itself out
-        if (atomicAdd(counters + 1, 1) == (int)gridDim.x - 1) {
-          counters[0] = 0;
-          counters[1] = 0;
-        }
       }
 #else
       produce(my_item, 0);
 #endif
     }
+#if AJ_PERSISTENT
+    else if (tid == 32) {
+      // The Q thread: items from the launch's counter into the Q buffers in turn, as soon as a
+      // buffer's last item has been stored (QB 2: a whole item ahead of the consumers, so that
+      // neither the counter's round trip nor Q's load waits behind the K / V ring). In the last
+      // wave it fetches only once the K / V warp has walked the current item: an item taken a
+      // whole item early may wait while another CTA idles. The item number goes to shared
+      // memory before the arrivals that announce it. The last CTA to run out puts both counters
+      // back to zero for the next launch.
+      aj_tma_prefetch_descriptor(&params.tma_q);
+      int* const counters = params.work_counters;
+      bool last_wave = false;
+      for (int local = 0;; ++local) {
+        const int qb = local % QB;
+        aj_mbar_wait(bar.q_empty(qb), (local / QB & 1) ^ 1);
+        // (after the wait above the K / V warp has walked item local - QB, so the phase this
+        // parity names is item local - 1's; with one Q buffer it is already complete)
+        if (last_wave) aj_mbar_wait(bar.walk_done(), (local - 1) & 1);
+        int item = atomicAdd(counters, 1);
+#if AJ_RAGGED
+        // Items past their sequence's queries (the item space covers the longest) are skipped.
+        while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
+          item = atomicAdd(counters, 1);
+#endif
+        last_wave = item >= items - 2 * (int)gridDim.x;
+        aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));
+        aj_mbar_arrive(bar.item_full(qb));
+        if (item >= items) {
+          aj_mbar_arrive(bar.q_full(qb));
+          break;
+        }
+        load_q(item_of(item), qb);
+      }
+      __threadfence();  // this CTA's last fetch, before it counts itself out
+      if (atomicAdd(counters + 1, 1) == (int)gridDim.x - 1) {
+        counters[0] = 0;
+        counters[1] = 0;
+      }
+    }
+#endif
   } else {
     // ---- consumers: 64 query rows each ------------------------------------------------------
     aj_regs_claim<CONSUMER_REGS>();

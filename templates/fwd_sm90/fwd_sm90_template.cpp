@@ -22,7 +22,7 @@ namespace attnjit {
 
 int fwd_sm90_shared_bytes(int head_dim, int block_n, int consumers, int stages, int q_buffers) {
   return q_buffers * 64 * consumers * head_dim * 2 + 2 * stages * block_n * head_dim * 2 +
-         8 * (2 * q_buffers + 4 * stages) + 4 * stages + 4 * q_buffers + 1024;
+         8 * (3 * q_buffers + 4 * stages + 1) + 4 * stages + 4 * q_buffers + 1024;
 }
 
 int fwd_sm90_split_table_bytes(int block_n, int consumers) { return 16 + 2 * consumers * block_n * 4; }
@@ -110,14 +110,22 @@ class FwdSm90Template : public KernelTemplate {
 
   Knobs default_knobs(const TemplateRequest& r) const override {
     Knobs k = default_schedule(r);
-    // A split score_mod computed from the indices alone (ALiBi) runs persistent: H200,
-    // 2026-11-30, TFLOP/s with the knob off / on: alibi_causal D=128 S=4k 497.5 / 523.9, S=1k
-    // 362.2 / 393.6, D=64 S=4k 350.4 / 359.7, alibi D=128 S=4k 599.0 / 606.7. Everything else
-    // measured lost or tied: forget_gate (its key part reads a tensor) 459.3 / 443.3, causal D=128
-    // 4k 574 / 554, the 1024-window 399 / 393, document_causal 287 / 287, dense D=256 747 / 625.
+    // Persistent (the Q thread fetching items and Q a whole item ahead, late in the last two
+    // waves) where it was measured to win, H200, 2026-12-02, TFLOP/s with the knob off / on:
+    // causal D=128 S=1k 401.5 / 414.8, S=4k 575.5 / 600.2, causal D=64 S=1k 290.8 / 316.4; dense
+    // S=1k D=128 562.6 / 572.0 and D=64 403.2 / 428.2 (Q thread without the late fetch); ALiBi
+    // against the previous persistent loop 375.1 -> 392.4 (1k), 521.1 -> 532.8 (4k). Lost: dense
+    // D=128 S=4k 662.8 / 630.4 (one round). Not measured: soft-cap, window, prefix (on, with a
+    // mask like causal's). Off where a hook reads a tensor (documents, forget_gate: the older
+    // loop lost there; not measured since), at D=256 (spills) and for ragged units (not run).
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
                        ir::index_uses(r.variant->score_mod().node()).tensors.empty();
-    k.set("persistent", split && r.head_dim != 256 && k.get("consumers") != 1 ? 1 : 0);
+    const bool reads_tensor = r.variant != nullptr && (!ir::index_uses(r.variant->score_mod().node()).tensors.empty() ||
+                                                       !ir::index_uses(r.variant->mask_mod().node()).tensors.empty());
+    const bool masked = r.variant != nullptr && r.variant->has_mask();
+    const bool short_rows = r.problem && r.problem->seq_q <= 1024;
+    const bool persistent = r.head_dim != 256 && !r.ragged && !reads_tensor && (split || masked || short_rows);
+    k.set("persistent", persistent ? 1 : 0);
     k.set("doc_runs", runs_knob(k));
     return k;
   }

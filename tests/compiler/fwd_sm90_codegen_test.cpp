@@ -51,9 +51,9 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
                 .config.template_name,
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 doc_runs=1 persistent=0 pingpong=1 stages=3");
+            "block_n=128 consumers=2 doc_runs=1 persistent=1 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 doc_runs=1 persistent=0 pingpong=0 stages=2");
+            "block_n=128 consumers=3 doc_runs=1 persistent=1 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -143,8 +143,18 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
     EXPECT_EQ(k.unit.max_dynamic_shared_bytes,
               fwd_sm90_shared_bytes(128, 128, 2, 2, alibi ? 2 : 1) + fwd_sm90_split_table_bytes(128, 2));
   }
-  // Not split, not persistent by default: a grid of one CTA per query block.
-  EXPECT_EQ(count(generate(presets::causal(), options("sm_90a", 128)).source, "#define AJ_PERSISTENT 1"), 0);
+  // Persistent by default with a mask that reads no tensor (causal) or a short hinted problem;
+  // not for long dense rows, documents, D=256 or ragged units: a grid of one CTA per query block.
+  const auto persistent = [&](const char* preset, CompileOptions o) {
+    return count(generate(presets::by_name(preset), o).source, "#define AJ_PERSISTENT 1") == 1;
+  };
+  EXPECT_TRUE(persistent("causal", options("sm_90a", 128)));
+  EXPECT_TRUE(persistent("causal", options("sm_90a", 64)));
+  EXPECT_TRUE(persistent("dense", options("sm_90a", 128).with_shape_hint(16, 16, 16, 1024, 1024)));
+  EXPECT_FALSE(persistent("dense", options("sm_90a", 128)));
+  EXPECT_FALSE(persistent("dense", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
+  EXPECT_FALSE(persistent("document_causal", options("sm_90a", 128)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 256)));
   // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
   const PreparedKernel full = generate(
       presets::by_name("alibi_causal"),
@@ -195,11 +205,12 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
   EXPECT_NE(check(176, 3, 2, 128).reason().find("accumulator registers"), std::string::npos);
   // Q 64 KiB + 4 stages of 32 KiB K and V at D=256: past the limit.
   EXPECT_NE(check(64, 2, 4, 256).reason().find("shared memory"), std::string::npos);
-  // Q, K and V tiles, the mbarriers (Q full / empty, four per stage), each stage's tile word, the
-  // Q buffer's item word, the alignment slack; a persistent plan's second Q buffer.
-  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 10 + 4 * 2 + 4 + 1024);
+  // Q, K and V tiles, the mbarriers (Q full / empty / item full, four per stage, walk done), each
+  // stage's tile word, the Q buffer's item word, the alignment slack; a persistent plan's second Q
+  // buffer.
+  EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2), 128 * 128 * 2 + 4 * 128 * 128 * 2 + 8 * 12 + 4 * 2 + 4 + 1024);
   EXPECT_EQ(fwd_sm90_shared_bytes(128, 128, 2, 2, 2) - fwd_sm90_shared_bytes(128, 128, 2, 2),
-            128 * 128 * 2 + 8 * 2 + 4);
+            128 * 128 * 2 + 8 * 3 + 4);
 }
 
 TEST_F(FwdSm90Codegen, WgmmaWrappersCarryEveryAccumulator) {
@@ -216,7 +227,7 @@ TEST_F(FwdSm90Codegen, WgmmaWrappersCarryEveryAccumulator) {
 }
 
 TEST_F(FwdSm90Codegen, LaunchPlanCarriesTheTensorMapsAndTheBlockMask) {
-  const PreparedKernel p = generate(presets::causal(), options("sm_90a", 128));
+  const PreparedKernel p = generate(presets::by_name("dense"), options("sm_90a", 128));
   const LaunchPlan plan = p.launch_plan(ProblemShape{2, 16, 4, 1000, 1537});
   ASSERT_EQ(plan.kernels.size(), 1u);
   EXPECT_EQ(plan.kernels[0].grid.x, (1000u + 127) / 128);
