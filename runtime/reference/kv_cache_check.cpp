@@ -5,6 +5,8 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -16,6 +18,18 @@
 namespace attnjit {
 
 using check_internal::MirroredTensor;
+
+namespace {
+
+// Every element of a 2-byte (bf16 / fp16) tensor set to one value, rounded once.
+void fill_with(HostTensor& t, double value) {
+  if (t.numel() == 0) return;
+  t.set(0, value);
+  auto* const bits = static_cast<std::uint16_t*>(t.data());
+  std::fill_n(bits, t.numel(), bits[0]);
+}
+
+}  // namespace
 
 std::string KvCacheProblem::str() const {
   std::string s =
@@ -39,24 +53,25 @@ ForwardCheckResult check_forward_kv_cache(const Kernel& kernel, const KvCachePro
   std::mt19937_64 rng(seed);
 
   // The logical cache [B, Hkv, capacity, D], NaN past each sequence's length (the reference
-  // never reads there; the kernel must not either).
+  // never reads there; the kernel must not either). Random values only for the keys in use: a
+  // 32k-key cache a quarter full draws a quarter of the samples.
   MirroredTensor q(dtype, {p.batch, p.heads_q, p.seq_q, dim});
   MirroredTensor o(dtype, {p.batch, p.heads_q, p.seq_q, dim});
   MirroredTensor lse(dlpack_float32(), {p.batch, p.heads_q, p.seq_q});
   HostTensor k(dtype, {p.batch, p.heads_kv, capacity, dim}), v(dtype, {p.batch, p.heads_kv, capacity, dim});
   check_internal::fill_normal(q.host, rng);
   q.upload();
-  check_internal::fill_normal(k, rng);
-  check_internal::fill_normal(v, rng);
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  for (int b = 0; b < p.batch; ++b)
-    for (int h = 0; h < p.heads_kv; ++h)
-      for (int j = std::max(p.seq_lens[static_cast<std::size_t>(b)], 0); j < capacity; ++j)
-        for (int d = 0; d < dim; ++d) {
-          const std::int64_t i = ((static_cast<std::int64_t>(b) * p.heads_kv + h) * capacity + j) * dim + d;
-          k.set(i, nan);
-          v.set(i, nan);
-        }
+  fill_with(k, nan);
+  fill_with(v, nan);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (HostTensor* t : {&k, &v})
+    for (int b = 0; b < p.batch; ++b)
+      for (int h = 0; h < p.heads_kv; ++h) {
+        const std::int64_t row0 = (static_cast<std::int64_t>(b) * p.heads_kv + h) * capacity;
+        const std::int64_t used = static_cast<std::int64_t>(std::max(p.seq_lens[static_cast<std::size_t>(b)], 0)) * dim;
+        for (std::int64_t i = 0; i < used; ++i) t->set(row0 * dim + i, normal(rng));
+      }
 
   // Captured tensors shaped for the capacity (what the kernel's bounds proof assumes).
   const ForwardProblem shape{p.batch, p.heads_q, p.heads_kv, p.seq_q, capacity};
@@ -85,22 +100,21 @@ ForwardCheckResult check_forward_kv_cache(const Kernel& kernel, const KvCachePro
   }
   MirroredTensor kc(dtype, cache_shape), vc(dtype, cache_shape);
   if (p.page_size > 0) {
-    const std::int64_t elements = kc.host.numel();
-    for (std::int64_t i = 0; i < elements; ++i) {
-      kc.host.set(i, nan);
-      vc.host.set(i, nan);
-    }
+    fill_with(kc.host, nan);
+    fill_with(vc.host, nan);
+    // Each key in use, a row of D 2-byte elements, to its page (the rest stays NaN).
+    const std::size_t row_bytes = static_cast<std::size_t>(dim) * 2;
     for (int b = 0; b < p.batch; ++b)
       for (int h = 0; h < p.heads_kv; ++h)
-        for (int j = 0; j < capacity; ++j) {
+        for (int j = 0; j < std::max(p.seq_lens[static_cast<std::size_t>(b)], 0); ++j) {
           const int page = table[static_cast<std::size_t>(b) * pages_per_seq + j / p.page_size];
-          for (int d = 0; d < dim; ++d) {
-            const std::int64_t from = ((static_cast<std::int64_t>(b) * p.heads_kv + h) * capacity + j) * dim + d;
-            const std::int64_t to =
-                ((static_cast<std::int64_t>(page) * p.page_size + j % p.page_size) * p.heads_kv + h) * dim + d;
-            kc.host.set(to, k.get(from));
-            vc.host.set(to, v.get(from));
-          }
+          const std::int64_t from = ((static_cast<std::int64_t>(b) * p.heads_kv + h) * capacity + j) * dim;
+          const std::int64_t to =
+              ((static_cast<std::int64_t>(page) * p.page_size + j % p.page_size) * p.heads_kv + h) * dim;
+          std::memcpy(static_cast<std::uint16_t*>(kc.host.data()) + to,
+                      static_cast<const std::uint16_t*>(k.data()) + from, row_bytes);
+          std::memcpy(static_cast<std::uint16_t*>(vc.host.data()) + to,
+                      static_cast<const std::uint16_t*>(v.data()) + from, row_bytes);
         }
   } else {
     std::copy_n(static_cast<const unsigned char*>(k.data()), kc.host_bytes(),
