@@ -112,19 +112,23 @@ class FwdSm90Template : public KernelTemplate {
     Knobs k = default_schedule(r);
     // Persistent (the Q thread fetching items and Q a whole item ahead, late in the last two
     // waves) where it was measured to win, H200, 2026-12-02, TFLOP/s with the knob off / on:
-    // causal D=128 S=1k 401.5 / 414.8, S=4k 575.5 / 600.2, causal D=64 S=1k 290.8 / 316.4; dense
-    // S=1k D=128 562.6 / 572.0 and D=64 403.2 / 428.2 (Q thread without the late fetch); ALiBi
-    // against the previous persistent loop 375.1 -> 392.4 (1k), 521.1 -> 532.8 (4k). Lost: dense
-    // D=128 S=4k 662.8 / 630.4 (one round). Not measured: soft-cap, window, prefix (on, with a
-    // mask like causal's). Off where a hook reads a tensor (documents, forget_gate: the older
-    // loop lost there; not measured since), at D=256 (spills) and for ragged units (not run).
+    // causal D=128 S=1k 401.5 / 414.8, S=4k 575.5 / 600.2, causal D=64 S=1k (one consumer)
+    // 290.8 / 316.4; dense S=1k D=128 562.6 / 572.0 and D=64 403.2 / 428.2 (Q thread without the
+    // late fetch); ALiBi against the previous persistent loop 375.1 -> 392.4 (1k), 521.1 -> 532.8
+    // (4k). Lost: dense D=128 S=4k 662.8 / 630.4 (one round); causal D=64 S=4k (three
+    // consumers) 421.2 / 414.0 without the late fetch, not measured with it. So: on for a split
+    // score_mod, a hinted S <= 1024, or a mask at D=128 (soft-cap, window and prefix-LM take it
+    // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
+    // where a hook reads a tensor (documents, forget_gate: the older loop lost there, not
+    // measured since), at D=256 (spills) and for ragged units (not measured).
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
                        ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     const bool reads_tensor = r.variant != nullptr && (!ir::index_uses(r.variant->score_mod().node()).tensors.empty() ||
                                                        !ir::index_uses(r.variant->mask_mod().node()).tensors.empty());
     const bool masked = r.variant != nullptr && r.variant->has_mask();
     const bool short_rows = r.problem && r.problem->seq_q <= 1024;
-    const bool persistent = r.head_dim != 256 && !r.ragged && !reads_tensor && (split || masked || short_rows);
+    const bool persistent =
+        r.head_dim != 256 && !r.ragged && !reads_tensor && (split || short_rows || (masked && r.head_dim == 128));
     k.set("persistent", persistent ? 1 : 0);
     k.set("doc_runs", runs_knob(k));
     return k;

@@ -53,7 +53,7 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
             "block_n=128 consumers=2 doc_runs=1 persistent=1 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 doc_runs=1 persistent=1 pingpong=0 stages=2");
+            "block_n=128 consumers=3 doc_runs=1 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -143,13 +143,14 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
     EXPECT_EQ(k.unit.max_dynamic_shared_bytes,
               fwd_sm90_shared_bytes(128, 128, 2, 2, alibi ? 2 : 1) + fwd_sm90_split_table_bytes(128, 2));
   }
-  // Persistent by default with a mask that reads no tensor (causal) or a short hinted problem;
-  // not for long dense rows, documents, D=256 or ragged units: a grid of one CTA per query block.
+  // Persistent by default with a mask that reads no tensor at D=128 (causal) or a short hinted
+  // problem; not for long dense rows, documents, D=256 or ragged units: a CTA per query block.
   const auto persistent = [&](const char* preset, CompileOptions o) {
     return count(generate(presets::by_name(preset), o).source, "#define AJ_PERSISTENT 1") == 1;
   };
   EXPECT_TRUE(persistent("causal", options("sm_90a", 128)));
-  EXPECT_TRUE(persistent("causal", options("sm_90a", 64)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 64)));  // three consumers: not measured
+  EXPECT_TRUE(persistent("causal", options("sm_90a", 64).with_shape_hint(32, 32, 32, 1024, 1024)));
   EXPECT_TRUE(persistent("dense", options("sm_90a", 128).with_shape_hint(16, 16, 16, 1024, 1024)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));

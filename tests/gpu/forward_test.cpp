@@ -176,7 +176,8 @@ std::vector<KernelSpec> long_row_kernels() {
 
 // fwd_sm90 with the persistent schedule (a CTA per SM taking query blocks from a counter): two Q
 // buffers (causal D=128, the window at D=64 with three consumers, D=256), one (alibi_causal with
-// three stages and its key-part tables), two CTAs per SM (one consumer), a block mask.
+// three stages and its key-part tables), two CTAs per SM (one consumer), a block mask; RoPE's
+// pre-passes and the output gate, which the persistent default now reaches.
 std::vector<KernelSpec> persistent_kernels() {
   const auto spec = [](const char* preset, int d, Knobs k) {
     k.set("persistent", 1);
@@ -188,7 +189,9 @@ std::vector<KernelSpec> persistent_kernels() {
           spec("alibi_causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}}),
           spec("causal", 64, Knobs{{"block_n", 128}, {"consumers", 1}, {"stages", 2}}),
           spec("document_causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}),
-          spec("dense", 256, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}})};
+          spec("dense", 256, Knobs{{"block_n", 80}, {"consumers", 2}, {"stages", 2}}),
+          spec("rope_causal", 128, Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}}),
+          spec("gated_causal", 64, Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}})};
 }
 
 // The kernels each selected test will compile, by "Suite.Test" name.
