@@ -121,10 +121,11 @@ class FwdSm90Template : public KernelTemplate {
     // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
     // where a hook reads a tensor (documents, forget_gate: the older loop lost there, not
     // measured since), at D=256 (spills) and for ragged units (not measured).
-    const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) &&
-                       ir::index_uses(r.variant->score_mod().node()).tensors.empty();
-    const bool reads_tensor = r.variant != nullptr && (!ir::index_uses(r.variant->score_mod().node()).tensors.empty() ||
-                                                       !ir::index_uses(r.variant->mask_mod().node()).tensors.empty());
+    const bool score_reads_tensor =
+        r.variant != nullptr && !ir::index_uses(r.variant->score_mod().node()).tensors.empty();
+    const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) && !score_reads_tensor;
+    const bool reads_tensor =
+        score_reads_tensor || (r.variant != nullptr && !ir::index_uses(r.variant->mask_mod().node()).tensors.empty());
     const bool masked = r.variant != nullptr && r.variant->has_mask();
     const bool short_rows = r.problem && r.problem->seq_q <= 1024;
     const bool persistent =
