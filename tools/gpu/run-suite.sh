@@ -16,16 +16,18 @@
 # pass's peer tables), PEERS_SEQS=16384 (dense grid lengths), GTEST_TOTAL_SHARDS=2 with
 # GTEST_SHARD_INDEX=0 or 1 (GoogleTest's own sharding: the whole GPU suite takes about 480 s of
 # tests on an H200, so two calls of under 600 s run it all), ATTNJIT_BUILD_DIR,
-# ATTNJIT_CACHE_DIR, OUT. Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall
-# time, and a short table (part, seconds, result) comes last. Exit status: the GPU tests'
-# (or the sanitizer runs', when they fail).
+# ATTNJIT_CACHE_DIR, OUT, SHARDS_PER_GPU=N (N shards side by side on each GPU: the suite's
+# time is mostly NVRTC and the CPU reference, which the device machine's cores run in
+# parallel). Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall time, and a
+# short table (part, seconds, result) comes last. Exit status: the GPU tests' (or the
+# sanitizer runs', when they fail).
 set -uo pipefail
 sanitize=${SANITIZE:-0}
 for arg in "$@"; do
   case "$arg" in
     --sanitize) sanitize=1 ;;
     -h | --help)
-      sed -n '2,21p' "$0"
+      sed -n "2,24p" "$0"
       exit 0
       ;;
     *)
@@ -70,12 +72,13 @@ gtest_counts() {
 # GoogleTest shard per GPU side by side, and the two sanitizer tools one GPU each.
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 [ "${gpus:-0}" -ge 1 ] || gpus=1
+shards=$((gpus * ${SHARDS_PER_GPU:-1}))
 
 start_part "GPU tests"
-if [ -z "${GTEST_TOTAL_SHARDS:-}" ] && [ "$gpus" -gt 1 ]; then
+if [ -z "${GTEST_TOTAL_SHARDS:-}" ] && [ "$shards" -gt 1 ]; then
   pids=()
-  for ((i = 0; i < gpus; ++i)); do
-    CUDA_VISIBLE_DEVICES=$i GTEST_TOTAL_SHARDS=$gpus GTEST_SHARD_INDEX=$i timeout "${TESTS_TIMEOUT:-3000}" \
+  for ((i = 0; i < shards; ++i)); do
+    CUDA_VISIBLE_DEVICES=$((i % gpus)) GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout "${TESTS_TIMEOUT:-3000}" \
       "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/gpu_tests.$i.log" 2>&1 &
     pids+=($!)
   done
@@ -90,7 +93,7 @@ else
   shard_logs=("$out/gpu_tests.log")
 fi
 grep -E '^\[ result|FAILED|PASSED|SKIPPED|tests ran' "$out/gpu_tests.log" | tail -n 300 >"$out/gpu_results.txt"
-end_part "GPU tests" "$(gtest_counts "${shard_logs[@]}") (rc $tests_rc, $gpus GPU(s))"
+end_part "GPU tests" "$(gtest_counts "${shard_logs[@]}") (rc $tests_rc, $gpus GPU(s), ${#shard_logs[@]} shard(s))"
 
 start_part "compile timings"
 "$build/attnjit" compile --preset alibi_causal --arch sm_90a --head-dim 128 --measure 5 2>/dev/null | tee "$out/compile.txt"
