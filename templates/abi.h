@@ -173,6 +173,9 @@ struct AttnjitFwdSm90Args {
   // Persistent kernels (AJ_PERSISTENT): the next work item, and the CTAs that ran out of them;
   // zero at launch, and the last CTA leaves them zero (LaunchPlan::zeroed_bytes).
   int* work_counters;
+  // Work items aligned to documents (AJ_DOC_ITEMS, templates/doc_items.cuh): the count, then
+  // (b, first row, first key, key bound) per item; the pre-pass attnjit_doc_items writes them.
+  int* doc_items;
 };
 
 #endif  // ATTNJIT_ABI_H

@@ -41,7 +41,11 @@
 //   (with AJ_PER_SEQUENCE_LENGTHS 1): a ragged batch (AttnjitFwdArgs::cu_seqlens_q / _k), the
 //   tensor maps over the packed tokens with a batch of 1, each item's rows offset by its
 //   sequence's start and bounded by its own lengths (rows of the next sequence the TMA brings
-//   into a tile are masked as keys and never stored as queries).
+//   into a tile are masked as keys and never stored as queries); AJ_DOC_ITEMS 1 (with
+//   AJ_PERSISTENT, AJ_MASK_RUNS and AJ_MASK_DOC): work items aligned to documents, listed by
+//   templates/doc_items.cuh, each a query block and the key tiles from its document's first
+//   row, masked by the mask inside a document (aj_mask_pair_doc, aj_tile_class_doc) and bounded
+//   by its end; the rows of a batch whose ids are not sorted keep plain blocks and the whole mask.
 // Dynamic shared memory (the host computes the same), with QB = AJ_Q_BUFFERS:
 //   QB * AJ_BLOCK_M * D * 2 + 2 * AJ_STAGES * AJ_BLOCK_N * D * 2 + 8 * (3 * QB + 4 * AJ_STAGES + 1)
 //   + 4 * AJ_STAGES + 4 * QB + 1024, plus 16 + 2 * AJ_CONSUMERS * AJ_BLOCK_N * 4 with AJ_SPLIT_TABLES.
@@ -98,6 +102,12 @@
 // whose runs are not valid.
 #ifndef AJ_MASK_RUNS
 #define AJ_MASK_RUNS 0
+#endif
+#ifndef AJ_DOC_ITEMS
+#define AJ_DOC_ITEMS 0
+#endif
+#if AJ_DOC_ITEMS && !(AJ_PERSISTENT && AJ_MASK_RUNS && defined(AJ_MASK_DOC) && !AJ_RAGGED)
+#error "attnjit fwd_sm90: AJ_DOC_ITEMS needs AJ_PERSISTENT, a document mask's runs (AJ_MASK_DOC) and no AJ_RAGGED"
 #endif
 #ifndef AJ_PREFETCH_MASK_COLS
 #define AJ_PREFETCH_MASK_COLS (AJ_HAS_BLOCK_MASK && AJ_HAS_MASK && AJ_HEAD_DIM == 128)
@@ -161,9 +171,13 @@ struct Barriers {
   __device__ aj_u32 walk_done() const { return base + 8 * (3 * QB + 4 * ST); }
 };
 
-// One CTA's share of the grid: a query block of one (batch, head).
+// One CTA's share of the grid: a query block of one (batch, head): rows q0 .. q0 + BM - 1 (below
+// q_end) against keys k_lo .. k_end - 1; the plain grid's are m_block * BM and the sequence's
+// (ragged: relative to the sequence's start), AJ_DOC_ITEMS's a document's (absolute).
 struct WorkItem {
   int m_block, h, b;
+  int q0, q_end, k_lo, k_end;
+  bool in_document;  // AJ_DOC_ITEMS: the rows and keys lie in one document (else the whole mask)
 };
 
 // Queries and keys of sequence b where `args` is in scope: the longest (every sequence alike)
@@ -180,15 +194,20 @@ struct WorkItem {
 // tile classes (0 empty, 1 partial, 2 full) from the block mask when one is bound, else from
 // the variant's interval analysis (aj_tile_class) over the CTA's query rows. The producer warp
 // walks them together (AjTileChunk).
+// (AJ_DOC_ITEMS: tile n starts at key k_lo + n * BN, and in a document the mask inside it decides.)
 struct TileWalk {
-  int b, h, q0, q_hi, seq_k, n_tiles;
+  int b, h, q0, q_hi, k_lo, seq_k, n_tiles;
+  bool in_document;
   const unsigned char* classes;
   AjTileChunk chunk;
   __device__ int class_at(int n, const AttnjitFwdArgs& args) const {
-#if AJ_HAS_BLOCK_MASK
+#if AJ_HAS_BLOCK_MASK && !AJ_DOC_ITEMS
     if (classes != nullptr) return classes[n];
 #endif
-    const int kv_lo = n * BN;
+    const int kv_lo = k_lo + n * BN;
+#if AJ_DOC_ITEMS
+    if (in_document) return aj_tile_class_doc(b, h, q0, q_hi, kv_lo, min(kv_lo + BN, seq_k) - 1, args);
+#endif
     return aj_tile_class(b, h, q0, q_hi, kv_lo, min(kv_lo + BN, seq_k) - 1, args);
   }
   // The first admitted tile from n on (n_tiles: none) and its class; every lane of the warp calls it.
@@ -253,9 +272,11 @@ __device__ __forceinline__ bool rows_runs_valid(int b, int h, int q_row, const A
 }
 #endif
 
-// `runs`: the rows' runs are valid (rows_runs_valid), so a document mask's pair reads no key's id.
+// `runs`: the rows' runs are valid (rows_runs_valid), so a document mask's pair reads no key's id
+// (AJ_DOC_ITEMS: the item lies in one document, where the mask is aj_mask_pair_doc). BOUND
+// masks the keys from kv_end on.
 template <bool BOUND, bool MASK, bool COLS_GIVEN = false>
-__device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col,
+__device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, int q_row, int kv_col, int kv_end,
                                             const AttnjitFwdArgs& args, const AjMaskCol* given = nullptr,
                                             bool runs = false) {
   (void)b; (void)h; (void)q_row; (void)given; (void)runs;
@@ -263,13 +284,25 @@ __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, in
   int qc[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) qc[r] = min(q_row + 8 * r, AJ_SEQ_Q_OF(b) - 1);
-#if AJ_MASK_RUNS
+#if AJ_DOC_ITEMS
+  if (MASK && runs) {
+    AjMaskRow_doc rows[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) rows[r] = aj_mask_row_doc(b, h, qc[r], args);
+    mask_pairs<BOUND, MASK, AjMaskRow_doc, AjMaskCol_doc>(
+        s, kv_end, qc, rows, kv_col, [&](int, int kv) { return aj_mask_col_doc(b, h, kv, args); },
+        [&](const AjMaskRow_doc& row, const AjMaskCol_doc& col, int q, int kv) {
+          return aj_mask_pair_doc(row, col, b, h, q, kv, args);
+        });
+    return;
+  }
+#elif AJ_MASK_RUNS
   if (MASK && runs) {
     AjMaskRow_runs rows[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) rows[r] = aj_mask_row_runs(b, h, qc[r], args);
     mask_pairs<BOUND, MASK, AjMaskRow_runs, AjMaskCol_runs>(
-        s, AJ_SEQ_K_OF(b), qc, rows, kv_col, [&](int, int kv) { return aj_mask_col_runs(b, h, kv, args); },
+        s, kv_end, qc, rows, kv_col, [&](int, int kv) { return aj_mask_col_runs(b, h, kv, args); },
         [&](const AjMaskRow_runs& row, const AjMaskCol_runs& col, int q, int kv) {
           return aj_mask_pair_runs(row, col, b, h, q, kv, args);
         });
@@ -281,7 +314,7 @@ __device__ __forceinline__ void mask_scores(float (&s)[BN / 2], int b, int h, in
   for (int r = 0; r < 2; ++r)
     if (MASK) rows[r] = aj_mask_row(b, h, qc[r], args);
   mask_pairs<BOUND, MASK, AjMaskRow, AjMaskCol>(
-      s, AJ_SEQ_K_OF(b), qc, rows, kv_col,
+      s, kv_end, qc, rows, kv_col,
       [&](int i, int kv) { return COLS_GIVEN ? given[i] : aj_mask_col(b, h, kv, args); },
       [&](const AjMaskRow& row, const AjMaskCol& col, int q, int kv) {
         return aj_mask_pair(row, col, b, h, q, kv, args);
@@ -311,14 +344,14 @@ __device__ __forceinline__ void score_mod_tile(float (&s)[BN / 2], int b, int h,
 
 #if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
 // score_mod = score + aj_score_col(kv) + aj_score_row(q) (compiler/passes/score_split.cpp):
-// the key part of tile n's BN keys, once per warpgroup (a key per thread) into `table`.
-__device__ __forceinline__ void score_cols_to_shared(aj_u32 table, int ct, int b, int h, int n, int anchor,
+// the key part of the BN keys from kv0 on, once per warpgroup (a key per thread) into `table`.
+__device__ __forceinline__ void score_cols_to_shared(aj_u32 table, int ct, int b, int h, int kv0, int anchor,
                                                      const AttnjitFwdArgs& args) {
 #pragma unroll
   for (int k = 0; k < (BN + 127) / 128; ++k) {
     const int i = ct + 128 * k;
     if (i < BN) {
-      const int kv = min(n * BN + i, AJ_SEQ_K_OF(b) - 1);  // hooks see in-range keys only
+      const int kv = min(kv0 + i, AJ_SEQ_K_OF(b) - 1);  // hooks see in-range keys only
       aj_st_shared_u32(table + 4 * i, __float_as_uint(aj_score_col(b, h, kv, anchor, args)));
     }
   }
@@ -376,19 +409,51 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   // the query block fastest, heaviest (causal: last) first for a better tail, then the head, so
   // that the blocks in flight together share K and V in L2.
   const int m_blocks = (seq_q + BM - 1) / BM;
-  const auto item_of = [&](int i) {
+  const auto plain_item = [&](int m_block, int h, int b) {
     WorkItem w;
-    w.m_block = m_blocks - 1 - i % m_blocks;
-    w.h = i / m_blocks % args.heads_q;
-    w.b = i / m_blocks / args.heads_q;
+    w.m_block = m_block;
+    w.h = h;
+    w.b = b;
+    w.q0 = m_block * BM;
+    w.q_end = AJ_SEQ_Q_OF(b);
+    w.k_lo = 0;
+    w.k_end = AJ_SEQ_K_OF(b);
+    w.in_document = false;
     return w;
   };
+  (void)plain_item;
+#if AJ_DOC_ITEMS
+  // The pre-pass's list (templates/doc_items.cuh): item i is entry i % count of head i / count.
+  const int doc_count = params.doc_items[0];
+  const int4* const doc_entries = reinterpret_cast<const int4*>(params.doc_items + 4);
+  const auto item_of = [&](int i) {
+    const int4 e = doc_entries[i % doc_count];
+    WorkItem w;
+    w.in_document = e.x >= 0;
+    w.b = w.in_document ? e.x : ~e.x;
+    w.h = i / doc_count;
+    w.m_block = 0;
+    w.q0 = e.y;
+    w.k_lo = e.z;
+    w.k_end = e.w;
+    w.q_end = w.in_document ? min(e.w, seq_q) : seq_q;  // a document's rows are its keys
+    return w;
+  };
+  const int items = doc_count * args.heads_q;
+  (void)m_blocks;
+#else
+  const auto item_of = [&](int i) {
+    return plain_item(m_blocks - 1 - i % m_blocks, i / m_blocks % args.heads_q, i / m_blocks / args.heads_q);
+  };
+#endif
 #if AJ_PERSISTENT
+#if !AJ_DOC_ITEMS
   const int items = m_blocks * args.heads_q * args.batch;
+#endif
 #else
   (void)item_of;
   // One CTA per item: the grid is (query block, head, batch).
-  const WorkItem my_item{(int)gridDim.x - 1 - (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z};
+  const WorkItem my_item = plain_item((int)gridDim.x - 1 - (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z);
 #if AJ_RAGGED
   // The grid covers the longest sequence: a shorter one's later query blocks have no rows.
   if (my_item.m_block * BM >= AJ_SEQ_Q_OF(my_item.b)) return;
@@ -433,8 +498,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       aj_mbar_arrive_expect_tx(bar.q_full(qb), Q_BYTES);
 #pragma unroll
       for (int c = 0; c < D / 64; ++c)
-        aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64,
-                       q_start + w.m_block * BM, w.h, map_b);
+        aj_tma_load_4d(s_q + qb * Q_BYTES + c * Q_CHUNK, &params.tma_q, bar.q_full(qb), c * 64, q_start + w.q0,
+                       w.h, map_b);
     };
     (void)load_q;
     if (tid < 32) {  // the K / V warp: all lanes walk the tiles (TileWalk), lane 0 issues
@@ -452,24 +517,22 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       const auto produce = [&](const WorkItem& w, int qb) {
         (void)qb;
         const int hk = w.h / (args.heads_q / args.heads_kv);
-        const int q0 = w.m_block * BM;
         TileWalk walk;
         walk.b = w.b;
         walk.h = w.h;
-        walk.q0 = q0;
+        walk.q0 = w.q0;
+        walk.q_hi = min(w.q0 + BM, w.q_end) - 1;
+        walk.k_lo = w.k_lo;
+        walk.seq_k = w.k_end;
+        walk.in_document = w.in_document;
 #if AJ_RAGGED
         // The sequence's rows start at its offsets in the packed tokens (the maps' batch is 1); a
         // short sequence has no rows in the later query blocks.
-        const int w_seq_q = AJ_SEQ_Q_OF(w.b), w_seq_k = AJ_SEQ_K_OF(w.b);
         const int k_start = args.cu_seqlens_k[w.b], map_b = 0;
-        walk.q_hi = min(q0 + BM, w_seq_q) - 1;
-        walk.seq_k = w_seq_k;
-        walk.n_tiles = q0 < w_seq_q ? (w_seq_k + BN - 1) / BN : 0;
+        walk.n_tiles = w.q0 < w.q_end ? (w.k_end + BN - 1) / BN : 0;
 #else
-        const int k_start = 0, map_b = w.b;
-        walk.q_hi = min(q0 + BM, seq_q) - 1;
-        walk.seq_k = seq_k;
-        walk.n_tiles = (seq_k + BN - 1) / BN;
+        const int k_start = w.k_lo, map_b = w.b;  // (AJ_DOC_ITEMS: from the document's first key)
+        walk.n_tiles = (w.k_end - w.k_lo + BN - 1) / BN;
 #endif
         walk.classes = nullptr;
 #if AJ_HAS_BLOCK_MASK
@@ -589,26 +652,29 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     // The item's batch, head, first query row, this thread's first row and this warpgroup's Q
     // rows in each chunk of the item's Q buffer (set per item; the lambdas below read them).
     int b = 0, h = 0, q0 = 0, q_row = 0;
+    // The item's row and key bounds and its first key (WorkItem); ragged: its first row in the
+    // packed Q / O.
+    int item_seq_q = seq_q, item_seq_k = seq_k, kv0 = 0;
 #if AJ_RAGGED
-    // The item's sequence: its queries and keys, its first row in the packed Q / O.
-    int item_seq_q = 0, item_seq_k = 0, q_start = 0;
-#else
-    const int item_seq_q = seq_q, item_seq_k = seq_k;
+    int q_start = 0;
 #endif
     aj_u32 sq = 0;
     bool runs = false;  // AJ_MASK_RUNS: this item's rows read the mask through their runs
     const auto start_item = [&](const WorkItem& w, int qb) {
       b = w.b;
       h = w.h;
+      item_seq_q = w.q_end;
+      item_seq_k = w.k_end;
+      kv0 = w.k_lo;
 #if AJ_RAGGED
-      item_seq_q = AJ_SEQ_Q_OF(b);
-      item_seq_k = AJ_SEQ_K_OF(b);
       q_start = args.cu_seqlens_q[b];
 #endif
-      q0 = w.m_block * BM;
+      q0 = w.q0;
       q_row = q0 + 64 * cw + 16 * warp + g;
       sq = s_q + qb * Q_BYTES + 64 * cw * 128;
-#if AJ_MASK_RUNS
+#if AJ_DOC_ITEMS
+      runs = w.in_document;
+#elif AJ_MASK_RUNS
       runs = rows_runs_valid(b, h, q_row, args);
 #endif
     };
@@ -625,7 +691,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_PREFETCH_MASK_COLS
     AjMaskCol cols[2 * NN];
     const auto prefetch_cols = [&](int n, int cls) {
-      if (cls == 1 && !runs) load_mask_cols(cols, b, h, n * BN + 2 * t, args);
+      if (cls == 1 && !runs) load_mask_cols(cols, b, h, kv0 + n * BN + 2 * t, args);
     };
 #else
     const auto prefetch_cols = [](int, int) {};
@@ -636,7 +702,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const aj_u32 cols_tables = base + OFF_COLS + cw * 2 * BN * 4;
     int cols_buf = 0;
     const auto split_cols = [&](int n) {
-      score_cols_to_shared(cols_tables + cols_buf * BN * 4, ct, b, h, n, q0, args);
+      score_cols_to_shared(cols_tables + cols_buf * BN * 4, ct, b, h, kv0 + n * BN, q0, args);
       aj_named_barrier(1 + 2 * NC + cw, 128);
     };
 #else
@@ -646,7 +712,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     // Scores of tile n -> probabilities in s (in place), the running max and sum updated;
     // returns through alpha[] the factor the O rows must be scaled by.
     auto softmax = [&](int n, int cls, float (&alpha)[2]) {
-      const int kv_col = n * BN + 2 * t;
+      const int kv_col = kv0 + n * BN + 2 * t;
       (void)cls;
 #if AJ_SCORE_SPLIT && AJ_SPLIT_TABLES
       score_split_tile(s, cols_tables + cols_buf * BN * 4, t, args.scale);
@@ -657,14 +723,14 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_HAS_MASK
       if (cls == 1) {
 #if AJ_PREFETCH_MASK_COLS
-        mask_scores<true, true, true>(s, b, h, q_row, kv_col, args, cols, runs);
+        mask_scores<true, true, true>(s, b, h, q_row, kv_col, item_seq_k, args, cols, runs);
 #else
-        mask_scores<true, true>(s, b, h, q_row, kv_col, args, nullptr, runs);
+        mask_scores<true, true>(s, b, h, q_row, kv_col, item_seq_k, args, nullptr, runs);
 #endif
       } else
 #endif
-          if (n * BN + BN > item_seq_k) {
-        mask_scores<true, false>(s, b, h, q_row, kv_col, args);
+          if (kv0 + n * BN + BN > item_seq_k) {
+        mask_scores<true, false>(s, b, h, q_row, kv_col, item_seq_k, args);
       }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {

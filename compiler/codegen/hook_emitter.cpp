@@ -521,6 +521,11 @@ bool add_run_slots(const Variant& variant, ArgumentSlots& slots) {
   return true;
 }
 
+bool mask_is_document(const Variant& variant) {
+  const ir::LoweredExprs lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), Type::Bool}});
+  return ir::document_rest(lowered.roots[0].root).has_value();
+}
+
 namespace {
 
 // The slot of int parameter `name` in args.int_params (InternalError if slots lack it).
@@ -663,6 +668,21 @@ EmittedHooks emit_hooks(const Variant& variant, const ArgumentSlots& slots) {
     s += emit.leaf_declarations({runs->monotone}, false);
     s += fmt::format("  return {};\n}}\n", emit.expr(runs->monotone));
     s += split_mask_hooks(runs->fast_mask, emit, "_runs");
+    if (const auto rest = ir::document_rest(mask)) {
+      out.facts.document_rest = true;
+      s += fmt::format(
+          "// The mask is {0}[b, q] == {0}[b, kv] && rest: inside one document (a run of {0}) it is\n"
+          "// rest = {1}\n",
+          runs->tensor, ir::print_expr(*rest));
+      s += "#define AJ_MASK_DOC 1\n";
+      s += split_mask_hooks(*rest, emit, "_doc");
+      s += "// tile class of rest alone, by interval arithmetic\n";
+      s += "__device__ __forceinline__ int aj_tile_class_doc(int b, int h, int q_lo, int q_hi, int kv_lo, int kv_hi,\n"
+           "                                                 const AttnjitFwdArgs& args) {\n";
+      s += "  (void)b; (void)h; (void)q_lo; (void)q_hi; (void)kv_lo; (void)kv_hi; (void)args;\n";
+      s += interval_body(ir::normalize_for_intervals(*rest), emit);
+      s += "}\n";
+    }
   }
 
   s += fmt::format("// tile class by interval arithmetic over: {}\n", ir::print_expr(normalized));

@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include "compiler/eval.hpp"
+
 namespace attnjit::ir {
 
 namespace {
@@ -66,6 +68,33 @@ NodeRef merge_key_bounds(const NodeRef& mask) {
   return out;
 }
 
+// Whether `e` is the query row's position when the lengths agree: `q` itself, or a sum of q,
+// q_len, kv_len and constants (`q + kv_len - q_len`, the bottom-right alignment) that equals q
+// at q_len == kv_len (checked at a few points).
+bool row_position(const NodeRef& e) {
+  if (is_index(e, "q")) return true;
+  for (const auto& n : topological_order({e})) {
+    const bool leaf =
+        (n->op == Op::Index && (n->name == "q" || n->name == "q_len" || n->name == "kv_len")) || n->op == Op::ConstInt;
+    if (!leaf && n->op != Op::Add && n->op != Op::Sub && n->op != Op::Neg) return false;
+  }
+  for (const std::int64_t q : {0, 1, 37, 1000})
+    for (const std::int64_t len : {1, 64, 4097}) {
+      EvalEnv env;
+      env.q = q;
+      env.q_len = env.kv_len = len;
+      if (evaluate(e, env).i != q) return false;
+    }
+  return true;
+}
+
+NodeRef and_all(const std::vector<NodeRef>& terms) {
+  if (terms.empty()) return const_bool(true);
+  NodeRef out = terms[0];
+  for (std::size_t i = 1; i < terms.size(); ++i) out = make_node(Op::And, Type::Bool, {out, terms[i]});
+  return out;
+}
+
 }  // namespace
 
 std::optional<RunEquality> rewrite_run_equality(const NodeRef& mask) {
@@ -94,6 +123,24 @@ std::optional<RunEquality> rewrite_run_equality(const NodeRef& mask) {
     return out;
   }
   return std::nullopt;
+}
+
+std::optional<NodeRef> document_rest(const NodeRef& mask) {
+  const auto runs = rewrite_run_equality(mask);
+  if (!runs) return std::nullopt;
+  const auto uses = row_key_dependence(mask);
+  std::vector<NodeRef> terms, rest;
+  conjuncts(mask, terms);
+  bool found = false;
+  for (const auto& t : terms) {
+    const NodeRef row = found ? nullptr : row_read_of(t, uses);
+    if (row && row->name == runs->tensor && is_index(row->args[0], "b") && row_position(row->args[1]))
+      found = true;
+    else
+      rest.push_back(t);
+  }
+  if (!found) return std::nullopt;
+  return and_all(rest);
 }
 
 }  // namespace attnjit::ir

@@ -40,4 +40,13 @@ inline constexpr const char* kRunsPrefix = "aj_runs_";
 // The rewrite of the first run equality in `mask` (post-order), or nothing when it has none.
 std::optional<RunEquality> rewrite_run_equality(const NodeRef& mask);
 
+// A document mask whose compare is a conjunct of the whole mask, `T[b, q] == T[b, kv] && rest`
+// (T the tensor of `mask`'s run equality, in either order; the row's index may be written
+// `q + kv_len - q_len`, which is q where the kernel uses this, at equal lengths): `rest`, the
+// conjunction of the other conjuncts (the constant true when there are none), or nothing.
+// Inside one run of T's row b
+// (a document, when the ids are sorted) the mask is `rest`: fwd_sm90 then schedules query blocks
+// and key tiles from each document's first row (templates/doc_items.cuh).
+std::optional<NodeRef> document_rest(const NodeRef& mask);
+
 }  // namespace attnjit::ir

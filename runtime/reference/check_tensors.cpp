@@ -41,7 +41,7 @@ void MirroredTensor::use_bshd_strides() {
 void MirroredTensor::poison() { device.fill_bytes(0xff); }
 
 void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng,
-                   bool ids_out_of_order) {
+                   const CapturedIds& ids) {
   std::normal_distribution<double> normal(0.0, 1.0);
   const std::int64_t n = t.numel();
   switch (ir::value_type_of(dtype)) {
@@ -50,11 +50,13 @@ void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::
       break;
     case ir::Type::Int: {  // non-decreasing ids along the last axis, like document ids
       const std::int64_t row = shape.back();
-      std::bernoulli_distribution new_id(std::min(1.0, 4.0 / static_cast<double>(row)));
+      const double rate = ids.mean_document > 0 ? 1.0 / ids.mean_document : 4.0 / static_cast<double>(row);
+      std::bernoulli_distribution new_id(std::min(1.0, rate));
       std::int64_t id = 0;
       for (std::int64_t i = 0; i < n; ++i) {
         id = (i % row == 0) ? 0 : id + (new_id(rng) ? 1 : 0);
-        t.set(i, static_cast<double>(ids_out_of_order ? id % 2 : id));
+        const bool mixed = ids.out_of_order && (!ids.odd_rows_only || (i / row) % 2 == 1);
+        t.set(i, static_cast<double>(mixed ? id % 2 : id));
       }
       break;
     }
@@ -77,7 +79,9 @@ CapturedTensors make_captured_tensors(const Variant& variant, const ForwardProbl
   for (const auto& decl : variant.tensors()) {
     auto t = std::make_unique<MirroredTensor>(to_dlpack_dtype(decl.dtype),
                                               covering_tensor_shape(variant, decl, problem, scalars, head_dim));
-    fill_captured(t->host, decl.dtype, t->shape, rng, problem.ids_out_of_order);
+    fill_captured(
+        t->host, decl.dtype, t->shape, rng,
+        CapturedIds{problem.ids_out_of_order, problem.ids_out_of_order_odd_rows_only, problem.ids_mean_document});
     t->upload();
     out.host.set(decl.name, t->host.dl());
     out.device.set(decl.name, t->device_view);

@@ -40,11 +40,19 @@ struct MirroredTensor {
   void poison();
 };
 
-// Random contents for a captured tensor of this dtype: floats 0.5 * N(0, 1); integers
-// non-decreasing along the last axis, like document ids (with `ids_out_of_order`, those ids
-// mod 2: runs of alternating ids); bools fair coins.
+// How integer captured tensors (document ids) are filled: non-decreasing along the last axis,
+// a new id after each position with probability 1 / mean_document (0: 4 / row length);
+// out_of_order: those ids mod 2 (runs of alternating ids), in every row or the odd ones.
+struct CapturedIds {
+  bool out_of_order = false;
+  bool odd_rows_only = false;
+  int mean_document = 0;
+};
+
+// Random contents for a captured tensor of this dtype: floats 0.5 * N(0, 1); integers as `ids`
+// says; bools fair coins.
 void fill_captured(HostTensor& t, ir::TensorDType dtype, const std::vector<std::int64_t>& shape, std::mt19937_64& rng,
-                   bool ids_out_of_order = false);
+                   const CapturedIds& ids = {});
 
 // N(0, 1) in every element (rounded to the tensor's dtype).
 void fill_normal(HostTensor& t, std::mt19937_64& rng);

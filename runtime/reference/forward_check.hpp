@@ -25,6 +25,10 @@ struct ForwardProblem {
   // runs (0, 1, 0, 1, ...), instead of non-decreasing: the path where a kernel cannot take a
   // document's keys as one interval (compiler/passes/run_equality.hpp).
   bool ids_out_of_order = false;
+  bool ids_out_of_order_odd_rows_only = false;  // ... only in the odd rows (sorted rows beside them)
+  // Mean document length of those ids (0: about four documents per row); short means include
+  // documents of one token.
+  int ids_mean_document = 0;
   std::string str() const;  // "B=1 Hq=4 Hkv=4 Sq=1000 Sk=1537"
 };
 

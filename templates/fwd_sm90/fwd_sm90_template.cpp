@@ -51,6 +51,27 @@ int runs_knob(const Knobs& knobs) {
   return v.count("doc_runs") ? v.at("doc_runs") : 1;
 }
 
+int doc_items_knob(const Knobs& knobs) {
+  const auto& v = knobs.values();
+  return v.count("doc_items") ? v.at("doc_items") : 0;
+}
+
+// Work items aligned to documents (templates/doc_items.cuh): for a document mask
+// `ids[b, q] == ids[b, kv] && rest` read through its runs on the persistent schedule.
+bool doc_items_on(const Knobs& knobs, const HookFacts& facts, bool ragged) {
+  return doc_items_knob(knobs) == 1 && persistent_knob(knobs) == 1 && runs_knob(knobs) == 1 && facts.document_rest &&
+         facts.runs_slot >= 0 && !ragged;
+}
+
+constexpr const char* kDocItemsKernelName = "attnjit_doc_items";
+
+// The pre-pass's list: a count (16 bytes with its padding), then 16 bytes per entry, at most
+// ceil(seq / block_m) + seq entries per batch row (a document of n rows has ceil(n / block_m)).
+std::size_t doc_items_bytes(const ProblemShape& p, int block_m) {
+  const std::size_t per_row = static_cast<std::size_t>((p.seq_q + block_m - 1) / block_m + p.seq_q);
+  return 16 + 16 * static_cast<std::size_t>(p.batch) * per_row;
+}
+
 // Q buffers of a plan: two for a persistent kernel where they fit beside the ring (the next
 // item's Q lands while this one's is in use), else one.
 int q_buffers(const Knobs& knobs, int head_dim, int max_shared_bytes) {
@@ -105,6 +126,13 @@ class FwdSm90Template : public KernelTemplate {
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv]): 1 reads each row's run of equal ids from a pre-pass, so a partial "
          "tile loads no key's id where the ids are sorted; no effect on other masks. Not tuned unless --only names it",
+         /*tuned=*/false},
+        {"doc_items",
+         {1, 0},
+         "document masks (ids[b, q] == ids[b, kv] && rest) with doc_runs 1 and persistent 1: 1 starts each query "
+         "block and its keys at its document's first row (a pre-pass lists them), so tiles hold one document and "
+         "only `rest` is masked; no effect otherwise. Opt-in: at S=16384 a run did not finish (H200, 2026-12-02). "
+         "Not tuned unless --only names it",
          /*tuned=*/false}};
   }
 
@@ -120,7 +148,11 @@ class FwdSm90Template : public KernelTemplate {
     // score_mod, a hinted S <= 1024, or a mask at D=128 (soft-cap, window and prefix-LM take it
     // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
     // where a hook reads a tensor (documents, forget_gate: the older loop lost there, not
-    // measured since), at D=256 (spills) and for ragged units (not measured).
+    // measured since), at D=256 (spills) and for ragged units (not measured). And only for a
+    // hinted problem whose rows span at most 32 key tiles (one warp-wide chunk of the tile
+    // walk): every persistent run so far (tests and benchmarks) had rows that short, and the
+    // one longer run, document items at S=16384 (H200, 2026-12-02), did not finish within 40 s,
+    // for a reason not yet found (docs/perf-notes.md, twenty-fourth session).
     const bool score_reads_tensor =
         r.variant != nullptr && !ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) && !score_reads_tensor;
@@ -128,10 +160,15 @@ class FwdSm90Template : public KernelTemplate {
         score_reads_tensor || (r.variant != nullptr && !ir::index_uses(r.variant->mask_mod().node()).tensors.empty());
     const bool masked = r.variant != nullptr && r.variant->has_mask();
     const bool short_rows = r.problem && r.problem->seq_q <= 1024;
-    const bool persistent =
-        r.head_dim != 256 && !r.ragged && !reads_tensor && (split || short_rows || (masked && r.head_dim == 128));
+    const bool one_chunk = r.problem && r.problem->seq_k <= 32 * k.get("block_n");
+    const bool persistent = one_chunk && r.head_dim != 256 && !r.ragged && !reads_tensor &&
+                            (split || short_rows || (masked && r.head_dim == 128));
     k.set("persistent", persistent ? 1 : 0);
     k.set("doc_runs", runs_knob(k));
+    // Work items aligned to documents: opt-in (H200, 2026-12-02, document_causal S=4096 D=128
+    // 319 -> 346 TFLOP/s, D=64 215 -> 255, 8 documents 210 -> 206; at S=16384 the run did not
+    // finish, see above).
+    k.set("doc_items", 0);
     return k;
   }
 
@@ -178,6 +215,8 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format("persistent {} is not 0 or 1", p));
     if (const int p = runs_knob(knobs); p != 0 && p != 1)
       return Support::invalid(fmt::format("doc_runs {} is not 0 or 1", p));
+    if (const int p = doc_items_knob(knobs); p != 0 && p != 1)
+      return Support::invalid(fmt::format("doc_items {} is not 0 or 1", p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -221,6 +260,8 @@ class FwdSm90Template : public KernelTemplate {
     if (unit.facts.has_rope) unit.kernel_names.insert(unit.kernel_names.begin(), {kRopeQKernelName, kRopeKKernelName});
     if (unit.facts.runs_slot >= 0)
       unit.kernel_names.insert(unit.kernel_names.begin(), BlockMaskTemplate::kRunsKernelName);
+    const bool doc_items = doc_items_on(r.knobs, unit.facts, r.ragged);
+    if (doc_items) unit.kernel_names.insert(unit.kernel_names.end() - 1, kDocItemsKernelName);
 
     std::vector<std::pair<std::string, std::string>> macros = {
         {"AJ_HEAD_DIM", std::to_string(r.head_dim)},   {"AJ_BLOCK_M", std::to_string(64 * consumers)},
@@ -234,6 +275,7 @@ class FwdSm90Template : public KernelTemplate {
       macros.emplace_back("AJ_PER_SEQUENCE_LENGTHS", "1");
     }
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
+    if (doc_items) macros.emplace_back("AJ_DOC_ITEMS", "1");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
     unit.body = unit_preamble({{"AJ_TANH_APPROX", "1"}});
@@ -247,6 +289,7 @@ class FwdSm90Template : public KernelTemplate {
     unit.body += runtime::load_template("rope_prepass.cuh");
     unit.body += BlockMaskTemplate::forward_section(unit.facts);
     unit.body += BlockMaskTemplate::runs_section(unit.facts);
+    if (doc_items) unit.body += runtime::load_template("doc_items.cuh");
     return unit;
   }
 
@@ -255,8 +298,10 @@ class FwdSm90Template : public KernelTemplate {
     const int block_m = 64 * consumers;
     const int head_dim = unit.head_dim;
     LaunchPlan plan;
-    // Workspace: [Q turned by RoPE | K turned | tile classes of the block mask], each part
-    // 256-byte aligned.
+    const bool doc_items =
+        std::find(unit.kernel_names.begin(), unit.kernel_names.end(), kDocItemsKernelName) != unit.kernel_names.end();
+    // Workspace: [Q turned by RoPE | K turned | document items | tile classes of the block mask],
+    // each part 256-byte aligned; the block mask last (a prebuilt one replaces it).
     std::size_t rope_q_bytes = 0, rope_k_bytes = 0;
     if (unit.facts.has_rope) {
       rope_q_bytes = workspace_aligned(static_cast<std::size_t>(p.batch) * p.heads_q * p.seq_q * head_dim * 2);
@@ -267,22 +312,35 @@ class FwdSm90Template : public KernelTemplate {
     std::optional<BlockMaskLayout> mask;
     if (unit.facts.mask_reads_tensor) {
       mask = BlockMaskTemplate::layout(unit.facts, block_m, block_n, p);
-      plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
+      // (with document items the tiles come from interval analysis inside each document: a
+      // block mask built for this kernel carries only its runs)
+      if (!doc_items) plan.kernels.push_back(BlockMaskTemplate::launch(*mask));
       plan.block_mask_bytes = mask->bytes;
       plan.bind_block_mask = [l = *mask](AttnjitFwdArgs& args, std::uint64_t classes) {
         BlockMaskTemplate::bind(args, classes, l);
       };
     }
-    plan.workspace_bytes = rope_q_bytes + rope_k_bytes + (mask ? mask->bytes : 0);
+    const std::size_t items_bytes = doc_items ? workspace_aligned(doc_items_bytes(p, block_m)) : 0;
+    plan.workspace_bytes = rope_q_bytes + rope_k_bytes + items_bytes + (mask ? mask->bytes : 0);
     if (plan.workspace_bytes > 0)
-      plan.bind_workspace = [rope_q_bytes, rope_k_bytes, mask](AttnjitFwdArgs& args, std::uint64_t w) {
+      plan.bind_workspace = [rope_q_bytes, rope_k_bytes, items_bytes, mask](AttnjitFwdArgs& args, std::uint64_t w) {
         if (rope_q_bytes > 0) {
           args.rope_q = reinterpret_cast<void*>(w);
           args.rope_k = reinterpret_cast<void*>(w + rope_q_bytes);
         }
-        if (mask) BlockMaskTemplate::bind(args, w + rope_q_bytes + rope_k_bytes, *mask);
+        if (items_bytes > 0)
+          reinterpret_cast<AttnjitFwdSm90Args&>(args).doc_items =
+              reinterpret_cast<int*>(w + rope_q_bytes + rope_k_bytes);
+        if (mask) BlockMaskTemplate::bind(args, w + rope_q_bytes + rope_k_bytes + items_bytes, *mask);
       };
     BlockMaskTemplate::add_runs(unit.facts, p, plan);
+    if (doc_items) {  // after the runs, before the forward
+      KernelLaunch list;
+      list.kernel = kDocItemsKernelName;
+      list.role = "doc_items";
+      list.block = {1024, 1, 1};
+      plan.kernels.push_back(list);
+    }
     plan.args_bytes = sizeof(AttnjitFwdSm90Args);
     plan.finish_args = [block_m, block_n, head_dim](void* block) -> std::string {
       auto& a = *static_cast<AttnjitFwdSm90Args*>(block);

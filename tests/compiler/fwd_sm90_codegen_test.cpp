@@ -51,9 +51,9 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
                 .config.template_name,
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 doc_runs=1 persistent=1 pingpong=1 stages=3");
+            "block_n=128 consumers=2 doc_items=0 doc_runs=1 persistent=0 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 doc_runs=1 persistent=0 pingpong=0 stages=2");
+            "block_n=128 consumers=3 doc_items=0 doc_runs=1 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -131,35 +131,41 @@ TEST_F(FwdSm90Codegen, SoftmaxScaleFoldsIntoTheScoresFirstProduct) {
 TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
   // ALiBi and the forget gate: the key part from a per-tile table, the row part in the LSE.
   for (const char* name : {"alibi_causal", "forget_gate"}) {
-    const PreparedKernel k = generate(presets::by_name(name), options("sm_90a", 128));
+    const PreparedKernel k =
+        generate(presets::by_name(name), options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096));
     EXPECT_EQ(count(k.source, "#define AJ_SCORE_SPLIT 1"), 1) << name;
     EXPECT_EQ(count(k.source, "#define AJ_SPLIT_TABLES 1"), 1) << name;
     EXPECT_EQ(count(k.source, "aj_score_col(b, h, kv, anchor, args)"), 1) << name;
     EXPECT_EQ(count(k.source, "aj_score_row(b, h, q, q0, args)"), 1) << name;
-    // ALiBi persistent by default, with a second Q buffer beside the tables; not the forget
-    // gate, whose key part reads a tensor (it measured slower so).
+    // ALiBi persistent by default (on rows of a hinted S=4096), with a second Q buffer beside the
+    // tables; not the forget gate, whose key part reads a tensor (it measured slower so).
     const bool alibi = std::string(name) == "alibi_causal";
     EXPECT_EQ(count(k.source, "#define AJ_PERSISTENT 1"), alibi ? 1 : 0) << name;
     EXPECT_EQ(k.unit.max_dynamic_shared_bytes,
               fwd_sm90_shared_bytes(128, 128, 2, 2, alibi ? 2 : 1) + fwd_sm90_split_table_bytes(128, 2));
   }
-  // Persistent by default with a mask that reads no tensor at D=128 (causal) or a short hinted
-  // problem; not for long dense rows, documents, D=256 or ragged units: a CTA per query block.
+  // Persistent by default, on a hinted problem whose rows span at most 32 key tiles, with a mask
+  // that reads no tensor at D=128 (causal) or a short problem; not for long dense rows, longer
+  // or unhinted rows, documents, D=256 or ragged units: a CTA per query block.
   const auto persistent = [&](const char* preset, CompileOptions o) {
     return count(generate(presets::by_name(preset), o).source, "#define AJ_PERSISTENT 1") == 1;
   };
-  EXPECT_TRUE(persistent("causal", options("sm_90a", 128)));
-  EXPECT_FALSE(persistent("causal", options("sm_90a", 64)));  // three consumers: not measured
+  EXPECT_TRUE(persistent("causal", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 128).with_shape_hint(1, 16, 16, 16384, 16384)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 128)));
+  EXPECT_FALSE(persistent("alibi_causal", options("sm_90a", 128)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 64).with_shape_hint(4, 32, 32, 4096, 4096)));  // 3 consumers
   EXPECT_TRUE(persistent("causal", options("sm_90a", 64).with_shape_hint(32, 32, 32, 1024, 1024)));
   EXPECT_TRUE(persistent("dense", options("sm_90a", 128).with_shape_hint(16, 16, 16, 1024, 1024)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
-  EXPECT_FALSE(persistent("document_causal", options("sm_90a", 128)));
-  EXPECT_FALSE(persistent("causal", options("sm_90a", 256)));
+  EXPECT_FALSE(persistent("document_causal", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
+  EXPECT_FALSE(persistent("causal", options("sm_90a", 256).with_shape_hint(4, 8, 8, 4096, 4096)));
   // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
   const PreparedKernel full = generate(
       presets::by_name("alibi_causal"),
-      options("sm_90a", 128).with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}}));
+      options("sm_90a", 128)
+          .with_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}, {"persistent", 1}}));
   EXPECT_EQ(count(full.source, "#define AJ_SPLIT_TABLES 0"), 1);
   EXPECT_EQ(count(full.source, "#define AJ_PERSISTENT 1"), 1);
   EXPECT_EQ(count(full.source, "#define AJ_Q_BUFFERS 2"), 0);  // a second Q buffer does not fit
@@ -252,7 +258,8 @@ TEST_F(FwdSm90Codegen, LaunchPlanCarriesTheTensorMapsAndTheBlockMask) {
 }
 
 TEST_F(FwdSm90Codegen, PersistentPlanLaunchesACtaPerSmWithItsCounters) {
-  const PreparedKernel p = generate(presets::by_name("alibi_causal"), options("sm_90a", 128));
+  const PreparedKernel p =
+      generate(presets::by_name("alibi_causal"), options("sm_90a", 128).with_knobs(Knobs{{"persistent", 1}}));
   ASSERT_EQ(p.config.knobs.get("persistent"), 1);
   ProblemShape big{4, 16, 16, 4096, 4096};
   big.multiprocessors = 132;
@@ -276,6 +283,60 @@ TEST_F(FwdSm90Codegen, PersistentPlanLaunchesACtaPerSmWithItsCounters) {
       presets::by_name("alibi_causal"),
       options("sm_90a", 64).with_knobs(Knobs{{"consumers", 1}, {"block_n", 128}, {"stages", 2}, {"persistent", 1}}));
   EXPECT_EQ(one.launch_plan(big).kernels[0].grid.x, 264u);
+}
+
+// Work items aligned to documents (knob doc_items, with persistent): the mask inside a document
+// and its tile classes in the unit, the pre-pass that lists the items between the runs and the
+// forward, no block-mask launch, the list in the workspace before the block mask; off without
+// the persistent schedule; NVRTC compiles it for sm_90a at D=64 and 128.
+TEST_F(FwdSm90Codegen, DocumentItemsListTheirItemsBeforeTheForward) {
+  const Knobs on{{"doc_items", 1}, {"persistent", 1}};
+  const PreparedKernel p = generate(presets::by_name("document_causal"), options("sm_90a", 128).with_knobs(on));
+  EXPECT_EQ(count(p.source, "#define AJ_DOC_ITEMS 1"), 1);
+  EXPECT_EQ(count(p.source, "#define AJ_MASK_DOC 1"), 1);
+  EXPECT_EQ(count(p.source, "// rest = kv <= q + kv_len - q_len\n"), 1) << p.source;
+  EXPECT_EQ(count(p.source, "int aj_tile_class_doc("), 1);
+  EXPECT_EQ(count(p.source, "aj_mask_pair_doc("), 2);  // defined, and called by mask_scores
+  const std::vector<std::string> names = {"attnjit_tensor_runs", "attnjit_block_mask", "attnjit_doc_items",
+                                          "attnjit_fwd"};
+  EXPECT_EQ(p.unit.kernel_names, names);
+  ProblemShape shape{3, 8, 8, 1000, 1000};
+  shape.multiprocessors = 132;
+  const LaunchPlan plan = p.launch_plan(shape);
+  ASSERT_EQ(plan.kernels.size(), 3u);
+  EXPECT_EQ(plan.kernels[0].role, "tensor_runs");
+  EXPECT_EQ(plan.kernels[1].role, "doc_items");
+  EXPECT_EQ(plan.kernels[1].grid.x, 1u);
+  EXPECT_EQ(plan.kernels[1].block.x, 1024u);
+  EXPECT_EQ(plan.kernels[2].role, "forward");
+  EXPECT_EQ(plan.zeroed_bytes, 2 * sizeof(int));
+  // [items | block mask]: 16 bytes of count, then at most ceil(1000 / 128) + 1000 items per row.
+  const std::size_t items = (16 + 16 * 3 * (8 + 1000) + 255) / 256 * 256;
+  EXPECT_EQ(plan.workspace_bytes, items + plan.block_mask_bytes);
+  AttnjitFwdSm90Args block{};
+  plan.bind_workspace(block.fwd, 1u << 20);
+  EXPECT_EQ(block.doc_items, reinterpret_cast<int*>(1u << 20));
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(block.fwd.tile_classes), (1u << 20) + items);
+  // A document mask without causal: inside a document every pair is admitted.
+  EXPECT_EQ(
+      count(generate(presets::by_name("document"), options("sm_90a", 128).with_knobs(on)).source, "// rest = true\n"),
+      1);
+  // Off without the persistent schedule (the item list needs its counter), and by default.
+  EXPECT_EQ(count(generate(presets::by_name("document_causal"),
+                           options("sm_90a", 128).with_knobs(Knobs{{"doc_items", 1}, {"persistent", 0}}))
+                      .source,
+                  "#define AJ_DOC_ITEMS 1"),
+            0);
+  EXPECT_EQ(
+      count(generate(presets::by_name("document_causal"), options("sm_90a", 128)).source, "#define AJ_DOC_ITEMS 1"), 0);
+  // A compare that is not a conjunct of the mask is no document: no mask inside one.
+  const Variant either = Variant("either").with_mask_mod(presets::by_name("document").mask_mod() || kv == 0);
+  EXPECT_EQ(count(generate(either, options("sm_90a", 128).with_knobs(on)).source, "#define AJ_MASK_DOC 1"), 0);
+  for (const int d : {64, 128}) {
+    const PreparedKernel compiled = prepare(presets::by_name("document_causal"), options("sm_90a", d).with_knobs(on));
+    ASSERT_TRUE(compiled.cached.cubin) << d;
+    EXPECT_NE(compiled.cached.cubin->find("attnjit_doc_items"), std::string::npos) << d;
+  }
 }
 
 TEST_F(FwdSm90Codegen, RopeTurnsQAndKInPrepassesTheTmaReads) {

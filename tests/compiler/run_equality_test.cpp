@@ -23,6 +23,7 @@ namespace attnjit {
 namespace {
 
 using namespace attnjit::dsl::vars;
+using ir::document_rest;
 using ir::rewrite_run_equality;
 
 const Tensor doc("doc", ir::TensorDType::I32, 2);
@@ -104,6 +105,51 @@ TEST(RunEquality, EqualsTheCompareForIdsInAndOutOfOrder) {
   for (const auto& mask : masks)
     for (const auto& ids : rows)
       for (const int q_len : {static_cast<int>(ids.size()), 3}) expect_equal_everywhere(mask, ids, q_len);
+}
+
+// The mask inside one document (fwd_sm90's work items aligned to documents): the other conjuncts
+// of a mask whose compare is a conjunct, with the row read at q (or at q + kv_len - q_len, which
+// is q at equal lengths, the only case the kernel lists documents for).
+TEST(DocumentRest, IsTheOtherConjunctsOfADocumentMask) {
+  const Expr shifted = q + kv_len - q_len;
+  const auto rest = [](const Expr& mask) {
+    const auto r = document_rest(mask.node());
+    return r ? ir::print_expr(*r) : std::string("(none)");
+  };
+  EXPECT_EQ(rest(presets::by_name("document").mask_mod()), "true");
+  EXPECT_EQ(rest(presets::by_name("document_causal").mask_mod()), "kv <= q + kv_len - q_len");
+  EXPECT_EQ(rest(doc(b, q) == doc(b, kv) && kv <= q && q - kv < 64), "kv <= q && q - kv < 64");
+  EXPECT_EQ(rest(kv <= q && doc(b, kv) == doc(b, q)), "kv <= q");  // either side, either place
+  EXPECT_EQ(rest(doc(b, shifted) == doc(b, kv)), "true");
+  // Not inside one document: the compare under an `or`, another row than b, a row index that
+  // is not the query's position, another shift.
+  EXPECT_EQ(rest(doc(b, q) == doc(b, kv) || kv == 0), "(none)");
+  EXPECT_EQ(rest(doc(h, q) == doc(h, kv)), "(none)");
+  EXPECT_EQ(rest(doc(b, q / 2) == doc(b, kv)), "(none)");
+  EXPECT_EQ(rest(doc(b, q + 1) == doc(b, kv)), "(none)");
+  EXPECT_EQ(rest(doc(b, q + kv_len) == doc(b, kv)), "(none)");
+  EXPECT_EQ(rest(kv <= q), "(none)");
+}
+
+// Inside a document's run (positions of equal ids, at equal lengths), the mask equals `rest`.
+TEST(DocumentRest, EqualsTheMaskInsideEveryRun) {
+  const Expr mask = doc(b, q + kv_len - q_len) == doc(b, kv) && kv <= q + kv_len - q_len && q - kv < 3;
+  const auto rest = document_rest(mask.node());
+  ASSERT_TRUE(rest.has_value());
+  const std::vector<int> ids = {0, 0, 0, 1, 1, 2, 2, 2, 2, 3};
+  ir::EvalEnv env;
+  env.q_len = env.kv_len = static_cast<std::int64_t>(ids.size());
+  env.read_tensor = [&](const ir::Node&, std::span<const std::int64_t> at) {
+    return ir::Value::of_int(ids[static_cast<std::size_t>(at[1])]);
+  };
+  int inside = 0;
+  for (env.q = 0; env.q < env.q_len; ++env.q)
+    for (env.kv = 0; env.kv < env.kv_len; ++env.kv) {
+      if (ids[static_cast<std::size_t>(env.q)] != ids[static_cast<std::size_t>(env.kv)]) continue;
+      ++inside;
+      EXPECT_EQ(ir::evaluate(*rest, env).b, ir::evaluate(mask.node(), env).b) << "q " << env.q << " kv " << env.kv;
+    }
+  EXPECT_EQ(inside, 9 + 4 + 16 + 1);
 }
 
 }  // namespace

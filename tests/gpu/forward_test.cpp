@@ -174,10 +174,39 @@ std::vector<KernelSpec> long_row_kernels() {
           {presets::by_name("document_causal"), CompileOptions().with_head_dim(128)}};
 }
 
+// Document masks on fwd_sm90's work items aligned to documents (knob doc_items, opt-in), and
+// once with them off: D=128 and 64, with and without causal, ALiBi beside (its key-part
+// tables start at a document's first key).
+std::vector<KernelSpec> document_item_kernels() {
+  const auto spec = [](const Variant& v, int d, int doc_items) {
+    return KernelSpec{v, CompileOptions()
+                             .with_head_dim(d)
+                             .with_template("fwd_sm90")
+                             .with_knobs(Knobs{{"doc_items", doc_items}, {"persistent", 1}})};
+  };
+  const Variant alibi_document =
+      presets::alibi().then(presets::by_name("document_causal")).with_name("alibi_document_causal");
+  return {spec(presets::by_name("document_causal"), 128, 1), spec(presets::by_name("document"), 128, 1),
+          spec(presets::by_name("document_causal"), 64, 1), spec(alibi_document, 128, 1),
+          spec(presets::by_name("document_causal"), 128, 0)};
+}
+
+// The persistent schedule on rows of more than 32 key tiles (the tile walk's second chunk), which
+// no default reaches (fwd_sm90_template.cpp: one document-items run at S=16384 did not finish):
+// causal, and document items.
+std::vector<KernelSpec> persistent_long_row_kernels() {
+  const auto spec = [](const char* preset, Knobs k) {
+    k.set("persistent", 1);
+    return KernelSpec{presets::by_name(preset),
+                      CompileOptions().with_head_dim(128).with_template("fwd_sm90").with_knobs(std::move(k))};
+  };
+  return {spec("causal", Knobs{}), spec("document_causal", Knobs{{"doc_items", 1}})};
+}
+
 // fwd_sm90 with the persistent schedule (a CTA per SM taking query blocks from a counter): two Q
 // buffers (causal D=128, the window at D=64 with three consumers, D=256), one (alibi_causal with
 // three stages and its key-part tables), two CTAs per SM (one consumer), a block mask; RoPE's
-// pre-passes and the output gate, which the persistent default now reaches.
+// pre-passes and the output gate, which the persistent default reaches on short hinted rows.
 std::vector<KernelSpec> persistent_kernels() {
   const auto spec = [](const char* preset, int d, Knobs k) {
     k.set("persistent", 1);
@@ -211,6 +240,8 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
   kernels["ForwardEdgeCases.PersistentScheduleAgrees"] = persistent_kernels();
   kernels["ForwardEdgeCases.LongRowsWalkSeveralChunks"] = long_row_kernels();
+  kernels["ForwardEdgeCases.DocumentItemsAgree"] = document_item_kernels();
+  kernels["ForwardEdgeCases.PersistentLongRows"] = persistent_long_row_kernels();
   return kernels;
 }
 
@@ -334,6 +365,22 @@ TEST_F(ForwardEdgeCases, PersistentScheduleAgrees) {
   }
 }
 
+// Run on its own first (ATTNJIT_GPU_LONG_PERSISTENT=1, under a timeout): if the schedule hangs on
+// such rows, as one benchmark suggested, it would stall the rest of a suite run.
+TEST_F(ForwardEdgeCases, PersistentLongRows) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  if (std::getenv("ATTNJIT_GPU_LONG_PERSISTENT") == nullptr)
+    GTEST_SKIP() << "set ATTNJIT_GPU_LONG_PERSISTENT=1 to run it (alone, under a timeout: it may hang)";
+  for (const KernelSpec& spec : persistent_long_row_kernels()) {
+    const Kernel& kernel = kernel_of(spec);
+    const std::string label = spec.first.name() + " persistent " + spec.second.knobs.str();
+    const ForwardProblem problem{1, 4, 4, 9000, 9000};
+    const auto r = check_forward(kernel, problem, preset_scalars(spec.first), 43);
+    report(label, problem, r);
+    EXPECT_TRUE(r.pass) << label << ": " << r.summary();
+  }
+}
+
 TEST_F(ForwardEdgeCases, LongRowsWalkSeveralChunks) {
   if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
   for (const KernelSpec& spec : long_row_kernels()) {
@@ -360,6 +407,36 @@ TEST_F(ForwardEdgeCases, DocumentRunsAndIdsOutOfOrder) {
       const auto r = check_forward(kernel, problem, {}, 31);
       report(label, problem, r);
       EXPECT_TRUE(r.pass) << label << ": " << r.summary();
+    }
+  }
+}
+
+// Work items aligned to documents (templates/doc_items.cuh): equal lengths (the items' case),
+// sorted ids with documents of about 300 rows and of 3 (many of one row, more items than rows
+// of blocks), ids out of order in every row or in the odd ones (those rows keep plain blocks),
+// and unequal lengths (every row plain); odd lengths, GQA, more than one batch row.
+TEST_F(ForwardEdgeCases, DocumentItemsAgree) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  for (const auto& [v, options] : document_item_kernels()) {
+    const Compiled& c = compiled(v, options);
+    if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
+    const std::string label = v.name() + " D=" + std::to_string(options.head_dim) + " " + options.knobs.str();
+    struct Case {
+      int mean_document;
+      bool out_of_order, odd_rows_only;
+      int seq_k;
+    };
+    for (const Case& k : {Case{300, false, false, 1001}, Case{3, false, false, 1001}, Case{300, true, true, 1001},
+                          Case{300, true, false, 1001}, Case{300, false, false, 1300}}) {
+      ForwardProblem problem{3, 4, 2, 1001, k.seq_k};
+      problem.ids_mean_document = k.mean_document;
+      problem.ids_out_of_order = k.out_of_order;
+      problem.ids_out_of_order_odd_rows_only = k.odd_rows_only;
+      const std::string what = label + " documents ~" + std::to_string(k.mean_document) +
+                               (k.out_of_order ? (k.odd_rows_only ? ", odd rows unsorted" : ", unsorted") : "");
+      const auto r = check_forward(*c.kernel, problem, preset_scalars(v), 41);
+      report(what, problem, r);
+      EXPECT_TRUE(r.pass) << what << " " << problem.str() << ": " << r.summary();
     }
   }
 }
