@@ -238,6 +238,18 @@ class FwdSm90Template : public KernelTemplate {
     return Support::yes();
   }
 
+  // The persistent schedule is not tried on rows of more than 32 key tiles (default_knobs says
+  // why): an autotuner run would otherwise risk a kernel that does not finish.
+  Support check_problem(const Knobs& knobs, const ProblemShape& problem) const override {
+    const int block_n = knobs.get("block_n");
+    if (persistent_knob(knobs) == 1 && problem.seq_k > 32 * block_n)
+      return Support::invalid(fmt::format(
+          "persistent 1 on rows of {} keys (more than 32 tiles of {}) has not been verified: a run at 16384 keys did "
+          "not finish (docs/kernels.md)",
+          problem.seq_k, block_n));
+    return Support::yes();
+  }
+
   std::vector<HookPrototype> hooks() const override { return forward_hook_prototypes(); }
 
   GeneratedUnit generate(const TemplateRequest& r) const override {
