@@ -620,8 +620,11 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         int item = atomicAdd(counters, 1);
 #if AJ_RAGGED
         // Items past their sequence's queries (the item space covers the longest) are skipped.
-        while (item < items && item_of(item).m_block * BM >= AJ_SEQ_Q_OF(item_of(item).b))
+        while (item < items) {
+          const WorkItem w = item_of(item);
+          if (w.q0 < w.q_end) break;
           item = atomicAdd(counters, 1);
+        }
 #endif
         last_wave = item >= items - 2 * (int)gridDim.x;
         aj_st_shared_u32(s_items + 4 * qb, (aj_u32)(item < items ? item : -1));

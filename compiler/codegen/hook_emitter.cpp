@@ -521,11 +521,6 @@ bool add_run_slots(const Variant& variant, ArgumentSlots& slots) {
   return true;
 }
 
-bool mask_is_document(const Variant& variant) {
-  const ir::LoweredExprs lowered = ir::lower({{"mask_mod", variant.mask_mod().node(), Type::Bool}});
-  return ir::document_rest(lowered.roots[0].root).has_value();
-}
-
 namespace {
 
 // The slot of int parameter `name` in args.int_params (InternalError if slots lack it).

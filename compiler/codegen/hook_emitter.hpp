@@ -31,11 +31,6 @@ ArgumentSlots assign_slots(const Variant& variant);
 // (AJ_MASK_RUNS, aj_mask_pair_runs) beside the usual one. Returns whether it did.
 bool add_run_slots(const Variant& variant, ArgumentSlots& slots);
 
-// Whether the variant's mask is a document mask `T[b, q] == T[b, kv] && rest`
-// (ir::document_rest): with the runs, emit_hooks then also emits `rest` alone (AJ_MASK_DOC,
-// aj_mask_pair_doc, aj_tile_class_doc), the mask inside one document.
-bool mask_is_document(const Variant& variant);
-
 // What the emitted hooks tell a template about the variant.
 struct HookFacts {
   bool has_score_mod = false;            // score_mod is not the identity
