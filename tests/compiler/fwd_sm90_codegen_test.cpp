@@ -207,6 +207,10 @@ TEST_F(FwdSm90Codegen, KnobRulesNameTheKnobAndTheLimit) {
                 .reason()
                 .find("persistent 2 is not 0 or 1"),
             std::string::npos);
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"doc_items", 2}}, 128, limit)
+                .reason()
+                .find("doc_items 2 is not 0 or 1"),
+            std::string::npos);
   EXPECT_TRUE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"persistent", 1}}, 128, limit)
                   .supported());
   // S + P + O accumulators past what 160 registers leave (3 consumers).
