@@ -2,56 +2,12 @@
 #include "runtime/cpu/tile_classes.hpp"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
-#include "compiler/eval.hpp"
 #include "compiler/pipeline.hpp"
-#include "runtime/api/dlpack_view.hpp"
+#include "runtime/api/tensor_ranges.hpp"
 #include "runtime/cpu/thread_pool.hpp"
 
 namespace attnjit::cpu {
-namespace {
-
-constexpr std::int64_t kMaxScan = 65536;  // tensor elements scanned for one read of one tile
-
-// The values tensor `t` holds over the box of (clamped) indices, as the hooks read them.
-std::optional<std::pair<double, double>> scan_range(const DLTensor& t, const ir::Node& read,
-                                                    std::span<const ir::IntRange> index) {
-  if (static_cast<int>(index.size()) != t.ndim) return std::nullopt;
-  const auto strides = dlpack_strides(t);
-  std::vector<std::int64_t> lo(index.size()), hi(index.size());
-  std::int64_t count = 1;
-  for (std::size_t d = 0; d < index.size(); ++d) {
-    const std::int64_t top = t.shape[d] - 1;
-    lo[d] = std::clamp<std::int64_t>(index[d].lo, 0, top);  // reads are clamped into the extent
-    hi[d] = std::clamp<std::int64_t>(index[d].hi, 0, top);
-    count *= hi[d] - lo[d] + 1;
-    if (count > kMaxScan) return std::nullopt;
-  }
-  const bool is_float = t.dtype.code == kDLFloat || t.dtype.code == kDLBfloat;
-  double mn = std::numeric_limits<double>::infinity(), mx = -mn;
-  std::vector<std::int64_t> at = lo;
-  for (std::int64_t n = 0; n < count; ++n) {
-    std::int64_t offset = 0;
-    for (std::size_t d = 0; d < at.size(); ++d) offset += at[d] * strides[d];
-    double v = 0;
-    if (read.type == ir::Type::Float)
-      v = is_float ? load_as_double(t, offset) : static_cast<double>(load_as_int(t, offset));
-    else
-      v = is_float ? load_as_double(t, offset) : static_cast<double>(ir::wrap_int32(load_as_int(t, offset)));
-    if (std::isnan(v)) return std::nullopt;
-    mn = std::min(mn, v);
-    mx = std::max(mx, v);
-    for (std::size_t d = at.size(); d-- > 0;) {  // next index, last dimension fastest
-      if (++at[d] <= hi[d]) break;
-      at[d] = lo[d];
-    }
-  }
-  return std::make_pair(mn, mx);
-}
-
-}  // namespace
 
 MaskFacts analyse_mask(const Variant& variant) {
   MaskFacts facts;
@@ -97,11 +53,7 @@ TileClassTable classify_tiles(const Variant& variant, const MaskFacts& facts, co
     else
       base.float_params[param.name] = bound_float(bindings, param.name);
   }
-  if (facts.reads_tensor())
-    base.tensor_range = [&bindings](const ir::Node& read, std::span<const ir::IntRange> index) {
-      const auto it = bindings.tensors().find(read.name);
-      return it == bindings.tensors().end() ? std::nullopt : scan_range(it->second, read, index);
-    };
+  if (facts.reads_tensor()) base.tensor_range = bound_tensor_ranges(bindings);
 
   const int sub = TileClassTable::kSubTile, per_tile = p.block_kv / sub;
   const int rows_of_tasks = table.batches * table.heads * table.q_blocks;

@@ -18,6 +18,7 @@
 #include "compiler/mask_analysis.hpp"
 #include "compiler/pipeline.hpp"
 #include "runtime/api/dlpack_view.hpp"
+#include "runtime/api/tensor_ranges.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "templates/decode_sm80/decode_sm80_template.hpp"
 
@@ -149,6 +150,9 @@ double mask_density(const Variant& variant, const ForwardProblem& p, const Bindi
       box.float_params[param.name] = bound_float(bindings, param.name);
     }
   }
+  // Tiles of a mask that reads a tensor are bounded by the bound values (document ids): only
+  // the tiles across a document's edge or the diagonal are then counted element by element.
+  box.tensor_range = bound_tensor_ranges(bindings);
   env.read_tensor = [&](const ir::Node& read, std::span<const std::int64_t> idx) {
     const DLTensor& t = bindings.tensors().at(read.name);
     const auto strides = dlpack_strides(t);

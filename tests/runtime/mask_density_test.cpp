@@ -60,5 +60,25 @@ TEST(MaskDensity, TensorMasksCountPerBatchAndPerHeadOnlyWhereTheirIndicesSay) {
   EXPECT_DOUBLE_EQ(mask_density(per_head, ForwardProblem{1, 2, 2, s, s}, heads), (1.0 / s + 1.0) / 2.0);
 }
 
+TEST(MaskDensity, DocumentTilesAreBoundedByTheIdsSoLongRowsCountExactly) {
+  // Three causal documents over 4096 rows: 8.4M admitted pairs, but inside a document the bound
+  // ids make every tile full or empty, so only the diagonal tiles and those across an edge (under 1M elements)
+  // are evaluated, within a budget of 1.5M that would force sampling otherwise.
+  const int s = 4096;
+  const int ends[] = {1000, 2731, s};
+  HostTensor ids(dlpack_int32(), {1, s});
+  double admitted = 0;
+  for (int d = 0, start = 0; d < 3; start = ends[d++]) {
+    for (int i = start; i < ends[d]; ++i) ids.set(i, d);
+    const double n = ends[d] - start;
+    admitted += n * (n + 1) / 2;
+  }
+  Bindings docs;
+  docs.set("doc", ids.dl());
+  EXPECT_DOUBLE_EQ(mask_density(presets::by_name("document_causal"), ForwardProblem{1, 2, 2, s, s}, docs,
+                                /*max_evaluations=*/1'500'000),
+                   admitted / (static_cast<double>(s) * s));
+}
+
 }  // namespace
 }  // namespace attnjit
