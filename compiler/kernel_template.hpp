@@ -184,11 +184,6 @@ class KernelTemplate {
   // Supported, or Invalid naming the knob, its value and what is allowed (the autotuner
   // prunes with it; `max_shared_bytes` is the device's or the arch's opt-in limit).
   virtual Support check_knobs(const Knobs& knobs, int head_dim, int max_shared_bytes) const = 0;
-  // Whether accepted knobs may be tried on `problem`: the autotuner prunes the others before
-  // compiling (a schedule not yet verified at that size). Default: any problem.
-  virtual Support check_problem(const Knobs& /*knobs*/, const ProblemShape& /*problem*/) const {
-    return Support::yes();
-  }
 
   virtual std::vector<HookPrototype> hooks() const = 0;
   // The body of the unit for a resolved request (knobs complete and checked).

@@ -102,13 +102,6 @@ TuneResult tune_role(const Variant& variant, const CompileOptions& base, const F
   std::vector<Knobs> feasible;
   const auto restrict_to = with_untuned_knobs_fixed(t, fixed.head_dim, result.default_knobs, options.restrict_to);
   for (auto& c : enumerate_knobs(t, fixed.head_dim, smem_limit, restrict_to)) {
-    if (c.feasible) {
-      const Support fits = t.check_problem(c.knobs, *request.problem);
-      if (!fits.supported()) {
-        c.feasible = false;
-        c.reason = fits.reason();
-      }
-    }
     if (c.feasible)
       feasible.push_back(c.knobs);
     else

@@ -131,8 +131,8 @@ class FwdSm90Template : public KernelTemplate {
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv] && rest) with doc_runs 1 and persistent 1: 1 starts each query "
          "block and its keys at its document's first row (a pre-pass lists them), so tiles hold one document and "
-         "only `rest` is masked; no effect otherwise. Opt-in: at S=16384 a run did not finish (H200, 2026-12-02). "
-         "Not tuned unless --only names it",
+         "only `rest` is masked; no effect otherwise. Opt-in: with stages 2, B=1 H=16 S=16384 and 3 documents did "
+         "not finish (H200, 2026-12-02; other shapes did). Not tuned unless --only names it",
          /*tuned=*/false}};
   }
 
@@ -149,10 +149,8 @@ class FwdSm90Template : public KernelTemplate {
     // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
     // where a hook reads a tensor (documents, forget_gate: the older loop lost there, not
     // measured since), at D=256 (spills) and for ragged units (not measured). And only for a
-    // hinted problem whose rows span at most 32 key tiles (one warp-wide chunk of the tile
-    // walk): every persistent run so far (tests and benchmarks) had rows that short, and the
-    // one longer run, document items at S=16384 (H200, 2026-12-02), did not finish within 40 s,
-    // for a reason not yet found (docs/perf-notes.md, twenty-fourth session).
+    // hinted problem whose rows span at most 32 key tiles: causal D=128 at S=16384 gained
+    // nothing (686.5 / 679.1, H200, 2026-12-02).
     const bool score_reads_tensor =
         r.variant != nullptr && !ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) && !score_reads_tensor;
@@ -166,8 +164,8 @@ class FwdSm90Template : public KernelTemplate {
     k.set("persistent", persistent ? 1 : 0);
     k.set("doc_runs", runs_knob(k));
     // Work items aligned to documents: opt-in (H200, 2026-12-02, document_causal S=4096 D=128
-    // 319 -> 346 TFLOP/s, D=64 215 -> 255, 8 documents 210 -> 206; at S=16384 the run did not
-    // finish, see above).
+    // 319 -> 347 TFLOP/s, D=64 215 -> 256, 8 documents 211 -> 207; one shape does not finish:
+    // docs/kernels.md).
     k.set("doc_items", 0);
     return k;
   }
@@ -235,18 +233,6 @@ class FwdSm90Template : public KernelTemplate {
           "consumers 1 runs two CTAs per SM: block_n {}, stages {} at head_dim {} need {} bytes of shared memory "
           "each; at most {} fit twice (use a smaller block_n)",
           block_n, stages, head_dim, bytes, cta_shared_limit(max_shared_bytes, consumers)));
-    return Support::yes();
-  }
-
-  // The persistent schedule is not tried on rows of more than 32 key tiles (default_knobs says
-  // why): an autotuner run would otherwise risk a kernel that does not finish.
-  Support check_problem(const Knobs& knobs, const ProblemShape& problem) const override {
-    const int block_n = knobs.get("block_n");
-    if (persistent_knob(knobs) == 1 && problem.seq_k > 32 * block_n)
-      return Support::invalid(fmt::format(
-          "persistent 1 on rows of {} keys (more than 32 tiles of {}) has not been verified: a run at 16384 keys did "
-          "not finish (docs/kernels.md)",
-          problem.seq_k, block_n));
     return Support::yes();
   }
 

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "compiler/error.hpp"
-#include "compiler/kernel_template.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
 #include "support/temp_cache.hpp"
@@ -342,22 +341,6 @@ TEST_F(FwdSm90Codegen, DocumentItemsListTheirItemsBeforeTheForward) {
     ASSERT_TRUE(compiled.cached.cubin) << d;
     EXPECT_NE(compiled.cached.cubin->find("attnjit_doc_items"), std::string::npos) << d;
   }
-}
-
-// The autotuner does not try the persistent schedule on rows of more than 32 key tiles (not
-// verified there); any other schedule, and shorter rows, pass.
-TEST_F(FwdSm90Codegen, ProblemCheckKeepsPersistentToRowsOfAtMost32Tiles) {
-  const KernelTemplate& t = *TemplateRegistry::instance().find(kFwdSm90TemplateName);
-  const Knobs persistent{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"persistent", 1}};
-  const Knobs plain{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"persistent", 0}};
-  EXPECT_TRUE(t.check_problem(persistent, ProblemShape{4, 16, 16, 4096, 4096}).supported());
-  const Support long_rows = t.check_problem(persistent, ProblemShape{1, 16, 16, 4097, 4097});
-  EXPECT_FALSE(long_rows.supported());
-  EXPECT_NE(long_rows.reason().find("more than 32 tiles of 128"), std::string::npos) << long_rows.reason();
-  EXPECT_TRUE(t.check_problem(plain, ProblemShape{1, 16, 16, 16384, 16384}).supported());
-  const Knobs narrow{{"block_n", 64}, {"consumers", 2}, {"stages", 2}, {"persistent", 1}};
-  EXPECT_FALSE(t.check_problem(narrow, ProblemShape{4, 16, 16, 4096, 4096}).supported());
-  EXPECT_TRUE(t.check_problem(narrow, ProblemShape{4, 16, 16, 2048, 2048}).supported());
 }
 
 TEST_F(FwdSm90Codegen, RopeTurnsQAndKInPrepassesTheTmaReads) {
