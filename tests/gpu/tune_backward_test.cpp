@@ -111,7 +111,7 @@ TEST(TuneBackward, Sm90StoresACheckedWinnerThatKernelBackwardRuns) {
     GTEST_SKIP() << "bwd_sm90 needs sm_90a; this GPU is " << arch;
   tune_and_use("bwd_sm90", {{"stages", {1, 2}}, {"dq_bulk", {0}}, {"dq_before_dk", {0}}},
                "block_m=64 dq_before_dk=0 dq_bulk=0 dq_ordered=0 row_pad=0 stages=1 warps=4",
-               "block_m=64 dq_before_dk=0 dq_bulk=0 dq_ordered=0 row_pad=0 stages=2 warps=4");
+               "block_m=64 dq_before_dk=1 dq_bulk=0 dq_ordered=0 row_pad=0 stages=2 warps=4");
 }
 
 }  // namespace

@@ -18,7 +18,8 @@
 # tests on an H200, so two calls of under 600 s run it all), ATTNJIT_BUILD_DIR,
 # ATTNJIT_CACHE_DIR, OUT, SHARDS_PER_GPU=N (N shards side by side on each GPU: the suite's
 # time is mostly NVRTC and the CPU reference, which the device machine's cores run in
-# parallel). Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall time, and a
+# parallel), SHARD_CALLS=C with SHARD_CALL=i (the suite cut into C x the shards of one call,
+# this call running the i-th group of them: C calls of under 600 s run it all). Logs go to $OUT (or /tmp/attnjit-suite); each part prints its wall time, and a
 # short table (part, seconds, result) comes last. Exit status: the GPU tests' (or the
 # sanitizer runs', when they fail).
 set -uo pipefail
@@ -73,12 +74,14 @@ gtest_counts() {
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 [ "${gpus:-0}" -ge 1 ] || gpus=1
 shards=$((gpus * ${SHARDS_PER_GPU:-1}))
+calls=${SHARD_CALLS:-1} call=${SHARD_CALL:-0}
 
 start_part "GPU tests"
-if [ -z "${GTEST_TOTAL_SHARDS:-}" ] && [ "$shards" -gt 1 ]; then
+if [ -z "${GTEST_TOTAL_SHARDS:-}" ] && [ $((shards * calls)) -gt 1 ]; then
   pids=()
   for ((i = 0; i < shards; ++i)); do
-    CUDA_VISIBLE_DEVICES=$((i % gpus)) GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout "${TESTS_TIMEOUT:-3000}" \
+    CUDA_VISIBLE_DEVICES=$((i % gpus)) GTEST_TOTAL_SHARDS=$((shards * calls)) GTEST_SHARD_INDEX=$((call * shards + i)) \
+      timeout "${TESTS_TIMEOUT:-3000}" \
       "$build/tests/attnjit_gpu_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$out/gpu_tests.$i.log" 2>&1 &
     pids+=($!)
   done
