@@ -954,7 +954,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         }
       }
 #if AJ_PERSISTENT
-      aj_mbar_arrive(bar.q_empty(qb));  // this thread's reads of the staged O are done
+      // This thread's writes and reads of the staged O are done; the Q thread's next TMA load
+      // into the buffer is an async-proxy write, so the generic accesses are fenced first.
+      aj_fence_proxy_async();
+      aj_mbar_arrive(bar.q_empty(qb));
 #endif
     }  // item
   }
