@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +34,7 @@
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/reference/forward_check.hpp"
 #include "support/preset_scalars.hpp"
+#include "support/process.hpp"
 #include "support/reduced_suite.hpp"
 
 namespace attnjit {
@@ -191,6 +193,15 @@ std::vector<KernelSpec> document_item_kernels() {
           spec(presets::by_name("document_causal"), 128, 0)};
 }
 
+// Document items with the default two Q buffers (stages 2), for long documents at many heads.
+KernelSpec long_document_items_kernel() {
+  return KernelSpec{presets::by_name("document_causal"),
+                    CompileOptions()
+                        .with_head_dim(128)
+                        .with_template("fwd_sm90")
+                        .with_knobs(Knobs{{"doc_items", 1}, {"persistent", 1}, {"stages", 2}})};
+}
+
 // The persistent schedule on rows of more than 32 key tiles (the tile walk's second chunk), which
 // no default reaches (fwd_sm90_template.cpp): causal, and document items.
 std::vector<KernelSpec> persistent_long_row_kernels() {
@@ -241,6 +252,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   kernels["ForwardEdgeCases.LongRowsWalkSeveralChunks"] = long_row_kernels();
   kernels["ForwardEdgeCases.DocumentItemsAgree"] = document_item_kernels();
   kernels["ForwardEdgeCases.PersistentLongRows"] = persistent_long_row_kernels();
+  kernels["ForwardEdgeCases.DISABLED_DocumentItemsLongDocumentsRun"] = {long_document_items_kernel()};
   return kernels;
 }
 
@@ -375,6 +387,34 @@ TEST_F(ForwardEdgeCases, PersistentLongRows) {
     report(label, problem, r);
     EXPECT_TRUE(r.pass) << label << ": " << r.summary();
   }
+}
+
+// One shape of document items once did not finish (B=1 H=16 S=16384, three documents of 43 key
+// tiles, two Q buffers; docs/kernels.md). Run in a child process of this binary under a timeout,
+// so that a hang fails this test instead of stalling the suite.
+TEST_F(ForwardEdgeCases, DocumentItemsLongDocumentsFinish) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::filesystem::path err = std::filesystem::temp_directory_path() / "attnjit_long_documents.err";
+  // (the child runs the one disabled test, unsharded)
+  const std::string command = "env -u GTEST_TOTAL_SHARDS -u GTEST_SHARD_INDEX timeout 300 " +
+                              test_support::shell_quote(self.string()) +
+                              " --gtest_also_run_disabled_tests"
+                              " --gtest_filter=ForwardEdgeCases.DISABLED_DocumentItemsLongDocumentsRun";
+  const test_support::CommandResult r = test_support::run_command(command, err);
+  const std::string tail = r.out.size() > 2000 ? r.out.substr(r.out.size() - 2000) : r.out;
+  ASSERT_NE(r.exit_code, 124) << "did not finish within 300 s:\n" << tail;
+  EXPECT_EQ(r.exit_code, 0) << tail << r.err;
+  EXPECT_TRUE(test_support::contains(r.out, "[  PASSED  ] 1 test")) << tail;
+}
+
+TEST_F(ForwardEdgeCases, DISABLED_DocumentItemsLongDocumentsRun) {
+  const Kernel& kernel = kernel_of(long_document_items_kernel());
+  ForwardProblem problem{1, 16, 16, 16384, 16384};
+  problem.ids_mean_document = 5461;  // about three documents of 43 key tiles
+  const auto r = check_forward(kernel, problem, {}, 61);
+  report("document_causal doc_items=1 stages=2", problem, r);
+  EXPECT_TRUE(r.pass) << r.summary();
 }
 
 TEST_F(ForwardEdgeCases, LongRowsWalkSeveralChunks) {
