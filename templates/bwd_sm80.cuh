@@ -593,7 +593,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
     aj_cp_async_wait<0>();
 #endif
 #if AJ_WGMMA
-    aj_bwd90::fence_async_shared();  // the copies, before wgmma reads them
+    aj_fence_proxy_async();  // the copies, before wgmma reads them
 #endif
     __syncthreads();
 #if AJ_BWD90_LOAD_AFTER_BARRIER
@@ -739,7 +739,7 @@ extern "C" __global__ void __launch_bounds__(AJ_NUM_WARPS * 32) attnjit_bwd(cons
 #else
     aj_bwd90::issue_dv_dk(aj_bwd90::flat(dv), aj_bwd90::flat(dk), pa, da, sq, sdo);
 #endif
-    aj_bwd90::fence_async_shared();  // dS^T, before wgmma reads it
+    aj_fence_proxy_async();  // dS^T, before wgmma reads it
 #else
 #pragma unroll
     for (int kk = 0; kk < KQ; ++kk) {

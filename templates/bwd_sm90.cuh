@@ -88,8 +88,6 @@ __device__ __forceinline__ void a_fragment(aj_u32 (&a)[4], const float (&x)[N][4
   a[3] = aj_sm80::pack2(x[2 * kk + 1][2], x[2 * kk + 1][3]);
 }
 
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
 // S^T (scores) and dP^T of warpgroup wg's 64 keys against the step's BM queries (two groups,
 // S^T first, where P comes before dP^T's wait).
 __device__ __forceinline__ void issue_scores(float (&s)[BM / 2], float (&dp)[BM / 2], aj_u32 s_k, aj_u32 s_v,
@@ -210,7 +208,7 @@ __device__ __forceinline__ void dq_bulk_add(const AttnjitBwdArgs& bargs, aj_i64 
                    "f"(dq[j][1]), "f"(dq[j][2]), "f"(dq[j][3])
                    : "memory");
   }
-  fence_async_shared();
+  aj_fence_proxy_async();
   __syncwarp();
   if (lane == 0) {
     if (bargs.deterministic)

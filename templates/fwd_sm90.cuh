@@ -548,43 +548,51 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         for (int n = -1;;) {
           n = walk.next(n + 1, cls, args);
           if (n >= walk.n_tiles) break;
-          if (!leader) continue;  // (the other lanes only walk)
+          // The leader issues; the other lanes wait for it here rather than at the next walk step
+          // (no lane runs ahead of it into another sync point).
+          if (leader) {
+            aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+            // (the arrival releases this store to the consumers' wait)
+            aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
+            aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
+#pragma unroll
+            for (int c = 0; c < D / 64; ++c)
+              aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64,
+                             k_start + n * BN, hk, map_b);
+            aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
+            aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
+#pragma unroll
+            for (int c = 0; c < D / 64; ++c)
+              aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64,
+                             k_start + n * BN, hk, map_b);
+            if (++stage == ST) {
+              stage = 0;
+              phase ^= 1;
+            }
+          }
+          __syncwarp();
+        }
+        // The item's end (the leader); the other lanes wait for it, so none starts the next item's
+        // walk while the leader still waits here.
+        if (leader) {
+#if AJ_PERSISTENT
+          aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
+#endif
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
-          // (the arrival releases this store to the consumers' wait)
-          aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
-          aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
-#pragma unroll
-          for (int c = 0; c < D / 64; ++c)
-            aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64,
-                           k_start + n * BN, hk, map_b);
+          aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
+          aj_mbar_arrive(bar.k_full(stage));
+#if AJ_PERSISTENT
+          // The end stage is freed like any other, so V's barriers complete it too: they keep the
+          // phase K's do.
           aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
-          aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
-#pragma unroll
-          for (int c = 0; c < D / 64; ++c)
-            aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64,
-                           k_start + n * BN, hk, map_b);
+          aj_mbar_arrive(bar.v_full(stage));
           if (++stage == ST) {
             stage = 0;
             phase ^= 1;
           }
-        }
-        if (!leader) return;
-#if AJ_PERSISTENT
-        aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
 #endif
-        aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
-        aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
-        aj_mbar_arrive(bar.k_full(stage));
-#if AJ_PERSISTENT
-        // The end stage is freed like any other, so V's barriers complete it too: they keep the
-        // phase K's do.
-        aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
-        aj_mbar_arrive(bar.v_full(stage));
-        if (++stage == ST) {
-          stage = 0;
-          phase ^= 1;
         }
-#endif
+        __syncwarp();
       };
 #if AJ_PERSISTENT
       // The items the Q thread fetched, in order, each announced on item_full before its Q lands.
@@ -954,7 +962,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         }
       }
 #if AJ_PERSISTENT
-      aj_mbar_arrive(bar.q_empty(qb));  // this thread's reads of the staged O are done
+      // This thread's writes and reads of the staged O are done; the Q thread's next TMA load
+      // into the buffer is an async-proxy write, so the generic accesses are fenced first.
+      aj_fence_proxy_async();
+      aj_mbar_arrive(bar.q_empty(qb));
 #endif
     }  // item
   }

@@ -33,6 +33,12 @@ __device__ __forceinline__ void aj_mbar_wait(aj_u32 bar, int parity) {
       : "memory");
 }
 
+// Orders this thread's generic-proxy accesses to shared memory (st / ld.shared) before later
+// async-proxy ones (TMA writes, wgmma reads) that a barrier hands the memory on to.
+__device__ __forceinline__ void aj_fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // ---- TMA ------------------------------------------------------------------------------------
 __device__ __forceinline__ void aj_tma_prefetch_descriptor(const void* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
