@@ -12,6 +12,7 @@
 #include "compiler/codegen/hook_emitter.hpp"
 #include "compiler/error.hpp"
 #include "compiler/ir.hpp"
+#include "compiler/passes/run_equality.hpp"
 #include "runtime/driver/cuda_driver.hpp"
 #include "runtime/driver/templates.hpp"
 #include "templates/abi.h"
@@ -131,8 +132,8 @@ class FwdSm90Template : public KernelTemplate {
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv] && rest) with doc_runs 1 and persistent 1: 1 starts each query "
          "block and its keys at its document's first row (a pre-pass lists them), so tiles hold one document and "
-         "only `rest` is masked; no effect otherwise. Opt-in: with stages 2, B=1 H=16 S=16384 and 3 documents did "
-         "not finish (H200, 2026-12-02; other shapes did). Not tuned unless --only names it",
+         "only `rest` is masked; no effect otherwise. Default where the score_mod reads no tensor (D=64 and 128). "
+         "Not tuned unless --only names it",
          /*tuned=*/false}};
   }
 
@@ -147,10 +148,10 @@ class FwdSm90Template : public KernelTemplate {
     // consumers) 421.2 / 414.0 without the late fetch, not measured with it. So: on for a split
     // score_mod, a hinted S <= 1024, or a mask at D=128 (soft-cap, window and prefix-LM take it
     // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
-    // where a hook reads a tensor (documents, forget_gate: the older loop lost there, not
-    // measured since), at D=256 (spills) and for ragged units (not measured). And only for a
-    // hinted problem whose rows span at most 32 key tiles: causal D=128 at S=16384 gained
-    // nothing (686.5 / 679.1, H200, 2026-12-02).
+    // where a hook reads a tensor (forget_gate: the older loop lost there, not measured since;
+    // document masks take it with document items, below), at D=256 (spills) and for ragged units (not measured). And
+    // only for a hinted problem whose rows span at most 32 key tiles: causal D=128 at S=16384 gained nothing (686.5 /
+    // 679.1, H200, 2026-12-02).
     const bool score_reads_tensor =
         r.variant != nullptr && !ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) && !score_reads_tensor;
@@ -159,14 +160,19 @@ class FwdSm90Template : public KernelTemplate {
     const bool masked = r.variant != nullptr && r.variant->has_mask();
     const bool short_rows = r.problem && r.problem->seq_q <= 1024;
     const bool one_chunk = r.problem && r.problem->seq_k <= 32 * k.get("block_n");
-    const bool persistent = one_chunk && r.head_dim != 256 && !r.ragged && !reads_tensor &&
-                            (split || short_rows || (masked && r.head_dim == 128));
+    // Work items aligned to documents, on the persistent schedule, for a document mask
+    // (`ids[b, q] == ids[b, kv] && rest`) whose score_mod reads no tensor, at any length (rows
+    // span one document). H200, TFLOP/s per pair, 3 documents unless said, default (doc_items 0,
+    // persistent 0) / doc_items 1: document_causal S=4096 D=128 319.4 / 346.6, D=64 214.9 /
+    // 255.9, 8 documents 210.7 / 206.5, S=8192 420.5 / 445.9, S=16384 6 documents 401.0 / 438.2
+    // (2026-12-02), 3 documents 506.0 / 530.4 (2026-12-03). Not at D=256 (not measured).
+    const bool doc_items = r.variant != nullptr && !score_reads_tensor && r.head_dim != 256 && !r.ragged &&
+                           ir::document_rest(r.variant->mask_mod().node()).has_value();
+    const bool persistent = doc_items || (one_chunk && r.head_dim != 256 && !r.ragged && !reads_tensor &&
+                                          (split || short_rows || (masked && r.head_dim == 128)));
     k.set("persistent", persistent ? 1 : 0);
     k.set("doc_runs", runs_knob(k));
-    // Work items aligned to documents: opt-in (H200, 2026-12-02, document_causal S=4096 D=128
-    // 319 -> 347 TFLOP/s, D=64 215 -> 256, 8 documents 211 -> 207; one shape does not finish:
-    // docs/kernels.md).
-    k.set("doc_items", 0);
+    k.set("doc_items", doc_items ? 1 : 0);
     return k;
   }
 

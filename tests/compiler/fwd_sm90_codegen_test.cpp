@@ -146,7 +146,8 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
   }
   // Persistent by default, on a hinted problem whose rows span at most 32 key tiles, with a mask
   // that reads no tensor at D=128 (causal) or a short problem; not for long dense rows, longer
-  // or unhinted rows, documents, D=256 or ragged units: a CTA per query block.
+  // or unhinted rows, D=256 or ragged units: a CTA per query block. Document masks take it with
+  // document items (DocumentItemsListTheirItemsBeforeTheForward).
   const auto persistent = [&](const char* preset, CompileOptions o) {
     return count(generate(presets::by_name(preset), o).source, "#define AJ_PERSISTENT 1") == 1;
   };
@@ -159,7 +160,7 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
   EXPECT_TRUE(persistent("dense", options("sm_90a", 128).with_shape_hint(16, 16, 16, 1024, 1024)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128)));
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
-  EXPECT_FALSE(persistent("document_causal", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
+  EXPECT_TRUE(persistent("document_causal", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
   EXPECT_FALSE(persistent("causal", options("sm_90a", 256).with_shape_hint(4, 8, 8, 4096, 4096)));
   // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
   const PreparedKernel full = generate(
@@ -325,14 +326,30 @@ TEST_F(FwdSm90Codegen, DocumentItemsListTheirItemsBeforeTheForward) {
   EXPECT_EQ(
       count(generate(presets::by_name("document"), options("sm_90a", 128).with_knobs(on)).source, "// rest = true\n"),
       1);
-  // Off without the persistent schedule (the item list needs its counter), and by default.
+  // Off without the persistent schedule (the item list needs its counter).
   EXPECT_EQ(count(generate(presets::by_name("document_causal"),
                            options("sm_90a", 128).with_knobs(Knobs{{"doc_items", 1}, {"persistent", 0}}))
                       .source,
                   "#define AJ_DOC_ITEMS 1"),
             0);
+  // On by default for document masks at D=64 and 128 (with the persistent schedule, whatever the
+  // hinted length), not at D=256, not where the score_mod reads a tensor, not for other masks.
+  for (const int d : {64, 128}) {
+    const PreparedKernel by_default = generate(presets::by_name("document_causal"), options("sm_90a", d));
+    EXPECT_EQ(count(by_default.source, "#define AJ_DOC_ITEMS 1"), 1) << d;
+    EXPECT_EQ(by_default.config.knobs.get("persistent"), 1) << d;
+  }
+  EXPECT_EQ(count(generate(presets::by_name("document_causal"),
+                           options("sm_90a", 128).with_shape_hint(1, 16, 16, 16384, 16384))
+                      .source,
+                  "#define AJ_DOC_ITEMS 1"),
+            1);
   EXPECT_EQ(
-      count(generate(presets::by_name("document_causal"), options("sm_90a", 128)).source, "#define AJ_DOC_ITEMS 1"), 0);
+      count(generate(presets::by_name("document_causal"), options("sm_90a", 256)).source, "#define AJ_DOC_ITEMS 1"), 0);
+  const Variant gated_document =
+      presets::by_name("forget_gate").then(presets::by_name("document_causal")).with_name("gated_document");
+  EXPECT_EQ(generate(gated_document, options("sm_90a", 128)).config.knobs.get("doc_items"), 0);
+  EXPECT_EQ(generate(presets::by_name("sliding_window"), options("sm_90a", 128)).config.knobs.get("doc_items"), 0);
   // A compare that is not a conjunct of the mask is no document: no mask inside one.
   const Variant either = Variant("either").with_mask_mod(presets::by_name("document").mask_mod() || kv == 0);
   EXPECT_EQ(count(generate(either, options("sm_90a", 128).with_knobs(on)).source, "#define AJ_MASK_DOC 1"), 0);

@@ -83,7 +83,18 @@ void fill_random(const DeviceTensor& t, std::mt19937& rng, std::int64_t period =
   t.buffer.copy_from_host(h.data(), t.buffer.size_bytes());
 }
 
+// The ids as the `doc` tensor of a document mask, bound.
+struct BoundIds {
+  DeviceTensor doc;
+  Bindings bindings;
+  BoundIds(const std::vector<int>& ids, int batch, int seq) : doc({batch, seq}, DLDataType{kDLInt, 32, 1}) {
+    doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
+    bindings.set("doc", doc.view);
+  }
+};
+
 void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs& knobs);
+void prebuilt_runs_match_per_call_with_document_items(int D);
 
 // The runs a BlockMask holds (none where the kernel reads no runs) against the CPU's, row by row.
 void expect_runs_match(const BlockMask& mask, const std::vector<int>& ids, int batch, int seq_k) {
@@ -103,13 +114,18 @@ void expect_runs_match(const BlockMask& mask, const std::vector<int>& ids, int b
 
 // The defaults read the ids' runs on fwd_sm90 (knob doc_runs) and compare ids per element on
 // fwd_sm80; doc_runs 0 compares them on fwd_sm90 too. The classes come from the same hooks.
+// fwd_sm90's default document items build no classes (tiles come from inside each document), so
+// there the classes are checked with doc_items 0, and the items with a prebuilt mask (its runs)
+// against a call that builds its own.
 TEST_F(BlockMaskGpu, ClassesMatchBruteForceAndPrebuiltMatchesPerCall) {
+  const Kernel probe = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(64));
+  const bool sm90 = probe.prepared().config.template_name == kFwdSm90TemplateName;
   for (const int D : {64, 128}) {
     SCOPED_TRACE("D=" + std::to_string(D));
-    classes_match_brute_force_and_prebuilt_matches_per_call(D, Knobs{});
+    classes_match_brute_force_and_prebuilt_matches_per_call(D, sm90 ? Knobs{{"doc_items", 0}} : Knobs{});
+    if (sm90) prebuilt_runs_match_per_call_with_document_items(D);
   }
-  const Kernel probe = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(64));
-  if (probe.prepared().config.template_name == kFwdSm90TemplateName) {
+  if (sm90) {
     SCOPED_TRACE("D=64 doc_runs=0");
     classes_match_brute_force_and_prebuilt_matches_per_call(64, Knobs{{"doc_runs", 0}});
   }
@@ -126,13 +142,48 @@ TEST_F(BlockMaskGpu, RunsMatchTheReferenceInAndOutOfOrder) {
   std::vector<int> ids = document_ids(B, S, 7, rng);
   for (int j = 0; j < S; ++j) ids[static_cast<std::size_t>(S) + j] = (j / 100) % 3;  // ids come back
   for (int j = 0; j < S; ++j) ids[2 * static_cast<std::size_t>(S) + j] = 42;
-  DeviceTensor doc({B, S}, DLDataType{kDLInt, 32, 1});
-  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
-  Bindings bindings;
-  bindings.set("doc", doc.view);
+  const BoundIds bound(ids, B, S);
+  const Bindings& bindings = bound.bindings;
   const BlockMask mask = kernel.build_block_mask(B, H, S, S, bindings);
   ASSERT_GT(mask.runs_size_bytes(), 0u);
   expect_runs_match(mask, ids, B, S);
+}
+
+// Forward with the prebuilt mask == forward building its own, byte for byte (outputs poisoned
+// differently); a mask built for another shape is refused.
+void expect_prebuilt_matches_per_call(const Kernel& kernel, const BlockMask& mask, const Bindings& bindings, int B,
+                                      int H, int Sq, int Sk, int D, std::mt19937& rng) {
+  const DLDataType bf16 = dlpack_bfloat16();
+  DeviceTensor q({B, H, Sq, D}, bf16), k({B, H, Sk, D}, bf16), v({B, H, Sk, D}, bf16);
+  DeviceTensor o1({B, H, Sq, D}, bf16), o2({B, H, Sq, D}, bf16);
+  fill_random(q, rng);
+  fill_random(k, rng);
+  fill_random(v, rng);
+  o1.buffer.fill_bytes(0xff);
+  o2.buffer.fill_bytes(0x7f);
+  kernel.forward(q.view, k.view, v.view, o1.view, nullptr, bindings);
+  kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &mask);
+  synchronize_device();
+  std::vector<unsigned char> h1(o1.buffer.size_bytes()), h2(o2.buffer.size_bytes());
+  o1.buffer.copy_to_host(h1.data(), h1.size());
+  o2.buffer.copy_to_host(h2.data(), h2.size());
+  EXPECT_EQ(std::memcmp(h1.data(), h2.data(), h1.size()), 0) << "D=" << D;
+
+  const BlockMask other = kernel.build_block_mask(B, H, Sq, Sk - 1, bindings);
+  EXPECT_THROW(kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &other), UserError);
+}
+
+void prebuilt_runs_match_per_call_with_document_items(int D) {
+  const int B = 2, H = 3, S = 1537;
+  std::mt19937 rng(9);
+  const Kernel kernel = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D));
+  ASSERT_EQ(kernel.prepared().config.knobs.get("doc_items"), 1);
+  const std::vector<int> ids = document_ids(B, S, 4, rng);
+  const BoundIds bound(ids, B, S);
+  const Bindings& bindings = bound.bindings;
+  const BlockMask mask = kernel.build_block_mask(B, H, S, S, bindings);
+  expect_runs_match(mask, ids, B, S);
+  expect_prebuilt_matches_per_call(kernel, mask, bindings, B, H, S, S, D, rng);
 }
 
 void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs& knobs) {
@@ -147,10 +198,8 @@ void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs&
   EXPECT_FALSE(facts.mask_uses_head);
 
   const std::vector<int> ids = document_ids(B, Sk, 4, rng);
-  DeviceTensor doc({B, Sk}, DLDataType{kDLInt, 32, 1});
-  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
-  Bindings bindings;
-  bindings.set("doc", doc.view);
+  const BoundIds bound(ids, B, Sk);
+  const Bindings& bindings = bound.bindings;
 
   const BlockMask mask = kernel.build_block_mask(B, H, Sq, Sk, bindings);
   EXPECT_EQ(mask.runs_size_bytes() > 0, kernel.prepared().unit.facts.runs_slot >= 0);
@@ -186,26 +235,7 @@ void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs&
   EXPECT_GT(counts[1], 0);
   EXPECT_GT(counts[2], 0);
 
-  // forward with the prebuilt mask == forward building its own, byte for byte.
-  const DLDataType bf16 = dlpack_bfloat16();
-  DeviceTensor q({B, H, Sq, D}, bf16), k({B, H, Sk, D}, bf16), v({B, H, Sk, D}, bf16);
-  DeviceTensor o1({B, H, Sq, D}, bf16), o2({B, H, Sq, D}, bf16);
-  fill_random(q, rng);
-  fill_random(k, rng);
-  fill_random(v, rng);
-  o1.buffer.fill_bytes(0xff);
-  o2.buffer.fill_bytes(0x7f);
-  kernel.forward(q.view, k.view, v.view, o1.view, nullptr, bindings);
-  kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &mask);
-  synchronize_device();
-  std::vector<unsigned char> h1(o1.buffer.size_bytes()), h2(o2.buffer.size_bytes());
-  o1.buffer.copy_to_host(h1.data(), h1.size());
-  o2.buffer.copy_to_host(h2.data(), h2.size());
-  EXPECT_EQ(std::memcmp(h1.data(), h2.data(), h1.size()), 0);
-
-  // A mask built for another shape is refused.
-  const BlockMask other = kernel.build_block_mask(B, H, Sq, Sk - 1, bindings);
-  EXPECT_THROW(kernel.forward(q.view, k.view, v.view, o2.view, nullptr, bindings, nullptr, 0.0, &other), UserError);
+  expect_prebuilt_matches_per_call(kernel, mask, bindings, B, H, Sq, Sk, D, rng);
 }
 
 // The benchmark shape of docs/benchmarks.md (B=4 H=16 S=4096 D=128, 3 documents): the
@@ -220,10 +250,8 @@ TEST_F(BlockMaskGpu, TimingOnTheBenchmarkShape) {
   std::vector<int> ids(static_cast<std::size_t>(B) * S);
   for (std::size_t i = 0; i < ids.size(); ++i)
     ids[i] = static_cast<int>((i % S) * 3 / S);  // as `attnjit bench --docs 3`
-  DeviceTensor doc({B, S}, DLDataType{kDLInt, 32, 1});
-  doc.buffer.copy_from_host(ids.data(), ids.size() * sizeof(int));
-  Bindings bindings;
-  bindings.set("doc", doc.view);
+  const BoundIds bound(ids, B, S);
+  const Bindings& bindings = bound.bindings;
   const DLDataType bf16 = dlpack_bfloat16();
   DeviceTensor q({B, H, S, D}, bf16), k({B, H, S, D}, bf16), v({B, H, S, D}, bf16), o({B, H, S, D}, bf16);
   fill_random(q, rng, S * D);  // one (b, h) slice drawn, repeated

@@ -176,8 +176,8 @@ std::vector<KernelSpec> long_row_kernels() {
           {presets::by_name("document_causal"), CompileOptions().with_head_dim(128)}};
 }
 
-// Document masks on fwd_sm90's work items aligned to documents (knob doc_items, opt-in), and
-// once with them off: D=128 and 64, with and without causal, ALiBi beside (its key-part
+// Document masks on fwd_sm90's work items aligned to documents (knob doc_items, the default
+// there), and once with them off: D=128 and 64, with and without causal, ALiBi beside (its key-part
 // tables start at a document's first key).
 std::vector<KernelSpec> document_item_kernels() {
   const auto spec = [](const Variant& v, int d, int doc_items) {
