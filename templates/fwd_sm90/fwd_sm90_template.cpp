@@ -171,6 +171,11 @@ class FwdSm90Template : public KernelTemplate {
     const bool persistent = doc_items || (one_chunk && r.head_dim != 256 && !r.ragged && !reads_tensor &&
                                           (split || short_rows || (masked && r.head_dim == 128)));
     k.set("persistent", persistent ? 1 : 0);
+    // Persistent at D=128: two stages, so that a second Q buffer fits beside the ring (the next
+    // item's Q lands during this one), rather than the third K / V tile that won without the
+    // persistent schedule (H200, 2026-12-03, stages 3 / 2, best of 3 rounds, TFLOP/s: causal
+    // S=1024 416.1 / 434.3, S=512 287.7 / 316.9, dense S=1024 573.5 / 586.6).
+    if (persistent && r.head_dim == 128) k.set("stages", 2);
     k.set("doc_runs", runs_knob(k));
     k.set("doc_items", doc_items ? 1 : 0);
     return k;
@@ -198,7 +203,8 @@ class FwdSm90Template : public KernelTemplate {
     // D=128, short sequences (hinted), plain scores: a third K/V tile in flight (H200,
     // 2026-11-30, S=1024: causal 401 -> 409, dense 569 -> 568; S=4096 causal 580 -> 584; 16k
     // 684 -> 680). Not with a score_mod: a split one loses its key-part tables to the third
-    // stage (alibi_causal 500 -> 471 at S=4096).
+    // stage (alibi_causal 500 -> 471 at S=4096). Not on the persistent schedule either
+    // (default_knobs: two Q buffers win there), so only where that is off (a ragged unit).
     const bool plain_scores = r.variant == nullptr || r.variant->score_mod().node()->op == ir::Op::Score;
     if (r.head_dim == 128 && r.problem && r.problem->seq_q <= 1024 && plain_scores)
       return Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 3}, {"pingpong", 1}};

@@ -78,22 +78,31 @@ TEST_F(FwdSm90Codegen, HintedShortSequencesTakeOneConsumerAtD64) {
   EXPECT_EQ(consumers(128, 16384), 2);
 }
 
-TEST_F(FwdSm90Codegen, HintedShortSequencesTakeThreeStagesAtD128WithPlainScores) {
-  const auto stages = [&](const char* preset, int head_dim, int seq) {
+// Hinted short sequences at D=128: two stages on the persistent schedule (a second Q buffer
+// beside the ring); three where that schedule is off with plain scores (a mask that reads a
+// tensor other than a document's ids).
+TEST_F(FwdSm90Codegen, HintedShortSequencesTakeTwoStagesAndTwoQBuffersAtD128) {
+  const auto knobs = [&](const Variant& v, int head_dim, int seq) {
     CompileOptions o = options("sm_90a", head_dim);
     if (seq > 0) o.with_shape_hint(4, 8, 8, seq, seq);
-    return generate(presets::by_name(preset), o).config.knobs.get("stages");
+    return generate(v, o).config.knobs;
+  };
+  const auto stages = [&](const char* preset, int head_dim, int seq) {
+    return knobs(presets::by_name(preset), head_dim, seq).get("stages");
   };
   EXPECT_EQ(stages("causal", 128, 0), 2);  // no hint
-  EXPECT_EQ(stages("causal", 128, 1024), 3);
-  EXPECT_EQ(stages("dense", 128, 777), 3);
-  EXPECT_EQ(stages("sliding_window", 128, 1024), 3);
+  for (const char* preset : {"causal", "dense", "sliding_window", "alibi_causal", "softcap"}) {
+    EXPECT_EQ(stages(preset, 128, 1024), 2) << preset;
+    EXPECT_EQ(knobs(presets::by_name(preset), 128, 1024).get("persistent"), 1) << preset;
+  }
+  EXPECT_EQ(stages("dense", 128, 777), 2);
   EXPECT_EQ(stages("causal", 128, 1025), 2);
   EXPECT_EQ(stages("causal", 64, 1024), 2);
   EXPECT_EQ(stages("causal", 256, 1024), 2);
-  // A score_mod keeps two stages: ALiBi's key-part tables need the third stage's room.
-  EXPECT_EQ(stages("alibi_causal", 128, 1024), 2);
-  EXPECT_EQ(stages("softcap", 128, 1024), 2);
+  const Tensor blocks("blocks", ir::TensorDType::I32, 3);
+  const Variant learned = Variant("learned_blocks").with_mask_mod(blocks(h, q / 128, kv / 128) != 0);
+  EXPECT_EQ(knobs(learned, 128, 1024).get("persistent"), 0);
+  EXPECT_EQ(knobs(learned, 128, 1024).get("stages"), 3);
 }
 
 TEST_F(FwdSm90Codegen, TanhApproxOnlyInTheSm90Forward) {
