@@ -8,9 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -236,51 +234,6 @@ void classes_match_brute_force_and_prebuilt_matches_per_call(int D, const Knobs&
   EXPECT_GT(counts[2], 0);
 
   expect_prebuilt_matches_per_call(kernel, mask, bindings, B, H, Sq, Sk, D, rng);
-}
-
-// The benchmark shape of docs/benchmarks.md (B=4 H=16 S=4096 D=128, 3 documents): the
-// block-mask kernel alone, the attention kernel with a prebuilt mask, and forward with both.
-TEST_F(BlockMaskGpu, TimingOnTheBenchmarkShape) {
-  if (const char* reduced = std::getenv("ATTNJIT_GPU_REDUCED");
-      reduced && std::string(reduced) != "" && std::string(reduced) != "0")
-    GTEST_SKIP() << "a timing, not in the reduced suite (ATTNJIT_GPU_REDUCED)";
-  const int B = 4, H = 16, S = 4096, D = 128, reps = 20;
-  std::mt19937 rng(11);
-  const Kernel kernel = compile(presets::by_name("document_causal"), CompileOptions().with_head_dim(D));
-  std::vector<int> ids(static_cast<std::size_t>(B) * S);
-  for (std::size_t i = 0; i < ids.size(); ++i)
-    ids[i] = static_cast<int>((i % S) * 3 / S);  // as `attnjit bench --docs 3`
-  const BoundIds bound(ids, B, S);
-  const Bindings& bindings = bound.bindings;
-  const DLDataType bf16 = dlpack_bfloat16();
-  DeviceTensor q({B, H, S, D}, bf16), k({B, H, S, D}, bf16), v({B, H, S, D}, bf16), o({B, H, S, D}, bf16);
-  fill_random(q, rng, S * D);  // one (b, h) slice drawn, repeated
-  fill_random(k, rng, S * D);
-  fill_random(v, rng, S * D);
-  BlockMask mask = kernel.build_block_mask(B, H, S, S, bindings);
-  const auto median_ms = [&](auto&& work) {
-    for (int i = 0; i < 3; ++i) work();
-    synchronize_device();
-    std::vector<double> t;
-    runtime::Event start, stop;
-    for (int i = 0; i < reps; ++i) {
-      start.record();
-      work();
-      stop.record();
-      stop.synchronize();
-      t.push_back(runtime::Event::elapsed_ms(start, stop));
-    }
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
-  const double build = median_ms([&] { mask = kernel.build_block_mask(B, H, S, S, bindings); });
-  const double attention =
-      median_ms([&] { kernel.forward(q.view, k.view, v.view, o.view, nullptr, bindings, nullptr, 0.0, &mask); });
-  const double both = median_ms([&] { kernel.forward(q.view, k.view, v.view, o.view, nullptr, bindings); });
-  std::cout << "[ block mask ] document_causal B=4 H=16 S=4096 D=128 docs=3: block-mask kernel " << build
-            << " ms, attention with prebuilt mask " << attention << " ms, forward (both) " << both
-            << " ms; block mask = " << 100.0 * build / attention << "% of attention\n";
-  EXPECT_GT(build, 0.0);
 }
 
 }  // namespace
