@@ -33,7 +33,8 @@
 // Configuration macros (codegen):
 //   AJ_HEAD_DIM 64, 128 or 256; AJ_BLOCK_N keys per tile (a multiple of 16, at most 256);
 //   AJ_CONSUMERS 1 (two CTAs per SM), 2 or 3; AJ_STAGES 2..4; AJ_PINGPONG 0 or 1 (default 1);
-//   AJ_PERSISTENT 0 or 1 (default 0) with AJ_Q_BUFFERS 1 or 2;
+//   AJ_PERSISTENT 0 or 1 (default 0) with AJ_Q_BUFFERS 1 or 2, and AJ_ITEM_OVERLAP 0 or 1 (with
+//   two Q buffers: an item's epilogue runs while the next item's first S is computed);
 //   AJ_DTYPE_BF16 / AJ_DTYPE_FP16; AJ_HAS_SCORE_MOD, AJ_HAS_MASK, AJ_HAS_BLOCK_MASK, AJ_HAS_OUTPUT_GATE (+
 //   AJ_OUTPUT_GATE_PER_ELEMENT); AJ_SCORE_SPLIT (the hooks: score_mod = score + aj_score_col +
 //   aj_score_row) with AJ_SPLIT_TABLES (codegen: the key-part tables fit); AJ_SCORE_MOD_RAW
@@ -94,6 +95,14 @@
 #endif
 #if !AJ_PERSISTENT && AJ_Q_BUFFERS != 1
 #error "attnjit fwd_sm90: AJ_Q_BUFFERS 2 needs AJ_PERSISTENT"
+#endif
+// Items back to back (persistent, two Q buffers): an item's epilogue overlaps the next item's
+// first S = Q K^T, issued in the same turn as the item's last P V.
+#ifndef AJ_ITEM_OVERLAP
+#define AJ_ITEM_OVERLAP 0
+#endif
+#if AJ_ITEM_OVERLAP && !(AJ_PERSISTENT && AJ_Q_BUFFERS == 2 && !AJ_RAGGED)
+#error "attnjit fwd_sm90: AJ_ITEM_OVERLAP needs AJ_PERSISTENT, AJ_Q_BUFFERS 2 and no AJ_RAGGED"
 #endif
 // A mask that reads a tensor (doc[b, kv]): a partial tile's key parts (aj_mask_col) are loads,
 // issued before the wait for S so that they land while the tensor cores run (D=64's three
@@ -372,6 +381,14 @@ __device__ __forceinline__ void score_split_tile(float (&s)[BN / 2], aj_u32 tabl
 }
 #endif
 
+// The ring's next stage, its phase flipped at the wrap.
+__device__ __forceinline__ void advance(int& stage, int& phase) {
+  if (++stage == ST) {
+    stage = 0;
+    phase ^= 1;
+  }
+}
+
 // S = Q K^T for this warpgroup's 64 rows: Q at sq (its first row), K at sk.
 __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 sk) {
   aj_wgmma_fence();
@@ -544,10 +561,24 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         if (leader) load_q(w, qb);
 #endif
         int cls = 0;
+        bool issued = false;
+        (void)issued;
         // (one call of walk.next: the tile classes' code inlined once)
         for (int n = -1;;) {
           n = walk.next(n + 1, cls, args);
-          if (n >= walk.n_tiles) break;
+          const bool past = n >= walk.n_tiles;
+#if AJ_ITEM_OVERLAP
+          // An item without an admitted tile gets the one past its keys (class full: only the key
+          // bound masks it, every score), so that every item's consumers have a tile's GEMMs.
+          if (past && issued) break;
+          if (past) {
+            n = walk.n_tiles;
+            cls = 2;
+          }
+          issued = true;
+#else
+          if (past) break;
+#endif
           // The leader issues; the other lanes wait for it here rather than at the next walk step
           // (no lane runs ahead of it into another sync point).
           if (leader) {
@@ -565,12 +596,12 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
             for (int c = 0; c < D / 64; ++c)
               aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64,
                              k_start + n * BN, hk, map_b);
-            if (++stage == ST) {
-              stage = 0;
-              phase ^= 1;
-            }
+            advance(stage, phase);
           }
           __syncwarp();
+#if AJ_ITEM_OVERLAP
+          if (past) break;
+#endif
         }
         // The item's end (the leader); the other lanes wait for it, so none starts the next item's
         // walk while the leader still waits here.
@@ -586,10 +617,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           // phase K's do.
           aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
           aj_mbar_arrive(bar.v_full(stage));
-          if (++stage == ST) {
-            stage = 0;
-            phase ^= 1;
-          }
+          advance(stage, phase);
 #endif
         }
         __syncwarp();
@@ -805,18 +833,49 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     };
 
     int stage = 0, phase = 0;
-#if AJ_PERSISTENT
-    for (int local = 0;; ++local) {
-      const int qb = local % QB;
-      aj_mbar_wait(bar.q_full(qb), local / QB & 1);  // also before the epilogue reuses the Q tile
-      const int item = (int)aj_ld_shared_u32(s_items + 4 * qb);
-      if (item < 0) break;
-      start_item(item_of(item), qb);
-#else
-    {
-      start_item(my_item, 0);
-      aj_mbar_wait(bar.q_full(0), 0);  // also before the epilogue reuses the Q tile
-#endif
+    // From an item's first tile (its S done) through its last: softmax(n) runs while P(n-1) V(n-1)
+    // does, then S(n+1) and P(n) V(n) are issued. The loop starts at the softmax, so one body
+    // serves every tile: a single copy of the softmax and the hooks (compile time), and the GEMMs
+    // on no branch of their own (ptxas serializes a wgmma behind a branch, or behind a wait it
+    // cannot count). Returns at the item's end stage (its word read), the last P V not issued.
+    const auto tile_loop = [&](int& n, int& cls, int& pv_stage, int& pv_phase) {
+      float alpha[2];
+      for (;;) {
+        aj_fence_registers(s);
+        if (signals) aj_mbar_arrive(bar.k_empty(stage));
+        softmax(n, cls, alpha);
+        aj_wgmma_wait<0>();
+        aj_fence_registers(o);
+        aj_keep_registers(p);  // the wgmma read them until here
+        if (signals && pv_stage >= 0) aj_mbar_arrive(bar.v_empty(pv_stage));
+        rescale(alpha);  // the first tile's alpha is 0, and O still 0
+        to_fragments();
+        pv_stage = stage;
+        pv_phase = phase;
+        advance(stage, phase);
+        if (!next_tile(stage, phase, n, cls)) break;
+        take_turn();
+        issue_qk(s, sq, s_k + stage * KV_BYTES);
+        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        pass_turn();
+        prefetch_cols(n, cls);
+        split_cols(n);
+        aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
+      }
+    };
+    // The first tile's S, issued in a turn (the last consumer's extra arrival first lets consumer 0
+    // start) and waited.
+    const auto first_s = [&](int n, int cls) {
+      if (cw == NC - 1) pass_turn();
+      take_turn();
+      issue_qk(s, sq, s_k + stage * KV_BYTES);
+      pass_turn();
+      prefetch_cols(n, cls);
+      split_cols(n);
+      aj_wgmma_wait<0>();
+    };
+    const auto start_rows = [&]() {
 #pragma unroll
       for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
 #pragma unroll
@@ -824,64 +883,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         row_max[r] = AJ_NEG_INF;
         row_sum[r] = 0.f;
       }
-      int n = 0, cls = 0;
-      if (next_tile(stage, phase, n, cls)) {
-        // Every consumer sees the same tiles, so each takes the same number of turns; the last
-        // one's first arrival lets consumer 0 start, and its last arrival is left out.
-        if (cw == NC - 1) pass_turn();
-        // Per tile n: softmax(n) runs while P(n-1) V(n-1) does; then S(n+1) and P(n) V(n) are
-        // issued. The loop starts at the softmax, so one body serves every tile: a single copy
-        // of the softmax and the hooks (compile time), and the GEMMs on no branch of their own
-        // (ptxas serializes a wgmma behind a branch, or behind a wait it cannot count).
-        take_turn();
-        issue_qk(s, sq, s_k + stage * KV_BYTES);
-        pass_turn();
-        prefetch_cols(n, cls);
-        split_cols(n);
-        aj_wgmma_wait<0>();
-        int pv_stage = -1, pv_phase = 0;
-        float alpha[2];
-        for (;;) {
-          aj_fence_registers(s);
-          if (signals) aj_mbar_arrive(bar.k_empty(stage));
-          softmax(n, cls, alpha);
-          aj_wgmma_wait<0>();
-          aj_fence_registers(o);
-          aj_keep_registers(p);  // the wgmma read them until here
-          if (signals && pv_stage >= 0) aj_mbar_arrive(bar.v_empty(pv_stage));
-          rescale(alpha);  // the first tile's alpha is 0, and O still 0
-          to_fragments();
-          pv_stage = stage;
-          pv_phase = phase;
-          if (++stage == ST) {
-            stage = 0;
-            phase ^= 1;
-          }
-          if (!next_tile(stage, phase, n, cls)) break;
-          take_turn();
-          issue_qk(s, sq, s_k + stage * KV_BYTES);
-          aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
-          issue_pv(o, p, s_v + pv_stage * KV_BYTES);
-          pass_turn();
-          prefetch_cols(n, cls);
-          split_cols(n);
-          aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
-        }
-        take_turn();
-        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
-        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
-        if (cw != NC - 1) pass_turn();
-        aj_wgmma_wait<0>();
-        aj_fence_registers(o);
-        aj_keep_registers(p);
-        if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
-      }
-
-      // ---- epilogue: normalize, LSE, gate; stage in this warpgroup's Q rows; 16-byte stores ----
-      aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
-#if AJ_RAGGED
-      og += (aj_i64)q_start * args.o_stride[2];
-#endif
+    };
+    // The epilogue, first half: O normalized (LSE, gate) and staged in this warpgroup's Q rows
+    // (its reads of Q are done), then the warpgroup's barrier.
+    const auto stage_o = [&]() {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         float l = row_sum[r];
@@ -936,17 +941,12 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         }
       }
       aj_named_barrier(1 + cw, 128);
-#if AJ_PERSISTENT
-      // The item's end stage (the word NO_TILE), freed for the next item's tiles once every thread
-      // of the warpgroup has read its word (the barrier above).
-      if (signals) {
-        aj_mbar_arrive(bar.k_empty(stage));
-        aj_mbar_arrive(bar.v_empty(stage));
-      }
-      if (++stage == ST) {
-        stage = 0;
-        phase ^= 1;
-      }
+    };
+    // The epilogue, second half: the staged rows to global memory, 16-byte stores.
+    const auto store_o = [&]() {
+      aj_u16* og = (aj_u16*)args.o + b * args.o_stride[0] + h * args.o_stride[1];
+#if AJ_RAGGED
+      og += (aj_i64)q_start * args.o_stride[2];
 #endif
       constexpr int TOTAL = 64 * ND;  // 16-byte pieces of this warpgroup's rows
 #pragma unroll
@@ -961,6 +961,107 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           aj_st_global_v4(og + (aj_i64)q * args.o_stride[2] + cc * 8, v);
         }
       }
+    };
+
+#if AJ_ITEM_OVERLAP
+    // Items back to back: at an item's end, its last P V and the next item's first S go out in
+    // one turn (the next Q already in the other buffer, its first K tile in the ring), and the
+    // epilogue runs while the tensor cores compute that S; the next item starts at its softmax.
+    // Every item has a tile (the producer gives an empty one a tile of masked keys), so the GEMMs
+    // are on no branch: ptxas counts the waits and keeps them asynchronous. After the last item
+    // the S is a dummy (the end stage's K, which no copy is writing), never read. Every turn taken
+    // is passed on; the last consumer passes once more before its first (so that consumer 0
+    // starts), which consumer 0 takes at the end.
+    int local = 0, qb = 0, n = 0, cls = 0;
+    aj_mbar_wait(bar.q_full(0), 0);
+    int item = (int)aj_ld_shared_u32(s_items);
+    start_rows();
+    if (item >= 0) {
+      start_item(item_of(item), 0);
+      next_tile(stage, phase, n, cls);
+      first_s(n, cls);
+    }
+    while (item >= 0) {
+      int pv_stage = -1, pv_phase = 0;
+      tile_loop(n, cls, pv_stage, pv_phase);
+      const int end_stage = stage;  // its word (NO_TILE) read
+      advance(stage, phase);
+      const int next_local = local + 1, next_qb = next_local % QB;
+      aj_mbar_wait(bar.q_full(next_qb), next_local / QB & 1);
+      const int next_item = (int)aj_ld_shared_u32(s_items + 4 * next_qb);
+      if (next_item >= 0) next_tile(stage, phase, n, cls);
+      take_turn();
+      aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+      issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+      issue_qk(s, s_q + next_qb * Q_BYTES + 64 * cw * 128, s_k + (next_item >= 0 ? stage : end_stage) * KV_BYTES);
+      pass_turn();
+      aj_wgmma_wait<1>();  // this item's P V done; the next S may still run
+      aj_fence_registers(o);
+      aj_keep_registers(p);
+      if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
+      stage_o();
+      // The end stage, freed once every thread of the warpgroup has read its word (the barrier
+      // in stage_o); the Q buffer after this thread's accesses, fenced from the next TMA write.
+      if (signals) {
+        aj_mbar_arrive(bar.k_empty(end_stage));
+        aj_mbar_arrive(bar.v_empty(end_stage));
+      }
+      store_o();
+      aj_fence_proxy_async();
+      aj_mbar_arrive(bar.q_empty(qb));
+      local = next_local;
+      qb = next_qb;
+      item = next_item;
+      if (item >= 0) {
+        start_item(item_of(item), qb);
+        prefetch_cols(n, cls);
+        split_cols(n);
+      }
+      aj_wgmma_wait<0>();  // the next S
+      start_rows();        // (O's registers only once no GEMM is in flight)
+    }
+    if (cw == 0 && local > 0) take_turn();
+#else
+#if AJ_PERSISTENT
+    for (int local = 0;; ++local) {
+      const int qb = local % QB;
+      aj_mbar_wait(bar.q_full(qb), local / QB & 1);  // also before the epilogue reuses the Q tile
+      const int item = (int)aj_ld_shared_u32(s_items + 4 * qb);
+      if (item < 0) break;
+      start_item(item_of(item), qb);
+#else
+    {
+      start_item(my_item, 0);
+      aj_mbar_wait(bar.q_full(0), 0);  // also before the epilogue reuses the Q tile
+#endif
+      start_rows();
+      int n = 0, cls = 0;
+      if (next_tile(stage, phase, n, cls)) {
+        // Every consumer sees the same tiles, so each takes the same number of turns; the last
+        // one's last arrival is left out.
+        first_s(n, cls);
+        int pv_stage = -1, pv_phase = 0;
+        tile_loop(n, cls, pv_stage, pv_phase);
+        take_turn();
+        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        if (cw != NC - 1) pass_turn();
+        aj_wgmma_wait<0>();
+        aj_fence_registers(o);
+        aj_keep_registers(p);
+        if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
+      }
+      stage_o();
+#if AJ_PERSISTENT
+      // The item's end stage (the word NO_TILE), freed for the next item's tiles once every thread
+      // of the warpgroup has read its word (the barrier in stage_o).
+      if (signals) {
+        aj_mbar_arrive(bar.k_empty(stage));
+        aj_mbar_arrive(bar.v_empty(stage));
+      }
+      advance(stage, phase);
+#endif
+      store_o();
 #if AJ_PERSISTENT
       // This thread's writes and reads of the staged O are done; the Q thread's next TMA load
       // into the buffer is an async-proxy write, so the generic accesses are fenced first.
@@ -968,6 +1069,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       aj_mbar_arrive(bar.q_empty(qb));
 #endif
     }  // item
+#endif  // AJ_ITEM_OVERLAP
   }
 }
 

@@ -52,6 +52,11 @@ int runs_knob(const Knobs& knobs) {
   return v.count("doc_runs") ? v.at("doc_runs") : 1;
 }
 
+int item_overlap_knob(const Knobs& knobs) {
+  const auto& v = knobs.values();
+  return v.count("item_overlap") ? v.at("item_overlap") : 0;
+}
+
 int doc_items_knob(const Knobs& knobs) {
   const auto& v = knobs.values();
   return v.count("doc_items") ? v.at("doc_items") : 0;
@@ -123,6 +128,12 @@ class FwdSm90Template : public KernelTemplate {
          {0, 1},
          "1: a CTA per SM (two with one consumer) takes query blocks from a counter, the next block's Q and first "
          "K / V loading while this one ends"},
+        {"item_overlap",
+         {0, 1},
+         "with persistent 1 and two Q buffers: 1 issues the next item's first S = Q K^T in the turn of this item's "
+         "last P V, so the epilogue runs while the tensor cores compute it; no effect otherwise. Opt-in until "
+         "measured. Not tuned unless --only names it",
+         /*tuned=*/false},
         {"doc_runs",
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv]): 1 reads each row's run of equal ids from a pre-pass, so a partial "
@@ -178,6 +189,7 @@ class FwdSm90Template : public KernelTemplate {
     if (persistent && r.head_dim == 128) k.set("stages", 2);
     k.set("doc_runs", runs_knob(k));
     k.set("doc_items", doc_items ? 1 : 0);
+    k.set("item_overlap", 0);
     return k;
   }
 
@@ -227,6 +239,8 @@ class FwdSm90Template : public KernelTemplate {
       return Support::invalid(fmt::format("doc_runs {} is not 0 or 1", p));
     if (const int p = doc_items_knob(knobs); p != 0 && p != 1)
       return Support::invalid(fmt::format("doc_items {} is not 0 or 1", p));
+    if (const int p = item_overlap_knob(knobs); p != 0 && p != 1)
+      return Support::invalid(fmt::format("item_overlap {} is not 0 or 1", p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -286,6 +300,8 @@ class FwdSm90Template : public KernelTemplate {
     }
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
     if (doc_items) macros.emplace_back("AJ_DOC_ITEMS", "1");
+    if (item_overlap_knob(r.knobs) == 1 && persistent == 1 && queries == 2 && !r.ragged)
+      macros.emplace_back("AJ_ITEM_OVERLAP", "1");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
     unit.body = unit_preamble({{"AJ_TANH_APPROX", "1"}});

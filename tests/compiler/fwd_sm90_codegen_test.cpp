@@ -38,6 +38,32 @@ int count(const std::string& text, const std::string& what) {
   return n;
 }
 
+// Items back to back (knob item_overlap): only on the persistent schedule with two Q buffers,
+// not for ragged units; off by default; NVRTC compiles it for sm_90a at D=64 and 128.
+TEST_F(FwdSm90Codegen, ItemOverlapNeedsThePersistentScheduleAndTwoQBuffers) {
+  const auto overlap = [&](const char* preset, int d, Knobs k) {
+    return count(generate(presets::by_name(preset), options("sm_90a", d).with_knobs(std::move(k))).source,
+                 "#define AJ_ITEM_OVERLAP 1") == 1;
+  };
+  EXPECT_TRUE(overlap("causal", 128, Knobs{{"persistent", 1}, {"item_overlap", 1}}));
+  EXPECT_FALSE(overlap("causal", 128, Knobs{{"persistent", 0}, {"item_overlap", 1}}));
+  EXPECT_FALSE(overlap("causal", 128, Knobs{{"persistent", 1}, {"item_overlap", 1}, {"stages", 3}}));  // one Q buffer
+  EXPECT_FALSE(overlap("causal", 128, Knobs{{"persistent", 1}}));
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128)).config.knobs.get("item_overlap"), 0);
+  const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
+  const int limit = 232448;  // sm_90's opt-in shared memory per block
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"item_overlap", 2}}, 128, limit)
+                .reason()
+                .find("item_overlap 2 is not 0 or 1"),
+            std::string::npos);
+  for (const int d : {64, 128}) {
+    const PreparedKernel compiled =
+        prepare(presets::by_name("document_causal"), options("sm_90a", d).with_knobs(Knobs{{"item_overlap", 1}}));
+    EXPECT_EQ(count(compiled.source, "#define AJ_ITEM_OVERLAP 1"), 1) << d;
+    ASSERT_TRUE(compiled.cached.cubin) << d;
+  }
+}
+
 TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   for (const int d : {64, 128, 256})
     EXPECT_EQ(generate(presets::causal(), options("sm_90a", d)).config.template_name, kFwdSm90TemplateName) << d;
@@ -51,9 +77,9 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
                 .config.template_name,
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 doc_items=0 doc_runs=1 persistent=0 pingpong=1 stages=3");
+            "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 persistent=0 pingpong=1 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 doc_items=0 doc_runs=1 persistent=0 pingpong=0 stages=2");
+            "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));

@@ -233,6 +233,29 @@ std::vector<KernelSpec> persistent_kernels() {
           spec("gated_causal", 64, Knobs{{"block_n", 128}, {"consumers", 3}, {"stages", 2}})};
 }
 
+// Items back to back (knob item_overlap, with the persistent schedule's two Q buffers): one
+// consumer and three, ALiBi's key-part tables, the output gate, RoPE, document items, and
+// bottom-right causal with more queries than keys (whole query blocks without a key: the
+// producer's tile of masked keys).
+std::vector<KernelSpec> item_overlap_kernels() {
+  const auto spec = [](const char* preset, int d, Knobs k) {
+    k.set("persistent", 1);
+    k.set("item_overlap", 1);
+    return KernelSpec{presets::by_name(preset),
+                      CompileOptions().with_head_dim(d).with_template("fwd_sm90").with_knobs(std::move(k))};
+  };
+  return {spec("causal", 128, Knobs{}),
+          spec("causal_bottom_right", 128, Knobs{}),
+          spec("causal", 64, Knobs{{"consumers", 1}}),
+          spec("sliding_window", 64, Knobs{{"consumers", 3}}),
+          spec("alibi_causal", 128, Knobs{}),
+          spec("softcap_causal", 128, Knobs{}),
+          spec("document_causal", 128, Knobs{}),
+          spec("document_causal", 64, Knobs{}),
+          spec("gated_causal", 64, Knobs{{"consumers", 3}}),
+          spec("rope_causal", 128, Knobs{})};
+}
+
 // The kernels each selected test will compile, by "Suite.Test" name.
 std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   std::map<std::string, std::vector<KernelSpec>> kernels;
@@ -249,6 +272,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
     kernels["ForwardEdgeCases.Sm90KnobsAgree"].push_back(sm90_knob_kernel(d, k));
   kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
   kernels["ForwardEdgeCases.PersistentScheduleAgrees"] = persistent_kernels();
+  kernels["ForwardEdgeCases.ItemOverlapAgrees"] = item_overlap_kernels();
   kernels["ForwardEdgeCases.LongRowsWalkSeveralChunks"] = long_row_kernels();
   kernels["ForwardEdgeCases.DocumentItemsAgree"] = document_item_kernels();
   kernels["ForwardEdgeCases.PersistentLongRows"] = persistent_long_row_kernels();
@@ -370,6 +394,22 @@ TEST_F(ForwardEdgeCases, PersistentScheduleAgrees) {
     const std::string label = v.name() + " D=" + std::to_string(options.head_dim) + " persistent";
     for (const ForwardProblem& problem : {ForwardProblem{2, 16, 4, 1000, 1537}, ForwardProblem{1, 2, 2, 257, 333}}) {
       const auto r = check_forward(*c.kernel, problem, preset_scalars(v), 21);
+      report(label, problem, r);
+      EXPECT_TRUE(r.pass) << label << " " << problem.str() << ": " << r.summary();
+    }
+  }
+}
+
+TEST_F(ForwardEdgeCases, ItemOverlapAgrees) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  for (const KernelSpec& spec : item_overlap_kernels()) {
+    const Compiled& c = compiled(spec.first, spec.second);
+    if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
+    ASSERT_NE(c.kernel->prepared().source.find("#define AJ_ITEM_OVERLAP 1"), std::string::npos) << spec.first.name();
+    const std::string label = spec.first.name() + " D=" + std::to_string(spec.second.head_dim) + " item_overlap";
+    for (const ForwardProblem& problem : {ForwardProblem{2, 16, 4, 1000, 1537}, ForwardProblem{1, 2, 2, 257, 333},
+                                          ForwardProblem{2, 4, 4, 1000, 300}}) {
+      const auto r = check_forward(*c.kernel, problem, preset_scalars(spec.first), 23);
       report(label, problem, r);
       EXPECT_TRUE(r.pass) << label << " " << problem.str() << ": " << r.summary();
     }
