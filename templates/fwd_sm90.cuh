@@ -610,12 +610,17 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
 #endif
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
+#if AJ_PERSISTENT
+          // The end stage is freed like any other, so V's barriers complete it too: they keep the
+          // phase K's do. V's previous phase is seen before the word goes out: the consumers free
+          // the end stage's V without waiting on v_full, so once they have the word they could
+          // complete the next phase too, and a parity wait after that would wait a phase late
+          // (tools/gpu/fwd_sm90_protocol.py finds it).
+          aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
+#endif
           aj_st_shared_u32(s_tiles + 4 * stage, NO_TILE);
           aj_mbar_arrive(bar.k_full(stage));
 #if AJ_PERSISTENT
-          // The end stage is freed like any other, so V's barriers complete it too: they keep the
-          // phase K's do.
-          aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
           aj_mbar_arrive(bar.v_full(stage));
           advance(stage, phase);
 #endif
