@@ -328,14 +328,14 @@ class Cta:
 
 
 class Simulation:
-    def __init__(self, rng, flow, nc, stages, grid, items, mutation):
+    def __init__(self, rng, flow, nc, stages, grid, items, mutation, qbuffers=2):
         self.rng, self.flow, self.grid, self.mutation = rng, flow, grid, mutation
         self.tiles = items  # tiles per item (0: none admitted)
         self.counter = 0
         self.copies = []
         self.epilogues = {}  # item -> consumers that stored its O
         self.steps = 0
-        self.ctas = [Cta(self, i, nc, stages, 2) for i in range(grid)]
+        self.ctas = [Cta(self, i, nc, stages, qbuffers) for i in range(grid)]
         self.agents = []
         for cta in self.ctas:
             self.agents.append([f"cta{cta.index}.q", cta.q_thread(), None])
@@ -395,12 +395,13 @@ def run_many(runs, flow, consumers, mutation, seed=1):
     for _ in range(runs):
         nc = consumers or rng.choice([1, 2, 3])
         items = [rng.choice([0, 1, 1, 2, 3, 4]) for _ in range(rng.randint(1, 9))]
-        sim = Simulation(rng, flow, nc, rng.choice([2, 3]), rng.choice([1, 2]), items, mutation)
+        qbuffers = 2 if flow == "overlap" else rng.choice([1, 2])  # (AJ_ITEM_OVERLAP needs two)
+        sim = Simulation(rng, flow, nc, rng.choice([2, 3]), rng.choice([1, 2]), items, mutation, qbuffers)
         try:
             sim.run()
         except ProtocolError as e:
             failures += 1
-            first = first or f"{e} (consumers {nc}, items {items})"
+            first = first or f"{e} (consumers {nc}, Q buffers {qbuffers}, items {items})"
         steps += sim.steps
     return failures, first, steps
 
