@@ -561,21 +561,21 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         if (leader) load_q(w, qb);
 #endif
         int cls = 0;
-        bool issued = false;
-        (void)issued;
         // (one call of walk.next: the tile classes' code inlined once)
         for (int n = -1;;) {
+#if AJ_ITEM_OVERLAP
+          const bool first = n < 0;
+#endif
           n = walk.next(n + 1, cls, args);
           const bool past = n >= walk.n_tiles;
 #if AJ_ITEM_OVERLAP
           // An item without an admitted tile gets the one past its keys (class full: only the key
           // bound masks it, every score), so that every item's consumers have a tile's GEMMs.
-          if (past && issued) break;
+          if (past && !first) break;
           if (past) {
             n = walk.n_tiles;
             cls = 2;
           }
-          issued = true;
 #else
           if (past) break;
 #endif

@@ -37,30 +37,21 @@ int cta_shared_limit(int max_shared_bytes, int consumers) {
   return consumers == 1 ? max_shared_bytes / 2 - 1024 : max_shared_bytes;
 }
 
-int persistent_knob(const Knobs& knobs) {
-  const auto& v = knobs.values();
-  return v.count("persistent") ? v.at("persistent") : 0;
-}
+// A knob's value, or its value when the knobs leave it out.
+int knob_or(const Knobs& knobs, const char* name, int fallback) { return knobs.has(name) ? knobs.get(name) : fallback; }
+
+int persistent_knob(const Knobs& knobs) { return knob_or(knobs, "persistent", 0); }
 
 // A document mask's ids read as per-row runs (compiler/passes/run_equality.hpp), by default
 // (H200, 2026-12-02, S=4096 TFLOP/s off / on, 3 documents: D=128 document_causal 294 -> 321,
 // with a prebuilt block mask 312 -> 362, 8 documents 210 -> 208, at 16k 445 -> 462, document
 // 401 -> 423; D=64 document_causal 131 -> 167, document 199 -> 253; D=256 document_causal
 // 346 -> 381, one round).
-int runs_knob(const Knobs& knobs) {
-  const auto& v = knobs.values();
-  return v.count("doc_runs") ? v.at("doc_runs") : 1;
-}
+int runs_knob(const Knobs& knobs) { return knob_or(knobs, "doc_runs", 1); }
 
-int item_overlap_knob(const Knobs& knobs) {
-  const auto& v = knobs.values();
-  return v.count("item_overlap") ? v.at("item_overlap") : 0;
-}
+int item_overlap_knob(const Knobs& knobs) { return knob_or(knobs, "item_overlap", 0); }
 
-int doc_items_knob(const Knobs& knobs) {
-  const auto& v = knobs.values();
-  return v.count("doc_items") ? v.at("doc_items") : 0;
-}
+int doc_items_knob(const Knobs& knobs) { return knob_or(knobs, "doc_items", 0); }
 
 // Work items aligned to documents (templates/doc_items.cuh): for a document mask
 // `ids[b, q] == ids[b, kv] && rest` read through its runs on the persistent schedule.
@@ -231,16 +222,9 @@ class FwdSm90Template : public KernelTemplate {
     if (consumers < 1 || consumers > 3)
       return Support::invalid(fmt::format("consumers {} is not 1, 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
-    if (const auto& v = knobs.values(); v.count("pingpong") && v.at("pingpong") != 0 && v.at("pingpong") != 1)
-      return Support::invalid(fmt::format("pingpong {} is not 0 or 1", v.at("pingpong")));
-    if (const int p = persistent_knob(knobs); p != 0 && p != 1)
-      return Support::invalid(fmt::format("persistent {} is not 0 or 1", p));
-    if (const int p = runs_knob(knobs); p != 0 && p != 1)
-      return Support::invalid(fmt::format("doc_runs {} is not 0 or 1", p));
-    if (const int p = doc_items_knob(knobs); p != 0 && p != 1)
-      return Support::invalid(fmt::format("doc_items {} is not 0 or 1", p));
-    if (const int p = item_overlap_knob(knobs); p != 0 && p != 1)
-      return Support::invalid(fmt::format("item_overlap {} is not 0 or 1", p));
+    for (const char* name : {"pingpong", "persistent", "doc_runs", "doc_items", "item_overlap"})
+      if (const int p = knob_or(knobs, name, 0); p != 0 && p != 1)
+        return Support::invalid(fmt::format("{} {} is not 0 or 1", name, p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))

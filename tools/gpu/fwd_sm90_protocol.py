@@ -123,21 +123,22 @@ class Cta:
                 raise ProtocolError(f"cta{self.index}: Q copy into buffer {qb} while {self.q_readers[qb]} read it")
             self.q_full[qb].arrive_expect_tx(1)
             self.q_landing[qb] += 1
-            sim.copy(lambda qb=qb: self._land_q(qb))
+            sim.copy(lambda qb=qb: self._land(self.q_landing, self.q_full, qb))
             local += 1
             yield
 
-    def _land_q(self, qb):
-        self.q_landing[qb] -= 1
-        self.q_full[qb].complete_tx(1)
+    def announced(self, bars, local):
+        """Item `local` of this CTA, once `bars` (item_full or q_full) announce it: its buffer and
+        number (-1: none left)."""
+        qb = local % self.qb_count
+        yield from self.sim.wait(bars[qb], local // self.qb_count)
+        return qb, self.items[qb]
 
     # ---- the K / V warp -----------------------------------------------------------------
     def kv_warp(self):
         sim, t, local = self.sim, 0, 0
         while True:
-            qb = local % self.qb_count
-            yield from sim.wait(self.item_full[qb], local // self.qb_count)
-            item = self.items[qb]
+            _, item = yield from self.announced(self.item_full, local)
             if item < 0:
                 return
             for tile in sim.item_tiles(item):
@@ -218,9 +219,6 @@ class Cta:
             self.q_readers[qb].discard(c)
             self.q_empty[qb].arrive()
 
-        def tiles_of(item):
-            return [tile for tile in sim.item_tiles(item)]
-
         def tile_loop(item, tiles, s, r):
             """The tiles from the first (its S done) through the end stage's word; returns the
             last tile's stage and round, its P V not issued."""
@@ -243,13 +241,11 @@ class Cta:
         if flow == "plain":
             local = 0
             while True:
-                qb = local % self.qb_count
-                yield from sim.wait(self.q_full[qb], local // self.qb_count)
-                item = self.items[qb]
+                qb, item = yield from self.announced(self.q_full, local)
                 if item < 0:
                     return
                 hold_q(qb)
-                tiles = tiles_of(item)
+                tiles = sim.item_tiles(item)
                 if tiles:
                     s, r = yield from next_tile(item, tiles[0])
                     if c == nc - 1:
@@ -277,11 +273,10 @@ class Cta:
 
         # flow == "overlap" (AJ_ITEM_OVERLAP): every item has a tile (the producer's masked one)
         local, qb = 0, 0
-        yield from sim.wait(self.q_full[0], 0)
-        item = self.items[0]
+        _, item = yield from self.announced(self.q_full, 0)
         if item >= 0:
             hold_q(0)
-            tiles = tiles_of(item)
+            tiles = sim.item_tiles(item)
             s, r = yield from next_tile(item, tiles[0])
             if c == nc - 1 and mutation != "no_first_pass":
                 pass_turn()
@@ -293,12 +288,10 @@ class Cta:
             self.k_readers[end].discard(c)
             state["t"] += 1
             next_local = local + 1
-            next_qb = next_local % self.qb_count
-            yield from sim.wait(self.q_full[next_qb], next_local // self.qb_count)
-            next_item = self.items[next_qb]
+            next_qb, next_item = yield from self.announced(self.q_full, next_local)
             hold_q(next_qb)
             if next_item >= 0:
-                tiles = tiles_of(next_item)
+                tiles = sim.item_tiles(next_item)
                 s, r = yield from next_tile(next_item, tiles[0])
             else:  # the dummy S reads the end stage's K
                 if self.k_landing[end]:
