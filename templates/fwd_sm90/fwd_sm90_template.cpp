@@ -151,9 +151,9 @@ class FwdSm90Template : public KernelTemplate {
     // score_mod, a hinted S <= 1024, or a mask at D=128 (soft-cap, window and prefix-LM take it
     // there unmeasured; the window and prefix-LM spill 28 bytes in the producer with it). Off
     // where a hook reads a tensor (forget_gate: the older loop lost there, not measured since;
-    // document masks take it with document items, below), at D=256 (spills) and for ragged units (not measured). And
-    // only for a hinted problem whose rows span at most 32 key tiles: causal D=128 at S=16384 gained nothing (686.5 /
-    // 679.1, H200, 2026-12-02).
+    // document masks take it with document items, below) and at D=256 (spills). Ragged units:
+    // below. And only for a hinted problem whose rows span at most 32 key tiles: causal D=128 at
+    // S=16384 gained nothing (686.5 / 679.1, H200, 2026-12-02).
     const bool score_reads_tensor =
         r.variant != nullptr && !ir::index_uses(r.variant->score_mod().node()).tensors.empty();
     const bool split = r.variant != nullptr && score_mod_splits(r.variant->score_mod().node()) && !score_reads_tensor;
@@ -170,8 +170,16 @@ class FwdSm90Template : public KernelTemplate {
     // (2026-12-02), 3 documents 506.0 / 530.4 (2026-12-03). Not at D=256 (not measured).
     const bool doc_items = r.variant != nullptr && !score_reads_tensor && r.head_dim != 256 && !r.ragged &&
                            ir::document_rest(r.variant->mask_mod().node()).has_value();
-    const bool persistent = doc_items || (one_chunk && r.head_dim != 256 && !r.ragged && !reads_tensor &&
-                                          (split || short_rows || (masked && r.head_dim == 128)));
+    // Ragged units at D=128 and 64 (lengths 3001, 517, 4096, 1234, 2048, 777, 3500, 1999, H200,
+    // 2026-12-03, persistent 0 / 1, best of 3 rounds, TFLOP/s: H=16 D=128 causal 513.8 / 537.1,
+    // dense 619.9 / 640.2; H=32 D=64 causal_bottom_right 358.7 / 365.2, dense 469.8 / 490.6). A
+    // reading, not profiled: a CTA per SM taking query blocks from the queue evens out the work of
+    // sequences of unequal length, which a grid over the longest one does not. Not for a longest
+    // sequence of at most 1024 at D=64 (one consumer: neither measured nor tested ragged).
+    const bool ragged_gain = r.ragged && (r.head_dim == 128 || (r.head_dim == 64 && !short_rows));
+    const bool persistent =
+        doc_items || (one_chunk && r.head_dim != 256 && !reads_tensor &&
+                      (r.ragged ? ragged_gain : split || short_rows || (masked && r.head_dim == 128)));
     k.set("persistent", persistent ? 1 : 0);
     // Persistent at D=128: two stages, so that a second Q buffer fits beside the ring (the next
     // item's Q lands during this one), rather than the third K / V tile that won without the

@@ -181,8 +181,8 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
   }
   // Persistent by default, on a hinted problem whose rows span at most 32 key tiles, with a mask
   // that reads no tensor at D=128 (causal) or a short problem; not for long dense rows, longer
-  // or unhinted rows, D=256 or ragged units: a CTA per query block. Document masks take it with
-  // document items (DocumentItemsListTheirItemsBeforeTheForward).
+  // or unhinted rows, or D=256: a CTA per query block. Document masks take it with document items
+  // (DocumentItemsListTheirItemsBeforeTheForward).
   const auto persistent = [&](const char* preset, CompileOptions o) {
     return count(generate(presets::by_name(preset), o).source, "#define AJ_PERSISTENT 1") == 1;
   };
@@ -197,6 +197,19 @@ TEST_F(FwdSm90Codegen, SplitScoreModsAddTheirKeyPartPerTile) {
   EXPECT_FALSE(persistent("dense", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
   EXPECT_TRUE(persistent("document_causal", options("sm_90a", 128).with_shape_hint(4, 16, 16, 4096, 4096)));
   EXPECT_FALSE(persistent("causal", options("sm_90a", 256).with_shape_hint(4, 8, 8, 4096, 4096)));
+  // Ragged units (hinted by their longest sequence): at D=128 and 64 whenever rows span at most
+  // 32 key tiles, dense too; not at D=64 with one consumer (longest <= 1024), nor at D=256.
+  const auto ragged = [&](int head_dim, int longest) {
+    CompileOptions o = options("sm_90a", head_dim).with_shape_hint(8, 16, 16, longest, longest);
+    o.ragged = true;
+    return o;
+  };
+  EXPECT_TRUE(persistent("causal_bottom_right", ragged(128, 4096)));
+  EXPECT_TRUE(persistent("dense", ragged(128, 4096)));
+  EXPECT_FALSE(persistent("dense", ragged(128, 16384)));
+  EXPECT_TRUE(persistent("causal_bottom_right", ragged(64, 4096)));
+  EXPECT_FALSE(persistent("causal_bottom_right", ragged(64, 1024)));
+  EXPECT_FALSE(persistent("causal_bottom_right", ragged(256, 4096)));
   // Three stages of 128 keys at D=128 leave no room for the tables: per element as before.
   const PreparedKernel full = generate(
       presets::by_name("alibi_causal"),
