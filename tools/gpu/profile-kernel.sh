@@ -9,7 +9,7 @@
 # pipes and the summary. Clocks are left as they are (--clock-control none).
 set -uo pipefail
 if [ $# -lt 4 ] || [ "$3" != "--" ]; then
-  sed -n '2,10p' "$0"
+  sed -n '2,9p' "$0"
   exit 2
 fi
 kernel=$1
