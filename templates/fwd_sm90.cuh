@@ -26,7 +26,8 @@
 // item's Q goes to one of AJ_Q_BUFFERS buffers as soon as it is free, with the item number
 // beside it; the K / V warp walks the items in the same order, their tiles into the same ring,
 // each followed by an end stage whose word is NO_TILE; the consumers free that stage and, after
-// the epilogue, the Q buffer.
+// the epilogue, the Q buffer. With AJ_LAST_IN_WORD an item's last tile says so in its word and
+// only an item without tiles has an end stage (the consumers need not wait for one).
 // Shared memory tiles hold 128-byte rows of 64 elements with the 128-byte swizzle (TMA writes
 // them so, wgmma reads them so): a [rows x D] tile is D / 64 chunks of [rows x 64].
 //
@@ -104,6 +105,15 @@
 #if AJ_ITEM_OVERLAP && !(AJ_PERSISTENT && AJ_Q_BUFFERS == 2 && !AJ_RAGGED)
 #error "attnjit fwd_sm90: AJ_ITEM_OVERLAP needs AJ_PERSISTENT, AJ_Q_BUFFERS 2 and no AJ_RAGGED"
 #endif
+// The last tile's word says it is the last (bit 2), so an item ends without an end stage: the
+// consumers go from their last softmax to the last P V and the epilogue without waiting for the
+// producer to publish a word into a freed stage. An item without tiles keeps its end stage.
+#ifndef AJ_LAST_IN_WORD
+#define AJ_LAST_IN_WORD 0
+#endif
+#if AJ_LAST_IN_WORD && AJ_ITEM_OVERLAP
+#error "attnjit fwd_sm90: AJ_LAST_IN_WORD and AJ_ITEM_OVERLAP do not go together (the overlap reads end stages)"
+#endif
 // A mask that reads a tensor (doc[b, kv]): a partial tile's key parts (aj_mask_col) are loads,
 // issued before the wait for S so that they land while the tensor cores run (D=64's three
 // consumers have no registers to hold them; at D=256 they spill).
@@ -146,9 +156,10 @@ constexpr aj_u32 KV_BYTES = BN * D * 2;
 constexpr aj_u32 OFF_K = QB * Q_BYTES;
 constexpr aj_u32 OFF_V = OFF_K + ST * KV_BYTES;
 constexpr aj_u32 OFF_BAR = OFF_V + ST * KV_BYTES;
-constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (3 * QB + 4 * ST + 1);  // per stage: (tile << 2) | class, or NO_TILE
+constexpr aj_u32 OFF_TILES = OFF_BAR + 8 * (3 * QB + 4 * ST + 1);  // per stage: a tile's word, or NO_TILE
 constexpr aj_u32 OFF_ITEMS = OFF_TILES + 4 * ST;                // per Q buffer: its item, or -1 (no more)
 constexpr aj_u32 NO_TILE = 0xffffffffu;
+constexpr int TILE_SHIFT = AJ_LAST_IN_WORD ? 3 : 2;  // a word: (tile << TILE_SHIFT) | (last << 2) | class
 // Per consumer, two tiles' key parts of the score split (aj_score_col), BN floats each: tile n
 // is written while tile n - 1's may still be read.
 constexpr aj_u32 OFF_COLS = (OFF_ITEMS + 4 * QB + 15) & ~15u;
@@ -561,6 +572,10 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         if (leader) load_q(w, qb);
 #endif
         int cls = 0;
+#if AJ_LAST_IN_WORD
+        // A walked tile waits one step, until the next walk step says whether it is the last.
+        int held = -1, held_cls = 0;
+#endif
         // (one call of walk.next: the tile classes' code inlined once)
         for (int n = -1;;) {
 #if AJ_ITEM_OVERLAP
@@ -576,39 +591,59 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
             n = walk.n_tiles;
             cls = 2;
           }
+          const int tile = n, tile_cls = cls;
+          const aj_u32 last = 0;
+#elif AJ_LAST_IN_WORD
+          const int tile = held, tile_cls = held_cls;
+          const aj_u32 last = past ? 1u : 0u;
+          if (!past) {
+            held = n;
+            held_cls = cls;
+          }
+          if (tile < 0) {  // the item's first walk step: nothing held yet
+            if (past) break;
+            continue;
+          }
 #else
           if (past) break;
+          const int tile = n, tile_cls = cls;
+          const aj_u32 last = 0;
 #endif
           // The leader issues; the other lanes wait for it here rather than at the next walk step
           // (no lane runs ahead of it into another sync point).
           if (leader) {
             aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
             // (the arrival releases this store to the consumers' wait)
-            aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)n << 2) | (aj_u32)cls);
+            aj_st_shared_u32(s_tiles + 4 * stage, ((aj_u32)tile << TILE_SHIFT) | (last << 2) | (aj_u32)tile_cls);
             aj_mbar_arrive_expect_tx(bar.k_full(stage), KV_BYTES);
 #pragma unroll
             for (int c = 0; c < D / 64; ++c)
               aj_tma_load_4d(s_k + stage * KV_BYTES + c * KV_CHUNK, &params.tma_k, bar.k_full(stage), c * 64,
-                             k_start + n * BN, hk, map_b);
+                             k_start + tile * BN, hk, map_b);
             aj_mbar_wait(bar.v_empty(stage), phase ^ 1);
             aj_mbar_arrive_expect_tx(bar.v_full(stage), KV_BYTES);
 #pragma unroll
             for (int c = 0; c < D / 64; ++c)
               aj_tma_load_4d(s_v + stage * KV_BYTES + c * KV_CHUNK, &params.tma_v, bar.v_full(stage), c * 64,
-                             k_start + n * BN, hk, map_b);
+                             k_start + tile * BN, hk, map_b);
             advance(stage, phase);
           }
           __syncwarp();
-#if AJ_ITEM_OVERLAP
+#if AJ_ITEM_OVERLAP || AJ_LAST_IN_WORD
           if (past) break;
 #endif
         }
+#if AJ_LAST_IN_WORD
+        const bool end_stage = held < 0;  // the item has no tile
+#else
+        const bool end_stage = true;
+#endif
         // The item's end (the leader); the other lanes wait for it, so none starts the next item's
         // walk while the leader still waits here.
-        if (leader) {
 #if AJ_PERSISTENT
-          aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
+        if (leader) aj_mbar_arrive(bar.walk_done());  // the Q thread may fetch an item in the last wave now
 #endif
+        if (leader && end_stage) {
           aj_mbar_wait(bar.k_empty(stage), phase ^ 1);
 #if AJ_PERSISTENT
           // The end stage is freed like any other, so V's barriers complete it too: they keep the
@@ -829,11 +864,13 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const auto pass_turn = [] {};
 #endif
     // The next tile from the producer: waits for stage `stage`'s K; false after the last one.
+    bool last = false;  // AJ_LAST_IN_WORD: the tile just read is its item's last
     const auto next_tile = [&](int stage, int phase, int& n, int& cls) {
       aj_mbar_wait(bar.k_full(stage), phase);
       const aj_u32 word = aj_ld_shared_u32(s_tiles + 4 * stage);
-      n = (int)(word >> 2);
+      n = (int)(word >> TILE_SHIFT);
       cls = (int)(word & 3u);
+      last = AJ_LAST_IN_WORD && (word & 4u) != 0u;
       return word != NO_TILE;
     };
 
@@ -842,7 +879,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     // does, then S(n+1) and P(n) V(n) are issued. The loop starts at the softmax, so one body
     // serves every tile: a single copy of the softmax and the hooks (compile time), and the GEMMs
     // on no branch of their own (ptxas serializes a wgmma behind a branch, or behind a wait it
-    // cannot count). Returns at the item's end stage (its word read), the last P V not issued.
+    // cannot count). Returns at the item's end stage (its word read), or after a tile whose word
+    // says it is the last (AJ_LAST_IN_WORD), the last P V not issued.
     const auto tile_loop = [&](int& n, int& cls, int& pv_stage, int& pv_phase) {
       float alpha[2];
       for (;;) {
@@ -858,7 +896,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         pv_stage = stage;
         pv_phase = phase;
         advance(stage, phase);
-        if (!next_tile(stage, phase, n, cls)) break;
+        if (last || !next_tile(stage, phase, n, cls)) break;
         take_turn();
         issue_qk(s, sq, s_k + stage * KV_BYTES);
         aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
@@ -1041,7 +1079,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
       start_rows();
       int n = 0, cls = 0;
-      if (next_tile(stage, phase, n, cls)) {
+      const bool has_tiles = next_tile(stage, phase, n, cls);
+      if (has_tiles) {
         // Every consumer sees the same tiles, so each takes the same number of turns; the last
         // one's last arrival is left out.
         first_s(n, cls);
@@ -1058,13 +1097,16 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       }
       stage_o();
 #if AJ_PERSISTENT
-      // The item's end stage (the word NO_TILE), freed for the next item's tiles once every thread
-      // of the warpgroup has read its word (the barrier in stage_o).
-      if (signals) {
-        aj_mbar_arrive(bar.k_empty(stage));
-        aj_mbar_arrive(bar.v_empty(stage));
+      // The item's end stage (the word NO_TILE; with AJ_LAST_IN_WORD only an item without tiles has
+      // one), freed for the next item's tiles once every thread of the warpgroup has read its word
+      // (the barrier in stage_o).
+      if (!has_tiles || !AJ_LAST_IN_WORD) {
+        if (signals) {
+          aj_mbar_arrive(bar.k_empty(stage));
+          aj_mbar_arrive(bar.v_empty(stage));
+        }
+        advance(stage, phase);
       }
-      advance(stage, phase);
 #endif
       store_o();
 #if AJ_PERSISTENT

@@ -51,6 +51,8 @@ int runs_knob(const Knobs& knobs) { return knob_or(knobs, "doc_runs", 1); }
 
 int item_overlap_knob(const Knobs& knobs) { return knob_or(knobs, "item_overlap", 0); }
 
+int last_in_word_knob(const Knobs& knobs) { return knob_or(knobs, "last_in_word", 0); }
+
 int doc_items_knob(const Knobs& knobs) { return knob_or(knobs, "doc_items", 0); }
 
 // Work items aligned to documents (templates/doc_items.cuh): for a document mask
@@ -125,6 +127,12 @@ class FwdSm90Template : public KernelTemplate {
          "last P V, so the epilogue runs while the tensor cores compute it; no effect otherwise. Opt-in until "
          "measured. Not tuned unless --only names it",
          /*tuned=*/false},
+        {"last_in_word",
+         {0, 1},
+         "1: an item's last tile says so in its word, so the consumers end the item without waiting for an end "
+         "stage (only an item without tiles has one); no effect with item_overlap 1. Opt-in until measured. Not "
+         "tuned unless --only names it",
+         /*tuned=*/false},
         {"doc_runs",
          {1, 0},
          "document masks (ids[b, q] == ids[b, kv]): 1 reads each row's run of equal ids from a pre-pass, so a partial "
@@ -189,6 +197,7 @@ class FwdSm90Template : public KernelTemplate {
     k.set("doc_runs", runs_knob(k));
     k.set("doc_items", doc_items ? 1 : 0);
     k.set("item_overlap", 0);
+    k.set("last_in_word", 0);
     return k;
   }
 
@@ -230,7 +239,7 @@ class FwdSm90Template : public KernelTemplate {
     if (consumers < 1 || consumers > 3)
       return Support::invalid(fmt::format("consumers {} is not 1, 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
-    for (const char* name : {"pingpong", "persistent", "doc_runs", "doc_items", "item_overlap"})
+    for (const char* name : {"pingpong", "persistent", "doc_runs", "doc_items", "item_overlap", "last_in_word"})
       if (const int p = knob_or(knobs, name, 0); p != 0 && p != 1)
         return Support::invalid(fmt::format("{} {} is not 0 or 1", name, p));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
@@ -292,8 +301,9 @@ class FwdSm90Template : public KernelTemplate {
     }
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
     if (doc_items) macros.emplace_back("AJ_DOC_ITEMS", "1");
-    if (item_overlap_knob(r.knobs) == 1 && persistent == 1 && queries == 2 && !r.ragged)
-      macros.emplace_back("AJ_ITEM_OVERLAP", "1");
+    const bool item_overlap = item_overlap_knob(r.knobs) == 1 && persistent == 1 && queries == 2 && !r.ragged;
+    if (item_overlap) macros.emplace_back("AJ_ITEM_OVERLAP", "1");
+    if (last_in_word_knob(r.knobs) == 1 && !item_overlap) macros.emplace_back("AJ_LAST_IN_WORD", "1");
     for (auto& m : BlockMaskTemplate::forward_fact_macros(r.dtype, unit.facts)) macros.push_back(std::move(m));
     // tanh as one MUFU instruction (tanh.approx): see common.cuh's aj_tanh for its error.
     unit.body = unit_preamble({{"AJ_TANH_APPROX", "1"}});

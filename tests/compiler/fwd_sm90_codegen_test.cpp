@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
@@ -64,6 +65,36 @@ TEST_F(FwdSm90Codegen, ItemOverlapNeedsThePersistentScheduleAndTwoQBuffers) {
   }
 }
 
+// The last tile marked in its word (knob last_in_word): opt-in, on either schedule, not with
+// items back to back (which read end stages); NVRTC compiles it where an item can have no tile
+// (a block mask, document items) and at every head dim.
+TEST_F(FwdSm90Codegen, LastInWordOptInAndNotWithItemOverlap) {
+  const auto marked = [&](const char* preset, int d, Knobs k) {
+    return count(generate(presets::by_name(preset), options("sm_90a", d).with_knobs(std::move(k))).source,
+                 "#define AJ_LAST_IN_WORD 1") == 1;
+  };
+  EXPECT_TRUE(marked("causal", 128, Knobs{{"last_in_word", 1}}));
+  EXPECT_TRUE(marked("causal", 128, Knobs{{"persistent", 1}, {"last_in_word", 1}}));
+  EXPECT_FALSE(marked("causal", 128, Knobs{{"persistent", 1}, {"item_overlap", 1}, {"last_in_word", 1}}));
+  EXPECT_FALSE(marked("causal", 128, Knobs{{"persistent", 1}}));
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128)).config.knobs.get("last_in_word"), 0);
+  const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"last_in_word", 3}}, 128, 232448)
+                .reason()
+                .find("last_in_word 3 is not 0 or 1"),
+            std::string::npos);
+  const Tensor blocks("blocks", ir::TensorDType::I32, 3);
+  const Variant learned = Variant("learned_blocks").with_mask_mod(blocks(h, q / 128, kv / 128) != 0);
+  for (const auto& [variant, d, persistent] :
+       {std::tuple{presets::by_name("document_causal"), 64, 1}, std::tuple{learned, 128, 1},
+        std::tuple{presets::by_name("sliding_window"), 256, 0}, std::tuple{presets::causal(), 64, 1}}) {
+    const PreparedKernel compiled =
+        prepare(variant, options("sm_90a", d).with_knobs(Knobs{{"persistent", persistent}, {"last_in_word", 1}}));
+    EXPECT_EQ(count(compiled.source, "#define AJ_LAST_IN_WORD 1"), 1) << variant.name() << " " << d;
+    ASSERT_TRUE(compiled.cached.cubin) << variant.name() << " " << d;
+  }
+}
+
 TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   for (const int d : {64, 128, 256})
     EXPECT_EQ(generate(presets::causal(), options("sm_90a", d)).config.template_name, kFwdSm90TemplateName) << d;
@@ -76,10 +107,12 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"block_m", 64}, {"warps", 4}}))
                 .config.template_name,
             "fwd_sm80");
-  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-            "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 persistent=0 pingpong=1 stages=3");
-  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-            "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 persistent=0 pingpong=0 stages=2");
+  EXPECT_EQ(
+      generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
+      "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=1 stages=3");
+  EXPECT_EQ(
+      generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
+      "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=0 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));

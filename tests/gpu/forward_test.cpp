@@ -256,6 +256,29 @@ std::vector<KernelSpec> item_overlap_kernels() {
           spec("rope_causal", 128, Knobs{})};
 }
 
+// The last tile marked in its word (knob last_in_word) on both schedules: items without tiles
+// (rows with no keys, document items, strided blocks) keep their end stage.
+std::vector<KernelSpec> last_in_word_kernels() {
+  const auto spec = [](const char* preset, int d, int persistent, Knobs k) {
+    k.set("persistent", persistent);
+    k.set("last_in_word", 1);
+    return KernelSpec{presets::by_name(preset),
+                      CompileOptions().with_head_dim(d).with_template("fwd_sm90").with_knobs(std::move(k))};
+  };
+  return {spec("causal", 128, 1, Knobs{}),
+          spec("causal", 128, 0, Knobs{}),
+          spec("causal_bottom_right", 128, 1, Knobs{}),
+          spec("causal", 64, 1, Knobs{{"consumers", 1}}),
+          spec("sliding_window", 64, 0, Knobs{{"consumers", 3}}),
+          spec("alibi_causal", 128, 1, Knobs{}),
+          spec("document_causal", 128, 1, Knobs{}),
+          spec("document", 64, 1, Knobs{}),
+          spec("strided", 128, 0, Knobs{}),
+          spec("gated_causal", 64, 1, Knobs{{"consumers", 3}}),
+          spec("rope_causal", 128, 1, Knobs{}),
+          spec("causal", 256, 0, Knobs{})};
+}
+
 // The kernels each selected test will compile, by "Suite.Test" name.
 std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   std::map<std::string, std::vector<KernelSpec>> kernels;
@@ -273,6 +296,7 @@ std::map<std::string, std::vector<KernelSpec>> kernels_by_test() {
   kernels["ForwardEdgeCases.LargestSharedMemoryKnobsLaunchTheBlockMaskToo"] = {largest_shared_memory_kernel()};
   kernels["ForwardEdgeCases.PersistentScheduleAgrees"] = persistent_kernels();
   kernels["ForwardEdgeCases.ItemOverlapAgrees"] = item_overlap_kernels();
+  kernels["ForwardEdgeCases.LastInWordAgrees"] = last_in_word_kernels();
   kernels["ForwardEdgeCases.LongRowsWalkSeveralChunks"] = long_row_kernels();
   kernels["ForwardEdgeCases.DocumentItemsAgree"] = document_item_kernels();
   kernels["ForwardEdgeCases.PersistentLongRows"] = persistent_long_row_kernels();
@@ -400,23 +424,35 @@ TEST_F(ForwardEdgeCases, PersistentScheduleAgrees) {
   }
 }
 
-TEST_F(ForwardEdgeCases, ItemOverlapAgrees) {
-  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
-  for (const KernelSpec& spec : item_overlap_kernels()) {
+// fwd_sm90 kernels of an opt-in schedule (their source defines `define`) against the reference:
+// two odd shapes and, for variants whose tensors the reference can size for it, more queries
+// than keys (bottom-right causal: whole items of rows without a key; document ids are indexed by
+// key position, so not those).
+void expect_schedule_agrees(const std::vector<KernelSpec>& kernels, const std::string& define, int seed) {
+  for (const KernelSpec& spec : kernels) {
     const Compiled& c = compiled(spec.first, spec.second);
     if (!c.kernel) GTEST_SKIP() << "fwd_sm90 not run here: " << c.not_supported;
-    ASSERT_NE(c.kernel->prepared().source.find("#define AJ_ITEM_OVERLAP 1"), std::string::npos) << spec.first.name();
-    const std::string label = spec.first.name() + " D=" + std::to_string(spec.second.head_dim) + " item_overlap";
+    ASSERT_NE(c.kernel->prepared().source.find(define), std::string::npos) << spec.first.name();
+    const std::string label =
+        spec.first.name() + " D=" + std::to_string(spec.second.head_dim) + " " + spec.second.knobs.str();
     std::vector<ForwardProblem> problems{{2, 16, 4, 1000, 1537}, {1, 2, 2, 257, 333}};
-    // More queries than keys (whole items of fully masked rows), for variants whose tensors
-    // the reference can size for that (document ids are indexed by key position).
     if (spec.first.tensors().empty()) problems.push_back({2, 4, 4, 1000, 300});
     for (const ForwardProblem& problem : problems) {
-      const auto r = check_forward(*c.kernel, problem, preset_scalars(spec.first), 23);
+      const auto r = check_forward(*c.kernel, problem, preset_scalars(spec.first), seed);
       report(label, problem, r);
       EXPECT_TRUE(r.pass) << label << " " << problem.str() << ": " << r.summary();
     }
   }
+}
+
+TEST_F(ForwardEdgeCases, ItemOverlapAgrees) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  expect_schedule_agrees(item_overlap_kernels(), "#define AJ_ITEM_OVERLAP 1", 23);
+}
+
+TEST_F(ForwardEdgeCases, LastInWordAgrees) {
+  if (reduced_suite()) GTEST_SKIP() << "not in the reduced suite (ATTNJIT_GPU_REDUCED)";
+  expect_schedule_agrees(last_in_word_kernels(), "#define AJ_LAST_IN_WORD 1", 29);
 }
 
 TEST_F(ForwardEdgeCases, PersistentLongRows) {

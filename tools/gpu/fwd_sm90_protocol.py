@@ -11,10 +11,12 @@ ambiguous), on a copy into a buffer a consumer still reads, on a consumer readin
 than the next tile of its item, on two passes of a turn before it is taken, and on turns left
 half taken at the end.
 
-    tools/gpu/fwd_sm90_protocol.py [--runs N] [--flow overlap|plain] [--consumers 1..3]
+    tools/gpu/fwd_sm90_protocol.py [--runs N] [--flow overlap|plain|last] [--consumers 1..3]
                                    [--mutation NAME]
 
---flow overlap is AJ_ITEM_OVERLAP (items back to back), plain the persistent loop without it.
+--flow overlap is AJ_ITEM_OVERLAP (items back to back), plain the persistent loop without it,
+last the plain loop with AJ_LAST_IN_WORD (an item's last tile says so in its word; only an item
+without tiles has an end stage).
 A mutation breaks one rule on purpose (the tests check that the model then fails).
 """
 import argparse
@@ -158,6 +160,9 @@ class Cta:
                 sim.copy(lambda s=s: self._land(self.v_landing, self.v_full, s))
                 t += 1
             self.walk_done.arrive()
+            if sim.flow == "last" and sim.item_tiles(item):
+                local += 1
+                continue  # the last tile's word said so: no end stage
             s, r = t % self.st, t // self.st
             yield from sim.wait(self.k_empty[s], r - 1)
             if sim.mutation != "end_v_late":
@@ -235,10 +240,11 @@ class Cta:
                 yield from take()
                 yield from pv(pv_s, pv_r)
                 pass_turn()
-            yield from next_tile(item, NO_TILE)
+            if flow != "last":
+                yield from next_tile(item, NO_TILE)
             return pv_s, pv_r
 
-        if flow == "plain":
+        if flow in ("plain", "last"):
             local = 0
             while True:
                 qb, item = yield from self.announced(self.q_full, local)
@@ -260,14 +266,17 @@ class Cta:
                     free_v(pv_s)
                 else:
                     yield from next_tile(item, NO_TILE)
+                # epilogue: the end stage (if any) freed after the warpgroup's barrier, then the stores
+                end_stage = flow == "plain" or not tiles or mutation == "phantom_end"
                 end = state["t"] % self.st
-                self.k_readers[end].discard(c)
-                # epilogue: the end stage freed after the warpgroup's barrier, then the stores
+                if end_stage:
+                    self.k_readers[end].discard(c)
                 yield
                 sim.epilogues[item] = sim.epilogues.get(item, 0) + 1
-                self.k_empty[end].arrive()
-                self.v_empty[end].arrive()
-                state["t"] += 1
+                if end_stage:
+                    self.k_empty[end].arrive()
+                    self.v_empty[end].arrive()
+                    state["t"] += 1
                 free_q(qb)
                 local += 1
 
@@ -402,9 +411,10 @@ def run_many(runs, flow, consumers, mutation, seed=1):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=500)
-    ap.add_argument("--flow", choices=["overlap", "plain"], default="overlap")
+    ap.add_argument("--flow", choices=["overlap", "plain", "last"], default="overlap")
     ap.add_argument("--consumers", type=int, choices=[1, 2, 3])
-    ap.add_argument("--mutation", choices=["no_first_pass", "no_last_take", "early_q_free", "end_v_late"])
+    ap.add_argument("--mutation",
+                    choices=["no_first_pass", "no_last_take", "early_q_free", "end_v_late", "phantom_end"])
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     failures, first, steps = run_many(a.runs, a.flow, a.consumers, a.mutation, a.seed)
