@@ -117,6 +117,30 @@ TEST_P(RaggedHopperPreset, PassesTheTwoTimesRule) {
     }
 }
 
+// fwd_sm90's ragged unit with the last tile marked in its word (knob last_in_word): sequences
+// without keys keep their end stage, the others end on their last tile's word; both schedules.
+TEST(RaggedHopper, LastInWordAgrees) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "not a Hopper GPU (" << arch << "): fwd_sm90 does not run here";
+  int index = 0;
+  for (const char* preset : {"causal_bottom_right", "dense", "sliding_window"})
+    for (const int dim : {64, 128}) {
+      const Knobs knobs{{"persistent", index % 2}, {"last_in_word", 1}};
+      ++index;
+      const Variant variant = presets::by_name(preset);
+      Kernel kernel = compile(variant, CompileOptions().with_head_dim(dim).with_template("fwd_sm90").with_knobs(knobs));
+      std::mt19937 rng(static_cast<unsigned>(index * 911));
+      for (const auto& problem : random_problems(rng, index % 2 == 0 ? 1 : 4)) {
+        const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 53);
+        std::printf("[ result ] %-22s fwd_sm90 last_in_word D=%d persistent=%d %s: %s\n", preset, dim,
+                    knobs.get("persistent"), problem.str().c_str(), r.summary().c_str());
+        EXPECT_TRUE(r.pass) << preset << " D=" << dim << " " << problem.str() << ": " << r.summary();
+      }
+    }
+}
+
 // The unit forward_ragged runs: built on the first call, the compiled template's (fwd_sm80 or
 // fwd_sm90) with the compiled knobs, so a tuned schedule reaches ragged batches; with
 // ATTNJIT_RAGGED_SM90=0 a fwd_sm90 kernel's is fwd_sm80's, with that template's defaults.
