@@ -2,7 +2,7 @@
 # compute-sanitizer (memcheck, then racecheck) over `attnjit check` calls that each run one
 # kernel on one small shape: the decode unit (key split between warps, stream-K and split-K,
 # forced splits, paged and contiguous caches), the backward (GQA, ALiBi, both shared-memory layouts,
-# bwd_sm90's dq_bulk and dq_ordered) and fwd_sm90's persistent schedule (those two need a Hopper GPU). Quicker than
+# bwd_sm90's dq_bulk and dq_ordered) and fwd_sm90's persistent schedule and last_in_word (those need a Hopper GPU). Quicker than
 # the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal and
@@ -44,6 +44,8 @@ checks=(
   "persistent_alibi_default|--preset alibi_causal --arch sm_90a --batch 2 --heads 4 --seq-q 1000 --seq-k 1537"
   "persistent_causal_1q|--preset causal --arch sm_90a --persistent 1 --consumers 1 --block-n 64 --seq-q 1000 --seq-k 1537"
   "persistent_d256|--preset alibi --arch sm_90a --persistent 1 --head-dim 256 --seq-q 513 --seq-k 777"
+  "last_in_word_persistent|--preset causal_bottom_right --arch sm_90a --persistent 1 --last-in-word 1 --batch 2 --heads 4 --seq-q 1000 --seq-k 300"
+  "last_in_word_document|--preset document_causal --arch sm_90a --last-in-word 1 --head-dim 64 --heads 4 --seq-q 1001 --seq-k 1001"
 )
 status=0
 for tool in memcheck racecheck; do
