@@ -2,8 +2,9 @@
 # compute-sanitizer (memcheck, then racecheck) over `attnjit check` calls that each run one
 # kernel on one small shape: the decode unit (key split between warps, stream-K and split-K,
 # forced splits, paged and contiguous caches), the backward (GQA, ALiBi, both shared-memory layouts,
-# bwd_sm90's dq_bulk and dq_ordered) and fwd_sm90's persistent schedule and last_in_word (those need a Hopper GPU). Quicker than
-# the reduced GPU suite under the sanitizer, for a kernel that just changed. Run on the device machine:
+# bwd_sm90's dq_bulk and dq_ordered) and fwd_sm90's persistent schedule and last_in_word (those
+# need a Hopper GPU). Quicker than the reduced GPU suite under the sanitizer, for a kernel that
+# just changed. Run on the device machine:
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal and
 # ragged_document (the block-mask kernel first) run fwd_sm80's ragged unit, or on a Hopper GPU
