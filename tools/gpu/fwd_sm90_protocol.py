@@ -143,7 +143,8 @@ class Cta:
             _, item = yield from self.announced(self.item_full, local)
             if item < 0:
                 return
-            for tile in sim.item_tiles(item):
+            tiles = sim.item_tiles(item)
+            for tile in tiles:
                 s, r = t % self.st, t // self.st
                 yield from sim.wait(self.k_empty[s], r - 1)
                 if self.k_readers[s]:
@@ -160,20 +161,23 @@ class Cta:
                 sim.copy(lambda s=s: self._land(self.v_landing, self.v_full, s))
                 t += 1
             self.walk_done.arrive()
-            if sim.flow == "last" and sim.item_tiles(item):
-                local += 1
-                continue  # the last tile's word said so: no end stage
-            s, r = t % self.st, t // self.st
-            yield from sim.wait(self.k_empty[s], r - 1)
-            if sim.mutation != "end_v_late":
-                yield from sim.wait(self.v_empty[s], r - 1)
-            self.words[s] = (item, NO_TILE)
-            self.k_full[s].arrive()
-            if sim.mutation == "end_v_late":
-                yield from sim.wait(self.v_empty[s], r - 1)
-            self.v_full[s].arrive()
-            t += 1
+            if sim.flow != "last" or not tiles:  # ("last": the last tile's word said so)
+                yield from self.end_stage(item, t)
+                t += 1
             local += 1
+
+    def end_stage(self, item, t):
+        """Stage t's word says item `item` ends, once K's and V's previous phases are free."""
+        sim = self.sim
+        s, r = t % self.st, t // self.st
+        yield from sim.wait(self.k_empty[s], r - 1)
+        if sim.mutation != "end_v_late":
+            yield from sim.wait(self.v_empty[s], r - 1)
+        self.words[s] = (item, NO_TILE)
+        self.k_full[s].arrive()
+        if sim.mutation == "end_v_late":
+            yield from sim.wait(self.v_empty[s], r - 1)
+        self.v_full[s].arrive()
 
     def _land(self, landing, full, s):
         landing[s] -= 1
