@@ -176,6 +176,9 @@ struct AttnjitFwdSm90Args {
   // Work items aligned to documents (AJ_DOC_ITEMS, templates/doc_items.cuh): the count, then
   // (b, first row, first key, key bound) per item; the pre-pass attnjit_doc_items writes them.
   int* doc_items;
+  // A ragged batch's work items (AJ_RAGGED_ITEMS, templates/ragged_items.cuh): the sequences
+  // longest first, each with its first item; the pre-pass attnjit_ragged_items writes them.
+  int* ragged_items;
 };
 
 #endif  // ATTNJIT_ABI_H

@@ -191,6 +191,34 @@ __device__ __forceinline__ int aj_seq_len_q(int b, const AttnjitFwdArgs& args) {
 #define aj_kv_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_k((b), (args)) : (args).seq_k)
 #define aj_q_len(b, args) (AJ_PER_SEQUENCE_LENGTHS ? aj_seq_len_q((b), (args)) : (args).seq_q)
 
+// Exclusive prefix sum of one int per thread over the CTA (blockDim.x a multiple of 32, at most
+// 1024; every thread calls it): within each warp by shuffles, then over the warps' totals.
+// `total` gets the CTA's sum. For the one-CTA pre-passes that list work items.
+__device__ __forceinline__ int aj_cta_exclusive_scan(int mine, int& total) {
+  __shared__ int warp_totals[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  int incl = mine;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, d);
+    if (lane >= d) incl += v;
+  }
+  if (lane == 31) warp_totals[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    int t = lane < warps ? warp_totals[lane] : 0;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, t, d);
+      if (lane >= d) t += v;
+    }
+    warp_totals[lane] = t;  // inclusive over the warps
+  }
+  __syncthreads();
+  total = warp_totals[31];
+  return incl - mine + (warp > 0 ? warp_totals[warp - 1] : 0);
+}
+
 __device__ __forceinline__ float aj_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 // 2^x on the FMA and integer pipes, without the special-function unit (MUFU), which the
 // softmax's own exp2 per score already keeps busy: x = j + f with j = round(x) (the 1.5 * 2^23

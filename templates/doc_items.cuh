@@ -13,7 +13,7 @@
 // is entry i % count of head i / count.
 //
 // One CTA: the positions of the batch's rows split into contiguous ranges per thread, the
-// entries each range starts counted, one block-wide scan, then written.
+// entries each range starts counted, one block-wide scan (aj_cta_exclusive_scan), then written.
 //
 // Buffer (AttnjitFwdSm90Args::doc_items): int count, three ints of padding, then int4 entries;
 // the host sizes it for batch * (ceil(seq_q / AJ_BLOCK_M) + seq_q) entries (fwd_sm90_doc_items_bytes).
@@ -57,28 +57,8 @@ extern "C" __global__ void __launch_bounds__(AJ_DOC_ITEMS_THREADS)
   const int p0 = min((int)threadIdx.x * per, total), p1 = min(p0 + per, total);
   int mine = 0;
   for (int p = p0; p < p1; ++p) mine += entries_at(args, r, p, seq);
-  // Exclusive scan of `mine` over the CTA: within each warp, then over the warps' totals.
-  __shared__ int warp_totals[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int incl = mine;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, d);
-    if (lane >= d) incl += v;
-  }
-  if (lane == 31) warp_totals[warp] = incl;
-  __syncthreads();
-  if (warp == 0) {
-    int t = warp_totals[lane];
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, t, d);
-      if (lane >= d) t += v;
-    }
-    warp_totals[lane] = t;  // inclusive over the warps
-  }
-  __syncthreads();
-  int at = incl - mine + (warp > 0 ? warp_totals[warp - 1] : 0);
+  int count;
+  int at = aj_cta_exclusive_scan(mine, count);
   int4* const entries = (int4*)(params.doc_items + 4);
   for (int p = p0; p < p1; ++p) {
     const int b = p / seq, j = p % seq;
@@ -90,7 +70,7 @@ extern "C" __global__ void __launch_bounds__(AJ_DOC_ITEMS_THREADS)
       for (int k = blocks - 1; k >= 0; --k) entries[at++] = make_int4(b, j + k * AJ_BLOCK_M, j, end);
     }
   }
-  if (threadIdx.x == AJ_DOC_ITEMS_THREADS - 1) params.doc_items[0] = at;
+  if (threadIdx.x == 0) params.doc_items[0] = count;
 }
 
 #endif  // ATTNJIT_DOC_ITEMS_CUH

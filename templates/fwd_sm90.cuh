@@ -125,6 +125,15 @@
 #ifndef AJ_DOC_ITEMS
 #define AJ_DOC_ITEMS 0
 #endif
+// A ragged batch's items from the pre-pass's list (templates/ragged_items.cuh): only query
+// blocks with rows, the sequences longest first (else: the longest sequence's blocks for every
+// sequence, the missing ones skipped, in batch order).
+#ifndef AJ_RAGGED_ITEMS
+#define AJ_RAGGED_ITEMS 0
+#endif
+#if AJ_RAGGED_ITEMS && !(AJ_PERSISTENT && AJ_RAGGED)
+#error "attnjit fwd_sm90: AJ_RAGGED_ITEMS needs AJ_PERSISTENT and AJ_RAGGED"
+#endif
 #if AJ_DOC_ITEMS && !(AJ_PERSISTENT && AJ_MASK_RUNS && defined(AJ_MASK_DOC) && !AJ_RAGGED)
 #error "attnjit fwd_sm90: AJ_DOC_ITEMS needs AJ_PERSISTENT, a document mask's runs (AJ_MASK_DOC) and no AJ_RAGGED"
 #endif
@@ -469,13 +478,32 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   };
   const int items = doc_count * args.heads_q;
   (void)m_blocks;
+#elif AJ_RAGGED_ITEMS
+  // The pre-pass's list: sequence k's items start at entries[k].y (the last entry at or below
+  // i is its sequence: sequences without blocks share the next one's start), its heads in turn.
+  const int listed = params.ragged_items[0];
+  const int2* const ragged_entries = reinterpret_cast<const int2*>(params.ragged_items + 4);
+  (void)m_blocks;
+  const auto item_of = [&](int i) {
+    int lo = 0, hi = listed - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (__ldg(&ragged_entries[mid].y) <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    const int2 e = __ldg(&ragged_entries[lo]);
+    const int blocks = (AJ_SEQ_Q_OF(e.x) + BM - 1) / BM, j = i - e.y;
+    return plain_item(blocks - 1 - j % blocks, j / blocks, e.x);
+  };
 #else
   const auto item_of = [&](int i) {
     return plain_item(m_blocks - 1 - i % m_blocks, i / m_blocks % args.heads_q, i / m_blocks / args.heads_q);
   };
 #endif
 #if AJ_PERSISTENT
-#if !AJ_DOC_ITEMS
+#if AJ_RAGGED_ITEMS
+  const int items = params.ragged_items[1];
+#elif !AJ_DOC_ITEMS
   const int items = m_blocks * args.heads_q * args.batch;
 #endif
 #else
@@ -694,7 +722,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         // parity names is item local - 1's; with one Q buffer it is already complete)
         if (last_wave) aj_mbar_wait(bar.walk_done(), (local - 1) & 1);
         int item = atomicAdd(counters, 1);
-#if AJ_RAGGED
+#if AJ_RAGGED && !AJ_RAGGED_ITEMS
         // Items past their sequence's queries (the item space covers the longest) are skipped.
         while (item < items) {
           const WorkItem w = item_of(item);

@@ -107,12 +107,12 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"block_m", 64}, {"warps", 4}}))
                 .config.template_name,
             "fwd_sm80");
-  EXPECT_EQ(
-      generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
-      "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=1 stages=3");
-  EXPECT_EQ(
-      generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
-      "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=0 stages=2");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
+            "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=1 "
+            "ragged_items=1 stages=3");
+  EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
+            "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=0 "
+            "ragged_items=1 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -375,6 +375,52 @@ TEST_F(FwdSm90Codegen, PersistentPlanLaunchesACtaPerSmWithItsCounters) {
 // and its tile classes in the unit, the pre-pass that lists the items between the runs and the
 // forward, no block-mask launch, the list in the workspace before the block mask; off without
 // the persistent schedule; NVRTC compiles it for sm_90a at D=64 and 128.
+// Ragged units on the persistent schedule take their items from a pre-pass's list
+// (templates/ragged_items.cuh): on by default there (the knob is 1 everywhere, without effect
+// elsewhere), off with ragged_items 0 or without the persistent schedule, never for a padded unit; the list sits in the
+// workspace, 16 + 8 bytes per sequence; NVRTC compiles it for sm_90a at D=64 and 128.
+TEST_F(FwdSm90Codegen, RaggedItemsListedBeforeTheForward) {
+  const auto ragged = [&](int head_dim, Knobs knobs) {
+    CompileOptions o = options("sm_90a", head_dim).with_shape_hint(8, 16, 16, 4096, 4096);
+    if (!knobs.values().empty()) o = o.with_knobs(std::move(knobs));
+    o.ragged = true;
+    return o;
+  };
+  const PreparedKernel p = generate(presets::by_name("causal_bottom_right"), ragged(128, {}));
+  EXPECT_EQ(p.config.knobs.get("ragged_items"), 1);
+  EXPECT_EQ(count(p.source, "#define AJ_RAGGED_ITEMS 1"), 1);
+  EXPECT_EQ(p.unit.kernel_names, (std::vector<std::string>{"attnjit_ragged_items", "attnjit_fwd"}));
+  ProblemShape shape{8, 16, 16, 4096, 4096};
+  shape.multiprocessors = 132;
+  const LaunchPlan plan = p.launch_plan(shape);
+  ASSERT_EQ(plan.kernels.size(), 2u);
+  EXPECT_EQ(plan.kernels[0].role, "ragged_items");
+  EXPECT_EQ(plan.kernels[0].grid.x, 1u);
+  EXPECT_EQ(plan.kernels[0].block.x, 1024u);
+  EXPECT_EQ(plan.kernels[1].role, "forward");
+  EXPECT_EQ(plan.workspace_bytes, 256u);  // 16 + 8 * 8, rounded up to 256
+  AttnjitFwdSm90Args block{};
+  plan.bind_workspace(block.fwd, 1u << 20);
+  EXPECT_EQ(block.ragged_items, reinterpret_cast<int*>(1u << 20));
+  EXPECT_EQ(block.doc_items, nullptr);
+  // Off: by the knob, without the persistent schedule, and for a padded unit.
+  const PreparedKernel off = generate(presets::by_name("causal_bottom_right"), ragged(128, Knobs{{"ragged_items", 0}}));
+  EXPECT_EQ(count(off.source, "#define AJ_RAGGED_ITEMS 1"), 0);
+  EXPECT_EQ(off.unit.kernel_names, (std::vector<std::string>{"attnjit_fwd"}));
+  EXPECT_EQ(count(generate(presets::by_name("causal_bottom_right"), ragged(128, Knobs{{"persistent", 0}})).source,
+                  "#define AJ_RAGGED_ITEMS 1"),
+            0);
+  const PreparedKernel padded =
+      generate(presets::causal(), options("sm_90a", 128).with_shape_hint(8, 16, 16, 4096, 4096));
+  EXPECT_EQ(count(padded.source, "#define AJ_RAGGED_ITEMS 1"), 0);
+  for (const int d : {64, 128}) {
+    const PreparedKernel compiled = prepare(presets::by_name("causal_bottom_right"), ragged(d, {}));
+    EXPECT_EQ(count(compiled.source, "#define AJ_RAGGED_ITEMS 1"), 1) << d;
+    ASSERT_TRUE(compiled.cached.cubin) << d;
+    EXPECT_NE(compiled.cached.cubin->find("attnjit_ragged_items"), std::string::npos) << d;
+  }
+}
+
 TEST_F(FwdSm90Codegen, DocumentItemsListTheirItemsBeforeTheForward) {
   const Knobs on{{"doc_items", 1}, {"persistent", 1}};
   const PreparedKernel p = generate(presets::by_name("document_causal"), options("sm_90a", 128).with_knobs(on));

@@ -141,6 +141,45 @@ TEST(RaggedHopper, LastInWordAgrees) {
     }
 }
 
+// fwd_sm90's persistent ragged unit with its items listed by the pre-pass (knob ragged_items,
+// the default) and without: the sequences of RaggedPreset, and 1100 short sequences (0 to 40
+// queries, more than the pre-pass ranks: listed in batch order).
+TEST(RaggedHopper, ItemListAgrees) {
+  std::string why;
+  if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
+  if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
+    GTEST_SKIP() << "not a Hopper GPU (" << arch << "): fwd_sm90 does not run here";
+  std::mt19937 rng(2026);
+  RaggedProblem many{8, 2, {}, {}};
+  for (int i = 0; i < 1100; ++i) {
+    const int q = std::uniform_int_distribution<int>(0, 40)(rng);
+    many.seq_lens_q.push_back(q);
+    many.seq_lens_k.push_back(q == 0 ? 0 : q + std::uniform_int_distribution<int>(0, 20)(rng));
+  }
+  int index = 0;
+  for (const char* preset : {"causal_bottom_right", "dense", "sliding_window"})
+    for (const int dim : {64, 128})
+      for (const int listed : {1, 0}) {
+        const Knobs knobs{{"persistent", 1}, {"ragged_items", listed}};
+        ++index;
+        const Variant variant = presets::by_name(preset);
+        Kernel kernel =
+            compile(variant, CompileOptions().with_head_dim(dim).with_template("fwd_sm90").with_knobs(knobs));
+        std::mt19937 problem_rng(static_cast<unsigned>(index * 577));
+        std::vector<RaggedProblem> problems = random_problems(problem_rng, index % 2 == 0 ? 1 : 4);
+        if (listed == 1) problems.push_back(many);
+        for (const auto& problem : problems) {
+          const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 61);
+          std::printf("[ result ] %-22s fwd_sm90 ragged_items=%d D=%d %s: %s\n", preset, listed, dim,
+                      problem.seq_lens_q.size() > 8 ? "1100 short sequences" : problem.str().c_str(),
+                      r.summary().c_str());
+          EXPECT_TRUE(r.pass) << preset << " D=" << dim << " ragged_items=" << listed << ": " << r.summary();
+          ASSERT_NE(kernel.prepared_ragged(), nullptr);
+          EXPECT_EQ(kernel.prepared_ragged()->config.knobs.get("ragged_items"), listed);
+        }
+      }
+}
+
 // The unit forward_ragged runs: built on the first call, the compiled template's (fwd_sm80 or
 // fwd_sm90) with the compiled knobs, so a tuned schedule reaches ragged batches; with
 // ATTNJIT_RAGGED_SM90=0 a fwd_sm90 kernel's is fwd_sm80's, with that template's defaults.
