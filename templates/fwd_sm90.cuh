@@ -134,6 +134,15 @@
 #if AJ_RAGGED_ITEMS && !(AJ_PERSISTENT && AJ_RAGGED)
 #error "attnjit fwd_sm90: AJ_RAGGED_ITEMS needs AJ_PERSISTENT and AJ_RAGGED"
 #endif
+// A batch of at most AJ_RAGGED_LIST_HERE sequences (at most 32; 0: never) is listed by the
+// kernel itself, in shared memory, by warp 2 while thread 0 sets up the barriers: no pre-pass
+// launch before the forward (the host leaves it out for such a batch).
+#ifndef AJ_RAGGED_LIST_HERE
+#define AJ_RAGGED_LIST_HERE 0
+#endif
+#if AJ_RAGGED_LIST_HERE && !(AJ_RAGGED_ITEMS && AJ_RAGGED_LIST_HERE <= 32)
+#error "attnjit fwd_sm90: AJ_RAGGED_LIST_HERE needs AJ_RAGGED_ITEMS and at most 32 sequences"
+#endif
 #if AJ_DOC_ITEMS && !(AJ_PERSISTENT && AJ_MASK_RUNS && defined(AJ_MASK_DOC) && !AJ_RAGGED)
 #error "attnjit fwd_sm90: AJ_DOC_ITEMS needs AJ_PERSISTENT, a document mask's runs (AJ_MASK_DOC) and no AJ_RAGGED"
 #endif
@@ -479,19 +488,20 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   const int items = doc_count * args.heads_q;
   (void)m_blocks;
 #elif AJ_RAGGED_ITEMS
-  // The pre-pass's list: sequence k's items start at entries[k].y (the last entry at or below
-  // i is its sequence: sequences without blocks share the next one's start), its heads in turn.
-  const int listed = params.ragged_items[0];
-  const int2* const ragged_entries = reinterpret_cast<const int2*>(params.ragged_items + 4);
+  // The list (the pre-pass's, or this kernel's in shared memory; set once the barriers are):
+  // sequence k's items start at entries[k].y (the last entry at or below i is its sequence:
+  // sequences without blocks share the next one's start), its heads in turn.
+  int listed = 0;
+  const int2* ragged_entries = nullptr;
   (void)m_blocks;
   const auto item_of = [&](int i) {
     int lo = 0, hi = listed - 1;
     while (lo < hi) {
       const int mid = (lo + hi + 1) >> 1;
-      if (__ldg(&ragged_entries[mid].y) <= i) lo = mid;
+      if (ragged_entries[mid].y <= i) lo = mid;
       else hi = mid - 1;
     }
-    const int2 e = __ldg(&ragged_entries[lo]);
+    const int2 e = ragged_entries[lo];
     const int blocks = (AJ_SEQ_Q_OF(e.x) + BM - 1) / BM, j = i - e.y;
     return plain_item(blocks - 1 - j % blocks, j / blocks, e.x);
   };
@@ -502,7 +512,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #endif
 #if AJ_PERSISTENT
 #if AJ_RAGGED_ITEMS
-  const int items = params.ragged_items[1];
+  int items = 0;
 #elif !AJ_DOC_ITEMS
   const int items = m_blocks * args.heads_q * args.batch;
 #endif
@@ -539,7 +549,44 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     }
     aj_mbar_init_fence();
   }
+#if AJ_RAGGED_ITEMS
+  // AJ_RAGGED_LIST_HERE: lane b of warp 2 ranks sequence b by its query blocks (longest first,
+  // ties in batch order) and sums the blocks of the sequences ranked before it.
+  const bool list_here = AJ_RAGGED_LIST_HERE > 0 && args.batch <= AJ_RAGGED_LIST_HERE;
+#if AJ_RAGGED_LIST_HERE
+  __shared__ int2 list_in_smem[AJ_RAGGED_LIST_HERE];
+  __shared__ int items_in_smem;
+  if (list_here && (tid >> 5) == 2) {
+    const int lane = tid & 31;
+    const int blocks = lane < args.batch ? (AJ_SEQ_Q_OF(lane) + BM - 1) / BM : -1;
+    int rank = 0, before = 0, all = 0;
+    for (int j = 0; j < 32; ++j) {
+      const int other = __shfl_sync(0xffffffffu, blocks, j);
+      const bool first = other > blocks || (other == blocks && j < lane);
+      rank += first;
+      before += first ? max(other, 0) : 0;
+      all += max(other, 0);
+    }
+    if (lane < args.batch) list_in_smem[rank] = make_int2(lane, before * args.heads_q);
+    if (lane == 0) items_in_smem = all * args.heads_q;
+  }
+#endif
+#endif
   __syncthreads();
+#if AJ_RAGGED_ITEMS
+#if AJ_RAGGED_LIST_HERE
+  if (list_here) {
+    listed = args.batch;
+    ragged_entries = list_in_smem;
+    items = items_in_smem;
+  }
+#endif
+  if (!list_here) {
+    listed = params.ragged_items[0];
+    ragged_entries = reinterpret_cast<const int2*>(params.ragged_items + 4);
+    items = params.ragged_items[1];
+  }
+#endif
 
   if (wg == 0) {
     // ---- producer -------------------------------------------------------------------------

@@ -57,11 +57,14 @@ int doc_items_knob(const Knobs& knobs) { return knob_or(knobs, "doc_items", 0); 
 
 int ragged_items_knob(const Knobs& knobs) { return knob_or(knobs, "ragged_items", 0); }
 
-// A ragged unit on the persistent schedule takes its items from a pre-pass's list
-// (templates/ragged_items.cuh): only query blocks with rows, the sequences longest first.
+// A ragged unit on the persistent schedule takes its items from a list (templates/ragged_items.cuh):
+// only query blocks with rows, the sequences longest first. Knob 1: a pre-pass writes it; 2: for a
+// batch of at most kRaggedListHere sequences the kernel builds it in shared memory (no launch).
 bool ragged_items_on(const Knobs& knobs, bool ragged) {
-  return ragged && persistent_knob(knobs) == 1 && ragged_items_knob(knobs) == 1;
+  return ragged && persistent_knob(knobs) == 1 && ragged_items_knob(knobs) >= 1;
 }
+
+constexpr int kRaggedListHere = 32;  // a warp's lanes, one sequence each (AJ_RAGGED_LIST_HERE)
 
 constexpr const char* kRaggedItemsKernelName = "attnjit_ragged_items";
 
@@ -160,10 +163,12 @@ class FwdSm90Template : public KernelTemplate {
          "Not tuned unless --only names it",
          /*tuned=*/false},
         {"ragged_items",
-         {1, 0},
+         {1, 0, 2},
          "ragged batches with persistent 1: 1 takes the work items from a pre-pass's list (only query blocks with "
          "rows, the sequences longest first), 0 walks the longest sequence's blocks for every sequence in batch "
-         "order and skips the missing ones; no effect otherwise. Not tuned unless --only names it",
+         "order and skips the missing ones, 2 is 1 with the list built by the kernel itself for a batch of at most 32 "
+         "sequences (no pre-pass launch; opt-in until measured); no effect otherwise. Not tuned unless --only names "
+         "it",
          /*tuned=*/false}};
   }
 
@@ -263,10 +268,11 @@ class FwdSm90Template : public KernelTemplate {
     if (consumers < 1 || consumers > 3)
       return Support::invalid(fmt::format("consumers {} is not 1, 2 or 3", consumers));
     if (stages < 2 || stages > 4) return Support::invalid(fmt::format("stages {} is not in 2..4", stages));
-    for (const char* name :
-         {"pingpong", "persistent", "doc_runs", "doc_items", "item_overlap", "last_in_word", "ragged_items"})
+    for (const char* name : {"pingpong", "persistent", "doc_runs", "doc_items", "item_overlap", "last_in_word"})
       if (const int p = knob_or(knobs, name, 0); p != 0 && p != 1)
         return Support::invalid(fmt::format("{} {} is not 0 or 1", name, p));
+    if (const int r = knob_or(knobs, "ragged_items", 1); r < 0 || r > 2)
+      return Support::invalid(fmt::format("ragged_items {} is not 0, 1 or 2", r));
     // S (block_n / 2), P (block_n / 4) and O (head_dim / 2) live in a consumer's registers.
     const int accumulators = block_n / 2 + block_n / 4 + head_dim / 2;
     if (accumulators > accumulator_budget(consumers))
@@ -329,6 +335,8 @@ class FwdSm90Template : public KernelTemplate {
     macros.emplace_back("AJ_SPLIT_TABLES", split_tables ? "1" : "0");
     if (doc_items) macros.emplace_back("AJ_DOC_ITEMS", "1");
     if (ragged_items) macros.emplace_back("AJ_RAGGED_ITEMS", "1");
+    if (ragged_items && ragged_items_knob(r.knobs) == 2)
+      macros.emplace_back("AJ_RAGGED_LIST_HERE", std::to_string(kRaggedListHere));
     const bool item_overlap = item_overlap_knob(r.knobs) == 1 && persistent == 1 && queries == 2 && !r.ragged;
     if (item_overlap) macros.emplace_back("AJ_ITEM_OVERLAP", "1");
     if (last_in_word_knob(r.knobs) == 1 && !item_overlap) macros.emplace_back("AJ_LAST_IN_WORD", "1");
@@ -358,7 +366,10 @@ class FwdSm90Template : public KernelTemplate {
     const auto runs = [&](const char* kernel) {
       return std::find(unit.kernel_names.begin(), unit.kernel_names.end(), kernel) != unit.kernel_names.end();
     };
-    const bool doc_items = runs(kDocItemsKernelName), ragged_items = runs(kRaggedItemsKernelName);
+    // (a small batch's ragged items are listed by the forward itself with ragged_items 2)
+    const bool doc_items = runs(kDocItemsKernelName);
+    const bool ragged_items =
+        runs(kRaggedItemsKernelName) && !(ragged_items_knob(unit.knobs) == 2 && p.batch <= kRaggedListHere);
     // Workspace: [Q turned by RoPE | K turned | document items | tile classes of the block mask],
     // each part 256-byte aligned; the block mask last (a prebuilt one replaces it).
     std::size_t rope_q_bytes = 0, rope_k_bytes = 0;

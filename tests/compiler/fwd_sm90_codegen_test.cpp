@@ -416,8 +416,32 @@ TEST_F(FwdSm90Codegen, RaggedItemsListedBeforeTheForward) {
   for (const int d : {64, 128}) {
     const PreparedKernel compiled = prepare(presets::by_name("causal_bottom_right"), ragged(d, {}));
     EXPECT_EQ(count(compiled.source, "#define AJ_RAGGED_ITEMS 1"), 1) << d;
+    EXPECT_EQ(count(compiled.source, "#define AJ_RAGGED_LIST_HERE 32"), 0) << d;
     ASSERT_TRUE(compiled.cached.cubin) << d;
     EXPECT_NE(compiled.cached.cubin->find("attnjit_ragged_items"), std::string::npos) << d;
+  }
+  // ragged_items 2: a batch of at most 32 sequences is listed by the forward itself (no pre-pass
+  // launch, no workspace); a larger one as with 1.
+  const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
+  EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"ragged_items", 3}}, 128, 232448)
+                .reason()
+                .find("ragged_items 3 is not 0, 1 or 2"),
+            std::string::npos);
+  for (const int d : {64, 128}) {
+    const PreparedKernel here =
+        prepare(presets::by_name("causal_bottom_right"), ragged(d, Knobs{{"persistent", 1}, {"ragged_items", 2}}));
+    EXPECT_EQ(count(here.source, "#define AJ_RAGGED_ITEMS 1"), 1) << d;
+    EXPECT_EQ(count(here.source, "#define AJ_RAGGED_LIST_HERE 32"), 1) << d;
+    ASSERT_TRUE(here.cached.cubin) << d;
+    ProblemShape small{32, 16, 16, 4096, 4096}, large{33, 16, 16, 4096, 4096};
+    small.multiprocessors = large.multiprocessors = 132;
+    const LaunchPlan in_kernel = here.launch_plan(small), listed = here.launch_plan(large);
+    ASSERT_EQ(in_kernel.kernels.size(), 1u) << d;
+    EXPECT_EQ(in_kernel.kernels[0].role, "forward");
+    EXPECT_EQ(in_kernel.workspace_bytes, 0u);
+    ASSERT_EQ(listed.kernels.size(), 2u) << d;
+    EXPECT_EQ(listed.kernels[0].role, "ragged_items");
+    EXPECT_EQ(listed.workspace_bytes, 512u);  // 16 + 8 * 33, rounded up to 256
   }
 }
 

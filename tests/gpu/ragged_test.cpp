@@ -6,6 +6,7 @@
 // kernels compiled for the device's default template, then for fwd_sm90 on a Hopper GPU (head
 // dims 64 / 128 / 256), then fwd_sm80's unit opted into there, and the argument checks. Skips
 // without a GPU.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -141,25 +142,31 @@ TEST(RaggedHopper, LastInWordAgrees) {
     }
 }
 
-// fwd_sm90's persistent ragged unit with its items listed by the pre-pass (knob ragged_items,
-// the default) and without: the sequences of RaggedPreset, and 1100 short sequences (0 to 40
-// queries, more than the pre-pass ranks: listed in batch order).
+// fwd_sm90's persistent ragged unit with its items listed by the pre-pass (knob ragged_items 1,
+// the default), by the kernel itself for at most 32 sequences (2), and without (0): the
+// sequences of RaggedPreset, 1100 short sequences (0 to 40 queries, more than the pre-pass
+// ranks: listed in batch order), and with 2 also 32 and 33 of them (the kernel's list and the
+// pre-pass's either side of its bound).
 TEST(RaggedHopper, ItemListAgrees) {
   std::string why;
   if (!gpu_present(why)) GTEST_SKIP() << "no GPU: " << why;
   if (const std::string arch = runtime::DeviceContext(0).properties().arch; arch != "sm_90a")
     GTEST_SKIP() << "not a Hopper GPU (" << arch << "): fwd_sm90 does not run here";
   std::mt19937 rng(2026);
-  RaggedProblem many{8, 2, {}, {}};
-  for (int i = 0; i < 1100; ++i) {
-    const int q = std::uniform_int_distribution<int>(0, 40)(rng);
-    many.seq_lens_q.push_back(q);
-    many.seq_lens_k.push_back(q == 0 ? 0 : q + std::uniform_int_distribution<int>(0, 20)(rng));
-  }
+  const auto short_sequences = [&](int count) {
+    RaggedProblem many{8, 2, {}, {}};
+    for (int i = 0; i < count; ++i) {
+      const int q = std::uniform_int_distribution<int>(0, 40)(rng);
+      many.seq_lens_q.push_back(q);
+      many.seq_lens_k.push_back(q == 0 ? 0 : q + std::uniform_int_distribution<int>(0, 20)(rng));
+    }
+    return many;
+  };
+  const RaggedProblem many = short_sequences(1100), at_bound = short_sequences(32), past_bound = short_sequences(33);
   int index = 0;
   for (const char* preset : {"causal_bottom_right", "dense", "sliding_window"})
     for (const int dim : {64, 128})
-      for (const int listed : {1, 0}) {
+      for (const int listed : {1, 0, 2}) {
         const Knobs knobs{{"persistent", 1}, {"ragged_items", listed}};
         ++index;
         const Variant variant = presets::by_name(preset);
@@ -167,13 +174,17 @@ TEST(RaggedHopper, ItemListAgrees) {
             compile(variant, CompileOptions().with_head_dim(dim).with_template("fwd_sm90").with_knobs(knobs));
         std::mt19937 problem_rng(static_cast<unsigned>(index * 577));
         std::vector<RaggedProblem> problems = random_problems(problem_rng, index % 2 == 0 ? 1 : 4);
-        if (listed == 1) problems.push_back(many);
+        if (listed != 0) problems.push_back(many);
+        if (listed == 2) problems.insert(problems.end(), {at_bound, past_bound});
         for (const auto& problem : problems) {
           const ForwardCheckResult r = check_forward_ragged(kernel, problem, preset_scalars(variant), 61);
-          std::printf("[ result ] %-22s fwd_sm90 ragged_items=%d D=%d %s: %s\n", preset, listed, dim,
-                      problem.seq_lens_q.size() > 8 ? "1100 short sequences" : problem.str().c_str(),
+          const std::string what = problem.seq_lens_q.size() > 8
+                                       ? fmt::format("{} short sequences", problem.seq_lens_q.size())
+                                       : problem.str();
+          std::printf("[ result ] %-22s fwd_sm90 ragged_items=%d D=%d %s: %s\n", preset, listed, dim, what.c_str(),
                       r.summary().c_str());
-          EXPECT_TRUE(r.pass) << preset << " D=" << dim << " ragged_items=" << listed << ": " << r.summary();
+          EXPECT_TRUE(r.pass) << preset << " D=" << dim << " ragged_items=" << listed << " " << what << ": "
+                              << r.summary();
           ASSERT_NE(kernel.prepared_ragged(), nullptr);
           EXPECT_EQ(kernel.prepared_ragged()->config.knobs.get("ragged_items"), listed);
         }
