@@ -140,6 +140,20 @@
 #ifndef AJ_RAGGED_LIST_HERE
 #define AJ_RAGGED_LIST_HERE 0
 #endif
+// Experiments of the twenty-eighth session, off until measured (A/B: tools/gpu/ab-templates.sh
+// with a copy of templates/ whose defaults say 1). They cut the consumers' instructions per
+// unmasked tile at D=64 (sm_90a SASS of causal S=1k: 464), where the softmax outweighs the GEMMs:
+// AJ_DESC_STEP: the GEMMs' shared-memory descriptors stepped from one per operand and tile
+//   (aj_desc_advance) instead of built per k step (-24 instructions).
+// AJ_LAZY_RESCALE: a row's running max moves only when a tile's exceeds it by more than 2^8 in
+//   probability (P stays below 256, which bf16 / fp16 hold at the same relative precision), and
+//   a warp whose rows did not move skips the O rescale (its 32 multiplies at D=64).
+#ifndef AJ_DESC_STEP
+#define AJ_DESC_STEP 0
+#endif
+#ifndef AJ_LAZY_RESCALE
+#define AJ_LAZY_RESCALE 0
+#endif
 #if AJ_RAGGED_LIST_HERE && !(AJ_RAGGED_ITEMS && AJ_RAGGED_LIST_HERE <= 32)
 #error "attnjit fwd_sm90: AJ_RAGGED_LIST_HERE needs AJ_RAGGED_ITEMS and at most 32 sequences"
 #endif
@@ -420,11 +434,19 @@ __device__ __forceinline__ void advance(int& stage, int& phase) {
 
 // S = Q K^T for this warpgroup's 64 rows: Q at sq (its first row), K at sk.
 __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 sk) {
+#if AJ_DESC_STEP
+  const aj_u64 da0 = aj_smem_desc_sw128(sq, 16, 1024), db0 = aj_smem_desc_sw128(sk, 16, 1024);
+#endif
   aj_wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < KD; ++kk) {
+#if AJ_DESC_STEP
+    const aj_u64 da = aj_desc_advance(da0, (kk >> 2) * Q_CHUNK + (kk & 3) * 32);
+    const aj_u64 db = aj_desc_advance(db0, (kk >> 2) * KV_CHUNK + (kk & 3) * 32);
+#else
     const aj_u64 da = aj_smem_desc_sw128(sq + (kk >> 2) * Q_CHUNK + (kk & 3) * 32, 16, 1024);
     const aj_u64 db = aj_smem_desc_sw128(sk + (kk >> 2) * KV_CHUNK + (kk & 3) * 32, 16, 1024);
+#endif
     aj_wgmma_ss_qk(s, da, db, kk > 0 ? 1 : 0);
   }
   aj_wgmma_commit();
@@ -434,8 +456,14 @@ __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 s
 // transposed (MN-major: 64-column chunks KV_CHUNK apart, 8-key groups 1024 bytes apart).
 __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN][4], aj_u32 sv) {
   aj_wgmma_fence();
+#if AJ_DESC_STEP
+  const aj_u64 dv0 = aj_smem_desc_sw128(sv, KV_CHUNK, 1024);
+#pragma unroll
+  for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_desc_advance(dv0, kk * 2048));
+#else
 #pragma unroll
   for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_smem_desc_sw128(sv + kk * 2048, KV_CHUNK, 1024));
+#endif
   aj_wgmma_commit();
 }
 
@@ -893,9 +921,17 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]));
         mx = fmaxf(mx, aj_shfl_xor(mx, 1));
         mx = fmaxf(mx, aj_shfl_xor(mx, 2));
+#if AJ_LAZY_RESCALE
+        // (a first admitted key always moves it: from -inf)
+        const bool stays = row_max[r] != AJ_NEG_INF && (mx - row_max[r]) * mult <= 8.f;
+        if (stays) mx = row_max[r];
+#endif
         // A row with no admitted key so far keeps max -inf: use 0 to avoid inf - inf.
         const float ms = mx == AJ_NEG_INF ? 0.f : mx * mult;
         alpha[r] = aj_exp2(row_max[r] * mult - ms);
+#if AJ_LAZY_RESCALE
+        if (stays) alpha[r] = 1.f;
+#endif
         row_max[r] = mx;
         float sum = 0.f;
 #pragma unroll
@@ -919,6 +955,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       }
     };
     auto rescale = [&](const float (&alpha)[2]) {
+#if AJ_LAZY_RESCALE
+      if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
+#endif
 #pragma unroll
       for (int j = 0; j < ND; ++j) {
         o[4 * j + 0] *= alpha[0];
