@@ -5,17 +5,24 @@
 #   tools/gpu/template-variant.sh /tmp/lazy AJ_LAZY_RESCALE=1 AJ_DESC_STEP=1
 # Each NAME=VALUE rewrites the line `#define NAME <old>` that follows `#ifndef NAME` in every
 # template; a name found nowhere is an error (a typo would otherwise A/B two equal kernels).
+# FOLDER is replaced only if this script made it (a marker file says so).
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,7p' "$0"
+  sed -n '2,8p' "$0"
   exit 2
 fi
 out=$1
 shift
 here=$(cd "$(dirname "$0")/../.." && pwd)
+# Only a folder this script made (its marker file) is replaced: never anything else by mistake.
+if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -f "$out/.template-variant" ]; then
+  echo "$out exists and is not a folder this script made; give a new path" >&2
+  exit 2
+fi
 rm -rf "$out"
 mkdir -p "$out"
 cp -r "$here/templates/." "$out/"
+touch "$out/.template-variant"
 for setting in "$@"; do
   name=${setting%%=*} value=${setting#*=}
   [[ "$name" =~ ^[A-Z_][A-Z0-9_]*$ && "$setting" == *=* ]] || { echo "not NAME=VALUE: $setting" >&2; exit 2; }
