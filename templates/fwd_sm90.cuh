@@ -148,11 +148,21 @@
 // AJ_LAZY_RESCALE: a row's running max moves only when a tile's exceeds it by more than 2^8 in
 //   probability (P stays below 256, which bf16 / fp16 hold at the same relative precision), and
 //   a warp whose rows did not move skips the O rescale (its 32 multiplies at D=64).
+// AJ_SUM_BY_MMA (D <= 128): the rows' sums of P by the tensor cores, P times a block of ones
+//   (m64n8k16 beside each P V step, accumulated and rescaled with O), instead of an add per
+//   score (-64 FADD, +8 HGMMA per tile). The sums are then of P as rounded for P V (the LSE
+//   moves by about 2^-9 / sqrt(keys) relative; O is normalized by exactly its weights' sum).
 #ifndef AJ_DESC_STEP
 #define AJ_DESC_STEP 0
 #endif
 #ifndef AJ_LAZY_RESCALE
 #define AJ_LAZY_RESCALE 0
+#endif
+#ifndef AJ_SUM_BY_MMA
+#define AJ_SUM_BY_MMA 0
+#endif
+#if AJ_SUM_BY_MMA && AJ_HEAD_DIM > 128
+#error "attnjit fwd_sm90: AJ_SUM_BY_MMA needs AJ_HEAD_DIM <= 128 (its block of ones would not fit beside D=256's ring)"
 #endif
 #if AJ_RAGGED_LIST_HERE && !(AJ_RAGGED_ITEMS && AJ_RAGGED_LIST_HERE <= 32)
 #error "attnjit fwd_sm90: AJ_RAGGED_LIST_HERE needs AJ_RAGGED_ITEMS and at most 32 sequences"
@@ -180,6 +190,14 @@ constexpr int NN = BN / 8;   // 8-key column groups of S per thread
 constexpr int KD = D / 16;   // k steps of Q K^T
 constexpr int KN = BN / 16;  // k steps of P V
 constexpr int ND = D / 8;    // 8-wide column groups of O
+// O's accumulators per thread, and with AJ_SUM_BY_MMA the rows' sums after them (m64n8: rows g
+// and g + 8, two equal columns each).
+constexpr int OS = D / 2 + (AJ_SUM_BY_MMA ? 4 : 0);
+#if AJ_SUM_BY_MMA
+// 512 ones of the input dtype: the B operand of the sums (K-major, no swizzle; every element
+// any descriptor of it reads is 1, so its layout does not matter).
+__shared__ __align__(128) aj_u32 ones_for_sums[256];
+#endif
 constexpr int QB = AJ_Q_BUFFERS;
 constexpr aj_u32 Q_CHUNK = BM * 128;  // bytes of one 64-column chunk of the Q tile
 constexpr aj_u32 KV_CHUNK = BN * 128;
@@ -454,7 +472,14 @@ __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 s
 
 // O += P V: P (bf16/fp16 pairs in the A-fragment layout) from registers, V at sv read
 // transposed (MN-major: 64-column chunks KV_CHUNK apart, 8-key groups 1024 bytes apart).
-__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN][4], aj_u32 sv) {
+__device__ __forceinline__ void issue_pv(float (&acc)[OS], const aj_u32 (&p)[KN][4], aj_u32 sv) {
+  float(&o)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc[0]);
+#if AJ_SUM_BY_MMA
+  float(&sums)[4] = *reinterpret_cast<float(*)[4]>(&acc[D / 2]);
+  // No swizzle (layout 0): 16-byte rows, core matrices 128 bytes apart along K, 256 along N.
+  const aj_u64 ones = (aj_u64)((aj_smem_addr(ones_for_sums) & 0x3FFFFu) >> 4) | ((aj_u64)(128 >> 4) << 16) |
+                      ((aj_u64)(256 >> 4) << 32);
+#endif
   aj_wgmma_fence();
 #if AJ_DESC_STEP
   const aj_u64 dv0 = aj_smem_desc_sw128(sv, KV_CHUNK, 1024);
@@ -463,6 +488,10 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN
 #else
 #pragma unroll
   for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_smem_desc_sw128(sv + kk * 2048, KV_CHUNK, 1024));
+#endif
+#if AJ_SUM_BY_MMA
+#pragma unroll
+  for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_sum(sums, p[kk], ones);
 #endif
   aj_wgmma_commit();
 }
@@ -562,6 +591,16 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   const aj_u32 s_items = base + OFF_ITEMS;
 #endif
 
+#if AJ_SUM_BY_MMA
+  if (tid < 256) {
+#if defined(AJ_IS_BF16)
+    ones_for_sums[tid] = 0x3F803F80u;  // two ones
+#else
+    ones_for_sums[tid] = 0x3C003C00u;
+#endif
+    aj_fence_proxy_async();  // before the tensor cores read them
+  }
+#endif
   if (tid == 0) {
     for (int i = 0; i < QB; ++i) {
       aj_mbar_init(bar.q_full(i), 1);
@@ -866,7 +905,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const float mult = args.scale_log2;
 #endif
 
-    float o[D / 2];
+    float o[OS];
     float row_max[2], row_sum[2];
     aj_u32 p[KN][4];
     float s[BN / 2];
@@ -940,9 +979,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           const float p1 = aj_exp2(s[4 * j + 2 * r + 1] * mult - ms);
           s[4 * j + 2 * r] = p0;
           s[4 * j + 2 * r + 1] = p1;
-          sum += p0 + p1;
+          if (!AJ_SUM_BY_MMA) sum += p0 + p1;
         }
-        row_sum[r] = row_sum[r] * alpha[r] + sum;
+        row_sum[r] = AJ_SUM_BY_MMA ? 0.f : row_sum[r] * alpha[r] + sum;  // (by MMA: in o[D / 2..])
       }
     };
     auto to_fragments = [&]() {
@@ -959,7 +998,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
 #endif
 #pragma unroll
-      for (int j = 0; j < ND; ++j) {
+      for (int j = 0; j < OS / 4; ++j) {  // (AJ_SUM_BY_MMA: the sums too)
         o[4 * j + 0] *= alpha[0];
         o[4 * j + 1] *= alpha[0];
         o[4 * j + 2] *= alpha[1];
@@ -1034,7 +1073,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     };
     const auto start_rows = [&]() {
 #pragma unroll
-      for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+      for (int i = 0; i < OS; ++i) o[i] = 0.f;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         row_max[r] = AJ_NEG_INF;
@@ -1046,9 +1085,13 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const auto stage_o = [&]() {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
+#if AJ_SUM_BY_MMA
+        const float l = o[D / 2 + 2 * r];  // the whole row's: every column of the sums holds it
+#else
         float l = row_sum[r];
         l += aj_shfl_xor(l, 1);
         l += aj_shfl_xor(l, 2);
+#endif
         const bool any = l > 0.f;
         const float inv = any ? 1.0f / l : 0.f;
         const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup
