@@ -190,6 +190,11 @@ constexpr int NN = BN / 8;   // 8-key column groups of S per thread
 constexpr int KD = D / 16;   // k steps of Q K^T
 constexpr int KN = BN / 16;  // k steps of P V
 constexpr int ND = D / 8;    // 8-wide column groups of O
+// A ragged sequence's query blocks (its work items per head with AJ_RAGGED_ITEMS; also the
+// pre-pass's ranking key, templates/ragged_items.cuh).
+__device__ __forceinline__ int ragged_query_blocks(int b, const AttnjitFwdArgs& args) {
+  return (aj_seq_len_q(b, args) + BM - 1) / BM;
+}
 // O's accumulators per thread, and with AJ_SUM_BY_MMA the rows' sums after them (m64n8: rows g
 // and g + 8, two equal columns each).
 constexpr int OS = D / 2 + (AJ_SUM_BY_MMA ? 4 : 0);
@@ -477,8 +482,7 @@ __device__ __forceinline__ void issue_pv(float (&acc)[OS], const aj_u32 (&p)[KN]
 #if AJ_SUM_BY_MMA
   float(&sums)[4] = *reinterpret_cast<float(*)[4]>(&acc[D / 2]);
   // No swizzle (layout 0): 16-byte rows, core matrices 128 bytes apart along K, 256 along N.
-  const aj_u64 ones = (aj_u64)((aj_smem_addr(ones_for_sums) & 0x3FFFFu) >> 4) | ((aj_u64)(128 >> 4) << 16) |
-                      ((aj_u64)(256 >> 4) << 32);
+  const aj_u64 ones = aj_smem_desc(aj_smem_addr(ones_for_sums), 128, 256, 0);
 #endif
   aj_wgmma_fence();
 #if AJ_DESC_STEP
@@ -559,7 +563,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       else hi = mid - 1;
     }
     const int2 e = ragged_entries[lo];
-    const int blocks = (AJ_SEQ_Q_OF(e.x) + BM - 1) / BM, j = i - e.y;
+    const int blocks = ragged_query_blocks(e.x, args), j = i - e.y;
     return plain_item(blocks - 1 - j % blocks, j / blocks, e.x);
   };
 #else
@@ -625,7 +629,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   __shared__ int items_in_smem;
   if (list_here && (tid >> 5) == 2) {
     const int lane = tid & 31;
-    const int blocks = lane < args.batch ? (AJ_SEQ_Q_OF(lane) + BM - 1) / BM : -1;
+    const int blocks = lane < args.batch ? ragged_query_blocks(lane, args) : -1;
     int rank = 0, before = 0, all = 0;
     for (int j = 0; j < 32; ++j) {
       const int other = __shfl_sync(0xffffffffu, blocks, j);

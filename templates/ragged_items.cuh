@@ -22,24 +22,16 @@
 #define AJ_RAGGED_ITEMS_THREADS 1024
 #define AJ_RAGGED_SORT_MAX 1024
 
-namespace aj_ragged_items {
-
-__device__ __forceinline__ int query_blocks(const AttnjitFwdArgs& args, int b) {
-  return (aj_seq_len_q(b, args) + AJ_BLOCK_M - 1) / AJ_BLOCK_M;
-}
-
-}  // namespace aj_ragged_items
-
 extern "C" __global__ void __launch_bounds__(AJ_RAGGED_ITEMS_THREADS)
     attnjit_ragged_items(const __grid_constant__ AttnjitFwdSm90Args params) {
-  using namespace aj_ragged_items;
+  using aj_fwd90::ragged_query_blocks;
   const AttnjitFwdArgs& args = params.fwd;
   const int sequences = args.batch, t = threadIdx.x;
   const bool ranked = sequences <= AJ_RAGGED_SORT_MAX;
   // Ranked: position p holds sequence order[p] with blocks[p] query blocks.
   __shared__ int blocks_by_seq[AJ_RAGGED_SORT_MAX], blocks[AJ_RAGGED_SORT_MAX], order[AJ_RAGGED_SORT_MAX];
   if (ranked) {
-    if (t < sequences) blocks_by_seq[t] = query_blocks(args, t);
+    if (t < sequences) blocks_by_seq[t] = ragged_query_blocks(t, args);
     __syncthreads();
     if (t < sequences) {
       const int mine = blocks_by_seq[t];
@@ -56,7 +48,7 @@ extern "C" __global__ void __launch_bounds__(AJ_RAGGED_ITEMS_THREADS)
   // Each thread's run of positions, its blocks, then an exclusive scan over the CTA.
   const int per = ranked ? 1 : (sequences + AJ_RAGGED_ITEMS_THREADS - 1) / AJ_RAGGED_ITEMS_THREADS;
   const int p0 = min(t * per, sequences), p1 = min(p0 + per, sequences);
-  const auto blocks_at = [&](int p) { return ranked ? blocks[p] : query_blocks(args, p); };
+  const auto blocks_at = [&](int p) { return ranked ? blocks[p] : ragged_query_blocks(p, args); };
   int mine = 0;
   for (int p = p0; p < p1; ++p) mine += blocks_at(p);
   int total_blocks;

@@ -78,13 +78,18 @@ __device__ __forceinline__ void aj_keep_registers(const aj_u32 (&r)[N][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" ::"r"(r[i][e]) : "memory");
 }
 
-// Shared-memory matrix descriptor for a 128-byte-swizzled operand (the layout TMA writes with
-// CU_TENSOR_MAP_SWIZZLE_128B: 128-byte rows, 16-byte chunks XOR the row index mod 8, atoms of
-// 8 rows = 1024 bytes, 1024-byte aligned). lbo: bytes between 64-element column chunks (only
-// read for MN-major operands); sbo: bytes between 8-row groups.
-__device__ __forceinline__ aj_u64 aj_smem_desc_sw128(aj_u32 addr, aj_u32 lbo, aj_u32 sbo) {
+// Shared-memory matrix descriptor: start address, lbo and sbo in 16-byte units, and the layout
+// in bits 62-63 (0: no swizzle, 1: 128-byte swizzle).
+__device__ __forceinline__ aj_u64 aj_smem_desc(aj_u32 addr, aj_u32 lbo, aj_u32 sbo, aj_u32 layout) {
   return (aj_u64)((addr & 0x3FFFFu) >> 4) | ((aj_u64)((lbo >> 4) & 0x3FFFu) << 16) |
-         ((aj_u64)((sbo >> 4) & 0x3FFFu) << 32) | (1ull << 62);
+         ((aj_u64)((sbo >> 4) & 0x3FFFu) << 32) | ((aj_u64)layout << 62);
+}
+// For a 128-byte-swizzled operand (the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_128B:
+// 128-byte rows, 16-byte chunks XOR the row index mod 8, atoms of 8 rows = 1024 bytes,
+// 1024-byte aligned). lbo: bytes between 64-element column chunks (only read for MN-major
+// operands); sbo: bytes between 8-row groups.
+__device__ __forceinline__ aj_u64 aj_smem_desc_sw128(aj_u32 addr, aj_u32 lbo, aj_u32 sbo) {
+  return aj_smem_desc(addr, lbo, sbo, 1);
 }
 
 // A descriptor moved on by `bytes` (a multiple of 16) in shared memory: one add where a fresh
