@@ -170,6 +170,104 @@
 #if AJ_DOC_ITEMS && !(AJ_PERSISTENT && AJ_MASK_RUNS && defined(AJ_MASK_DOC) && !AJ_RAGGED)
 #error "attnjit fwd_sm90: AJ_DOC_ITEMS needs AJ_PERSISTENT, a document mask's runs (AJ_MASK_DOC) and no AJ_RAGGED"
 #endif
+// AJ_TRACE (diagnostic, off; tools/gpu/trace-items.sh): warp 0 of each consumer warpgroup records
+// per work item the SM clock at its phases and the cycles its tile loop spent in each wait, into
+// the module's aj_trace (AJ_TRACE_WORDS words per record; the runtime copies it to the file
+// ATTNJIT_TRACE names after each launch). Clock reads constrain the scheduling around them, so
+// a traced kernel's timings are for comparing its phases, not for its speed.
+#ifndef AJ_TRACE
+#define AJ_TRACE 0
+#endif
+#if AJ_TRACE && AJ_ITEM_OVERLAP
+#error "attnjit fwd_sm90: AJ_TRACE records items of the default loop, not of AJ_ITEM_OVERLAP's"
+#endif
+#if AJ_TRACE
+#define AJ_TRACE_WORDS 16
+#define AJ_TRACE_CAPACITY 65536
+extern "C" {  // unmangled, for cuLibraryGetGlobal
+__device__ unsigned long long aj_trace[AJ_TRACE_CAPACITY * AJ_TRACE_WORDS];
+__device__ unsigned int aj_trace_count;  // records written (the runtime zeroes it after reading)
+}
+// A record's words: phase clocks, then wait totals of the tile loop, then the tile count and where.
+enum AjTraceWord {
+  AJ_TR_GLOBAL_NS,  // %globaltimer at the item's start (ns; orders items across SMs)
+  AJ_TR_START,      // the item's start (before its Q buffer's wait)
+  AJ_TR_Q,          // its Q in shared memory
+  AJ_TR_K,          // its first tile's K in shared memory
+  AJ_TR_S0,         // its first S computed
+  AJ_TR_LOOP,       // the tile loop left (every softmax done)
+  AJ_TR_PV,         // the last P V computed
+  AJ_TR_STAGED,     // O normalized and staged in shared memory
+  AJ_TR_END,        // O stored
+  AJ_TR_WAIT_K,     // cycles in the loop waiting for a tile's K
+  AJ_TR_WAIT_TURN,  // ... for the turn to issue GEMMs
+  AJ_TR_WAIT_V,     // ... for the previous tile's V
+  AJ_TR_WAIT_S,     // ... for S (wgmma wait 1)
+  AJ_TR_WAIT_PV,    // ... for the previous P V (wgmma wait 0)
+  AJ_TR_SOFTMAX,    // ... in the score_mod, mask and softmax
+  AJ_TR_WHERE,      // tiles | consumer << 16 | SM << 24 | CTA << 32
+};
+__device__ __forceinline__ unsigned long long aj_clock() {
+  unsigned long long c;
+  asm volatile("mov.u64 %0, %%clock64;" : "=l"(c));
+  return c;
+}
+__device__ __forceinline__ unsigned long long aj_global_ns() {
+  unsigned long long c;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(c));
+  return c;
+}
+__device__ __forceinline__ unsigned aj_smid() {
+  unsigned v;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(v));
+  return v;
+}
+// In a consumer: tr points at its record in shared memory, which thread 0 fills (volatile asm
+// keeps the clock reads in order with the waits, which are volatile asm too).
+#define AJ_TRACE_AT(word)                \
+  do {                                   \
+    if (ct == 0) tr[word] = aj_clock();  \
+  } while (0)
+#define AJ_TRACE_SPAN(word, stmt)                       \
+  do {                                                  \
+    const unsigned long long tr0_ = aj_clock();         \
+    stmt;                                               \
+    if (ct == 0) tr[word] += aj_clock() - tr0_;         \
+  } while (0)
+#define AJ_TRACE_ITEM_START()                  \
+  do {                                         \
+    if (ct == 0) {                             \
+      tr[AJ_TR_GLOBAL_NS] = aj_global_ns();    \
+      tr[AJ_TR_START] = aj_clock();            \
+    }                                          \
+  } while (0)
+#define AJ_TRACE_TILE()                  \
+  do {                                   \
+    if (ct == 0) ++tr[AJ_TR_WHERE];      \
+  } while (0)
+// The item's record out (if there is room), and the next one's words cleared.
+#define AJ_TRACE_ITEM_END()                                                                      \
+  do {                                                                                           \
+    if (ct == 0) {                                                                               \
+      tr[AJ_TR_WHERE] |= (unsigned long long)cw << 16 | (unsigned long long)aj_smid() << 24 |    \
+                         (unsigned long long)blockIdx.x << 32;                                    \
+      const unsigned slot = atomicAdd(&aj_trace_count, 1u);                                      \
+      for (int w_ = 0; w_ < AJ_TRACE_WORDS; ++w_) {                                              \
+        if (slot < AJ_TRACE_CAPACITY) aj_trace[(unsigned long long)slot * AJ_TRACE_WORDS + w_] = tr[w_]; \
+        tr[w_] = 0;                                                                              \
+      }                                                                                          \
+    }                                                                                            \
+  } while (0)
+#else
+#define AJ_TRACE_AT(word) ((void)0)
+#define AJ_TRACE_SPAN(word, stmt) \
+  do {                            \
+    stmt;                         \
+  } while (0)
+#define AJ_TRACE_ITEM_START() ((void)0)
+#define AJ_TRACE_TILE() ((void)0)
+#define AJ_TRACE_ITEM_END() ((void)0)
+#endif
 #ifndef AJ_PREFETCH_MASK_COLS
 #define AJ_PREFETCH_MASK_COLS (AJ_HAS_BLOCK_MASK && AJ_HAS_MASK && AJ_HEAD_DIM == 128)
 #endif
@@ -874,6 +972,12 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const int g = lane >> 2;
     const int t = lane & 3;
     const bool signals = ct == 0;  // frees a stage for this warpgroup
+#if AJ_TRACE
+    __shared__ unsigned long long aj_trace_records[NC][AJ_TRACE_WORDS];  // the items in flight
+    unsigned long long* const tr = aj_trace_records[cw];
+    if (ct == 0)
+      for (int w = 0; w < AJ_TRACE_WORDS; ++w) tr[w] = 0;
+#endif
     // The item's batch, head, first query row, this thread's first row and this warpgroup's Q
     // rows in each chunk of the item's Q buffer (set per item; the lambdas below read them).
     int b = 0, h = 0, q0 = 0, q_row = 0;
@@ -1043,8 +1147,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       for (;;) {
         aj_fence_registers(s);
         if (signals) aj_mbar_arrive(bar.k_empty(stage));
-        softmax(n, cls, alpha);
-        aj_wgmma_wait<0>();
+        AJ_TRACE_TILE();
+        AJ_TRACE_SPAN(AJ_TR_SOFTMAX, softmax(n, cls, alpha));
+        AJ_TRACE_SPAN(AJ_TR_WAIT_PV, aj_wgmma_wait<0>());
         aj_fence_registers(o);
         aj_keep_registers(p);  // the wgmma read them until here
         if (signals && pv_stage >= 0) aj_mbar_arrive(bar.v_empty(pv_stage));
@@ -1053,15 +1158,17 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         pv_stage = stage;
         pv_phase = phase;
         advance(stage, phase);
-        if (last || !next_tile(stage, phase, n, cls)) break;
-        take_turn();
+        bool more;
+        AJ_TRACE_SPAN(AJ_TR_WAIT_K, more = !last && next_tile(stage, phase, n, cls));
+        if (!more) break;
+        AJ_TRACE_SPAN(AJ_TR_WAIT_TURN, take_turn());
         issue_qk(s, sq, s_k + stage * KV_BYTES);
-        aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
+        AJ_TRACE_SPAN(AJ_TR_WAIT_V, aj_mbar_wait(bar.v_full(pv_stage), pv_phase));
         issue_pv(o, p, s_v + pv_stage * KV_BYTES);
         pass_turn();
         prefetch_cols(n, cls);
         split_cols(n);
-        aj_wgmma_wait<1>();  // S(n) is done; P(n-1) V(n-1) may still run
+        AJ_TRACE_SPAN(AJ_TR_WAIT_S, aj_wgmma_wait<1>());  // S(n) is done; P(n-1) V(n-1) may still run
       }
     };
     // The first tile's S, issued in a turn (the last consumer's extra arrival first lets consumer 0
@@ -1229,6 +1336,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_PERSISTENT
     for (int local = 0;; ++local) {
       const int qb = local % QB;
+      AJ_TRACE_ITEM_START();
       aj_mbar_wait(bar.q_full(qb), local / QB & 1);  // also before the epilogue reuses the Q tile
       const int item = (int)aj_ld_shared_u32(s_items + 4 * qb);
       if (item < 0) break;
@@ -1236,27 +1344,34 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #else
     {
       start_item(my_item, 0);
+      AJ_TRACE_ITEM_START();
       aj_mbar_wait(bar.q_full(0), 0);  // also before the epilogue reuses the Q tile
 #endif
+      AJ_TRACE_AT(AJ_TR_Q);
       start_rows();
       int n = 0, cls = 0;
       const bool has_tiles = next_tile(stage, phase, n, cls);
+      AJ_TRACE_AT(AJ_TR_K);
       if (has_tiles) {
         // Every consumer sees the same tiles, so each takes the same number of turns; the last
         // one's last arrival is left out.
         first_s(n, cls);
+        AJ_TRACE_AT(AJ_TR_S0);
         int pv_stage = -1, pv_phase = 0;
         tile_loop(n, cls, pv_stage, pv_phase);
+        AJ_TRACE_AT(AJ_TR_LOOP);
         take_turn();
         aj_mbar_wait(bar.v_full(pv_stage), pv_phase);
         issue_pv(o, p, s_v + pv_stage * KV_BYTES);
         if (cw != NC - 1) pass_turn();
         aj_wgmma_wait<0>();
+        AJ_TRACE_AT(AJ_TR_PV);
         aj_fence_registers(o);
         aj_keep_registers(p);
         if (signals) aj_mbar_arrive(bar.v_empty(pv_stage));
       }
       stage_o();
+      AJ_TRACE_AT(AJ_TR_STAGED);
 #if AJ_PERSISTENT
       // The item's end stage (the word NO_TILE; with AJ_LAST_IN_WORD only an item without tiles has
       // one), freed for the next item's tiles once every thread of the warpgroup has read its word
@@ -1270,6 +1385,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       }
 #endif
       store_o();
+      AJ_TRACE_AT(AJ_TR_END);
+      AJ_TRACE_ITEM_END();
 #if AJ_PERSISTENT
       // This thread's writes and reads of the staged O are done; the Q thread's next TMA load
       // into the buffer is an async-proxy write, so the generic accesses are fenced first.

@@ -17,6 +17,7 @@
 #include "runtime/api/attention.hpp"
 #include "runtime/cpu/cpu_attention.hpp"
 #include "runtime/driver/cuda_driver.hpp"
+#include "runtime/driver/kernel_trace.hpp"
 #include "templates/abi.h"
 
 namespace attnjit {
@@ -222,6 +223,7 @@ struct KernelState {
         .set_dynamic_shared_bytes(static_cast<unsigned>(k.dynamic_shared_bytes))
         .set_stream(static_cast<CUstream>(stream));
     runtime::launch(*unit.functions.at(k.kernel), config, args);
+    if (!runtime::kernel_trace_path().empty()) runtime::dump_kernel_trace(*unit.library, k.kernel);
   }
 };
 

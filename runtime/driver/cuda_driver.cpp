@@ -33,6 +33,7 @@ struct DriverApi {
   PFN_cuLibraryLoadData_v12000 cuLibraryLoadData = nullptr;
   PFN_cuLibraryUnload_v12000 cuLibraryUnload = nullptr;
   PFN_cuLibraryGetKernel_v12000 cuLibraryGetKernel = nullptr;
+  PFN_cuLibraryGetGlobal_v12000 cuLibraryGetGlobal = nullptr;
   PFN_cuKernelGetFunction_v12000 cuKernelGetFunction = nullptr;
   PFN_cuFuncSetAttribute_v9000 cuFuncSetAttribute = nullptr;
   PFN_cuFuncGetAttribute_v2020 cuFuncGetAttribute = nullptr;
@@ -90,6 +91,7 @@ std::string load_entry_points(PFN_cuGetProcAddress_v12000 get_proc, DriverApi& a
   load("cuLibraryLoadData", api.cuLibraryLoadData);
   load("cuLibraryUnload", api.cuLibraryUnload);
   load("cuLibraryGetKernel", api.cuLibraryGetKernel);
+  load("cuLibraryGetGlobal", api.cuLibraryGetGlobal);
   load("cuKernelGetFunction", api.cuKernelGetFunction);
   load("cuFuncSetAttribute", api.cuFuncSetAttribute);
   load("cuFuncGetAttribute", api.cuFuncGetAttribute);
@@ -285,6 +287,14 @@ KernelFunction LoadedLibrary::kernel(const std::string& name) const {
   return KernelFunction(kernel, function, name);
 }
 
+std::optional<DeviceGlobal> LoadedLibrary::global(const std::string& name) const {
+  DeviceGlobal found;
+  const CUresult result = api().cuLibraryGetGlobal(&found.pointer, &found.bytes, library_, name.c_str());
+  if (result == CUDA_ERROR_NOT_FOUND) return std::nullopt;
+  check(result, fmt::format("cuLibraryGetGlobal(\"{}\")", name), "make a DeviceContext current on this thread first");
+  return found;
+}
+
 void KernelFunction::set_max_dynamic_shared_memory(int bytes) const {
   check(api().cuFuncSetAttribute(function_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
         fmt::format("cuFuncSetAttribute(\"{}\", MAX_DYNAMIC_SHARED_SIZE_BYTES, {})", name_, bytes),
@@ -400,6 +410,22 @@ void DeviceBuffer::copy_to_host(void* host, std::size_t bytes) const {
   if (bytes == 0) return;
   check(api().cuMemcpyDtoH(host, pointer_, bytes), "cuMemcpyDtoH",
         "a kernel launched earlier may have failed; rerun with compute-sanitizer");
+}
+
+void copy_device_to_host(void* host, CUdeviceptr device, std::size_t bytes) {
+  if (bytes == 0) return;
+  check(Driver::instance().api().cuMemcpyDtoH(host, device, bytes), "cuMemcpyDtoH",
+        "a kernel launched earlier may have failed; rerun with compute-sanitizer");
+}
+
+void zero_device_bytes(CUdeviceptr device, std::size_t bytes) {
+  if (bytes == 0) return;
+  check(Driver::instance().api().cuMemsetD8(device, 0, bytes), "cuMemsetD8", "check that a context is current");
+}
+
+void synchronize_current_context() {
+  check(Driver::instance().api().cuCtxSynchronize(), "cuCtxSynchronize",
+        "a kernel launched earlier failed (illegal address, trap, timeout); rerun with compute-sanitizer");
 }
 
 void DeviceBuffer::fill_bytes(std::uint8_t value) const {

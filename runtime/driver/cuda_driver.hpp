@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -103,6 +104,12 @@ class KernelFunction {
   std::string name_;
 };
 
+// A __device__ variable of a loaded library: its address and size.
+struct DeviceGlobal {
+  CUdeviceptr pointer = 0;
+  std::size_t bytes = 0;
+};
+
 // A cubin loaded with cuLibraryLoadData; unloaded on destruction.
 class LoadedLibrary {
  public:
@@ -114,6 +121,8 @@ class LoadedLibrary {
 
   // Looks up an extern "C" kernel by name (cuLibraryGetKernel + cuKernelGetFunction).
   KernelFunction kernel(const std::string& name) const;
+  // The extern "C" __device__ variable `name` in the current context, or nullopt if there is none.
+  std::optional<DeviceGlobal> global(const std::string& name) const;
 
  private:
   CUlibrary library_ = nullptr;
@@ -170,6 +179,13 @@ class MappedHostBuffer {
   CUdeviceptr device_ = 0;
   std::size_t bytes_ = 0;
 };
+
+// cuMemcpyDtoH of `bytes` at `device` (synchronous with respect to the context's work).
+void copy_device_to_host(void* host, CUdeviceptr device, std::size_t bytes);
+// cuMemsetD8 of `bytes` zeros at `device`.
+void zero_device_bytes(CUdeviceptr device, std::size_t bytes);
+// cuCtxSynchronize: waits for every stream of the current context.
+void synchronize_current_context();
 
 class DeviceBuffer {
  public:

@@ -10,6 +10,7 @@
 #include "compiler/error.hpp"
 #include "dsl/presets.hpp"
 #include "runtime/api/attention.hpp"
+#include "runtime/driver/nvrtc_compiler.hpp"
 #include "support/temp_cache.hpp"
 #include "templates/abi.h"
 #include "templates/fwd_sm90/fwd_sm90_template.hpp"
@@ -562,6 +563,25 @@ TEST_F(FwdSm90Codegen, EveryServedPresetCompilesAtHeadDim256) {
     ++compiled;
   }
   EXPECT_EQ(compiled, static_cast<int>(presets::registry().size()));
+}
+
+// The diagnostic trace (AJ_TRACE 1, tools/gpu/trace-items.sh): the unit compiles for sm_90a
+// with the two unmangled globals the runtime reads after a launch (runtime/driver/kernel_trace),
+// for the persistent and the one-item-per-CTA loops; by default neither is defined.
+TEST_F(FwdSm90Codegen, TraceBuildDefinesTheRecordsTheRuntimeReads) {
+  for (const int persistent : {0, 1}) {
+    SCOPED_TRACE(persistent);
+    const PreparedKernel unit =
+        generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"persistent", persistent}}));
+    const std::string plain =
+        runtime::compile_to_cubin(unit.source, runtime::NvrtcCompileOptions().set_arch("sm_90a")).cubin;
+    EXPECT_EQ(plain.find("aj_trace"), std::string::npos);
+    const std::string traced = runtime::compile_to_cubin("#define AJ_TRACE 1\n" + unit.source,
+                                                         runtime::NvrtcCompileOptions().set_arch("sm_90a"))
+                                   .cubin;
+    EXPECT_NE(traced.find(std::string("aj_trace_count") + '\0'), std::string::npos);
+    EXPECT_NE(traced.find(std::string("aj_trace") + '\0'), std::string::npos);
+  }
 }
 
 // fwd_sm80 stays the fallback on sm_90a (RoPE, other head dims, a call the TMA cannot take):
