@@ -66,14 +66,24 @@ def summarize(path):
         print(f"{w:<24}{v:>14.0f}")
     per_tile = sum(r["loop"] - r["s0"] for r in rows) / loop_tiles
     print(f"{'loop time':<24}{per_tile:>14.0f}")
-    # Gaps between one consumer's items (its idle time between an item's end and the next start).
-    by_slot = defaultdict(list)
+    # Idle time of an SM's consumer between an item's end and the next item's start (clock64 is
+    # the SM's, so this spans CTAs too: with one item per CTA it is the CTA turnover). Items of
+    # CTAs resident side by side go to parallel lanes, each item to the lane free the longest.
+    by_sm = defaultdict(list)
     for r in rows:
-        by_slot[(r["sm"], r["cta"], r["consumer"])].append(r)
+        by_sm[(r["sm"], r["consumer"])].append(r)
     gaps = []
-    for seq in by_slot.values():
+    for seq in by_sm.values():
         seq.sort(key=lambda r: r["start"])
-        gaps += [b["start"] - a["end"] for a, b in zip(seq, seq[1:])]
+        lanes = []  # each lane's last end
+        for r in seq:
+            free = [i for i, end in enumerate(lanes) if end <= r["start"]]
+            if free:
+                i = min(free, key=lambda i: lanes[i])
+                gaps.append(r["start"] - lanes[i])
+                lanes[i] = r["end"]
+            else:
+                lanes.append(r["end"])
     if gaps:
         print(f"{'gap between items':<24}{statistics.mean(gaps):>14.0f}")
     f = fit([(r["tiles"], r["end"] - r["start"]) for r in rows])
