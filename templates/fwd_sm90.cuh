@@ -182,13 +182,14 @@
 #error "attnjit fwd_sm90: AJ_TRACE records items of the default loop, not of AJ_ITEM_OVERLAP's"
 #endif
 #if AJ_TRACE
-#define AJ_TRACE_WORDS 16
+#define AJ_TRACE_WORDS 20
 #define AJ_TRACE_CAPACITY 65536
 extern "C" {  // unmangled, for cuLibraryGetGlobal
+// Each (CTA, consumer) writes its items' records in turn into its own share of the records (no
+// atomics: a record marks itself valid in its last word); the runtime zeroes them after reading.
 __device__ unsigned long long aj_trace[AJ_TRACE_CAPACITY * AJ_TRACE_WORDS];
-__device__ unsigned int aj_trace_count;  // records written (the runtime zeroes it after reading)
 }
-// A record's words: phase clocks, then wait totals of the tile loop, then the tile count and where.
+// A record's words: phase clocks, then span totals of the tile loop, then the tile count and where.
 enum AjTraceWord {
   AJ_TR_GLOBAL_NS,  // %globaltimer at the item's start (ns; orders items across SMs)
   AJ_TR_START,      // the item's start (before its Q buffer's wait)
@@ -205,7 +206,11 @@ enum AjTraceWord {
   AJ_TR_WAIT_S,     // ... for S (wgmma wait 1)
   AJ_TR_WAIT_PV,    // ... for the previous P V (wgmma wait 0)
   AJ_TR_SOFTMAX,    // ... in the score_mod, mask and softmax
-  AJ_TR_WHERE,      // tiles | consumer << 16 | SM << 24 | CTA << 32
+  AJ_TR_RESCALE,    // ... in O's rescale and P's packing
+  AJ_TR_ISSUE_QK,   // ... issuing S = Q K^T
+  AJ_TR_ISSUE_PV,   // ... issuing O += P V
+  AJ_TR_SPARE,
+  AJ_TR_WHERE,      // tiles | consumer << 16 | SM << 24 | CTA << 32 (31 bits) | valid << 63
 };
 __device__ __forceinline__ unsigned long long aj_clock() {
   unsigned long long c;
@@ -245,18 +250,21 @@ __device__ __forceinline__ unsigned aj_smid() {
   do {                                   \
     if (ct == 0) ++tr[AJ_TR_WHERE];      \
   } while (0)
-// The item's record out (if there is room), and the next one's words cleared.
-#define AJ_TRACE_ITEM_END()                                                                      \
-  do {                                                                                           \
-    if (ct == 0) {                                                                               \
-      tr[AJ_TR_WHERE] |= (unsigned long long)cw << 16 | (unsigned long long)aj_smid() << 24 |    \
-                         (unsigned long long)blockIdx.x << 32;                                    \
-      const unsigned slot = atomicAdd(&aj_trace_count, 1u);                                      \
-      for (int w_ = 0; w_ < AJ_TRACE_WORDS; ++w_) {                                              \
-        if (slot < AJ_TRACE_CAPACITY) aj_trace[(unsigned long long)slot * AJ_TRACE_WORDS + w_] = tr[w_]; \
-        tr[w_] = 0;                                                                              \
-      }                                                                                          \
-    }                                                                                            \
+// The item's record out (while its (CTA, consumer) share has room), the next one's words cleared.
+#define AJ_TRACE_ITEM_END()                                                                          \
+  do {                                                                                               \
+    if (ct == 0) {                                                                                   \
+      tr[AJ_TR_WHERE] |= (unsigned long long)cw << 16 | (unsigned long long)aj_smid() << 24 |        \
+                         (unsigned long long)blockIdx.x << 32 | 1ull << 63;                          \
+      const unsigned share = AJ_TRACE_CAPACITY / (gridDim.x * NC);                                   \
+      if (trace_items < share) {                                                                     \
+        unsigned long long* out_ =                                                                   \
+            aj_trace + ((unsigned long long)(blockIdx.x * NC + cw) * share + trace_items) * AJ_TRACE_WORDS; \
+        for (int w_ = 0; w_ < AJ_TRACE_WORDS; ++w_) out_[w_] = tr[w_];                               \
+      }                                                                                              \
+      ++trace_items;                                                                                 \
+      for (int w_ = 0; w_ < AJ_TRACE_WORDS; ++w_) tr[w_] = 0;                                        \
+    }                                                                                                \
   } while (0)
 #else
 #define AJ_TRACE_AT(word) ((void)0)
@@ -975,6 +983,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
 #if AJ_TRACE
     __shared__ unsigned long long aj_trace_records[NC][AJ_TRACE_WORDS];  // the items in flight
     unsigned long long* const tr = aj_trace_records[cw];
+    unsigned trace_items = 0;  // records this consumer wrote
     if (ct == 0)
       for (int w = 0; w < AJ_TRACE_WORDS; ++w) tr[w] = 0;
 #endif
@@ -1153,8 +1162,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         aj_fence_registers(o);
         aj_keep_registers(p);  // the wgmma read them until here
         if (signals && pv_stage >= 0) aj_mbar_arrive(bar.v_empty(pv_stage));
-        rescale(alpha);  // the first tile's alpha is 0, and O still 0
-        to_fragments();
+        AJ_TRACE_SPAN(AJ_TR_RESCALE, rescale(alpha); to_fragments());  // the first tile's alpha is 0, O still 0
         pv_stage = stage;
         pv_phase = phase;
         advance(stage, phase);
@@ -1162,9 +1170,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         AJ_TRACE_SPAN(AJ_TR_WAIT_K, more = !last && next_tile(stage, phase, n, cls));
         if (!more) break;
         AJ_TRACE_SPAN(AJ_TR_WAIT_TURN, take_turn());
-        issue_qk(s, sq, s_k + stage * KV_BYTES);
+        AJ_TRACE_SPAN(AJ_TR_ISSUE_QK, issue_qk(s, sq, s_k + stage * KV_BYTES));
         AJ_TRACE_SPAN(AJ_TR_WAIT_V, aj_mbar_wait(bar.v_full(pv_stage), pv_phase));
-        issue_pv(o, p, s_v + pv_stage * KV_BYTES);
+        AJ_TRACE_SPAN(AJ_TR_ISSUE_PV, issue_pv(o, p, s_v + pv_stage * KV_BYTES));
         pass_turn();
         prefetch_cols(n, cls);
         split_cols(n);

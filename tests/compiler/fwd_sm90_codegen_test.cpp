@@ -110,10 +110,10 @@ TEST_F(FwdSm90Codegen, ChosenOnSm90aForItsHeadDimsElseFwdSm80) {
             "fwd_sm80");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"stages", 3}})).config.knobs.str(),
             "block_n=128 consumers=2 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=1 "
-            "ragged_items=1 stages=3");
+            "ragged_items=2 stages=3");
   EXPECT_EQ(generate(presets::causal(), options("sm_90a", 64).with_knobs(Knobs{{"pingpong", 0}})).config.knobs.str(),
             "block_n=128 consumers=3 doc_items=0 doc_runs=1 item_overlap=0 last_in_word=0 persistent=0 pingpong=0 "
-            "ragged_items=1 stages=2");
+            "ragged_items=2 stages=2");
   // A knob no template has: every template's reason.
   try {
     generate(presets::causal(), options("sm_90a", 128).with_knobs(Knobs{{"tiles", 3}}));
@@ -381,10 +381,12 @@ TEST_F(FwdSm90Codegen, PersistentPlanLaunchesACtaPerSmWithItsCounters) {
 // and its tile classes in the unit, the pre-pass that lists the items between the runs and the
 // forward, no block-mask launch, the list in the workspace before the block mask; off without
 // the persistent schedule; NVRTC compiles it for sm_90a at D=64 and 128.
-// Ragged units on the persistent schedule take their items from a pre-pass's list
-// (templates/ragged_items.cuh): on by default there (the knob is 1 everywhere, without effect
-// elsewhere), off with ragged_items 0 or without the persistent schedule, never for a padded unit; the list sits in the
-// workspace, 16 + 8 bytes per sequence; NVRTC compiles it for sm_90a at D=64 and 128.
+// Ragged units on the persistent schedule take their items from a list: by default (ragged_items
+// 2, the knob set everywhere, without effect elsewhere) the forward lists a batch of at most 32
+// sequences itself and a pre-pass (templates/ragged_items.cuh) lists a larger one; with 1 the
+// pre-pass lists every batch; off with ragged_items 0 or without the persistent schedule, never
+// for a padded unit. The pre-pass's list sits in the workspace, 16 + 8 bytes per sequence;
+// NVRTC compiles both for sm_90a at D=64 and 128.
 TEST_F(FwdSm90Codegen, RaggedItemsListedBeforeTheForward) {
   const auto ragged = [&](int head_dim, Knobs knobs) {
     CompileOptions o = options("sm_90a", head_dim).with_shape_hint(8, 16, 16, 4096, 4096);
@@ -392,9 +394,11 @@ TEST_F(FwdSm90Codegen, RaggedItemsListedBeforeTheForward) {
     o.ragged = true;
     return o;
   };
-  const PreparedKernel p = generate(presets::by_name("causal_bottom_right"), ragged(128, {}));
-  EXPECT_EQ(p.config.knobs.get("ragged_items"), 1);
+  EXPECT_EQ(generate(presets::by_name("causal_bottom_right"), ragged(128, {})).config.knobs.get("ragged_items"), 2);
+  const PreparedKernel p =
+      generate(presets::by_name("causal_bottom_right"), ragged(128, Knobs{{"persistent", 1}, {"ragged_items", 1}}));
   EXPECT_EQ(count(p.source, "#define AJ_RAGGED_ITEMS 1"), 1);
+  EXPECT_EQ(count(p.source, "#define AJ_RAGGED_LIST_HERE 32"), 0);
   EXPECT_EQ(p.unit.kernel_names, (std::vector<std::string>{"attnjit_ragged_items", "attnjit_fwd"}));
   ProblemShape shape{8, 16, 16, 4096, 4096};
   shape.multiprocessors = 132;
@@ -420,22 +424,22 @@ TEST_F(FwdSm90Codegen, RaggedItemsListedBeforeTheForward) {
       generate(presets::causal(), options("sm_90a", 128).with_shape_hint(8, 16, 16, 4096, 4096));
   EXPECT_EQ(count(padded.source, "#define AJ_RAGGED_ITEMS 1"), 0);
   for (const int d : {64, 128}) {
-    const PreparedKernel compiled = prepare(presets::by_name("causal_bottom_right"), ragged(d, {}));
+    const PreparedKernel compiled =
+        prepare(presets::by_name("causal_bottom_right"), ragged(d, Knobs{{"persistent", 1}, {"ragged_items", 1}}));
     EXPECT_EQ(count(compiled.source, "#define AJ_RAGGED_ITEMS 1"), 1) << d;
     EXPECT_EQ(count(compiled.source, "#define AJ_RAGGED_LIST_HERE 32"), 0) << d;
     ASSERT_TRUE(compiled.cached.cubin) << d;
     EXPECT_NE(compiled.cached.cubin->find("attnjit_ragged_items"), std::string::npos) << d;
   }
-  // ragged_items 2: a batch of at most 32 sequences is listed by the forward itself (no pre-pass
-  // launch, no workspace); a larger one as with 1.
+  // ragged_items 2 (the default): a batch of at most 32 sequences is listed by the forward itself
+  // (no pre-pass launch, no workspace); a larger one as with 1.
   const KernelTemplate& t = TemplateRegistry::instance().get(kFwdSm90TemplateName);
   EXPECT_NE(t.check_knobs(Knobs{{"block_n", 128}, {"consumers", 2}, {"stages", 2}, {"ragged_items", 3}}, 128, 232448)
                 .reason()
                 .find("ragged_items 3 is not 0, 1 or 2"),
             std::string::npos);
   for (const int d : {64, 128}) {
-    const PreparedKernel here =
-        prepare(presets::by_name("causal_bottom_right"), ragged(d, Knobs{{"persistent", 1}, {"ragged_items", 2}}));
+    const PreparedKernel here = prepare(presets::by_name("causal_bottom_right"), ragged(d, {}));
     EXPECT_EQ(count(here.source, "#define AJ_RAGGED_ITEMS 1"), 1) << d;
     EXPECT_EQ(count(here.source, "#define AJ_RAGGED_LIST_HERE 32"), 1) << d;
     ASSERT_TRUE(here.cached.cubin) << d;
@@ -566,7 +570,7 @@ TEST_F(FwdSm90Codegen, EveryServedPresetCompilesAtHeadDim256) {
 }
 
 // The diagnostic trace (AJ_TRACE 1, tools/gpu/trace-items.sh): the unit compiles for sm_90a
-// with the two unmangled globals the runtime reads after a launch (runtime/driver/kernel_trace),
+// with the unmangled global the runtime reads after a launch (runtime/driver/kernel_trace),
 // for the persistent and the one-item-per-CTA loops; by default neither is defined.
 TEST_F(FwdSm90Codegen, TraceBuildDefinesTheRecordsTheRuntimeReads) {
   for (const int persistent : {0, 1}) {
@@ -579,7 +583,6 @@ TEST_F(FwdSm90Codegen, TraceBuildDefinesTheRecordsTheRuntimeReads) {
     const std::string traced = runtime::compile_to_cubin("#define AJ_TRACE 1\n" + unit.source,
                                                          runtime::NvrtcCompileOptions().set_arch("sm_90a"))
                                    .cubin;
-    EXPECT_NE(traced.find(std::string("aj_trace_count") + '\0'), std::string::npos);
     EXPECT_NE(traced.find(std::string("aj_trace") + '\0'), std::string::npos);
   }
 }

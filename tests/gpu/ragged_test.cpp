@@ -142,8 +142,8 @@ TEST(RaggedHopper, LastInWordAgrees) {
     }
 }
 
-// fwd_sm90's persistent ragged unit with its items listed by the pre-pass (knob ragged_items 1,
-// the default), by the kernel itself for at most 32 sequences (2), and without (0): the
+// fwd_sm90's persistent ragged unit with its items listed by the pre-pass (knob ragged_items 1),
+// by the kernel itself for at most 32 sequences (2, the default), and without (0): the
 // sequences of RaggedPreset, 1100 short sequences (0 to 40 queries, more than the pre-pass
 // ranks: listed in batch order), and with 2 also 32 and 33 of them (the kernel's list and the
 // pre-pass's either side of its bound).

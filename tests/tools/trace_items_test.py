@@ -11,7 +11,7 @@ import tempfile
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 SCRIPT = os.path.join(ROOT, "tools", "gpu", "trace-items.py")
 HEADER = ("kernel,global_ns,start,q,k,s0,loop,pv,staged,end,wait_k,wait_turn,wait_v,wait_s,wait_pv,softmax,"
-          "tiles,consumer,sm,cta")
+          "rescale,issue_qk,issue_pv,spare,tiles,consumer,sm,cta")
 
 
 def record(start, tiles, consumer=0):
@@ -22,7 +22,7 @@ def record(start, tiles, consumer=0):
     pv = loop + 30
     staged = pv + 40
     end = staged + 60
-    waits = [1 * tiles, 2 * tiles, 3 * tiles, 4 * tiles, 5 * tiles, 30 * tiles]
+    waits = [1 * tiles, 2 * tiles, 3 * tiles, 4 * tiles, 5 * tiles, 30 * tiles, 6 * tiles, 7 * tiles, 8 * tiles, 0]
     return [start, start, q, k, s0, loop, pv, staged, end, *waits, tiles, consumer, 7, 3]
 
 
@@ -49,6 +49,7 @@ def main():
         assert lines["tile loop"][0] == "250", lines
         assert lines["store O"][0] == "60", lines
         assert lines["softmax"][0] == "30" and lines["wait_s"][0] == "4", lines
+        assert lines["rescale"][0] == "6" and lines["issue_pv"][0] == "8", lines
         assert lines["loop time"][0] == "50", lines
         assert lines["gap between items"][0] == "5", lines
         assert "fit: item = 260 + 50 * tiles cycles (fixed part = 5.20 tiles)" in text, text

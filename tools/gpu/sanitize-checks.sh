@@ -8,8 +8,9 @@
 #   ATTNJIT=build-gpu/attnjit tools/gpu/sanitize-checks.sh
 # ONLY=REGEX runs the checks whose name matches (e.g. ONLY=stream_k). ragged_causal and
 # ragged_document (the block-mask kernel first) run fwd_sm80's ragged unit, or on a Hopper GPU
-# fwd_sm90's (ATTNJIT_RAGGED_SM90=0 in the environment: fwd_sm80's); ragged_list_here runs
-# fwd_sm90's with its items listed in the kernel (ragged_items 2).
+# fwd_sm90's (ATTNJIT_RAGGED_SM90=0 in the environment: fwd_sm80's), ragged_causal with the
+# pre-pass's list (ragged_items 1); ragged_list_here runs fwd_sm90's with its items listed in the
+# kernel (ragged_items 2, the default).
 # Prints one line per (tool, check): errors found and the check's exit status; exits 1 when
 # any run reported an error or failed.
 set -uo pipefail
@@ -31,7 +32,7 @@ checks=(
   "decode_sq4_stages3|--preset softcap --param softcap=20 --template decode_sm80 --stages 3 --batch 2 --heads 16 --heads-kv 4 --seq-q 4 --seq-k 3001"
   "kv_paged|--preset causal_bottom_right --batch 3 --heads 32 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 0 1 4097 --page-size 48"
   "kv_contiguous|--preset sliding_window --param window=256 --batch 3 --heads 8 --heads-kv 8 --seq-q 1 --seq-k 5000 --seq-lens 7 4999 300"
-  "ragged_causal|--preset causal_bottom_right --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
+  "ragged_causal|--preset causal_bottom_right --head-dim 128 --ragged-items 1 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "ragged_document|--preset document_causal --head-dim 128 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "ragged_list_here|--preset causal_bottom_right --arch sm_90a --head-dim 128 --persistent 1 --ragged-items 2 --heads 4 --heads-kv 2 --ragged-q 1,0,300,77,5 --ragged-k 5,3,333,77,0"
   "bwd_causal_gqa|--backward --preset causal --head-dim 128 --heads 8 --heads-kv 2 --seq-q 300 --seq-k 333"

@@ -20,7 +20,7 @@ PHASES = [  # (name, from column, to column)
     ("normalize + stage O", "pv", "staged"),
     ("store O", "staged", "end"),
 ]
-WAITS = ["softmax", "wait_pv", "wait_k", "wait_turn", "wait_v", "wait_s"]
+WAITS = ["softmax", "rescale", "issue_qk", "issue_pv", "wait_pv", "wait_k", "wait_turn", "wait_v", "wait_s"]
 
 
 def load(path):
@@ -62,7 +62,7 @@ def summarize(path):
     loop_tiles = sum(r["tiles"] for r in rows)
     print(f"{'in the tile loop':<24}{'cycles / tile':>14}")
     for w in WAITS:
-        v = sum(r[w] for r in rows) / loop_tiles
+        v = sum(r.get(w, 0) for r in rows) / loop_tiles
         print(f"{w:<24}{v:>14.0f}")
     per_tile = sum(r["loop"] - r["s0"] for r in rows) / loop_tiles
     print(f"{'loop time':<24}{per_tile:>14.0f}")
