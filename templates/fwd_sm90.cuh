@@ -140,30 +140,6 @@
 #ifndef AJ_RAGGED_LIST_HERE
 #define AJ_RAGGED_LIST_HERE 0
 #endif
-// Experiments of the twenty-eighth session, off until measured (A/B: tools/gpu/ab-templates.sh
-// with a copy of templates/ whose defaults say 1). They cut the consumers' instructions per
-// unmasked tile at D=64 (sm_90a SASS of causal S=1k: 464), where the softmax outweighs the GEMMs:
-// AJ_DESC_STEP: the GEMMs' shared-memory descriptors stepped from one per operand and tile
-//   (aj_desc_advance) instead of built per k step (-24 instructions).
-// AJ_LAZY_RESCALE: a row's running max moves only when a tile's exceeds it by more than 2^8 in
-//   probability (P stays below 256, which bf16 / fp16 hold at the same relative precision), and
-//   a warp whose rows did not move skips the O rescale (its 32 multiplies at D=64).
-// AJ_SUM_BY_MMA (D <= 128): the rows' sums of P by the tensor cores, P times a block of ones
-//   (m64n8k16 beside each P V step, accumulated and rescaled with O), instead of an add per
-//   score (-64 FADD, +8 HGMMA per tile). The sums are then of P as rounded for P V (the LSE
-//   moves by about 2^-9 / sqrt(keys) relative; O is normalized by exactly its weights' sum).
-#ifndef AJ_DESC_STEP
-#define AJ_DESC_STEP 0
-#endif
-#ifndef AJ_LAZY_RESCALE
-#define AJ_LAZY_RESCALE 0
-#endif
-#ifndef AJ_SUM_BY_MMA
-#define AJ_SUM_BY_MMA 0
-#endif
-#if AJ_SUM_BY_MMA && AJ_HEAD_DIM > 128
-#error "attnjit fwd_sm90: AJ_SUM_BY_MMA needs AJ_HEAD_DIM <= 128 (its block of ones would not fit beside D=256's ring)"
-#endif
 #if AJ_RAGGED_LIST_HERE && !(AJ_RAGGED_ITEMS && AJ_RAGGED_LIST_HERE <= 32)
 #error "attnjit fwd_sm90: AJ_RAGGED_LIST_HERE needs AJ_RAGGED_ITEMS and at most 32 sequences"
 #endif
@@ -301,14 +277,6 @@ constexpr int ND = D / 8;    // 8-wide column groups of O
 __device__ __forceinline__ int ragged_query_blocks(int b, const AttnjitFwdArgs& args) {
   return (aj_seq_len_q(b, args) + BM - 1) / BM;
 }
-// O's accumulators per thread, and with AJ_SUM_BY_MMA the rows' sums after them (m64n8: rows g
-// and g + 8, two equal columns each).
-constexpr int OS = D / 2 + (AJ_SUM_BY_MMA ? 4 : 0);
-#if AJ_SUM_BY_MMA
-// 512 ones of the input dtype: the B operand of the sums (K-major, no swizzle; every element
-// any descriptor of it reads is 1, so its layout does not matter).
-__shared__ __align__(128) aj_u32 ones_for_sums[256];
-#endif
 constexpr int QB = AJ_Q_BUFFERS;
 constexpr aj_u32 Q_CHUNK = BM * 128;  // bytes of one 64-column chunk of the Q tile
 constexpr aj_u32 KV_CHUNK = BN * 128;
@@ -563,19 +531,11 @@ __device__ __forceinline__ void advance(int& stage, int& phase) {
 
 // S = Q K^T for this warpgroup's 64 rows: Q at sq (its first row), K at sk.
 __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 sk) {
-#if AJ_DESC_STEP
-  const aj_u64 da0 = aj_smem_desc_sw128(sq, 16, 1024), db0 = aj_smem_desc_sw128(sk, 16, 1024);
-#endif
   aj_wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < KD; ++kk) {
-#if AJ_DESC_STEP
-    const aj_u64 da = aj_desc_advance(da0, (kk >> 2) * Q_CHUNK + (kk & 3) * 32);
-    const aj_u64 db = aj_desc_advance(db0, (kk >> 2) * KV_CHUNK + (kk & 3) * 32);
-#else
     const aj_u64 da = aj_smem_desc_sw128(sq + (kk >> 2) * Q_CHUNK + (kk & 3) * 32, 16, 1024);
     const aj_u64 db = aj_smem_desc_sw128(sk + (kk >> 2) * KV_CHUNK + (kk & 3) * 32, 16, 1024);
-#endif
     aj_wgmma_ss_qk(s, da, db, kk > 0 ? 1 : 0);
   }
   aj_wgmma_commit();
@@ -583,26 +543,10 @@ __device__ __forceinline__ void issue_qk(float (&s)[BN / 2], aj_u32 sq, aj_u32 s
 
 // O += P V: P (bf16/fp16 pairs in the A-fragment layout) from registers, V at sv read
 // transposed (MN-major: 64-column chunks KV_CHUNK apart, 8-key groups 1024 bytes apart).
-__device__ __forceinline__ void issue_pv(float (&acc)[OS], const aj_u32 (&p)[KN][4], aj_u32 sv) {
-  float(&o)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&acc[0]);
-#if AJ_SUM_BY_MMA
-  float(&sums)[4] = *reinterpret_cast<float(*)[4]>(&acc[D / 2]);
-  // No swizzle (layout 0): 16-byte rows, core matrices 128 bytes apart along K, 256 along N.
-  const aj_u64 ones = aj_smem_desc(aj_smem_addr(ones_for_sums), 128, 256, 0);
-#endif
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const aj_u32 (&p)[KN][4], aj_u32 sv) {
   aj_wgmma_fence();
-#if AJ_DESC_STEP
-  const aj_u64 dv0 = aj_smem_desc_sw128(sv, KV_CHUNK, 1024);
-#pragma unroll
-  for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_desc_advance(dv0, kk * 2048));
-#else
 #pragma unroll
   for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_pv(o, p[kk], aj_smem_desc_sw128(sv + kk * 2048, KV_CHUNK, 1024));
-#endif
-#if AJ_SUM_BY_MMA
-#pragma unroll
-  for (int kk = 0; kk < KN; ++kk) aj_wgmma_rs_sum(sums, p[kk], ones);
-#endif
   aj_wgmma_commit();
 }
 
@@ -701,16 +645,6 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
   const aj_u32 s_items = base + OFF_ITEMS;
 #endif
 
-#if AJ_SUM_BY_MMA
-  if (tid < 256) {
-#if defined(AJ_IS_BF16)
-    ones_for_sums[tid] = 0x3F803F80u;  // two ones
-#else
-    ones_for_sums[tid] = 0x3C003C00u;
-#endif
-    aj_fence_proxy_async();  // before the tensor cores read them
-  }
-#endif
   if (tid == 0) {
     for (int i = 0; i < QB; ++i) {
       aj_mbar_init(bar.q_full(i), 1);
@@ -1022,7 +956,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const float mult = args.scale_log2;
 #endif
 
-    float o[OS];
+    float o[D / 2];
     float row_max[2], row_sum[2];
     aj_u32 p[KN][4];
     float s[BN / 2];
@@ -1077,17 +1011,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
         for (int j = 0; j < NN; ++j) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]));
         mx = fmaxf(mx, aj_shfl_xor(mx, 1));
         mx = fmaxf(mx, aj_shfl_xor(mx, 2));
-#if AJ_LAZY_RESCALE
-        // (a first admitted key always moves it: from -inf)
-        const bool stays = row_max[r] != AJ_NEG_INF && (mx - row_max[r]) * mult <= 8.f;
-        if (stays) mx = row_max[r];
-#endif
         // A row with no admitted key so far keeps max -inf: use 0 to avoid inf - inf.
         const float ms = mx == AJ_NEG_INF ? 0.f : mx * mult;
         alpha[r] = aj_exp2(row_max[r] * mult - ms);
-#if AJ_LAZY_RESCALE
-        if (stays) alpha[r] = 1.f;
-#endif
         row_max[r] = mx;
         float sum = 0.f;
 #pragma unroll
@@ -1096,9 +1022,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
           const float p1 = aj_exp2(s[4 * j + 2 * r + 1] * mult - ms);
           s[4 * j + 2 * r] = p0;
           s[4 * j + 2 * r + 1] = p1;
-          if (!AJ_SUM_BY_MMA) sum += p0 + p1;
+          sum += p0 + p1;
         }
-        row_sum[r] = AJ_SUM_BY_MMA ? 0.f : row_sum[r] * alpha[r] + sum;  // (by MMA: in o[D / 2..])
+        row_sum[r] = row_sum[r] * alpha[r] + sum;
       }
     };
     auto to_fragments = [&]() {
@@ -1111,11 +1037,8 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
       }
     };
     auto rescale = [&](const float (&alpha)[2]) {
-#if AJ_LAZY_RESCALE
-      if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
-#endif
 #pragma unroll
-      for (int j = 0; j < OS / 4; ++j) {  // (AJ_SUM_BY_MMA: the sums too)
+      for (int j = 0; j < ND; ++j) {
         o[4 * j + 0] *= alpha[0];
         o[4 * j + 1] *= alpha[0];
         o[4 * j + 2] *= alpha[1];
@@ -1192,7 +1115,7 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     };
     const auto start_rows = [&]() {
 #pragma unroll
-      for (int i = 0; i < OS; ++i) o[i] = 0.f;
+      for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         row_max[r] = AJ_NEG_INF;
@@ -1204,13 +1127,9 @@ extern "C" __global__ void __launch_bounds__(aj_fwd90::NT, aj_fwd90::CTAS_PER_SM
     const auto stage_o = [&]() {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-#if AJ_SUM_BY_MMA
-        const float l = o[D / 2 + 2 * r];  // the whole row's: every column of the sums holds it
-#else
         float l = row_sum[r];
         l += aj_shfl_xor(l, 1);
         l += aj_shfl_xor(l, 2);
-#endif
         const bool any = l > 0.f;
         const float inv = any ? 1.0f / l : 0.f;
         const int lrow = 16 * warp + 8 * r + g;  // row within the warpgroup

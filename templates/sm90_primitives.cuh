@@ -92,11 +92,6 @@ __device__ __forceinline__ aj_u64 aj_smem_desc_sw128(aj_u32 addr, aj_u32 lbo, aj
   return aj_smem_desc(addr, lbo, sbo, 1);
 }
 
-// A descriptor moved on by `bytes` (a multiple of 16) in shared memory: one add where a fresh
-// descriptor costs a mask, a shift and an or. The address field (bits 0-13, in 16-byte units)
-// holds any shared address (all below 2^18), so the add never carries out of it.
-__device__ __forceinline__ aj_u64 aj_desc_advance(aj_u64 desc, aj_u32 bytes) { return desc + (bytes >> 4); }
-
 // ---- warpgroups -------------------------------------------------------------------------------
 template <int REGS>
 __device__ __forceinline__ void aj_regs_release() {

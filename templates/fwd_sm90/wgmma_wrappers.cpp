@@ -56,18 +56,6 @@ std::string wgmma_wrappers(ElementType dtype, int block_n, int head_dim) {
       fmt::arg("n", head_dim), fmt::arg("c", pv), fmt::arg("t", type), fmt::arg("regs", operand_list(0, pv)),
       fmt::arg("a0", pv), fmt::arg("a1", pv + 1), fmt::arg("a2", pv + 2), fmt::arg("a3", pv + 3),
       fmt::arg("db", pv + 4), fmt::arg("one", pv + 5), fmt::arg("cons", accumulator_constraints(pv)));
-  // The rows' sums of P (AJ_SUM_BY_MMA in fwd_sm90.cuh): defined in every unit, called only there.
-  out += fmt::format(
-      "// L[64 x 8] += P[64 x 16] ONES[16 x 8]: P in registers, the ones K-major in shared memory.\n"
-      "__device__ __forceinline__ void aj_wgmma_rs_sum(float (&d)[4], const aj_u32 (&a)[4], aj_u64 desc_b) {{\n"
-      "  asm volatile(\n"
-      "      \"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %9, 0;\\n\"\n"
-      "      \"wgmma.mma_async.sync.aligned.m64n8k16.f32.{t}.{t} {{%0, %1, %2, %3}}, {{%4, %5, %6, %7}}, %8, p, 1, 1, "
-      "0;\\n}}\\n\"\n"
-      "      : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
-      "      : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"l\"(desc_b), \"r\"(1));\n"
-      "}}\n",
-      fmt::arg("t", type));
   return out;
 }
 

@@ -2,7 +2,7 @@
 # A copy of templates/ with some of the kernels' compile-time defaults changed, for an A/B of a
 # kernel-text experiment that has no knob (tools/gpu/ab-templates.sh takes the folder as its A
 # side; ATTNJIT_TEMPLATE_DIR=FOLDER runs the GPU tests on it):
-#   tools/gpu/template-variant.sh /tmp/lazy AJ_LAZY_RESCALE=1 AJ_DESC_STEP=1
+#   tools/gpu/template-variant.sh /tmp/traced AJ_TRACE=1
 # Each NAME=VALUE rewrites the line `#define NAME <old>` that follows `#ifndef NAME` in every
 # template; a name found nowhere is an error (a typo would otherwise A/B two equal kernels).
 # FOLDER is replaced only if this script made it (a marker file says so).

@@ -3,7 +3,7 @@
 # templates/ with AJ_TRACE 1 (and any other NAME=VALUE defaults), runs one `attnjit bench` on
 # it with ATTNJIT_TRACE set, and prints tools/gpu/trace-items.py's summary of the last launch.
 #   tools/gpu/trace-items.sh /tmp/causal.csv -- --preset causal --shape 16,32,32,1024,1024,64
-#   tools/gpu/trace-items.sh /tmp/lazy.csv AJ_LAZY_RESCALE=1 -- --preset causal --shape ...
+#   tools/gpu/trace-items.sh /tmp/lw.csv AJ_LAST_IN_WORD=1 -- --preset causal --shape ...
 # Environment: ATTNJIT (the binary; default build-gpu/attnjit). The traced kernel's speed is not
 # the kernel's (its clock reads and the copy after each launch): read the phases, not the time.
 set -euo pipefail
